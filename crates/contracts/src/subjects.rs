@@ -1,0 +1,237 @@
+//! NATS subjects and JetStream stream names.
+//!
+//! A subject is `<namespace>.<service>.<entity>.<fact>`; the namespace is `hosted` in
+//! deployment and a unique prefix per test, so that tests share one NATS server
+//! without seeing each other's events. Each service publishes only under its own
+//! `<namespace>.<service>.>`, into its own stream.
+
+use std::fmt;
+
+/// The four services, as they appear in subjects and stream names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Service {
+    Intake,
+    Entitlement,
+    Cards,
+    Directory,
+}
+
+impl Service {
+    pub const ALL: [Service; 4] = [
+        Service::Intake,
+        Service::Entitlement,
+        Service::Cards,
+        Service::Directory,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Service::Intake => "intake",
+            Service::Entitlement => "entitlement",
+            Service::Cards => "cards",
+            Service::Directory => "directory",
+        }
+    }
+}
+
+impl fmt::Display for Service {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One kind of fact: the part of a subject after the namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Fact {
+    pub service: Service,
+    pub entity: &'static str,
+    pub fact: &'static str,
+}
+
+impl fmt::Display for Fact {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}.{}", self.service, self.entity, self.fact)
+    }
+}
+
+const fn fact(service: Service, entity: &'static str, fact: &'static str) -> Fact {
+    Fact {
+        service,
+        entity,
+        fact,
+    }
+}
+
+/// Facts published by intake. Payload: `LearnerEvent`, `AgreementEvent`, `PaymentEvent`.
+pub mod intake {
+    use super::{Fact, Service::Intake, fact};
+
+    pub const STAY_REGISTERED: Fact = fact(Intake, "stay", "registered");
+    pub const STAY_AMENDED: Fact = fact(Intake, "stay", "amended");
+    pub const STAY_EXTENDED: Fact = fact(Intake, "stay", "extended");
+    pub const STAY_ENDED: Fact = fact(Intake, "stay", "ended");
+    pub const STAY_CANCELLED: Fact = fact(Intake, "stay", "cancelled");
+    pub const PERSON_AMENDED: Fact = fact(Intake, "person", "amended");
+    pub const AGREEMENT_CREATED: Fact = fact(Intake, "agreement", "created");
+    pub const AGREEMENT_AMENDED: Fact = fact(Intake, "agreement", "amended");
+    pub const AGREEMENT_ENDED: Fact = fact(Intake, "agreement", "ended");
+    pub const PAYMENT_RECORDED: Fact = fact(Intake, "payment", "recorded");
+
+    /// Every fact whose payload is a `LearnerEvent`.
+    pub const LEARNER_FACTS: [Fact; 6] = [
+        STAY_REGISTERED,
+        STAY_AMENDED,
+        STAY_EXTENDED,
+        STAY_ENDED,
+        STAY_CANCELLED,
+        PERSON_AMENDED,
+    ];
+}
+
+/// Facts published by entitlement. Payload: `GrantsEvent`.
+pub mod entitlement {
+    use super::{Fact, Service::Entitlement, fact};
+
+    pub const GRANTS_CHANGED: Fact = fact(Entitlement, "grants", "changed");
+}
+
+/// Facts published by cards. Payload: `CardEvent`.
+pub mod cards {
+    use super::{Fact, Service::Cards, fact};
+
+    pub const CARD_CHANGED: Fact = fact(Cards, "card", "changed");
+}
+
+/// Facts published by directory. Payload: `AccountEvent`.
+pub mod directory {
+    use super::{Fact, Service::Directory, fact};
+
+    pub const ACCOUNT_PUBLISHED: Fact = fact(Directory, "account", "published");
+}
+
+/// The entity segment under which a service keeps its dead letters.
+const DEAD_LETTER_ENTITY: &str = "deadletter";
+
+/// The first segment of every subject, and the prefix of every stream name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Namespace(String);
+
+impl Namespace {
+    /// The namespace of a deployment.
+    pub const DEFAULT: &'static str = "hosted";
+
+    /// A namespace is one subject token: lower-case ASCII letters, digits, `-` or `_`.
+    pub fn new(name: impl Into<String>) -> Result<Self, String> {
+        let name = name.into();
+        let valid_char =
+            |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-';
+        if name.is_empty() || !name.chars().all(valid_char) {
+            return Err(format!(
+                "namespace {name:?} must be one token of lower-case letters, digits, '-' or '_'"
+            ));
+        }
+        Ok(Self(name))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The subject a fact is published on.
+    pub fn subject(&self, fact: Fact) -> String {
+        format!("{}.{fact}", self.0)
+    }
+
+    /// Everything a service publishes: the subject filter of its stream.
+    pub fn all_of(&self, service: Service) -> String {
+        format!("{}.{service}.>", self.0)
+    }
+
+    /// The JetStream stream that holds what a service publishes, e.g. `HOSTED_INTAKE`.
+    pub fn stream(&self, service: Service) -> String {
+        format!("{}_{}", self.0, service)
+            .to_ascii_uppercase()
+            .replace('-', "_")
+    }
+
+    /// Where a consumer of `service` puts the events it gave up on. The dead letters
+    /// live in the consumer's own stream, under its own prefix.
+    pub fn dead_letters(&self, service: Service, consumer: &str) -> String {
+        format!("{}.{service}.{DEAD_LETTER_ENTITY}.{consumer}", self.0)
+    }
+
+    /// Every dead letter of a service.
+    pub fn all_dead_letters(&self, service: Service) -> String {
+        format!("{}.{service}.{DEAD_LETTER_ENTITY}.>", self.0)
+    }
+
+    /// The fact a subject of this namespace carries, when it is one of `known`.
+    pub fn fact_of<'a>(&self, subject: &str, known: &'a [Fact]) -> Option<&'a Fact> {
+        let rest = subject.strip_prefix(self.0.as_str())?.strip_prefix('.')?;
+        known.iter().find(|fact| {
+            let mut parts = rest.splitn(3, '.');
+            parts.next() == Some(fact.service.as_str())
+                && parts.next() == Some(fact.entity)
+                && parts.next() == Some(fact.fact)
+        })
+    }
+}
+
+impl Default for Namespace {
+    fn default() -> Self {
+        Self(Self::DEFAULT.to_owned())
+    }
+}
+
+impl fmt::Display for Namespace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_follow_the_naming_rule() {
+        let ns = Namespace::default();
+        assert_eq!(
+            ns.subject(intake::STAY_REGISTERED),
+            "hosted.intake.stay.registered"
+        );
+        assert_eq!(ns.all_of(Service::Intake), "hosted.intake.>");
+        assert_eq!(ns.stream(Service::Intake), "HOSTED_INTAKE");
+        assert_eq!(
+            ns.dead_letters(Service::Directory, "directory-intake"),
+            "hosted.directory.deadletter.directory-intake"
+        );
+    }
+
+    #[test]
+    fn test_namespaces_make_valid_stream_names() {
+        let ns = Namespace::new("t-0193ab").expect("valid namespace");
+        assert_eq!(ns.stream(Service::Cards), "T_0193AB_CARDS");
+    }
+
+    #[test]
+    fn a_namespace_is_one_token() {
+        assert!(Namespace::new("a.b").is_err());
+        assert!(Namespace::new("").is_err());
+        assert!(Namespace::new("Hosted").is_err());
+        assert!(Namespace::new("a>").is_err());
+    }
+
+    #[test]
+    fn facts_are_recognised_only_in_their_namespace() {
+        let ns = Namespace::default();
+        let known = intake::LEARNER_FACTS;
+        assert_eq!(
+            ns.fact_of("hosted.intake.stay.registered", &known),
+            Some(&intake::STAY_REGISTERED)
+        );
+        assert_eq!(ns.fact_of("other.intake.stay.registered", &known), None);
+        assert_eq!(ns.fact_of("hostedx.intake.stay.registered", &known), None);
+        assert_eq!(ns.fact_of("hosted.intake.agreement.created", &known), None);
+    }
+}

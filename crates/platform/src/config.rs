@@ -1,0 +1,578 @@
+//! Layered configuration: defaults, then an optional TOML file, then environment
+//! variables named `<PREFIX>__<SECTION>__<FIELD>` (Kubernetes injects those).
+//!
+//! Every section is read on its own, so one run reports every bad section and every
+//! failed check at once instead of stopping at the first.
+
+use std::{
+    collections::BTreeMap,
+    fmt,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use figment::{
+    Figment,
+    providers::{Env, Format, Toml},
+};
+use serde::{Deserialize, de::DeserializeOwned};
+
+use crate::auth::{Caller, Role};
+
+/// Exit code for a bad command line or a bad configuration (`EX_USAGE`).
+pub const EXIT_USAGE: u8 = 64;
+
+/// A configuration section: deserialised on its own, then checked.
+pub trait Section: DeserializeOwned + Default {
+    /// Pushes one message per problem; the messages name the field.
+    fn check(&self, _section: &str, _problems: &mut Vec<String>) {}
+}
+
+/// Everything wrong with a configuration, reported at once.
+#[derive(Debug)]
+pub struct ConfigErrors(pub Vec<String>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "invalid configuration ({} problem(s)):", self.0.len())?;
+        for problem in &self.0 {
+            writeln!(f, "  - {problem}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Reads sections from the layered sources and collects every problem.
+#[derive(Debug)]
+pub struct Loader {
+    figment: Figment,
+    env_prefix: String,
+    known: Vec<&'static str>,
+    problems: Vec<String>,
+}
+
+impl Loader {
+    /// `env_prefix` is the service's name in upper case, e.g. `INTAKE`.
+    pub fn new(env_prefix: &str, file: Option<&Path>) -> Self {
+        let mut figment = Figment::new();
+        let mut problems = Vec::new();
+        if let Some(file) = file {
+            if file.is_file() {
+                figment = figment.merge(Toml::file(file));
+            } else {
+                problems.push(format!("config file {}: not found", file.display()));
+            }
+        }
+        let env_prefix = format!("{}__", env_prefix.to_ascii_uppercase());
+        figment = figment.merge(Env::prefixed(&env_prefix).split("__"));
+        Self {
+            figment,
+            env_prefix,
+            known: Vec::new(),
+            problems,
+        }
+    }
+
+    /// Reads one section; on error records it and returns the defaults so that the
+    /// other sections are still read and checked.
+    pub fn section<S: Section>(&mut self, key: &'static str) -> S {
+        self.known.push(key);
+        let section = if self.figment.contains(key) {
+            match self.figment.extract_inner::<S>(key) {
+                Ok(section) => section,
+                Err(errors) => {
+                    for error in errors {
+                        self.problems.push(self.describe(key, &error));
+                    }
+                    return S::default();
+                }
+            }
+        } else {
+            S::default()
+        };
+        section.check(key, &mut self.problems);
+        section
+    }
+
+    fn describe(&self, key: &str, error: &figment::Error) -> String {
+        // figment reports the section's own key among the path segments; put it first.
+        let inner: Vec<&str> = error
+            .path
+            .iter()
+            .map(String::as_str)
+            .filter(|segment| *segment != key)
+            .collect();
+        let path = if inner.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{key}.{}", inner.join("."))
+        };
+        let source = error
+            .metadata
+            .as_ref()
+            .map(|metadata| format!(" (from {})", metadata.name))
+            .unwrap_or_default();
+        format!("{path}: {}{source}", error.kind)
+    }
+
+    /// Adds a problem found by a check that spans sections.
+    pub fn problem(&mut self, message: impl Into<String>) {
+        self.problems.push(message.into());
+    }
+
+    /// Reports unknown top-level sections, then every problem found, at once.
+    pub fn finish(mut self) -> Result<(), ConfigErrors> {
+        if let Ok(figment::value::Value::Dict(_, top)) = self.figment.find_value("") {
+            for key in top.keys() {
+                if !self.known.contains(&key.as_str()) {
+                    self.problems.push(format!(
+                        "{key}: unknown section (known: {}; environment prefix {})",
+                        self.known.join(", "),
+                        self.env_prefix
+                    ));
+                }
+            }
+        }
+        if self.problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigErrors(self.problems))
+        }
+    }
+}
+
+/// The configuration file named by `--config FILE` or by `<PREFIX>_CONFIG`.
+///
+/// Returns `Err` with a usage message for any other argument.
+pub fn config_file_from_args(env_prefix: &str) -> Result<Option<PathBuf>, String> {
+    let usage = format!(
+        "usage: {} [--config FILE]\n\nSettings: defaults, then FILE (or ${}_CONFIG), then \
+         environment variables {}__<SECTION>__<FIELD>.",
+        env_prefix.to_ascii_lowercase(),
+        env_prefix,
+        env_prefix
+    );
+    let mut args = std::env::args().skip(1);
+    let mut file = std::env::var_os(format!("{env_prefix}_CONFIG")).map(PathBuf::from);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--config" | "-c" => match args.next() {
+                Some(path) => file = Some(PathBuf::from(path)),
+                None => return Err(format!("--config needs a file\n\n{usage}")),
+            },
+            "--help" | "-h" => return Err(usage),
+            other => return Err(format!("unexpected argument {other:?}\n\n{usage}")),
+        }
+    }
+    Ok(file)
+}
+
+fn parse_duration_millis<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Duration, D::Error> {
+    u64::deserialize(deserializer).map(Duration::from_millis)
+}
+
+/// `[grpc]`: where the service listens and how it stops.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GrpcConfig {
+    pub listen: SocketAddr,
+    /// How long in-flight calls and consumers get to finish after SIGTERM.
+    #[serde(deserialize_with = "parse_duration_millis", rename = "grace_period_ms")]
+    pub grace_period: Duration,
+}
+
+impl GrpcConfig {
+    pub fn with_port(port: u16) -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], port)),
+            ..Self::default()
+        }
+    }
+}
+
+impl Default for GrpcConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            grace_period: Duration::from_secs(20),
+        }
+    }
+}
+
+impl Section for GrpcConfig {
+    fn check(&self, section: &str, problems: &mut Vec<String>) {
+        if self.grace_period.is_zero() {
+            problems.push(format!("{section}.grace_period_ms: must be more than 0"));
+        }
+    }
+}
+
+/// `[database]`: the service's own PostgreSQL database.
+#[derive(Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `postgres://user:password@host:port/database`.
+    pub url: String,
+    pub max_connections: u32,
+    /// Create the database when it does not exist (development and tests).
+    pub create_if_missing: bool,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            max_connections: 10,
+            create_if_missing: false,
+        }
+    }
+}
+
+impl DatabaseConfig {
+    pub fn with_url(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            ..Self::default()
+        }
+    }
+}
+
+impl fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DatabaseConfig")
+            .field("url", &redact_url(&self.url))
+            .field("max_connections", &self.max_connections)
+            .field("create_if_missing", &self.create_if_missing)
+            .finish()
+    }
+}
+
+impl Section for DatabaseConfig {
+    fn check(&self, section: &str, problems: &mut Vec<String>) {
+        if self.url.is_empty() {
+            problems.push(format!(
+                "{section}.url: required (postgres://user:password@host:port/database)"
+            ));
+        } else if !(self.url.starts_with("postgres://") || self.url.starts_with("postgresql://")) {
+            problems.push(format!(
+                "{section}.url: must start with postgres:// or postgresql://"
+            ));
+        }
+        if self.max_connections == 0 {
+            problems.push(format!("{section}.max_connections: must be at least 1"));
+        }
+    }
+}
+
+/// A URL with its password replaced, for logs.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    match rest.split_once('@') {
+        Some((credentials, host)) => {
+            let user = credentials.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{host}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+/// `[nats]`: the event bus.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NatsConfig {
+    pub url: String,
+    /// First token of every subject and prefix of every stream (`hosted`).
+    pub namespace: String,
+    /// JetStream de-duplication window of the service's stream.
+    #[serde(
+        deserialize_with = "parse_duration_millis",
+        rename = "duplicate_window_ms"
+    )]
+    pub duplicate_window: Duration,
+    /// Deliveries of one event before it goes to the dead letters.
+    pub max_deliver: i64,
+    /// How long a consumer may take before an event is redelivered.
+    #[serde(deserialize_with = "parse_duration_millis", rename = "ack_wait_ms")]
+    pub ack_wait: Duration,
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        Self {
+            url: "nats://127.0.0.1:4222".to_owned(),
+            namespace: hosted_contracts::subjects::Namespace::DEFAULT.to_owned(),
+            duplicate_window: Duration::from_secs(120),
+            max_deliver: 5,
+            ack_wait: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Section for NatsConfig {
+    fn check(&self, section: &str, problems: &mut Vec<String>) {
+        if self.url.is_empty() {
+            problems.push(format!("{section}.url: required (nats://host:port)"));
+        }
+        if let Err(reason) = hosted_contracts::subjects::Namespace::new(self.namespace.clone()) {
+            problems.push(format!("{section}.namespace: {reason}"));
+        }
+        if self.duplicate_window.is_zero() {
+            problems.push(format!(
+                "{section}.duplicate_window_ms: must be more than 0"
+            ));
+        }
+        if self.max_deliver < 1 {
+            problems.push(format!("{section}.max_deliver: must be at least 1"));
+        }
+        if self.ack_wait < Duration::from_secs(1) {
+            problems.push(format!("{section}.ack_wait_ms: must be at least 1000"));
+        }
+    }
+}
+
+impl NatsConfig {
+    pub fn namespace(&self) -> hosted_contracts::subjects::Namespace {
+        hosted_contracts::subjects::Namespace::new(self.namespace.clone()).unwrap_or_default()
+    }
+}
+
+/// Output format of the logs.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// `[telemetry]`: logs and traces.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// A `tracing` env-filter, e.g. `info,hosted_directory=debug`; `RUST_LOG` wins.
+    pub filter: String,
+    pub format: LogFormat,
+    /// OTLP/gRPC endpoint of a collector, e.g. `http://127.0.0.1:4317`; no export when empty.
+    pub otlp_endpoint: String,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            filter: "info".to_owned(),
+            format: LogFormat::Text,
+            otlp_endpoint: String::new(),
+        }
+    }
+}
+
+impl Section for TelemetryConfig {
+    fn check(&self, section: &str, problems: &mut Vec<String>) {
+        if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.filter) {
+            problems.push(format!("{section}.filter: {error}"));
+        }
+        if !self.otlp_endpoint.is_empty()
+            && !(self.otlp_endpoint.starts_with("http://")
+                || self.otlp_endpoint.starts_with("https://"))
+        {
+            problems.push(format!(
+                "{section}.otlp_endpoint: must start with http:// or https://"
+            ));
+        }
+    }
+}
+
+/// `[auth]`: who may call, with which roles.
+///
+/// ```toml
+/// [auth.callers.deve-portal]
+/// token_sha256 = "…"          # hlctl hash-token prints it
+/// roles = ["deve"]
+/// ```
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    pub callers: BTreeMap<String, CallerConfig>,
+}
+
+#[derive(Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CallerConfig {
+    /// Hex SHA-256 of the caller's bearer token; the token itself is never stored.
+    pub token_sha256: String,
+    #[serde(deserialize_with = "roles_from_list_or_string")]
+    pub roles: Vec<String>,
+}
+
+impl fmt::Debug for CallerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CallerConfig")
+            .field("token_sha256", &"***")
+            .field("roles", &self.roles)
+            .finish()
+    }
+}
+
+/// Roles come as a TOML list or, from the environment, as `deve,dosi`.
+fn roles_from_list_or_string<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ListOrString {
+        List(Vec<String>),
+        String(String),
+    }
+    Ok(match ListOrString::deserialize(deserializer)? {
+        ListOrString::List(roles) => roles,
+        ListOrString::String(roles) => roles
+            .split(',')
+            .map(|role| role.trim().to_owned())
+            .filter(|role| !role.is_empty())
+            .collect(),
+    })
+}
+
+impl Section for AuthConfig {
+    fn check(&self, section: &str, problems: &mut Vec<String>) {
+        let _ = self.callers(section, problems);
+    }
+}
+
+impl AuthConfig {
+    /// The configured callers, checked.
+    pub fn callers(&self, section: &str, problems: &mut Vec<String>) -> Vec<Caller> {
+        let mut callers = Vec::new();
+        for (name, caller) in &self.callers {
+            let field = format!("{section}.callers.{name}");
+            let mut ok = true;
+            let hash = match hex::decode(&caller.token_sha256) {
+                Ok(hash) if hash.len() == 32 => hash,
+                _ => {
+                    problems.push(format!(
+                        "{field}.token_sha256: must be 64 hexadecimal digits"
+                    ));
+                    ok = false;
+                    Vec::new()
+                }
+            };
+            if caller.roles.is_empty() {
+                problems.push(format!("{field}.roles: at least one role is required"));
+                ok = false;
+            }
+            let mut roles = Vec::new();
+            for role in &caller.roles {
+                match role.parse::<Role>() {
+                    Ok(role) => roles.push(role),
+                    Err(reason) => {
+                        problems.push(format!("{field}.roles: {reason}"));
+                        ok = false;
+                    }
+                }
+            }
+            if ok {
+                callers.push(Caller::new(name.clone(), hash, roles));
+            }
+        }
+        callers
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(default, deny_unknown_fields)]
+    struct Sample {
+        port: u16,
+    }
+    impl Section for Sample {}
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("SVC__GRPC__LISTEN", "not-an-address");
+            jail.set_env("SVC__DATABASE__URL", "mysql://x");
+            jail.set_env("SVC__NATS__NAMESPACE", "Bad.Name");
+            jail.set_env("SVC__SAMPLE__PORT", "70000");
+            jail.set_env("SVC__NOPE__X", "1");
+            let mut loader = Loader::new("SVC", None);
+            let _: GrpcConfig = loader.section("grpc");
+            let _: DatabaseConfig = loader.section("database");
+            let _: NatsConfig = loader.section("nats");
+            let _: Sample = loader.section("sample");
+            let problems = loader.finish().expect_err("invalid").0;
+            let joined = problems.join("\n");
+            assert_eq!(problems.len(), 5, "{joined}");
+            for field in [
+                "grpc.listen",
+                "database.url",
+                "nats.namespace",
+                "sample.port",
+                "nope",
+            ] {
+                assert!(joined.contains(field), "{field} missing from {joined}");
+            }
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "svc.toml",
+                "[database]\nurl = \"postgres://a@h/db\"\nmax_connections = 3\n",
+            )?;
+            jail.set_env("SVC__DATABASE__MAX_CONNECTIONS", "7");
+            let mut loader = Loader::new("SVC", Some(Path::new("svc.toml")));
+            let database: DatabaseConfig = loader.section("database");
+            loader.finish().map_err(|e| e.to_string())?;
+            assert_eq!(database.url, "postgres://a@h/db");
+            assert_eq!(database.max_connections, 7);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn callers_from_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("SVC__AUTH__CALLERS__PORTAL__TOKEN_SHA256", "ab".repeat(32));
+            jail.set_env("SVC__AUTH__CALLERS__PORTAL__ROLES", "deve,dosi");
+            jail.set_env("SVC__AUTH__CALLERS__BROKEN__TOKEN_SHA256", "xyz");
+            jail.set_env("SVC__AUTH__CALLERS__BROKEN__ROLES", "dean");
+            let mut loader = Loader::new("SVC", None);
+            let auth: AuthConfig = loader.section("auth");
+            let problems = loader.finish().expect_err("broken caller").0;
+            assert_eq!(problems.len(), 2, "{problems:?}");
+            assert!(problems.iter().any(|p| p.contains("broken.token_sha256")));
+            assert!(
+                problems
+                    .iter()
+                    .any(|p| p.contains("broken.roles") && p.contains("dean"))
+            );
+            let mut more = Vec::new();
+            let callers = auth.callers("auth", &mut more);
+            assert_eq!(callers.len(), 1);
+            assert_eq!(callers[0].roles(), &[Role::Deve, Role::Dosi]);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact_url("postgres://u:pw@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(redact_url("postgres://h/db"), "postgres://h/db");
+    }
+}

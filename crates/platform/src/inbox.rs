@@ -1,0 +1,553 @@
+//! The inbox consumer: a durable pull consumer whose handler runs in a database
+//! transaction that also records the event id, so that an event is applied once
+//! however often it is delivered.
+//!
+//! Messages are taken in batches and applied in one transaction, each behind a
+//! savepoint: one failing event rolls back only itself. A failing event is retried
+//! with a growing delay up to the configured number of deliveries, then published to
+//! the consumer's dead letters (under the consuming service's own prefix) and
+//! acknowledged. [`DeadLetters`] lists and replays them.
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use async_nats::{
+    HeaderMap,
+    jetstream::{
+        self, AckKind,
+        consumer::{DeliverPolicy, pull},
+    },
+};
+use bytes::Bytes;
+use futures::{FutureExt, StreamExt};
+use hosted_contracts::{
+    headers,
+    subjects::{Namespace, Service},
+};
+use sqlx::{Acquire, PgConnection, PgPool};
+use time::OffsetDateTime;
+use tokio::sync::watch;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use crate::{config::NatsConfig, nats, outbox::Backoff, telemetry::TraceHeaders};
+
+/// One delivered event.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub subject: String,
+    pub event_id: Uuid,
+    pub payload: Bytes,
+    pub trace: TraceHeaders,
+    /// 1 on the first delivery.
+    pub delivered: i64,
+}
+
+/// Why a handler could not apply an event.
+#[derive(Debug, thiserror::Error)]
+pub enum HandleError {
+    /// The event can never be applied as it is (undecodable, invalid): dead-letter it now.
+    #[error("{0}")]
+    Permanent(String),
+    /// Something may work later (database busy, a missing dependency): retry.
+    #[error("{0}")]
+    Transient(String),
+}
+
+impl From<sqlx::Error> for HandleError {
+    fn from(error: sqlx::Error) -> Self {
+        HandleError::Transient(format!("database: {error}"))
+    }
+}
+
+/// What a consumer does with each event, inside the inbox transaction.
+pub trait Handler: Send + Sync + 'static {
+    fn handle<'c>(
+        &'c self,
+        conn: &'c mut PgConnection,
+        delivery: &'c Delivery,
+    ) -> impl Future<Output = Result<(), HandleError>> + Send + 'c;
+
+    /// Called after a batch that changed something has committed.
+    fn committed(&self) {}
+}
+
+/// A consumer of another service's events.
+#[derive(Debug, Clone)]
+pub struct ConsumerSpec {
+    /// Durable consumer name, also the inbox key, e.g. `directory-intake`.
+    pub durable: String,
+    /// The service whose stream is consumed.
+    pub source: Service,
+    /// The consuming service (owner of the dead letters).
+    pub owner: Service,
+}
+
+/// Runs a handler over a durable consumer until shutdown.
+#[derive(Debug)]
+pub struct InboxConsumer<H> {
+    spec: ConsumerSpec,
+    namespace: Namespace,
+    config: NatsConfig,
+    pool: PgPool,
+    jetstream: jetstream::Context,
+    handler: Arc<H>,
+    batch_size: usize,
+}
+
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(60);
+
+impl<H: Handler> InboxConsumer<H> {
+    pub fn new(
+        spec: ConsumerSpec,
+        config: &NatsConfig,
+        pool: PgPool,
+        jetstream: jetstream::Context,
+        handler: Arc<H>,
+    ) -> Self {
+        Self {
+            spec,
+            namespace: config.namespace(),
+            config: config.clone(),
+            pool,
+            jetstream,
+            handler,
+            batch_size: 256,
+        }
+    }
+
+    /// Attaches to the source stream, waiting for it to exist. Returns once the
+    /// durable consumer exists, so that readiness can follow.
+    pub async fn attach(
+        &self,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Option<jetstream::consumer::Consumer<pull::Config>> {
+        let stream = self.namespace.stream(self.spec.source);
+        let config = nats::consumer_config(
+            &self.spec.durable,
+            self.namespace.all_of(self.spec.source),
+            &self.config,
+        );
+        let mut backoff = Backoff::new();
+        loop {
+            match nats::ensure_consumer(&self.jetstream, &stream, config.clone()).await {
+                Ok(consumer) => {
+                    tracing::info!(consumer = %self.spec.durable, %stream, "consumer attached");
+                    return Some(consumer);
+                }
+                Err(error) => {
+                    let wait = backoff.next();
+                    if backoff.should_log() {
+                        tracing::warn!(consumer = %self.spec.durable, %error, "waiting for the source stream");
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = shutdown.changed() => return None,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Consumes until `shutdown` turns true; the batch in hand is finished first.
+    pub async fn run(
+        self,
+        consumer: jetstream::consumer::Consumer<pull::Config>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut backoff = Backoff::new();
+        'reconnect: loop {
+            let mut messages = match consumer
+                .stream()
+                .max_messages_per_batch(self.batch_size)
+                .heartbeat(Duration::from_secs(5))
+                .expires(Duration::from_secs(30))
+                .messages()
+                .await
+            {
+                Ok(messages) => messages,
+                Err(error) => {
+                    let wait = backoff.next();
+                    if backoff.should_log() {
+                        tracing::warn!(consumer = %self.spec.durable, %error, "cannot pull");
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => continue 'reconnect,
+                        _ = shutdown.changed() => break 'reconnect,
+                    }
+                }
+            };
+            loop {
+                let first = tokio::select! {
+                    next = messages.next() => next,
+                    _ = shutdown.changed() => break 'reconnect,
+                };
+                let mut batch = match first {
+                    Some(Ok(message)) => vec![message],
+                    Some(Err(error)) => {
+                        tracing::debug!(consumer = %self.spec.durable, %error, "pull interrupted");
+                        continue;
+                    }
+                    None => continue 'reconnect,
+                };
+                // Take what has already arrived, without waiting for more.
+                while batch.len() < self.batch_size {
+                    match messages.next().now_or_never() {
+                        Some(Some(Ok(message))) => batch.push(message),
+                        _ => break,
+                    }
+                }
+                match self.apply_batch(batch).await {
+                    Ok(()) => backoff.reset(),
+                    Err(error) => {
+                        let wait = backoff.next();
+                        if backoff.should_log() {
+                            tracing::warn!(consumer = %self.spec.durable, %error, "batch not applied; redelivery will retry");
+                        }
+                        tokio::select! {
+                            _ = tokio::time::sleep(wait) => {}
+                            _ = shutdown.changed() => break 'reconnect,
+                        }
+                    }
+                }
+            }
+        }
+        tracing::debug!(consumer = %self.spec.durable, "consumer stopped");
+    }
+
+    /// Applies a batch in one transaction. On a database failure nothing is acked and
+    /// everything is redelivered after `ack_wait`.
+    async fn apply_batch(&self, batch: Vec<jetstream::Message>) -> Result<(), sqlx::Error> {
+        let mut outcomes = Vec::with_capacity(batch.len());
+        let mut tx = self.pool.begin().await?;
+        let mut changed = false;
+        for message in &batch {
+            let delivery = match to_delivery(message) {
+                Ok(delivery) => delivery,
+                Err(reason) => {
+                    outcomes.push(Outcome::Failed(HandleError::Permanent(reason)));
+                    continue;
+                }
+            };
+            let span = tracing::info_span!(
+                "consume",
+                consumer = %self.spec.durable,
+                subject = %delivery.subject,
+                event_id = %delivery.event_id,
+                otel.kind = "consumer"
+            );
+            delivery.trace.adopt(&span);
+            let outcome = async {
+                let mut savepoint = tx.begin().await?;
+                let fresh = sqlx::query(
+                    "INSERT INTO platform_inbox (consumer, event_id, subject) VALUES ($1, $2, $3)
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(&self.spec.durable)
+                .bind(delivery.event_id)
+                .bind(&delivery.subject)
+                .execute(&mut *savepoint)
+                .await?
+                .rows_affected()
+                    == 1;
+                if !fresh {
+                    tracing::debug!("already applied; skipped");
+                    return Ok::<_, sqlx::Error>(Outcome::Skipped);
+                }
+                match self.handler.handle(&mut savepoint, &delivery).await {
+                    Ok(()) => {
+                        savepoint.commit().await?;
+                        Ok(Outcome::Applied)
+                    }
+                    Err(error) => {
+                        savepoint.rollback().await?;
+                        Ok(Outcome::Failed(error))
+                    }
+                }
+            }
+            .instrument(span)
+            .await?;
+            changed |= matches!(outcome, Outcome::Applied);
+            outcomes.push(outcome);
+        }
+        tx.commit().await?;
+        if changed {
+            self.handler.committed();
+        }
+        for (message, outcome) in batch.iter().zip(outcomes) {
+            self.settle(message, outcome).await;
+        }
+        Ok(())
+    }
+
+    async fn settle(&self, message: &jetstream::Message, outcome: Outcome) {
+        let delivered = message.info().map(|info| info.delivered).unwrap_or(1);
+        let result = match outcome {
+            Outcome::Applied | Outcome::Skipped => message.double_ack().await,
+            Outcome::Failed(HandleError::Transient(reason))
+                if delivered < self.config.max_deliver =>
+            {
+                let delay = retry_delay(delivered);
+                tracing::warn!(consumer = %self.spec.durable, delivered, error = %reason, "event failed; will retry");
+                message.ack_with(AckKind::Nak(Some(delay))).await
+            }
+            Outcome::Failed(error) => {
+                tracing::error!(consumer = %self.spec.durable, delivered, %error, "event dead-lettered");
+                match self
+                    .dead_letter(message, &error.to_string(), delivered)
+                    .await
+                {
+                    Ok(()) => message.ack_with(AckKind::Term).await,
+                    Err(reason) => {
+                        tracing::error!(consumer = %self.spec.durable, error = %reason, "cannot dead-letter; will retry");
+                        message.ack_with(AckKind::Nak(Some(MAX_RETRY_DELAY))).await
+                    }
+                }
+            }
+        };
+        if let Err(error) = result {
+            tracing::warn!(consumer = %self.spec.durable, %error, "ack not confirmed; the event may come again");
+        }
+    }
+
+    async fn dead_letter(
+        &self,
+        message: &jetstream::Message,
+        error: &str,
+        delivered: i64,
+    ) -> Result<(), String> {
+        let mut dead_headers = message.headers.clone().unwrap_or_default();
+        dead_headers.insert(headers::DEAD_LETTER_SUBJECT, message.subject.as_str());
+        dead_headers.insert(headers::DEAD_LETTER_CONSUMER, self.spec.durable.as_str());
+        dead_headers.insert(headers::DEAD_LETTER_ERROR, truncate(error, 1000).as_str());
+        dead_headers.insert(
+            headers::DEAD_LETTER_DELIVERIES,
+            delivered.to_string().as_str(),
+        );
+        // The dead letter gets its own de-duplication key in the owner's stream.
+        let event_id = header(&dead_headers, headers::NATS_MSG_ID).unwrap_or_default();
+        dead_headers.insert(
+            headers::NATS_MSG_ID,
+            format!("{}:{event_id}", self.spec.durable).as_str(),
+        );
+        let subject = self
+            .namespace
+            .dead_letters(self.spec.owner, &self.spec.durable);
+        self.jetstream
+            .publish_with_headers(subject, dead_headers, message.payload.clone())
+            .await
+            .map_err(|e| e.to_string())?
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(())
+    }
+}
+
+enum Outcome {
+    Applied,
+    Skipped,
+    Failed(HandleError),
+}
+
+fn retry_delay(delivered: i64) -> Duration {
+    let exponent = delivered.clamp(1, 10) as u32;
+    Duration::from_millis(250u64 << exponent).min(MAX_RETRY_DELAY)
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    text.chars()
+        .take(max)
+        .collect::<String>()
+        .replace(['\r', '\n'], " ")
+}
+
+fn header(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers.get(name).map(|value| value.as_str().to_owned())
+}
+
+fn to_delivery(message: &jetstream::Message) -> Result<Delivery, String> {
+    let headers = message.headers.clone().unwrap_or_default();
+    let event_id = header(&headers, headers::NATS_MSG_ID)
+        .ok_or_else(|| format!("no {} header", headers::NATS_MSG_ID))?;
+    let event_id =
+        Uuid::parse_str(&event_id).map_err(|e| format!("{}: {e}", headers::NATS_MSG_ID))?;
+    let subject = header(&headers, headers::DEAD_LETTER_SUBJECT)
+        .unwrap_or_else(|| message.subject.to_string());
+    Ok(Delivery {
+        subject,
+        event_id,
+        payload: message.payload.clone(),
+        trace: TraceHeaders {
+            traceparent: header(&headers, headers::TRACEPARENT),
+            tracestate: header(&headers, headers::TRACESTATE),
+        },
+        delivered: message.info().map(|info| info.delivered).unwrap_or(1),
+    })
+}
+
+/// An event a consumer gave up on.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    pub sequence: u64,
+    pub event_id: String,
+    pub original_subject: String,
+    pub consumer: String,
+    pub error: String,
+    pub deliveries: u64,
+    pub dead_at: OffsetDateTime,
+}
+
+/// The dead letters of one service, for operators.
+#[derive(Debug, Clone)]
+pub struct DeadLetters {
+    namespace: Namespace,
+    owner: Service,
+    jetstream: jetstream::Context,
+}
+
+impl DeadLetters {
+    pub fn new(namespace: Namespace, owner: Service, jetstream: jetstream::Context) -> Self {
+        Self {
+            namespace,
+            owner,
+            jetstream,
+        }
+    }
+
+    async fn read(&self) -> Result<Vec<(DeadLetter, jetstream::Message)>, String> {
+        let stream = self
+            .jetstream
+            .get_stream(self.namespace.stream(self.owner))
+            .await
+            .map_err(|e| e.to_string())?;
+        // An ephemeral consumer that only reads: nothing is acknowledged or removed.
+        let consumer = stream
+            .create_consumer(pull::Config {
+                filter_subject: self.namespace.all_dead_letters(self.owner),
+                deliver_policy: DeliverPolicy::All,
+                ack_policy: jetstream::consumer::AckPolicy::None,
+                inactive_threshold: Duration::from_secs(30),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        let pending = consumer.cached_info().num_pending as usize;
+        let mut letters = Vec::with_capacity(pending);
+        if pending == 0 {
+            return Ok(letters);
+        }
+        let mut messages = consumer
+            .fetch()
+            .max_messages(pending)
+            .expires(Duration::from_secs(2))
+            .messages()
+            .await
+            .map_err(|e| e.to_string())?;
+        while let Some(message) = messages.next().await {
+            let message = message.map_err(|e| e.to_string())?;
+            let info = message.info().map_err(|e| e.to_string())?;
+            let headers = message.headers.clone().unwrap_or_default();
+            let letter = DeadLetter {
+                sequence: info.stream_sequence,
+                event_id: header(&headers, headers::NATS_MSG_ID)
+                    .map(|id| id.rsplit(':').next().unwrap_or_default().to_owned())
+                    .unwrap_or_default(),
+                original_subject: header(&headers, headers::DEAD_LETTER_SUBJECT)
+                    .unwrap_or_default(),
+                consumer: header(&headers, headers::DEAD_LETTER_CONSUMER).unwrap_or_default(),
+                error: header(&headers, headers::DEAD_LETTER_ERROR).unwrap_or_default(),
+                deliveries: header(&headers, headers::DEAD_LETTER_DELIVERIES)
+                    .and_then(|count| count.parse().ok())
+                    .unwrap_or_default(),
+                dead_at: info.published,
+            };
+            letters.push((letter, message));
+        }
+        Ok(letters)
+    }
+
+    pub async fn list(&self) -> Result<Vec<DeadLetter>, String> {
+        Ok(self
+            .read()
+            .await?
+            .into_iter()
+            .map(|(letter, _)| letter)
+            .collect())
+    }
+
+    /// Applies dead letters again through `handler` (all, or those of `sequences`),
+    /// with the same inbox as the consumer; those applied are removed from the stream.
+    /// Returns (replayed, failed).
+    pub async fn replay<H: Handler>(
+        &self,
+        pool: &PgPool,
+        handler: &H,
+        sequences: &[u64],
+    ) -> Result<(u32, u32), String> {
+        let stream = self
+            .jetstream
+            .get_stream(self.namespace.stream(self.owner))
+            .await
+            .map_err(|e| e.to_string())?;
+        let (mut replayed, mut failed) = (0, 0);
+        for (letter, message) in self.read().await? {
+            if !sequences.is_empty() && !sequences.contains(&letter.sequence) {
+                continue;
+            }
+            let mut delivery = to_delivery(&message)?;
+            delivery.subject = letter.original_subject.clone();
+            if let Ok(event_id) = Uuid::parse_str(&letter.event_id) {
+                delivery.event_id = event_id;
+            }
+            let applied: Result<(), String> = async {
+                let mut tx = pool.begin().await.map_err(|e| e.to_string())?;
+                let fresh = sqlx::query(
+                    "INSERT INTO platform_inbox (consumer, event_id, subject) VALUES ($1, $2, $3)
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(&letter.consumer)
+                .bind(delivery.event_id)
+                .bind(&delivery.subject)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| e.to_string())?
+                .rows_affected()
+                    == 1;
+                if fresh {
+                    handler
+                        .handle(&mut tx, &delivery)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                tx.commit().await.map_err(|e| e.to_string())
+            }
+            .await;
+            match applied {
+                Ok(()) => {
+                    handler.committed();
+                    stream
+                        .delete_message(letter.sequence)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    replayed += 1;
+                }
+                Err(error) => {
+                    tracing::warn!(sequence = letter.sequence, %error, "dead letter still fails");
+                    failed += 1;
+                }
+            }
+        }
+        Ok((replayed, failed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delays_grow_and_stay_bounded() {
+        assert_eq!(retry_delay(1), Duration::from_millis(500));
+        assert!(retry_delay(3) > retry_delay(2));
+        assert_eq!(retry_delay(50), MAX_RETRY_DELAY);
+    }
+}

@@ -1,0 +1,15 @@
+//! What every hosted-learners service shares: layered configuration, telemetry,
+//! the service's own PostgreSQL database and migrations, JetStream provisioning, the
+//! transactional outbox and the inbox consumer, gRPC start-up with health,
+//! reflection, graceful shutdown and deny-by-default access control, and the one
+//! mapping from service errors to gRPC statuses.
+
+pub mod auth;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod grpc;
+pub mod inbox;
+pub mod nats;
+pub mod outbox;
+pub mod telemetry;

@@ -1,0 +1,188 @@
+//! Logs and traces: `tracing` with an env filter, OpenTelemetry spans exported over
+//! OTLP when an endpoint is configured, and W3C trace context carried across gRPC
+//! metadata and NATS headers so that one trace spans call → event → consumer.
+//!
+//! Spans are always given OpenTelemetry ids, export or not, so that the trace
+//! context is propagated even where nothing is collected.
+
+use std::collections::HashMap;
+
+use opentelemetry::{
+    Context, global,
+    propagation::{Extractor, Injector},
+    trace::TracerProvider as _,
+};
+use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::SdkTracerProvider};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::{EnvFilter, layer::SubscriberExt, util::SubscriberInitExt};
+
+use crate::config::{LogFormat, TelemetryConfig};
+
+/// Flushes spans when dropped; keep it alive for the life of the process.
+#[derive(Debug)]
+pub struct TelemetryGuard {
+    provider: SdkTracerProvider,
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        if let Err(error) = self.provider.shutdown() {
+            eprintln!("telemetry shutdown: {error}");
+        }
+    }
+}
+
+/// Installs the global subscriber. Call once, from `main`.
+pub fn init(
+    service: &'static str,
+    config: &TelemetryConfig,
+) -> Result<TelemetryGuard, Box<dyn std::error::Error>> {
+    global::set_text_map_propagator(TraceContextPropagator::new());
+    let resource = Resource::builder().with_service_name(service).build();
+    let mut provider = SdkTracerProvider::builder().with_resource(resource);
+    if !config.otlp_endpoint.is_empty() {
+        use opentelemetry_otlp::WithExportConfig;
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(&config.otlp_endpoint)
+            .build()?;
+        provider = provider.with_batch_exporter(exporter);
+    }
+    let provider = provider.build();
+    let tracer = provider.tracer(service);
+
+    let filter =
+        EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new(&config.filter))?;
+    let otel = tracing_opentelemetry::layer().with_tracer(tracer);
+    let registry = tracing_subscriber::registry().with(filter).with(otel);
+    match config.format {
+        LogFormat::Text => registry.with(tracing_subscriber::fmt::layer()).try_init()?,
+        LogFormat::Json => registry
+            .with(tracing_subscriber::fmt::layer().json())
+            .try_init()?,
+    }
+    Ok(TelemetryGuard { provider })
+}
+
+/// W3C trace context of a span, as header values.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TraceHeaders {
+    pub traceparent: Option<String>,
+    pub tracestate: Option<String>,
+}
+
+struct MapInjector<'a>(&'a mut HashMap<String, String>);
+
+impl Injector for MapInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        self.0.insert(key.to_owned(), value);
+    }
+}
+
+struct MapExtractor<'a>(&'a HashMap<String, String>);
+
+impl Extractor for MapExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(String::as_str)
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(String::as_str).collect()
+    }
+}
+
+impl TraceHeaders {
+    /// The context of the current span.
+    pub fn current() -> Self {
+        Self::of(&tracing::Span::current())
+    }
+
+    pub fn of(span: &tracing::Span) -> Self {
+        let context = span.context();
+        let mut map = HashMap::new();
+        global::get_text_map_propagator(|propagator| {
+            propagator.inject_context(&context, &mut MapInjector(&mut map))
+        });
+        Self {
+            traceparent: map.remove(hosted_contracts::headers::TRACEPARENT),
+            tracestate: map
+                .remove(hosted_contracts::headers::TRACESTATE)
+                .filter(|state| !state.is_empty()),
+        }
+    }
+
+    fn context(&self) -> Option<Context> {
+        let traceparent = self.traceparent.as_ref()?;
+        let mut map = HashMap::new();
+        map.insert(
+            hosted_contracts::headers::TRACEPARENT.to_owned(),
+            traceparent.clone(),
+        );
+        if let Some(state) = &self.tracestate {
+            map.insert(
+                hosted_contracts::headers::TRACESTATE.to_owned(),
+                state.clone(),
+            );
+        }
+        Some(global::get_text_map_propagator(|propagator| {
+            propagator.extract(&MapExtractor(&map))
+        }))
+    }
+
+    /// Makes `span` a child of this context (no-op when there is none).
+    pub fn adopt(&self, span: &tracing::Span) {
+        if let Some(context) = self.context() {
+            // An error only means the span is disabled by the filter.
+            let _ = span.set_parent(context);
+        }
+    }
+}
+
+/// Tower layer that opens a span per gRPC request, child of the caller's `traceparent`.
+pub fn grpc_span(request: &http::Request<()>) -> tracing::Span {
+    let span =
+        tracing::info_span!("grpc", rpc.method = %request.uri().path(), otel.kind = "server");
+    let header = |name: &str| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned)
+    };
+    TraceHeaders {
+        traceparent: header(hosted_contracts::headers::TRACEPARENT),
+        tracestate: header(hosted_contracts::headers::TRACESTATE),
+    }
+    .adopt(&span);
+    span
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracing::subscriber::with_default;
+
+    #[test]
+    fn trace_context_round_trips_through_headers() {
+        global::set_text_map_propagator(TraceContextPropagator::new());
+        let provider = SdkTracerProvider::builder().build();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        with_default(subscriber, || {
+            let upstream = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_owned();
+            let span = tracing::info_span!("consumer");
+            TraceHeaders {
+                traceparent: Some(upstream),
+                tracestate: None,
+            }
+            .adopt(&span);
+            let child = span.in_scope(|| TraceHeaders::of(&tracing::info_span!("publish")));
+            let traceparent = child.traceparent.expect("a traceparent");
+            assert!(
+                traceparent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+                "same trace id: {traceparent}"
+            );
+            assert!(!traceparent.contains("00f067aa0ba902b7"), "a new span id");
+        });
+    }
+}
