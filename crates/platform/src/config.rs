@@ -180,25 +180,32 @@ fn parse_duration_millis<'de, D: serde::Deserializer<'de>>(
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GrpcConfig {
-    pub listen: SocketAddr,
+    /// Where to listen; the service's own port on loopback when not set.
+    pub listen: Option<SocketAddr>,
     /// How long in-flight calls and consumers get to finish after SIGTERM.
     #[serde(deserialize_with = "parse_duration_millis", rename = "grace_period_ms")]
     pub grace_period: Duration,
 }
 
 impl GrpcConfig {
-    pub fn with_port(port: u16) -> Self {
+    /// Any free port on loopback (tests).
+    pub fn ephemeral() -> Self {
         Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], port)),
+            listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
             ..Self::default()
         }
+    }
+
+    pub fn listen_or(&self, default_port: u16) -> SocketAddr {
+        self.listen
+            .unwrap_or(SocketAddr::from(([127, 0, 0, 1], default_port)))
     }
 }
 
 impl Default for GrpcConfig {
     fn default() -> Self {
         Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            listen: None,
             grace_period: Duration::from_secs(20),
         }
     }

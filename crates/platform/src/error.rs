@@ -20,6 +20,8 @@ pub enum ErrorCode {
     Aborted,
     /// A dependency is away; retrying later may work.
     Unavailable,
+    /// Part of the contract that this version does not serve yet.
+    Unimplemented,
     Internal,
 }
 
@@ -32,6 +34,7 @@ impl ErrorCode {
             ErrorCode::FailedPrecondition => Code::FailedPrecondition,
             ErrorCode::Aborted => Code::Aborted,
             ErrorCode::Unavailable => Code::Unavailable,
+            ErrorCode::Unimplemented => Code::Unimplemented,
             ErrorCode::Internal => Code::Internal,
         }
     }

@@ -12,4 +12,5 @@ pub mod grpc;
 pub mod inbox;
 pub mod nats;
 pub mod outbox;
+pub mod service;
 pub mod telemetry;

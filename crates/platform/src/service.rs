@@ -1,0 +1,177 @@
+//! What every service starts with, in the same order: database and migrations, NATS,
+//! the gRPC listener, the outbox relay; and how it stops: stop taking calls, let
+//! calls in flight finish, then tell the background tasks, all within the grace period.
+
+use std::{future::Future, net::SocketAddr, time::Duration};
+
+use async_nats::jetstream;
+use hosted_contracts::subjects::{Namespace, Service};
+use sqlx::{PgPool, migrate::Migrator};
+use tonic::service::Routes;
+
+use crate::{
+    auth::{AccessPolicy, Caller},
+    config::{AuthConfig, DatabaseConfig, GrpcConfig, NatsConfig},
+    db::{self, DatabaseError},
+    grpc::{GrpcServer, Readiness, Tasks},
+    nats::{self, NatsError},
+    outbox::{OutboxSignal, Relay},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Database(#[from] DatabaseError),
+    #[error(transparent)]
+    Nats(#[from] NatsError),
+    #[error("binding {address}: {source}")]
+    Bind {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("access policy: {0}")]
+    Policy(String),
+    #[error("gRPC server: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+/// The settings every service shares.
+#[derive(Debug, Clone, Copy)]
+pub struct CommonConfig<'a> {
+    /// The service's port when `grpc.listen` is not set.
+    pub default_port: u16,
+    pub grpc: &'a GrpcConfig,
+    pub database: &'a DatabaseConfig,
+    pub nats: &'a NatsConfig,
+    pub auth: &'a AuthConfig,
+}
+
+/// A started service, before it serves.
+#[derive(Debug)]
+pub struct Foundation {
+    pub service: Service,
+    pub pool: PgPool,
+    pub nats: async_nats::Client,
+    pub jetstream: jetstream::Context,
+    pub namespace: Namespace,
+    pub nats_config: NatsConfig,
+    /// Wake the relay after committing events.
+    pub outbox: OutboxSignal,
+    /// Background work stopped with the service.
+    pub tasks: Tasks,
+    server: GrpcServer,
+    callers: Vec<Caller>,
+    grace: Duration,
+}
+
+impl Foundation {
+    pub async fn start(
+        service: Service,
+        config: CommonConfig<'_>,
+        migrator: &Migrator,
+    ) -> Result<Self, StartError> {
+        let mut problems = Vec::new();
+        let callers = config.auth.callers("auth", &mut problems);
+        if !problems.is_empty() {
+            return Err(StartError::Policy(problems.join("; ")));
+        }
+        let pool = db::connect(config.database).await?;
+        db::migrate(&pool, migrator).await?;
+        tracing::info!(database = %crate::config::redact_url(&config.database.url), "database ready");
+
+        let client = nats::connect(config.nats, &format!("hosted-{service}")).await?;
+        let jetstream = jetstream::new(client.clone());
+        let namespace = config.nats.namespace();
+
+        let services = vec![grpc_service_name(service)];
+        let address = config.grpc.listen_or(config.default_port);
+        let server = GrpcServer::bind(address, services)
+            .await
+            .map_err(|source| StartError::Bind { address, source })?;
+        tracing::info!(address = %server.local_addr(), "gRPC listening");
+
+        let outbox = OutboxSignal::default();
+        let mut tasks = Tasks::new();
+        let relay = Relay::new(
+            pool.clone(),
+            jetstream.clone(),
+            nats::stream_config(&namespace, service, config.nats),
+            outbox.clone(),
+        );
+        tasks.spawn(relay.run(tasks.shutdown()));
+
+        Ok(Self {
+            service,
+            pool,
+            nats: client,
+            jetstream,
+            namespace,
+            nats_config: config.nats.clone(),
+            outbox,
+            tasks,
+            server,
+            callers,
+            grace: config.grpc.grace_period,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.server.local_addr()
+    }
+
+    pub fn readiness(&self) -> Readiness {
+        self.server.readiness()
+    }
+
+    /// Serves until `shutdown` resolves, then stops within the grace period.
+    pub async fn serve(
+        self,
+        routes: Routes,
+        rules: &[(&str, &[crate::auth::Role])],
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartError> {
+        let policy = AccessPolicy::covering(
+            grpc_service_name(self.service),
+            rules,
+            hosted_contracts::FILE_DESCRIPTOR_SET,
+        )
+        .map_err(StartError::Policy)?;
+        let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(self.server.serve(routes, policy, self.callers, async {
+            let _ = server_stopped.await;
+        }));
+        let mut server = std::pin::pin!(server);
+        tokio::select! {
+            () = shutdown => {}
+            finished = &mut server => {
+                // The server ended on its own: an error, since nothing asked it to stop.
+                self.tasks.stop(self.grace).await;
+                return match finished {
+                    Ok(result) => result.map_err(StartError::from),
+                    Err(join) => Err(StartError::Policy(format!("server task: {join}"))),
+                };
+            }
+        }
+        tracing::info!(grace_ms = self.grace.as_millis() as u64, "stopping");
+        let _ = stop_server.send(());
+        match tokio::time::timeout(self.grace, &mut server).await {
+            Ok(Ok(Err(error))) => tracing::warn!(%error, "gRPC server stopped with an error"),
+            Err(_) => tracing::warn!("calls still in flight at the end of the grace period"),
+            _ => {}
+        }
+        self.tasks.stop(self.grace).await;
+        self.pool.close().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// The full gRPC name of a service's API, e.g. `hosted.v1.IntakeService`.
+pub const fn grpc_service_name(service: Service) -> &'static str {
+    match service {
+        Service::Intake => "hosted.v1.IntakeService",
+        Service::Entitlement => "hosted.v1.EntitlementService",
+        Service::Cards => "hosted.v1.CardsService",
+        Service::Directory => "hosted.v1.DirectoryService",
+    }
+}

@@ -1,0 +1,80 @@
+//! Intake's settings: the shared sections, and numbering. Environment prefix `INTAKE__`.
+
+use std::path::Path;
+
+use hosted_platform::{
+    config::{
+        AuthConfig, ConfigErrors, DatabaseConfig, GrpcConfig, Loader, NatsConfig, Section,
+        TelemetryConfig,
+    },
+    service::CommonConfig,
+};
+use serde::Deserialize;
+
+pub const ENV_PREFIX: &str = "INTAKE";
+pub const DEFAULT_PORT: u16 = 50051;
+
+#[derive(Debug, Clone)]
+pub struct IntakeConfig {
+    pub grpc: GrpcConfig,
+    pub database: DatabaseConfig,
+    pub nats: NatsConfig,
+    pub telemetry: TelemetryConfig,
+    pub auth: AuthConfig,
+    pub registry: RegistryConfig,
+}
+
+/// `[registry]`: how learners are numbered.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// Prefix of hosted-learner numbers; a letter keeps them apart from Apogée's
+    /// all-digit student numbers.
+    pub learner_number_prefix: String,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        Self {
+            learner_number_prefix: "H".to_owned(),
+        }
+    }
+}
+
+impl Section for RegistryConfig {
+    fn check(&self, section: &str, problems: &mut Vec<String>) {
+        let prefix = &self.learner_number_prefix;
+        if prefix.is_empty() || prefix.len() > 4 || !prefix.chars().all(|c| c.is_ascii_uppercase())
+        {
+            problems.push(format!(
+                "{section}.learner_number_prefix: 1 to 4 upper-case letters, so that no number looks like an Apogée number"
+            ));
+        }
+    }
+}
+
+impl IntakeConfig {
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigErrors> {
+        let mut loader = Loader::new(ENV_PREFIX, file);
+        let config = Self {
+            grpc: loader.section("grpc"),
+            database: loader.section("database"),
+            nats: loader.section("nats"),
+            telemetry: loader.section("telemetry"),
+            auth: loader.section("auth"),
+            registry: loader.section("registry"),
+        };
+        loader.finish()?;
+        Ok(config)
+    }
+
+    pub fn common(&self) -> CommonConfig<'_> {
+        CommonConfig {
+            default_port: DEFAULT_PORT,
+            grpc: &self.grpc,
+            database: &self.database,
+            nats: &self.nats,
+            auth: &self.auth,
+        }
+    }
+}

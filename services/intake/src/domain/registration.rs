@@ -1,0 +1,439 @@
+//! Validation of a registration: every bad field is reported at once, by its path.
+
+use hosted_platform::error::Violations;
+use time::{Date, Month, format_description::BorrowedFormatItem, macros::format_description};
+use uuid::Uuid;
+
+use super::names;
+
+const DATE_FORMAT: &[BorrowedFormatItem<'static>] = format_description!("[year]-[month]-[day]");
+
+/// A population of the catalogue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Population {
+    pub code: String,
+    pub label: String,
+    pub supann_population: String,
+    pub agreement_required: bool,
+    pub default_duration_days: i32,
+    pub max_duration_days: i32,
+}
+
+/// Identity data as the caller gave it.
+#[derive(Debug, Clone, Default)]
+pub struct PersonInput {
+    pub family_name: String,
+    pub birth_name: String,
+    pub given_names: String,
+    pub birth_date: String,
+    pub email: String,
+    pub ine: String,
+    pub phone: String,
+}
+
+/// A stay as the caller gave it.
+#[derive(Debug, Clone, Default)]
+pub struct StayInput {
+    pub population: String,
+    pub sponsor_unit: String,
+    pub sponsor_login: String,
+    pub agreement_id: String,
+    pub start_date: String,
+    pub end_date: String,
+}
+
+/// A valid person, ready to store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewPerson {
+    pub family_name: String,
+    pub birth_name: Option<String>,
+    pub given_names: String,
+    pub birth_date: Date,
+    pub email: String,
+    pub ine: Option<String>,
+    pub phone: Option<String>,
+}
+
+impl NewPerson {
+    /// Birth name for matching: the family name when no other was given.
+    pub fn match_key(&self) -> String {
+        let birth_name = self.birth_name.as_deref().unwrap_or(&self.family_name);
+        names::match_key(birth_name, &self.given_names, self.birth_date)
+    }
+
+    pub fn login_base(&self) -> String {
+        names::login_base(&self.family_name, &self.given_names)
+    }
+}
+
+/// A valid stay, ready to store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewStay {
+    pub population: String,
+    pub sponsor_unit: String,
+    pub sponsor_login: Option<String>,
+    pub agreement_id: Option<Uuid>,
+    pub start_date: Date,
+    pub end_date: Date,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registration {
+    pub person: NewPerson,
+    pub stay: NewStay,
+}
+
+const NAME_MAX: usize = 128;
+
+fn optional(value: &str) -> Option<String> {
+    let value = value.trim();
+    (!value.is_empty()).then(|| value.to_owned())
+}
+
+fn check_name(field: &str, value: &str, required: bool, violations: &mut Violations) -> String {
+    let value = value.trim();
+    if value.is_empty() {
+        if required {
+            violations.add(field, "required");
+        }
+    } else if value.chars().count() > NAME_MAX {
+        violations.add(field, format!("longer than {NAME_MAX} characters"));
+    } else if value.chars().any(char::is_control) {
+        violations.add(field, "contains control characters");
+    } else if !value.chars().any(char::is_alphabetic) {
+        violations.add(field, "contains no letter");
+    }
+    value.to_owned()
+}
+
+/// Parses a `YYYY-MM-DD` day; `None` (with a violation) when absent or malformed.
+pub fn parse_date(field: &str, value: &str, violations: &mut Violations) -> Option<Date> {
+    let value = value.trim();
+    if value.is_empty() {
+        violations.add(field, "required (YYYY-MM-DD)");
+        return None;
+    }
+    match Date::parse(value, DATE_FORMAT) {
+        Ok(date) => Some(date),
+        Err(_) => {
+            violations.add(field, format!("{value:?} is not a date YYYY-MM-DD"));
+            None
+        }
+    }
+}
+
+pub fn format_date(date: Date) -> String {
+    date.format(DATE_FORMAT).unwrap_or_default()
+}
+
+/// A deliberately plain check: one `@`, something before it, a dotted domain after
+/// it, no spaces. Deliverability is the mail system's business.
+fn is_email(value: &str) -> bool {
+    let Some((local, domain)) = value.split_once('@') else {
+        return false;
+    };
+    !local.is_empty()
+        && local.len() <= 64
+        && value.len() <= 254
+        && !domain.contains('@')
+        && domain.contains('.')
+        && !domain.starts_with(['.', '-'])
+        && !domain.ends_with(['.', '-'])
+        && !domain.contains("..")
+        && !value.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+/// INE formats (11 characters): INE-RNIE, INE-BEA, base 36, apprenticeship. There is no
+/// public check-key rule: the format is what can be checked.
+pub fn is_ine(value: &str) -> bool {
+    let bytes = value.as_bytes();
+    if bytes.len() != 11 || !value.is_ascii() {
+        return false;
+    }
+    let digit = |b: &u8| b.is_ascii_digit();
+    let upper = |b: &u8| b.is_ascii_uppercase();
+    let rnie = bytes[..9].iter().all(digit) && bytes[9..].iter().all(upper);
+    let bea = bytes[..10].iter().all(digit) && upper(&bytes[10]);
+    let base36 = bytes[..10].iter().all(|b| digit(b) || upper(b)) && digit(&bytes[10]);
+    let apprenticeship = bytes[..4].iter().all(digit)
+        && bytes[4] == b'A'
+        && bytes[5..10].iter().all(digit)
+        && upper(&bytes[10]);
+    rnie || bea || base36 || apprenticeship
+}
+
+/// Checks a registration. `population` is the catalogue's entry for
+/// `stay.population`, when there is one; `today` anchors the plausibility checks.
+pub fn validate(
+    person: &PersonInput,
+    stay: &StayInput,
+    population: Option<&Population>,
+    today: Date,
+) -> Result<Registration, Violations> {
+    let mut violations = Violations::default();
+
+    let family_name = check_name(
+        "person.family_name",
+        &person.family_name,
+        true,
+        &mut violations,
+    );
+    let birth_name = check_name(
+        "person.birth_name",
+        &person.birth_name,
+        false,
+        &mut violations,
+    );
+    let given_names = check_name(
+        "person.given_names",
+        &person.given_names,
+        true,
+        &mut violations,
+    );
+    let birth_date = parse_date("person.birth_date", &person.birth_date, &mut violations);
+    if let Some(birth_date) = birth_date {
+        let oldest =
+            Date::from_calendar_date(today.year() - 100, Month::January, 1).unwrap_or(Date::MIN);
+        let youngest = today.replace_year(today.year() - 14).unwrap_or(today);
+        if birth_date < oldest || birth_date > youngest {
+            violations.add(
+                "person.birth_date",
+                format!(
+                    "{} is not a plausible birth date for a learner",
+                    format_date(birth_date)
+                ),
+            );
+        }
+    }
+    let email = person.email.trim().to_owned();
+    if email.is_empty() {
+        violations.add("person.email", "required");
+    } else if !is_email(&email) {
+        violations.add("person.email", "not an e-mail address");
+    }
+    let ine = optional(&person.ine).map(|ine| ine.to_ascii_uppercase());
+    if let Some(ine) = &ine
+        && !is_ine(ine)
+    {
+        violations.add("person.ine", "not an INE (11 characters, e.g. 123456789AB)");
+    }
+    let phone = optional(&person.phone);
+    if let Some(phone) = &phone
+        && (phone.len() > 32
+            || !phone
+                .chars()
+                .all(|c| c.is_ascii_digit() || " +-.()".contains(c)))
+    {
+        violations.add("person.phone", "not a telephone number");
+    }
+
+    let population_code = stay.population.trim().to_owned();
+    if population_code.is_empty() {
+        violations.add("stay.population", "required");
+    } else if population.is_none() {
+        violations.add(
+            "stay.population",
+            format!("{population_code:?} is not in the population catalogue"),
+        );
+    }
+    let sponsor_unit = stay.sponsor_unit.trim().to_owned();
+    if sponsor_unit.is_empty() {
+        violations.add("stay.sponsor_unit", "required");
+    } else if sponsor_unit.len() > 64 {
+        violations.add("stay.sponsor_unit", "longer than 64 characters");
+    }
+    let sponsor_login = optional(&stay.sponsor_login);
+    let agreement_id = match optional(&stay.agreement_id) {
+        Some(id) => match Uuid::parse_str(&id) {
+            Ok(id) => Some(id),
+            Err(_) => {
+                violations.add("stay.agreement_id", "not an agreement id");
+                None
+            }
+        },
+        None => {
+            if let Some(population) = population
+                && population.agreement_required
+            {
+                violations.add(
+                    "stay.agreement_id",
+                    format!(
+                        "required: population {} needs an agreement",
+                        population.code
+                    ),
+                );
+            }
+            None
+        }
+    };
+    let start_date = parse_date("stay.start_date", &stay.start_date, &mut violations);
+    let end_date = parse_date("stay.end_date", &stay.end_date, &mut violations);
+    if let (Some(start), Some(end)) = (start_date, end_date) {
+        if end < start {
+            violations.add("stay.end_date", "before stay.start_date");
+        } else if let Some(population) = population {
+            let days = (end - start).whole_days() + 1;
+            if days > i64::from(population.max_duration_days) {
+                violations.add(
+                    "stay.end_date",
+                    format!(
+                        "the stay lasts {days} days; population {} allows at most {}",
+                        population.code, population.max_duration_days
+                    ),
+                );
+            }
+        }
+        if end < today {
+            violations.add(
+                "stay.end_date",
+                "in the past: a stay that has ended cannot be registered",
+            );
+        }
+    }
+
+    violations.into_result(()).map(|()| Registration {
+        person: NewPerson {
+            family_name,
+            birth_name: (!birth_name.is_empty()).then_some(birth_name),
+            given_names,
+            birth_date: birth_date.unwrap_or(today),
+            email,
+            ine,
+            phone,
+        },
+        stay: NewStay {
+            population: population_code,
+            sponsor_unit,
+            sponsor_login,
+            agreement_id,
+            start_date: start_date.unwrap_or(today),
+            end_date: end_date.unwrap_or(today),
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::date;
+
+    fn ifsi() -> Population {
+        Population {
+            code: "IFSI".to_owned(),
+            label: "Nursing".to_owned(),
+            supann_population: "AX".to_owned(),
+            agreement_required: false,
+            default_duration_days: 365,
+            max_duration_days: 400,
+        }
+    }
+
+    fn person() -> PersonInput {
+        PersonInput {
+            family_name: "Lefèvre".to_owned(),
+            given_names: "Élodie".to_owned(),
+            birth_date: "2001-02-03".to_owned(),
+            email: "elodie@example.org".to_owned(),
+            ..PersonInput::default()
+        }
+    }
+
+    fn stay() -> StayInput {
+        StayInput {
+            population: "IFSI".to_owned(),
+            sponsor_unit: "IFSI-NORD".to_owned(),
+            start_date: "2026-09-01".to_owned(),
+            end_date: "2027-06-30".to_owned(),
+            ..StayInput::default()
+        }
+    }
+
+    const TODAY: Date = date!(2026 - 08 - 15);
+
+    #[test]
+    fn a_complete_registration_is_valid() {
+        let registration = validate(&person(), &stay(), Some(&ifsi()), TODAY).expect("valid");
+        assert_eq!(registration.person.birth_date, date!(2001 - 02 - 03));
+        assert_eq!(registration.stay.end_date, date!(2027 - 06 - 30));
+        assert_eq!(registration.person.ine, None);
+    }
+
+    #[test]
+    fn every_bad_field_is_reported_at_once() {
+        let person = PersonInput {
+            family_name: " ".to_owned(),
+            given_names: "Élodie".to_owned(),
+            birth_date: "2001-13-03".to_owned(),
+            email: "elodie.example.org".to_owned(),
+            ine: "12345".to_owned(),
+            ..PersonInput::default()
+        };
+        let stay = StayInput {
+            population: "IFSI".to_owned(),
+            sponsor_unit: String::new(),
+            start_date: "2027-06-30".to_owned(),
+            end_date: "2026-09-01".to_owned(),
+            ..StayInput::default()
+        };
+        let violations = validate(&person, &stay, Some(&ifsi()), TODAY)
+            .expect_err("invalid")
+            .0;
+        let fields: Vec<&str> = violations.iter().map(|v| v.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "person.family_name",
+                "person.birth_date",
+                "person.email",
+                "person.ine",
+                "stay.sponsor_unit",
+                "stay.end_date"
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_population_and_too_long_stay() {
+        let mut long = stay();
+        long.end_date = "2028-06-30".to_owned();
+        let violations = validate(&person(), &long, Some(&ifsi()), TODAY)
+            .expect_err("too long")
+            .0;
+        assert!(
+            violations[0].reason.contains("at most 400"),
+            "{violations:?}"
+        );
+        let violations = validate(&person(), &stay(), None, TODAY)
+            .expect_err("unknown")
+            .0;
+        assert_eq!(violations[0].field, "stay.population");
+    }
+
+    #[test]
+    fn an_agreement_is_required_where_the_population_says_so() {
+        let mut population = ifsi();
+        population.agreement_required = true;
+        let violations = validate(&person(), &stay(), Some(&population), TODAY)
+            .expect_err("no agreement")
+            .0;
+        assert_eq!(violations[0].field, "stay.agreement_id");
+    }
+
+    #[test]
+    fn ine_formats() {
+        for valid in ["123456789AB", "1234567890A", "0A1B2C3D4E5", "1234A12345B"] {
+            assert!(is_ine(valid), "{valid}");
+        }
+        for invalid in ["123456789ab", "12345678AB", "1234567890AB", "ÉÉÉÉÉÉÉÉÉÉÉ"] {
+            assert!(!is_ine(invalid), "{invalid}");
+        }
+    }
+
+    #[test]
+    fn emails() {
+        assert!(is_email("a.b+c@univ-example.fr"));
+        for invalid in ["a@b", "@b.fr", "a b@c.fr", "a@b..fr", "a@@b.fr", "a@.b.fr"] {
+            assert!(!is_email(invalid), "{invalid}");
+        }
+    }
+}

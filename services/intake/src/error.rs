@@ -1,0 +1,47 @@
+//! The one error type of the intake service; the platform maps it to gRPC.
+
+use hosted_platform::error::{ErrorCode, FieldViolation, ServiceError, Violations};
+
+#[derive(Debug, thiserror::Error)]
+pub enum IntakeError {
+    #[error("{0}")]
+    Invalid(Violations),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0} is not served by this version yet")]
+    Unimplemented(&'static str),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("event encoding: {0}")]
+    Encoding(String),
+}
+
+impl From<Violations> for IntakeError {
+    fn from(violations: Violations) -> Self {
+        IntakeError::Invalid(violations)
+    }
+}
+
+impl ServiceError for IntakeError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            IntakeError::Invalid(_) => ErrorCode::InvalidArgument,
+            IntakeError::NotFound(_) => ErrorCode::NotFound,
+            IntakeError::Unimplemented(_) => ErrorCode::Unimplemented,
+            IntakeError::Database(_) | IntakeError::Encoding(_) => ErrorCode::Internal,
+        }
+    }
+
+    fn violations(&self) -> &[FieldViolation] {
+        match self {
+            IntakeError::Invalid(violations) => &violations.0,
+            _ => &[],
+        }
+    }
+}
+
+impl From<IntakeError> for tonic::Status {
+    fn from(error: IntakeError) -> Self {
+        hosted_platform::error::to_status(&error)
+    }
+}

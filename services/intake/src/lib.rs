@@ -1,0 +1,79 @@
+//! The intake service: the registry of hosted learners that the directorates use
+//! instead of the student information system. It owns persons, stays, agreements
+//! and payments, and publishes every change under `hosted.intake.>`.
+
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod events;
+pub mod grpc;
+pub mod store;
+
+use std::{future::Future, net::SocketAddr};
+
+use anyhow::Context;
+use hosted_contracts::{
+    subjects::Namespace, subjects::Service, v1::intake_service_server::IntakeServiceServer,
+};
+use hosted_platform::{outbox::OutboxSignal, service::Foundation};
+use sqlx::PgPool;
+use tonic::service::Routes;
+
+pub use config::IntakeConfig;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// The state the RPCs share.
+#[derive(Debug, Clone)]
+pub struct Intake {
+    pool: PgPool,
+    namespace: Namespace,
+    outbox: OutboxSignal,
+    learner_number_prefix: String,
+}
+
+impl Intake {
+    fn today(&self) -> time::Date {
+        time::OffsetDateTime::now_utc().date()
+    }
+}
+
+/// A started intake service.
+#[derive(Debug)]
+pub struct Application {
+    foundation: Foundation,
+    intake: Intake,
+}
+
+impl Application {
+    pub async fn build(config: &IntakeConfig) -> anyhow::Result<Self> {
+        let foundation = Foundation::start(Service::Intake, config.common(), &MIGRATOR)
+            .await
+            .context("starting intake")?;
+        let intake = Intake {
+            pool: foundation.pool.clone(),
+            namespace: foundation.namespace.clone(),
+            outbox: foundation.outbox.clone(),
+            learner_number_prefix: config.registry.learner_number_prefix.clone(),
+        };
+        Ok(Self { foundation, intake })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.foundation.local_addr()
+    }
+
+    /// Serves until `shutdown` resolves. Intake consumes nothing: it is ready as soon
+    /// as its database is.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        self.foundation.readiness().ready().await;
+        let routes = Routes::new(IntakeServiceServer::new(self.intake));
+        self.foundation
+            .serve(routes, grpc::ACCESS, shutdown)
+            .await
+            .context("serving intake")
+    }
+}
