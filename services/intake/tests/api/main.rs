@@ -1,0 +1,7 @@
+//! Intake through its gRPC API, against real PostgreSQL and NATS.
+#![allow(clippy::unwrap_used, unreachable_pub)]
+
+mod access;
+mod helpers;
+mod outbox;
+mod register;
