@@ -1,0 +1,446 @@
+//! The entry a learner should have in LDAP, and how an existing entry differs from it.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use hosted_contracts::v1;
+use time::{Date, format_description::BorrowedFormatItem, macros::format_description};
+
+use super::{
+    escape,
+    supann::{self, AccountState},
+};
+
+const ISO_DATE: &[BorrowedFormatItem<'static>] = format_description!("[year]-[month]-[day]");
+const COMPACT_DATE: &[BorrowedFormatItem<'static>] = format_description!("[year][month][day]");
+
+/// The object classes of a hosted learner's entry.
+pub const OBJECT_CLASSES: [&str; 6] = [
+    "top",
+    "person",
+    "organizationalPerson",
+    "inetOrgPerson",
+    "eduPerson",
+    "supannPerson",
+];
+
+/// Attributes the directory service owns on its entries: it writes them and removes
+/// them when they no longer apply. Any other attribute on the entry is left alone.
+pub const MANAGED_ATTRIBUTES: [&str; 15] = [
+    "uid",
+    "cn",
+    "sn",
+    "givenName",
+    "displayName",
+    "mail",
+    "eduPersonPrincipalName",
+    "eduPersonAffiliation",
+    "eduPersonPrimaryAffiliation",
+    "supannCodePopulation",
+    "supannRessourceEtatDate",
+    "supannNomDeNaissance",
+    "supannOIDCDateDeNaissance",
+    "supannCodeINE",
+    "supannExtProfil",
+];
+
+/// Where and how entries are written.
+#[derive(Debug, Clone)]
+pub struct EntrySettings {
+    /// The managed base, e.g. `ou=people,dc=univ-example,dc=fr`.
+    pub base_dn: String,
+    /// The scope of eduPersonPrincipalName, e.g. `univ-example.fr`.
+    pub eppn_scope: String,
+}
+
+/// An entry: its DN and the values of its managed attributes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub dn: String,
+    pub attributes: BTreeMap<&'static str, Vec<String>>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum EntryError {
+    #[error("the learner has no person")]
+    NoPerson,
+    #[error("the learner has no login")]
+    NoLogin,
+    #[error("stay {stay_id}: bad date {value:?}")]
+    BadDate { stay_id: String, value: String },
+}
+
+fn parse(stay: &v1::Stay, value: &str) -> Result<Date, EntryError> {
+    Date::parse(value, ISO_DATE).map_err(|_| EntryError::BadDate {
+        stay_id: stay.stay_id.clone(),
+        value: value.to_owned(),
+    })
+}
+
+fn compact(date: Date) -> String {
+    date.format(COMPACT_DATE).unwrap_or_default()
+}
+
+/// The DN of a learner's entry.
+pub fn dn(login: &str, base_dn: &str) -> String {
+    format!("uid={},{base_dn}", escape::dn_value(login))
+}
+
+struct DatedStay<'a> {
+    stay: &'a v1::Stay,
+    start: Date,
+    end: Date,
+}
+
+/// The state of the `{COMPTE}` resource and the dates it spans.
+fn account_state(
+    stays: &[DatedStay<'_>],
+    today: Date,
+) -> (AccountState, Option<Date>, Option<Date>) {
+    let current: Vec<&DatedStay<'_>> = stays.iter().filter(|s| s.end >= today).collect();
+    let start = current.iter().map(|s| s.start).min();
+    let end = stays.iter().map(|s| s.end).max();
+    if stays.is_empty() {
+        (AccountState::Inactive, None, None)
+    } else if current.iter().any(|s| s.start <= today) {
+        (AccountState::Active, start, end)
+    } else if !current.is_empty() {
+        (AccountState::Anticipated, start, end)
+    } else {
+        let first = stays.iter().map(|s| s.start).min();
+        (AccountState::Expired, first, end)
+    }
+}
+
+/// The entry a learner should have, as of `today`.
+pub fn desired(
+    learner: &v1::Learner,
+    settings: &EntrySettings,
+    today: Date,
+) -> Result<Entry, EntryError> {
+    let person = learner.person.as_ref().ok_or(EntryError::NoPerson)?;
+    if person.login.is_empty() {
+        return Err(EntryError::NoLogin);
+    }
+    let mut stays = Vec::new();
+    for stay in learner
+        .stays
+        .iter()
+        .filter(|stay| stay.status() != v1::StayStatus::Cancelled)
+    {
+        stays.push(DatedStay {
+            stay,
+            start: parse(stay, &stay.start_date)?,
+            end: parse(stay, &stay.end_date)?,
+        });
+    }
+    // Populations come from the stays that are current or to come; once all have
+    // ended, from the last one, so that an expired account still says what it was.
+    let mut counted: Vec<&DatedStay<'_>> = stays.iter().filter(|s| s.end >= today).collect();
+    if counted.is_empty() {
+        counted.extend(stays.iter().max_by_key(|s| s.end));
+    }
+
+    let mut attributes: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
+    let mut set = |name: &'static str, values: Vec<String>| {
+        let values: Vec<String> = values
+            .into_iter()
+            .filter(|value| !value.is_empty())
+            .collect();
+        if !values.is_empty() {
+            attributes.insert(name, values);
+        }
+    };
+    let given_first = person.given_names.split(' ').next().unwrap_or_default();
+    set("uid", vec![person.login.clone()]);
+    set(
+        "cn",
+        vec![format!("{} {}", person.given_names, person.family_name)],
+    );
+    set("sn", vec![person.family_name.clone()]);
+    set("givenName", vec![person.given_names.clone()]);
+    set(
+        "displayName",
+        vec![format!("{given_first} {}", person.family_name)],
+    );
+    set("mail", vec![person.email.clone()]);
+    set(
+        "eduPersonPrincipalName",
+        vec![format!("{}@{}", person.login, settings.eppn_scope)],
+    );
+    let birth_name = if person.birth_name.is_empty() {
+        &person.family_name
+    } else {
+        &person.birth_name
+    };
+    set("supannNomDeNaissance", vec![birth_name.clone()]);
+    set("supannOIDCDateDeNaissance", vec![person.birth_date.clone()]);
+    set("supannCodeINE", vec![person.ine.clone()]);
+
+    let codes: BTreeSet<String> = counted
+        .iter()
+        .map(|s| s.stay.supann_population.clone())
+        .collect();
+    let mut affiliations = BTreeSet::new();
+    let mut primary: Option<(&str, u32)> = None;
+    for code in &codes {
+        if let Some((code_affiliations, weight)) = supann::population(code) {
+            affiliations.extend(code_affiliations.iter().map(|a| (*a).to_owned()));
+            if primary.is_none_or(|(_, heaviest)| weight > heaviest) {
+                primary = Some((code_affiliations[0], weight));
+            }
+        }
+    }
+    set("supannCodePopulation", codes.iter().cloned().collect());
+    set("eduPersonAffiliation", affiliations.into_iter().collect());
+    set(
+        "eduPersonPrimaryAffiliation",
+        primary
+            .map(|(affiliation, _)| affiliation.to_owned())
+            .into_iter()
+            .collect(),
+    );
+    set(
+        "supannExtProfil",
+        counted
+            .iter()
+            .map(|s| {
+                let affiliation = supann::population(&s.stay.supann_population)
+                    .map(|(affiliations, _)| affiliations[0])
+                    .unwrap_or_default();
+                format!(
+                    "[affil={affiliation}][affect={}][population={}][datefin={}]",
+                    s.stay.sponsor_unit,
+                    s.stay.supann_population,
+                    compact(s.end)
+                )
+            })
+            .collect(),
+    );
+    let (state, start, end) = account_state(&stays, today);
+    let (letter, sub_state) = state.supann();
+    set(
+        "supannRessourceEtatDate",
+        vec![format!(
+            "{{COMPTE}}{letter}:{sub_state}:{}:{}",
+            start.map(compact).unwrap_or_default(),
+            end.map(compact).unwrap_or_default()
+        )],
+    );
+    Ok(Entry {
+        dn: dn(&person.login, &settings.base_dn),
+        attributes,
+    })
+}
+
+/// One managed attribute whose values differ.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Difference {
+    pub name: &'static str,
+    pub desired: Vec<String>,
+    pub actual: Vec<String>,
+}
+
+/// The managed attributes whose values in `actual` (names in any case) differ from
+/// `desired`; values compare as sets, exactly.
+pub fn differences(desired: &Entry, actual: &HashMap<String, Vec<String>>) -> Vec<Difference> {
+    let actual: HashMap<String, &Vec<String>> = actual
+        .iter()
+        .map(|(name, values)| (name.to_ascii_lowercase(), values))
+        .collect();
+    let mut differences = Vec::new();
+    for name in MANAGED_ATTRIBUTES {
+        let want = desired.attributes.get(name).cloned().unwrap_or_default();
+        let have = actual
+            .get(&name.to_ascii_lowercase())
+            .map(|values| (*values).clone())
+            .unwrap_or_default();
+        let want_set: BTreeSet<&String> = want.iter().collect();
+        let have_set: BTreeSet<&String> = have.iter().collect();
+        if want_set != have_set {
+            differences.push(Difference {
+                name,
+                desired: want,
+                actual: have,
+            });
+        }
+    }
+    differences
+}
+
+/// Object classes the entry lacks.
+pub fn missing_object_classes(actual: &HashMap<String, Vec<String>>) -> Vec<String> {
+    let have: BTreeSet<String> = actual
+        .iter()
+        .filter(|(name, _)| name.eq_ignore_ascii_case("objectClass"))
+        .flat_map(|(_, values)| values.iter().map(|v| v.to_ascii_lowercase()))
+        .collect();
+    OBJECT_CLASSES
+        .iter()
+        .filter(|class| !have.contains(&class.to_ascii_lowercase()))
+        .map(|class| (*class).to_owned())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::date;
+
+    fn settings() -> EntrySettings {
+        EntrySettings {
+            base_dn: "ou=people,dc=univ-example,dc=fr".to_owned(),
+            eppn_scope: "univ-example.fr".to_owned(),
+        }
+    }
+
+    fn stay(code: &str, start: &str, end: &str) -> v1::Stay {
+        v1::Stay {
+            stay_id: format!("{code}-{start}"),
+            population: "P".to_owned(),
+            supann_population: code.to_owned(),
+            sponsor_unit: "IFSI-NORD".to_owned(),
+            start_date: start.to_owned(),
+            end_date: end.to_owned(),
+            status: v1::StayStatus::Active.into(),
+            ..Default::default()
+        }
+    }
+
+    fn learner(stays: Vec<v1::Stay>) -> v1::Learner {
+        v1::Learner {
+            person: Some(v1::Person {
+                learner_id: "id".to_owned(),
+                login: "elodie.lefevre".to_owned(),
+                family_name: "Lefèvre".to_owned(),
+                given_names: "Élodie Marie".to_owned(),
+                birth_date: "2001-02-03".to_owned(),
+                email: "elodie@example.org".to_owned(),
+                ..Default::default()
+            }),
+            stays,
+            version: 3,
+            ..Default::default()
+        }
+    }
+
+    fn values(entry: &Entry, name: &str) -> Vec<String> {
+        entry.attributes.get(name).cloned().unwrap_or_default()
+    }
+
+    #[test]
+    fn an_active_learner() {
+        let entry = desired(
+            &learner(vec![stay("AX", "2026-09-01", "2027-06-30")]),
+            &settings(),
+            date!(2026 - 10 - 01),
+        )
+        .unwrap();
+        assert_eq!(
+            entry.dn,
+            "uid=elodie.lefevre,ou=people,dc=univ-example,dc=fr"
+        );
+        assert_eq!(values(&entry, "cn"), ["Élodie Marie Lefèvre"]);
+        assert_eq!(values(&entry, "displayName"), ["Élodie Lefèvre"]);
+        assert_eq!(
+            values(&entry, "eduPersonPrincipalName"),
+            ["elodie.lefevre@univ-example.fr"]
+        );
+        assert_eq!(values(&entry, "eduPersonAffiliation"), ["student"]);
+        assert_eq!(values(&entry, "supannCodePopulation"), ["AX"]);
+        assert_eq!(
+            values(&entry, "supannRessourceEtatDate"),
+            ["{COMPTE}A:SupannActif:20260901:20270630"]
+        );
+        assert_eq!(values(&entry, "supannNomDeNaissance"), ["Lefèvre"]);
+        assert!(!entry.attributes.contains_key("supannCodeINE"));
+        assert_eq!(
+            values(&entry, "supannExtProfil"),
+            ["[affil=student][affect=IFSI-NORD][population=AX][datefin=20270630]"]
+        );
+    }
+
+    #[test]
+    fn account_state_follows_the_dates() {
+        let learner = learner(vec![stay("AX", "2026-09-01", "2027-06-30")]);
+        let state = |today| {
+            values(
+                &desired(&learner, &settings(), today).unwrap(),
+                "supannRessourceEtatDate",
+            )
+        };
+        assert_eq!(
+            state(date!(2026 - 08 - 01)),
+            ["{COMPTE}A:SupannAnticipe:20260901:20270630"]
+        );
+        assert_eq!(
+            state(date!(2027 - 06 - 30)),
+            ["{COMPTE}A:SupannActif:20260901:20270630"]
+        );
+        assert_eq!(
+            state(date!(2027 - 07 - 01)),
+            ["{COMPTE}I:SupannExpire:20260901:20270630"]
+        );
+    }
+
+    #[test]
+    fn the_heaviest_population_gives_the_primary_affiliation() {
+        let entry = desired(
+            &learner(vec![
+                stay("AX", "2026-09-01", "2027-06-30"),
+                stay("RHJCF", "2026-09-01", "2027-01-31"),
+            ]),
+            &settings(),
+            date!(2026 - 10 - 01),
+        )
+        .unwrap();
+        assert_eq!(values(&entry, "eduPersonPrimaryAffiliation"), ["faculty"]);
+        assert_eq!(
+            values(&entry, "eduPersonAffiliation"),
+            ["faculty", "member", "researcher", "student"]
+        );
+        assert_eq!(values(&entry, "supannCodePopulation"), ["AX", "RHJCF"]);
+    }
+
+    #[test]
+    fn hosted_learners_are_never_members_unless_their_population_says_so() {
+        let entry = desired(
+            &learner(vec![
+                stay("AHH", "2026-09-01", "2027-06-30"),
+                stay("AGG", "2026-09-01", "2027-06-30"),
+            ]),
+            &settings(),
+            date!(2026 - 10 - 01),
+        )
+        .unwrap();
+        assert!(!values(&entry, "eduPersonAffiliation").contains(&"member".to_owned()));
+        assert_eq!(values(&entry, "eduPersonPrimaryAffiliation"), ["student"]);
+    }
+
+    #[test]
+    fn differences_ignore_order_and_attribute_name_case() {
+        let entry = desired(
+            &learner(vec![stay("AX", "2026-09-01", "2027-06-30")]),
+            &settings(),
+            date!(2026 - 10 - 01),
+        )
+        .unwrap();
+        let mut actual: HashMap<String, Vec<String>> = entry
+            .attributes
+            .iter()
+            .map(|(name, values)| {
+                (
+                    name.to_ascii_lowercase(),
+                    values.iter().rev().cloned().collect(),
+                )
+            })
+            .collect();
+        assert!(differences(&entry, &actual).is_empty());
+        actual.insert("mail".to_owned(), vec!["other@example.org".to_owned()]);
+        actual.insert("supannCodeINE".to_owned(), vec!["123456789AB".to_owned()]);
+        let found: Vec<&str> = differences(&entry, &actual)
+            .iter()
+            .map(|d| d.name)
+            .collect();
+        assert_eq!(found, ["mail", "supannCodeINE"]);
+    }
+}

@@ -1,0 +1,194 @@
+//! The gRPC edge of directory: operators' views of accounts and dead letters.
+
+use std::collections::BTreeMap;
+
+use hosted_contracts::{prost::Message, v1};
+use hosted_platform::{auth::Role, error::Violations};
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use crate::{Directory, domain::entry, error::DirectoryError, store};
+
+use Role::Dosi;
+
+/// The roles each RPC accepts; the platform refuses everything else.
+pub const ACCESS: &[(&str, &[Role])] = &[
+    ("GetAccount", &[Dosi]),
+    ("RepublishAccount", &[Dosi]),
+    ("Reconcile", &[Dosi]),
+    ("ListDeadLetters", &[Dosi]),
+    ("ReplayDeadLetters", &[Dosi]),
+];
+
+fn timestamp(at: time::OffsetDateTime) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: at.unix_timestamp(),
+        nanos: at.nanosecond() as i32,
+    }
+}
+
+fn attributes<'a>(map: impl IntoIterator<Item = (&'a str, &'a Vec<String>)>) -> Vec<v1::Attribute> {
+    let sorted: BTreeMap<&str, &Vec<String>> = map.into_iter().collect();
+    sorted
+        .into_iter()
+        .map(|(name, values)| v1::Attribute {
+            name: name.to_owned(),
+            values: values.clone(),
+        })
+        .collect()
+}
+
+fn learner_id(field: &str, value: &str) -> Result<Uuid, DirectoryError> {
+    Uuid::parse_str(value.trim()).map_err(|_| {
+        let mut violations = Violations::default();
+        violations.add(field, "not a learner id");
+        DirectoryError::Invalid(violations)
+    })
+}
+
+impl Directory {
+    async fn account_view(
+        &self,
+        learner_id: Uuid,
+    ) -> Result<v1::GetAccountResponse, DirectoryError> {
+        let account = store::account(&self.pool, learner_id)
+            .await?
+            .ok_or_else(|| DirectoryError::NotFound("account".to_owned()))?;
+        let learner = v1::Learner::decode(account.learner.as_slice())
+            .map_err(|e| DirectoryError::Projection(e.to_string()))?;
+        let desired = entry::desired(
+            &learner,
+            &self.settings,
+            time::OffsetDateTime::now_utc().date(),
+        )
+        .map_err(|e| DirectoryError::Projection(e.to_string()))?;
+        let actual = self.ldap.read(&desired.dn).await?;
+        let differences = match &actual {
+            Some(actual) => entry::differences(&desired, actual),
+            None => Vec::new(),
+        };
+        let published = account.published_version == Some(account.version);
+        Ok(v1::GetAccountResponse {
+            learner_id: learner_id.to_string(),
+            dn: desired.dn.clone(),
+            version: account.version,
+            published_version: account.published_version.unwrap_or_default(),
+            status: if published {
+                v1::PublicationStatus::Published
+            } else {
+                v1::PublicationStatus::Pending
+            }
+            .into(),
+            desired: attributes(
+                desired
+                    .attributes
+                    .iter()
+                    .map(|(name, values)| (*name, values)),
+            ),
+            actual: actual
+                .as_ref()
+                .map(|actual| {
+                    attributes(actual.iter().map(|(name, values)| (name.as_str(), values)))
+                })
+                .unwrap_or_default(),
+            differences: differences
+                .into_iter()
+                .map(|difference| v1::AttributeDifference {
+                    name: difference.name.to_owned(),
+                    desired: difference.desired,
+                    actual: difference.actual,
+                })
+                .collect(),
+            published_at: account.published_at.map(timestamp),
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl v1::directory_service_server::DirectoryService for Directory {
+    async fn get_account(
+        &self,
+        request: Request<v1::GetAccountRequest>,
+    ) -> Result<Response<v1::GetAccountResponse>, Status> {
+        use v1::get_account_request::Key;
+        let learner_id = match request.into_inner().key {
+            Some(Key::LearnerId(id)) => learner_id("learner_id", &id)?,
+            Some(Key::Login(login)) => store::learner_id_by_login(&self.pool, login.trim())
+                .await
+                .map_err(DirectoryError::from)?
+                .ok_or_else(|| DirectoryError::NotFound("account".to_owned()))?,
+            None => {
+                let mut violations = Violations::default();
+                violations.add("key", "one of learner_id or login is required");
+                return Err(DirectoryError::Invalid(violations).into());
+            }
+        };
+        Ok(Response::new(self.account_view(learner_id).await?))
+    }
+
+    async fn republish_account(
+        &self,
+        request: Request<v1::RepublishAccountRequest>,
+    ) -> Result<Response<v1::RepublishAccountResponse>, Status> {
+        let learner_id = learner_id("learner_id", &request.into_inner().learner_id)?;
+        if !store::request_republish(&self.pool, learner_id)
+            .await
+            .map_err(DirectoryError::from)?
+        {
+            return Err(DirectoryError::NotFound("account".to_owned()).into());
+        }
+        self.publisher.notify_one();
+        Ok(Response::new(v1::RepublishAccountResponse {
+            account: Some(self.account_view(learner_id).await?),
+        }))
+    }
+
+    async fn reconcile(
+        &self,
+        _request: Request<v1::ReconcileRequest>,
+    ) -> Result<Response<v1::ReconcileResponse>, Status> {
+        Err(DirectoryError::Unimplemented("Reconcile").into())
+    }
+
+    async fn list_dead_letters(
+        &self,
+        _request: Request<v1::ListDeadLettersRequest>,
+    ) -> Result<Response<v1::ListDeadLettersResponse>, Status> {
+        let letters = self
+            .dead_letters
+            .list()
+            .await
+            .map_err(DirectoryError::Events)?;
+        Ok(Response::new(v1::ListDeadLettersResponse {
+            dead_letters: letters
+                .into_iter()
+                .map(|letter| v1::DeadLetter {
+                    sequence: letter.sequence,
+                    event_id: letter.event_id,
+                    original_subject: letter.original_subject,
+                    consumer: letter.consumer,
+                    error: letter.error,
+                    deliveries: letter.deliveries,
+                    dead_at: Some(timestamp(letter.dead_at)),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn replay_dead_letters(
+        &self,
+        request: Request<v1::ReplayDeadLettersRequest>,
+    ) -> Result<Response<v1::ReplayDeadLettersResponse>, Status> {
+        let sequences = request.into_inner().sequences;
+        let (replayed, failed) = self
+            .dead_letters
+            .replay(&self.pool, &self.handler, &sequences)
+            .await
+            .map_err(DirectoryError::Events)?;
+        tracing::info!(replayed, failed, "dead letters replayed");
+        Ok(Response::new(v1::ReplayDeadLettersResponse {
+            replayed,
+            failed,
+        }))
+    }
+}

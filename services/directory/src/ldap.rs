@@ -1,0 +1,220 @@
+//! The LDAP side: reading an entry, and writing the desired state of one as an add
+//! or as a modify of exactly the attributes that differ.
+
+use std::collections::{HashMap, HashSet};
+
+use ldap3::{LdapConnAsync, LdapConnSettings, Mod, Scope, SearchEntry};
+use tokio::sync::Mutex;
+
+use crate::{
+    config::LdapConfig,
+    domain::entry::{self, Entry, MANAGED_ATTRIBUTES},
+};
+
+const NO_SUCH_OBJECT: u32 = 32;
+const ALREADY_EXISTS: u32 = 68;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LdapError {
+    #[error("ldap connection: {0}")]
+    Connection(#[source] ldap3::LdapError),
+    #[error("ldap {operation} refused: {result}")]
+    Refused {
+        operation: &'static str,
+        result: String,
+    },
+}
+
+impl LdapError {
+    fn refused(operation: &'static str, result: ldap3::LdapResult) -> Self {
+        LdapError::Refused {
+            operation,
+            result: format!("rc={} {}", result.rc, result.text),
+        }
+    }
+}
+
+/// What a write did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    Added,
+    Modified { attributes: usize },
+    Unchanged,
+}
+
+/// One bound connection, re-opened after a failure.
+#[derive(Debug)]
+pub struct LdapDirectory {
+    config: LdapConfig,
+    connection: Mutex<Option<ldap3::Ldap>>,
+}
+
+impl LdapDirectory {
+    pub fn new(config: LdapConfig) -> Self {
+        Self {
+            config,
+            connection: Mutex::new(None),
+        }
+    }
+
+    pub fn base_dn(&self) -> &str {
+        &self.config.base_dn
+    }
+
+    async fn handle(&self) -> Result<ldap3::Ldap, LdapError> {
+        let mut slot = self.connection.lock().await;
+        if let Some(ldap) = slot.as_mut()
+            && !ldap.is_closed()
+        {
+            return Ok(ldap.clone());
+        }
+        let settings = LdapConnSettings::new().set_conn_timeout(self.config.timeout);
+        let (connection, mut ldap) = LdapConnAsync::with_settings(settings, &self.config.url)
+            .await
+            .map_err(LdapError::Connection)?;
+        ldap3::drive!(connection);
+        ldap.with_timeout(self.config.timeout);
+        let bound = ldap
+            .simple_bind(&self.config.bind_dn, &self.config.bind_password)
+            .await
+            .map_err(LdapError::Connection)?;
+        if bound.rc != 0 {
+            return Err(LdapError::refused("bind", bound));
+        }
+        *slot = Some(ldap.clone());
+        Ok(ldap)
+    }
+
+    /// Forgets the connection after an I/O failure, so the next call opens a new one.
+    async fn reset(&self) {
+        *self.connection.lock().await = None;
+    }
+
+    async fn with_connection<T, F, Fut>(&self, operation: F) -> Result<T, LdapError>
+    where
+        F: FnOnce(ldap3::Ldap) -> Fut,
+        Fut: Future<Output = Result<T, LdapError>>,
+    {
+        let ldap = self.handle().await?;
+        let outcome = operation(ldap).await;
+        if matches!(outcome, Err(LdapError::Connection(_))) {
+            self.reset().await;
+        }
+        outcome
+    }
+
+    /// The managed attributes and object classes of the entry at `dn`, if it exists.
+    pub async fn read(&self, dn: &str) -> Result<Option<HashMap<String, Vec<String>>>, LdapError> {
+        let timeout = self.config.timeout;
+        self.with_connection(|mut ldap| async move {
+            let mut attributes: Vec<&str> = MANAGED_ATTRIBUTES.to_vec();
+            attributes.push("objectClass");
+            let result = ldap
+                .with_timeout(timeout)
+                .search(dn, Scope::Base, "(objectClass=*)", attributes)
+                .await
+                .map_err(LdapError::Connection)?;
+            if result.1.rc == NO_SUCH_OBJECT {
+                return Ok(None);
+            }
+            let (entries, _) = result.success().map_err(LdapError::Connection)?;
+            Ok(entries
+                .into_iter()
+                .next()
+                .map(|entry| SearchEntry::construct(entry).attrs))
+        })
+        .await
+    }
+
+    /// Writes the desired entry: adds it when missing, else modifies exactly the
+    /// managed attributes that differ (and adds missing object classes).
+    pub async fn write(&self, desired: &Entry) -> Result<Written, LdapError> {
+        match self.read(&desired.dn).await? {
+            None => match self.add(desired).await {
+                // Created meanwhile (a replica, a retry after a lost answer): modify instead.
+                Err(LdapError::Refused { result, .. })
+                    if result.starts_with(&format!("rc={ALREADY_EXISTS} ")) =>
+                {
+                    let actual = self.read(&desired.dn).await?.unwrap_or_default();
+                    self.modify(desired, &actual).await
+                }
+                outcome => outcome,
+            },
+            Some(actual) => self.modify(desired, &actual).await,
+        }
+    }
+
+    async fn add(&self, desired: &Entry) -> Result<Written, LdapError> {
+        let mut attributes: Vec<(String, HashSet<String>)> = vec![(
+            "objectClass".to_owned(),
+            entry::OBJECT_CLASSES
+                .iter()
+                .map(|class| (*class).to_owned())
+                .collect(),
+        )];
+        attributes.extend(
+            desired
+                .attributes
+                .iter()
+                .map(|(name, values)| ((*name).to_owned(), values.iter().cloned().collect())),
+        );
+        let timeout = self.config.timeout;
+        self.with_connection(|mut ldap| async move {
+            let result = ldap
+                .with_timeout(timeout)
+                .add(&desired.dn, attributes)
+                .await
+                .map_err(LdapError::Connection)?;
+            if result.rc != 0 {
+                return Err(LdapError::refused("add", result));
+            }
+            Ok(Written::Added)
+        })
+        .await
+    }
+
+    async fn modify(
+        &self,
+        desired: &Entry,
+        actual: &HashMap<String, Vec<String>>,
+    ) -> Result<Written, LdapError> {
+        let mut modifications: Vec<Mod<String>> = Vec::new();
+        let missing_classes = entry::missing_object_classes(actual);
+        if !missing_classes.is_empty() {
+            modifications.push(Mod::Add(
+                "objectClass".to_owned(),
+                missing_classes.into_iter().collect(),
+            ));
+        }
+        let differences = entry::differences(desired, actual);
+        for difference in &differences {
+            let name = difference.name.to_owned();
+            if difference.desired.is_empty() {
+                modifications.push(Mod::Delete(name, HashSet::new()));
+            } else {
+                modifications.push(Mod::Replace(
+                    name,
+                    difference.desired.iter().cloned().collect(),
+                ));
+            }
+        }
+        if modifications.is_empty() {
+            return Ok(Written::Unchanged);
+        }
+        let timeout = self.config.timeout;
+        self.with_connection(|mut ldap| async move {
+            let result = ldap
+                .with_timeout(timeout)
+                .modify(&desired.dn, modifications)
+                .await
+                .map_err(LdapError::Connection)?;
+            if result.rc != 0 {
+                return Err(LdapError::refused("modify", result));
+            }
+            Ok(Written::Modified {
+                attributes: differences.len(),
+            })
+        })
+        .await
+    }
+}

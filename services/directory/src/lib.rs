@@ -1,0 +1,146 @@
+//! The directory service: turns the facts published by intake (and, later,
+//! entitlement and cards) into hosted learners' accounts in the LDAP directory that
+//! CAS, wifi and the library trust, following SupAnn 2021 and eduPerson.
+//!
+//! Events are applied to a projection in PostgreSQL (newest learner version wins);
+//! a publisher writes each account whose projection is newer than LDAP, as an add or
+//! a modify of exactly what differs.
+
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod events;
+pub mod grpc;
+pub mod ldap;
+pub mod publisher;
+pub mod store;
+
+use std::{future::Future, net::SocketAddr, sync::Arc};
+
+use anyhow::Context;
+use hosted_contracts::{subjects::Service, v1::directory_service_server::DirectoryServiceServer};
+use hosted_platform::{
+    inbox::{ConsumerSpec, DeadLetters, InboxConsumer},
+    service::Foundation,
+};
+use sqlx::PgPool;
+use tokio::sync::Notify;
+use tonic::service::Routes;
+
+pub use config::DirectoryConfig;
+
+use crate::{
+    domain::entry::EntrySettings, events::ProjectionHandler, ldap::LdapDirectory,
+    publisher::Publisher,
+};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// The state the RPCs share.
+#[derive(Debug, Clone)]
+pub struct Directory {
+    pool: PgPool,
+    ldap: Arc<LdapDirectory>,
+    settings: EntrySettings,
+    publisher: Arc<Notify>,
+    handler: ProjectionHandler,
+    dead_letters: DeadLetters,
+}
+
+/// A started directory service.
+#[derive(Debug)]
+pub struct Application {
+    foundation: Foundation,
+    directory: Directory,
+}
+
+impl Application {
+    pub async fn build(config: &DirectoryConfig) -> anyhow::Result<Self> {
+        let foundation = Foundation::start(Service::Directory, config.common(), &MIGRATOR)
+            .await
+            .context("starting directory")?;
+        let publisher = Arc::new(Notify::new());
+        let handler = ProjectionHandler {
+            namespace: foundation.namespace.clone(),
+            publisher: publisher.clone(),
+        };
+        let directory = Directory {
+            pool: foundation.pool.clone(),
+            ldap: Arc::new(LdapDirectory::new(config.ldap.clone())),
+            settings: EntrySettings {
+                base_dn: config.ldap.base_dn.clone(),
+                eppn_scope: config.ldap.eppn_scope.clone(),
+            },
+            publisher,
+            handler,
+            dead_letters: DeadLetters::new(
+                foundation.namespace.clone(),
+                Service::Directory,
+                foundation.jetstream.clone(),
+            ),
+        };
+        Ok(Self {
+            foundation,
+            directory,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.foundation.local_addr()
+    }
+
+    /// Serves until `shutdown` resolves. Ready (gRPC health SERVING) once the consumer
+    /// of intake's events is attached.
+    pub async fn run_until_stopped(
+        mut self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let directory = self.directory.clone();
+        let publisher = Publisher {
+            pool: directory.pool.clone(),
+            ldap: directory.ldap.clone(),
+            settings: directory.settings.clone(),
+            wake: directory.publisher.clone(),
+        };
+        let publisher_shutdown = self.foundation.tasks.shutdown();
+        self.foundation
+            .tasks
+            .spawn(publisher.run(publisher_shutdown));
+
+        let consumer = InboxConsumer::new(
+            ConsumerSpec {
+                durable: events::INTAKE_CONSUMER.to_owned(),
+                source: Service::Intake,
+                owner: Service::Directory,
+            },
+            &self.foundation.nats_config,
+            directory.pool.clone(),
+            self.foundation.jetstream.clone(),
+            Arc::new(directory.handler.clone()),
+        );
+        let readiness = self.foundation.readiness();
+        let mut shutdown_rx = self.foundation.tasks.shutdown();
+        // The dead letters live in directory's own stream: provision it before consuming.
+        let stream = hosted_platform::nats::stream_config(
+            &self.foundation.namespace,
+            Service::Directory,
+            &self.foundation.nats_config,
+        );
+        let jetstream = self.foundation.jetstream.clone();
+        self.foundation.tasks.spawn(async move {
+            if let Err(error) = hosted_platform::nats::ensure_stream(&jetstream, stream).await {
+                tracing::warn!(%error, "directory stream not provisioned yet; the relay will retry");
+            }
+            if let Some(attached) = consumer.attach(&mut shutdown_rx).await {
+                readiness.ready().await;
+                consumer.run(attached, shutdown_rx).await;
+            }
+        });
+
+        let routes = Routes::new(DirectoryServiceServer::new(self.directory));
+        self.foundation
+            .serve(routes, grpc::ACCESS, shutdown)
+            .await
+            .context("serving directory")
+    }
+}

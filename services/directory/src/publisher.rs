@@ -1,0 +1,109 @@
+//! Publication: writes each account whose projection is newer than what LDAP holds,
+//! with bounded retries and a growing delay per account, so that a directory outage
+//! delays publication without losing anything or flooding the logs.
+
+use std::{sync::Arc, time::Duration};
+
+use hosted_contracts::{prost::Message, v1};
+use sqlx::PgPool;
+use tokio::sync::{Notify, watch};
+use tracing::Instrument;
+
+use crate::{
+    domain::entry::{self, EntrySettings},
+    ldap::LdapDirectory,
+    store::{self, AccountRow},
+};
+
+const BATCH: i64 = 100;
+const MAX_RETRY: Duration = Duration::from_secs(300);
+
+#[derive(Debug)]
+pub struct Publisher {
+    pub pool: PgPool,
+    pub ldap: Arc<LdapDirectory>,
+    pub settings: EntrySettings,
+    pub wake: Arc<Notify>,
+}
+
+fn retry_delay(attempts: i32) -> Duration {
+    let exponent = attempts.clamp(0, 12) as u32;
+    Duration::from_millis(500u64 << exponent).min(MAX_RETRY)
+}
+
+impl Publisher {
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            let wait = match self.publish_batch().await {
+                Ok(count) if count as i64 == BATCH => Duration::ZERO,
+                Ok(_) => match store::next_attempt_in(&self.pool).await {
+                    Ok(Some(next)) => next.clamp(Duration::from_millis(50), Duration::from_secs(5)),
+                    _ => Duration::from_secs(5),
+                },
+                Err(error) => {
+                    tracing::warn!(%error, "publication batch failed");
+                    Duration::from_secs(1)
+                }
+            };
+            if wait.is_zero() {
+                continue;
+            }
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+        tracing::debug!("publisher stopped");
+    }
+
+    /// Publishes one batch; returns how many accounts it handled.
+    async fn publish_batch(&self) -> Result<usize, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let accounts = store::claim_pending(&mut tx, BATCH).await?;
+        let today = time::OffsetDateTime::now_utc().date();
+        for account in &accounts {
+            let span = tracing::info_span!(
+                "publish",
+                learner_id = %account.learner_id,
+                version = account.version,
+                otel.kind = "client"
+            );
+            account.trace().adopt(&span);
+            let outcome = self.publish(account, today).instrument(span).await;
+            match outcome {
+                Ok(()) => {
+                    store::mark_published(&mut tx, account.learner_id, account.version).await?
+                }
+                Err(error) => {
+                    let retry_in = retry_delay(account.publish_attempts);
+                    // First failure, then every tenth: an outage must not flood the logs.
+                    if account.publish_attempts == 0 || account.publish_attempts % 10 == 9 {
+                        tracing::warn!(
+                            learner_id = %account.learner_id,
+                            attempts = account.publish_attempts + 1,
+                            retry_in_ms = retry_in.as_millis() as u64,
+                            %error,
+                            "ldap write failed"
+                        );
+                    }
+                    store::mark_failed(&mut tx, account.learner_id, retry_in, &error).await?;
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(accounts.len())
+    }
+
+    async fn publish(&self, account: &AccountRow, today: time::Date) -> Result<(), String> {
+        let learner = v1::Learner::decode(account.learner.as_slice())
+            .map_err(|e| format!("projection: {e}"))?;
+        let desired = entry::desired(&learner, &self.settings, today).map_err(|e| e.to_string())?;
+        let written = self.ldap.write(&desired).await.map_err(|e| e.to_string())?;
+        tracing::info!(outcome = ?written, "account published");
+        Ok(())
+    }
+}
