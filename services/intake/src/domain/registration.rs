@@ -90,9 +90,10 @@ fn optional(value: &str) -> Option<String> {
     (!value.is_empty()).then(|| value.to_owned())
 }
 
+/// Names are kept exactly as given (a leading space, an apostrophe, a comma are
+/// part of them); only emptiness is judged without the surrounding spaces.
 fn check_name(field: &str, value: &str, required: bool, violations: &mut Violations) -> String {
-    let value = value.trim();
-    if value.is_empty() {
+    if value.trim().is_empty() {
         if required {
             violations.add(field, "required");
         }
@@ -103,7 +104,11 @@ fn check_name(field: &str, value: &str, required: bool, violations: &mut Violati
     } else if !value.chars().any(char::is_alphabetic) {
         violations.add(field, "contains no letter");
     }
-    value.to_owned()
+    if value.trim().is_empty() {
+        String::new()
+    } else {
+        value.to_owned()
+    }
 }
 
 /// Parses a `YYYY-MM-DD` day; `None` (with a violation) when absent or malformed.

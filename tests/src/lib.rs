@@ -1,0 +1,241 @@
+//! Harness for end-to-end tests: intake and directory running in this process on
+//! ephemeral ports, sharing one NATS namespace, each with its own database, the
+//! directory publishing under an LDAP subtree of the test's own.
+#![allow(clippy::unwrap_used, unreachable_pub)]
+
+use std::{future::Future, net::SocketAddr, time::Duration};
+
+use hosted_contracts::{subjects::Namespace, v1};
+use hosted_directory::{DirectoryConfig, config::LdapConfig};
+use hosted_intake::{IntakeConfig, config::RegistryConfig};
+use hosted_platform::{
+    auth::Role,
+    config::{GrpcConfig, NatsConfig, TelemetryConfig},
+};
+use hosted_testkit::{TestCallers, TestDatabase, TestSubtree};
+use tokio::{sync::oneshot, task::JoinHandle};
+
+/// A service running in this process until stopped.
+#[derive(Debug)]
+pub struct Running {
+    pub address: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Running {
+    fn start<F, Fut>(address: SocketAddr, run: F) -> Self
+    where
+        F: FnOnce(std::pin::Pin<Box<dyn Future<Output = ()> + Send>>) -> Fut,
+        Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(run(Box::pin(async {
+            let _ = stopped.await;
+        })));
+        Self {
+            address,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Stops gracefully and waits until it has.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap().unwrap();
+        }
+    }
+}
+
+/// Everything one end-to-end test runs against.
+#[derive(Debug)]
+pub struct TestSystem {
+    pub namespace: Namespace,
+    pub callers: TestCallers,
+    pub subtree: TestSubtree,
+    pub intake_database: TestDatabase,
+    pub directory_database: TestDatabase,
+    pub nats: NatsConfig,
+    pub intake: Option<Running>,
+    pub directory: Option<Running>,
+}
+
+impl TestSystem {
+    /// Intake and directory, both started.
+    pub async fn start() -> Self {
+        let mut system = Self::prepare(None).await;
+        system.start_intake().await;
+        system.start_directory().await;
+        system
+    }
+
+    /// Nothing started yet; `duplicate_window` shortens JetStream's de-duplication.
+    pub async fn prepare(duplicate_window: Option<Duration>) -> Self {
+        let namespace = hosted_testkit::namespace().await;
+        let mut nats = hosted_testkit::nats_config(&namespace);
+        if let Some(window) = duplicate_window {
+            nats.duplicate_window = window;
+        }
+        Self {
+            namespace,
+            callers: TestCallers::new(),
+            subtree: TestSubtree::new().await,
+            intake_database: TestDatabase::new().await,
+            directory_database: TestDatabase::new().await,
+            nats,
+            intake: None,
+            directory: None,
+        }
+    }
+
+    pub fn intake_config(&self) -> IntakeConfig {
+        IntakeConfig {
+            grpc: GrpcConfig::ephemeral(),
+            database: self.intake_database.config(),
+            nats: self.nats.clone(),
+            telemetry: TelemetryConfig::default(),
+            auth: self.callers.auth.clone(),
+            registry: RegistryConfig::default(),
+        }
+    }
+
+    pub fn directory_config(&self) -> DirectoryConfig {
+        let server = &self.subtree.server;
+        DirectoryConfig {
+            grpc: GrpcConfig::ephemeral(),
+            database: self.directory_database.config(),
+            nats: self.nats.clone(),
+            telemetry: TelemetryConfig::default(),
+            auth: self.callers.auth.clone(),
+            ldap: LdapConfig {
+                url: server.url.clone(),
+                bind_dn: server.bind_dn.clone(),
+                bind_password: server.bind_password.clone(),
+                base_dn: self.subtree.base_dn.clone(),
+                eppn_scope: "univ-example.fr".to_owned(),
+                ..LdapConfig::default()
+            },
+        }
+    }
+
+    pub async fn start_intake(&mut self) {
+        let app = hosted_intake::Application::build(&self.intake_config())
+            .await
+            .unwrap();
+        self.intake = Some(Running::start(app.local_addr(), |stop| {
+            app.run_until_stopped(stop)
+        }));
+    }
+
+    pub async fn start_directory(&mut self) {
+        let app = hosted_directory::Application::build(&self.directory_config())
+            .await
+            .unwrap();
+        let address = app.local_addr();
+        self.directory = Some(Running::start(address, |stop| app.run_until_stopped(stop)));
+        wait_until_serving(address).await;
+    }
+
+    pub async fn stop_directory(&mut self) {
+        if let Some(directory) = self.directory.take() {
+            directory.stop().await;
+        }
+    }
+
+    pub async fn stop(mut self) {
+        self.stop_directory().await;
+        if let Some(intake) = self.intake.take() {
+            intake.stop().await;
+        }
+    }
+
+    pub async fn intake_client(
+        &self,
+    ) -> v1::intake_service_client::IntakeServiceClient<tonic::transport::Channel> {
+        let address = self.intake.as_ref().unwrap().address;
+        v1::intake_service_client::IntakeServiceClient::new(hosted_testkit::channel(address).await)
+    }
+
+    pub async fn directory_client(
+        &self,
+    ) -> v1::directory_service_client::DirectoryServiceClient<tonic::transport::Channel> {
+        let address = self.directory.as_ref().unwrap().address;
+        v1::directory_service_client::DirectoryServiceClient::new(
+            hosted_testkit::channel(address).await,
+        )
+    }
+
+    pub fn as_role<T>(&self, role: Role, message: T) -> tonic::Request<T> {
+        hosted_testkit::authorized(message, self.callers.token(role))
+    }
+
+    /// Registers a learner through intake's API, as DEVE would.
+    pub async fn register(&self, request: v1::RegisterStayRequest) -> v1::RegisterStayResponse {
+        self.intake_client()
+            .await
+            .register_stay(self.as_role(Role::Deve, request))
+            .await
+            .unwrap()
+            .into_inner()
+    }
+}
+
+/// Waits until the server's overall health is SERVING.
+pub async fn wait_until_serving(address: SocketAddr) {
+    use tonic_health::pb::{
+        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    };
+    let mut client = HealthClient::new(hosted_testkit::channel(address).await);
+    for _ in 0..200 {
+        let status = client
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .map(|response| response.into_inner().status());
+        if status
+            .as_ref()
+            .is_ok_and(|status| *status == ServingStatus::Serving)
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{address} never became SERVING");
+}
+
+pub fn today_plus(days: i64) -> String {
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    (time::OffsetDateTime::now_utc().date() + time::Duration::days(days))
+        .format(format)
+        .unwrap()
+}
+
+/// A registration for an IFSI stay that started ten days ago.
+pub fn registration(
+    family_name: &str,
+    given_names: &str,
+    birth_date: &str,
+) -> v1::RegisterStayRequest {
+    v1::RegisterStayRequest {
+        person: Some(v1::PersonInput {
+            family_name: family_name.to_owned(),
+            given_names: given_names.to_owned(),
+            birth_date: birth_date.to_owned(),
+            email: "learner@example.org".to_owned(),
+            ..Default::default()
+        }),
+        stay: Some(v1::StayInput {
+            population: "IFSI".to_owned(),
+            sponsor_unit: "IFSI-NORD".to_owned(),
+            start_date: today_plus(-10),
+            end_date: today_plus(200),
+            ..Default::default()
+        }),
+        confirm_new_person: false,
+    }
+}

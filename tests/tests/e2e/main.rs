@@ -1,0 +1,7 @@
+//! The whole path, against real PostgreSQL, NATS and slapd: a learner registered
+//! through intake's gRPC API appears in LDAP, written by directory from the event.
+#![allow(clippy::unwrap_used, unreachable_pub)]
+
+mod access;
+mod delivery;
+mod publication;

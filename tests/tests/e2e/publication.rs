@@ -1,0 +1,188 @@
+use std::{collections::HashSet, time::Duration};
+
+use hosted_e2e::{TestSystem, registration, today_plus};
+use hosted_platform::auth::Role;
+
+fn first<'a>(entry: &'a ldap3::SearchEntry, name: &str) -> &'a str {
+    entry
+        .attrs
+        .get(name)
+        .and_then(|values| values.first())
+        .map(String::as_str)
+        .unwrap_or_else(|| panic!("{name} missing from {:?}", entry.attrs))
+}
+
+fn all(entry: &ldap3::SearchEntry, name: &str) -> HashSet<String> {
+    entry
+        .attrs
+        .get(name)
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .collect()
+}
+
+#[tokio::test]
+async fn a_registered_learner_appears_in_ldap() {
+    // Arrange
+    let system = TestSystem::start().await;
+
+    // Act
+    let response = system
+        .register(registration("Lefèvre", "Élodie Marie", "2001-02-03"))
+        .await;
+
+    // Assert
+    let learner = response.learner.unwrap();
+    let person = learner.person.unwrap();
+    system
+        .subtree
+        .wait_for_entries(1, Duration::from_secs(20))
+        .await;
+    let entries = system.subtree.search("(uid=elodie.lefevre)").await;
+    assert_eq!(entries.len(), 1);
+    let entry = &entries[0];
+    assert_eq!(
+        entry.dn,
+        format!("uid=elodie.lefevre,{}", system.subtree.base_dn)
+    );
+    let classes: HashSet<String> = all(entry, "objectClass")
+        .iter()
+        .map(|c| c.to_lowercase())
+        .collect();
+    for class in ["inetorgperson", "eduperson", "supannperson"] {
+        assert!(classes.contains(class), "{class} missing: {classes:?}");
+    }
+    assert_eq!(first(entry, "uid"), "elodie.lefevre");
+    assert_eq!(first(entry, "cn"), "Élodie Marie Lefèvre");
+    assert_eq!(first(entry, "sn"), "Lefèvre");
+    assert_eq!(first(entry, "givenName"), "Élodie Marie");
+    assert_eq!(first(entry, "mail"), "learner@example.org");
+    assert_eq!(
+        first(entry, "eduPersonPrincipalName"),
+        "elodie.lefevre@univ-example.fr"
+    );
+    assert_eq!(
+        all(entry, "eduPersonAffiliation"),
+        HashSet::from(["student".to_owned()])
+    );
+    assert_eq!(first(entry, "eduPersonPrimaryAffiliation"), "student");
+    assert_eq!(first(entry, "supannCodePopulation"), "AX");
+    assert_eq!(first(entry, "supannOIDCDateDeNaissance"), "2001-02-03");
+    let start = today_plus(-10).replace('-', "");
+    let end = today_plus(200).replace('-', "");
+    assert_eq!(
+        first(entry, "supannRessourceEtatDate"),
+        format!("{{COMPTE}}A:SupannActif:{start}:{end}")
+    );
+
+    // The operators' view agrees: published, no difference.
+    let account = system
+        .directory_client()
+        .await
+        .get_account(system.as_role(
+            Role::Dosi,
+            hosted_contracts::v1::GetAccountRequest {
+                key: Some(hosted_contracts::v1::get_account_request::Key::LearnerId(
+                    person.learner_id.clone(),
+                )),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(account.version, 1);
+    assert_eq!(account.published_version, 1);
+    assert!(account.differences.is_empty(), "{:?}", account.differences);
+    system.stop().await;
+}
+
+#[tokio::test]
+async fn names_that_need_escaping_round_trip_exactly() {
+    let system = TestSystem::start().await;
+    let family_name = " O'Brien, Jr. + \"Ünïcödé\" \\ = (sic) *";
+    let given_names = "Zoë-Åsa d'Arc=1+2";
+    let response = system
+        .register(registration(family_name, given_names, "1999-12-31"))
+        .await;
+    let login = response.learner.unwrap().person.unwrap().login;
+    assert!(login.is_ascii(), "{login}");
+    system
+        .subtree
+        .wait_for_entries(1, Duration::from_secs(20))
+        .await;
+
+    // Found by a filter built from the raw name: RFC 4515 escaping at work.
+    let filter = format!(
+        "(&(sn={})(givenName={}))",
+        hosted_directory::domain::escape::filter_value(family_name),
+        hosted_directory::domain::escape::filter_value(given_names)
+    );
+    let entries = system.subtree.search(&filter).await;
+    assert_eq!(entries.len(), 1, "{filter}");
+    let entry = &entries[0];
+    assert_eq!(first(entry, "sn"), family_name);
+    assert_eq!(first(entry, "givenName"), given_names);
+    assert_eq!(first(entry, "cn"), format!("{given_names} {family_name}"));
+    assert_eq!(first(entry, "supannNomDeNaissance"), family_name);
+    system.stop().await;
+}
+
+#[tokio::test]
+async fn learners_registered_while_directory_is_stopped_are_published_once_it_starts() {
+    // Arrange: directory attached once (its durable consumer exists), then stopped.
+    let mut system = TestSystem::prepare(None).await;
+    system.start_intake().await;
+    system.start_directory().await;
+    system.stop_directory().await;
+
+    // Act
+    for i in 0..50 {
+        system
+            .register(registration(
+                &format!("Durand {}", name_for(i)),
+                "Paul",
+                "2000-01-01",
+            ))
+            .await;
+    }
+    assert!(system.subtree.entries().await.is_empty());
+    system.start_directory().await;
+
+    // Assert
+    let entries = system
+        .subtree
+        .wait_for_entries(50, Duration::from_secs(60))
+        .await;
+    let uids: HashSet<&str> = entries.iter().map(|entry| first(entry, "uid")).collect();
+    assert_eq!(uids.len(), 50);
+    // Each account was written once, at its one version.
+    let mut conn = system.directory_database.connect().await;
+    let rows: Vec<(i64, Option<i64>, i32)> =
+        sqlx::query_as("SELECT version, published_version, publish_attempts FROM accounts")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(rows.len(), 50);
+    assert!(rows.iter().all(|row| *row == (1, Some(1), 0)), "{rows:?}");
+    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM platform_inbox")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(applied, 50);
+    system.stop().await;
+}
+
+/// Distinct letter-only names: 0 → "a", 26 → "ba"…
+fn name_for(mut n: usize) -> String {
+    let mut name = Vec::new();
+    loop {
+        name.push(b'a' + (n % 26) as u8);
+        n /= 26;
+        if n == 0 {
+            break;
+        }
+    }
+    name.reverse();
+    String::from_utf8(name).unwrap()
+}
