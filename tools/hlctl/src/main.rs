@@ -1,0 +1,458 @@
+//! `hlctl`: the operators' command line for hosted-learners.
+//!
+//! Talks to the services' gRPC APIs with a bearer token (`--token` or `HLCTL_TOKEN`);
+//! prints text for people and, with `--json`, JSON for scripts.
+#![allow(clippy::print_stdout)]
+
+use std::io::Read;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use hosted_contracts::v1;
+use rand::RngCore;
+use serde_json::json;
+use tonic::transport::Channel;
+
+#[derive(Debug, Parser)]
+#[command(name = "hlctl", version, about = "Operate hosted-learners")]
+struct Cli {
+    /// Intake's gRPC address.
+    #[arg(
+        long,
+        env = "HLCTL_INTAKE",
+        default_value = "http://127.0.0.1:50051",
+        global = true
+    )]
+    intake: String,
+    /// Directory's gRPC address.
+    #[arg(
+        long,
+        env = "HLCTL_DIRECTORY",
+        default_value = "http://127.0.0.1:50054",
+        global = true
+    )]
+    directory: String,
+    /// Bearer token of the caller.
+    #[arg(long, env = "HLCTL_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
+    /// JSON output, for scripts.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Makes a new random caller token and prints it with the hash to configure.
+    NewToken,
+    /// Prints the SHA-256 to configure for a token (read from standard input when absent).
+    HashToken { token: Option<String> },
+    /// Registers a person and one stay (role deve).
+    Register(RegisterArgs),
+    /// Shows a learner by login, hosted-learner number or id.
+    Learner { key: String },
+    /// Lists the population catalogue.
+    Populations,
+    /// Shows an account as directory projects it and as LDAP holds it (role dosi).
+    Account { login: String },
+    /// Waits until a service reports SERVING (gRPC health), at most `--wait` seconds.
+    Health {
+        /// e.g. http://127.0.0.1:50051
+        address: String,
+        #[arg(long, default_value_t = 0)]
+        wait: u64,
+    },
+    /// Dead letters of the directory's consumers (role dosi).
+    DeadLetters {
+        #[command(subcommand)]
+        action: DeadLetterAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DeadLetterAction {
+    List,
+    /// Applies dead letters again (all, or the given sequences).
+    Replay {
+        sequences: Vec<u64>,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct RegisterArgs {
+    #[arg(long)]
+    family_name: String,
+    #[arg(long, default_value = "")]
+    birth_name: String,
+    #[arg(long)]
+    given_names: String,
+    /// YYYY-MM-DD
+    #[arg(long)]
+    birth_date: String,
+    #[arg(long)]
+    email: String,
+    #[arg(long, default_value = "")]
+    ine: String,
+    /// Population code, e.g. IFSI (see `hlctl populations`).
+    #[arg(long)]
+    population: String,
+    #[arg(long)]
+    sponsor_unit: String,
+    #[arg(long, default_value = "")]
+    agreement_id: String,
+    /// YYYY-MM-DD
+    #[arg(long)]
+    start_date: String,
+    /// YYYY-MM-DD
+    #[arg(long)]
+    end_date: String,
+}
+
+fn authorized<T>(token: &Option<String>, message: T) -> anyhow::Result<tonic::Request<T>> {
+    let Some(token) = token else {
+        bail!("a caller token is required: --token or HLCTL_TOKEN");
+    };
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().context("token")?,
+    );
+    Ok(request)
+}
+
+async fn connect(address: &str) -> anyhow::Result<Channel> {
+    Channel::from_shared(address.to_owned())
+        .context("address")?
+        .connect()
+        .await
+        .with_context(|| format!("connecting to {address}"))
+}
+
+fn describe(status: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{:?}: {}", status.code(), status.message())
+}
+
+fn learner_json(learner: &v1::Learner) -> serde_json::Value {
+    let person = learner.person.clone().unwrap_or_default();
+    json!({
+        "learner_id": person.learner_id,
+        "learner_number": person.learner_number,
+        "login": person.login,
+        "family_name": person.family_name,
+        "given_names": person.given_names,
+        "birth_date": person.birth_date,
+        "email": person.email,
+        "ine": person.ine,
+        "version": learner.version,
+        "stays": learner.stays.iter().map(|stay| json!({
+            "stay_id": stay.stay_id,
+            "population": stay.population,
+            "supann_population": stay.supann_population,
+            "sponsor_unit": stay.sponsor_unit,
+            "agreement_id": stay.agreement_id,
+            "start_date": stay.start_date,
+            "end_date": stay.end_date,
+            "status": stay.status().as_str_name(),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn print_learner(learner: &v1::Learner, as_json: bool) {
+    if as_json {
+        println!("{}", learner_json(learner));
+        return;
+    }
+    let person = learner.person.clone().unwrap_or_default();
+    println!(
+        "{}  {}  {}",
+        person.login, person.learner_number, person.learner_id
+    );
+    println!(
+        "  {} {} (born {})",
+        person.given_names, person.family_name, person.birth_date
+    );
+    println!("  version {}", learner.version);
+    for stay in &learner.stays {
+        println!(
+            "  stay {} {} {}..{} {} ({})",
+            stay.stay_id,
+            stay.population,
+            stay.start_date,
+            stay.end_date,
+            stay.status().as_str_name(),
+            stay.sponsor_unit
+        );
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::NewToken => {
+            let mut bytes = [0u8; 32];
+            rand::rng().fill_bytes(&mut bytes);
+            let token = hex::encode(bytes);
+            let hash = hosted_platform::auth::hash_token(&token);
+            if cli.json {
+                println!("{}", json!({ "token": token, "token_sha256": hash }));
+            } else {
+                println!("token:        {token}\ntoken_sha256: {hash}");
+            }
+        }
+        Command::HashToken { token } => {
+            let token = match token {
+                Some(token) => token,
+                None => {
+                    let mut line = String::new();
+                    std::io::stdin().read_to_string(&mut line)?;
+                    line.trim_end_matches(['\n', '\r']).to_owned()
+                }
+            };
+            println!("{}", hosted_platform::auth::hash_token(&token));
+        }
+        Command::Register(args) => {
+            let mut client =
+                v1::intake_service_client::IntakeServiceClient::new(connect(&cli.intake).await?);
+            let request = v1::RegisterStayRequest {
+                person: Some(v1::PersonInput {
+                    family_name: args.family_name,
+                    birth_name: args.birth_name,
+                    given_names: args.given_names,
+                    birth_date: args.birth_date,
+                    email: args.email,
+                    ine: args.ine,
+                    phone: String::new(),
+                }),
+                stay: Some(v1::StayInput {
+                    population: args.population,
+                    sponsor_unit: args.sponsor_unit,
+                    sponsor_login: String::new(),
+                    agreement_id: args.agreement_id,
+                    start_date: args.start_date,
+                    end_date: args.end_date,
+                }),
+                confirm_new_person: false,
+            };
+            let response = client
+                .register_stay(authorized(&cli.token, request)?)
+                .await
+                .map_err(describe)?
+                .into_inner();
+            let learner = response.learner.unwrap_or_default();
+            if cli.json {
+                println!(
+                    "{}",
+                    json!({ "new_person": response.new_person, "stay_id": response.stay_id, "learner": learner_json(&learner) })
+                );
+            } else {
+                println!(
+                    "{} stay {}",
+                    if response.new_person {
+                        "registered"
+                    } else {
+                        "added to existing learner:"
+                    },
+                    response.stay_id
+                );
+                print_learner(&learner, false);
+            }
+        }
+        Command::Learner { key } => {
+            use v1::get_learner_request::Key;
+            let mut client =
+                v1::intake_service_client::IntakeServiceClient::new(connect(&cli.intake).await?);
+            let key = if key.len() == 36 && key.chars().filter(|c| *c == '-').count() == 4 {
+                Key::LearnerId(key)
+            } else if key.starts_with(|c: char| c.is_ascii_uppercase()) {
+                Key::LearnerNumber(key)
+            } else {
+                Key::Login(key)
+            };
+            let learner = client
+                .get_learner(authorized(
+                    &cli.token,
+                    v1::GetLearnerRequest { key: Some(key) },
+                )?)
+                .await
+                .map_err(describe)?
+                .into_inner()
+                .learner
+                .unwrap_or_default();
+            print_learner(&learner, cli.json);
+        }
+        Command::Populations => {
+            let mut client =
+                v1::intake_service_client::IntakeServiceClient::new(connect(&cli.intake).await?);
+            let populations = client
+                .list_populations(authorized(&cli.token, v1::ListPopulationsRequest {})?)
+                .await
+                .map_err(describe)?
+                .into_inner()
+                .populations;
+            for population in populations {
+                if cli.json {
+                    println!(
+                        "{}",
+                        json!({
+                            "code": population.code, "label": population.label,
+                            "supann_population": population.supann_population,
+                            "agreement_required": population.agreement_required,
+                            "default_duration_days": population.default_duration_days,
+                            "max_duration_days": population.max_duration_days,
+                        })
+                    );
+                } else {
+                    println!(
+                        "{:<22} {:<6} {}{}",
+                        population.code,
+                        population.supann_population,
+                        population.label,
+                        if population.agreement_required {
+                            " (agreement required)"
+                        } else {
+                            ""
+                        }
+                    );
+                }
+            }
+        }
+        Command::Account { login } => {
+            let mut client = v1::directory_service_client::DirectoryServiceClient::new(
+                connect(&cli.directory).await?,
+            );
+            let account = client
+                .get_account(authorized(
+                    &cli.token,
+                    v1::GetAccountRequest {
+                        key: Some(v1::get_account_request::Key::Login(login)),
+                    },
+                )?)
+                .await
+                .map_err(describe)?
+                .into_inner();
+            let attributes = |list: &[v1::Attribute]| -> serde_json::Value {
+                list.iter()
+                    .map(|a| (a.name.clone(), json!(a.values)))
+                    .collect::<serde_json::Map<_, _>>()
+                    .into()
+            };
+            if cli.json {
+                println!(
+                    "{}",
+                    json!({
+                        "learner_id": account.learner_id, "dn": account.dn,
+                        "version": account.version, "published_version": account.published_version,
+                        "status": account.status().as_str_name(),
+                        "desired": attributes(&account.desired), "actual": attributes(&account.actual),
+                        "differences": account.differences.iter().map(|d| d.name.clone()).collect::<Vec<_>>(),
+                    })
+                );
+            } else {
+                println!(
+                    "{}  version {} published {} ({})",
+                    account.dn,
+                    account.version,
+                    account.published_version,
+                    account.status().as_str_name()
+                );
+                for attribute in &account.actual {
+                    for value in &attribute.values {
+                        println!("  {}: {value}", attribute.name);
+                    }
+                }
+                for difference in &account.differences {
+                    println!(
+                        "  differs: {} wants {:?} has {:?}",
+                        difference.name, difference.desired, difference.actual
+                    );
+                }
+            }
+        }
+        Command::Health { address, wait } => {
+            use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(wait);
+            loop {
+                let status = match connect(&address).await {
+                    Ok(channel) => HealthClient::new(channel)
+                        .check(HealthCheckRequest {
+                            service: String::new(),
+                        })
+                        .await
+                        .map(|response| response.into_inner().status().as_str_name().to_owned())
+                        .map_err(|status| status.message().to_owned()),
+                    Err(error) => Err(format!("{error:#}")),
+                };
+                match status {
+                    Ok(serving) if serving == "SERVING" => {
+                        println!("{address}: SERVING");
+                        break;
+                    }
+                    other if std::time::Instant::now() >= deadline => {
+                        bail!("{address}: {}", other.unwrap_or_else(|error| error))
+                    }
+                    _ => tokio::time::sleep(std::time::Duration::from_millis(250)).await,
+                }
+            }
+        }
+        Command::DeadLetters { action } => {
+            let mut client = v1::directory_service_client::DirectoryServiceClient::new(
+                connect(&cli.directory).await?,
+            );
+            match action {
+                DeadLetterAction::List => {
+                    let letters = client
+                        .list_dead_letters(authorized(&cli.token, v1::ListDeadLettersRequest {})?)
+                        .await
+                        .map_err(describe)?
+                        .into_inner()
+                        .dead_letters;
+                    for letter in letters {
+                        if cli.json {
+                            println!(
+                                "{}",
+                                json!({
+                                    "sequence": letter.sequence, "event_id": letter.event_id,
+                                    "subject": letter.original_subject, "consumer": letter.consumer,
+                                    "error": letter.error, "deliveries": letter.deliveries,
+                                })
+                            );
+                        } else {
+                            println!(
+                                "{:>6} {} {} after {} deliveries: {}",
+                                letter.sequence,
+                                letter.original_subject,
+                                letter.event_id,
+                                letter.deliveries,
+                                letter.error
+                            );
+                        }
+                    }
+                }
+                DeadLetterAction::Replay { sequences } => {
+                    let outcome = client
+                        .replay_dead_letters(authorized(
+                            &cli.token,
+                            v1::ReplayDeadLettersRequest { sequences },
+                        )?)
+                        .await
+                        .map_err(describe)?
+                        .into_inner();
+                    if cli.json {
+                        println!(
+                            "{}",
+                            json!({ "replayed": outcome.replayed, "failed": outcome.failed })
+                        );
+                    } else {
+                        println!(
+                            "replayed {}, still failing {}",
+                            outcome.replayed, outcome.failed
+                        );
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
