@@ -97,18 +97,24 @@ impl GrpcServer {
         callers: Vec<Caller>,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), tonic::transport::Error> {
+        // Reflection advertises what this server serves (not every contract), in both
+        // reflection versions, so that every common client can list and describe it.
         let descriptor_sets = [
             hosted_contracts::FILE_DESCRIPTOR_SET,
             tonic_health::pb::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
         ];
-        let mut reflection_v1 = tonic_reflection::server::Builder::configure();
-        let mut reflection_v1alpha = tonic_reflection::server::Builder::configure();
-        for set in descriptor_sets {
-            reflection_v1 = reflection_v1.register_encoded_file_descriptor_set(set);
-            reflection_v1alpha = reflection_v1alpha.register_encoded_file_descriptor_set(set);
-        }
-        let reflection_v1 = reflection_v1.build_v1().map_err(reflection_error)?;
-        let reflection_v1alpha = reflection_v1alpha
+        let mut advertised: Vec<&str> = self.readiness.services.clone();
+        advertised.extend([
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1.ServerReflection",
+            "grpc.reflection.v1alpha.ServerReflection",
+        ]);
+        let reflection_v1 = reflection(&descriptor_sets, &advertised)
+            .build_v1()
+            .map_err(reflection_error)?;
+        let reflection_v1alpha = reflection(&descriptor_sets, &advertised)
             .build_v1alpha()
             .map_err(reflection_error)?;
 
@@ -127,6 +133,21 @@ impl GrpcServer {
             .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown)
             .await
     }
+}
+
+fn reflection(
+    sets: &[&'static [u8]],
+    names: &[&str],
+) -> tonic_reflection::server::Builder<'static> {
+    let mut builder =
+        tonic_reflection::server::Builder::configure().include_reflection_service(false);
+    for set in sets {
+        builder = builder.register_encoded_file_descriptor_set(set);
+    }
+    for name in names {
+        builder = builder.with_service_name(*name);
+    }
+    builder
 }
 
 fn reflection_error(error: tonic_reflection::server::Error) -> tonic::transport::Error {

@@ -5,3 +5,4 @@
 mod access;
 mod delivery;
 mod publication;
+mod python_client;
