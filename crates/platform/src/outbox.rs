@@ -267,6 +267,6 @@ impl Backoff {
     }
 
     pub(crate) fn should_log(&self) -> bool {
-        self.failures == 1 || self.failures % 10 == 0
+        self.failures == 1 || self.failures.is_multiple_of(10)
     }
 }

@@ -49,7 +49,7 @@ enum Command {
     /// Prints the SHA-256 to configure for a token (read from standard input when absent).
     HashToken { token: Option<String> },
     /// Registers a person and one stay (role deve).
-    Register(RegisterArgs),
+    Register(Box<RegisterArgs>),
     /// Shows a learner by login, hosted-learner number or id.
     Learner { key: String },
     /// Lists the population catalogue.
