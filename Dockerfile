@@ -33,6 +33,8 @@ COPY proto ./proto
 COPY crates ./crates
 COPY services ./services
 COPY tools ./tools
+# A workspace member (end-to-end tests): cargo needs its manifest to load the workspace.
+COPY tests ./tests
 
 # The cargo registry and the target directory are BuildKit cache mounts: a
 # rebuild after a source change only recompiles the workspace's own crates.
