@@ -75,6 +75,7 @@ impl TestSystem {
 
     /// Nothing started yet; `duplicate_window` shortens JetStream's de-duplication.
     pub async fn prepare(duplicate_window: Option<Duration>) -> Self {
+        init_telemetry();
         let namespace = hosted_testkit::namespace().await;
         let mut nats = hosted_testkit::nats_config(&namespace);
         if let Some(window) = duplicate_window {
@@ -182,6 +183,22 @@ impl TestSystem {
             .unwrap()
             .into_inner()
     }
+}
+
+/// Telemetry as the services run it (OpenTelemetry span contexts, W3C propagation),
+/// logging warnings only, once for the whole test binary.
+fn init_telemetry() {
+    static TELEMETRY: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    TELEMETRY.get_or_init(|| {
+        let config = TelemetryConfig {
+            filter: "warn".to_owned(),
+            ..TelemetryConfig::default()
+        };
+        if let Ok(guard) = hosted_platform::telemetry::init("e2e", &config) {
+            // Lives as long as the test binary.
+            std::mem::forget(guard);
+        }
+    });
 }
 
 /// Waits until the server's overall health is SERVING.

@@ -493,11 +493,25 @@ impl DeadLetters {
             if !sequences.is_empty() && !sequences.contains(&letter.sequence) {
                 continue;
             }
-            let mut delivery = to_delivery(&message)?;
-            delivery.subject = letter.original_subject.clone();
-            if let Ok(event_id) = Uuid::parse_str(&letter.event_id) {
-                delivery.event_id = event_id;
-            }
+            let Ok(event_id) = Uuid::parse_str(&letter.event_id) else {
+                tracing::warn!(
+                    sequence = letter.sequence,
+                    "dead letter without an event id; left in place"
+                );
+                failed += 1;
+                continue;
+            };
+            let headers = message.headers.clone().unwrap_or_default();
+            let delivery = Delivery {
+                subject: letter.original_subject.clone(),
+                event_id,
+                payload: message.payload.clone(),
+                trace: TraceHeaders {
+                    traceparent: header(&headers, headers::TRACEPARENT),
+                    tracestate: header(&headers, headers::TRACESTATE),
+                },
+                delivered: letter.deliveries as i64 + 1,
+            };
             let applied: Result<(), String> = async {
                 let mut tx = pool.begin().await.map_err(|e| e.to_string())?;
                 let fresh = sqlx::query(

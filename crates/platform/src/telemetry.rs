@@ -14,7 +14,9 @@ use opentelemetry::{
 };
 use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::SdkTracerProvider};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
-use tracing_subscriber::{EnvFilter, layer::SubscriberExt, util::SubscriberInitExt};
+use tracing_subscriber::{
+    EnvFilter, Layer, filter::LevelFilter, layer::SubscriberExt, util::SubscriberInitExt,
+};
 
 use crate::config::{LogFormat, TelemetryConfig};
 
@@ -51,14 +53,20 @@ pub fn init(
     let provider = provider.build();
     let tracer = provider.tracer(service);
 
+    // The log filter applies to the logs only: spans stay enabled for OpenTelemetry at
+    // INFO and above whatever the log level, or a quiet log would break propagation.
     let filter =
         EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new(&config.filter))?;
-    let otel = tracing_opentelemetry::layer().with_tracer(tracer);
-    let registry = tracing_subscriber::registry().with(filter).with(otel);
+    let otel = tracing_opentelemetry::layer()
+        .with_tracer(tracer)
+        .with_filter(LevelFilter::INFO);
+    let registry = tracing_subscriber::registry().with(otel);
     match config.format {
-        LogFormat::Text => registry.with(tracing_subscriber::fmt::layer()).try_init()?,
+        LogFormat::Text => registry
+            .with(tracing_subscriber::fmt::layer().with_filter(filter))
+            .try_init()?,
         LogFormat::Json => registry
-            .with(tracing_subscriber::fmt::layer().json())
+            .with(tracing_subscriber::fmt::layer().json().with_filter(filter))
             .try_init()?,
     }
     Ok(TelemetryGuard { provider })

@@ -3,6 +3,8 @@
 #![allow(clippy::unwrap_used, unreachable_pub)]
 
 mod access;
+mod dead_letters;
 mod delivery;
 mod publication;
 mod python_client;
+mod tracing;
