@@ -133,12 +133,18 @@ impl TestSystem {
     }
 
     pub async fn start_directory(&mut self) {
+        let address = self.start_directory_unready().await;
+        wait_until_serving(address).await;
+    }
+
+    /// Starts directory without waiting for it to be ready.
+    pub async fn start_directory_unready(&mut self) -> SocketAddr {
         let app = hosted_directory::Application::build(&self.directory_config())
             .await
             .unwrap();
         let address = app.local_addr();
         self.directory = Some(Running::start(address, |stop| app.run_until_stopped(stop)));
-        wait_until_serving(address).await;
+        address
     }
 
     pub async fn stop_directory(&mut self) {
@@ -199,6 +205,19 @@ fn init_telemetry() {
             std::mem::forget(guard);
         }
     });
+}
+
+/// The server's overall health.
+pub async fn health(address: SocketAddr) -> tonic_health::pb::health_check_response::ServingStatus {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    HealthClient::new(hosted_testkit::channel(address).await)
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status()
 }
 
 /// Waits until the server's overall health is SERVING.

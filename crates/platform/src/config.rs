@@ -13,8 +13,9 @@ use std::{
 };
 
 use figment::{
-    Figment,
-    providers::{Env, Format, Toml},
+    Figment, Metadata, Profile, Provider,
+    providers::{Format, Toml},
+    value::{Dict, Map, Value},
 };
 use serde::{Deserialize, de::DeserializeOwned};
 
@@ -67,7 +68,9 @@ impl Loader {
             }
         }
         let env_prefix = format!("{}__", env_prefix.to_ascii_uppercase());
-        figment = figment.merge(Env::prefixed(&env_prefix).split("__"));
+        figment = figment.merge(RawEnv {
+            prefix: env_prefix.clone(),
+        });
         Self {
             figment,
             env_prefix,
@@ -81,7 +84,9 @@ impl Loader {
     pub fn section<S: Section>(&mut self, key: &'static str) -> S {
         self.known.push(key);
         let section = if self.figment.contains(key) {
-            match self.figment.extract_inner::<S>(key) {
+            // Lossy: environment values are text, read as numbers or booleans where the
+            // field wants one.
+            match self.figment.extract_inner_lossy::<S>(key) {
                 Ok(section) => section,
                 Err(errors) => {
                     for error in errors {
@@ -144,6 +149,54 @@ impl Loader {
     }
 }
 
+/// Environment variables `<PREFIX>__<SECTION>__<FIELD>` as text, never guessed into
+/// numbers (figment's own `Env` would read a password `0123` as the number 123).
+#[derive(Debug)]
+struct RawEnv {
+    prefix: String,
+}
+
+impl Provider for RawEnv {
+    fn metadata(&self) -> Metadata {
+        Metadata::named(format!("`{}` environment variable(s)", self.prefix))
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        let mut dict = Dict::new();
+        for (name, value) in std::env::vars() {
+            let Some(rest) = name.strip_prefix(&self.prefix) else {
+                continue;
+            };
+            let path: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
+            if path.iter().any(String::is_empty) {
+                continue;
+            }
+            insert(&mut dict, &path, Value::from(value));
+        }
+        Ok(Profile::Default.collect(dict))
+    }
+}
+
+fn insert(dict: &mut Dict, path: &[String], value: Value) {
+    match path {
+        [] => {}
+        [last] => {
+            dict.insert(last.clone(), value);
+        }
+        [first, rest @ ..] => {
+            let entry = dict
+                .entry(first.clone())
+                .or_insert_with(|| Value::from(Dict::new()));
+            if !matches!(entry, Value::Dict(..)) {
+                *entry = Value::from(Dict::new());
+            }
+            if let Value::Dict(_, inner) = entry {
+                insert(inner, rest, value);
+            }
+        }
+    }
+}
+
 /// The configuration file named by `--config FILE` or by `<PREFIX>_CONFIG`.
 ///
 /// Returns `Err` with a usage message for any other argument.
@@ -174,6 +227,27 @@ fn parse_duration_millis<'de, D: serde::Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Duration, D::Error> {
     u64::deserialize(deserializer).map(Duration::from_millis)
+}
+
+/// A text setting that the environment may spell as a number (a password `12345`):
+/// figment reads such values as numbers, so take either.
+pub fn text<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Text {
+        String(String),
+        Unsigned(u64),
+        Signed(i64),
+        Float(f64),
+        Bool(bool),
+    }
+    Ok(match Text::deserialize(deserializer)? {
+        Text::String(text) => text,
+        Text::Unsigned(number) => number.to_string(),
+        Text::Signed(number) => number.to_string(),
+        Text::Float(number) => number.to_string(),
+        Text::Bool(flag) => flag.to_string(),
+    })
 }
 
 /// `[grpc]`: where the service listens and how it stops.
@@ -412,6 +486,7 @@ pub struct AuthConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct CallerConfig {
     /// Hex SHA-256 of the caller's bearer token; the token itself is never stored.
+    #[serde(deserialize_with = "text")]
     pub token_sha256: String,
     #[serde(deserialize_with = "roles_from_list_or_string")]
     pub roles: Vec<String>,
@@ -571,6 +646,25 @@ mod tests {
             let callers = auth.callers("auth", &mut more);
             assert_eq!(callers.len(), 1);
             assert_eq!(callers[0].roles(), &[Role::Deve, Role::Dosi]);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn numeric_looking_text_stays_text() {
+        #[derive(Debug, Default, Deserialize)]
+        #[serde(default)]
+        struct Secret {
+            #[serde(deserialize_with = "text")]
+            password: String,
+        }
+        impl Section for Secret {}
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("SVC__SECRET__PASSWORD", "0123456789");
+            let mut loader = Loader::new("SVC", None);
+            let secret: Secret = loader.section("secret");
+            loader.finish().map_err(|e| e.to_string())?;
+            assert_eq!(secret.password, "0123456789");
             Ok(())
         });
     }

@@ -31,6 +31,7 @@ pub struct DirectoryConfig {
 pub struct LdapConfig {
     pub url: String,
     pub bind_dn: String,
+    #[serde(deserialize_with = "hosted_platform::config::text")]
     pub bind_password: String,
     /// The managed base: entries are written directly under it, and nothing outside
     /// it is ever touched.

@@ -77,3 +77,22 @@ async fn entitlement_and_cards_start_healthy_and_guard_every_rpc() {
     entitlement.await.unwrap().unwrap();
     cards.await.unwrap().unwrap();
 }
+
+/// Directory says SERVING only once its consumer of intake's events is attached:
+/// while intake's stream does not exist yet, it is up but NOT_SERVING.
+#[tokio::test]
+async fn directory_is_ready_only_once_its_consumer_is_attached() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+
+    let mut system = TestSystem::prepare(None).await;
+    let directory = system.start_directory_unready().await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(
+        hosted_e2e::health(directory).await,
+        ServingStatus::NotServing
+    );
+
+    system.start_intake().await;
+    hosted_e2e::wait_until_serving(directory).await;
+    system.stop().await;
+}

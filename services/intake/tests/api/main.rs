@@ -5,3 +5,4 @@ mod access;
 mod helpers;
 mod outbox;
 mod register;
+mod startup;
