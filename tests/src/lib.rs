@@ -10,7 +10,7 @@ use hosted_directory::{DirectoryConfig, config::LdapConfig};
 use hosted_intake::{IntakeConfig, config::RegistryConfig};
 use hosted_platform::{
     auth::Role,
-    config::{GrpcConfig, NatsConfig, TelemetryConfig},
+    config::{NatsConfig, TelemetryConfig},
 };
 use hosted_testkit::{TestCallers, TestDatabase, TestSubtree};
 use tokio::{sync::oneshot, task::JoinHandle};
@@ -95,11 +95,11 @@ impl TestSystem {
 
     pub fn intake_config(&self) -> IntakeConfig {
         IntakeConfig {
-            grpc: GrpcConfig::ephemeral(),
-            database: self.intake_database.config(),
-            nats: self.nats.clone(),
-            telemetry: TelemetryConfig::default(),
-            auth: self.callers.auth.clone(),
+            common: hosted_testkit::common_config(
+                &self.intake_database,
+                self.nats.clone(),
+                &self.callers,
+            ),
             registry: RegistryConfig::default(),
         }
     }
@@ -107,11 +107,11 @@ impl TestSystem {
     pub fn directory_config(&self) -> DirectoryConfig {
         let server = &self.subtree.server;
         DirectoryConfig {
-            grpc: GrpcConfig::ephemeral(),
-            database: self.directory_database.config(),
-            nats: self.nats.clone(),
-            telemetry: TelemetryConfig::default(),
-            auth: self.callers.auth.clone(),
+            common: hosted_testkit::common_config(
+                &self.directory_database,
+                self.nats.clone(),
+                &self.callers,
+            ),
             ldap: LdapConfig {
                 url: server.url.clone(),
                 bind_dn: server.bind_dn.clone(),

@@ -149,6 +149,40 @@ impl Loader {
     }
 }
 
+/// The sections every service has: `[grpc]`, `[database]`, `[nats]`, `[telemetry]`
+/// and `[auth]`. A service's own configuration adds its sections beside these.
+#[derive(Debug, Clone, Default)]
+pub struct CommonConfig {
+    pub grpc: GrpcConfig,
+    pub database: DatabaseConfig,
+    pub nats: NatsConfig,
+    pub telemetry: TelemetryConfig,
+    pub auth: AuthConfig,
+}
+
+impl CommonConfig {
+    pub fn load(loader: &mut Loader) -> Self {
+        Self {
+            grpc: loader.section("grpc"),
+            database: loader.section("database"),
+            nats: loader.section("nats"),
+            telemetry: loader.section("telemetry"),
+            auth: loader.section("auth"),
+        }
+    }
+}
+
+/// A service's whole configuration.
+pub trait ServiceConfig: Sized {
+    /// The environment prefix, e.g. `INTAKE` for `INTAKE__DATABASE__URL`.
+    const ENV_PREFIX: &'static str;
+
+    /// Reads defaults, then `file`, then the environment; every problem at once.
+    fn load(file: Option<&Path>) -> Result<Self, ConfigErrors>;
+
+    fn common(&self) -> &CommonConfig;
+}
+
 /// Environment variables `<PREFIX>__<SECTION>__<FIELD>` as text, never guessed into
 /// numbers (figment's own `Env` would read a password `0123` as the number 123).
 #[derive(Debug)]

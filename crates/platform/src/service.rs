@@ -2,7 +2,7 @@
 //! the gRPC listener, the outbox relay; and how it stops: stop taking calls, let
 //! calls in flight finish, then tell the background tasks, all within the grace period.
 
-use std::{future::Future, net::SocketAddr, time::Duration};
+use std::{fmt::Display, future::Future, net::SocketAddr, process::ExitCode, time::Duration};
 
 use async_nats::jetstream;
 use hosted_contracts::subjects::{Namespace, Service};
@@ -11,7 +11,7 @@ use tonic::service::Routes;
 
 use crate::{
     auth::{AccessPolicy, Caller},
-    config::{AuthConfig, DatabaseConfig, GrpcConfig, NatsConfig},
+    config::{CommonConfig, NatsConfig},
     db::{self, DatabaseError},
     grpc::{GrpcServer, Readiness, Tasks},
     nats::{self, NatsError},
@@ -35,17 +35,6 @@ pub enum StartError {
     Serve(#[from] tonic::transport::Error),
 }
 
-/// The settings every service shares.
-#[derive(Debug, Clone, Copy)]
-pub struct CommonConfig<'a> {
-    /// The service's port when `grpc.listen` is not set.
-    pub default_port: u16,
-    pub grpc: &'a GrpcConfig,
-    pub database: &'a DatabaseConfig,
-    pub nats: &'a NatsConfig,
-    pub auth: &'a AuthConfig,
-}
-
 /// A started service, before it serves.
 #[derive(Debug)]
 pub struct Foundation {
@@ -65,9 +54,12 @@ pub struct Foundation {
 }
 
 impl Foundation {
+    /// Starts what every service has; `default_port` is the service's own port, used
+    /// when `grpc.listen` is not set.
     pub async fn start(
         service: Service,
-        config: CommonConfig<'_>,
+        default_port: u16,
+        config: &CommonConfig,
         migrator: &Migrator,
     ) -> Result<Self, StartError> {
         let mut problems = Vec::new();
@@ -75,16 +67,16 @@ impl Foundation {
         if !problems.is_empty() {
             return Err(StartError::Policy(problems.join("; ")));
         }
-        let pool = db::connect(config.database).await?;
+        let pool = db::connect(&config.database).await?;
         db::migrate(&pool, migrator).await?;
         tracing::info!(database = %crate::config::redact_url(&config.database.url), "database ready");
 
-        let client = nats::connect(config.nats, &format!("hosted-{service}")).await?;
+        let client = nats::connect(&config.nats, &format!("hosted-{service}")).await?;
         let jetstream = jetstream::new(client.clone());
         let namespace = config.nats.namespace();
 
         let services = vec![grpc_service_name(service)];
-        let address = config.grpc.listen_or(config.default_port);
+        let address = config.grpc.listen_or(default_port);
         let server = GrpcServer::bind(address, services)
             .await
             .map_err(|source| StartError::Bind { address, source })?;
@@ -95,7 +87,7 @@ impl Foundation {
         let relay = Relay::new(
             pool.clone(),
             jetstream.clone(),
-            nats::stream_config(&namespace, service, config.nats),
+            nats::stream_config(&namespace, service, &config.nats),
             outbox.clone(),
         );
         tasks.spawn(relay.run(tasks.shutdown()));
@@ -163,6 +155,40 @@ impl Foundation {
         self.pool.close().await;
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// The body of every service's `main`: reads the configuration (a usage error,
+/// exit code 64, before anything is bound), installs telemetry, then runs the
+/// service until SIGTERM or SIGINT.
+pub async fn main<C, E>(name: &'static str, run: impl AsyncFnOnce(C) -> Result<(), E>) -> ExitCode
+where
+    C: crate::config::ServiceConfig,
+    E: Display,
+{
+    use crate::config;
+    let loaded = config::config_file_from_args(C::ENV_PREFIX)
+        .and_then(|file| C::load(file.as_deref()).map_err(|errors| errors.to_string()));
+    let config = match loaded {
+        Ok(config) => config,
+        Err(message) => {
+            eprintln!("{message}");
+            return ExitCode::from(config::EXIT_USAGE);
+        }
+    };
+    let _telemetry = match crate::telemetry::init(name, &config.common().telemetry) {
+        Ok(guard) => guard,
+        Err(error) => {
+            eprintln!("telemetry: {error}");
+            return ExitCode::from(config::EXIT_USAGE);
+        }
+    };
+    match run(config).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "{name} failed");
+            ExitCode::FAILURE
+        }
     }
 }
 

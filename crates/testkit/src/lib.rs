@@ -14,7 +14,10 @@ use std::{net::SocketAddr, time::Duration};
 use hosted_contracts::subjects::Namespace;
 use hosted_platform::{
     auth::{Role, hash_token},
-    config::{AuthConfig, CallerConfig, DatabaseConfig, NatsConfig},
+    config::{
+        AuthConfig, CallerConfig, CommonConfig, DatabaseConfig, GrpcConfig, NatsConfig,
+        TelemetryConfig,
+    },
 };
 use ldap3::{LdapConnAsync, Scope, SearchEntry};
 use sqlx::{Connection, PgConnection};
@@ -117,6 +120,22 @@ async fn sweep_databases() {
         let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
             .execute(&mut admin)
             .await;
+    }
+}
+
+/// The common sections of a service under test: an ephemeral port, the test's
+/// database, NATS settings and callers.
+pub fn common_config(
+    database: &TestDatabase,
+    nats: NatsConfig,
+    callers: &TestCallers,
+) -> CommonConfig {
+    CommonConfig {
+        grpc: GrpcConfig::ephemeral(),
+        database: database.config(),
+        nats,
+        telemetry: TelemetryConfig::default(),
+        auth: callers.auth.clone(),
     }
 }
 

@@ -33,9 +33,14 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: &CardsConfig) -> anyhow::Result<Self> {
-        let foundation = Foundation::start(Service::Cards, config.common(), &MIGRATOR)
-            .await
-            .context("starting cards")?;
+        let foundation = Foundation::start(
+            Service::Cards,
+            config::DEFAULT_PORT,
+            &config.common,
+            &MIGRATOR,
+        )
+        .await
+        .context("starting cards")?;
         let state = Cards {
             pool: foundation.pool.clone(),
         };

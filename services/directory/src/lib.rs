@@ -56,9 +56,14 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: &DirectoryConfig) -> anyhow::Result<Self> {
-        let foundation = Foundation::start(Service::Directory, config.common(), &MIGRATOR)
-            .await
-            .context("starting directory")?;
+        let foundation = Foundation::start(
+            Service::Directory,
+            config::DEFAULT_PORT,
+            &config.common,
+            &MIGRATOR,
+        )
+        .await
+        .context("starting directory")?;
         let publisher = Arc::new(Notify::new());
         let handler = ProjectionHandler {
             namespace: foundation.namespace.clone(),

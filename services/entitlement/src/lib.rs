@@ -35,9 +35,14 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: &EntitlementConfig) -> anyhow::Result<Self> {
-        let foundation = Foundation::start(Service::Entitlement, config.common(), &MIGRATOR)
-            .await
-            .context("starting entitlement")?;
+        let foundation = Foundation::start(
+            Service::Entitlement,
+            config::DEFAULT_PORT,
+            &config.common,
+            &MIGRATOR,
+        )
+        .await
+        .context("starting entitlement")?;
         let state = Entitlement {
             pool: foundation.pool.clone(),
         };

@@ -2,25 +2,15 @@
 
 use std::path::Path;
 
-use hosted_platform::{
-    config::{
-        AuthConfig, ConfigErrors, DatabaseConfig, GrpcConfig, Loader, NatsConfig, Section,
-        TelemetryConfig,
-    },
-    service::CommonConfig,
-};
+use hosted_platform::config::{CommonConfig, ConfigErrors, Loader, Section, ServiceConfig};
 use serde::Deserialize;
 
 pub const ENV_PREFIX: &str = "INTAKE";
 pub const DEFAULT_PORT: u16 = 50051;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct IntakeConfig {
-    pub grpc: GrpcConfig,
-    pub database: DatabaseConfig,
-    pub nats: NatsConfig,
-    pub telemetry: TelemetryConfig,
-    pub auth: AuthConfig,
+    pub common: CommonConfig,
     pub registry: RegistryConfig,
 }
 
@@ -53,28 +43,20 @@ impl Section for RegistryConfig {
     }
 }
 
-impl IntakeConfig {
-    pub fn load(file: Option<&Path>) -> Result<Self, ConfigErrors> {
+impl ServiceConfig for IntakeConfig {
+    const ENV_PREFIX: &'static str = ENV_PREFIX;
+
+    fn load(file: Option<&Path>) -> Result<Self, ConfigErrors> {
         let mut loader = Loader::new(ENV_PREFIX, file);
         let config = Self {
-            grpc: loader.section("grpc"),
-            database: loader.section("database"),
-            nats: loader.section("nats"),
-            telemetry: loader.section("telemetry"),
-            auth: loader.section("auth"),
+            common: CommonConfig::load(&mut loader),
             registry: loader.section("registry"),
         };
         loader.finish()?;
         Ok(config)
     }
 
-    pub fn common(&self) -> CommonConfig<'_> {
-        CommonConfig {
-            default_port: DEFAULT_PORT,
-            grpc: &self.grpc,
-            database: &self.database,
-            nats: &self.nats,
-            auth: &self.auth,
-        }
+    fn common(&self) -> &CommonConfig {
+        &self.common
     }
 }

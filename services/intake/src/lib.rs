@@ -47,9 +47,14 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: &IntakeConfig) -> anyhow::Result<Self> {
-        let foundation = Foundation::start(Service::Intake, config.common(), &MIGRATOR)
-            .await
-            .context("starting intake")?;
+        let foundation = Foundation::start(
+            Service::Intake,
+            config::DEFAULT_PORT,
+            &config.common,
+            &MIGRATOR,
+        )
+        .await
+        .context("starting intake")?;
         let intake = Intake {
             pool: foundation.pool.clone(),
             namespace: foundation.namespace.clone(),

@@ -17,19 +17,17 @@ async fn every_directory_rpc_refuses_missing_credentials_and_wrong_roles() {
 /// SERVING and refuse every RPC without the right credential.
 #[tokio::test]
 async fn entitlement_and_cards_start_healthy_and_guard_every_rpc() {
-    use hosted_platform::config::{GrpcConfig, TelemetryConfig};
-
     let namespace = hosted_testkit::namespace().await;
     let callers = hosted_testkit::TestCallers::new();
 
     let database = hosted_testkit::TestDatabase::new().await;
     let entitlement =
         hosted_entitlement::Application::build(&hosted_entitlement::EntitlementConfig {
-            grpc: GrpcConfig::ephemeral(),
-            database: database.config(),
-            nats: hosted_testkit::nats_config(&namespace),
-            telemetry: TelemetryConfig::default(),
-            auth: callers.auth.clone(),
+            common: hosted_testkit::common_config(
+                &database,
+                hosted_testkit::nats_config(&namespace),
+                &callers,
+            ),
         })
         .await
         .unwrap();
@@ -41,11 +39,11 @@ async fn entitlement_and_cards_start_healthy_and_guard_every_rpc() {
 
     let database = hosted_testkit::TestDatabase::new().await;
     let cards = hosted_cards::Application::build(&hosted_cards::CardsConfig {
-        grpc: GrpcConfig::ephemeral(),
-        database: database.config(),
-        nats: hosted_testkit::nats_config(&namespace),
-        telemetry: TelemetryConfig::default(),
-        auth: callers.auth.clone(),
+        common: hosted_testkit::common_config(
+            &database,
+            hosted_testkit::nats_config(&namespace),
+            &callers,
+        ),
     })
     .await
     .unwrap();

@@ -2,7 +2,7 @@ use std::net::SocketAddr;
 
 use hosted_contracts::{subjects::Namespace, v1};
 use hosted_intake::{Application, IntakeConfig, config::RegistryConfig};
-use hosted_platform::config::{GrpcConfig, NatsConfig, TelemetryConfig};
+use hosted_platform::config::NatsConfig;
 use hosted_testkit::{TestCallers, TestDatabase};
 use tokio::{sync::oneshot, task::JoinHandle};
 
@@ -18,11 +18,7 @@ pub struct TestIntake {
 
 pub fn config(database: &TestDatabase, nats: NatsConfig, callers: &TestCallers) -> IntakeConfig {
     IntakeConfig {
-        grpc: GrpcConfig::ephemeral(),
-        database: database.config(),
-        nats,
-        telemetry: TelemetryConfig::default(),
-        auth: callers.auth.clone(),
+        common: hosted_testkit::common_config(database, nats, callers),
         registry: RegistryConfig::default(),
     }
 }
