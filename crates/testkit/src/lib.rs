@@ -433,9 +433,10 @@ impl Default for TestCallers {
 /// A request with a bearer credential.
 pub fn authorized<T>(message: T, token: &str) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request.metadata_mut().insert(
+        hosted_contracts::headers::AUTHORIZATION,
+        format!("Bearer {token}").parse().unwrap(),
+    );
     request
 }
 
@@ -463,9 +464,10 @@ pub async fn raw_call(
     let codec = tonic_prost::ProstCodec::<(), ()>::default();
     let mut request = tonic::Request::new(());
     if let Some(token) = token {
-        request
-            .metadata_mut()
-            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        request.metadata_mut().insert(
+            hosted_contracts::headers::AUTHORIZATION,
+            format!("Bearer {token}").parse().unwrap(),
+        );
     }
     grpc.unary(request, path, codec).await.map(|_| ())
 }

@@ -115,7 +115,7 @@ fn authorized<T>(token: &Option<String>, message: T) -> anyhow::Result<tonic::Re
     };
     let mut request = tonic::Request::new(message);
     request.metadata_mut().insert(
-        "authorization",
+        hosted_contracts::headers::AUTHORIZATION,
         format!("Bearer {token}").parse().context("token")?,
     );
     Ok(request)

@@ -1,4 +1,7 @@
-use std::process::Command;
+use std::{
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
 
 /// A bad configuration is reported whole, before anything is bound, with the usage
 /// exit code.
@@ -39,4 +42,81 @@ fn help_is_a_usage_message() {
             .unwrap()
             .contains("usage: intake [--config FILE]")
     );
+}
+
+/// The real binary stops on SIGTERM: it leaves no call or task behind and exits 0.
+#[tokio::test]
+async fn sigterm_stops_the_service_gracefully() {
+    // Arrange: a free port, the test's own database and namespace.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let database = hosted_testkit::TestDatabase::new().await;
+    let namespace = hosted_testkit::namespace().await;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_intake"))
+        .env("INTAKE__GRPC__LISTEN", format!("127.0.0.1:{port}"))
+        .env("INTAKE__GRPC__GRACE_PERIOD_MS", "5000")
+        .env("INTAKE__DATABASE__URL", &database.url)
+        .env("INTAKE__DATABASE__CREATE_IF_MISSING", "true")
+        .env("INTAKE__NATS__URL", hosted_testkit::nats_url())
+        .env("INTAKE__NATS__NAMESPACE", namespace.as_str())
+        .env("INTAKE__TELEMETRY__FILTER", "info")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let serving = async {
+            let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+                .ok()?
+                .connect()
+                .await
+                .ok()?;
+            tonic_health::pb::health_client::HealthClient::new(channel)
+                .check(tonic_health::pb::HealthCheckRequest::default())
+                .await
+                .ok()
+        }
+        .await;
+        if serving.is_some() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "intake never answered health");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Act
+    let killed = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(killed.success());
+
+    // Assert
+    let output = tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        loop {
+            if child.try_wait().unwrap().is_some() {
+                return (child.wait_with_output().unwrap(), started.elapsed());
+            }
+            if started.elapsed() > Duration::from_secs(15) {
+                let _ = child.kill();
+                panic!("intake still running 15 s after SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    })
+    .await
+    .unwrap();
+    let (output, _elapsed) = output;
+    assert!(output.status.success(), "{:?}", output.status);
+    let logs = String::from_utf8_lossy(&output.stdout);
+    assert!(logs.contains("SIGTERM received"), "{logs}");
+    assert!(logs.contains("stopped"), "{logs}");
 }
