@@ -8,6 +8,12 @@ pub enum IntakeError {
     Invalid(Violations),
     #[error("{0} not found")]
     NotFound(String),
+    /// The state does not allow the change.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// A concurrent change won (stale version).
+    #[error("{0}")]
+    Aborted(String),
     #[error("{0} is not served by this version yet")]
     Unimplemented(&'static str),
     #[error("database: {0}")]
@@ -27,6 +33,8 @@ impl ServiceError for IntakeError {
         match self {
             IntakeError::Invalid(_) => ErrorCode::InvalidArgument,
             IntakeError::NotFound(_) => ErrorCode::NotFound,
+            IntakeError::FailedPrecondition(_) => ErrorCode::FailedPrecondition,
+            IntakeError::Aborted(_) => ErrorCode::Aborted,
             IntakeError::Unimplemented(_) => ErrorCode::Unimplemented,
             IntakeError::Database(_) | IntakeError::Encoding(_) => ErrorCode::Internal,
         }

@@ -92,7 +92,8 @@ pub fn learner_event(
     namespace: &Namespace,
     fact: Fact,
     learner: v1::Learner,
-    stay_id: Uuid,
+    stay_id: Option<Uuid>,
+    reason: &str,
     actor: &str,
 ) -> OutboxEvent {
     let event_id = Uuid::now_v7();
@@ -110,13 +111,111 @@ pub fn learner_event(
             actor: actor.to_owned(),
         }),
         learner: Some(learner),
-        stay_id: stay_id.to_string(),
-        reason: String::new(),
+        stay_id: stay_id.map(|id| id.to_string()).unwrap_or_default(),
+        reason: reason.to_owned(),
     };
     OutboxEvent {
         event_id,
         subject: namespace.subject(fact),
         event_type: LEARNER_EVENT_TYPE,
+        payload: event.encode_to_vec(),
+    }
+}
+
+pub const AGREEMENT_EVENT_TYPE: &str = "hosted.v1.AgreementEvent";
+pub const PAYMENT_EVENT_TYPE: &str = "hosted.v1.PaymentEvent";
+
+fn meta(event_id: Uuid, learner_id: String, learner_version: i64, actor: &str) -> v1::EventMeta {
+    v1::EventMeta {
+        event_id: event_id.to_string(),
+        occurred_at: Some(timestamp(OffsetDateTime::now_utc())),
+        learner_id,
+        learner_version,
+        actor: actor.to_owned(),
+    }
+}
+
+pub fn payer_message(payer: &str) -> v1::Payer {
+    match payer {
+        "nobody" => v1::Payer::Nobody,
+        "learner" => v1::Payer::Learner,
+        "partner" => v1::Payer::Partner,
+        _ => v1::Payer::Unspecified,
+    }
+}
+
+pub fn agreement_message(row: &crate::store::agreements::AgreementRow) -> v1::Agreement {
+    v1::Agreement {
+        agreement_id: row.agreement_id.to_string(),
+        partner_name: row.partner_name.clone(),
+        partner_uai: row.partner_uai.clone().unwrap_or_default(),
+        populations: row.populations.clone(),
+        start_date: format_date(row.start_date),
+        end_date: format_date(row.end_date),
+        head_count_cap: row.head_count_cap,
+        options: row.options.clone(),
+        payer: payer_message(&row.payer).into(),
+        version: row.version,
+    }
+}
+
+/// An agreement fact for the outbox (about no learner: learner version 0).
+pub fn agreement_event(
+    namespace: &Namespace,
+    fact: Fact,
+    agreement: v1::Agreement,
+    reason: &str,
+    actor: &str,
+) -> OutboxEvent {
+    let event_id = Uuid::now_v7();
+    let event = v1::AgreementEvent {
+        meta: Some(meta(event_id, String::new(), 0, actor)),
+        agreement: Some(agreement),
+        reason: reason.to_owned(),
+    };
+    OutboxEvent {
+        event_id,
+        subject: namespace.subject(fact),
+        event_type: AGREEMENT_EVENT_TYPE,
+        payload: event.encode_to_vec(),
+    }
+}
+
+pub fn payment_message(row: &crate::store::payments::PaymentRow) -> v1::Payment {
+    v1::Payment {
+        payment_id: row.payment_id.to_string(),
+        stay_id: row.stay_id.to_string(),
+        amount_cents: row.amount_cents.unwrap_or_default(),
+        paid_on: format_date(row.paid_on),
+        payer: payer_message(&row.payer).into(),
+        payer_name: row.payer_name.clone().unwrap_or_default(),
+        reference: row.reference.clone().unwrap_or_default(),
+        recorded_at: Some(timestamp(row.recorded_at)),
+    }
+}
+
+/// A payment fact, with the learner's whole new state (the stay is now paid).
+pub fn payment_event(
+    namespace: &Namespace,
+    payment: v1::Payment,
+    learner: v1::Learner,
+    actor: &str,
+) -> OutboxEvent {
+    let event_id = Uuid::now_v7();
+    let learner_id = learner
+        .person
+        .as_ref()
+        .map(|p| p.learner_id.clone())
+        .unwrap_or_default();
+    let event = v1::PaymentEvent {
+        meta: Some(meta(event_id, learner_id, learner.version, actor)),
+        payment: Some(payment),
+        learner: Some(learner),
+    };
+    OutboxEvent {
+        event_id,
+        subject: namespace.subject(hosted_contracts::subjects::intake::PAYMENT_RECORDED),
+        event_type: PAYMENT_EVENT_TYPE,
         payload: event.encode_to_vec(),
     }
 }

@@ -1,6 +1,6 @@
 //! The gRPC edge of intake: converts wire types, checks, calls the store, converts back.
 
-use hosted_contracts::{subjects, v1};
+use hosted_contracts::v1;
 use hosted_platform::auth::{Actor, Role};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
@@ -9,12 +9,15 @@ use crate::{
     Intake,
     domain::{
         self,
+        agreement::{AgreementInput, Payer},
         registration::{PersonInput, StayInput},
     },
     error::IntakeError,
     events,
+    registry::{self, StayChange},
     store::{self, LookupKey, Registered},
 };
+use hosted_platform::error::Violations;
 
 use Role::{CardOffice, Deve, Dosi, Finance, Integrator, Legal};
 
@@ -64,6 +67,33 @@ fn stay_input(stay: Option<v1::StayInput>) -> StayInput {
         agreement_id: stay.agreement_id,
         start_date: stay.start_date,
         end_date: stay.end_date,
+    }
+}
+
+fn agreement_input(agreement: Option<v1::AgreementInput>) -> AgreementInput {
+    let agreement = agreement.unwrap_or_default();
+    AgreementInput {
+        partner_name: agreement.partner_name,
+        partner_uai: agreement.partner_uai,
+        populations: agreement.populations,
+        start_date: agreement.start_date,
+        end_date: agreement.end_date,
+        head_count_cap: agreement.head_count_cap,
+        options: agreement.options,
+        payer: match v1::Payer::try_from(agreement.payer).unwrap_or(v1::Payer::Unspecified) {
+            v1::Payer::Nobody => Some(Payer::Nobody),
+            v1::Payer::Learner => Some(Payer::Learner),
+            v1::Payer::Partner => Some(Payer::Partner),
+            v1::Payer::Unspecified => None,
+        },
+    }
+}
+
+/// Page sizes: 50 by default, 500 at most.
+fn page_size(requested: i32) -> i64 {
+    match requested {
+        size if size <= 0 => 50,
+        size => i64::from(size.min(500)),
     }
 }
 
@@ -163,30 +193,80 @@ impl v1::intake_service_server::IntakeService for Intake {
 
     async fn amend_person(
         &self,
-        _request: Request<v1::AmendPersonRequest>,
+        request: Request<v1::AmendPersonRequest>,
     ) -> Result<Response<v1::AmendPersonResponse>, Status> {
-        unimplemented("AmendPerson")
+        let actor = Actor::of(&request);
+        let request = request.into_inner();
+        let learner_id = registry::parse_id("learner_id", &request.learner_id)?;
+        let learner = self
+            .amend_person(
+                learner_id,
+                request.expected_version,
+                person_input(request.person),
+                &request.reason,
+                actor.name(),
+            )
+            .await?;
+        Ok(Response::new(v1::AmendPersonResponse {
+            learner: Some(learner),
+        }))
     }
 
     async fn extend_stay(
         &self,
-        _request: Request<v1::ExtendStayRequest>,
+        request: Request<v1::ExtendStayRequest>,
     ) -> Result<Response<v1::ExtendStayResponse>, Status> {
-        unimplemented("ExtendStay")
+        let actor = Actor::of(&request);
+        let request = request.into_inner();
+        let stay_id = registry::parse_id("stay_id", &request.stay_id)?;
+        let new_end = self.day("new_end_date", &request.new_end_date)?;
+        let learner = self
+            .change_stay(
+                stay_id,
+                StayChange::Extend(new_end),
+                &request.reason,
+                actor.name(),
+            )
+            .await?;
+        Ok(Response::new(v1::ExtendStayResponse {
+            learner: Some(learner),
+        }))
     }
 
     async fn end_stay(
         &self,
-        _request: Request<v1::EndStayRequest>,
+        request: Request<v1::EndStayRequest>,
     ) -> Result<Response<v1::EndStayResponse>, Status> {
-        unimplemented("EndStay")
+        let actor = Actor::of(&request);
+        let request = request.into_inner();
+        let stay_id = registry::parse_id("stay_id", &request.stay_id)?;
+        let end_date = self.day("end_date", &request.end_date)?;
+        let learner = self
+            .change_stay(
+                stay_id,
+                StayChange::End(end_date),
+                &request.reason,
+                actor.name(),
+            )
+            .await?;
+        Ok(Response::new(v1::EndStayResponse {
+            learner: Some(learner),
+        }))
     }
 
     async fn cancel_stay(
         &self,
-        _request: Request<v1::CancelStayRequest>,
+        request: Request<v1::CancelStayRequest>,
     ) -> Result<Response<v1::CancelStayResponse>, Status> {
-        unimplemented("CancelStay")
+        let actor = Actor::of(&request);
+        let request = request.into_inner();
+        let stay_id = registry::parse_id("stay_id", &request.stay_id)?;
+        let learner = self
+            .change_stay(stay_id, StayChange::Cancel, &request.reason, actor.name())
+            .await?;
+        Ok(Response::new(v1::CancelStayResponse {
+            learner: Some(learner),
+        }))
     }
 
     async fn import_stays(
@@ -198,51 +278,151 @@ impl v1::intake_service_server::IntakeService for Intake {
 
     async fn create_agreement(
         &self,
-        _request: Request<v1::CreateAgreementRequest>,
+        request: Request<v1::CreateAgreementRequest>,
     ) -> Result<Response<v1::CreateAgreementResponse>, Status> {
-        unimplemented("CreateAgreement")
+        let actor = Actor::of(&request);
+        let agreement = self
+            .create_agreement(
+                agreement_input(request.into_inner().agreement),
+                actor.name(),
+            )
+            .await?;
+        Ok(Response::new(v1::CreateAgreementResponse {
+            agreement: Some(agreement),
+        }))
     }
 
     async fn amend_agreement(
         &self,
-        _request: Request<v1::AmendAgreementRequest>,
+        request: Request<v1::AmendAgreementRequest>,
     ) -> Result<Response<v1::AmendAgreementResponse>, Status> {
-        unimplemented("AmendAgreement")
+        let actor = Actor::of(&request);
+        let request = request.into_inner();
+        let agreement_id = registry::parse_id("agreement_id", &request.agreement_id)?;
+        let agreement = self
+            .amend_agreement(
+                agreement_id,
+                request.expected_version,
+                agreement_input(request.agreement),
+                &request.reason,
+                actor.name(),
+            )
+            .await?;
+        Ok(Response::new(v1::AmendAgreementResponse {
+            agreement: Some(agreement),
+        }))
     }
 
     async fn end_agreement(
         &self,
-        _request: Request<v1::EndAgreementRequest>,
+        request: Request<v1::EndAgreementRequest>,
     ) -> Result<Response<v1::EndAgreementResponse>, Status> {
-        unimplemented("EndAgreement")
+        let actor = Actor::of(&request);
+        let request = request.into_inner();
+        let agreement_id = registry::parse_id("agreement_id", &request.agreement_id)?;
+        let (agreement, affected_stay_ids) = self
+            .end_agreement(
+                agreement_id,
+                &request.end_date,
+                &request.reason,
+                actor.name(),
+            )
+            .await?;
+        Ok(Response::new(v1::EndAgreementResponse {
+            agreement: Some(agreement),
+            affected_stay_ids,
+        }))
     }
 
     async fn get_agreement(
         &self,
-        _request: Request<v1::GetAgreementRequest>,
+        request: Request<v1::GetAgreementRequest>,
     ) -> Result<Response<v1::GetAgreementResponse>, Status> {
-        unimplemented("GetAgreement")
+        let agreement_id = registry::parse_id("agreement_id", &request.into_inner().agreement_id)?;
+        let (row, head_count) = self.agreement(agreement_id).await?;
+        Ok(Response::new(v1::GetAgreementResponse {
+            agreement: Some(events::agreement_message(&row)),
+            current_head_count: i32::try_from(head_count).unwrap_or(i32::MAX),
+        }))
     }
 
     async fn list_agreements(
         &self,
-        _request: Request<v1::ListAgreementsRequest>,
+        request: Request<v1::ListAgreementsRequest>,
     ) -> Result<Response<v1::ListAgreementsResponse>, Status> {
-        unimplemented("ListAgreements")
+        let request = request.into_inner();
+        let mut violations = Violations::default();
+        let active_on = if request.active_on.trim().is_empty() {
+            None
+        } else {
+            domain::registration::parse_date("active_on", &request.active_on, &mut violations)
+        };
+        let after = if request.page_token.is_empty() {
+            None
+        } else {
+            let token = Uuid::parse_str(&request.page_token).ok();
+            if token.is_none() {
+                violations.add("page_token", "not a token this service gave");
+            }
+            token
+        };
+        if !violations.is_empty() {
+            return Err(IntakeError::Invalid(violations).into());
+        }
+        let limit = page_size(request.page_size);
+        let population =
+            (!request.population.trim().is_empty()).then(|| request.population.trim().to_owned());
+        let mut conn = self.pool.acquire().await.map_err(IntakeError::from)?;
+        let rows = store::agreements::list(
+            &mut conn,
+            population.as_deref(),
+            active_on,
+            after,
+            limit + 1,
+        )
+        .await
+        .map_err(IntakeError::from)?;
+        let next_page_token = if rows.len() as i64 > limit {
+            rows.get(limit as usize - 1)
+                .map(|row| row.agreement_id.to_string())
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(v1::ListAgreementsResponse {
+            agreements: rows
+                .iter()
+                .take(limit as usize)
+                .map(events::agreement_message)
+                .collect(),
+            next_page_token,
+        }))
     }
 
     async fn record_payment(
         &self,
-        _request: Request<v1::RecordPaymentRequest>,
+        request: Request<v1::RecordPaymentRequest>,
     ) -> Result<Response<v1::RecordPaymentResponse>, Status> {
-        unimplemented("RecordPayment")
+        let actor = Actor::of(&request);
+        let payment = self
+            .record_payment(request.into_inner(), actor.name())
+            .await?;
+        Ok(Response::new(v1::RecordPaymentResponse {
+            payment: Some(payment),
+        }))
     }
 
     async fn record_cohort_payment(
         &self,
-        _request: Request<v1::RecordCohortPaymentRequest>,
+        request: Request<v1::RecordCohortPaymentRequest>,
     ) -> Result<Response<v1::RecordCohortPaymentResponse>, Status> {
-        unimplemented("RecordCohortPayment")
+        let actor = Actor::of(&request);
+        let paid_stay_ids = self
+            .record_cohort_payment(request.into_inner(), actor.name())
+            .await?;
+        Ok(Response::new(v1::RecordCohortPaymentResponse {
+            paid_stay_ids,
+        }))
     }
 
     async fn get_stats(
@@ -250,36 +430,5 @@ impl v1::intake_service_server::IntakeService for Intake {
         _request: Request<v1::GetStatsRequest>,
     ) -> Result<Response<v1::GetStatsResponse>, Status> {
         unimplemented("GetStats")
-    }
-}
-
-impl Intake {
-    /// Registers in one transaction with its event; wakes the relay after commit.
-    async fn register(
-        &self,
-        registration: &domain::Registration,
-        actor: &str,
-    ) -> Result<(v1::Learner, Uuid, Registered), IntakeError> {
-        let mut tx = self.pool.begin().await?;
-        let (learner_id, stay_id, registered) =
-            store::register(&mut tx, registration, &self.learner_number_prefix).await??;
-        let record = store::learner(&mut tx, learner_id)
-            .await?
-            .ok_or_else(|| IntakeError::NotFound("learner".to_owned()))?;
-        let learner = events::learner_message(&record, self.today());
-        if registered != Registered::AlreadyRegistered {
-            let event = events::learner_event(
-                &self.namespace,
-                subjects::intake::STAY_REGISTERED,
-                learner.clone(),
-                stay_id,
-                actor,
-            );
-            hosted_platform::outbox::enqueue(&mut tx, &[event]).await?;
-        }
-        tx.commit().await?;
-        self.outbox.notify();
-        tracing::info!(learner_id = %learner_id, stay_id = %stay_id, outcome = ?registered, "stay registered");
-        Ok((learner, stay_id, registered))
     }
 }

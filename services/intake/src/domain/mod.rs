@@ -1,6 +1,8 @@
 //! The rules of registration, as pure functions over plain types: no tonic, no sqlx.
 
+pub mod agreement;
 pub mod names;
 pub mod registration;
+pub mod stay;
 
 pub use registration::{NewPerson, NewStay, Population, Registration};

@@ -167,35 +167,18 @@ pub fn is_ine(value: &str) -> bool {
     rnie || bea || base36 || apprenticeship
 }
 
-/// Checks a registration. `population` is the catalogue's entry for
-/// `stay.population`, when there is one; `today` anchors the plausibility checks.
-pub fn validate(
-    person: &PersonInput,
-    stay: &StayInput,
-    population: Option<&Population>,
-    today: Date,
-) -> Result<Registration, Violations> {
+/// Checks identity data alone (an amendment of a person).
+pub fn validate_person(person: &PersonInput, today: Date) -> Result<NewPerson, Violations> {
     let mut violations = Violations::default();
+    let person = check_person(person, today, &mut violations);
+    violations.into_result(person)
+}
 
-    let family_name = check_name(
-        "person.family_name",
-        &person.family_name,
-        true,
-        &mut violations,
-    );
-    let birth_name = check_name(
-        "person.birth_name",
-        &person.birth_name,
-        false,
-        &mut violations,
-    );
-    let given_names = check_name(
-        "person.given_names",
-        &person.given_names,
-        true,
-        &mut violations,
-    );
-    let birth_date = parse_date("person.birth_date", &person.birth_date, &mut violations);
+fn check_person(person: &PersonInput, today: Date, violations: &mut Violations) -> NewPerson {
+    let family_name = check_name("person.family_name", &person.family_name, true, violations);
+    let birth_name = check_name("person.birth_name", &person.birth_name, false, violations);
+    let given_names = check_name("person.given_names", &person.given_names, true, violations);
+    let birth_date = parse_date("person.birth_date", &person.birth_date, violations);
     if let Some(birth_date) = birth_date {
         let oldest =
             Date::from_calendar_date(today.year() - 100, Month::January, 1).unwrap_or(Date::MIN);
@@ -232,6 +215,27 @@ pub fn validate(
         violations.add("person.phone", "not a telephone number");
     }
 
+    NewPerson {
+        family_name,
+        birth_name: (!birth_name.is_empty()).then_some(birth_name),
+        given_names,
+        birth_date: birth_date.unwrap_or(today),
+        email,
+        ine,
+        phone,
+    }
+}
+
+/// Checks a registration. `population` is the catalogue's entry for
+/// `stay.population`, when there is one; `today` anchors the plausibility checks.
+pub fn validate(
+    person: &PersonInput,
+    stay: &StayInput,
+    population: Option<&Population>,
+    today: Date,
+) -> Result<Registration, Violations> {
+    let mut violations = Violations::default();
+    let person = check_person(person, today, &mut violations);
     let population_code = stay.population.trim().to_owned();
     if population_code.is_empty() {
         violations.add("stay.population", "required");
@@ -297,15 +301,7 @@ pub fn validate(
     }
 
     violations.into_result(()).map(|()| Registration {
-        person: NewPerson {
-            family_name,
-            birth_name: (!birth_name.is_empty()).then_some(birth_name),
-            given_names,
-            birth_date: birth_date.unwrap_or(today),
-            email,
-            ine,
-            phone,
-        },
+        person,
         stay: NewStay {
             population: population_code,
             sponsor_unit,

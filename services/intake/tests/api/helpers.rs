@@ -83,6 +83,33 @@ impl TestIntake {
             self.callers.clone(),
         )
     }
+
+    pub fn as_role<T>(&self, role: hosted_platform::auth::Role, message: T) -> tonic::Request<T> {
+        hosted_testkit::authorized(message, self.callers.token(role))
+    }
+
+    /// The subjects of intake's stream so far, waiting for at least `count`.
+    pub async fn subjects(&self, count: usize) -> Vec<String> {
+        let stream = self
+            .namespace
+            .stream(hosted_contracts::subjects::Service::Intake);
+        crate::register::wait_for_messages(&stream, count)
+            .await
+            .into_iter()
+            .map(|message| message.subject.to_string())
+            .collect()
+    }
+
+    pub fn subject(&self, fact: hosted_contracts::subjects::Fact) -> String {
+        self.namespace.subject(fact)
+    }
+}
+
+pub fn day(offset: i64) -> String {
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    (time::OffsetDateTime::now_utc().date() + time::Duration::days(offset))
+        .format(format)
+        .unwrap()
 }
 
 pub fn person(family_name: &str, given_names: &str, birth_date: &str) -> v1::PersonInput {

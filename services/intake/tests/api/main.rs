@@ -3,6 +3,7 @@
 
 mod access;
 mod helpers;
+mod lifecycle;
 mod outbox;
 mod register;
 mod startup;

@@ -1,4 +1,10 @@
-//! The intake database: persons, stays, logins and the population catalogue.
+//! The intake database: persons, stays, logins and the population catalogue;
+//! agreements, payments and the audit trail in their own modules.
+
+pub mod agreements;
+pub mod audit;
+pub mod payments;
+pub mod stays;
 
 use sqlx::{PgConnection, PgPool};
 use time::{Date, OffsetDateTime};
@@ -330,15 +336,18 @@ async fn check_agreement(
     stay: &NewStay,
     violations: &mut Violations,
 ) -> Result<(), sqlx::Error> {
-    let agreement: Option<(Vec<String>, Date, Date)> = sqlx::query_as(
-        "SELECT populations, start_date, end_date FROM agreements WHERE agreement_id = $1",
+    // Locked until the registration commits, so that two registrations at once
+    // cannot both take the last place under the cap.
+    let agreement: Option<(Vec<String>, Date, Date, i32)> = sqlx::query_as(
+        "SELECT populations, start_date, end_date, head_count_cap FROM agreements
+         WHERE agreement_id = $1 FOR UPDATE",
     )
     .bind(agreement_id)
     .fetch_optional(&mut *conn)
     .await?;
     match agreement {
         None => violations.add("stay.agreement_id", "no such agreement"),
-        Some((populations, start, end)) => {
+        Some((populations, start, end, cap)) => {
             if !populations.contains(&stay.population) {
                 violations.add(
                     "stay.agreement_id",
@@ -351,14 +360,29 @@ async fn check_agreement(
             if stay.start_date < start || stay.end_date > end {
                 violations.add(
                     "stay.agreement_id",
-                    "the agreement does not cover the whole stay",
+                    format!(
+                        "the agreement runs from {} to {}: it does not cover the whole stay",
+                        crate::domain::registration::format_date(start),
+                        crate::domain::registration::format_date(end)
+                    ),
                 );
+            }
+            if cap > 0 {
+                let taken = agreements::head_count(conn, agreement_id).await?;
+                if taken >= i64::from(cap) {
+                    violations.add(
+                        "stay.agreement_id",
+                        format!("the agreement's head-count cap ({cap}) is reached"),
+                    );
+                }
             }
         }
     }
     Ok(())
 }
 
+/// Inserts a stay. What it costs follows its agreement's payer, or the population's
+/// rule when it has no agreement.
 async fn insert_stay(
     conn: &mut PgConnection,
     learner_id: Uuid,
@@ -367,8 +391,13 @@ async fn insert_stay(
     let stay_id = Uuid::now_v7();
     sqlx::query(
         "INSERT INTO stays (stay_id, learner_id, population, sponsor_unit, sponsor_login, agreement_id,
-                            start_date, end_date)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                            start_date, end_date, payment_status)
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8,
+                CASE WHEN a.payer IN ('learner', 'partner') THEN 'due'
+                     WHEN a.agreement_id IS NULL AND p.payment_required THEN 'due'
+                     ELSE 'not_required' END
+         FROM populations p LEFT JOIN agreements a ON a.agreement_id = $6
+         WHERE p.code = $3",
     )
     .bind(stay_id)
     .bind(learner_id)
@@ -381,4 +410,54 @@ async fn insert_stay(
     .execute(&mut *conn)
     .await?;
     Ok(stay_id)
+}
+
+/// A person, locked for the caller's transaction.
+pub async fn lock_person(
+    conn: &mut PgConnection,
+    learner_id: Uuid,
+) -> Result<Option<PersonRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {PERSON_COLUMNS} FROM persons WHERE learner_id = $1 FOR UPDATE"
+    ))
+    .bind(learner_id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Writes corrected identity data (the login and number never change).
+pub async fn update_person(
+    conn: &mut PgConnection,
+    learner_id: Uuid,
+    person: &NewPerson,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE persons SET family_name = $2, birth_name = $3, given_names = $4, birth_date = $5, email = $6,
+                ine = $7, phone = $8, match_key = $9, version = version + 1, updated_at = now()
+         WHERE learner_id = $1",
+    )
+    .bind(learner_id)
+    .bind(&person.family_name)
+    .bind(&person.birth_name)
+    .bind(&person.given_names)
+    .bind(person.birth_date)
+    .bind(&person.email)
+    .bind(&person.ine)
+    .bind(&person.phone)
+    .bind(person.match_key())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn ine_taken_by_other(
+    conn: &mut PgConnection,
+    ine: &str,
+    learner_id: Uuid,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM persons WHERE ine = $1 AND learner_id <> $2)")
+        .bind(ine)
+        .bind(learner_id)
+        .fetch_one(conn)
+        .await
 }

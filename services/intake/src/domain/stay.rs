@@ -1,0 +1,233 @@
+//! The rules of a stay's life after registration: extension, early end, cancellation.
+
+use hosted_platform::error::Violations;
+use time::Date;
+
+use super::registration::format_date;
+
+/// What the rules need to know of a stay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StayFacts {
+    pub start_date: Date,
+    pub end_date: Date,
+    pub cancelled: bool,
+    pub population: String,
+    pub max_duration_days: i32,
+    /// The end of the stay's agreement, when it has one.
+    pub agreement_end: Option<Date>,
+}
+
+/// Why a change of a stay is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The request itself is wrong (INVALID_ARGUMENT).
+    Invalid(Violations),
+    /// The request is fine but the stay's state forbids it (FAILED_PRECONDITION).
+    State(String),
+}
+
+fn require_reason(reason: &str, violations: &mut Violations) {
+    if reason.trim().is_empty() {
+        violations.add("reason", "required: say why");
+    } else if reason.chars().count() > 500 {
+        violations.add("reason", "longer than 500 characters");
+    }
+}
+
+fn live(stay: &StayFacts) -> Result<(), Refusal> {
+    if stay.cancelled {
+        Err(Refusal::State("the stay was cancelled".to_owned()))
+    } else {
+        Ok(())
+    }
+}
+
+/// A later end date: within the population's maximum duration and the agreement.
+pub fn check_extension(
+    stay: &StayFacts,
+    new_end: Date,
+    reason: &str,
+    today: Date,
+) -> Result<(), Refusal> {
+    live(stay)?;
+    let mut violations = Violations::default();
+    require_reason(reason, &mut violations);
+    if new_end <= stay.end_date {
+        violations.add(
+            "new_end_date",
+            format!(
+                "must be after the current end date {}",
+                format_date(stay.end_date)
+            ),
+        );
+    } else {
+        let days = (new_end - stay.start_date).whole_days() + 1;
+        if days > i64::from(stay.max_duration_days) {
+            violations.add(
+                "new_end_date",
+                format!(
+                    "the stay would last {days} days; population {} allows at most {}",
+                    stay.population, stay.max_duration_days
+                ),
+            );
+        }
+        if let Some(agreement_end) = stay.agreement_end
+            && new_end > agreement_end
+        {
+            violations.add(
+                "new_end_date",
+                format!(
+                    "after the end of the stay's agreement ({})",
+                    format_date(agreement_end)
+                ),
+            );
+        }
+    }
+    if !violations.is_empty() {
+        return Err(Refusal::Invalid(violations));
+    }
+    if stay.end_date < today {
+        return Err(Refusal::State(
+            "the stay has ended: register a new stay instead".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+/// An earlier end date: not before the start (cancel instead), not in the past.
+pub fn check_end(
+    stay: &StayFacts,
+    end_date: Date,
+    reason: &str,
+    today: Date,
+) -> Result<(), Refusal> {
+    live(stay)?;
+    let mut violations = Violations::default();
+    require_reason(reason, &mut violations);
+    if end_date >= stay.end_date {
+        violations.add(
+            "end_date",
+            format!(
+                "must be before the current end date {} (use ExtendStay to go later)",
+                format_date(stay.end_date)
+            ),
+        );
+    }
+    if end_date < stay.start_date {
+        violations.add(
+            "end_date",
+            "before the stay's start: cancel the stay instead",
+        );
+    } else if end_date < today {
+        violations.add(
+            "end_date",
+            "in the past: a stay can be ended today at the earliest",
+        );
+    }
+    if violations.is_empty() {
+        Ok(())
+    } else {
+        Err(Refusal::Invalid(violations))
+    }
+}
+
+/// Cancellation: only before the stay starts.
+pub fn check_cancel(stay: &StayFacts, reason: &str, today: Date) -> Result<(), Refusal> {
+    live(stay)?;
+    let mut violations = Violations::default();
+    require_reason(reason, &mut violations);
+    if !violations.is_empty() {
+        return Err(Refusal::Invalid(violations));
+    }
+    if stay.start_date <= today {
+        return Err(Refusal::State(
+            "the stay has started: end it (EndStay) instead of cancelling it".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::date;
+
+    fn stay() -> StayFacts {
+        StayFacts {
+            start_date: date!(2026 - 09 - 01),
+            end_date: date!(2027 - 06 - 30),
+            cancelled: false,
+            population: "IFSI".to_owned(),
+            max_duration_days: 400,
+            agreement_end: None,
+        }
+    }
+
+    const TODAY: Date = date!(2026 - 10 - 01);
+
+    #[test]
+    fn extension_within_limits() {
+        assert_eq!(
+            check_extension(&stay(), date!(2027 - 08 - 31), "jury", TODAY),
+            Ok(())
+        );
+        let Err(Refusal::Invalid(too_long)) =
+            check_extension(&stay(), date!(2027 - 12 - 31), "jury", TODAY)
+        else {
+            panic!("too long accepted");
+        };
+        assert!(too_long.0[0].reason.contains("at most 400"));
+        let Err(Refusal::Invalid(earlier)) =
+            check_extension(&stay(), date!(2027 - 01 - 31), "", TODAY)
+        else {
+            panic!("earlier accepted");
+        };
+        let fields: Vec<&str> = earlier.0.iter().map(|v| v.field.as_str()).collect();
+        assert_eq!(fields, ["reason", "new_end_date"]);
+    }
+
+    #[test]
+    fn extension_stays_within_the_agreement() {
+        let mut stay = stay();
+        stay.agreement_end = Some(date!(2027 - 07 - 15));
+        assert!(check_extension(&stay, date!(2027 - 07 - 31), "jury", TODAY).is_err());
+        assert_eq!(
+            check_extension(&stay, date!(2027 - 07 - 15), "jury", TODAY),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn early_end() {
+        assert_eq!(
+            check_end(&stay(), date!(2026 - 12 - 31), "left", TODAY),
+            Ok(())
+        );
+        assert!(
+            check_end(&stay(), date!(2026 - 09 - 15), "left", TODAY).is_err(),
+            "in the past"
+        );
+        assert!(
+            check_end(&stay(), date!(2027 - 06 - 30), "left", TODAY).is_err(),
+            "not earlier"
+        );
+    }
+
+    #[test]
+    fn cancellation_only_before_the_start() {
+        assert!(matches!(
+            check_cancel(&stay(), "never came", TODAY),
+            Err(Refusal::State(_))
+        ));
+        assert_eq!(
+            check_cancel(&stay(), "never came", date!(2026 - 08 - 01)),
+            Ok(())
+        );
+        let mut cancelled = stay();
+        cancelled.cancelled = true;
+        assert!(matches!(
+            check_cancel(&cancelled, "again", date!(2026 - 08 - 01)),
+            Err(Refusal::State(_))
+        ));
+    }
+}

@@ -1,0 +1,788 @@
+//! The registry's operations: each one transaction that checks, changes, audits and
+//! enqueues its events, then wakes the outbox relay. The gRPC edge only converts.
+
+use hosted_contracts::{
+    subjects::{Fact, intake},
+    v1,
+};
+use hosted_platform::{error::Violations, outbox};
+use serde_json::json;
+use sqlx::PgConnection;
+use time::Date;
+use uuid::Uuid;
+
+use crate::{
+    Intake,
+    domain::{
+        self,
+        agreement::{AgreementInput, NewAgreement},
+        registration::{PersonInput, format_date, parse_date},
+        stay::Refusal,
+    },
+    error::IntakeError,
+    events,
+    store::{
+        self, Registered,
+        agreements::{self, AgreementRow},
+        audit::{self, AuditEntry, change},
+        payments::{self, NewPayment},
+        stays,
+    },
+};
+
+impl From<Refusal> for IntakeError {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::Invalid(violations) => IntakeError::Invalid(violations),
+            Refusal::State(reason) => IntakeError::FailedPrecondition(reason),
+        }
+    }
+}
+
+/// Parses an id field, or says which field is wrong.
+pub fn parse_id(field: &str, value: &str) -> Result<Uuid, IntakeError> {
+    Uuid::parse_str(value.trim()).map_err(|_| {
+        let mut violations = Violations::default();
+        violations.add(field, "not an id");
+        IntakeError::Invalid(violations)
+    })
+}
+
+fn parse_day(field: &str, value: &str) -> Result<Date, IntakeError> {
+    let mut violations = Violations::default();
+    parse_date(field, value, &mut violations).ok_or(IntakeError::Invalid(violations))
+}
+
+impl Intake {
+    /// The learner's new state after a change, enqueued as `fact`.
+    async fn publish_learner(
+        &self,
+        conn: &mut PgConnection,
+        learner_id: Uuid,
+        fact: Fact,
+        stay_id: Option<Uuid>,
+        reason: &str,
+        actor: &str,
+    ) -> Result<v1::Learner, IntakeError> {
+        let record = store::learner(conn, learner_id)
+            .await?
+            .ok_or_else(|| IntakeError::NotFound("learner".to_owned()))?;
+        let learner = events::learner_message(&record, self.today());
+        let event = events::learner_event(
+            &self.namespace,
+            fact,
+            learner.clone(),
+            stay_id,
+            reason,
+            actor,
+        );
+        outbox::enqueue(conn, &[event]).await?;
+        Ok(learner)
+    }
+
+    pub(crate) async fn register(
+        &self,
+        registration: &domain::Registration,
+        actor: &str,
+    ) -> Result<(v1::Learner, Uuid, Registered), IntakeError> {
+        let mut tx = self.pool.begin().await?;
+        let (learner_id, stay_id, registered) =
+            store::register(&mut tx, registration, &self.learner_number_prefix).await??;
+        let learner = if registered == Registered::AlreadyRegistered {
+            let record = store::learner(&mut tx, learner_id)
+                .await?
+                .ok_or_else(|| IntakeError::NotFound("learner".to_owned()))?;
+            events::learner_message(&record, self.today())
+        } else {
+            audit::record(
+                &mut tx,
+                AuditEntry {
+                    actor,
+                    action: "stay.registered",
+                    learner_id: Some(learner_id),
+                    stay_id: Some(stay_id),
+                    changes: json!({ "new_person": registered == Registered::NewPerson }),
+                    ..AuditEntry::default()
+                },
+            )
+            .await?;
+            self.publish_learner(
+                &mut tx,
+                learner_id,
+                intake::STAY_REGISTERED,
+                Some(stay_id),
+                "",
+                actor,
+            )
+            .await?
+        };
+        tx.commit().await?;
+        self.outbox.notify();
+        tracing::info!(%learner_id, %stay_id, outcome = ?registered, "stay registered");
+        Ok((learner, stay_id, registered))
+    }
+
+    pub(crate) async fn amend_person(
+        &self,
+        learner_id: Uuid,
+        expected_version: i64,
+        input: PersonInput,
+        reason: &str,
+        actor: &str,
+    ) -> Result<v1::Learner, IntakeError> {
+        let mut tx = self.pool.begin().await?;
+        let current = store::lock_person(&mut tx, learner_id)
+            .await?
+            .ok_or_else(|| IntakeError::NotFound("learner".to_owned()))?;
+        if current.version != expected_version {
+            return Err(IntakeError::Aborted(format!(
+                "the learner is at version {}, not {expected_version}: read it again",
+                current.version
+            )));
+        }
+        let keep = |given: String, current: &str| {
+            if given.trim().is_empty() {
+                current.to_owned()
+            } else {
+                given
+            }
+        };
+        let merged = PersonInput {
+            family_name: keep(input.family_name, &current.family_name),
+            birth_name: keep(
+                input.birth_name,
+                current.birth_name.as_deref().unwrap_or_default(),
+            ),
+            given_names: keep(input.given_names, &current.given_names),
+            birth_date: keep(input.birth_date, &format_date(current.birth_date)),
+            email: keep(input.email, &current.email),
+            ine: keep(input.ine, current.ine.as_deref().unwrap_or_default()),
+            phone: keep(input.phone, current.phone.as_deref().unwrap_or_default()),
+        };
+        let mut violations = match domain::registration::validate_person(&merged, self.today()) {
+            Ok(_) => Violations::default(),
+            Err(violations) => violations,
+        };
+        if reason.trim().is_empty() {
+            violations.add("reason", "required: say why");
+        }
+        if !violations.is_empty() {
+            return Err(IntakeError::Invalid(violations));
+        }
+        let amended = domain::registration::validate_person(&merged, self.today())?;
+        if let Some(ine) = &amended.ine
+            && store::ine_taken_by_other(&mut tx, ine, learner_id).await?
+        {
+            let mut violations = Violations::default();
+            violations.add("person.ine", "already the INE of another learner");
+            return Err(IntakeError::Invalid(violations));
+        }
+        let mut changes = serde_json::Map::new();
+        let mut note = |field: &str, from: Option<String>, to: Option<String>| {
+            if from != to {
+                changes.insert(field.to_owned(), change(from, to));
+            }
+        };
+        note(
+            "family_name",
+            Some(current.family_name.clone()),
+            Some(amended.family_name.clone()),
+        );
+        note(
+            "birth_name",
+            current.birth_name.clone(),
+            amended.birth_name.clone(),
+        );
+        note(
+            "given_names",
+            Some(current.given_names.clone()),
+            Some(amended.given_names.clone()),
+        );
+        note(
+            "birth_date",
+            Some(format_date(current.birth_date)),
+            Some(format_date(amended.birth_date)),
+        );
+        note(
+            "email",
+            Some(current.email.clone()),
+            Some(amended.email.clone()),
+        );
+        note("ine", current.ine.clone(), amended.ine.clone());
+        note("phone", current.phone.clone(), amended.phone.clone());
+        if changes.is_empty() {
+            let record = store::learner(&mut tx, learner_id)
+                .await?
+                .ok_or_else(|| IntakeError::NotFound("learner".to_owned()))?;
+            return Ok(events::learner_message(&record, self.today()));
+        }
+        store::update_person(&mut tx, learner_id, &amended).await?;
+        audit::record(
+            &mut tx,
+            AuditEntry {
+                actor,
+                action: "person.amended",
+                learner_id: Some(learner_id),
+                reason: Some(reason),
+                changes: serde_json::Value::Object(changes),
+                ..AuditEntry::default()
+            },
+        )
+        .await?;
+        let learner = self
+            .publish_learner(
+                &mut tx,
+                learner_id,
+                intake::PERSON_AMENDED,
+                None,
+                reason,
+                actor,
+            )
+            .await?;
+        tx.commit().await?;
+        self.outbox.notify();
+        tracing::info!(%learner_id, version = learner.version, "person amended");
+        Ok(learner)
+    }
+
+    /// Extends, ends early or cancels a stay.
+    pub(crate) async fn change_stay(
+        &self,
+        stay_id: Uuid,
+        change_kind: StayChange,
+        reason: &str,
+        actor: &str,
+    ) -> Result<v1::Learner, IntakeError> {
+        let today = self.today();
+        let mut tx = self.pool.begin().await?;
+        let stay = stays::lock(&mut tx, stay_id)
+            .await?
+            .ok_or_else(|| IntakeError::NotFound("stay".to_owned()))?;
+        let (fact, action, changes) = match change_kind {
+            StayChange::Extend(new_end) => {
+                domain::stay::check_extension(&stay.facts, new_end, reason, today)?;
+                stays::set_end_date(&mut tx, stay_id, new_end, None).await?;
+                let changes = json!({ "end_date": change(format_date(stay.facts.end_date), format_date(new_end)) });
+                (intake::STAY_EXTENDED, "stay.extended", changes)
+            }
+            StayChange::End(end_date) => {
+                domain::stay::check_end(&stay.facts, end_date, reason, today)?;
+                stays::set_end_date(&mut tx, stay_id, end_date, Some(reason)).await?;
+                let changes = json!({ "end_date": change(format_date(stay.facts.end_date), format_date(end_date)) });
+                (intake::STAY_ENDED, "stay.ended", changes)
+            }
+            StayChange::Cancel => {
+                domain::stay::check_cancel(&stay.facts, reason, today)?;
+                stays::cancel(&mut tx, stay_id, reason).await?;
+                (
+                    intake::STAY_CANCELLED,
+                    "stay.cancelled",
+                    json!({ "cancelled": change(false, true) }),
+                )
+            }
+        };
+        stays::bump_version(&mut tx, stay.learner_id).await?;
+        audit::record(
+            &mut tx,
+            AuditEntry {
+                actor,
+                action,
+                learner_id: Some(stay.learner_id),
+                stay_id: Some(stay_id),
+                reason: Some(reason),
+                changes,
+                ..AuditEntry::default()
+            },
+        )
+        .await?;
+        let learner = self
+            .publish_learner(&mut tx, stay.learner_id, fact, Some(stay_id), reason, actor)
+            .await?;
+        tx.commit().await?;
+        self.outbox.notify();
+        tracing::info!(learner_id = %stay.learner_id, %stay_id, action, "stay changed");
+        Ok(learner)
+    }
+
+    async fn catalogue(&self, conn: &mut PgConnection) -> Result<Vec<String>, IntakeError> {
+        Ok(
+            sqlx::query_scalar("SELECT code FROM populations ORDER BY code")
+                .fetch_all(conn)
+                .await?,
+        )
+    }
+
+    pub(crate) async fn create_agreement(
+        &self,
+        input: AgreementInput,
+        actor: &str,
+    ) -> Result<v1::Agreement, IntakeError> {
+        let mut tx = self.pool.begin().await?;
+        let catalogue = self.catalogue(&mut tx).await?;
+        let agreement = domain::agreement::validate(&input, &catalogue)?;
+        let row = agreements::insert(&mut tx, &agreement, actor).await?;
+        let message = events::agreement_message(&row);
+        audit::record(
+            &mut tx,
+            AuditEntry {
+                actor,
+                action: "agreement.created",
+                agreement_id: Some(row.agreement_id),
+                changes: json!({ "partner_name": row.partner_name, "populations": row.populations }),
+                ..AuditEntry::default()
+            },
+        )
+        .await?;
+        let event = events::agreement_event(
+            &self.namespace,
+            intake::AGREEMENT_CREATED,
+            message.clone(),
+            "",
+            actor,
+        );
+        outbox::enqueue(&mut tx, &[event]).await?;
+        tx.commit().await?;
+        self.outbox.notify();
+        tracing::info!(agreement_id = %row.agreement_id, "agreement created");
+        Ok(message)
+    }
+
+    pub(crate) async fn amend_agreement(
+        &self,
+        agreement_id: Uuid,
+        expected_version: i64,
+        input: AgreementInput,
+        reason: &str,
+        actor: &str,
+    ) -> Result<v1::Agreement, IntakeError> {
+        let mut tx = self.pool.begin().await?;
+        let current = agreements::get(&mut tx, agreement_id, true)
+            .await?
+            .ok_or_else(|| IntakeError::NotFound("agreement".to_owned()))?;
+        if current.version != expected_version {
+            return Err(IntakeError::Aborted(format!(
+                "the agreement is at version {}, not {expected_version}: read it again",
+                current.version
+            )));
+        }
+        let catalogue = self.catalogue(&mut tx).await?;
+        let amended = domain::agreement::validate(&input, &catalogue);
+        let mut violations = amended.as_ref().err().cloned().unwrap_or_default();
+        if reason.trim().is_empty() {
+            violations.add("reason", "required: say why");
+        }
+        if !violations.is_empty() {
+            return Err(IntakeError::Invalid(violations));
+        }
+        let amended: NewAgreement = amended?;
+        self.check_amendment_keeps_stays(&mut tx, agreement_id, &amended)
+            .await?;
+        let row = agreements::update(&mut tx, agreement_id, &amended).await?;
+        audit::record(
+            &mut tx,
+            AuditEntry {
+                actor,
+                action: "agreement.amended",
+                agreement_id: Some(agreement_id),
+                reason: Some(reason),
+                changes: agreement_changes(&current, &row),
+                ..AuditEntry::default()
+            },
+        )
+        .await?;
+        let message = events::agreement_message(&row);
+        let event = events::agreement_event(
+            &self.namespace,
+            intake::AGREEMENT_AMENDED,
+            message.clone(),
+            reason,
+            actor,
+        );
+        outbox::enqueue(&mut tx, &[event]).await?;
+        tx.commit().await?;
+        self.outbox.notify();
+        Ok(message)
+    }
+
+    /// An amendment may widen an agreement, never leave one of its stays uncovered:
+    /// shortening goes through EndAgreement, which ends the stays with it.
+    async fn check_amendment_keeps_stays(
+        &self,
+        conn: &mut PgConnection,
+        agreement_id: Uuid,
+        amended: &NewAgreement,
+    ) -> Result<(), IntakeError> {
+        let mut problems = Vec::new();
+        for population in agreements::populations_in_use(conn, agreement_id).await? {
+            if !amended.populations.contains(&population) {
+                problems.push(format!("stays of population {population} are under it"));
+            }
+        }
+        if let Some((first_start, last_end)) = agreements::stays_span(conn, agreement_id).await? {
+            if amended.start_date > first_start {
+                problems.push(format!(
+                    "a stay under it starts on {}",
+                    format_date(first_start)
+                ));
+            }
+            if amended.end_date < last_end {
+                problems.push(format!(
+                    "a stay under it ends on {} (EndAgreement shortens the stays with it)",
+                    format_date(last_end)
+                ));
+            }
+        }
+        let head_count = agreements::head_count(conn, agreement_id).await?;
+        if amended.head_count_cap > 0 && i64::from(amended.head_count_cap) < head_count {
+            problems.push(format!(
+                "{head_count} stays are under it, more than the new cap"
+            ));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(IntakeError::FailedPrecondition(format!(
+                "the amendment would leave stays uncovered: {}",
+                problems.join("; ")
+            )))
+        }
+    }
+
+    /// Ends or shortens an agreement; the stays under it end with it (cancelled when
+    /// they had not started by then), each with its own event.
+    pub(crate) async fn end_agreement(
+        &self,
+        agreement_id: Uuid,
+        end_date: &str,
+        reason: &str,
+        actor: &str,
+    ) -> Result<(v1::Agreement, Vec<String>), IntakeError> {
+        let mut violations = Violations::default();
+        let end = parse_date("end_date", end_date, &mut violations);
+        if reason.trim().is_empty() {
+            violations.add("reason", "required: say why");
+        }
+        let today = self.today();
+        if let Some(end) = end
+            && end < today
+        {
+            violations.add(
+                "end_date",
+                "in the past: an agreement can be ended today at the earliest",
+            );
+        }
+        let end = match (violations.is_empty(), end) {
+            (true, Some(end)) => end,
+            _ => return Err(IntakeError::Invalid(violations)),
+        };
+        let mut tx = self.pool.begin().await?;
+        let current = agreements::get(&mut tx, agreement_id, true)
+            .await?
+            .ok_or_else(|| IntakeError::NotFound("agreement".to_owned()))?;
+        if end >= current.end_date {
+            let mut violations = Violations::default();
+            violations.add(
+                "end_date",
+                format!(
+                    "must be before the agreement's end date {}",
+                    format_date(current.end_date)
+                ),
+            );
+            return Err(IntakeError::Invalid(violations));
+        }
+        let row = agreements::set_end(&mut tx, agreement_id, end, reason).await?;
+        let mut affected = Vec::new();
+        let mut outbox_events = Vec::new();
+        for (stay_id, learner_id) in agreements::stays_past(&mut tx, agreement_id, end).await? {
+            let stay = stays::lock(&mut tx, stay_id)
+                .await?
+                .ok_or_else(|| IntakeError::NotFound("stay".to_owned()))?;
+            let (fact, action) = if stay.facts.start_date > end {
+                stays::cancel(&mut tx, stay_id, reason).await?;
+                (intake::STAY_CANCELLED, "stay.cancelled")
+            } else {
+                stays::set_end_date(&mut tx, stay_id, end, Some(reason)).await?;
+                (intake::STAY_ENDED, "stay.ended")
+            };
+            stays::bump_version(&mut tx, learner_id).await?;
+            audit::record(
+                &mut tx,
+                AuditEntry {
+                    actor,
+                    action,
+                    learner_id: Some(learner_id),
+                    stay_id: Some(stay_id),
+                    agreement_id: Some(agreement_id),
+                    reason: Some(reason),
+                    changes: json!({ "end_date": change(format_date(stay.facts.end_date), format_date(end)) }),
+                },
+            )
+            .await?;
+            self.publish_learner(&mut tx, learner_id, fact, Some(stay_id), reason, actor)
+                .await?;
+            affected.push(stay_id.to_string());
+        }
+        audit::record(
+            &mut tx,
+            AuditEntry {
+                actor,
+                action: "agreement.ended",
+                agreement_id: Some(agreement_id),
+                reason: Some(reason),
+                changes: json!({ "end_date": change(format_date(current.end_date), format_date(end)), "stays": affected.len() }),
+                ..AuditEntry::default()
+            },
+        )
+        .await?;
+        let message = events::agreement_message(&row);
+        outbox_events.push(events::agreement_event(
+            &self.namespace,
+            intake::AGREEMENT_ENDED,
+            message.clone(),
+            reason,
+            actor,
+        ));
+        outbox::enqueue(&mut tx, &outbox_events).await?;
+        tx.commit().await?;
+        self.outbox.notify();
+        tracing::info!(%agreement_id, stays = affected.len(), "agreement ended");
+        Ok((message, affected))
+    }
+
+    pub(crate) async fn record_payment(
+        &self,
+        request: v1::RecordPaymentRequest,
+        actor: &str,
+    ) -> Result<v1::Payment, IntakeError> {
+        let mut violations = Violations::default();
+        let stay_id = Uuid::parse_str(request.stay_id.trim()).ok();
+        if stay_id.is_none() {
+            violations.add("stay_id", "not an id");
+        }
+        if request.amount_cents < 0 {
+            violations.add("amount_cents", "0 or more");
+        }
+        let paid_on = parse_date("paid_on", &request.paid_on, &mut violations);
+        if let Some(paid_on) = paid_on
+            && paid_on > self.today()
+        {
+            violations.add("paid_on", "in the future");
+        }
+        let payer = match v1::Payer::try_from(request.payer).unwrap_or(v1::Payer::Unspecified) {
+            v1::Payer::Learner => "learner",
+            v1::Payer::Partner => "partner",
+            _ => {
+                violations.add("payer", "required: PAYER_LEARNER or PAYER_PARTNER");
+                ""
+            }
+        };
+        if payer == "partner" && request.payer_name.trim().is_empty() {
+            violations.add("payer_name", "required when a third party pays");
+        }
+        let (Some(stay_id), Some(paid_on), true) = (stay_id, paid_on, violations.is_empty()) else {
+            return Err(IntakeError::Invalid(violations));
+        };
+        let mut tx = self.pool.begin().await?;
+        let stay = stays::lock(&mut tx, stay_id)
+            .await?
+            .ok_or_else(|| IntakeError::NotFound("stay".to_owned()))?;
+        if stay.facts.cancelled {
+            return Err(IntakeError::FailedPrecondition(
+                "the stay was cancelled".to_owned(),
+            ));
+        }
+        let optional = |text: &str| (!text.trim().is_empty()).then(|| text.trim().to_owned());
+        let payment = payments::record(
+            &mut tx,
+            &NewPayment {
+                stay_id,
+                amount_cents: Some(request.amount_cents),
+                paid_on,
+                payer: payer.to_owned(),
+                payer_name: optional(&request.payer_name),
+                reference: optional(&request.reference),
+                cohort_payment_id: None,
+            },
+            actor,
+        )
+        .await?;
+        let message = self
+            .payment_recorded(&mut tx, stay.learner_id, &payment, actor)
+            .await?;
+        tx.commit().await?;
+        self.outbox.notify();
+        Ok(message)
+    }
+
+    /// Bumps the learner, audits and enqueues a payment fact.
+    async fn payment_recorded(
+        &self,
+        conn: &mut PgConnection,
+        learner_id: Uuid,
+        payment: &payments::PaymentRow,
+        actor: &str,
+    ) -> Result<v1::Payment, IntakeError> {
+        stays::bump_version(conn, learner_id).await?;
+        audit::record(
+            conn,
+            AuditEntry {
+                actor,
+                action: "payment.recorded",
+                learner_id: Some(learner_id),
+                stay_id: Some(payment.stay_id),
+                changes: json!({ "payment_id": payment.payment_id, "amount_cents": payment.amount_cents,
+                                 "payer": payment.payer }),
+                ..AuditEntry::default()
+            },
+        )
+        .await?;
+        let record = store::learner(conn, learner_id)
+            .await?
+            .ok_or_else(|| IntakeError::NotFound("learner".to_owned()))?;
+        let learner = events::learner_message(&record, self.today());
+        let message = events::payment_message(payment);
+        outbox::enqueue(
+            conn,
+            &[events::payment_event(
+                &self.namespace,
+                message.clone(),
+                learner,
+                actor,
+            )],
+        )
+        .await?;
+        Ok(message)
+    }
+
+    pub(crate) async fn record_cohort_payment(
+        &self,
+        request: v1::RecordCohortPaymentRequest,
+        actor: &str,
+    ) -> Result<Vec<String>, IntakeError> {
+        let mut violations = Violations::default();
+        let agreement_id = Uuid::parse_str(request.agreement_id.trim()).ok();
+        if agreement_id.is_none() {
+            violations.add("agreement_id", "not an id");
+        }
+        if request.amount_cents < 0 {
+            violations.add("amount_cents", "0 or more");
+        }
+        let paid_on = parse_date("paid_on", &request.paid_on, &mut violations);
+        let (Some(agreement_id), Some(paid_on), true) =
+            (agreement_id, paid_on, violations.is_empty())
+        else {
+            return Err(IntakeError::Invalid(violations));
+        };
+        let mut tx = self.pool.begin().await?;
+        let agreement = agreements::get(&mut tx, agreement_id, true)
+            .await?
+            .ok_or_else(|| IntakeError::NotFound("agreement".to_owned()))?;
+        let optional = |text: &str| (!text.trim().is_empty()).then(|| text.trim().to_owned());
+        let payer_name =
+            optional(&request.payer_name).unwrap_or_else(|| agreement.partner_name.clone());
+        let cohort_payment_id = payments::record_cohort(
+            &mut tx,
+            agreement_id,
+            request.amount_cents,
+            paid_on,
+            Some(&payer_name),
+            optional(&request.reference).as_deref(),
+            actor,
+        )
+        .await?;
+        let mut paid = Vec::new();
+        for (stay_id, learner_id) in agreements::due_stays(&mut tx, agreement_id).await? {
+            sqlx::query("SELECT 1 FROM persons WHERE learner_id = $1 FOR UPDATE")
+                .bind(learner_id)
+                .execute(&mut *tx)
+                .await?;
+            let payment = payments::record(
+                &mut tx,
+                &NewPayment {
+                    stay_id,
+                    amount_cents: None,
+                    paid_on,
+                    payer: "partner".to_owned(),
+                    payer_name: Some(payer_name.clone()),
+                    reference: optional(&request.reference),
+                    cohort_payment_id: Some(cohort_payment_id),
+                },
+                actor,
+            )
+            .await?;
+            self.payment_recorded(&mut tx, learner_id, &payment, actor)
+                .await?;
+            paid.push(stay_id.to_string());
+        }
+        tx.commit().await?;
+        self.outbox.notify();
+        tracing::info!(%agreement_id, stays = paid.len(), "cohort payment recorded");
+        Ok(paid)
+    }
+
+    pub(crate) async fn agreement(
+        &self,
+        agreement_id: Uuid,
+    ) -> Result<(AgreementRow, i64), IntakeError> {
+        let mut conn = self.pool.acquire().await?;
+        let row = agreements::get(&mut conn, agreement_id, false)
+            .await?
+            .ok_or_else(|| IntakeError::NotFound("agreement".to_owned()))?;
+        let head_count = agreements::head_count(&mut conn, agreement_id).await?;
+        Ok((row, head_count))
+    }
+
+    pub(crate) fn day(&self, field: &str, value: &str) -> Result<Date, IntakeError> {
+        parse_day(field, value)
+    }
+}
+
+/// What happens to a stay.
+#[derive(Debug, Clone, Copy)]
+pub enum StayChange {
+    Extend(Date),
+    End(Date),
+    Cancel,
+}
+
+fn agreement_changes(before: &AgreementRow, after: &AgreementRow) -> serde_json::Value {
+    let mut changes = serde_json::Map::new();
+    let mut note = |field: &str, from: serde_json::Value, to: serde_json::Value| {
+        if from != to {
+            changes.insert(field.to_owned(), change(from, to));
+        }
+    };
+    note(
+        "partner_name",
+        json!(before.partner_name),
+        json!(after.partner_name),
+    );
+    note(
+        "partner_uai",
+        json!(before.partner_uai),
+        json!(after.partner_uai),
+    );
+    note(
+        "populations",
+        json!(before.populations),
+        json!(after.populations),
+    );
+    note(
+        "start_date",
+        json!(format_date(before.start_date)),
+        json!(format_date(after.start_date)),
+    );
+    note(
+        "end_date",
+        json!(format_date(before.end_date)),
+        json!(format_date(after.end_date)),
+    );
+    note(
+        "head_count_cap",
+        json!(before.head_count_cap),
+        json!(after.head_count_cap),
+    );
+    note("options", json!(before.options), json!(after.options));
+    note("payer", json!(before.payer), json!(after.payer));
+    serde_json::Value::Object(changes)
+}

@@ -1,0 +1,40 @@
+//! The audit trail: who changed what, when and why.
+
+use serde_json::Value;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+/// One audited change.
+#[derive(Debug, Default)]
+pub struct AuditEntry<'a> {
+    pub actor: &'a str,
+    pub action: &'a str,
+    pub learner_id: Option<Uuid>,
+    pub stay_id: Option<Uuid>,
+    pub agreement_id: Option<Uuid>,
+    pub reason: Option<&'a str>,
+    /// `{"field": {"from": …, "to": …}}`, or the created record.
+    pub changes: Value,
+}
+
+pub async fn record(conn: &mut PgConnection, entry: AuditEntry<'_>) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO audit_trail (actor, action, learner_id, stay_id, agreement_id, reason, changes)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(entry.actor)
+    .bind(entry.action)
+    .bind(entry.learner_id)
+    .bind(entry.stay_id)
+    .bind(entry.agreement_id)
+    .bind(entry.reason)
+    .bind(sqlx::types::Json(entry.changes))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// A `{"from", "to"}` pair for the changes of an audit entry.
+pub fn change(from: impl Into<Value>, to: impl Into<Value>) -> Value {
+    serde_json::json!({ "from": from.into(), "to": to.into() })
+}

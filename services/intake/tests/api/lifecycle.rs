@@ -1,0 +1,228 @@
+use hosted_contracts::{subjects::intake, v1};
+use tonic::Code;
+
+use crate::helpers::{TestIntake, day, registration};
+
+async fn registered(intake: &TestIntake, start: i64, end: i64) -> (v1::Learner, String) {
+    let mut request = registration("Garnier", "Lucie");
+    let stay = request.stay.as_mut().unwrap();
+    stay.start_date = day(start);
+    stay.end_date = day(end);
+    let response = intake
+        .client()
+        .await
+        .register_stay(intake.deve(request))
+        .await
+        .unwrap()
+        .into_inner();
+    (response.learner.unwrap(), response.stay_id)
+}
+
+#[tokio::test]
+async fn a_stay_is_extended_ended_early_and_audited_with_its_events() {
+    // Arrange
+    let intake = TestIntake::spawn().await;
+    let mut client = intake.client().await;
+    let (_, stay_id) = registered(&intake, -10, 100).await;
+
+    // Act: extend, then end early.
+    let extended = client
+        .extend_stay(intake.deve(v1::ExtendStayRequest {
+            stay_id: stay_id.clone(),
+            new_end_date: day(150),
+            reason: "jury postponed".to_owned(),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .learner
+        .unwrap();
+    let ended = client
+        .end_stay(intake.deve(v1::EndStayRequest {
+            stay_id: stay_id.clone(),
+            end_date: day(5),
+            reason: "left the programme".to_owned(),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .learner
+        .unwrap();
+
+    // Assert
+    assert_eq!(extended.version, 2);
+    assert_eq!(extended.stays[0].end_date, day(150));
+    assert_eq!(ended.version, 3);
+    assert_eq!(ended.stays[0].end_date, day(5));
+    assert_eq!(ended.stays[0].end_reason, "left the programme");
+    assert_eq!(
+        intake.subjects(3).await,
+        [
+            intake.subject(intake::STAY_REGISTERED),
+            intake.subject(intake::STAY_EXTENDED),
+            intake.subject(intake::STAY_ENDED)
+        ]
+    );
+    let mut conn = intake.database.connect().await;
+    let audit: Vec<(String, String, Option<String>)> =
+        sqlx::query_as("SELECT action, actor, reason FROM audit_trail ORDER BY id")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(
+        audit,
+        [
+            ("stay.registered".to_owned(), "deve".to_owned(), None),
+            (
+                "stay.extended".to_owned(),
+                "deve".to_owned(),
+                Some("jury postponed".to_owned())
+            ),
+            (
+                "stay.ended".to_owned(),
+                "deve".to_owned(),
+                Some("left the programme".to_owned())
+            ),
+        ]
+    );
+    intake.stop().await;
+}
+
+#[tokio::test]
+async fn stay_changes_are_refused_with_reasons() {
+    let intake = TestIntake::spawn().await;
+    let mut client = intake.client().await;
+    let (_, started) = registered(&intake, -10, 100).await;
+
+    let too_long = client
+        .extend_stay(intake.deve(v1::ExtendStayRequest {
+            stay_id: started.clone(),
+            new_end_date: day(500),
+            reason: "why not".to_owned(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(too_long.code(), Code::InvalidArgument);
+    assert!(
+        too_long.message().contains("new_end_date"),
+        "{}",
+        too_long.message()
+    );
+
+    let no_reason = client
+        .end_stay(intake.deve(v1::EndStayRequest {
+            stay_id: started.clone(),
+            end_date: day(1),
+            reason: String::new(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(no_reason.code(), Code::InvalidArgument);
+    assert!(no_reason.message().contains("reason"));
+
+    let cancel_started = client
+        .cancel_stay(intake.deve(v1::CancelStayRequest {
+            stay_id: started,
+            reason: "mistake".to_owned(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(cancel_started.code(), Code::FailedPrecondition);
+
+    let unknown = client
+        .cancel_stay(intake.deve(v1::CancelStayRequest {
+            stay_id: uuid::Uuid::now_v7().to_string(),
+            reason: "mistake".to_owned(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound);
+    intake.stop().await;
+}
+
+#[tokio::test]
+async fn a_stay_that_has_not_started_can_be_cancelled_once() {
+    let intake = TestIntake::spawn().await;
+    let mut client = intake.client().await;
+    let (_, stay_id) = registered(&intake, 20, 100).await;
+    let cancel = || v1::CancelStayRequest {
+        stay_id: stay_id.clone(),
+        reason: "will not come".to_owned(),
+    };
+
+    let learner = client
+        .cancel_stay(intake.deve(cancel()))
+        .await
+        .unwrap()
+        .into_inner()
+        .learner
+        .unwrap();
+    assert_eq!(learner.stays[0].status(), v1::StayStatus::Cancelled);
+    assert_eq!(learner.stays[0].end_reason, "will not come");
+    let again = client.cancel_stay(intake.deve(cancel())).await.unwrap_err();
+    assert_eq!(again.code(), Code::FailedPrecondition);
+    assert_eq!(
+        intake.subjects(2).await[1],
+        intake.subject(intake::STAY_CANCELLED)
+    );
+    intake.stop().await;
+}
+
+#[tokio::test]
+async fn identity_corrections_are_versioned_and_audited() {
+    let intake = TestIntake::spawn().await;
+    let mut client = intake.client().await;
+    let (learner, _) = registered(&intake, -1, 100).await;
+    let learner_id = learner.person.unwrap().learner_id;
+    let correction = |version: i64, reason: &str| v1::AmendPersonRequest {
+        learner_id: learner_id.clone(),
+        expected_version: version,
+        person: Some(v1::PersonInput {
+            family_name: "Garnier-Roux".to_owned(),
+            email: "lucie.garnier@example.org".to_owned(),
+            ..Default::default()
+        }),
+        reason: reason.to_owned(),
+    };
+
+    let stale = client
+        .amend_person(intake.deve(correction(7, "typo")))
+        .await
+        .unwrap_err();
+    assert_eq!(stale.code(), Code::Aborted);
+    let without_reason = client
+        .amend_person(intake.deve(correction(1, " ")))
+        .await
+        .unwrap_err();
+    assert_eq!(without_reason.code(), Code::InvalidArgument);
+
+    let amended = client
+        .amend_person(intake.deve(correction(1, "civil status document")))
+        .await
+        .unwrap()
+        .into_inner()
+        .learner
+        .unwrap();
+    let person = amended.person.unwrap();
+    assert_eq!(amended.version, 2);
+    assert_eq!(person.family_name, "Garnier-Roux");
+    assert_eq!(
+        person.given_names, "Lucie",
+        "fields left empty keep their value"
+    );
+    assert_eq!(person.login, "lucie.garnier", "the login does not change");
+    assert_eq!(
+        intake.subjects(2).await[1],
+        intake.subject(intake::PERSON_AMENDED)
+    );
+    let mut conn = intake.database.connect().await;
+    let changes: serde_json::Value =
+        sqlx::query_scalar("SELECT changes FROM audit_trail WHERE action = 'person.amended'")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(changes["family_name"]["from"], "Garnier");
+    assert_eq!(changes["family_name"]["to"], "Garnier-Roux");
+    assert!(changes.get("given_names").is_none());
+    intake.stop().await;
+}
