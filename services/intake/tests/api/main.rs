@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, unreachable_pub)]
 
 mod access;
+mod agreements;
 mod helpers;
 mod lifecycle;
 mod outbox;
