@@ -21,12 +21,55 @@ pub struct RegistryConfig {
     /// Prefix of hosted-learner numbers; a letter keeps them apart from Apogée's
     /// all-digit student numbers.
     pub learner_number_prefix: String,
+    /// Logins never given, on top of the built-in system names.
+    pub reserved_logins: Vec<String>,
 }
+
+/// Names that must never become a person's login.
+pub const SYSTEM_LOGINS: &[&str] = &[
+    "root",
+    "admin",
+    "administrator",
+    "postmaster",
+    "webmaster",
+    "hostmaster",
+    "abuse",
+    "noc",
+    "security",
+    "support",
+    "nobody",
+    "guest",
+    "test",
+    "daemon",
+    "mail",
+    "www",
+    "ldap",
+    "cas",
+    "learner",
+];
 
 impl Default for RegistryConfig {
     fn default() -> Self {
         Self {
             learner_number_prefix: "H".to_owned(),
+            reserved_logins: Vec::new(),
+        }
+    }
+}
+
+impl RegistryConfig {
+    pub fn numbering(&self) -> crate::store::batch::Numbering {
+        crate::store::batch::Numbering {
+            learner_number_prefix: self.learner_number_prefix.clone(),
+            reserved_logins: SYSTEM_LOGINS
+                .iter()
+                .map(|login| (*login).to_owned())
+                .chain(
+                    self.reserved_logins
+                        .iter()
+                        .map(|login| login.trim().to_ascii_lowercase()),
+                )
+                .collect(),
         }
     }
 }

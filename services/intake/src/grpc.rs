@@ -15,9 +15,13 @@ use crate::{
     error::IntakeError,
     events,
     registry::{self, StayChange},
-    store::{self, LookupKey, Registered},
+    store::{
+        self, LookupKey,
+        batch::{BatchRow, RowOutcome},
+    },
 };
 use hosted_platform::error::Violations;
+use std::collections::HashMap;
 
 use Role::{CardOffice, Deve, Dosi, Finance, Integrator, Legal};
 
@@ -97,6 +101,62 @@ fn page_size(requested: i32) -> i64 {
     }
 }
 
+/// Rows per ImportStays call: large enough to amortise a transaction, small enough
+/// to keep one call short.
+pub const MAX_IMPORT_ROWS: usize = 1000;
+
+fn import_result(row_number: i64, outcome: RowOutcome) -> v1::ImportResult {
+    let mut result = v1::ImportResult {
+        row_number,
+        ..Default::default()
+    };
+    let (outcome, learner_id, stay_id, login) = match outcome {
+        RowOutcome::Created {
+            learner_id,
+            stay_id,
+            login,
+        } => (v1::ImportOutcome::Created, learner_id, stay_id, login),
+        RowOutcome::StayAdded {
+            learner_id,
+            stay_id,
+            login,
+        } => (v1::ImportOutcome::StayAdded, learner_id, stay_id, login),
+        RowOutcome::Unchanged {
+            learner_id,
+            stay_id,
+            login,
+        } => (v1::ImportOutcome::Unchanged, learner_id, stay_id, login),
+        RowOutcome::Rejected(violations) => {
+            result.outcome = v1::ImportOutcome::Rejected.into();
+            result.violations = violations
+                .0
+                .into_iter()
+                .map(|violation| v1::FieldViolation {
+                    field: violation.field,
+                    reason: violation.reason,
+                })
+                .collect();
+            return result;
+        }
+        RowOutcome::PossibleDuplicate(candidates) => {
+            result.outcome = v1::ImportOutcome::PossibleDuplicate.into();
+            result.possible_duplicates = candidates
+                .into_iter()
+                .map(|candidate| v1::PossibleDuplicate {
+                    learner_id: candidate.learner_id.to_string(),
+                    login: candidate.login,
+                })
+                .collect();
+            return result;
+        }
+    };
+    result.outcome = outcome.into();
+    result.learner_id = learner_id.to_string();
+    result.stay_id = stay_id.to_string();
+    result.login = login;
+    result
+}
+
 fn unimplemented<T>(rpc: &'static str) -> Result<Response<T>, Status> {
     Err(IntakeError::Unimplemented(rpc).into())
 }
@@ -117,12 +177,10 @@ impl v1::intake_service_server::IntakeService for Intake {
         let registration =
             domain::registration::validate(&person, &stay, population.as_ref(), self.today())
                 .map_err(IntakeError::from)?;
-        let (learner, stay_id, registered) = self.register(&registration, actor.name()).await?;
-        Ok(Response::new(v1::RegisterStayResponse {
-            learner: Some(learner),
-            stay_id: stay_id.to_string(),
-            new_person: registered == Registered::NewPerson,
-        }))
+        let response = self
+            .register(registration, request.confirm_new_person, actor.name())
+            .await?;
+        Ok(Response::new(response))
     }
 
     async fn get_learner(
@@ -271,9 +329,57 @@ impl v1::intake_service_server::IntakeService for Intake {
 
     async fn import_stays(
         &self,
-        _request: Request<v1::ImportStaysRequest>,
+        request: Request<v1::ImportStaysRequest>,
     ) -> Result<Response<v1::ImportStaysResponse>, Status> {
-        unimplemented("ImportStays")
+        let actor = Actor::of(&request);
+        let request = request.into_inner();
+        if request.rows.len() > MAX_IMPORT_ROWS {
+            let mut violations = Violations::default();
+            violations.add("rows", format!("at most {MAX_IMPORT_ROWS} rows per call"));
+            return Err(IntakeError::Invalid(violations).into());
+        }
+        let catalogue: HashMap<String, domain::Population> = store::populations(&self.pool)
+            .await
+            .map_err(IntakeError::from)?
+            .into_iter()
+            .map(|population| (population.code.clone(), population))
+            .collect();
+        let today = self.today();
+        // Rows that pass validation go to the registry together; the others are
+        // answered at once. Results keep the rows' order.
+        let mut results: Vec<v1::ImportResult> = Vec::with_capacity(request.rows.len());
+        let mut valid_rows: Vec<BatchRow> = Vec::new();
+        let mut valid_positions: Vec<usize> = Vec::new();
+        for row in request.rows {
+            let person = person_input(row.person);
+            let stay = stay_input(row.stay);
+            let population = catalogue.get(stay.population.trim());
+            match domain::registration::validate(&person, &stay, population, today) {
+                Ok(registration) => {
+                    valid_positions.push(results.len());
+                    valid_rows.push(BatchRow {
+                        registration,
+                        confirm_new_person: row.confirm_new_person,
+                    });
+                    results.push(v1::ImportResult {
+                        row_number: row.row_number,
+                        ..Default::default()
+                    });
+                }
+                Err(violations) => results.push(import_result(
+                    row.row_number,
+                    RowOutcome::Rejected(violations),
+                )),
+            }
+        }
+        let outcomes = self
+            .register_batch(&valid_rows, request.dry_run, actor.name())
+            .await?;
+        for (position, outcome) in valid_positions.into_iter().zip(outcomes) {
+            let row_number = results[position].row_number;
+            results[position] = import_result(row_number, outcome);
+        }
+        Ok(Response::new(v1::ImportStaysResponse { results }))
     }
 
     async fn create_agreement(

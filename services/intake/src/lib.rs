@@ -30,7 +30,7 @@ pub struct Intake {
     pool: PgPool,
     namespace: Namespace,
     outbox: OutboxSignal,
-    learner_number_prefix: String,
+    numbering: store::batch::Numbering,
 }
 
 impl Intake {
@@ -60,7 +60,7 @@ impl Application {
             pool: foundation.pool.clone(),
             namespace: foundation.namespace.clone(),
             outbox: foundation.outbox.clone(),
-            learner_number_prefix: config.registry.learner_number_prefix.clone(),
+            numbering: config.registry.numbering(),
         };
         Ok(Self { foundation, intake })
     }

@@ -22,9 +22,10 @@ use crate::{
     error::IntakeError,
     events,
     store::{
-        self, Registered,
+        self,
         agreements::{self, AgreementRow},
         audit::{self, AuditEntry, change},
+        batch::{self, BatchRow, RowOutcome},
         payments::{self, NewPayment},
         stays,
     },
@@ -80,46 +81,138 @@ impl Intake {
         Ok(learner)
     }
 
-    pub(crate) async fn register(
+    /// Registers many stays in one transaction (or checks them only, with `dry_run`):
+    /// one outcome per row, in order; each change audited and published.
+    pub(crate) async fn register_batch(
         &self,
-        registration: &domain::Registration,
+        rows: &[BatchRow],
+        dry_run: bool,
         actor: &str,
-    ) -> Result<(v1::Learner, Uuid, Registered), IntakeError> {
+    ) -> Result<Vec<RowOutcome>, IntakeError> {
         let mut tx = self.pool.begin().await?;
-        let (learner_id, stay_id, registered) =
-            store::register(&mut tx, registration, &self.learner_number_prefix).await??;
-        let learner = if registered == Registered::AlreadyRegistered {
-            let record = store::learner(&mut tx, learner_id)
-                .await?
-                .ok_or_else(|| IntakeError::NotFound("learner".to_owned()))?;
-            events::learner_message(&record, self.today())
-        } else {
-            audit::record(
+        let outcomes = batch::register(&mut tx, rows, &self.numbering).await?;
+        if dry_run {
+            tx.rollback().await?;
+            return Ok(outcomes);
+        }
+        let changes: Vec<(Uuid, Uuid, bool)> = outcomes
+            .iter()
+            .filter_map(|outcome| {
+                outcome.changed().map(|(learner_id, stay_id)| {
+                    (
+                        learner_id,
+                        stay_id,
+                        matches!(outcome, RowOutcome::Created { .. }),
+                    )
+                })
+            })
+            .collect();
+        if !changes.is_empty() {
+            audit::record_many(
                 &mut tx,
-                AuditEntry {
-                    actor,
-                    action: "stay.registered",
-                    learner_id: Some(learner_id),
-                    stay_id: Some(stay_id),
-                    changes: json!({ "new_person": registered == Registered::NewPerson }),
-                    ..AuditEntry::default()
-                },
+                actor,
+                "stay.registered",
+                changes.iter().map(|(learner_id, stay_id, created)| {
+                    (*learner_id, *stay_id, json!({ "new_person": created }))
+                }),
             )
             .await?;
-            self.publish_learner(
-                &mut tx,
-                learner_id,
-                intake::STAY_REGISTERED,
-                Some(stay_id),
-                "",
-                actor,
-            )
-            .await?
-        };
+            let learner_ids: Vec<Uuid> = changes
+                .iter()
+                .map(|(learner_id, _, _)| *learner_id)
+                .collect();
+            let records = store::learners(&mut tx, &learner_ids).await?;
+            let today = self.today();
+            let mut messages: std::collections::HashMap<Uuid, v1::Learner> =
+                std::collections::HashMap::new();
+            let mut outbox_events = Vec::with_capacity(changes.len());
+            for (learner_id, stay_id, _) in &changes {
+                let Some(record) = records.get(learner_id) else {
+                    continue;
+                };
+                let learner = messages
+                    .entry(*learner_id)
+                    .or_insert_with(|| events::learner_message(record, today))
+                    .clone();
+                outbox_events.push(events::learner_event(
+                    &self.namespace,
+                    intake::STAY_REGISTERED,
+                    learner,
+                    Some(*stay_id),
+                    "",
+                    actor,
+                ));
+            }
+            outbox::enqueue(&mut tx, &outbox_events).await?;
+        }
         tx.commit().await?;
-        self.outbox.notify();
-        tracing::info!(%learner_id, %stay_id, outcome = ?registered, "stay registered");
-        Ok((learner, stay_id, registered))
+        if !changes.is_empty() {
+            self.outbox.notify();
+        }
+        tracing::info!(
+            rows = rows.len(),
+            changed = changes.len(),
+            "registrations applied"
+        );
+        Ok(outcomes)
+    }
+
+    /// Registers one stay: a batch of one.
+    pub(crate) async fn register(
+        &self,
+        registration: domain::Registration,
+        confirm_new_person: bool,
+        actor: &str,
+    ) -> Result<v1::RegisterStayResponse, IntakeError> {
+        let row = BatchRow {
+            registration,
+            confirm_new_person,
+        };
+        let outcome = self
+            .register_batch(std::slice::from_ref(&row), false, actor)
+            .await?
+            .pop()
+            .ok_or_else(|| IntakeError::NotFound("registration outcome".to_owned()))?;
+        let (learner_id, stay_id, new_person) = match outcome {
+            RowOutcome::Created {
+                learner_id,
+                stay_id,
+                ..
+            } => (learner_id, stay_id, true),
+            RowOutcome::StayAdded {
+                learner_id,
+                stay_id,
+                ..
+            }
+            | RowOutcome::Unchanged {
+                learner_id,
+                stay_id,
+                ..
+            } => (learner_id, stay_id, false),
+            RowOutcome::Rejected(violations) => return Err(IntakeError::Invalid(violations)),
+            RowOutcome::PossibleDuplicate(candidates) => {
+                return Ok(v1::RegisterStayResponse {
+                    possible_duplicates: candidates
+                        .into_iter()
+                        .map(|candidate| v1::PossibleDuplicate {
+                            learner_id: candidate.learner_id.to_string(),
+                            login: candidate.login,
+                        })
+                        .collect(),
+                    ..Default::default()
+                });
+            }
+        };
+        let mut conn = self.pool.acquire().await?;
+        let record = store::learner(&mut conn, learner_id)
+            .await?
+            .ok_or_else(|| IntakeError::NotFound("learner".to_owned()))?;
+        Ok(v1::RegisterStayResponse {
+            learner: Some(events::learner_message(&record, self.today())),
+            stay_id: stay_id.to_string(),
+            new_person,
+            possible_duplicates: Vec::new(),
+        })
     }
 
     pub(crate) async fn amend_person(

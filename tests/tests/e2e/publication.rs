@@ -142,7 +142,8 @@ async fn learners_registered_while_directory_is_stopped_are_published_once_it_st
             .register(registration(
                 &format!("Durand {}", name_for(i)),
                 "Paul",
-                "2000-01-01",
+                // Born on different days: not near matches of each other.
+                &format!("2000-{:02}-{:02}", i / 28 + 1, i % 28 + 1),
             ))
             .await;
     }

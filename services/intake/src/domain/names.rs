@@ -71,6 +71,21 @@ pub fn login_candidate(base: &str, n: u32) -> String {
     }
 }
 
+/// Levenshtein distance, for near matches of folded names.
+pub fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut current = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = previous[j] + usize::from(ca != *cb);
+            current[j + 1] = substitution.min(previous[j + 1] + 1).min(current[j] + 1);
+        }
+        previous = current;
+    }
+    previous[b.len()]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,6 +108,15 @@ mod tests {
             "maximilian.o-brien-s"
         );
         assert_eq!(login_base("王", "小明"), "xiao-ming.wang");
+    }
+
+    #[test]
+    fn edit_distances() {
+        assert_eq!(edit_distance("lefevre", "lefevre"), 0);
+        assert_eq!(edit_distance("lefevre", "lefebvre"), 1);
+        assert_eq!(edit_distance("martin", "martan"), 1);
+        assert_eq!(edit_distance("martin", "mratin"), 2);
+        assert_eq!(edit_distance("", "abc"), 3);
     }
 
     #[test]

@@ -38,3 +38,32 @@ pub async fn record(conn: &mut PgConnection, entry: AuditEntry<'_>) -> Result<()
 pub fn change(from: impl Into<Value>, to: impl Into<Value>) -> Value {
     serde_json::json!({ "from": from.into(), "to": to.into() })
 }
+
+/// One audit entry per (learner, stay, changes), in one statement.
+pub async fn record_many(
+    conn: &mut PgConnection,
+    actor: &str,
+    action: &str,
+    entries: impl Iterator<Item = (Uuid, Uuid, Value)>,
+) -> Result<(), sqlx::Error> {
+    let mut learner_ids = Vec::new();
+    let mut stay_ids = Vec::new();
+    let mut changes = Vec::new();
+    for (learner_id, stay_id, change) in entries {
+        learner_ids.push(learner_id);
+        stay_ids.push(stay_id);
+        changes.push(sqlx::types::Json(change));
+    }
+    sqlx::query(
+        "INSERT INTO audit_trail (actor, action, learner_id, stay_id, changes)
+         SELECT $1, $2, l, s, c FROM unnest($3::uuid[], $4::uuid[], $5::jsonb[]) AS u(l, s, c)",
+    )
+    .bind(actor)
+    .bind(action)
+    .bind(&learner_ids)
+    .bind(&stay_ids)
+    .bind(&changes)
+    .execute(conn)
+    .await?;
+    Ok(())
+}

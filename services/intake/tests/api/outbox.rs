@@ -1,10 +1,10 @@
 use std::collections::HashSet;
 
-use hosted_contracts::subjects::Service;
+use hosted_contracts::{subjects::Service, v1};
 use hosted_platform::config::NatsConfig;
 
 use crate::{
-    helpers::{TestIntake, config, registration},
+    helpers::{TestIntake, config, person, stay},
     register::wait_for_messages,
 };
 
@@ -30,7 +30,16 @@ async fn events_committed_while_nats_is_away_are_published_after_restart() {
     let mut client = offline.client().await;
     for i in 0..20 {
         client
-            .register_stay(offline.deve(registration(&format!("Durand{}", letters(i)), "Paul")))
+            .register_stay(offline.deve(v1::RegisterStayRequest {
+                // Born on different days: not near matches of each other.
+                person: Some(person(
+                    &format!("Durand{}", letters(i)),
+                    "Paul",
+                    &format!("2001-03-{:02}", i + 1),
+                )),
+                stay: Some(stay("IFSI")),
+                confirm_new_person: false,
+            }))
             .await
             .unwrap();
     }
