@@ -4,6 +4,7 @@
 mod access;
 mod agreements;
 mod helpers;
+mod import;
 mod lifecycle;
 mod outbox;
 mod register;
