@@ -14,8 +14,6 @@ pub enum IntakeError {
     /// A concurrent change won (stale version).
     #[error("{0}")]
     Aborted(String),
-    #[error("{0} is not served by this version yet")]
-    Unimplemented(&'static str),
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
     #[error("event encoding: {0}")]
@@ -35,7 +33,6 @@ impl ServiceError for IntakeError {
             IntakeError::NotFound(_) => ErrorCode::NotFound,
             IntakeError::FailedPrecondition(_) => ErrorCode::FailedPrecondition,
             IntakeError::Aborted(_) => ErrorCode::Aborted,
-            IntakeError::Unimplemented(_) => ErrorCode::Unimplemented,
             IntakeError::Database(_) | IntakeError::Encoding(_) => ErrorCode::Internal,
         }
     }

@@ -157,10 +157,6 @@ fn import_result(row_number: i64, outcome: RowOutcome) -> v1::ImportResult {
     result
 }
 
-fn unimplemented<T>(rpc: &'static str) -> Result<Response<T>, Status> {
-    Err(IntakeError::Unimplemented(rpc).into())
-}
-
 #[tonic::async_trait]
 impl v1::intake_service_server::IntakeService for Intake {
     async fn register_stay(
@@ -244,9 +240,68 @@ impl v1::intake_service_server::IntakeService for Intake {
 
     async fn search_learners(
         &self,
-        _request: Request<v1::SearchLearnersRequest>,
+        request: Request<v1::SearchLearnersRequest>,
     ) -> Result<Response<v1::SearchLearnersResponse>, Status> {
-        unimplemented("SearchLearners")
+        let request = request.into_inner();
+        let mut violations = Violations::default();
+        let text = |value: &str| (!value.trim().is_empty()).then(|| value.trim().to_owned());
+        let agreement_id = text(&request.agreement_id).and_then(|id| {
+            let parsed = Uuid::parse_str(&id).ok();
+            if parsed.is_none() {
+                violations.add("agreement_id", "not an id");
+            }
+            parsed
+        });
+        let active_on = text(&request.active_on)
+            .and_then(|day| domain::registration::parse_date("active_on", &day, &mut violations));
+        let after = text(&request.page_token).and_then(|token| {
+            let parsed = Uuid::parse_str(&token).ok();
+            if parsed.is_none() {
+                violations.add("page_token", "not a token this service gave");
+            }
+            parsed
+        });
+        let filter = store::SearchFilter {
+            name_words: request
+                .name
+                .split([' ', '-', '\'', ','])
+                .map(domain::names::fold)
+                .filter(|word| !word.is_empty())
+                .collect(),
+            login: text(&request.login).map(|login| login.to_ascii_lowercase()),
+            learner_number: text(&request.learner_number),
+            ine: text(&request.ine).map(|ine| ine.to_ascii_uppercase()),
+            population: text(&request.population),
+            agreement_id,
+            sponsor_unit: text(&request.sponsor_unit),
+            active_on,
+        };
+        if !violations.is_empty() {
+            return Err(IntakeError::Invalid(violations).into());
+        }
+        let limit = page_size(request.page_size);
+        let mut conn = self.pool.acquire().await.map_err(IntakeError::from)?;
+        let mut ids = store::search(&mut conn, &filter, after, limit + 1)
+            .await
+            .map_err(IntakeError::from)?;
+        let next_page_token = if ids.len() as i64 > limit {
+            ids.truncate(limit as usize);
+            ids.last().map(Uuid::to_string).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        let records = store::learners(&mut conn, &ids)
+            .await
+            .map_err(IntakeError::from)?;
+        let today = self.today();
+        Ok(Response::new(v1::SearchLearnersResponse {
+            learners: ids
+                .iter()
+                .filter_map(|id| records.get(id))
+                .map(|record| events::learner_message(record, today))
+                .collect(),
+            next_page_token,
+        }))
     }
 
     async fn amend_person(
@@ -533,8 +588,30 @@ impl v1::intake_service_server::IntakeService for Intake {
 
     async fn get_stats(
         &self,
-        _request: Request<v1::GetStatsRequest>,
+        request: Request<v1::GetStatsRequest>,
     ) -> Result<Response<v1::GetStatsResponse>, Status> {
-        unimplemented("GetStats")
+        let on = request.into_inner().on;
+        let on = if on.trim().is_empty() {
+            self.today()
+        } else {
+            self.day("on", &on)?
+        };
+        let mut conn = self.pool.acquire().await.map_err(IntakeError::from)?;
+        let counts = store::counts(&mut conn, on)
+            .await
+            .map_err(IntakeError::from)?;
+        let to_counts = |pairs: Vec<(String, i64)>| {
+            pairs
+                .into_iter()
+                .map(|(key, learners)| v1::Count { key, learners })
+                .collect()
+        };
+        Ok(Response::new(v1::GetStatsResponse {
+            on: domain::registration::format_date(on),
+            total_learners: counts.total,
+            by_population: to_counts(counts.by_population),
+            by_agreement: to_counts(counts.by_agreement),
+            by_sponsor_unit: to_counts(counts.by_sponsor_unit),
+        }))
     }
 }

@@ -10,6 +10,18 @@ pub fn fold(name: &str) -> String {
         .collect()
 }
 
+/// Family, birth and given names folded, each word apart, for name searches.
+pub fn folded_names(family_name: &str, birth_name: Option<&str>, given_names: &str) -> String {
+    [Some(family_name), birth_name, Some(given_names)]
+        .into_iter()
+        .flatten()
+        .flat_map(|names| names.split([' ', '-', '\'', ',']))
+        .map(fold)
+        .filter(|word| !word.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// The first of the given names ("Marie-Claire Anne" → "Marie-Claire").
 pub fn first_given_name(given_names: &str) -> &str {
     given_names

@@ -61,6 +61,15 @@ impl NewPerson {
         names::match_key(birth_name, &self.given_names, self.birth_date)
     }
 
+    /// What name searches look in.
+    pub fn folded_names(&self) -> String {
+        names::folded_names(
+            &self.family_name,
+            self.birth_name.as_deref(),
+            &self.given_names,
+        )
+    }
+
     pub fn login_base(&self) -> String {
         names::login_base(&self.family_name, &self.given_names)
     }

@@ -625,6 +625,7 @@ async fn insert_persons(
     let mut ines = Vec::with_capacity(new_persons.len());
     let mut phones = Vec::with_capacity(new_persons.len());
     let mut match_keys = Vec::with_capacity(new_persons.len());
+    let mut folded_names = Vec::with_capacity(new_persons.len());
     for ((index, learner_id, _), number) in new_persons.iter().zip(numbers) {
         let person = &rows[*index].registration.person;
         learner_ids.push(*learner_id);
@@ -638,12 +639,13 @@ async fn insert_persons(
         ines.push(person.ine.clone());
         phones.push(person.phone.clone());
         match_keys.push(keys[*index].clone());
+        folded_names.push(person.folded_names());
     }
     sqlx::query(
         "INSERT INTO persons (learner_id, learner_number, login, family_name, birth_name, given_names,
-                              birth_date, email, ine, phone, match_key)
+                              birth_date, email, ine, phone, match_key, folded_names)
          SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                              $7::date[], $8::text[], $9::text[], $10::text[], $11::text[])",
+                              $7::date[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[])",
     )
     .bind(&learner_ids)
     .bind(&learner_numbers)
@@ -656,6 +658,7 @@ async fn insert_persons(
     .bind(&ines)
     .bind(&phones)
     .bind(&match_keys)
+    .bind(&folded_names)
     .execute(&mut *conn)
     .await?;
     Ok(())

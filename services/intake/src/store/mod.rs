@@ -213,7 +213,7 @@ pub async fn update_person(
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE persons SET family_name = $2, birth_name = $3, given_names = $4, birth_date = $5, email = $6,
-                ine = $7, phone = $8, match_key = $9, version = version + 1, updated_at = now()
+                ine = $7, phone = $8, match_key = $9, folded_names = $10, version = version + 1, updated_at = now()
          WHERE learner_id = $1",
     )
     .bind(learner_id)
@@ -225,6 +225,7 @@ pub async fn update_person(
     .bind(&person.ine)
     .bind(&person.phone)
     .bind(person.match_key())
+    .bind(person.folded_names())
     .execute(conn)
     .await?;
     Ok(())
@@ -240,4 +241,106 @@ pub async fn ine_taken_by_other(
         .bind(learner_id)
         .fetch_one(conn)
         .await
+}
+
+/// Search filters; each applies only when given.
+#[derive(Debug, Default, Clone)]
+pub struct SearchFilter {
+    /// Folded words, each of which must start a word of the learner's names.
+    pub name_words: Vec<String>,
+    pub login: Option<String>,
+    pub learner_number: Option<String>,
+    pub ine: Option<String>,
+    pub population: Option<String>,
+    pub agreement_id: Option<Uuid>,
+    pub sponsor_unit: Option<String>,
+    pub active_on: Option<Date>,
+}
+
+/// Learner ids matching the filter, in id order after `after`.
+pub async fn search(
+    conn: &mut PgConnection,
+    filter: &SearchFilter,
+    after: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    // Words match at the start of a word of the folded names: " durand" in " paul durand".
+    let patterns: Vec<String> = filter
+        .name_words
+        .iter()
+        .map(|word| format!("% {word}%"))
+        .collect();
+    sqlx::query_scalar(
+        "SELECT p.learner_id FROM persons p
+         WHERE (' ' || p.folded_names) LIKE ALL($1::text[])
+           AND ($2::text IS NULL OR p.login = $2)
+           AND ($3::text IS NULL OR p.learner_number = $3)
+           AND ($4::text IS NULL OR p.ine = $4)
+           AND ($9::uuid IS NULL OR p.learner_id > $9)
+           AND ($5::text IS NULL AND $6::uuid IS NULL AND $7::text IS NULL AND $8::date IS NULL
+                OR EXISTS (SELECT 1 FROM stays s WHERE s.learner_id = p.learner_id AND NOT s.cancelled
+                             AND ($5::text IS NULL OR s.population = $5)
+                             AND ($6::uuid IS NULL OR s.agreement_id = $6)
+                             AND ($7::text IS NULL OR s.sponsor_unit = $7)
+                             AND ($8::date IS NULL OR (s.start_date <= $8 AND s.end_date >= $8))))
+         ORDER BY p.learner_id LIMIT $10",
+    )
+    .bind(&patterns)
+    .bind(&filter.login)
+    .bind(&filter.learner_number)
+    .bind(&filter.ine)
+    .bind(&filter.population)
+    .bind(filter.agreement_id)
+    .bind(&filter.sponsor_unit)
+    .bind(filter.active_on)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+}
+
+/// Counts of learners with a stay (not cancelled) covering `on`.
+pub async fn counts(conn: &mut PgConnection, on: Date) -> Result<Counts, sqlx::Error> {
+    let total: i64 = sqlx::query_scalar(
+        "SELECT count(DISTINCT learner_id) FROM stays
+         WHERE NOT cancelled AND start_date <= $1 AND end_date >= $1",
+    )
+    .bind(on)
+    .fetch_one(&mut *conn)
+    .await?;
+    let grouped = |column: &'static str| {
+        format!(
+            "SELECT COALESCE({column}::text, ''), count(DISTINCT learner_id) FROM stays
+             WHERE NOT cancelled AND start_date <= $1 AND end_date >= $1
+             GROUP BY 1 ORDER BY 2 DESC, 1"
+        )
+    };
+    let by_population: Vec<(String, i64)> = sqlx::query_as(&grouped("population"))
+        .bind(on)
+        .fetch_all(&mut *conn)
+        .await?;
+    let by_agreement: Vec<(String, i64)> = sqlx::query_as(&grouped("agreement_id"))
+        .bind(on)
+        .fetch_all(&mut *conn)
+        .await?;
+    let by_sponsor_unit: Vec<(String, i64)> = sqlx::query_as(&grouped("sponsor_unit"))
+        .bind(on)
+        .fetch_all(&mut *conn)
+        .await?;
+    Ok(Counts {
+        total,
+        by_population,
+        by_agreement,
+        by_sponsor_unit,
+    })
+}
+
+/// Hosted learners counted on one day: only this registry's, never enrolled students.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Counts {
+    pub total: i64,
+    pub by_population: Vec<(String, i64)>,
+    /// The empty key counts stays under no agreement.
+    pub by_agreement: Vec<(String, i64)>,
+    pub by_sponsor_unit: Vec<(String, i64)>,
 }

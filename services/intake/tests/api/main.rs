@@ -8,4 +8,5 @@ mod import;
 mod lifecycle;
 mod outbox;
 mod register;
+mod search;
 mod startup;

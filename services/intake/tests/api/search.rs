@@ -1,0 +1,208 @@
+use hosted_contracts::v1;
+use hosted_platform::auth::Role;
+
+use crate::helpers::{TestIntake, day, person, stay};
+
+async fn register(
+    intake: &TestIntake,
+    family_name: &str,
+    given_names: &str,
+    birth_date: &str,
+    population: &str,
+    unit: &str,
+    start: i64,
+    end: i64,
+) {
+    let mut stay = stay(population);
+    stay.sponsor_unit = unit.to_owned();
+    stay.start_date = day(start);
+    stay.end_date = day(end);
+    intake
+        .client()
+        .await
+        .register_stay(intake.deve(v1::RegisterStayRequest {
+            person: Some(person(family_name, given_names, birth_date)),
+            stay: Some(stay),
+            confirm_new_person: true,
+        }))
+        .await
+        .unwrap();
+}
+
+async fn seed(intake: &TestIntake) {
+    register(
+        intake,
+        "Lefèvre",
+        "Élodie",
+        "2001-02-03",
+        "IFSI",
+        "IFSI-NORD",
+        -10,
+        100,
+    )
+    .await;
+    register(
+        intake,
+        "Le Fèvre",
+        "Jean-Marc",
+        "1980-05-06",
+        "RECTORAT_PAF",
+        "INSPE",
+        -10,
+        100,
+    )
+    .await;
+    register(
+        intake,
+        "Martin",
+        "Léa",
+        "1999-09-09",
+        "IFSI",
+        "IFSI-SUD",
+        30,
+        100,
+    )
+    .await;
+    register(
+        intake,
+        "Durand",
+        "Paul",
+        "1985-01-01",
+        "VAE",
+        "DFC",
+        -100,
+        100,
+    )
+    .await;
+}
+
+fn logins(response: &v1::SearchLearnersResponse) -> Vec<String> {
+    let mut logins: Vec<String> = response
+        .learners
+        .iter()
+        .map(|learner| learner.person.as_ref().unwrap().login.clone())
+        .collect();
+    logins.sort();
+    logins
+}
+
+#[tokio::test]
+async fn learners_are_found_by_folded_names_and_by_their_stays() {
+    let intake = TestIntake::spawn().await;
+    seed(&intake).await;
+    let client = intake.client().await;
+    let search = |request: v1::SearchLearnersRequest| {
+        let request = intake.as_role(Role::Dosi, request);
+        let mut client = client.clone();
+        async move { client.search_learners(request).await.unwrap().into_inner() }
+    };
+
+    let by_name = search(v1::SearchLearnersRequest {
+        name: "LEFEVRE".to_owned(),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(logins(&by_name), ["elodie.lefevre"]);
+    let by_word = search(v1::SearchLearnersRequest {
+        name: "fevre jean".to_owned(),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(logins(&by_word), ["jean-marc.le-fevre"]);
+    let by_population = search(v1::SearchLearnersRequest {
+        population: "IFSI".to_owned(),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(logins(&by_population), ["elodie.lefevre", "lea.martin"]);
+    let active_today = search(v1::SearchLearnersRequest {
+        population: "IFSI".to_owned(),
+        active_on: day(0),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(logins(&active_today), ["elodie.lefevre"]);
+    let by_unit = search(v1::SearchLearnersRequest {
+        sponsor_unit: "INSPE".to_owned(),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(logins(&by_unit), ["jean-marc.le-fevre"]);
+    let by_login = search(v1::SearchLearnersRequest {
+        login: "Lea.Martin".to_owned(),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(logins(&by_login), ["lea.martin"]);
+
+    // Pages of one, all four seen once.
+    let mut seen = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = search(v1::SearchLearnersRequest {
+            page_size: 1,
+            page_token: page_token.clone(),
+            ..Default::default()
+        })
+        .await;
+        seen.extend(logins(&page));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    seen.sort();
+    assert_eq!(seen.len(), 4);
+    assert_eq!(
+        seen,
+        logins(
+            &search(v1::SearchLearnersRequest {
+                page_size: 10,
+                ..Default::default()
+            })
+            .await
+        )
+    );
+    intake.stop().await;
+}
+
+#[tokio::test]
+async fn stats_count_hosted_learners_on_a_day() {
+    let intake = TestIntake::spawn().await;
+    seed(&intake).await;
+    let mut client = intake.client().await;
+    let stats = |on: String| intake.as_role(Role::Dosi, v1::GetStatsRequest { on });
+
+    let today = client
+        .get_stats(stats(String::new()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(today.on, day(0));
+    assert_eq!(today.total_learners, 3);
+    let populations: Vec<(String, i64)> = today
+        .by_population
+        .iter()
+        .map(|c| (c.key.clone(), c.learners))
+        .collect();
+    assert_eq!(
+        populations,
+        [
+            ("IFSI".to_owned(), 1),
+            ("RECTORAT_PAF".to_owned(), 1),
+            ("VAE".to_owned(), 1)
+        ]
+    );
+    assert_eq!(today.by_agreement.len(), 1, "no agreement: one empty key");
+    assert_eq!(today.by_agreement[0].key, "");
+
+    let later = client.get_stats(stats(day(50))).await.unwrap().into_inner();
+    assert_eq!(later.total_learners, 4);
+    let earlier = client
+        .get_stats(stats(day(-50)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(earlier.total_learners, 1, "only the VAE candidate then");
+    intake.stop().await;
+}
