@@ -3,35 +3,9 @@ use hosted_platform::auth::Role;
 
 use crate::helpers::{TestIntake, day, person, stay};
 
-async fn register(
-    intake: &TestIntake,
-    family_name: &str,
-    given_names: &str,
-    birth_date: &str,
-    population: &str,
-    unit: &str,
-    start: i64,
-    end: i64,
-) {
-    let mut stay = stay(population);
-    stay.sponsor_unit = unit.to_owned();
-    stay.start_date = day(start);
-    stay.end_date = day(end);
-    intake
-        .client()
-        .await
-        .register_stay(intake.deve(v1::RegisterStayRequest {
-            person: Some(person(family_name, given_names, birth_date)),
-            stay: Some(stay),
-            confirm_new_person: true,
-        }))
-        .await
-        .unwrap();
-}
-
-async fn seed(intake: &TestIntake) {
-    register(
-        intake,
+/// Four learners: (family name, given names, birth date, population, unit, start, end).
+const LEARNERS: [(&str, &str, &str, &str, &str, i64, i64); 4] = [
+    (
         "Lefèvre",
         "Élodie",
         "2001-02-03",
@@ -39,10 +13,8 @@ async fn seed(intake: &TestIntake) {
         "IFSI-NORD",
         -10,
         100,
-    )
-    .await;
-    register(
-        intake,
+    ),
+    (
         "Le Fèvre",
         "Jean-Marc",
         "1980-05-06",
@@ -50,30 +22,27 @@ async fn seed(intake: &TestIntake) {
         "INSPE",
         -10,
         100,
-    )
-    .await;
-    register(
-        intake,
-        "Martin",
-        "Léa",
-        "1999-09-09",
-        "IFSI",
-        "IFSI-SUD",
-        30,
-        100,
-    )
-    .await;
-    register(
-        intake,
-        "Durand",
-        "Paul",
-        "1985-01-01",
-        "VAE",
-        "DFC",
-        -100,
-        100,
-    )
-    .await;
+    ),
+    ("Martin", "Léa", "1999-09-09", "IFSI", "IFSI-SUD", 30, 100),
+    ("Durand", "Paul", "1985-01-01", "VAE", "DFC", -100, 100),
+];
+
+async fn seed(intake: &TestIntake) {
+    let mut client = intake.client().await;
+    for (family_name, given_names, birth_date, population, unit, start, end) in LEARNERS {
+        let mut stay = stay(population);
+        stay.sponsor_unit = unit.to_owned();
+        stay.start_date = day(start);
+        stay.end_date = day(end);
+        client
+            .register_stay(intake.deve(v1::RegisterStayRequest {
+                person: Some(person(family_name, given_names, birth_date)),
+                stay: Some(stay),
+                confirm_new_person: true,
+            }))
+            .await
+            .unwrap();
+    }
 }
 
 fn logins(response: &v1::SearchLearnersResponse) -> Vec<String> {
