@@ -130,9 +130,22 @@ impl GrpcServer {
             .trace_fn(crate::telemetry::grpc_span)
             .layer(AuthLayer::new(policy, callers))
             .add_routes(routes)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown)
+            .serve_with_incoming_shutdown(incoming(self.listener), shutdown)
             .await
     }
+}
+
+/// Accepted connections with Nagle's algorithm off: a gRPC answer is one small write
+/// that must leave at once, not wait for the client's delayed ACK (~40 ms a call).
+fn incoming(
+    listener: TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt;
+    TcpListenerStream::new(listener).map(|accepted| {
+        let stream = accepted?;
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    })
 }
 
 fn reflection(
