@@ -10,9 +10,10 @@
 use anyhow::{Context, bail};
 use hosted_contracts::v1;
 
-/// Every column a cohort file may have, named as `PersonInput` and `StayInput` name
-/// the fields, so that a reason from intake points at the column to fix.
-pub const COLUMNS: [&str; 13] = [
+/// Every column a cohort file may have, named as `PersonInput`, `StayInput` and
+/// `ImportRow` name the fields, so that a reason from intake points at the column to
+/// fix.
+pub const COLUMNS: [&str; 14] = [
     "family_name",
     "birth_name",
     "given_names",
@@ -26,6 +27,9 @@ pub const COLUMNS: [&str; 13] = [
     "agreement_id",
     "start_date",
     "end_date",
+    // "yes" registers a new person even though intake found a near match, once
+    // someone has checked that it is not the same person.
+    "confirm_new_person",
 ];
 
 /// The columns without which no row could be valid: their absence is the file's
@@ -76,6 +80,8 @@ pub struct CohortRow {
 pub struct CohortFile {
     /// `b','` or `b';'`, as the header line shows; the results file uses it too.
     pub separator: u8,
+    /// Whether the file began with a UTF-8 byte-order mark (Excel's "CSV UTF-8" does).
+    pub bom: bool,
     pub rows: Vec<CohortRow>,
 }
 
@@ -92,6 +98,7 @@ pub fn parse(bytes: &[u8]) -> anyhow::Result<CohortFile> {
     if bytes.starts_with(b"\xFF\xFE") || bytes.starts_with(b"\xFE\xFF") {
         bail!("the file is UTF-16: save it as \"CSV UTF-8\"");
     }
+    let bom = bytes.starts_with(UTF8_BOM);
     let bytes = bytes.strip_prefix(UTF8_BOM).unwrap_or(bytes);
     let separator = detect_separator(bytes);
     let mut reader = csv::ReaderBuilder::new()
@@ -111,12 +118,13 @@ pub fn parse(bytes: &[u8]) -> anyhow::Result<CohortFile> {
         );
     }
     let columns = read_header(&record)?;
+    let mut lines = LineCounter::default();
     let mut rows = Vec::new();
     while reader
         .read_byte_record(&mut record)
         .context("reading the file")?
     {
-        let line = record.position().map_or(0, csv::Position::line);
+        let line = lines.line_at(bytes, record.position().map_or(0, csv::Position::byte));
         // Spreadsheets export the empty rows under a table as lines of separators.
         if record.iter().all(|field| field.trim_ascii().is_empty()) {
             continue;
@@ -124,7 +132,45 @@ pub fn parse(bytes: &[u8]) -> anyhow::Result<CohortFile> {
         let content = read_row(&columns, &record, line)?;
         rows.push(CohortRow { line, content });
     }
-    Ok(CohortFile { separator, rows })
+    Ok(CohortFile {
+        separator,
+        bom,
+        rows,
+    })
+}
+
+/// Line numbers from byte offsets. The reader's own line count lags by one after a
+/// CRLF line end (it counts the `\n` when the next record begins), and spreadsheets
+/// on Windows write CRLF.
+#[derive(Debug, Default)]
+struct LineCounter {
+    offset: usize,
+    /// Line ends before `offset`.
+    newlines: u64,
+}
+
+impl LineCounter {
+    /// The line of the record that starts at `offset` (or at the line ends after it).
+    fn line_at(&mut self, bytes: &[u8], offset: u64) -> u64 {
+        let mut offset = usize::try_from(offset)
+            .unwrap_or(bytes.len())
+            .min(bytes.len());
+        while bytes
+            .get(offset)
+            .is_some_and(|byte| matches!(byte, b'\r' | b'\n'))
+        {
+            offset += 1;
+        }
+        if offset >= self.offset {
+            let newlines = bytes[self.offset..offset]
+                .iter()
+                .filter(|byte| **byte == b'\n')
+                .count();
+            self.newlines += newlines as u64;
+            self.offset = offset;
+        }
+        self.newlines + 1
+    }
 }
 
 /// `;` when the header line has more of them than commas (outside quotes): French
@@ -221,6 +267,7 @@ fn read_row(
     }
     let mut person = v1::PersonInput::default();
     let mut stay = v1::StayInput::default();
+    let mut confirm_new_person = false;
     let mut errors = Vec::new();
     for (index, (column, cell)) in columns.iter().zip(record.iter()).enumerate() {
         let Ok(value) = std::str::from_utf8(cell) else {
@@ -243,6 +290,16 @@ fn read_row(
             }
             continue;
         };
+        if *column == "confirm_new_person" {
+            match yes_or_no(value) {
+                Some(yes) => confirm_new_person = yes,
+                None => errors.push(RowError::new(
+                    *column,
+                    format!("{value:?} is neither yes nor no"),
+                )),
+            }
+            continue;
+        }
         let value = if DATE_COLUMNS.contains(column) {
             iso_date(value)
         } else {
@@ -273,7 +330,17 @@ fn read_row(
         row_number: i64::try_from(line).context("line number")?,
         person: Some(person),
         stay: Some(stay),
+        confirm_new_person,
     }))
+}
+
+/// Spreadsheet ways of saying yes or no, in English and French; empty is no.
+fn yes_or_no(value: &str) -> Option<bool> {
+    match value.to_lowercase().as_str() {
+        "" | "no" | "n" | "non" | "false" | "faux" | "0" => Some(false),
+        "yes" | "y" | "oui" | "o" | "true" | "vrai" | "1" | "x" => Some(true),
+        _ => None,
+    }
 }
 
 /// `DD/MM/YYYY` (as spreadsheets show dates in France) becomes `YYYY-MM-DD`; anything
@@ -297,7 +364,8 @@ pub fn iso_date(value: &str) -> String {
 mod tests {
     use super::*;
 
-    const HEADER: &str = "family_name,given_names,birth_date,email,population,sponsor_unit,start_date,end_date";
+    const HEADER: &str =
+        "family_name,given_names,birth_date,email,population,sponsor_unit,start_date,end_date";
 
     fn person(row: &CohortRow) -> v1::PersonInput {
         row.content
@@ -337,6 +405,7 @@ mod tests {
         assert!(text.as_bytes().starts_with(UTF8_BOM));
         let file = parse(text.as_bytes()).expect("parsed");
         assert_eq!(file.separator, b';');
+        assert!(file.bom);
         let row = &file.rows[0];
         assert_eq!(row.line, 2);
         assert_eq!(person(row).family_name, "D'Arc, dite la Pucelle");
@@ -354,6 +423,30 @@ mod tests {
         assert_eq!(detect_separator(b"\"a;b\",c,d\n"), b',');
         assert_eq!(detect_separator(b"\n\na;b\n"), b';');
         assert_eq!(detect_separator(b""), b',');
+    }
+
+    #[test]
+    fn confirm_new_person_is_yes_or_no() {
+        let text = format!(
+            "{HEADER},Confirm_New_Person\n\
+             Martin,Paul,1990-01-01,paul@example.org,VAE,SUFA,2026-09-01,2027-06-30,\n\
+             Martin,Paul,1990-01-01,paul@example.org,VAE,SUFA,2026-09-01,2027-06-30,Oui\n\
+             Martin,Paul,1990-01-01,paul@example.org,VAE,SUFA,2026-09-01,2027-06-30,peut-être\n"
+        );
+        let file = parse(text.as_bytes()).expect("parsed");
+        let confirmed: Vec<Option<bool>> = file
+            .rows
+            .iter()
+            .map(|row| row.content.as_ref().ok().map(|row| row.confirm_new_person))
+            .collect();
+        assert_eq!(confirmed, [Some(false), Some(true), None]);
+        assert_eq!(
+            file.rows[2].content.clone().expect_err("rejected"),
+            [RowError::new(
+                "confirm_new_person",
+                "\"peut-être\" is neither yes nor no"
+            )]
+        );
     }
 
     #[test]
@@ -418,6 +511,18 @@ mod tests {
     }
 
     #[test]
+    fn row_numbers_with_crlf_line_ends() {
+        let valid = "Martin;Paul;01/01/1990;paul@example.org;VAE;SUFA;01/09/2026;30/06/2027";
+        let text = format!(
+            "{}\r\n{valid}\r\n\r\n{valid}\r\n\"Le\r\nGall\";Anne;01/01/1990;anne@example.org;VAE;SUFA;01/09/2026;30/06/2027\r\n{valid}",
+            HEADER.replace(',', ";")
+        );
+        let file = parse(text.as_bytes()).expect("parsed");
+        let lines: Vec<u64> = file.rows.iter().map(|row| row.line).collect();
+        assert_eq!(lines, [2, 4, 5, 7]);
+    }
+
+    #[test]
     fn unreadable_rows_are_rejected_locally_and_the_others_kept() {
         let mut bytes = format!(
             "{HEADER},\n\
@@ -451,10 +556,7 @@ mod tests {
         assert_eq!(outcomes[0], (2, None));
         assert_eq!(
             outcomes[1],
-            (
-                3,
-                Some("row: 8 fields where the header has 9".to_owned())
-            )
+            (3, Some("row: 7 fields where the header has 9".to_owned()))
         );
         assert!(
             outcomes[2]

@@ -4,11 +4,12 @@
 //! prints text for people and, with `--json`, JSON for scripts.
 #![allow(clippy::print_stdout)]
 
-use std::io::Read;
+use std::{io::Read, path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use hosted_contracts::v1;
+use hosted_hlctl::{generate, import};
 use rand::RngCore;
 use serde_json::json;
 use tonic::transport::Channel;
@@ -68,6 +69,60 @@ enum Command {
         #[command(subcommand)]
         action: DeadLetterAction,
     },
+    /// Cohort imports from CSV files (see docs/cohort-import.md).
+    Import {
+        #[command(subcommand)]
+        action: ImportAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ImportAction {
+    /// Registers every row of a cohort file (role deve). Exit code 0 when every row
+    /// was accepted, 2 when some were not (rejected, possible duplicates), 1 when the
+    /// import failed.
+    Stays(ImportStaysArgs),
+    /// Writes a realistic cohort file, with invalid rows, for tests and benchmarks.
+    Generate(GenerateArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ImportStaysArgs {
+    /// The cohort file: CSV in UTF-8, `,` or `;`, a header row naming the columns.
+    file: PathBuf,
+    /// Rows per ImportStays call (intake takes at most 1000).
+    #[arg(long, default_value_t = 500,
+          value_parser = clap::value_parser!(u64).range(1..=import::MAX_BATCH_SIZE))]
+    batch_size: u64,
+    /// Validate and match without writing anything.
+    #[arg(long)]
+    dry_run: bool,
+    /// Where to write one result per row [default: <FILE's stem>.results.csv beside
+    /// FILE, or <stem>.dry-run.results.csv for a dry run].
+    #[arg(long, value_name = "FILE")]
+    results: Option<PathBuf>,
+    /// Seconds to wait for intake's answer to one chunk before trying it again.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    timeout: u64,
+}
+
+#[derive(Debug, clap::Args)]
+struct GenerateArgs {
+    file: PathBuf,
+    /// Rows in all, the invalid ones included.
+    #[arg(long, default_value_t = 2000)]
+    rows: usize,
+    /// Rows that intake (or the reader) must reject, each wrong in one way.
+    #[arg(long, default_value_t = 0)]
+    bad: usize,
+    /// The same seed, on the same day, writes the same file.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Write it as a French spreadsheet exports it: `;`, DD/MM/YYYY, byte-order
+    /// mark, CRLF, header in capitals.
+    #[arg(long)]
+    spreadsheet: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -110,7 +165,8 @@ struct RegisterArgs {
 }
 
 fn authorized<T>(token: &Option<String>, message: T) -> anyhow::Result<tonic::Request<T>> {
-    let Some(token) = token else {
+    // An empty HLCTL_TOKEN is a missing one, not a credential to send.
+    let Some(token) = token.as_deref().filter(|token| !token.is_empty()) else {
         bail!("a caller token is required: --token or HLCTL_TOKEN");
     };
     let mut request = tonic::Request::new(message);
@@ -187,8 +243,17 @@ fn print_learner(learner: &v1::Learner, as_json: bool) {
 }
 
 #[tokio::main(flavor = "current_thread")]
-async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+async fn main() -> anyhow::Result<ExitCode> {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // Not clap's 2 for a usage error: `import stays` says "rows rejected" with 2,
+        // and a script must not take a mistyped option for that. 64 is EX_USAGE, as
+        // the services use.
+        Err(error) => {
+            error.print()?;
+            return Ok(ExitCode::from(if error.use_stderr() { 64 } else { 0 }));
+        }
+    };
     match cli.command {
         Command::NewToken => {
             let mut bytes = [0u8; 32];
@@ -453,6 +518,80 @@ async fn main() -> anyhow::Result<()> {
                 }
             }
         }
+        Command::Import {
+            action: ImportAction::Stays(args),
+        } => {
+            // Checked before the file is read: every chunk needs it.
+            authorized(&cli.token, ())?;
+            // Lazy: an intake that is away answers the first chunk UNAVAILABLE, which
+            // is retried and reported like any other chunk's.
+            let channel = Channel::from_shared(cli.intake.clone())
+                .context("address")?
+                .connect_lazy();
+            let mut client = v1::intake_service_client::IntakeServiceClient::new(channel);
+            let command = import::ImportCommand {
+                file: args.file,
+                results: args.results,
+                options: import::SendOptions {
+                    batch_size: usize::try_from(args.batch_size).context("--batch-size")?,
+                    dry_run: args.dry_run,
+                    timeout: Duration::from_secs(args.timeout),
+                    ..import::SendOptions::default()
+                },
+                json: cli.json,
+            };
+            let token = cli.token;
+            let code = import::run(&command, async |request| {
+                let request = authorized(&token, request)
+                    .map_err(|error| tonic::Status::unauthenticated(format!("{error:#}")))?;
+                client
+                    .import_stays(request)
+                    .await
+                    .map(tonic::Response::into_inner)
+            })
+            .await?;
+            return Ok(ExitCode::from(code));
+        }
+        Command::Import {
+            action: ImportAction::Generate(args),
+        } => {
+            let layout = if args.spreadsheet {
+                generate::Layout::Spreadsheet
+            } else {
+                generate::Layout::Plain
+            };
+            let today = time::OffsetDateTime::now_utc().date();
+            let generated = generate::generate(args.rows, args.bad, args.seed, today, layout)?;
+            std::fs::write(&args.file, &generated.bytes)
+                .with_context(|| format!("writing {}", args.file.display()))?;
+            if cli.json {
+                println!(
+                    "{}",
+                    json!({
+                        "file": args.file.display().to_string(), "rows": args.rows,
+                        "seed": args.seed,
+                        "bad_rows": generated.bad.iter().map(|(row, flaw)| json!({
+                            "row": row, "flaw": flaw.as_str(),
+                        })).collect::<Vec<_>>(),
+                    })
+                );
+            } else {
+                println!(
+                    "{}: {} rows, {} of them invalid",
+                    args.file.display(),
+                    args.rows,
+                    generated.bad.len()
+                );
+                if !generated.bad.is_empty() {
+                    let rows: Vec<String> = generated
+                        .bad
+                        .iter()
+                        .map(|(row, flaw)| format!("{row} ({})", flaw.as_str()))
+                        .collect();
+                    println!("invalid rows: {}", rows.join(", "));
+                }
+            }
+        }
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
