@@ -144,6 +144,9 @@ pub async fn register(
     let mut new_persons: Vec<(usize, Uuid, String)> = Vec::new();
     let mut new_stays: Vec<(usize, Uuid, Uuid)> = Vec::new();
     let mut touched: HashSet<Uuid> = HashSet::new();
+    // Persons this batch creates, by birth date: a later row near one of them is a
+    // possible duplicate too, whatever the chunk size.
+    let mut created_by_date: HashMap<Date, Vec<(Candidate, String, String)>> = HashMap::new();
 
     for (index, row) in rows.iter().enumerate() {
         let person = &row.registration.person;
@@ -219,15 +222,30 @@ pub async fn register(
             outcomes.push(RowOutcome::Rejected(violations));
             continue;
         }
-        if !row.confirm_new_person
-            && let Some(candidates) = near.get(&index)
-            && !candidates.is_empty()
-        {
-            outcomes.push(RowOutcome::PossibleDuplicate(candidates.clone()));
-            continue;
+        let folded_name = names::fold(person.birth_name.as_deref().unwrap_or(&person.family_name));
+        let folded_given = names::fold(names::first_given_name(&person.given_names));
+        if !row.confirm_new_person {
+            let mut candidates = near.get(&index).cloned().unwrap_or_default();
+            for (candidate, name, given) in created_by_date.get(&person.birth_date).into_iter().flatten() {
+                if names::edit_distance(&folded_name, name) + names::edit_distance(&folded_given, given) <= 1 {
+                    candidates.push(candidate.clone());
+                }
+            }
+            if !candidates.is_empty() {
+                outcomes.push(RowOutcome::PossibleDuplicate(candidates));
+                continue;
+            }
         }
         let learner_id = Uuid::now_v7();
         let login = logins.next(&person.login_base());
+        created_by_date.entry(person.birth_date).or_default().push((
+            Candidate {
+                learner_id,
+                login: login.clone(),
+            },
+            folded_name,
+            folded_given,
+        ));
         let stay_id = Uuid::now_v7();
         by_key.insert(
             key.clone(),

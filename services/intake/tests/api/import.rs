@@ -204,6 +204,32 @@ async fn a_near_match_is_a_possible_duplicate_until_confirmed() {
     )
     .await;
     assert_eq!(results[0].outcome(), v1::ImportOutcome::PossibleDuplicate);
+
+    // Within one call too: the second of two near rows waits for confirmation.
+    let results = import(
+        &intake,
+        vec![
+            v1::ImportRow {
+                row_number: 2,
+                person: Some(person("Moreau", "Inès", "1990-10-10")),
+                stay: Some(stay("IFSI")),
+                confirm_new_person: false,
+            },
+            v1::ImportRow {
+                row_number: 3,
+                person: Some(person("Moreaux", "Inès", "1990-10-10")),
+                stay: Some(stay("IFSI")),
+                confirm_new_person: false,
+            },
+        ],
+        false,
+    )
+    .await;
+    assert_eq!(
+        outcomes(&results),
+        [(2, v1::ImportOutcome::Created), (3, v1::ImportOutcome::PossibleDuplicate)]
+    );
+    assert_eq!(results[1].possible_duplicates[0].learner_id, results[0].learner_id);
     intake.stop().await;
 }
 
