@@ -136,6 +136,9 @@ enum DeadLetterAction {
 
 #[derive(Debug, clap::Args)]
 struct RegisterArgs {
+    /// Register a new person even though a near match exists.
+    #[arg(long)]
+    confirm_new_person: bool,
     #[arg(long)]
     family_name: String,
     #[arg(long, default_value = "")]
@@ -298,13 +301,32 @@ async fn main() -> anyhow::Result<ExitCode> {
                     start_date: args.start_date,
                     end_date: args.end_date,
                 }),
-                confirm_new_person: false,
+                confirm_new_person: args.confirm_new_person,
             };
             let response = client
                 .register_stay(authorized(&cli.token, request)?)
                 .await
                 .map_err(describe)?
                 .into_inner();
+            if !response.possible_duplicates.is_empty() {
+                let candidates: Vec<serde_json::Value> = response
+                    .possible_duplicates
+                    .iter()
+                    .map(|candidate| json!({ "learner_id": candidate.learner_id, "login": candidate.login }))
+                    .collect();
+                if cli.json {
+                    println!("{}", json!({ "possible_duplicates": candidates }));
+                } else {
+                    println!("not registered: this may be a person already registered:");
+                    for candidate in &response.possible_duplicates {
+                        println!("  {}  {}", candidate.login, candidate.learner_id);
+                    }
+                    println!(
+                        "check with `hlctl learner LOGIN`; if it is someone else, run again with --confirm-new-person"
+                    );
+                }
+                return Ok(ExitCode::from(2));
+            }
             let learner = response.learner.unwrap_or_default();
             if cli.json {
                 println!(

@@ -226,8 +226,15 @@ pub async fn register(
         let folded_given = names::fold(names::first_given_name(&person.given_names));
         if !row.confirm_new_person {
             let mut candidates = near.get(&index).cloned().unwrap_or_default();
-            for (candidate, name, given) in created_by_date.get(&person.birth_date).into_iter().flatten() {
-                if names::edit_distance(&folded_name, name) + names::edit_distance(&folded_given, given) <= 1 {
+            for (candidate, name, given) in created_by_date
+                .get(&person.birth_date)
+                .into_iter()
+                .flatten()
+            {
+                if names::edit_distance(&folded_name, name)
+                    + names::edit_distance(&folded_given, given)
+                    <= 1
+                {
                     candidates.push(candidate.clone());
                 }
             }

@@ -227,9 +227,15 @@ async fn a_near_match_is_a_possible_duplicate_until_confirmed() {
     .await;
     assert_eq!(
         outcomes(&results),
-        [(2, v1::ImportOutcome::Created), (3, v1::ImportOutcome::PossibleDuplicate)]
+        [
+            (2, v1::ImportOutcome::Created),
+            (3, v1::ImportOutcome::PossibleDuplicate)
+        ]
     );
-    assert_eq!(results[1].possible_duplicates[0].learner_id, results[0].learner_id);
+    assert_eq!(
+        results[1].possible_duplicates[0].learner_id,
+        results[0].learner_id
+    );
     intake.stop().await;
 }
 
