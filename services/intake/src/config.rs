@@ -3,6 +3,8 @@
 use std::path::Path;
 
 use hosted_platform::config::{CommonConfig, ConfigErrors, Loader, Section, ServiceConfig};
+
+use crate::domain::names::LoginPattern;
 use serde::Deserialize;
 
 pub const ENV_PREFIX: &str = "INTAKE";
@@ -23,6 +25,11 @@ pub struct RegistryConfig {
     pub learner_number_prefix: String,
     /// Logins never given, on top of the built-in system names.
     pub reserved_logins: Vec<String>,
+    /// How logins are made: `{given}`, `{family}`, `{g}` (initial) and literal
+    /// `a-z0-9.-`, e.g. `{given}.{family}` or `{g}{family}`.
+    pub login_pattern: String,
+    /// Longest login before a collision suffix.
+    pub login_max_length: usize,
 }
 
 /// Names that must never become a person's login.
@@ -53,6 +60,8 @@ impl Default for RegistryConfig {
         Self {
             learner_number_prefix: "H".to_owned(),
             reserved_logins: Vec::new(),
+            login_pattern: "{given}.{family}".to_owned(),
+            login_max_length: 20,
         }
     }
 }
@@ -70,6 +79,9 @@ impl RegistryConfig {
                         .map(|login| login.trim().to_ascii_lowercase()),
                 )
                 .collect(),
+            // Checked when the configuration was read.
+            login_pattern: LoginPattern::new(&self.login_pattern, self.login_max_length)
+                .unwrap_or_default(),
         }
     }
 }
@@ -82,6 +94,9 @@ impl Section for RegistryConfig {
             problems.push(format!(
                 "{section}.learner_number_prefix: 1 to 4 upper-case letters, so that no number looks like an Apogée number"
             ));
+        }
+        if let Err(reason) = LoginPattern::new(&self.login_pattern, self.login_max_length) {
+            problems.push(format!("{section}.login_pattern: {reason}"));
         }
     }
 }

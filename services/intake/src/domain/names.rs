@@ -54,24 +54,80 @@ fn login_part(name: &str) -> String {
     part.trim_end_matches('-').to_owned()
 }
 
-/// Longest login before a collision suffix, as many systems cap uid lengths.
-pub const LOGIN_MAX_BASE: usize = 20;
+/// How logins are made: a pattern over the names and a length cap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginPattern {
+    /// `{given}`, `{family}` and `{g}` (the given name's initial) between literal
+    /// lower-case letters, digits, `.` or `-`; e.g. `{given}.{family}` or `{g}{family}`.
+    pattern: String,
+    /// Longest login before a collision suffix, as many systems cap uid lengths.
+    max_length: usize,
+}
 
-/// The login before any collision suffix: `given.family`, first given name only.
-pub fn login_base(family_name: &str, given_names: &str) -> String {
-    let given = login_part(first_given_name(given_names));
-    let family = login_part(family_name);
-    let base = match (given.is_empty(), family.is_empty()) {
-        (false, false) => format!("{given}.{family}"),
-        (true, false) => family,
-        (false, true) => given,
-        (true, true) => "learner".to_owned(),
-    };
-    let mut base: String = base.chars().take(LOGIN_MAX_BASE).collect();
-    while base.ends_with(['-', '.']) {
-        base.pop();
+impl Default for LoginPattern {
+    fn default() -> Self {
+        Self {
+            pattern: "{given}.{family}".to_owned(),
+            max_length: 20,
+        }
     }
-    base
+}
+
+impl LoginPattern {
+    /// Checks a configured pattern.
+    pub fn new(pattern: &str, max_length: usize) -> Result<Self, String> {
+        if !(pattern.contains("{family}") || pattern.contains("{given}") || pattern.contains("{g}"))
+        {
+            return Err("must use {given}, {family} or {g}".to_owned());
+        }
+        let literal = pattern
+            .replace("{given}", "")
+            .replace("{family}", "")
+            .replace("{g}", "");
+        if !literal
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-')
+        {
+            return Err("besides the placeholders, only a-z, 0-9, '.' and '-'".to_owned());
+        }
+        if !(3..=64).contains(&max_length) {
+            return Err("the maximum length must be between 3 and 64".to_owned());
+        }
+        Ok(Self {
+            pattern: pattern.to_owned(),
+            max_length,
+        })
+    }
+
+    /// The login before any collision suffix (first given name only).
+    pub fn base(&self, family_name: &str, given_names: &str) -> String {
+        let given = login_part(first_given_name(given_names));
+        let family = login_part(family_name);
+        let initial: String = given.chars().take(1).collect();
+        let mut base = self
+            .pattern
+            .replace("{given}", &given)
+            .replace("{family}", &family)
+            .replace("{g}", &initial);
+        // A name with nothing ASCII left leaves separators around nothing.
+        base = base.trim_matches(['.', '-']).to_owned();
+        while base.contains("..") {
+            base = base.replace("..", ".");
+        }
+        if base.is_empty() {
+            base = "learner".to_owned();
+        }
+        let mut base: String = base.chars().take(self.max_length).collect();
+        while base.ends_with(['-', '.']) {
+            base.pop();
+        }
+        base
+    }
+}
+
+/// The login base with the default pattern, `given.family`.
+pub fn login_base(family_name: &str, given_names: &str) -> String {
+    LoginPattern::default().base(family_name, given_names)
 }
 
 /// The n-th candidate login: the base, then base2, base3…
@@ -129,6 +185,18 @@ mod tests {
         assert_eq!(edit_distance("martin", "martan"), 1);
         assert_eq!(edit_distance("martin", "mratin"), 2);
         assert_eq!(edit_distance("", "abc"), 3);
+    }
+
+    #[test]
+    fn login_patterns() {
+        let initial = LoginPattern::new("{g}{family}", 8).expect("valid");
+        assert_eq!(initial.base("Lefèvre", "Élodie"), "elefevre");
+        assert_eq!(initial.base("Montgomery-Smith", "Anne"), "amontgom");
+        let family_first = LoginPattern::new("{family}.{given}", 20).expect("valid");
+        assert_eq!(family_first.base("Martin", "Léa"), "martin.lea");
+        assert!(LoginPattern::new("{surname}", 20).is_err());
+        assert!(LoginPattern::new("{given}_{family}", 20).is_err());
+        assert!(LoginPattern::new("{given}.{family}", 2).is_err());
     }
 
     #[test]

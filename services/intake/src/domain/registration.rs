@@ -70,8 +70,8 @@ impl NewPerson {
         )
     }
 
-    pub fn login_base(&self) -> String {
-        names::login_base(&self.family_name, &self.given_names)
+    pub fn login_base(&self, pattern: &names::LoginPattern) -> String {
+        pattern.base(&self.family_name, &self.given_names)
     }
 }
 

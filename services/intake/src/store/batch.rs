@@ -107,6 +107,7 @@ pub struct Numbering {
     pub learner_number_prefix: String,
     /// Logins never given (system accounts, words that must not be logins).
     pub reserved_logins: HashSet<String>,
+    pub login_pattern: names::LoginPattern,
 }
 
 /// Registers `rows` in the caller's transaction; the outcomes are in the rows' order.
@@ -244,7 +245,7 @@ pub async fn register(
             }
         }
         let learner_id = Uuid::now_v7();
-        let login = logins.next(&person.login_base());
+        let login = logins.next(&person.login_base(&numbering.login_pattern));
         created_by_date.entry(person.birth_date).or_default().push((
             Candidate {
                 learner_id,
@@ -533,7 +534,7 @@ impl LoginAllocator {
     ) -> Result<Self, sqlx::Error> {
         let mut bases: Vec<String> = rows
             .iter()
-            .map(|row| row.registration.person.login_base())
+            .map(|row| row.registration.person.login_base(&numbering.login_pattern))
             .collect();
         bases.sort();
         bases.dedup();
@@ -607,7 +608,10 @@ async fn insert_persons(
             (
                 *learner_id,
                 login.clone(),
-                rows[*index].registration.person.login_base(),
+                rows[*index]
+                    .registration
+                    .person
+                    .login_base(&numbering.login_pattern),
             )
         })
         .collect();

@@ -240,20 +240,21 @@ async fn a_near_match_is_a_possible_duplicate_until_confirmed() {
 }
 
 #[tokio::test]
-async fn logins_skip_reserved_names() {
-    // Arrange: an intake where "noe.abadie" may not be given.
+async fn logins_follow_the_configured_pattern_and_skip_reserved_names() {
+    // Arrange: initial + family name, and "nabadie" may not be given.
     let database = hosted_testkit::TestDatabase::new().await;
     let namespace = hosted_testkit::namespace().await;
     let callers = hosted_testkit::TestCallers::new();
     let mut config =
         crate::helpers::config(&database, hosted_testkit::nats_config(&namespace), &callers);
-    config.registry.reserved_logins = vec!["Noe.Abadie".to_owned()];
+    config.registry.login_pattern = "{g}{family}".to_owned();
+    config.registry.reserved_logins = vec!["NAbadie".to_owned()];
     let intake = TestIntake::spawn_with(config, database, namespace, callers).await;
 
     // Act
     let results = import(&intake, vec![row(2, "Abadie", "2001-01-01", "IFSI")], false).await;
 
     // Assert
-    assert_eq!(results[0].login, "noe.abadie2");
+    assert_eq!(results[0].login, "nabadie2");
     intake.stop().await;
 }
