@@ -76,6 +76,7 @@ pub mod intake {
     pub const AGREEMENT_AMENDED: Fact = fact(Intake, "agreement", "amended");
     pub const AGREEMENT_ENDED: Fact = fact(Intake, "agreement", "ended");
     pub const PAYMENT_RECORDED: Fact = fact(Intake, "payment", "recorded");
+    pub const POPULATION_SAVED: Fact = fact(Intake, "population", "saved");
 
     /// Every fact whose payload is a `LearnerEvent`.
     pub const LEARNER_FACTS: [Fact; 6] = [

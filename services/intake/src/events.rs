@@ -219,3 +219,38 @@ pub fn payment_event(
         payload: event.encode_to_vec(),
     }
 }
+
+pub const POPULATION_EVENT_TYPE: &str = "hosted.v1.PopulationEvent";
+
+pub fn population_message(population: &crate::domain::Population) -> v1::Population {
+    v1::Population {
+        code: population.code.clone(),
+        label: population.label.clone(),
+        supann_population: population.supann_population.clone(),
+        agreement_required: population.agreement_required,
+        default_duration_days: population.default_duration_days,
+        max_duration_days: population.max_duration_days,
+        payment_required: population.payment_required,
+    }
+}
+
+/// A population fact for the outbox (about no learner).
+pub fn population_event(
+    namespace: &Namespace,
+    population: v1::Population,
+    reason: &str,
+    actor: &str,
+) -> OutboxEvent {
+    let event_id = Uuid::now_v7();
+    let event = v1::PopulationEvent {
+        meta: Some(meta(event_id, String::new(), 0, actor)),
+        population: Some(population),
+        reason: reason.to_owned(),
+    };
+    OutboxEvent {
+        event_id,
+        subject: namespace.subject(hosted_contracts::subjects::intake::POPULATION_SAVED),
+        event_type: POPULATION_EVENT_TYPE,
+        payload: event.encode_to_vec(),
+    }
+}

@@ -39,6 +39,7 @@ pub const ACCESS: &[(&str, &[Role])] = &[
         "ListPopulations",
         &[Deve, Legal, Finance, Dosi, Integrator, CardOffice],
     ),
+    ("SavePopulation", &[Deve]),
     ("CreateAgreement", &[Legal]),
     ("AmendAgreement", &[Legal]),
     ("EndAgreement", &[Legal]),
@@ -167,9 +168,11 @@ impl v1::intake_service_server::IntakeService for Intake {
         let request = request.into_inner();
         let person = person_input(request.person);
         let stay = stay_input(request.stay);
-        let population = store::population(&self.pool, &stay.population)
+        let mut conn = self.pool.acquire().await.map_err(IntakeError::from)?;
+        let population = store::population(&mut conn, &stay.population)
             .await
             .map_err(IntakeError::from)?;
+        drop(conn);
         let registration =
             domain::registration::validate(&person, &stay, population.as_ref(), self.today())
                 .map_err(IntakeError::from)?;
@@ -224,17 +227,32 @@ impl v1::intake_service_server::IntakeService for Intake {
             .await
             .map_err(IntakeError::from)?;
         Ok(Response::new(v1::ListPopulationsResponse {
-            populations: populations
-                .into_iter()
-                .map(|population| v1::Population {
-                    code: population.code,
-                    label: population.label,
-                    supann_population: population.supann_population,
-                    agreement_required: population.agreement_required,
-                    default_duration_days: population.default_duration_days,
-                    max_duration_days: population.max_duration_days,
-                })
-                .collect(),
+            populations: populations.iter().map(events::population_message).collect(),
+        }))
+    }
+
+    async fn save_population(
+        &self,
+        request: Request<v1::SavePopulationRequest>,
+    ) -> Result<Response<v1::SavePopulationResponse>, Status> {
+        let actor = Actor::of(&request);
+        let request = request.into_inner();
+        let population = request.population.unwrap_or_default();
+        let population = domain::Population {
+            code: population.code.trim().to_owned(),
+            label: population.label.trim().to_owned(),
+            supann_population: population.supann_population.trim().to_owned(),
+            agreement_required: population.agreement_required,
+            default_duration_days: population.default_duration_days,
+            max_duration_days: population.max_duration_days,
+            payment_required: population.payment_required,
+        };
+        let (population, created) = self
+            .save_population(population, &request.reason, actor.name())
+            .await?;
+        Ok(Response::new(v1::SavePopulationResponse {
+            population: Some(population),
+            created,
         }))
     }
 

@@ -813,6 +813,54 @@ impl Intake {
         Ok(paid)
     }
 
+    pub(crate) async fn save_population(
+        &self,
+        population: domain::Population,
+        reason: &str,
+        actor: &str,
+    ) -> Result<(v1::Population, bool), IntakeError> {
+        let mut violations = population.check().err().unwrap_or_default();
+        if reason.trim().is_empty() {
+            violations.add("reason", "required: say why");
+        }
+        if !violations.is_empty() {
+            return Err(IntakeError::Invalid(violations));
+        }
+        let mut tx = self.pool.begin().await?;
+        let before = store::population(&mut tx, &population.code).await?;
+        let created = store::save_population(&mut tx, &population).await?;
+        let message = events::population_message(&population);
+        audit::record(
+            &mut tx,
+            AuditEntry {
+                actor,
+                action: "population.saved",
+                reason: Some(reason),
+                changes: json!({
+                    "code": population.code,
+                    "before": before.as_ref().map(|before| format!("{:?}", events::population_message(before))),
+                    "after": format!("{message:?}"),
+                }),
+                ..AuditEntry::default()
+            },
+        )
+        .await?;
+        outbox::enqueue(
+            &mut tx,
+            &[events::population_event(
+                &self.namespace,
+                message.clone(),
+                reason,
+                actor,
+            )],
+        )
+        .await?;
+        tx.commit().await?;
+        self.outbox.notify();
+        tracing::info!(population = %population.code, created, "population saved");
+        Ok((message, created))
+    }
+
     pub(crate) async fn agreement(
         &self,
         agreement_id: Uuid,

@@ -17,6 +17,54 @@ pub struct Population {
     pub agreement_required: bool,
     pub default_duration_days: i32,
     pub max_duration_days: i32,
+    pub payment_required: bool,
+}
+
+impl Population {
+    /// Checks a population definition before it enters the catalogue.
+    pub fn check(&self) -> Result<(), Violations> {
+        let mut violations = Violations::default();
+        let code_ok = self.code.len() >= 2
+            && self.code.len() <= 40
+            && self.code.starts_with(|c: char| c.is_ascii_uppercase())
+            && self
+                .code
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+        if !code_ok {
+            violations.add(
+                "population.code",
+                "2 to 40 of A-Z, 0-9 and '_', starting with a letter (e.g. IFSI)",
+            );
+        }
+        if self.label.trim().is_empty() {
+            violations.add("population.label", "required");
+        } else if self.label.chars().count() > 200 {
+            violations.add("population.label", "longer than 200 characters");
+        }
+        let supann_ok = !self.supann_population.is_empty()
+            && self.supann_population.len() <= 16
+            && self
+                .supann_population
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit());
+        if !supann_ok {
+            violations.add(
+                "population.supann_population",
+                "a SupAnn population code (e.g. AHH, AX, RHJCF)",
+            );
+        }
+        if !(1..=3650).contains(&self.default_duration_days) {
+            violations.add("population.default_duration_days", "1 to 3650 days");
+        }
+        if self.max_duration_days < self.default_duration_days || self.max_duration_days > 3650 {
+            violations.add(
+                "population.max_duration_days",
+                "at least the default duration, at most 3650 days",
+            );
+        }
+        violations.into_result(())
+    }
 }
 
 /// Identity data as the caller gave it.
@@ -335,7 +383,39 @@ mod tests {
             agreement_required: false,
             default_duration_days: 365,
             max_duration_days: 400,
+            payment_required: false,
         }
+    }
+
+    #[test]
+    fn a_population_definition_is_checked() {
+        assert_eq!(ifsi().check(), Ok(()));
+        let bad = Population {
+            code: "ifsi".to_owned(),
+            label: " ".to_owned(),
+            supann_population: "a x".to_owned(),
+            agreement_required: false,
+            default_duration_days: 0,
+            max_duration_days: 5000,
+            payment_required: false,
+        };
+        let fields: Vec<String> = bad
+            .check()
+            .expect_err("invalid")
+            .0
+            .into_iter()
+            .map(|v| v.field)
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "population.code",
+                "population.label",
+                "population.supann_population",
+                "population.default_duration_days",
+                "population.max_duration_days"
+            ]
+        );
     }
 
     fn person() -> PersonInput {

@@ -60,6 +60,7 @@ struct PopulationRow {
     agreement_required: bool,
     default_duration_days: i32,
     max_duration_days: i32,
+    payment_required: bool,
 }
 
 impl From<PopulationRow> for Population {
@@ -71,24 +72,56 @@ impl From<PopulationRow> for Population {
             agreement_required: row.agreement_required,
             default_duration_days: row.default_duration_days,
             max_duration_days: row.max_duration_days,
+            payment_required: row.payment_required,
         }
     }
 }
 
-pub async fn population(pool: &PgPool, code: &str) -> Result<Option<Population>, sqlx::Error> {
+/// Adds or replaces a population; true when it was added.
+pub async fn save_population(
+    conn: &mut PgConnection,
+    population: &Population,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "INSERT INTO populations (code, label, supann_population, agreement_required, default_duration_days,
+                                  max_duration_days, payment_required)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT (code) DO UPDATE SET label = excluded.label, supann_population = excluded.supann_population,
+                agreement_required = excluded.agreement_required,
+                default_duration_days = excluded.default_duration_days,
+                max_duration_days = excluded.max_duration_days, payment_required = excluded.payment_required
+         RETURNING (xmax = 0)",
+    )
+    .bind(&population.code)
+    .bind(&population.label)
+    .bind(&population.supann_population)
+    .bind(population.agreement_required)
+    .bind(population.default_duration_days)
+    .bind(population.max_duration_days)
+    .bind(population.payment_required)
+    .fetch_one(conn)
+    .await
+}
+
+pub async fn population(
+    conn: &mut PgConnection,
+    code: &str,
+) -> Result<Option<Population>, sqlx::Error> {
     let row: Option<PopulationRow> = sqlx::query_as(
-        "SELECT code, label, supann_population, agreement_required, default_duration_days, max_duration_days
+        "SELECT code, label, supann_population, agreement_required, default_duration_days, max_duration_days,
+                payment_required
          FROM populations WHERE code = $1",
     )
     .bind(code.trim())
-    .fetch_optional(pool)
+    .fetch_optional(conn)
     .await?;
     Ok(row.map(Population::from))
 }
 
 pub async fn populations(pool: &PgPool) -> Result<Vec<Population>, sqlx::Error> {
     let rows: Vec<PopulationRow> = sqlx::query_as(
-        "SELECT code, label, supann_population, agreement_required, default_duration_days, max_duration_days
+        "SELECT code, label, supann_population, agreement_required, default_duration_days, max_duration_days,
+                payment_required
          FROM populations ORDER BY code",
     )
     .fetch_all(pool)

@@ -7,6 +7,7 @@ mod helpers;
 mod import;
 mod lifecycle;
 mod outbox;
+mod populations;
 mod register;
 mod search;
 mod startup;
