@@ -31,6 +31,7 @@ pub const ACCESS: &[(&str, &[Role])] = &[
     ("GetLearner", &[Deve, Dosi, Integrator]),
     ("SearchLearners", &[Deve, Dosi, Integrator]),
     ("AmendPerson", &[Deve]),
+    ("AmendStay", &[Deve]),
     ("ExtendStay", &[Deve]),
     ("EndStay", &[Deve]),
     ("CancelStay", &[Deve]),
@@ -339,6 +340,38 @@ impl v1::intake_service_server::IntakeService for Intake {
             )
             .await?;
         Ok(Response::new(v1::AmendPersonResponse {
+            learner: Some(learner),
+        }))
+    }
+
+    async fn amend_stay(
+        &self,
+        request: Request<v1::AmendStayRequest>,
+    ) -> Result<Response<v1::AmendStayResponse>, Status> {
+        let actor = Actor::of(&request);
+        let request = request.into_inner();
+        let stay_id = registry::parse_id("stay_id", &request.stay_id)?;
+        let sponsor_login = if request.clear_sponsor_login {
+            Some(None)
+        } else if request.sponsor_login.trim().is_empty() {
+            None
+        } else {
+            Some(Some(request.sponsor_login.trim().to_owned()))
+        };
+        let sponsor_unit = (!request.sponsor_unit.trim().is_empty())
+            .then(|| request.sponsor_unit.trim().to_owned());
+        let learner = self
+            .change_stay(
+                stay_id,
+                StayChange::Sponsor {
+                    sponsor_unit,
+                    sponsor_login,
+                },
+                &request.reason,
+                actor.name(),
+            )
+            .await?;
+        Ok(Response::new(v1::AmendStayResponse {
             learner: Some(learner),
         }))
     }

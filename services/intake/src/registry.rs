@@ -352,6 +352,26 @@ impl Intake {
             .await?
             .ok_or_else(|| IntakeError::NotFound("stay".to_owned()))?;
         let (fact, action, changes) = match change_kind {
+            StayChange::Sponsor {
+                sponsor_unit,
+                sponsor_login,
+            } => {
+                let current = stays::sponsor(&mut tx, stay_id).await?;
+                domain::stay::check_sponsor(
+                    &stay.facts,
+                    sponsor_unit.as_deref(),
+                    sponsor_login.is_some(),
+                    reason,
+                )?;
+                let unit = sponsor_unit.unwrap_or_else(|| current.0.clone());
+                let login = sponsor_login.unwrap_or_else(|| current.1.clone());
+                stays::set_sponsor(&mut tx, stay_id, &unit, login.as_deref()).await?;
+                let changes = json!({
+                    "sponsor_unit": change(current.0, unit),
+                    "sponsor_login": change(current.1, login),
+                });
+                (intake::STAY_AMENDED, "stay.amended", changes)
+            }
             StayChange::Extend(new_end) => {
                 domain::stay::check_extension(&stay.facts, new_end, reason, today)?;
                 stays::set_end_date(&mut tx, stay_id, new_end, None).await?;
@@ -879,8 +899,13 @@ impl Intake {
 }
 
 /// What happens to a stay.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub enum StayChange {
+    /// Another sponsoring unit and/or sponsor person (`Some(None)` removes the person).
+    Sponsor {
+        sponsor_unit: Option<String>,
+        sponsor_login: Option<Option<String>>,
+    },
     Extend(Date),
     End(Date),
     Cancel,

@@ -131,6 +131,34 @@ pub fn check_end(
     }
 }
 
+/// Another sponsor: something must change, and a cancelled stay stays as it was.
+pub fn check_sponsor(
+    stay: &StayFacts,
+    sponsor_unit: Option<&str>,
+    sponsor_login_changes: bool,
+    reason: &str,
+) -> Result<(), Refusal> {
+    live(stay)?;
+    let mut violations = Violations::default();
+    require_reason(reason, &mut violations);
+    if sponsor_unit.is_none() && !sponsor_login_changes {
+        violations.add(
+            "sponsor_unit",
+            "nothing to change: give a sponsor_unit or a sponsor_login",
+        );
+    }
+    if let Some(unit) = sponsor_unit
+        && unit.len() > 64
+    {
+        violations.add("sponsor_unit", "longer than 64 characters");
+    }
+    if violations.is_empty() {
+        Ok(())
+    } else {
+        Err(Refusal::Invalid(violations))
+    }
+}
+
 /// Cancellation: only before the stay starts.
 pub fn check_cancel(stay: &StayFacts, reason: &str, today: Date) -> Result<(), Refusal> {
     live(stay)?;

@@ -110,3 +110,29 @@ pub async fn bump_version(conn: &mut PgConnection, learner_id: Uuid) -> Result<(
     .await?;
     Ok(())
 }
+
+/// The stay's sponsoring unit and sponsor person.
+pub async fn sponsor(
+    conn: &mut PgConnection,
+    stay_id: Uuid,
+) -> Result<(String, Option<String>), sqlx::Error> {
+    sqlx::query_as("SELECT sponsor_unit, sponsor_login FROM stays WHERE stay_id = $1")
+        .bind(stay_id)
+        .fetch_one(conn)
+        .await
+}
+
+pub async fn set_sponsor(
+    conn: &mut PgConnection,
+    stay_id: Uuid,
+    sponsor_unit: &str,
+    sponsor_login: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE stays SET sponsor_unit = $2, sponsor_login = $3 WHERE stay_id = $1")
+        .bind(stay_id)
+        .bind(sponsor_unit)
+        .bind(sponsor_login)
+        .execute(conn)
+        .await?;
+    Ok(())
+}

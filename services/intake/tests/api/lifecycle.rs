@@ -226,3 +226,57 @@ async fn identity_corrections_are_versioned_and_audited() {
     assert!(changes.get("given_names").is_none());
     intake.stop().await;
 }
+
+#[tokio::test]
+async fn a_stay_changes_sponsor_with_its_event() {
+    let intake = TestIntake::spawn().await;
+    let mut client = intake.client().await;
+    let (_, stay_id) = registered(&intake, -1, 100).await;
+
+    let nothing = client
+        .amend_stay(intake.deve(v1::AmendStayRequest {
+            stay_id: stay_id.clone(),
+            reason: "reorganisation".to_owned(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(nothing.code(), Code::InvalidArgument);
+
+    let learner = client
+        .amend_stay(intake.deve(v1::AmendStayRequest {
+            stay_id: stay_id.clone(),
+            sponsor_unit: "IFSI-SUD".to_owned(),
+            sponsor_login: "tuteur.dupont".to_owned(),
+            clear_sponsor_login: false,
+            reason: "reorganisation".to_owned(),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .learner
+        .unwrap();
+    assert_eq!(learner.version, 2);
+    assert_eq!(learner.stays[0].sponsor_unit, "IFSI-SUD");
+    assert_eq!(learner.stays[0].sponsor_login, "tuteur.dupont");
+    assert_eq!(
+        intake.subjects(2).await[1],
+        intake.subject(intake::STAY_AMENDED)
+    );
+
+    let cleared = client
+        .amend_stay(intake.deve(v1::AmendStayRequest {
+            stay_id,
+            clear_sponsor_login: true,
+            reason: "tutor left".to_owned(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .learner
+        .unwrap();
+    assert_eq!(cleared.stays[0].sponsor_login, "");
+    assert_eq!(cleared.stays[0].sponsor_unit, "IFSI-SUD");
+    intake.stop().await;
+}
