@@ -1,7 +1,9 @@
 //! `hlctl`: the operators' command line for hosted-learners.
 //!
 //! Talks to the services' gRPC APIs with a bearer token (`--token` or `HLCTL_TOKEN`);
-//! prints text for people and, with `--json`, JSON for scripts.
+//! prints text for people and, with `--json`, JSON for scripts. Exit codes: 0 done, 1
+//! failed, 2 not everything registered (`register`, `import stays`), 64 usage. Every
+//! command is described in docs/hlctl.md.
 #![allow(clippy::print_stdout)]
 
 use std::{io::Read, path::PathBuf, process::ExitCode, time::Duration};
@@ -9,10 +11,20 @@ use std::{io::Read, path::PathBuf, process::ExitCode, time::Duration};
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use hosted_contracts::v1;
-use hosted_hlctl::{generate, import};
+use hosted_hlctl::{
+    agreements, generate, import,
+    learners::{self, print_learner},
+    payments,
+    rpc::{self, authorized, connect, server_error},
+    stats, stays,
+};
 use rand::RngCore;
 use serde_json::json;
 use tonic::transport::Channel;
+
+/// Where `--help` lists the global options (in this order): after each command's
+/// own, which are the ones looked for.
+const GLOBAL: usize = 1000;
 
 #[derive(Debug, Parser)]
 #[command(name = "hlctl", version, about = "Operate hosted-learners")]
@@ -22,7 +34,8 @@ struct Cli {
         long,
         env = "HLCTL_INTAKE",
         default_value = "http://127.0.0.1:50051",
-        global = true
+        global = true,
+        display_order = GLOBAL
     )]
     intake: String,
     /// Directory's gRPC address.
@@ -30,14 +43,21 @@ struct Cli {
         long,
         env = "HLCTL_DIRECTORY",
         default_value = "http://127.0.0.1:50054",
-        global = true
+        global = true,
+        display_order = GLOBAL + 1
     )]
     directory: String,
     /// Bearer token of the caller.
-    #[arg(long, env = "HLCTL_TOKEN", hide_env_values = true, global = true)]
+    #[arg(
+        long,
+        env = "HLCTL_TOKEN",
+        hide_env_values = true,
+        global = true,
+        display_order = GLOBAL + 2
+    )]
     token: Option<String>,
     /// JSON output, for scripts.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, display_order = GLOBAL + 3)]
     json: bool,
     #[command(subcommand)]
     command: Command,
@@ -51,8 +71,27 @@ enum Command {
     HashToken { token: Option<String> },
     /// Registers a person and one stay (role deve).
     Register(Box<RegisterArgs>),
-    /// Shows a learner by login, hosted-learner number or id.
-    Learner { key: String },
+    /// Shows a learner by login, hosted-learner number or id; finds learners;
+    /// corrects identity data.
+    Learner(learners::LearnerArgs),
+    /// Extends, ends early or cancels a stay (role deve).
+    Stay {
+        #[command(subcommand)]
+        action: stays::StayAction,
+    },
+    /// Agreements (conventions) with partner institutions.
+    Agreement {
+        #[command(subcommand)]
+        action: agreements::AgreementAction,
+    },
+    /// Records payments, for one stay or a cohort (role finance).
+    Payment {
+        #[command(subcommand)]
+        action: payments::PaymentAction,
+    },
+    /// Counts hosted learners on a day, in all and by population, agreement and
+    /// sponsor unit (roles dosi, deve).
+    Stats(stats::StatsArgs),
     /// Lists the population catalogue.
     Populations,
     /// Shows an account as directory projects it and as LDAP holds it (role dosi).
@@ -167,96 +206,31 @@ struct RegisterArgs {
     end_date: String,
 }
 
-fn authorized<T>(token: &Option<String>, message: T) -> anyhow::Result<tonic::Request<T>> {
-    // An empty HLCTL_TOKEN is a missing one, not a credential to send.
-    let Some(token) = token.as_deref().filter(|token| !token.is_empty()) else {
-        bail!("a caller token is required: --token or HLCTL_TOKEN");
-    };
-    let mut request = tonic::Request::new(message);
-    request.metadata_mut().insert(
-        hosted_contracts::headers::AUTHORIZATION,
-        format!("Bearer {token}").parse().context("token")?,
-    );
-    Ok(request)
-}
-
-async fn connect(address: &str) -> anyhow::Result<Channel> {
-    Channel::from_shared(address.to_owned())
-        .context("address")?
-        .connect()
-        .await
-        .with_context(|| format!("connecting to {address}"))
-}
-
-fn describe(status: tonic::Status) -> anyhow::Error {
-    anyhow::anyhow!("{:?}: {}", status.code(), status.message())
-}
-
-fn learner_json(learner: &v1::Learner) -> serde_json::Value {
-    let person = learner.person.clone().unwrap_or_default();
-    json!({
-        "learner_id": person.learner_id,
-        "learner_number": person.learner_number,
-        "login": person.login,
-        "family_name": person.family_name,
-        "given_names": person.given_names,
-        "birth_date": person.birth_date,
-        "email": person.email,
-        "ine": person.ine,
-        "version": learner.version,
-        "stays": learner.stays.iter().map(|stay| json!({
-            "stay_id": stay.stay_id,
-            "population": stay.population,
-            "supann_population": stay.supann_population,
-            "sponsor_unit": stay.sponsor_unit,
-            "agreement_id": stay.agreement_id,
-            "start_date": stay.start_date,
-            "end_date": stay.end_date,
-            "status": stay.status().as_str_name(),
-        })).collect::<Vec<_>>(),
-    })
-}
-
-fn print_learner(learner: &v1::Learner, as_json: bool) {
-    if as_json {
-        println!("{}", learner_json(learner));
-        return;
-    }
-    let person = learner.person.clone().unwrap_or_default();
-    println!(
-        "{}  {}  {}",
-        person.login, person.learner_number, person.learner_id
-    );
-    println!(
-        "  {} {} (born {})",
-        person.given_names, person.family_name, person.birth_date
-    );
-    println!("  version {}", learner.version);
-    for stay in &learner.stays {
-        println!(
-            "  stay {} {} {}..{} {} ({})",
-            stay.stay_id,
-            stay.population,
-            stay.start_date,
-            stay.end_date,
-            stay.status().as_str_name(),
-            stay.sponsor_unit
-        );
-    }
-}
-
 #[tokio::main(flavor = "current_thread")]
-async fn main() -> anyhow::Result<ExitCode> {
+async fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         // Not clap's 2 for a usage error: `import stays` says "rows rejected" with 2,
         // and a script must not take a mistyped option for that. 64 is EX_USAGE, as
         // the services use.
         Err(error) => {
-            error.print()?;
-            return Ok(ExitCode::from(if error.use_stderr() { 64 } else { 0 }));
+            // Nothing better to do when standard error is gone.
+            let _ = error.print();
+            return ExitCode::from(if error.use_stderr() {
+                rpc::EXIT_USAGE
+            } else {
+                0
+            });
         }
     };
+    match run(cli).await {
+        Ok(code) => code,
+        Err(error) => ExitCode::from(rpc::report(&error)),
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let token = cli.token.as_deref();
     match cli.command {
         Command::NewToken => {
             let mut bytes = [0u8; 32];
@@ -304,9 +278,9 @@ async fn main() -> anyhow::Result<ExitCode> {
                 confirm_new_person: args.confirm_new_person,
             };
             let response = client
-                .register_stay(authorized(&cli.token, request)?)
+                .register_stay(authorized(token, request)?)
                 .await
-                .map_err(describe)?
+                .map_err(server_error)?
                 .into_inner();
             if !response.possible_duplicates.is_empty() {
                 let candidates: Vec<serde_json::Value> = response
@@ -331,7 +305,7 @@ async fn main() -> anyhow::Result<ExitCode> {
             if cli.json {
                 println!(
                     "{}",
-                    json!({ "new_person": response.new_person, "stay_id": response.stay_id, "learner": learner_json(&learner) })
+                    json!({ "new_person": response.new_person, "stay_id": response.stay_id, "learner": learners::learner_json(&learner) })
                 );
             } else {
                 println!(
@@ -346,36 +320,33 @@ async fn main() -> anyhow::Result<ExitCode> {
                 print_learner(&learner, false);
             }
         }
-        Command::Learner { key } => {
-            use v1::get_learner_request::Key;
-            let mut client =
-                v1::intake_service_client::IntakeServiceClient::new(connect(&cli.intake).await?);
-            let key = if key.len() == 36 && key.chars().filter(|c| *c == '-').count() == 4 {
-                Key::LearnerId(key)
-            } else if key.starts_with(|c: char| c.is_ascii_uppercase()) {
-                Key::LearnerNumber(key)
-            } else {
-                Key::Login(key)
-            };
-            let learner = client
-                .get_learner(authorized(
-                    &cli.token,
-                    v1::GetLearnerRequest { key: Some(key) },
-                )?)
-                .await
-                .map_err(describe)?
-                .into_inner()
-                .learner
-                .unwrap_or_default();
-            print_learner(&learner, cli.json);
+        Command::Learner(args) => {
+            let mut intake = rpc::Intake::new(&cli.intake, token);
+            learners::run(args, &mut intake, cli.json).await?;
+        }
+        Command::Stay { action } => {
+            let mut intake = rpc::Intake::new(&cli.intake, token);
+            stays::run(action, &mut intake, cli.json).await?;
+        }
+        Command::Agreement { action } => {
+            let mut intake = rpc::Intake::new(&cli.intake, token);
+            agreements::run(action, &mut intake, cli.json).await?;
+        }
+        Command::Payment { action } => {
+            let mut intake = rpc::Intake::new(&cli.intake, token);
+            payments::run(action, &mut intake, cli.json).await?;
+        }
+        Command::Stats(args) => {
+            let mut intake = rpc::Intake::new(&cli.intake, token);
+            stats::run(args, &mut intake, cli.json).await?;
         }
         Command::Populations => {
             let mut client =
                 v1::intake_service_client::IntakeServiceClient::new(connect(&cli.intake).await?);
             let populations = client
-                .list_populations(authorized(&cli.token, v1::ListPopulationsRequest {})?)
+                .list_populations(authorized(token, v1::ListPopulationsRequest {})?)
                 .await
-                .map_err(describe)?
+                .map_err(server_error)?
                 .into_inner()
                 .populations;
             for population in populations {
@@ -386,21 +357,27 @@ async fn main() -> anyhow::Result<ExitCode> {
                             "code": population.code, "label": population.label,
                             "supann_population": population.supann_population,
                             "agreement_required": population.agreement_required,
+                            "payment_required": population.payment_required,
                             "default_duration_days": population.default_duration_days,
                             "max_duration_days": population.max_duration_days,
                         })
                     );
                 } else {
+                    let mut notes = Vec::new();
+                    if population.agreement_required {
+                        notes.push("agreement required");
+                    }
+                    if population.payment_required {
+                        notes.push("payment required");
+                    }
+                    let notes = if notes.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", notes.join(", "))
+                    };
                     println!(
-                        "{:<22} {:<6} {}{}",
-                        population.code,
-                        population.supann_population,
-                        population.label,
-                        if population.agreement_required {
-                            " (agreement required)"
-                        } else {
-                            ""
-                        }
+                        "{:<22} {:<6} {}{notes}",
+                        population.code, population.supann_population, population.label,
                     );
                 }
             }
@@ -411,13 +388,13 @@ async fn main() -> anyhow::Result<ExitCode> {
             );
             let account = client
                 .get_account(authorized(
-                    &cli.token,
+                    token,
                     v1::GetAccountRequest {
                         key: Some(v1::get_account_request::Key::Login(login)),
                     },
                 )?)
                 .await
-                .map_err(describe)?
+                .map_err(server_error)?
                 .into_inner();
             let attributes = |list: &[v1::Attribute]| -> serde_json::Value {
                 list.iter()
@@ -490,9 +467,9 @@ async fn main() -> anyhow::Result<ExitCode> {
             match action {
                 DeadLetterAction::List => {
                     let letters = client
-                        .list_dead_letters(authorized(&cli.token, v1::ListDeadLettersRequest {})?)
+                        .list_dead_letters(authorized(token, v1::ListDeadLettersRequest {})?)
                         .await
-                        .map_err(describe)?
+                        .map_err(server_error)?
                         .into_inner()
                         .dead_letters;
                     for letter in letters {
@@ -520,11 +497,11 @@ async fn main() -> anyhow::Result<ExitCode> {
                 DeadLetterAction::Replay { sequences } => {
                     let outcome = client
                         .replay_dead_letters(authorized(
-                            &cli.token,
+                            token,
                             v1::ReplayDeadLettersRequest { sequences },
                         )?)
                         .await
-                        .map_err(describe)?
+                        .map_err(server_error)?
                         .into_inner();
                     if cli.json {
                         println!(
@@ -544,7 +521,7 @@ async fn main() -> anyhow::Result<ExitCode> {
             action: ImportAction::Stays(args),
         } => {
             // Checked before the file is read: every chunk needs it.
-            authorized(&cli.token, ())?;
+            authorized(token, ())?;
             // Lazy: an intake that is away answers the first chunk UNAVAILABLE, which
             // is retried and reported like any other chunk's.
             let channel = Channel::from_shared(cli.intake.clone())
@@ -562,9 +539,8 @@ async fn main() -> anyhow::Result<ExitCode> {
                 },
                 json: cli.json,
             };
-            let token = cli.token;
             let code = import::run(&command, async |request| {
-                let request = authorized(&token, request)
+                let request = authorized(token, request)
                     .map_err(|error| tonic::Status::unauthenticated(format!("{error:#}")))?;
                 client
                     .import_stays(request)

@@ -1,0 +1,315 @@
+//! Calling the services: the caller's token on every call, and failures told the way
+//! an operator (or a script reading the exit code) can act on them.
+//!
+//! A refusal by the server is a [`ServerError`] (exit code 1, its gRPC code and
+//! message, one line per bad field); a mistake on the command line found after clap
+//! is a [`Usage`] error (exit code 64, as clap's own).
+
+use std::fmt;
+
+use anyhow::{Context, bail};
+use hosted_contracts::v1;
+use tonic::{
+    Code, Request, Status,
+    metadata::{Ascii, MetadataValue},
+    service::{Interceptor, interceptor::InterceptedService},
+    transport::Channel,
+};
+
+/// Exit code of a command line that is wrong (EX_USAGE, as the services use).
+pub const EXIT_USAGE: u8 = 64;
+/// Exit code of anything else that failed.
+pub const EXIT_FAILURE: u8 = 1;
+
+/// Intake's client, every call carrying the caller's token.
+pub type IntakeClient =
+    v1::intake_service_client::IntakeServiceClient<InterceptedService<Channel, Bearer>>;
+
+/// The caller's token, as an `authorization` header.
+#[derive(Debug, Clone)]
+pub struct Bearer(MetadataValue<Ascii>);
+
+impl Bearer {
+    pub fn new(token: Option<&str>) -> anyhow::Result<Self> {
+        // An empty HLCTL_TOKEN is a missing one, not a credential to send.
+        let Some(token) = token.filter(|token| !token.is_empty()) else {
+            bail!("a caller token is required: --token or HLCTL_TOKEN");
+        };
+        Ok(Self(
+            format!("Bearer {token}")
+                .parse()
+                .context("the token is not printable ASCII")?,
+        ))
+    }
+}
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        request
+            .metadata_mut()
+            .insert(hosted_contracts::headers::AUTHORIZATION, self.0.clone());
+        Ok(request)
+    }
+}
+
+/// A request with the caller's token.
+pub fn authorized<T>(token: Option<&str>, message: T) -> anyhow::Result<Request<T>> {
+    let Bearer(value) = Bearer::new(token)?;
+    let mut request = Request::new(message);
+    request
+        .metadata_mut()
+        .insert(hosted_contracts::headers::AUTHORIZATION, value);
+    Ok(request)
+}
+
+pub async fn connect(address: &str) -> anyhow::Result<Channel> {
+    Channel::from_shared(address.to_owned())
+        .context("address")?
+        .connect()
+        .await
+        .with_context(|| format!("connecting to {address}"))
+}
+
+/// Intake at an address, for a caller. Nothing is checked or connected until the
+/// first call: a command line that turns out wrong after clap (nothing to amend…)
+/// is said before a missing token or an intake that is away.
+#[derive(Debug)]
+pub struct Intake {
+    address: String,
+    token: Option<String>,
+    client: Option<IntakeClient>,
+}
+
+impl Intake {
+    pub fn new(address: &str, token: Option<&str>) -> Self {
+        Self {
+            address: address.to_owned(),
+            token: token.map(str::to_owned),
+            client: None,
+        }
+    }
+
+    /// The client, connected on first use.
+    pub async fn client(&mut self) -> anyhow::Result<&mut IntakeClient> {
+        if self.client.is_none() {
+            let bearer = Bearer::new(self.token.as_deref())?;
+            let channel = connect(&self.address).await?;
+            self.client = Some(
+                v1::intake_service_client::IntakeServiceClient::with_interceptor(channel, bearer),
+            );
+        }
+        self.client.as_mut().context("intake's client")
+    }
+}
+
+/// The server refused or failed a call.
+#[derive(Debug)]
+pub struct ServerError(pub Status);
+
+impl ServerError {
+    /// The gRPC code as the protocol (and intake's documentation) names it.
+    pub fn code(&self) -> &'static str {
+        code_name(self.0.code())
+    }
+
+    /// The bad fields of an INVALID_ARGUMENT, as `(field, reason)`.
+    pub fn violations(&self) -> Vec<(String, String)> {
+        if self.0.code() == Code::InvalidArgument {
+            violations(self.0.message())
+        } else {
+            Vec::new()
+        }
+    }
+}
+
+impl fmt::Display for ServerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code(), self.0.message())
+    }
+}
+
+impl std::error::Error for ServerError {}
+
+/// For `.map_err(server_error)` on a call.
+pub fn server_error(status: Status) -> anyhow::Error {
+    ServerError(status).into()
+}
+
+/// The command line is wrong in a way clap cannot see (exit code 64).
+#[derive(Debug)]
+pub struct Usage(pub String);
+
+impl fmt::Display for Usage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
+
+/// Fails with a [`Usage`] error.
+pub fn usage<T>(message: impl Into<String>) -> anyhow::Result<T> {
+    Err(Usage(message.into()).into())
+}
+
+pub fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+/// Intake's INVALID_ARGUMENT message is `invalid request: field: reason; field:
+/// reason` (the same pairs as its google.rpc.BadRequest details, which would take
+/// one more dependency to decode). A message of another shape has no pairs.
+pub fn violations(message: &str) -> Vec<(String, String)> {
+    let Some(list) = message.strip_prefix("invalid request: ") else {
+        return Vec::new();
+    };
+    list.split("; ")
+        .map(|pair| match pair.split_once(": ") {
+            Some((field, reason)) => (field.to_owned(), reason.to_owned()),
+            None => (String::new(), pair.to_owned()),
+        })
+        .collect()
+}
+
+/// Prints a failure on standard error and gives the exit code for it.
+pub fn report(error: &anyhow::Error) -> u8 {
+    if let Some(Usage(message)) = error.downcast_ref::<Usage>() {
+        eprintln!("error: {message}\n\nFor more information, try '--help'.");
+        return EXIT_USAGE;
+    }
+    let Some(server) = error
+        .chain()
+        .find_map(|cause| cause.downcast_ref::<ServerError>())
+    else {
+        eprintln!("{}", describe(error));
+        return EXIT_FAILURE;
+    };
+    // What hlctl was doing, then what the server said.
+    let doing: Vec<String> = error
+        .chain()
+        .take_while(|cause| cause.downcast_ref::<ServerError>().is_none())
+        .map(ToString::to_string)
+        .collect();
+    let prefix: String = doing.iter().map(|context| format!("{context}: ")).collect();
+    let violations = server.violations();
+    if violations.is_empty() {
+        eprintln!("Error: {prefix}{server}");
+    } else {
+        eprintln!("Error: {prefix}{}: invalid request", server.code());
+        for (field, reason) in violations {
+            if field.is_empty() {
+                eprintln!("  {reason}");
+            } else {
+                eprintln!("  {field}: {reason}");
+            }
+        }
+    }
+    EXIT_FAILURE
+}
+
+/// An error as anyhow's `{:?}` shows it, without the backtrace it adds when
+/// RUST_BACKTRACE is set: an operator's shell may have it set for other reasons.
+fn describe(error: &anyhow::Error) -> String {
+    let mut text = format!("Error: {error}");
+    let causes: Vec<String> = error.chain().skip(1).map(ToString::to_string).collect();
+    match causes.as_slice() {
+        [] => {}
+        [cause] => text.push_str(&format!("\n\nCaused by:\n    {cause}")),
+        causes => {
+            text.push_str("\n\nCaused by:");
+            for (number, cause) in causes.iter().enumerate() {
+                text.push_str(&format!("\n    {number}: {cause}"));
+            }
+        }
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn violations_come_one_per_field() {
+        assert_eq!(
+            violations(
+                "invalid request: stay.end_date: \"2027-02-30\" is not a date YYYY-MM-DD; reason: required: say why"
+            ),
+            vec![
+                (
+                    "stay.end_date".to_owned(),
+                    "\"2027-02-30\" is not a date YYYY-MM-DD".to_owned()
+                ),
+                ("reason".to_owned(), "required: say why".to_owned()),
+            ]
+        );
+        assert!(violations("learner not found").is_empty());
+    }
+
+    #[test]
+    fn server_errors_name_the_grpc_code() {
+        let error = ServerError(Status::aborted("the learner is at version 3, not 2"));
+        assert_eq!(
+            error.to_string(),
+            "ABORTED: the learner is at version 3, not 2"
+        );
+        assert!(error.violations().is_empty());
+        let error = server_error(Status::invalid_argument("invalid request: a: b"));
+        assert_eq!(
+            error
+                .downcast_ref::<ServerError>()
+                .map(ServerError::violations),
+            Some(vec![("a".to_owned(), "b".to_owned())])
+        );
+    }
+
+    #[test]
+    fn usage_and_server_errors_have_their_exit_codes() {
+        assert_eq!(report(&Usage("nothing to amend".to_owned()).into()), 64);
+        let refused =
+            server_error(Status::not_found("agreement not found")).context("reading the agreement");
+        assert_eq!(report(&refused), 1);
+        assert_eq!(report(&anyhow::anyhow!("connecting")), 1);
+    }
+
+    #[test]
+    fn other_errors_read_as_anyhow_shows_them() {
+        assert_eq!(describe(&anyhow::anyhow!("a")), "Error: a");
+        let error = anyhow::anyhow!("refused").context("connecting to x");
+        assert_eq!(
+            describe(&error),
+            "Error: connecting to x\n\nCaused by:\n    refused"
+        );
+        let error = error.context("reading");
+        assert_eq!(
+            describe(&error),
+            "Error: reading\n\nCaused by:\n    0: connecting to x\n    1: refused"
+        );
+    }
+
+    #[test]
+    fn a_token_is_required() {
+        assert!(Bearer::new(None).is_err());
+        assert!(Bearer::new(Some("")).is_err());
+        assert!(Bearer::new(Some("demo-token")).is_ok());
+        assert!(Bearer::new(Some("bad\ntoken")).is_err());
+    }
+}
