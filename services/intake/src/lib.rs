@@ -56,6 +56,13 @@ impl Application {
         )
         .await
         .context("starting intake")?;
+        // Persons registered before name search existed get their folded names now.
+        let backfilled = store::backfill_folded_names(&foundation.pool)
+            .await
+            .context("filling folded names")?;
+        if backfilled > 0 {
+            tracing::info!(persons = backfilled, "folded names filled for name search");
+        }
         let intake = Intake {
             pool: foundation.pool.clone(),
             namespace: foundation.namespace.clone(),

@@ -791,6 +791,20 @@ impl Intake {
             .await?
             .ok_or_else(|| IntakeError::NotFound("agreement".to_owned()))?;
         let optional = |text: &str| (!text.trim().is_empty()).then(|| text.trim().to_owned());
+        let reference = optional(&request.reference);
+        if let Some(reference) = &reference
+            && payments::cohort_reference_exists(&mut tx, agreement_id, reference).await?
+        {
+            return Err(IntakeError::FailedPrecondition(format!(
+                "a cohort payment with reference {reference:?} is already recorded for this agreement"
+            )));
+        }
+        let due = agreements::due_stays(&mut tx, agreement_id).await?;
+        if due.is_empty() {
+            return Err(IntakeError::FailedPrecondition(
+                "no stay under this agreement is due: nothing to pay".to_owned(),
+            ));
+        }
         let payer_name =
             optional(&request.payer_name).unwrap_or_else(|| agreement.partner_name.clone());
         let cohort_payment_id = payments::record_cohort(
@@ -799,12 +813,12 @@ impl Intake {
             request.amount_cents,
             paid_on,
             Some(&payer_name),
-            optional(&request.reference).as_deref(),
+            reference.as_deref(),
             actor,
         )
         .await?;
         let mut paid = Vec::new();
-        for (stay_id, learner_id) in agreements::due_stays(&mut tx, agreement_id).await? {
+        for (stay_id, learner_id) in due {
             sqlx::query("SELECT 1 FROM persons WHERE learner_id = $1 FOR UPDATE")
                 .bind(learner_id)
                 .execute(&mut *tx)
@@ -817,7 +831,7 @@ impl Intake {
                     paid_on,
                     payer: "partner".to_owned(),
                     payer_name: Some(payer_name.clone()),
-                    reference: optional(&request.reference),
+                    reference: reference.clone(),
                     cohort_payment_id: Some(cohort_payment_id),
                 },
                 actor,

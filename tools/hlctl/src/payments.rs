@@ -116,15 +116,10 @@ pub async fn run(action: PaymentAction, intake: &mut Intake, json: bool) -> anyh
                     args.paid_on,
                     args.agreement_id
                 );
-                match paid.len() {
-                    // Intake records the payment all the same.
-                    0 => println!("no stay under it was due: none is marked paid"),
-                    count => {
-                        println!("{} now paid:", values::count(count, "stay", "stays"));
-                        for stay_id in &paid {
-                            println!("  {stay_id}");
-                        }
-                    }
+                // Intake refuses a cohort payment when nothing is due: here, some stays are.
+                println!("{} now paid:", values::count(paid.len(), "stay", "stays"));
+                for stay_id in &paid {
+                    println!("  {stay_id}");
                 }
             }
         }

@@ -377,3 +377,34 @@ pub struct Counts {
     pub by_agreement: Vec<(String, i64)>,
     pub by_sponsor_unit: Vec<(String, i64)>,
 }
+
+/// Fills `folded_names` for persons registered before it existed, in batches.
+pub async fn backfill_folded_names(pool: &PgPool) -> Result<u64, sqlx::Error> {
+    let mut filled = 0;
+    loop {
+        let rows: Vec<(Uuid, String, Option<String>, String)> = sqlx::query_as(
+            "SELECT learner_id, family_name, birth_name, given_names FROM persons WHERE folded_names = '' LIMIT 1000",
+        )
+        .fetch_all(pool)
+        .await?;
+        if rows.is_empty() {
+            return Ok(filled);
+        }
+        let ids: Vec<Uuid> = rows.iter().map(|row| row.0).collect();
+        let folded: Vec<String> = rows
+            .iter()
+            .map(|(_, family, birth, given)| {
+                crate::domain::names::folded_names(family, birth.as_deref(), given)
+            })
+            .collect();
+        sqlx::query(
+            "UPDATE persons p SET folded_names = u.folded FROM unnest($1::uuid[], $2::text[]) AS u(id, folded)
+             WHERE p.learner_id = u.id",
+        )
+        .bind(&ids)
+        .bind(&folded)
+        .execute(pool)
+        .await?;
+        filled += rows.len() as u64;
+    }
+}

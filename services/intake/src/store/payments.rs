@@ -84,3 +84,17 @@ pub async fn record_cohort(
     .fetch_one(conn)
     .await
 }
+
+pub async fn cohort_reference_exists(
+    conn: &mut PgConnection,
+    agreement_id: Uuid,
+    reference: &str,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM cohort_payments WHERE agreement_id = $1 AND reference = $2)",
+    )
+    .bind(agreement_id)
+    .bind(reference)
+    .fetch_one(conn)
+    .await
+}

@@ -92,7 +92,12 @@ pub async fn cancel(
     stay_id: Uuid,
     reason: &str,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE stays SET cancelled = true, cancelled_at = now(), end_reason = $2 WHERE stay_id = $1")
+    // A cancelled stay owes nothing; one already paid stays paid (a refund is finance's).
+    sqlx::query(
+        "UPDATE stays SET cancelled = true, cancelled_at = now(), end_reason = $2,
+                payment_status = CASE WHEN payment_status = 'due' THEN 'not_required' ELSE payment_status END
+         WHERE stay_id = $1",
+    )
         .bind(stay_id)
         .bind(reason)
         .execute(conn)

@@ -369,7 +369,7 @@ async fn payments_make_due_stays_paid_one_by_one_or_by_cohort() {
         .filter(|subject| *subject == intake.subject(intake::PAYMENT_RECORDED))
         .count();
     assert_eq!(payments, 4);
-    // Paid already: a second cohort payment finds nothing due.
+    // Paid already: a second cohort payment finds nothing due and records nothing.
     let again = client
         .record_cohort_payment(intake.as_role(
             Role::Finance,
@@ -378,12 +378,16 @@ async fn payments_make_due_stays_paid_one_by_one_or_by_cohort() {
                 amount_cents: 1,
                 paid_on: day(0),
                 payer_name: String::new(),
-                reference: String::new(),
+                reference: "CONV-43".to_owned(),
             },
         ))
         .await
-        .unwrap()
-        .into_inner();
-    assert!(again.paid_stay_ids.is_empty());
+        .unwrap_err();
+    assert_eq!(again.code(), Code::FailedPrecondition);
+    assert!(
+        again.message().contains("nothing to pay"),
+        "{}",
+        again.message()
+    );
     intake.stop().await;
 }

@@ -175,3 +175,34 @@ async fn stats_count_hosted_learners_on_a_day() {
     assert_eq!(earlier.total_learners, 1, "only the VAE candidate then");
     intake.stop().await;
 }
+
+#[tokio::test]
+async fn persons_registered_before_name_search_are_found_after_a_restart() {
+    let intake = TestIntake::spawn().await;
+    seed(&intake).await;
+    let mut conn = intake.database.connect().await;
+    sqlx::query("UPDATE persons SET folded_names = ''")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let (database, namespace, callers) = intake.stop().await;
+    let config =
+        crate::helpers::config(&database, hosted_testkit::nats_config(&namespace), &callers);
+    let intake = TestIntake::spawn_with(config, database, namespace, callers).await;
+
+    let found = intake
+        .client()
+        .await
+        .search_learners(intake.as_role(
+            Role::Dosi,
+            v1::SearchLearnersRequest {
+                name: "martin".to_owned(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(logins(&found), ["lea.martin"]);
+    intake.stop().await;
+}
