@@ -94,6 +94,8 @@ enum Command {
     Stats(stats::StatsArgs),
     /// Lists the population catalogue.
     Populations,
+    /// Adds a population to the catalogue or changes one (role deve).
+    SavePopulation(SavePopulationArgs),
     /// Shows an account as directory projects it and as LDAP holds it (role dosi).
     Account { login: String },
     /// Waits until a service reports SERVING (gRPC health), at most `--wait` seconds.
@@ -171,6 +173,30 @@ enum DeadLetterAction {
     Replay {
         sequences: Vec<u64>,
     },
+}
+
+#[derive(Debug, clap::Args)]
+struct SavePopulationArgs {
+    /// The code, e.g. ERASMUS_INCOMING (A-Z, 0-9, _).
+    code: String,
+    #[arg(long)]
+    label: String,
+    /// The SupAnn population code it maps to, e.g. AHL.
+    #[arg(long)]
+    supann: String,
+    /// Stays of this population need an agreement.
+    #[arg(long)]
+    agreement_required: bool,
+    /// Stays without an agreement must be paid for.
+    #[arg(long)]
+    payment_required: bool,
+    #[arg(long)]
+    default_days: i32,
+    #[arg(long)]
+    max_days: i32,
+    /// Why (kept in the audit trail).
+    #[arg(long)]
+    reason: String,
 }
 
 #[derive(Debug, clap::Args)]
@@ -339,6 +365,40 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Stats(args) => {
             let mut intake = rpc::Intake::new(&cli.intake, token);
             stats::run(args, &mut intake, cli.json).await?;
+        }
+        Command::SavePopulation(args) => {
+            let mut client =
+                v1::intake_service_client::IntakeServiceClient::new(connect(&cli.intake).await?);
+            let request = v1::SavePopulationRequest {
+                population: Some(v1::Population {
+                    code: args.code,
+                    label: args.label,
+                    supann_population: args.supann,
+                    agreement_required: args.agreement_required,
+                    default_duration_days: args.default_days,
+                    max_duration_days: args.max_days,
+                    payment_required: args.payment_required,
+                }),
+                reason: args.reason,
+            };
+            let saved = client
+                .save_population(authorized(token, request)?)
+                .await
+                .map_err(server_error)?
+                .into_inner();
+            let population = saved.population.unwrap_or_default();
+            if cli.json {
+                println!(
+                    "{}",
+                    json!({ "code": population.code, "created": saved.created })
+                );
+            } else {
+                println!(
+                    "population {} {}",
+                    population.code,
+                    if saved.created { "added" } else { "changed" }
+                );
+            }
         }
         Command::Populations => {
             let mut client =

@@ -1,4 +1,5 @@
-//! `hlctl stay`: a stay's life after registration (extend, end early, cancel). Each
+//! `hlctl stay`: a stay's life after registration (sponsor, extend, end early,
+//! cancel). Each
 //! prints the learner as intake holds them after the change.
 #![allow(clippy::print_stdout)]
 
@@ -13,6 +14,23 @@ use crate::{
 
 #[derive(Debug, Subcommand)]
 pub enum StayAction {
+    /// Changes who sponsors a stay: the unit and/or the sponsor person (role deve).
+    Sponsor {
+        /// The stay's id (`hlctl learner KEY` lists them).
+        stay_id: String,
+        /// The new sponsoring unit.
+        #[arg(long)]
+        unit: Option<String>,
+        /// The new sponsor person's login.
+        #[arg(long, conflicts_with = "no_sponsor_login")]
+        sponsor_login: Option<String>,
+        /// Removes the sponsor person.
+        #[arg(long)]
+        no_sponsor_login: bool,
+        /// Why (kept in the audit trail).
+        #[arg(long)]
+        reason: String,
+    },
     /// Moves a stay's end later, within its population's maximum duration and its
     /// agreement (role deve).
     Extend {
@@ -49,6 +67,30 @@ pub enum StayAction {
 
 pub async fn run(action: StayAction, intake: &mut Intake, json: bool) -> anyhow::Result<()> {
     let (done, learner) = match action {
+        StayAction::Sponsor {
+            stay_id,
+            unit,
+            sponsor_login,
+            no_sponsor_login,
+            reason,
+        } => {
+            let done = format!("stay {stay_id}: sponsor changed");
+            let learner = intake
+                .client()
+                .await?
+                .amend_stay(v1::AmendStayRequest {
+                    stay_id,
+                    sponsor_unit: unit.unwrap_or_default(),
+                    sponsor_login: sponsor_login.unwrap_or_default(),
+                    clear_sponsor_login: no_sponsor_login,
+                    reason,
+                })
+                .await
+                .map_err(server_error)?
+                .into_inner()
+                .learner;
+            (done, learner)
+        }
         StayAction::Extend {
             stay_id,
             to,

@@ -302,6 +302,48 @@ async fn an_agreement_its_learners_their_stays_and_payments() {
         .await
         .json();
     assert_eq!(extended["stays"][0]["end_date"], day(200));
+    let sponsored = hlctl
+        .run(
+            &deve,
+            &[
+                "stay",
+                "sponsor",
+                &stay,
+                "--unit",
+                "LAB-42",
+                "--reason",
+                "moved lab",
+                "--json",
+            ],
+        )
+        .await
+        .json();
+    assert_eq!(
+        sponsored["stays"][0]["sponsor_unit"], "LAB-42",
+        "{sponsored}"
+    );
+    let saved = hlctl
+        .run(
+            &deve,
+            &[
+                "save-population",
+                "ERASMUS_INCOMING",
+                "--label",
+                "Incoming exchange students",
+                "--supann",
+                "AHL",
+                "--default-days",
+                "150",
+                "--max-days",
+                "365",
+                "--reason",
+                "new exchange",
+                "--json",
+            ],
+        )
+        .await
+        .json();
+    assert_eq!(saved["created"], true);
     let cancelled = hlctl
         .run(
             &deve,
