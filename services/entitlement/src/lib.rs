@@ -5,6 +5,7 @@
 //! UNIMPLEMENTED until the service's issue gives them their behaviour.
 
 pub mod config;
+pub mod domain;
 pub mod grpc;
 
 use std::{future::Future, net::SocketAddr};

@@ -1,0 +1,3 @@
+//! The rules of entitlement, as pure functions over plain types: no tonic, no sqlx.
+
+pub mod policy;

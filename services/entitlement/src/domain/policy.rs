@@ -1,0 +1,354 @@
+//! The entitlement policy as data: which resources a population's stays grant, on
+//! which condition, for how long. Loaded from TOML (see `policy/default.toml`) and
+//! checked whole: every problem is reported with the file, the line and the reason.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// One condition of a grant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Condition {
+    Always,
+    Never,
+    /// The stay is paid.
+    Paid,
+    /// The stay's agreement includes this option.
+    Option(String),
+}
+
+/// How a population's stay grants one resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    /// All must hold.
+    pub conditions: Vec<Condition>,
+    /// Days after the stay's start the grant begins (may be negative).
+    pub start_offset_days: i32,
+    /// Days after the stay's end the grant still holds.
+    pub grace_days: i32,
+}
+
+impl Rule {
+    pub fn never(&self) -> bool {
+        self.conditions.contains(&Condition::Never)
+    }
+}
+
+/// A checked policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    pub version: String,
+    /// Resource name → description.
+    pub resources: BTreeMap<String, String>,
+    /// Rules for every population, unless the population has its own for a resource.
+    pub defaults: BTreeMap<String, Rule>,
+    /// Population code → resource → rule.
+    pub populations: BTreeMap<String, BTreeMap<String, Rule>>,
+}
+
+impl Policy {
+    /// The rule for a population's stays and a resource, if any grants it.
+    pub fn rule(&self, population: &str, resource: &str) -> Option<&Rule> {
+        self.populations
+            .get(population)
+            .and_then(|rules| rules.get(resource))
+            .or_else(|| self.defaults.get(resource))
+    }
+}
+
+/// One problem of a policy file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyProblem {
+    pub line: usize,
+    pub reason: String,
+}
+
+/// Every problem of a policy file, with where it is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", self.render())]
+pub struct PolicyErrors {
+    pub file: String,
+    pub problems: Vec<PolicyProblem>,
+}
+
+impl PolicyErrors {
+    fn render(&self) -> String {
+        self.problems
+            .iter()
+            .map(|problem| format!("{}:{}: {}", self.file, problem.line, problem.reason))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyFile {
+    version: Spanned<String>,
+    #[serde(default)]
+    resources: BTreeMap<Spanned<String>, Spanned<String>>,
+    #[serde(default)]
+    defaults: BTreeMap<Spanned<String>, Spanned<GrantSpec>>,
+    #[serde(default)]
+    populations: BTreeMap<Spanned<String>, BTreeMap<Spanned<String>, Spanned<GrantSpec>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum GrantSpec {
+    Condition(When),
+    Table(GrantTable),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GrantTable {
+    when: When,
+    #[serde(default)]
+    start_offset_days: i32,
+    #[serde(default)]
+    grace_days: i32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum When {
+    One(String),
+    All(Vec<String>),
+}
+
+/// Turns a byte offset into a 1-based line number.
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+fn condition(text: &str) -> Result<Condition, String> {
+    match text.trim() {
+        "always" => Ok(Condition::Always),
+        "never" => Ok(Condition::Never),
+        "paid" => Ok(Condition::Paid),
+        other => match other.strip_prefix("option:") {
+            Some(option)
+                if !option.is_empty()
+                    && option
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') =>
+            {
+                Ok(Condition::Option(option.to_owned()))
+            }
+            _ => Err(format!(
+                "unknown condition {other:?} (always, never, paid or option:<name>)"
+            )),
+        },
+    }
+}
+
+/// Parses and checks a policy; `file` names it in the errors.
+pub fn load(file: &str, text: &str) -> Result<Policy, PolicyErrors> {
+    let fail = |problems: Vec<PolicyProblem>| PolicyErrors {
+        file: file.to_owned(),
+        problems,
+    };
+    let parsed: PolicyFile = toml::from_str(text).map_err(|error| {
+        let line = error.span().map_or(1, |span| line_of(text, span.start));
+        fail(vec![PolicyProblem {
+            line,
+            reason: error.message().to_owned(),
+        }])
+    })?;
+    let mut problems = Vec::new();
+    let mut problem = |span: std::ops::Range<usize>, reason: String| {
+        problems.push(PolicyProblem {
+            line: line_of(text, span.start),
+            reason,
+        });
+    };
+
+    let version = parsed.version.get_ref().trim().to_owned();
+    if version.is_empty() {
+        problem(
+            parsed.version.span(),
+            "version: required (e.g. \"2026.1\")".to_owned(),
+        );
+    }
+    let resources: BTreeMap<String, String> = parsed
+        .resources
+        .iter()
+        .map(|(name, description)| (name.get_ref().clone(), description.get_ref().clone()))
+        .collect();
+    if resources.is_empty() {
+        problem(
+            0..0,
+            "resources: at least one resource is required".to_owned(),
+        );
+    }
+    let known = resources.keys().cloned().collect::<Vec<_>>().join(", ");
+
+    let rules = |section: &str,
+                 grants: &BTreeMap<Spanned<String>, Spanned<GrantSpec>>,
+                 problem: &mut dyn FnMut(std::ops::Range<usize>, String)| {
+        let mut checked = BTreeMap::new();
+        for (resource, grant) in grants {
+            let path = format!("{section}.{}", resource.get_ref());
+            if !resources.contains_key(resource.get_ref()) {
+                problem(
+                    resource.span(),
+                    format!("{path}: unknown resource (known: {known})"),
+                );
+                continue;
+            }
+            let (when, start_offset_days, grace_days) = match grant.get_ref() {
+                GrantSpec::Condition(when) => (when, 0, 0),
+                GrantSpec::Table(table) => (&table.when, table.start_offset_days, table.grace_days),
+            };
+            let texts: Vec<&String> = match when {
+                When::One(text) => vec![text],
+                When::All(texts) => texts.iter().collect(),
+            };
+            if texts.is_empty() {
+                problem(grant.span(), format!("{path}: an empty condition list"));
+                continue;
+            }
+            let mut conditions = Vec::new();
+            for text in texts {
+                match condition(text) {
+                    Ok(condition) => conditions.push(condition),
+                    Err(reason) => problem(grant.span(), format!("{path}: {reason}")),
+                }
+            }
+            if grace_days < 0 {
+                problem(
+                    grant.span(),
+                    format!("{path}: grace_days must be 0 or more"),
+                );
+            }
+            if !(-365..=365).contains(&start_offset_days) {
+                problem(
+                    grant.span(),
+                    format!("{path}: start_offset_days must be within a year of the start"),
+                );
+            }
+            checked.insert(
+                resource.get_ref().clone(),
+                Rule {
+                    conditions,
+                    start_offset_days,
+                    grace_days,
+                },
+            );
+        }
+        checked
+    };
+    let defaults = rules("defaults", &parsed.defaults, &mut problem);
+    let mut populations = BTreeMap::new();
+    for (population, grants) in &parsed.populations {
+        let code = population.get_ref();
+        if code.is_empty()
+            || !code
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+        {
+            problem(
+                population.span(),
+                format!("populations.{code}: not a population code (A-Z, 0-9, _)"),
+            );
+        }
+        let checked = rules(&format!("populations.{code}"), grants, &mut problem);
+        populations.insert(code.clone(), checked);
+    }
+    if !problems.is_empty() {
+        // In the file's order, as a reader goes through it.
+        problems.sort_by_key(|problem| problem.line);
+        return Err(fail(problems));
+    }
+    Ok(Policy {
+        version,
+        resources,
+        defaults,
+        populations,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEFAULT: &str = include_str!("../../../../policy/default.toml");
+
+    #[test]
+    fn the_default_policy_encodes_the_requirements_table() {
+        let policy = load("policy/default.toml", DEFAULT).expect("valid default policy");
+        let conditions = |population: &str, resource: &str| {
+            policy
+                .rule(population, resource)
+                .map(|rule| rule.conditions.clone())
+        };
+        // Every active stay: ENT and wifi.
+        assert_eq!(conditions("VAE", "ent"), Some(vec![Condition::Always]));
+        assert_eq!(
+            policy.rule("IFSI", "wifi").map(|rule| rule.grace_days),
+            Some(7)
+        );
+        // IFSI: library and grades, never a card.
+        assert_eq!(conditions("IFSI", "library"), Some(vec![Condition::Always]));
+        assert_eq!(conditions("IFSI", "grades"), Some(vec![Condition::Always]));
+        assert!(policy.rule("IFSI", "smart-card").is_some_and(Rule::never));
+        // C2i2e: a card with its e-purse.
+        assert_eq!(
+            conditions("RECTORAT_C2I2E", "smart-card"),
+            Some(vec![Condition::Always])
+        );
+        assert_eq!(
+            conditions("RECTORAT_C2I2E", "e-purse"),
+            Some(vec![Condition::Always])
+        );
+        // Co-accredited: "possibly" is a condition, never a silent yes.
+        assert_eq!(
+            conditions("CO_ACCREDITED", "library"),
+            Some(vec![Condition::Option("library".to_owned())])
+        );
+        // Nothing unlisted is granted.
+        assert_eq!(conditions("VAE", "premises"), None);
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_line() {
+        let text = r#"version = ""
+
+[resources]
+wifi = "Wifi"
+
+[defaults]
+wifi = "sometimes"
+lbrary = "always"
+
+[populations.ifsi]
+wifi = { when = "always", grace_days = -3 }
+"#;
+        let errors = load("policy/broken.toml", text).expect_err("invalid");
+        let rendered = errors.to_string();
+        let lines: Vec<usize> = errors.problems.iter().map(|problem| problem.line).collect();
+        assert_eq!(lines, [1, 7, 8, 10, 11], "{rendered}");
+        assert!(
+            rendered
+                .contains("policy/broken.toml:7: defaults.wifi: unknown condition \"sometimes\""),
+            "{rendered}"
+        );
+        assert!(
+            rendered.contains("policy/broken.toml:8: defaults.lbrary: unknown resource"),
+            "{rendered}"
+        );
+        assert!(
+            rendered.contains("grace_days must be 0 or more"),
+            "{rendered}"
+        );
+    }
+
+    #[test]
+    fn a_syntax_error_names_its_line() {
+        let errors =
+            load("p.toml", "version = \"1\"\n[resources\nwifi = 1\n").expect_err("invalid");
+        assert_eq!(errors.problems[0].line, 2, "{errors}");
+    }
+}
