@@ -1,3 +1,4 @@
 //! The rules of entitlement, as pure functions over plain types: no tonic, no sqlx.
 
+pub mod grants;
 pub mod policy;

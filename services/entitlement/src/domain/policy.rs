@@ -50,10 +50,22 @@ pub struct Policy {
 impl Policy {
     /// The rule for a population's stays and a resource, if any grants it.
     pub fn rule(&self, population: &str, resource: &str) -> Option<&Rule> {
-        self.populations
+        self.rule_with_origin(population, resource)
+            .map(|(_, rule)| rule)
+    }
+
+    /// The rule and where it is written (`populations.IFSI.library`, `defaults.wifi`).
+    pub fn rule_with_origin(&self, population: &str, resource: &str) -> Option<(String, &Rule)> {
+        if let Some(rule) = self
+            .populations
             .get(population)
             .and_then(|rules| rules.get(resource))
-            .or_else(|| self.defaults.get(resource))
+        {
+            return Some((format!("populations.{population}.{resource}"), rule));
+        }
+        self.defaults
+            .get(resource)
+            .map(|rule| (format!("defaults.{resource}"), rule))
     }
 }
 
