@@ -246,7 +246,7 @@ pub async fn wait_until_serving(address: SocketAddr) {
 
 pub fn today_plus(days: i64) -> String {
     let format = time::macros::format_description!("[year]-[month]-[day]");
-    (time::OffsetDateTime::now_utc().date() + time::Duration::days(days))
+    (hosted_platform::clock::Clock::default().today() + time::Duration::days(days))
         .format(format)
         .unwrap()
 }

@@ -149,8 +149,8 @@ impl Loader {
     }
 }
 
-/// The sections every service has: `[grpc]`, `[database]`, `[nats]`, `[telemetry]`
-/// and `[auth]`. A service's own configuration adds its sections beside these.
+/// The sections every service has: `[grpc]`, `[database]`, `[nats]`, `[telemetry]`,
+/// `[auth]` and `[clock]`. A service's own configuration adds its sections beside these.
 #[derive(Debug, Clone, Default)]
 pub struct CommonConfig {
     pub grpc: GrpcConfig,
@@ -158,6 +158,7 @@ pub struct CommonConfig {
     pub nats: NatsConfig,
     pub telemetry: TelemetryConfig,
     pub auth: AuthConfig,
+    pub clock: ClockConfig,
 }
 
 impl CommonConfig {
@@ -168,7 +169,41 @@ impl CommonConfig {
             nats: loader.section("nats"),
             telemetry: loader.section("telemetry"),
             auth: loader.section("auth"),
+            clock: loader.section("clock"),
         }
+    }
+}
+
+/// The university's time zone when none is configured.
+pub const DEFAULT_TIME_ZONE: &str = "Europe/Paris";
+
+/// `[clock]`: where the university is, for what "today" means.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClockConfig {
+    /// An IANA time zone, e.g. `Europe/Paris`, `Indian/Reunion`, `Pacific/Noumea`.
+    pub time_zone: String,
+}
+
+impl Default for ClockConfig {
+    fn default() -> Self {
+        Self {
+            time_zone: DEFAULT_TIME_ZONE.to_owned(),
+        }
+    }
+}
+
+impl Section for ClockConfig {
+    fn check(&self, section: &str, problems: &mut Vec<String>) {
+        if let Err(reason) = crate::clock::Clock::new(&self.time_zone) {
+            problems.push(format!("{section}.time_zone: {reason}"));
+        }
+    }
+}
+
+impl ClockConfig {
+    pub fn clock(&self) -> crate::clock::Clock {
+        crate::clock::Clock::new(&self.time_zone).unwrap_or_default()
     }
 }
 

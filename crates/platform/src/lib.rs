@@ -5,6 +5,7 @@
 //! mapping from service errors to gRPC statuses.
 
 pub mod auth;
+pub mod clock;
 pub mod config;
 pub mod db;
 pub mod error;

@@ -136,6 +136,7 @@ pub fn common_config(
         nats,
         telemetry: TelemetryConfig::default(),
         auth: callers.auth.clone(),
+        clock: hosted_platform::config::ClockConfig::default(),
     }
 }
 

@@ -56,12 +56,8 @@ impl Directory {
             .ok_or_else(|| DirectoryError::NotFound("account".to_owned()))?;
         let learner = v1::Learner::decode(account.learner.as_slice())
             .map_err(|e| DirectoryError::Projection(e.to_string()))?;
-        let desired = entry::desired(
-            &learner,
-            &self.settings,
-            time::OffsetDateTime::now_utc().date(),
-        )
-        .map_err(|e| DirectoryError::Projection(e.to_string()))?;
+        let desired = entry::desired(&learner, &self.settings, self.clock.today())
+            .map_err(|e| DirectoryError::Projection(e.to_string()))?;
         let actual = self.ldap.read(&desired.dn).await?;
         let differences = match &actual {
             Some(actual) => entry::differences(&desired, actual),

@@ -45,6 +45,7 @@ pub struct Directory {
     publisher: Arc<Notify>,
     handler: ProjectionHandler,
     dead_letters: DeadLetters,
+    clock: hosted_platform::clock::Clock,
 }
 
 /// A started directory service.
@@ -83,6 +84,7 @@ impl Application {
                 Service::Directory,
                 foundation.jetstream.clone(),
             ),
+            clock: config.common.clock.clock(),
         };
         Ok(Self {
             foundation,
@@ -106,6 +108,7 @@ impl Application {
             ldap: directory.ldap.clone(),
             settings: directory.settings.clone(),
             wake: directory.publisher.clone(),
+            clock: directory.clock.clone(),
         };
         let publisher_shutdown = self.foundation.tasks.shutdown();
         self.foundation

@@ -24,6 +24,7 @@ pub struct Publisher {
     pub ldap: Arc<LdapDirectory>,
     pub settings: EntrySettings,
     pub wake: Arc<Notify>,
+    pub clock: hosted_platform::clock::Clock,
 }
 
 fn retry_delay(attempts: i32) -> Duration {
@@ -64,7 +65,7 @@ impl Publisher {
     async fn publish_batch(&self) -> Result<usize, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         let accounts = store::claim_pending(&mut tx, BATCH).await?;
-        let today = time::OffsetDateTime::now_utc().date();
+        let today = self.clock.today();
         for account in &accounts {
             let span = tracing::info_span!(
                 "publish",

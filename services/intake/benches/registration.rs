@@ -28,7 +28,7 @@ fn env_or(name: &str, default: usize) -> usize {
 
 fn day(offset: i64) -> String {
     let format = time::macros::format_description!("[year]-[month]-[day]");
-    (time::OffsetDateTime::now_utc().date() + time::Duration::days(offset))
+    (hosted_platform::clock::Clock::default().today() + time::Duration::days(offset))
         .format(format)
         .unwrap()
 }

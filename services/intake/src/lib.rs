@@ -31,11 +31,12 @@ pub struct Intake {
     namespace: Namespace,
     outbox: OutboxSignal,
     numbering: store::batch::Numbering,
+    clock: hosted_platform::clock::Clock,
 }
 
 impl Intake {
     fn today(&self) -> time::Date {
-        time::OffsetDateTime::now_utc().date()
+        self.clock.today()
     }
 }
 
@@ -68,6 +69,7 @@ impl Application {
             namespace: foundation.namespace.clone(),
             outbox: foundation.outbox.clone(),
             numbering: config.registry.numbering(),
+            clock: config.common.clock.clock(),
         };
         Ok(Self { foundation, intake })
     }

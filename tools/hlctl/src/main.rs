@@ -618,7 +618,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 generate::Layout::Plain
             };
-            let today = time::OffsetDateTime::now_utc().date();
+            let today = hosted_platform::clock::Clock::default().today();
             let generated = generate::generate(args.rows, args.bad, args.seed, today, layout)?;
             std::fs::write(&args.file, &generated.bytes)
                 .with_context(|| format!("writing {}", args.file.display()))?;

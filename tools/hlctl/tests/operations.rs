@@ -60,7 +60,7 @@ impl Hlctl {
 }
 
 fn day(offset: i64) -> String {
-    (time::OffsetDateTime::now_utc().date() + time::Duration::days(offset)).to_string()
+    (hosted_platform::clock::Clock::default().today() + time::Duration::days(offset)).to_string()
 }
 
 #[tokio::test]

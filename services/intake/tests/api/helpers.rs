@@ -107,7 +107,7 @@ impl TestIntake {
 
 pub fn day(offset: i64) -> String {
     let format = time::macros::format_description!("[year]-[month]-[day]");
-    (time::OffsetDateTime::now_utc().date() + time::Duration::days(offset))
+    (hosted_platform::clock::Clock::default().today() + time::Duration::days(offset))
         .format(format)
         .unwrap()
 }
@@ -123,7 +123,7 @@ pub fn person(family_name: &str, given_names: &str, birth_date: &str) -> v1::Per
 }
 
 pub fn stay(population: &str) -> v1::StayInput {
-    let today = time::OffsetDateTime::now_utc().date();
+    let today = hosted_platform::clock::Clock::default().today();
     let format = time::macros::format_description!("[year]-[month]-[day]");
     v1::StayInput {
         population: population.to_owned(),
