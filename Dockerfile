@@ -65,6 +65,8 @@ RUN groupadd --system --gid 10001 hosted \
         --home-dir /nonexistent --shell /usr/sbin/nologin hosted
 
 COPY --from=builder /out/ /usr/local/bin/
+# The entitlement policy the image starts with (ENTITLEMENT__POLICY__FILE).
+COPY policy /etc/hosted-learners/policy
 
 USER 10001:10001
 

@@ -62,6 +62,8 @@ pub struct TestSystem {
     pub nats: NatsConfig,
     pub intake: Option<Running>,
     pub directory: Option<Running>,
+    pub entitlement: Option<Running>,
+    pub entitlement_database: TestDatabase,
 }
 
 impl TestSystem {
@@ -90,6 +92,8 @@ impl TestSystem {
             nats,
             intake: None,
             directory: None,
+            entitlement: None,
+            entitlement_database: TestDatabase::new().await,
         }
     }
 
@@ -147,6 +151,32 @@ impl TestSystem {
         address
     }
 
+    /// Starts entitlement with the default policy and waits until it is ready.
+    pub async fn start_entitlement(&mut self) {
+        let app = hosted_entitlement::Application::build(&hosted_entitlement::EntitlementConfig {
+            common: hosted_testkit::common_config(
+                &self.entitlement_database,
+                self.nats.clone(),
+                &self.callers,
+            ),
+            policy: default_policy(),
+        })
+        .await
+        .unwrap();
+        let address = app.local_addr();
+        self.entitlement = Some(Running::start(address, |stop| app.run_until_stopped(stop)));
+        wait_until_serving(address).await;
+    }
+
+    pub async fn entitlement_client(
+        &self,
+    ) -> v1::entitlement_service_client::EntitlementServiceClient<tonic::transport::Channel> {
+        let address = self.entitlement.as_ref().unwrap().address;
+        v1::entitlement_service_client::EntitlementServiceClient::new(
+            hosted_testkit::channel(address).await,
+        )
+    }
+
     pub async fn stop_directory(&mut self) {
         if let Some(directory) = self.directory.take() {
             directory.stop().await;
@@ -155,6 +185,9 @@ impl TestSystem {
 
     pub async fn stop(mut self) {
         self.stop_directory().await;
+        if let Some(entitlement) = self.entitlement.take() {
+            entitlement.stop().await;
+        }
         if let Some(intake) = self.intake.take() {
             intake.stop().await;
         }
@@ -188,6 +221,13 @@ impl TestSystem {
             .await
             .unwrap()
             .into_inner()
+    }
+}
+
+/// The repository's default policy.
+pub fn default_policy() -> hosted_entitlement::config::PolicyConfig {
+    hosted_entitlement::config::PolicyConfig {
+        file: std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../policy/default.toml"),
     }
 }
 

@@ -1,8 +1,9 @@
 //! Entitlement's settings: the sections every service shares. Environment prefix `ENTITLEMENT__`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use hosted_platform::config::{CommonConfig, ConfigErrors, Loader, ServiceConfig};
+use hosted_platform::config::{CommonConfig, ConfigErrors, Loader, Section, ServiceConfig};
+use serde::Deserialize;
 
 pub const ENV_PREFIX: &str = "ENTITLEMENT";
 pub const DEFAULT_PORT: u16 = 50052;
@@ -10,6 +11,40 @@ pub const DEFAULT_PORT: u16 = 50052;
 #[derive(Debug, Clone, Default)]
 pub struct EntitlementConfig {
     pub common: CommonConfig,
+    pub policy: PolicyConfig,
+}
+
+/// `[policy]`: the policy document the service starts with.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// A TOML policy (see `policy/default.toml`).
+    pub file: PathBuf,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self {
+            file: PathBuf::from("policy/default.toml"),
+        }
+    }
+}
+
+impl Section for PolicyConfig {
+    fn check(&self, section: &str, problems: &mut Vec<String>) {
+        match std::fs::read_to_string(&self.file) {
+            Err(error) => {
+                problems.push(format!("{section}.file: {}: {error}", self.file.display()))
+            }
+            Ok(text) => {
+                if let Err(errors) =
+                    crate::domain::policy::load(&self.file.display().to_string(), &text)
+                {
+                    problems.push(format!("{section}.file: the policy is invalid:\n{errors}"));
+                }
+            }
+        }
+    }
 }
 
 impl ServiceConfig for EntitlementConfig {
@@ -19,6 +54,7 @@ impl ServiceConfig for EntitlementConfig {
         let mut loader = Loader::new(ENV_PREFIX, file);
         let config = Self {
             common: CommonConfig::load(&mut loader),
+            policy: loader.section("policy"),
         };
         loader.finish()?;
         Ok(config)

@@ -13,30 +13,12 @@ async fn every_directory_rpc_refuses_missing_credentials_and_wrong_roles() {
     system.stop().await;
 }
 
-/// Entitlement and cards wait for their issues, but already start, migrate, report
-/// SERVING and refuse every RPC without the right credential.
+/// Cards waits for its issue, but already starts, migrates, reports SERVING and
+/// refuses every RPC without the right credential.
 #[tokio::test]
-async fn entitlement_and_cards_start_healthy_and_guard_every_rpc() {
+async fn cards_starts_healthy_and_guards_every_rpc() {
     let namespace = hosted_testkit::namespace().await;
     let callers = hosted_testkit::TestCallers::new();
-
-    let database = hosted_testkit::TestDatabase::new().await;
-    let entitlement =
-        hosted_entitlement::Application::build(&hosted_entitlement::EntitlementConfig {
-            common: hosted_testkit::common_config(
-                &database,
-                hosted_testkit::nats_config(&namespace),
-                &callers,
-            ),
-        })
-        .await
-        .unwrap();
-    let entitlement_address = entitlement.local_addr();
-    let (stop_entitlement, entitlement_stopped) = tokio::sync::oneshot::channel::<()>();
-    let entitlement = tokio::spawn(entitlement.run_until_stopped(async {
-        let _ = entitlement_stopped.await;
-    }));
-
     let database = hosted_testkit::TestDatabase::new().await;
     let cards = hosted_cards::Application::build(&hosted_cards::CardsConfig {
         common: hosted_testkit::common_config(
@@ -53,15 +35,7 @@ async fn entitlement_and_cards_start_healthy_and_guard_every_rpc() {
         let _ = cards_stopped.await;
     }));
 
-    hosted_e2e::wait_until_serving(entitlement_address).await;
     hosted_e2e::wait_until_serving(cards_address).await;
-    hosted_testkit::assert_every_rpc_guarded(
-        entitlement_address,
-        "hosted.v1.EntitlementService",
-        hosted_entitlement::grpc::ACCESS,
-        &callers,
-    )
-    .await;
     hosted_testkit::assert_every_rpc_guarded(
         cards_address,
         "hosted.v1.CardsService",
@@ -70,9 +44,7 @@ async fn entitlement_and_cards_start_healthy_and_guard_every_rpc() {
     )
     .await;
 
-    stop_entitlement.send(()).unwrap();
     stop_cards.send(()).unwrap();
-    entitlement.await.unwrap().unwrap();
     cards.await.unwrap().unwrap();
 }
 

@@ -5,6 +5,7 @@
 mod access;
 mod dead_letters;
 mod delivery;
+mod entitlement;
 mod publication;
 mod python_client;
 mod tracing;

@@ -1,0 +1,214 @@
+//! What entitlement consumes (intake's learner, payment and agreement facts) and
+//! publishes: `hosted.entitlement.grants.changed`, the learner's whole set of grants,
+//! whenever it changes.
+
+use std::sync::Arc;
+
+use hosted_contracts::{
+    prost::Message,
+    subjects::{self, Namespace},
+    v1,
+};
+use hosted_platform::{
+    inbox::{Delivery, HandleError, Handler},
+    outbox::{self, OutboxEvent, OutboxSignal},
+};
+use sqlx::PgConnection;
+use time::{Date, format_description::BorrowedFormatItem, macros::format_description};
+use uuid::Uuid;
+
+use crate::{
+    domain::{grants::Grant, policy::Policy},
+    store::{self, ProjectedStay},
+};
+
+/// Durable consumer of intake's stream.
+pub const INTAKE_CONSUMER: &str = "entitlement-intake";
+pub const GRANTS_EVENT_TYPE: &str = "hosted.v1.GrantsEvent";
+
+const ISO_DATE: &[BorrowedFormatItem<'static>] = format_description!("[year]-[month]-[day]");
+
+/// Applies intake's facts and recomputes the grants they touch.
+#[derive(Debug, Clone)]
+pub struct GrantsHandler {
+    pub namespace: Namespace,
+    pub policy: Arc<Policy>,
+    pub outbox: OutboxSignal,
+}
+
+fn permanent(what: &str) -> HandleError {
+    HandleError::Permanent(what.to_owned())
+}
+
+fn projected(learner: &v1::Learner) -> Result<Vec<ProjectedStay>, HandleError> {
+    learner
+        .stays
+        .iter()
+        .map(|stay| {
+            let day = |value: &str| {
+                Date::parse(value, ISO_DATE).map_err(|_| permanent("stay with a bad date"))
+            };
+            Ok(ProjectedStay {
+                stay_id: Uuid::parse_str(&stay.stay_id)
+                    .map_err(|_| permanent("stay with a bad id"))?,
+                population: stay.population.clone(),
+                start_date: day(&stay.start_date)?,
+                end_date: day(&stay.end_date)?,
+                cancelled: stay.status() == v1::StayStatus::Cancelled,
+                paid: stay.payment_status() == v1::PaymentStatus::Paid,
+                agreement_id: Uuid::parse_str(&stay.agreement_id).ok(),
+            })
+        })
+        .collect()
+}
+
+fn timestamp(date: Date) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: date.midnight().assume_utc().unix_timestamp(),
+        nanos: 0,
+    }
+}
+
+/// The wire form of a grant: from the first day's start to the last day's end (UTC
+/// midnights; the day boundaries are the university's, see the Check API).
+pub fn grant_message(grant: &Grant) -> v1::Grant {
+    v1::Grant {
+        resource: grant.resource.clone(),
+        valid_from: Some(timestamp(grant.valid_from)),
+        valid_until: Some(timestamp(
+            grant.valid_until.next_day().unwrap_or(grant.valid_until),
+        )),
+        rule: grant.rule.clone(),
+        policy_version: grant.policy_version.clone(),
+        stay_id: grant.stay_id.clone(),
+    }
+}
+
+impl GrantsHandler {
+    /// Recomputes one learner's grants; enqueues an event when they changed.
+    pub async fn recompute(
+        &self,
+        conn: &mut PgConnection,
+        learner_id: Uuid,
+        cause: Option<Uuid>,
+    ) -> Result<bool, HandleError> {
+        let stays = store::stay_facts(conn, learner_id).await?;
+        let wanted = crate::domain::grants::grants(&self.policy, &stays);
+        let Some(grants_version) = store::replace_grants(conn, learner_id, &wanted, cause).await?
+        else {
+            return Ok(false);
+        };
+        let (_, login, version) = store::learner(conn, &learner_id.to_string())
+            .await?
+            .ok_or_else(|| permanent("learner vanished"))?;
+        let event_id = Uuid::now_v7();
+        let event = v1::GrantsEvent {
+            meta: Some(v1::EventMeta {
+                event_id: event_id.to_string(),
+                occurred_at: Some(prost_types::Timestamp {
+                    seconds: time::OffsetDateTime::now_utc().unix_timestamp(),
+                    nanos: 0,
+                }),
+                learner_id: learner_id.to_string(),
+                learner_version: version,
+                actor: "entitlement".to_owned(),
+            }),
+            grants: wanted.iter().map(grant_message).collect(),
+            policy_version: self.policy.version.clone(),
+            grants_version,
+            login,
+        };
+        outbox::enqueue(
+            conn,
+            &[OutboxEvent {
+                event_id,
+                subject: self
+                    .namespace
+                    .subject(subjects::entitlement::GRANTS_CHANGED),
+                event_type: GRANTS_EVENT_TYPE,
+                payload: event.encode_to_vec(),
+            }],
+        )
+        .await?;
+        tracing::info!(%learner_id, grants = wanted.len(), grants_version, "grants changed");
+        Ok(true)
+    }
+
+    async fn apply_learner(
+        &self,
+        conn: &mut PgConnection,
+        learner: &v1::Learner,
+        cause: Uuid,
+    ) -> Result<(), HandleError> {
+        let person = learner
+            .person
+            .as_ref()
+            .ok_or_else(|| permanent("learner without person"))?;
+        let learner_id =
+            Uuid::parse_str(&person.learner_id).map_err(|_| permanent("bad learner id"))?;
+        let stays = projected(learner)?;
+        if store::apply_learner(conn, learner_id, &person.login, learner.version, &stays).await? {
+            self.recompute(conn, learner_id, Some(cause)).await?;
+        }
+        Ok(())
+    }
+}
+
+impl Handler for GrantsHandler {
+    async fn handle(
+        &self,
+        conn: &mut PgConnection,
+        delivery: &Delivery,
+    ) -> Result<(), HandleError> {
+        let known = [
+            &subjects::intake::LEARNER_FACTS[..],
+            &[
+                subjects::intake::PAYMENT_RECORDED,
+                subjects::intake::AGREEMENT_CREATED,
+                subjects::intake::AGREEMENT_AMENDED,
+                subjects::intake::AGREEMENT_ENDED,
+            ],
+        ]
+        .concat();
+        let Some(fact) = self.namespace.fact_of(&delivery.subject, &known) else {
+            return Ok(());
+        };
+        let undecodable = |error: hosted_contracts::prost::DecodeError| {
+            HandleError::Permanent(format!("{fact}: {error}"))
+        };
+        if subjects::intake::LEARNER_FACTS.contains(fact) {
+            let event = v1::LearnerEvent::decode(delivery.payload.clone()).map_err(undecodable)?;
+            let learner = event
+                .learner
+                .ok_or_else(|| permanent("event without learner"))?;
+            self.apply_learner(conn, &learner, delivery.event_id).await
+        } else if *fact == subjects::intake::PAYMENT_RECORDED {
+            let event = v1::PaymentEvent::decode(delivery.payload.clone()).map_err(undecodable)?;
+            let learner = event
+                .learner
+                .ok_or_else(|| permanent("event without learner"))?;
+            self.apply_learner(conn, &learner, delivery.event_id).await
+        } else {
+            let event =
+                v1::AgreementEvent::decode(delivery.payload.clone()).map_err(undecodable)?;
+            let agreement = event
+                .agreement
+                .ok_or_else(|| permanent("event without agreement"))?;
+            let agreement_id = Uuid::parse_str(&agreement.agreement_id)
+                .map_err(|_| permanent("bad agreement id"))?;
+            if store::apply_agreement(conn, agreement_id, &agreement.options, agreement.version)
+                .await?
+            {
+                for learner_id in store::learners_under(conn, agreement_id).await? {
+                    self.recompute(conn, learner_id, Some(delivery.event_id))
+                        .await?;
+                }
+            }
+            Ok(())
+        }
+    }
+
+    fn committed(&self) {
+        self.outbox.notify();
+    }
+}

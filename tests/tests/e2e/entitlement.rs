@@ -1,0 +1,160 @@
+use std::time::Duration;
+
+use hosted_contracts::{subjects::Service, v1};
+use hosted_e2e::{TestSystem, registration, today_plus};
+use hosted_platform::auth::Role;
+
+async fn check(system: &TestSystem, login: &str, resource: &str) -> v1::CheckResponse {
+    system
+        .entitlement_client()
+        .await
+        .check(system.as_role(
+            Role::Integrator,
+            v1::CheckRequest {
+                learner: Some(v1::check_request::Learner::Login(login.to_owned())),
+                resource: resource.to_owned(),
+                at: None,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// Waits until `resource` is allowed (or not) for `login`.
+async fn wait_for(
+    system: &TestSystem,
+    login: &str,
+    resource: &str,
+    allowed: bool,
+) -> v1::CheckResponse {
+    for _ in 0..200 {
+        let answer = check(system, login, resource).await;
+        if answer.allowed == allowed {
+            return answer;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{resource} never became allowed={allowed} for {login}");
+}
+
+#[tokio::test]
+async fn grants_follow_the_policy_and_check_denies_by_default() {
+    // Arrange
+    let mut system = TestSystem::prepare(None).await;
+    system.start_intake().await;
+    system.start_entitlement().await;
+
+    // Act: an IFSI student.
+    system
+        .register(registration("Fontaine", "Manon", "2002-03-04"))
+        .await;
+
+    // Assert
+    let library = wait_for(&system, "manon.fontaine", "library", true).await;
+    assert_eq!(library.rule, "populations.IFSI.library");
+    assert_eq!(library.policy_version, "2026.1");
+    assert!(check(&system, "manon.fontaine", "grades").await.allowed);
+    let card = check(&system, "manon.fontaine", "smart-card").await;
+    assert!(!card.allowed);
+    assert!(card.reason.contains("never"), "{}", card.reason);
+    let stranger = check(&system, "nobody.here", "wifi").await;
+    assert!(!stranger.allowed);
+    assert_eq!(stranger.reason, "unknown learner");
+    assert!(!check(&system, "manon.fontaine", "spaceship").await.allowed);
+
+    let grants = system
+        .entitlement_client()
+        .await
+        .list_grants(system.as_role(
+            Role::Dosi,
+            v1::ListGrantsRequest {
+                learner_id: "manon.fontaine".to_owned(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .grants;
+    let mut resources: Vec<String> = grants.iter().map(|grant| grant.resource.clone()).collect();
+    resources.sort();
+    assert_eq!(
+        resources,
+        ["ent", "grades", "library", "online-resources", "wifi"]
+    );
+    let events =
+        hosted_testkit::stream_messages(&system.namespace.stream(Service::Entitlement)).await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(
+        events[0].subject.as_str(),
+        system
+            .namespace
+            .subject(hosted_contracts::subjects::entitlement::GRANTS_CHANGED)
+    );
+    hosted_testkit::assert_every_rpc_guarded(
+        system.entitlement.as_ref().unwrap().address,
+        "hosted.v1.EntitlementService",
+        hosted_entitlement::grpc::ACCESS,
+        &system.callers,
+    )
+    .await;
+    system.stop().await;
+}
+
+#[tokio::test]
+async fn a_co_accredited_student_gets_the_library_only_when_the_agreement_includes_it() {
+    // Arrange: an agreement without the library option, a student under it.
+    let mut system = TestSystem::prepare(None).await;
+    system.start_intake().await;
+    system.start_entitlement().await;
+    let mut intake = system.intake_client().await;
+    let input = |options: Vec<String>| v1::AgreementInput {
+        partner_name: "Université partenaire".to_owned(),
+        populations: vec!["CO_ACCREDITED".to_owned()],
+        start_date: today_plus(-30),
+        end_date: today_plus(300),
+        options,
+        payer: v1::Payer::Nobody.into(),
+        ..Default::default()
+    };
+    let agreement = intake
+        .create_agreement(system.as_role(
+            Role::Legal,
+            v1::CreateAgreementRequest {
+                agreement: Some(input(vec![])),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .agreement
+        .unwrap();
+    let mut request = registration("Nguyen", "Anh", "2001-05-06");
+    let stay = request.stay.as_mut().unwrap();
+    stay.population = "CO_ACCREDITED".to_owned();
+    stay.agreement_id = agreement.agreement_id.clone();
+    system.register(request).await;
+    wait_for(&system, "anh.nguyen", "online-resources", true).await;
+    let without = check(&system, "anh.nguyen", "library").await;
+    assert!(!without.allowed);
+    assert!(without.reason.contains("library"), "{}", without.reason);
+
+    // Act: the agreement gains the library option.
+    intake
+        .amend_agreement(system.as_role(
+            Role::Legal,
+            v1::AmendAgreementRequest {
+                agreement_id: agreement.agreement_id,
+                expected_version: agreement.version,
+                agreement: Some(input(vec!["library".to_owned()])),
+                reason: "annex 2".to_owned(),
+            },
+        ))
+        .await
+        .unwrap();
+
+    // Assert: recomputed from the agreement's event, without any learner event.
+    let with = wait_for(&system, "anh.nguyen", "library", true).await;
+    assert_eq!(with.rule, "populations.CO_ACCREDITED.library");
+    system.stop().await;
+}
