@@ -97,29 +97,19 @@ pub fn learner_event(
     actor: &str,
 ) -> OutboxEvent {
     let event_id = Uuid::now_v7();
-    let learner_id = learner
-        .person
-        .as_ref()
-        .map(|p| p.learner_id.clone())
-        .unwrap_or_default();
+    let learner_id = learner_id_of(&learner);
     let event = v1::LearnerEvent {
-        meta: Some(v1::EventMeta {
-            event_id: event_id.to_string(),
-            occurred_at: Some(timestamp(OffsetDateTime::now_utc())),
-            learner_id,
-            learner_version: learner.version,
-            actor: actor.to_owned(),
-        }),
+        meta: Some(meta(event_id, learner_id, learner.version, actor)),
         learner: Some(learner),
         stay_id: stay_id.map(|id| id.to_string()).unwrap_or_default(),
         reason: reason.to_owned(),
     };
-    OutboxEvent {
+    outbox_event(
         event_id,
-        subject: namespace.subject(fact),
-        event_type: LEARNER_EVENT_TYPE,
-        payload: event.encode_to_vec(),
-    }
+        namespace.subject(fact),
+        LEARNER_EVENT_TYPE,
+        &event,
+    )
 }
 
 pub const AGREEMENT_EVENT_TYPE: &str = "hosted.v1.AgreementEvent";
@@ -173,12 +163,12 @@ pub fn agreement_event(
         agreement: Some(agreement),
         reason: reason.to_owned(),
     };
-    OutboxEvent {
+    outbox_event(
         event_id,
-        subject: namespace.subject(fact),
-        event_type: AGREEMENT_EVENT_TYPE,
-        payload: event.encode_to_vec(),
-    }
+        namespace.subject(fact),
+        AGREEMENT_EVENT_TYPE,
+        &event,
+    )
 }
 
 pub fn payment_message(row: &crate::store::payments::PaymentRow) -> v1::Payment {
@@ -202,22 +192,18 @@ pub fn payment_event(
     actor: &str,
 ) -> OutboxEvent {
     let event_id = Uuid::now_v7();
-    let learner_id = learner
-        .person
-        .as_ref()
-        .map(|p| p.learner_id.clone())
-        .unwrap_or_default();
+    let learner_id = learner_id_of(&learner);
     let event = v1::PaymentEvent {
         meta: Some(meta(event_id, learner_id, learner.version, actor)),
         payment: Some(payment),
         learner: Some(learner),
     };
-    OutboxEvent {
+    outbox_event(
         event_id,
-        subject: namespace.subject(hosted_contracts::subjects::intake::PAYMENT_RECORDED),
-        event_type: PAYMENT_EVENT_TYPE,
-        payload: event.encode_to_vec(),
-    }
+        namespace.subject(hosted_contracts::subjects::intake::PAYMENT_RECORDED),
+        PAYMENT_EVENT_TYPE,
+        &event,
+    )
 }
 
 pub const POPULATION_EVENT_TYPE: &str = "hosted.v1.PopulationEvent";
@@ -247,10 +233,33 @@ pub fn population_event(
         population: Some(population),
         reason: reason.to_owned(),
     };
+    outbox_event(
+        event_id,
+        namespace.subject(hosted_contracts::subjects::intake::POPULATION_SAVED),
+        POPULATION_EVENT_TYPE,
+        &event,
+    )
+}
+
+/// An event for the outbox, keyed by its id.
+fn outbox_event(
+    event_id: Uuid,
+    subject: String,
+    event_type: &'static str,
+    event: &impl Message,
+) -> OutboxEvent {
     OutboxEvent {
         event_id,
-        subject: namespace.subject(hosted_contracts::subjects::intake::POPULATION_SAVED),
-        event_type: POPULATION_EVENT_TYPE,
+        subject,
+        event_type,
         payload: event.encode_to_vec(),
     }
+}
+
+fn learner_id_of(learner: &v1::Learner) -> String {
+    learner
+        .person
+        .as_ref()
+        .map(|person| person.learner_id.clone())
+        .unwrap_or_default()
 }
