@@ -153,19 +153,47 @@ impl TestSystem {
 
     /// Starts entitlement with the default policy and waits until it is ready.
     pub async fn start_entitlement(&mut self) {
-        let app = hosted_entitlement::Application::build(&hosted_entitlement::EntitlementConfig {
-            common: hosted_testkit::common_config(
-                &self.entitlement_database,
-                self.nats.clone(),
-                &self.callers,
-            ),
-            policy: default_policy(),
-        })
+        self.start_entitlement_with(default_policy(), hosted_platform::clock::Clock::default())
+            .await;
+    }
+
+    /// Starts entitlement with `policy` on `clock` (a manual clock shows what happens
+    /// on a later date) and waits until it is ready.
+    pub async fn start_entitlement_with(
+        &mut self,
+        policy: hosted_entitlement::config::PolicyConfig,
+        clock: hosted_platform::clock::Clock,
+    ) {
+        let app = hosted_entitlement::Application::build_with_clock(
+            &self.entitlement_config(policy),
+            clock,
+        )
         .await
         .unwrap();
         let address = app.local_addr();
         self.entitlement = Some(Running::start(address, |stop| app.run_until_stopped(stop)));
         wait_until_serving(address).await;
+    }
+
+    pub fn entitlement_config(
+        &self,
+        policy: hosted_entitlement::config::PolicyConfig,
+    ) -> hosted_entitlement::EntitlementConfig {
+        hosted_entitlement::EntitlementConfig {
+            common: hosted_testkit::common_config(
+                &self.entitlement_database,
+                self.nats.clone(),
+                &self.callers,
+            ),
+            policy,
+            check: Default::default(),
+        }
+    }
+
+    pub async fn stop_entitlement(&mut self) {
+        if let Some(entitlement) = self.entitlement.take() {
+            entitlement.stop().await;
+        }
     }
 
     pub async fn entitlement_client(
@@ -185,9 +213,7 @@ impl TestSystem {
 
     pub async fn stop(mut self) {
         self.stop_directory().await;
-        if let Some(entitlement) = self.entitlement.take() {
-            entitlement.stop().await;
-        }
+        self.stop_entitlement().await;
         if let Some(intake) = self.intake.take() {
             intake.stop().await;
         }

@@ -2,29 +2,76 @@
 //!
 //! Stays, agreements and grants are dated in days, and a day begins at midnight where
 //! the university is (Europe/Paris, or an overseas zone), not at midnight UTC.
+//!
+//! A clock is the system's, or manual: tests set a manual clock to any instant and
+//! whatever waits for the next day ([`DayChange`]) wakes at once, so that what happens
+//! on a future date is shown without waiting for it.
+
+use std::{sync::Arc, time::Duration};
 
 use time::{Date, Month};
+use tokio::sync::watch;
 
 /// Today's date in a configured IANA time zone.
 #[derive(Debug, Clone)]
 pub struct Clock {
     zone: jiff::tz::TimeZone,
+    /// Set for a manual clock: the instant it shows.
+    manual: Option<Arc<watch::Sender<jiff::Timestamp>>>,
 }
+
+/// The longest a [`DayChange`] sleeps before looking at the system clock again, so
+/// that a clock stepped by NTP or by hand is noticed.
+const LONGEST_SLEEP: Duration = Duration::from_secs(300);
 
 impl Clock {
     /// A clock in `zone`, an IANA name such as `Europe/Paris` or `Indian/Reunion`.
     pub fn new(zone: &str) -> Result<Self, String> {
         jiff::tz::TimeZone::get(zone)
-            .map(|zone| Self { zone })
+            .map(|zone| Self { zone, manual: None })
             .map_err(|error| format!("{zone:?} is not a known time zone ({error})"))
+    }
+
+    /// A clock that shows `instant` until [`Clock::set`] moves it (tests, simulations).
+    pub fn manual(zone: &str, instant: jiff::Timestamp) -> Result<Self, String> {
+        let mut clock = Self::new(zone)?;
+        clock.manual = Some(Arc::new(watch::Sender::new(instant)));
+        Ok(clock)
+    }
+
+    /// Moves a manual clock (and every clone of it) to `instant`, waking whatever
+    /// waits for a day change. Returns false, and does nothing, on the system clock.
+    pub fn set(&self, instant: jiff::Timestamp) -> bool {
+        match &self.manual {
+            Some(manual) => {
+                manual.send_replace(instant);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Moves a manual clock by whole days (see [`Clock::set`]).
+    pub fn advance_days(&self, days: i64) -> bool {
+        let next = self.now() + jiff::SignedDuration::from_hours(24 * days);
+        self.set(next)
+    }
+
+    /// The instant now.
+    pub fn now(&self) -> jiff::Timestamp {
+        match &self.manual {
+            Some(manual) => *manual.borrow(),
+            None => jiff::Timestamp::now(),
+        }
     }
 
     /// The date now, where the university is.
     pub fn today(&self) -> Date {
-        self.date_at(jiff::Timestamp::now())
+        self.date_at(self.now())
     }
 
-    fn date_at(&self, instant: jiff::Timestamp) -> Date {
+    /// The date at `instant`, where the university is.
+    pub fn date_at(&self, instant: jiff::Timestamp) -> Date {
         let date = self.zone.to_datetime(instant).date();
         Month::try_from(date.month() as u8)
             .ok()
@@ -33,12 +80,64 @@ impl Clock {
             })
             .unwrap_or(Date::MIN)
     }
+
+    /// How long until the next local midnight, from `instant`.
+    fn until_next_day(&self, instant: jiff::Timestamp) -> Duration {
+        let tomorrow = self
+            .zone
+            .to_datetime(instant)
+            .date()
+            .tomorrow()
+            .ok()
+            .and_then(|day| self.zone.to_timestamp(day.at(0, 0, 0, 0)).ok());
+        tomorrow
+            .and_then(|midnight| Duration::try_from(midnight.duration_since(instant)).ok())
+            .unwrap_or(LONGEST_SLEEP)
+    }
+
+    /// Something to wait on for the next day.
+    pub fn day_change(&self) -> DayChange {
+        DayChange {
+            clock: self.clone(),
+            manual: self.manual.as_ref().map(|manual| manual.subscribe()),
+        }
+    }
+}
+
+/// Waits for the date to change: the next local midnight on the system clock (or a
+/// few minutes, whichever comes first), the next [`Clock::set`] on a manual one.
+#[derive(Debug)]
+pub struct DayChange {
+    clock: Clock,
+    manual: Option<watch::Receiver<jiff::Timestamp>>,
+}
+
+impl DayChange {
+    /// Resolves when the date may have changed; the caller looks at the clock again.
+    pub async fn wait(&mut self) {
+        match &mut self.manual {
+            Some(receiver) => {
+                if receiver.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+            None => {
+                let sleep = self
+                    .clock
+                    .until_next_day(jiff::Timestamp::now())
+                    .min(LONGEST_SLEEP);
+                // Just past midnight, so that the date has changed when it wakes.
+                tokio::time::sleep(sleep + Duration::from_millis(50)).await;
+            }
+        }
+    }
 }
 
 impl Default for Clock {
     fn default() -> Self {
         Self::new(crate::config::DEFAULT_TIME_ZONE).unwrap_or(Self {
             zone: jiff::tz::TimeZone::UTC,
+            manual: None,
         })
     }
 }
@@ -79,6 +178,30 @@ mod tests {
             guadeloupe.date_at(at("2026-07-02T02:00:00Z")),
             date!(2026 - 07 - 01)
         );
+    }
+
+    #[test]
+    fn the_next_day_begins_at_local_midnight() {
+        let paris = Clock::new("Europe/Paris").expect("known zone");
+        // 21:30 UTC in summer is 23:30 in Paris: half an hour to go.
+        assert_eq!(
+            paris.until_next_day(at("2026-07-01T21:30:00Z")),
+            Duration::from_secs(30 * 60)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_manual_clock_moves_every_clone_and_wakes_the_waiters() {
+        let clock = Clock::manual("Europe/Paris", at("2026-07-01T10:00:00Z")).expect("zone");
+        let clone = clock.clone();
+        let mut change = clone.day_change();
+        assert_eq!(clone.today(), date!(2026 - 07 - 01));
+        assert!(clock.advance_days(3));
+        tokio::time::timeout(Duration::from_secs(5), change.wait())
+            .await
+            .expect("woken by the change");
+        assert_eq!(clone.today(), date!(2026 - 07 - 04));
+        assert!(!Clock::default().set(at("2026-07-01T10:00:00Z")));
     }
 
     #[test]

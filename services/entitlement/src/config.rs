@@ -12,6 +12,32 @@ pub const DEFAULT_PORT: u16 = 50052;
 pub struct EntitlementConfig {
     pub common: CommonConfig,
     pub policy: PolicyConfig,
+    pub check: CheckConfig,
+}
+
+/// `[check]`: how Check answers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CheckConfig {
+    /// How many learners' grants the Check cache holds (it starts again empty when
+    /// full). About 0.5 KiB each.
+    pub cache_learners: usize,
+}
+
+impl Default for CheckConfig {
+    fn default() -> Self {
+        Self {
+            cache_learners: 1_000_000,
+        }
+    }
+}
+
+impl Section for CheckConfig {
+    fn check(&self, section: &str, problems: &mut Vec<String>) {
+        if self.cache_learners == 0 {
+            problems.push(format!("{section}.cache_learners: must be at least 1"));
+        }
+    }
 }
 
 /// `[policy]`: the policy document the service starts with.
@@ -55,6 +81,7 @@ impl ServiceConfig for EntitlementConfig {
         let config = Self {
             common: CommonConfig::load(&mut loader),
             policy: loader.section("policy"),
+            check: loader.section("check"),
         };
         loader.finish()?;
         Ok(config)

@@ -1,30 +1,24 @@
 //! What entitlement consumes (intake's learner, payment and agreement facts) and
-//! publishes: `hosted.entitlement.grants.changed`, the learner's whole set of grants,
-//! whenever it changes.
-
-use std::sync::Arc;
+//! publishes: `hosted.entitlement.grants.changed` (see [`crate::recompute`]).
 
 use hosted_contracts::{
     prost::Message,
     subjects::{self, Namespace},
     v1,
 };
-use hosted_platform::{
-    inbox::{Delivery, HandleError, Handler},
-    outbox::{self, OutboxEvent, OutboxSignal},
-};
+use hosted_platform::inbox::{Delivery, HandleError, Handler};
 use sqlx::PgConnection;
 use time::{Date, format_description::BorrowedFormatItem, macros::format_description};
 use uuid::Uuid;
 
 use crate::{
-    domain::{grants::Grant, policy::Policy},
-    store::{self, ProjectedStay},
+    domain::grants::Grant,
+    recompute::Recomputer,
+    store::{self, Cause, ProjectedStay},
 };
 
 /// Durable consumer of intake's stream.
 pub const INTAKE_CONSUMER: &str = "entitlement-intake";
-pub const GRANTS_EVENT_TYPE: &str = "hosted.v1.GrantsEvent";
 
 const ISO_DATE: &[BorrowedFormatItem<'static>] = format_description!("[year]-[month]-[day]");
 
@@ -32,8 +26,7 @@ const ISO_DATE: &[BorrowedFormatItem<'static>] = format_description!("[year]-[mo
 #[derive(Debug, Clone)]
 pub struct GrantsHandler {
     pub namespace: Namespace,
-    pub policy: Arc<Policy>,
-    pub outbox: OutboxSignal,
+    pub recomputer: Recomputer,
 }
 
 fn permanent(what: &str) -> HandleError {
@@ -85,55 +78,6 @@ pub fn grant_message(grant: &Grant) -> v1::Grant {
 }
 
 impl GrantsHandler {
-    /// Recomputes one learner's grants; enqueues an event when they changed.
-    pub async fn recompute(
-        &self,
-        conn: &mut PgConnection,
-        learner_id: Uuid,
-        cause: Option<Uuid>,
-    ) -> Result<bool, HandleError> {
-        let stays = store::stay_facts(conn, learner_id).await?;
-        let wanted = crate::domain::grants::grants(&self.policy, &stays);
-        let Some(grants_version) = store::replace_grants(conn, learner_id, &wanted, cause).await?
-        else {
-            return Ok(false);
-        };
-        let (_, login, version) = store::learner(conn, &learner_id.to_string())
-            .await?
-            .ok_or_else(|| permanent("learner vanished"))?;
-        let event_id = Uuid::now_v7();
-        let event = v1::GrantsEvent {
-            meta: Some(v1::EventMeta {
-                event_id: event_id.to_string(),
-                occurred_at: Some(prost_types::Timestamp {
-                    seconds: time::OffsetDateTime::now_utc().unix_timestamp(),
-                    nanos: 0,
-                }),
-                learner_id: learner_id.to_string(),
-                learner_version: version,
-                actor: "entitlement".to_owned(),
-            }),
-            grants: wanted.iter().map(grant_message).collect(),
-            policy_version: self.policy.version.clone(),
-            grants_version,
-            login,
-        };
-        outbox::enqueue(
-            conn,
-            &[OutboxEvent {
-                event_id,
-                subject: self
-                    .namespace
-                    .subject(subjects::entitlement::GRANTS_CHANGED),
-                event_type: GRANTS_EVENT_TYPE,
-                payload: event.encode_to_vec(),
-            }],
-        )
-        .await?;
-        tracing::info!(%learner_id, grants = wanted.len(), grants_version, "grants changed");
-        Ok(true)
-    }
-
     async fn apply_learner(
         &self,
         conn: &mut PgConnection,
@@ -148,7 +92,10 @@ impl GrantsHandler {
             Uuid::parse_str(&person.learner_id).map_err(|_| permanent("bad learner id"))?;
         let stays = projected(learner)?;
         if store::apply_learner(conn, learner_id, &person.login, learner.version, &stays).await? {
-            self.recompute(conn, learner_id, Some(cause)).await?;
+            let policy = self.recomputer.policy(conn).await?;
+            self.recomputer
+                .learner(conn, &policy, learner_id, &Cause::Event(cause))
+                .await?;
         }
         Ok(())
     }
@@ -199,8 +146,11 @@ impl Handler for GrantsHandler {
             if store::apply_agreement(conn, agreement_id, &agreement.options, agreement.version)
                 .await?
             {
+                let policy = self.recomputer.policy(conn).await?;
+                let cause = Cause::Event(delivery.event_id);
                 for learner_id in store::learners_under(conn, agreement_id).await? {
-                    self.recompute(conn, learner_id, Some(delivery.event_id))
+                    self.recomputer
+                        .learner(conn, &policy, learner_id, &cause)
                         .await?;
                 }
             }
@@ -209,6 +159,6 @@ impl Handler for GrantsHandler {
     }
 
     fn committed(&self) {
-        self.outbox.notify();
+        self.recomputer.outbox.notify();
     }
 }

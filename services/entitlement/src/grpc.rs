@@ -1,12 +1,21 @@
-//! The gRPC edge of entitlement: Check and ListGrants answer from the grants index;
-//! Explain and the policy RPCs come with the rest of the entitlement issue.
+//! The gRPC edge of entitlement: Check answers from the grants cache; Explain,
+//! ListGrants, and the policy's simulation and activation.
 
 use hosted_contracts::v1;
-use hosted_platform::auth::Role;
-use time::OffsetDateTime;
+use hosted_platform::{
+    auth::{Actor, Role},
+    error::{ErrorCode, FieldViolation, ServiceError, Violations, to_status},
+};
+use time::{Date, format_description::BorrowedFormatItem, macros::format_description};
 use tonic::{Request, Response, Status};
 
-use crate::{Entitlement, events::grant_message, store};
+use crate::{
+    Entitlement,
+    domain::{grants, impact::Impact, policy},
+    events::grant_message,
+    policies::{self, ActivationError},
+    store,
+};
 
 use Role::{Deve, Dosi, Integrator};
 
@@ -19,16 +28,259 @@ pub const ACCESS: &[(&str, &[Role])] = &[
     ("ActivatePolicy", &[Dosi]),
 ];
 
-fn unimplemented<T>(rpc: &str) -> Result<Response<T>, Status> {
-    Err(Status::unimplemented(format!(
-        "{rpc} is not served by this version yet"
-    )))
+const ISO_DATE: &[BorrowedFormatItem<'static>] = format_description!("[year]-[month]-[day]");
+
+/// What an entitlement RPC can fail with.
+#[derive(Debug, thiserror::Error)]
+enum ApiError {
+    #[error("{0}")]
+    Invalid(Violations),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("{0}")]
+    Internal(String),
 }
 
-fn internal(error: sqlx::Error) -> Status {
-    let reference = uuid::Uuid::now_v7();
-    tracing::error!(%reference, %error, "request failed");
-    Status::internal(format!("internal error (reference {reference})"))
+impl ServiceError for ApiError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            ApiError::Invalid(_) => ErrorCode::InvalidArgument,
+            ApiError::NotFound(_) => ErrorCode::NotFound,
+            ApiError::AlreadyExists(_) => ErrorCode::AlreadyExists,
+            ApiError::FailedPrecondition(_) => ErrorCode::FailedPrecondition,
+            ApiError::Internal(_) => ErrorCode::Internal,
+        }
+    }
+
+    fn violations(&self) -> &[FieldViolation] {
+        match self {
+            ApiError::Invalid(violations) => &violations.0,
+            _ => &[],
+        }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(error: sqlx::Error) -> Self {
+        ApiError::Internal(format!("database: {error}"))
+    }
+}
+
+impl From<ApiError> for Status {
+    fn from(error: ApiError) -> Self {
+        to_status(&error)
+    }
+}
+
+fn invalid(field: &str, reason: impl Into<String>) -> ApiError {
+    let mut violations = Violations::default();
+    violations.add(field, reason);
+    ApiError::Invalid(violations)
+}
+
+/// The day of an optional instant, in the university's time zone; today when absent.
+fn day(
+    entitlement: &Entitlement,
+    field: &str,
+    at: Option<prost_types::Timestamp>,
+) -> Result<Date, ApiError> {
+    match at {
+        None => Ok(entitlement.clock.today()),
+        Some(at) => jiff::Timestamp::new(at.seconds, at.nanos)
+            .map(|instant| entitlement.clock.date_at(instant))
+            .map_err(|_| invalid(field, "not an instant")),
+    }
+}
+
+/// The instant a day ends (the next day's start, UTC midnight as in every grant).
+fn end_of(day: Date) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: day
+            .next_day()
+            .unwrap_or(day)
+            .midnight()
+            .assume_utc()
+            .unix_timestamp(),
+        nanos: 0,
+    }
+}
+
+/// A candidate policy document, checked: every problem as a field violation that
+/// names the line.
+fn candidate(field: &str, document: &str) -> Result<policy::Policy, ApiError> {
+    if document.trim().is_empty() {
+        return Err(invalid(field, "required: the policy document (TOML)"));
+    }
+    policy::load(field, document).map_err(|errors| {
+        let mut violations = Violations::default();
+        for problem in &errors.problems {
+            violations.add(field, format!("line {}: {}", problem.line, problem.reason));
+        }
+        ApiError::Invalid(violations)
+    })
+}
+
+fn impact_message(impact: &Impact, active: &str, candidate: &str) -> v1::SimulatePolicyResponse {
+    v1::SimulatePolicyResponse {
+        impacts: impact
+            .resources
+            .iter()
+            .map(|(resource, one)| v1::ResourceImpact {
+                resource: resource.clone(),
+                gained: i64::try_from(one.gained).unwrap_or(i64::MAX),
+                lost: i64::try_from(one.lost).unwrap_or(i64::MAX),
+                changed: i64::try_from(one.changed).unwrap_or(i64::MAX),
+                gained_examples: one.gained_examples.clone(),
+                lost_examples: one.lost_examples.clone(),
+                changed_examples: one.changed_examples.clone(),
+            })
+            .collect(),
+        active_version: active.to_owned(),
+        candidate_version: candidate.to_owned(),
+        learners_examined: i64::try_from(impact.examined).unwrap_or(i64::MAX),
+        learners_changed: i64::try_from(impact.changed_learners.len()).unwrap_or(i64::MAX),
+    }
+}
+
+impl Entitlement {
+    async fn check(&self, request: v1::CheckRequest) -> Result<v1::CheckResponse, ApiError> {
+        let key = match request.learner {
+            Some(v1::check_request::Learner::LearnerId(id)) => id,
+            Some(v1::check_request::Learner::Login(login)) => login,
+            None => return Err(invalid("learner", "learner_id or login is required")),
+        };
+        let key = key.trim();
+        let resource = request.resource.trim();
+        if key.is_empty() {
+            return Err(invalid("learner", "learner_id or login is required"));
+        }
+        if resource.is_empty() {
+            return Err(invalid("resource", "required"));
+        }
+        let on = day(self, "at", request.at)?;
+        let policy = self.policy.get();
+        let deny = |reason: String| v1::CheckResponse {
+            allowed: false,
+            reason,
+            policy_version: policy.version.clone(),
+            ..Default::default()
+        };
+        let Some(learner) = self.cache.learner(&self.pool, key).await? else {
+            return Ok(deny("unknown learner".to_owned()));
+        };
+        // Allowed: answered from the index. Denied: the rules say why.
+        if let Some(grant) = learner.holding(resource, on) {
+            return Ok(v1::CheckResponse {
+                allowed: true,
+                allowed_until: Some(end_of(grant.valid_until)),
+                reason: format!("granted by stay {} under {}", grant.stay_id, grant.rule),
+                rule: grant.rule.to_string(),
+                policy_version: policy.version.clone(),
+            });
+        }
+        let mut conn = self.pool.acquire().await?;
+        let stays = store::stay_facts(&mut conn, learner.learner_id).await?;
+        Ok(deny(grants::check(&policy, &stays, resource, on).reason))
+    }
+
+    async fn explain(&self, request: v1::ExplainRequest) -> Result<v1::ExplainResponse, ApiError> {
+        let key = request.learner_id.trim();
+        if key.is_empty() {
+            return Err(invalid("learner_id", "required: a learner id or a login"));
+        }
+        let on = day(self, "at", request.at)?;
+        let mut conn = self.pool.acquire().await?;
+        let Some((learner_id, login, _)) = store::learner(&mut conn, key).await? else {
+            return Err(ApiError::NotFound(format!("learner {key:?} not found")));
+        };
+        let stays = store::stay_facts(&mut conn, learner_id).await?;
+        let policy = self.policy.get();
+        Ok(v1::ExplainResponse {
+            resources: grants::explain(&policy, &stays, on)
+                .into_iter()
+                .map(|one| v1::ResourceExplanation {
+                    resource: one.resource,
+                    description: one.description,
+                    granted: one.decision.allowed,
+                    reason: one.decision.reason,
+                    grant: one.grant.as_ref().map(grant_message),
+                })
+                .collect(),
+            policy_version: policy.version.clone(),
+            learner_id: learner_id.to_string(),
+            login,
+            on: on.format(ISO_DATE).unwrap_or_default(),
+        })
+    }
+
+    async fn list_grants(
+        &self,
+        request: v1::ListGrantsRequest,
+    ) -> Result<v1::ListGrantsResponse, ApiError> {
+        let key = request.learner_id.trim();
+        let mut conn = self.pool.acquire().await?;
+        let Some((learner_id, _, version)) = store::learner(&mut conn, key).await? else {
+            return Err(ApiError::NotFound(format!("learner {key:?} not found")));
+        };
+        let grants = store::grants(&mut conn, learner_id).await?;
+        Ok(v1::ListGrantsResponse {
+            grants: grants.iter().map(grant_message).collect(),
+            learner_version: version,
+        })
+    }
+
+    async fn simulate(
+        &self,
+        request: v1::SimulatePolicyRequest,
+    ) -> Result<v1::SimulatePolicyResponse, ApiError> {
+        let candidate = candidate("policy", &request.policy)?;
+        let active = self.policy.get();
+        let impact = policies::simulate(&self.pool, &candidate).await?;
+        Ok(impact_message(&impact, &active.version, &candidate.version))
+    }
+
+    async fn activate(
+        &self,
+        actor: &str,
+        request: v1::ActivatePolicyRequest,
+    ) -> Result<v1::ActivatePolicyResponse, ApiError> {
+        let candidate = candidate("policy", &request.policy);
+        let reason = request.reason.trim();
+        let mut violations = match &candidate {
+            Err(ApiError::Invalid(violations)) => violations.clone(),
+            _ => Violations::default(),
+        };
+        if reason.is_empty() {
+            violations.add("reason", "required: why this policy is activated");
+        }
+        if !violations.is_empty() {
+            return Err(ApiError::Invalid(violations));
+        }
+        let candidate = candidate?;
+        let activation = policies::activate(
+            &self.pool,
+            &self.recomputer,
+            candidate,
+            &request.policy,
+            actor,
+            reason,
+        )
+        .await
+        .map_err(|error| match error {
+            ActivationError::AlreadyActive(_) => ApiError::FailedPrecondition(error.to_string()),
+            ActivationError::VersionTaken(_) => ApiError::AlreadyExists(error.to_string()),
+            ActivationError::Recompute(error) => ApiError::Internal(error.to_string()),
+        })?;
+        Ok(v1::ActivatePolicyResponse {
+            policy_version: activation.version,
+            learners_changed: i64::try_from(activation.learners_changed).unwrap_or(i64::MAX),
+            previous_version: activation.previous.unwrap_or_default(),
+        })
+    }
 }
 
 #[tonic::async_trait]
@@ -37,115 +289,43 @@ impl v1::entitlement_service_server::EntitlementService for Entitlement {
         &self,
         request: Request<v1::CheckRequest>,
     ) -> Result<Response<v1::CheckResponse>, Status> {
-        let request = request.into_inner();
-        let key = match request.learner {
-            Some(v1::check_request::Learner::LearnerId(id)) => id,
-            Some(v1::check_request::Learner::Login(login)) => login,
-            None => {
-                return Err(Status::invalid_argument(
-                    "learner: learner_id or login is required",
-                ));
-            }
-        };
-        if request.resource.trim().is_empty() {
-            return Err(Status::invalid_argument("resource: required"));
-        }
-        let on = match request.at {
-            Some(at) => OffsetDateTime::from_unix_timestamp(at.seconds)
-                .map_err(|_| Status::invalid_argument("at: not an instant"))?
-                .date(),
-            None => self.clock.today(),
-        };
-        let mut conn = self.pool.acquire().await.map_err(internal)?;
-        let deny = |reason: String| {
-            Ok(Response::new(v1::CheckResponse {
-                allowed: false,
-                reason,
-                policy_version: self.policy.version.clone(),
-                ..Default::default()
-            }))
-        };
-        let Some((learner_id, _, _)) = store::learner(&mut conn, key.trim())
-            .await
-            .map_err(internal)?
-        else {
-            return deny("unknown learner".to_owned());
-        };
-        // Allowed: answered from the grants index. Denied: the rules say why.
-        let decision =
-            match store::holding_grant(&mut conn, learner_id, request.resource.trim(), on)
-                .await
-                .map_err(internal)?
-            {
-                Some((until, rule, stay_id)) => crate::domain::grants::Decision {
-                    allowed: true,
-                    until: Some(until),
-                    reason: format!("granted by stay {stay_id} under {rule}"),
-                    rule: Some(rule),
-                },
-                None => {
-                    let stays = store::stay_facts(&mut conn, learner_id)
-                        .await
-                        .map_err(internal)?;
-                    crate::domain::grants::check(&self.policy, &stays, request.resource.trim(), on)
-                }
-            };
-        Ok(Response::new(v1::CheckResponse {
-            allowed: decision.allowed,
-            allowed_until: decision.until.map(|until| prost_types::Timestamp {
-                seconds: until
-                    .next_day()
-                    .unwrap_or(until)
-                    .midnight()
-                    .assume_utc()
-                    .unix_timestamp(),
-                nanos: 0,
-            }),
-            reason: decision.reason,
-            rule: decision.rule.unwrap_or_default(),
-            policy_version: self.policy.version.clone(),
-        }))
+        Ok(Response::new(
+            Entitlement::check(self, request.into_inner()).await?,
+        ))
     }
 
     async fn explain(
         &self,
-        _request: Request<v1::ExplainRequest>,
+        request: Request<v1::ExplainRequest>,
     ) -> Result<Response<v1::ExplainResponse>, Status> {
-        unimplemented("Explain")
+        Ok(Response::new(
+            Entitlement::explain(self, request.into_inner()).await?,
+        ))
     }
 
     async fn list_grants(
         &self,
         request: Request<v1::ListGrantsRequest>,
     ) -> Result<Response<v1::ListGrantsResponse>, Status> {
-        let key = request.into_inner().learner_id;
-        let mut conn = self.pool.acquire().await.map_err(internal)?;
-        let Some((learner_id, _, version)) = store::learner(&mut conn, key.trim())
-            .await
-            .map_err(internal)?
-        else {
-            return Err(Status::not_found("learner not found"));
-        };
-        let grants = store::grants(&mut conn, learner_id)
-            .await
-            .map_err(internal)?;
-        Ok(Response::new(v1::ListGrantsResponse {
-            grants: grants.iter().map(grant_message).collect(),
-            learner_version: version,
-        }))
+        Ok(Response::new(
+            Entitlement::list_grants(self, request.into_inner()).await?,
+        ))
     }
 
     async fn simulate_policy(
         &self,
-        _request: Request<v1::SimulatePolicyRequest>,
+        request: Request<v1::SimulatePolicyRequest>,
     ) -> Result<Response<v1::SimulatePolicyResponse>, Status> {
-        unimplemented("SimulatePolicy")
+        Ok(Response::new(self.simulate(request.into_inner()).await?))
     }
 
     async fn activate_policy(
         &self,
-        _request: Request<v1::ActivatePolicyRequest>,
+        request: Request<v1::ActivatePolicyRequest>,
     ) -> Result<Response<v1::ActivatePolicyResponse>, Status> {
-        unimplemented("ActivatePolicy")
+        let actor = Actor::of(&request);
+        Ok(Response::new(
+            self.activate(&actor.0, request.into_inner()).await?,
+        ))
     }
 }

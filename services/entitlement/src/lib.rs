@@ -5,10 +5,14 @@
 //! recomputes the grants a fact touches, keeps them as the index Check answers
 //! from, and publishes `hosted.entitlement.grants.changed` when they change.
 
+pub mod cache;
 pub mod config;
 pub mod domain;
 pub mod events;
 pub mod grpc;
+pub mod policies;
+pub mod recompute;
+pub mod schedule;
 pub mod store;
 
 use std::{future::Future, net::SocketAddr, sync::Arc};
@@ -26,7 +30,11 @@ use tonic::service::Routes;
 
 pub use config::EntitlementConfig;
 
-use crate::{domain::policy::Policy, events::GrantsHandler};
+use crate::{
+    cache::GrantsCache,
+    events::GrantsHandler,
+    recompute::{ActivePolicy, Recomputer},
+};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -34,8 +42,10 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 #[derive(Debug, Clone)]
 pub struct Entitlement {
     pool: sqlx::PgPool,
-    policy: Arc<Policy>,
+    policy: ActivePolicy,
     clock: Clock,
+    cache: GrantsCache,
+    recomputer: Recomputer,
 }
 
 /// A started entitlement service.
@@ -47,13 +57,22 @@ pub struct Application {
 }
 
 impl Application {
+    /// Starts on the configured clock.
     pub async fn build(config: &EntitlementConfig) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(&config.policy.file)
-            .with_context(|| format!("reading the policy {}", config.policy.file.display()))?;
-        let policy = Arc::new(
-            domain::policy::load(&config.policy.file.display().to_string(), &text)
-                .map_err(|errors| anyhow::anyhow!("invalid policy:\n{errors}"))?,
-        );
+        Self::build_with_clock(config, config.common.clock.clock()).await
+    }
+
+    /// Starts on `clock`: tests pass a manual clock to show what happens on a later
+    /// date without waiting for it.
+    pub async fn build_with_clock(
+        config: &EntitlementConfig,
+        clock: Clock,
+    ) -> anyhow::Result<Self> {
+        let source = config.policy.file.display().to_string();
+        let document = std::fs::read_to_string(&config.policy.file)
+            .with_context(|| format!("reading the policy {source}"))?;
+        let configured = domain::policy::load(&source, &document)
+            .map_err(|errors| anyhow::anyhow!("invalid policy:\n{errors}"))?;
         let foundation = Foundation::start(
             Service::Entitlement,
             config::DEFAULT_PORT,
@@ -62,16 +81,32 @@ impl Application {
         )
         .await
         .context("starting entitlement")?;
-        tracing::info!(policy_version = %policy.version, "policy loaded");
+        let recomputer = Recomputer {
+            namespace: foundation.namespace.clone(),
+            policy: ActivePolicy::new(Arc::new(configured.clone())),
+            clock: clock.clone(),
+            outbox: foundation.outbox.clone(),
+        };
+        let policy = policies::bootstrap(
+            &foundation.pool,
+            &recomputer,
+            configured,
+            &document,
+            &source,
+        )
+        .await
+        .context("choosing the active policy")?;
+        tracing::info!(policy_version = %policy.version, "policy in force");
         let handler = GrantsHandler {
             namespace: foundation.namespace.clone(),
-            policy: policy.clone(),
-            outbox: foundation.outbox.clone(),
+            recomputer: recomputer.clone(),
         };
         let state = Entitlement {
             pool: foundation.pool.clone(),
-            policy,
-            clock: config.common.clock.clock(),
+            policy: recomputer.policy.clone(),
+            clock,
+            cache: GrantsCache::new(config.check.cache_learners),
+            recomputer,
         };
         Ok(Self {
             foundation,
@@ -85,7 +120,7 @@ impl Application {
     }
 
     /// Serves until `shutdown` resolves; ready once the consumer of intake's facts is
-    /// attached.
+    /// attached. The due-time schedule and the cache's listener run beside it.
     pub async fn run_until_stopped(
         mut self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -109,6 +144,17 @@ impl Application {
                 consumer.run(attached, shutdown_rx).await;
             }
         });
+        self.foundation.tasks.spawn(schedule::run(
+            self.state.pool.clone(),
+            self.state.recomputer.clone(),
+            self.foundation.tasks.shutdown(),
+        ));
+        self.foundation.tasks.spawn(
+            self.state
+                .cache
+                .clone()
+                .listen(self.state.pool.clone(), self.foundation.tasks.shutdown()),
+        );
         let routes = Routes::new(EntitlementServiceServer::new(self.state));
         self.foundation
             .serve(routes, grpc::ACCESS, shutdown)

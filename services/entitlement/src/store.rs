@@ -1,12 +1,12 @@
 //! The entitlement database: the learners' projection, agreements' options, grants.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use sqlx::PgConnection;
 use time::Date;
 use uuid::Uuid;
 
-use crate::domain::grants::{Grant, StayFacts};
+use crate::domain::grants::{Grant, StayFacts, same_grants};
 
 /// A stay as projected, with its agreement.
 #[derive(Debug, Clone)]
@@ -152,6 +152,19 @@ struct GrantRow {
     policy_version: String,
 }
 
+impl From<GrantRow> for Grant {
+    fn from(row: GrantRow) -> Self {
+        Grant {
+            resource: row.resource,
+            valid_from: row.valid_from,
+            valid_until: row.valid_until,
+            stay_id: row.stay_id.to_string(),
+            rule: row.rule,
+            policy_version: row.policy_version,
+        }
+    }
+}
+
 pub async fn grants(conn: &mut PgConnection, learner_id: Uuid) -> Result<Vec<Grant>, sqlx::Error> {
     let rows: Vec<GrantRow> = sqlx::query_as(
         "SELECT resource, stay_id, valid_from, valid_until, rule, policy_version FROM grants
@@ -160,91 +173,355 @@ pub async fn grants(conn: &mut PgConnection, learner_id: Uuid) -> Result<Vec<Gra
     .bind(learner_id)
     .fetch_all(conn)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(|row| Grant {
-            resource: row.resource,
-            valid_from: row.valid_from,
-            valid_until: row.valid_until,
-            stay_id: row.stay_id.to_string(),
-            rule: row.rule,
-            policy_version: row.policy_version,
-        })
-        .collect())
+    Ok(rows.into_iter().map(Grant::from).collect())
 }
 
-/// Replaces a learner's grants when they differ, auditing each grant and revocation;
-/// returns the new grants version, or None when nothing changed.
-pub async fn replace_grants(
-    conn: &mut PgConnection,
-    learner_id: Uuid,
-    wanted: &[Grant],
-    cause_event_id: Option<Uuid>,
-) -> Result<Option<i64>, sqlx::Error> {
-    let current = grants(conn, learner_id).await?;
-    if current == wanted {
-        return Ok(None);
+/// What set off a recomputation, for the audit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cause {
+    /// An intake event, by its id.
+    Event(Uuid),
+    /// The calendar: a grant starts or lapses (the due-time schedule).
+    Schedule,
+    /// The activation of a policy version.
+    Policy(String),
+}
+
+impl Cause {
+    fn label(&self) -> &'static str {
+        match self {
+            Cause::Event(_) => "intake event",
+            Cause::Schedule => "due date",
+            Cause::Policy(_) => "policy activation",
+        }
     }
+
+    fn event_id(&self) -> Option<Uuid> {
+        match self {
+            Cause::Event(id) => Some(*id),
+            _ => None,
+        }
+    }
+}
+
+/// A learner's grants as stored, with what was last published as in force and the
+/// next day that may change.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LearnerState {
+    pub grants: Vec<Grant>,
+    pub in_force: Vec<String>,
+    pub next_due: Option<Date>,
+}
+
+pub async fn state(conn: &mut PgConnection, learner_id: Uuid) -> Result<LearnerState, sqlx::Error> {
+    let (in_force, next_due): (Vec<String>, Option<Date>) =
+        sqlx::query_as("SELECT in_force, next_due FROM learners WHERE learner_id = $1")
+            .bind(learner_id)
+            .fetch_optional(&mut *conn)
+            .await?
+            .unwrap_or_default();
+    Ok(LearnerState {
+        grants: grants(conn, learner_id).await?,
+        in_force,
+        next_due,
+    })
+}
+
+/// Every learner's state, for an activation or a simulation.
+pub async fn all_states(
+    conn: &mut PgConnection,
+) -> Result<HashMap<Uuid, LearnerState>, sqlx::Error> {
+    let mut states: HashMap<Uuid, LearnerState> =
+        sqlx::query_as::<_, (Uuid, Vec<String>, Option<Date>)>(
+            "SELECT learner_id, in_force, next_due FROM learners",
+        )
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .map(|(id, in_force, next_due)| {
+            (
+                id,
+                LearnerState {
+                    grants: Vec::new(),
+                    in_force,
+                    next_due,
+                },
+            )
+        })
+        .collect();
+    let rows: Vec<(Uuid, GrantRow)> =
+        sqlx::query_as::<_, (Uuid, String, Uuid, Date, Date, String, String)>(
+            "SELECT learner_id, resource, stay_id, valid_from, valid_until, rule, policy_version
+         FROM grants ORDER BY learner_id, resource, valid_from, stay_id",
+        )
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .map(
+            |(learner, resource, stay_id, valid_from, valid_until, rule, policy_version)| {
+                (
+                    learner,
+                    GrantRow {
+                        resource,
+                        stay_id,
+                        valid_from,
+                        valid_until,
+                        rule,
+                        policy_version,
+                    },
+                )
+            },
+        )
+        .collect();
+    for (learner, row) in rows {
+        if let Some(state) = states.get_mut(&learner) {
+            state.grants.push(row.into());
+        }
+    }
+    Ok(states)
+}
+
+/// Every learner's stays as the rules see them, by learner (learners without a stay
+/// included, with none).
+pub async fn all_stay_facts(
+    conn: &mut PgConnection,
+) -> Result<BTreeMap<Uuid, Vec<StayFacts>>, sqlx::Error> {
+    let mut facts: BTreeMap<Uuid, Vec<StayFacts>> =
+        sqlx::query_scalar::<_, Uuid>("SELECT learner_id FROM learners")
+            .fetch_all(&mut *conn)
+            .await?
+            .into_iter()
+            .map(|id| (id, Vec::new()))
+            .collect();
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        learner_id: Uuid,
+        stay_id: Uuid,
+        population: String,
+        start_date: Date,
+        end_date: Date,
+        cancelled: bool,
+        paid: bool,
+        options: Option<Vec<String>>,
+    }
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT s.learner_id, s.stay_id, s.population, s.start_date, s.end_date, s.cancelled,
+                s.paid, a.options
+         FROM stays s LEFT JOIN agreements a ON a.agreement_id = s.agreement_id
+         ORDER BY s.learner_id, s.start_date, s.stay_id",
+    )
+    .fetch_all(conn)
+    .await?;
+    for row in rows {
+        facts.entry(row.learner_id).or_default().push(StayFacts {
+            stay_id: row.stay_id.to_string(),
+            population: row.population,
+            start_date: row.start_date,
+            end_date: row.end_date,
+            cancelled: row.cancelled,
+            paid: row.paid,
+            agreement_options: row.options.unwrap_or_default(),
+        });
+    }
+    Ok(facts)
+}
+
+/// One line of the grants audit.
+struct AuditLine<'a> {
+    grant: &'a Grant,
+    change: &'static str,
+}
+
+/// The audit lines of a change of grants: each grant given, changed or revoked.
+fn grant_changes<'a>(before: &'a [Grant], after: &'a [Grant]) -> Vec<AuditLine<'a>> {
     let key = |grant: &Grant| (grant.resource.clone(), grant.stay_id.clone());
-    let before: HashMap<_, &Grant> = current.iter().map(|grant| (key(grant), grant)).collect();
-    let after: HashMap<_, &Grant> = wanted.iter().map(|grant| (key(grant), grant)).collect();
-    let mut audit: Vec<(&Grant, &str)> = Vec::new();
-    for grant in wanted {
-        match before.get(&key(grant)) {
-            None => audit.push((grant, "granted")),
-            Some(previous) if *previous != grant => audit.push((grant, "changed")),
+    let old: HashMap<_, &Grant> = before.iter().map(|grant| (key(grant), grant)).collect();
+    let new: HashMap<_, &Grant> = after.iter().map(|grant| (key(grant), grant)).collect();
+    let mut lines = Vec::new();
+    for grant in after {
+        match old.get(&key(grant)) {
+            None => lines.push(AuditLine {
+                grant,
+                change: "granted",
+            }),
+            Some(previous)
+                if !same_grants(std::slice::from_ref(*previous), std::slice::from_ref(grant)) =>
+            {
+                lines.push(AuditLine {
+                    grant,
+                    change: "changed",
+                })
+            }
             Some(_) => {}
         }
     }
-    for grant in &current {
-        if !after.contains_key(&key(grant)) {
-            audit.push((grant, "revoked"));
+    for grant in before {
+        if !new.contains_key(&key(grant)) {
+            lines.push(AuditLine {
+                grant,
+                change: "revoked",
+            });
         }
     }
-    sqlx::query("DELETE FROM grants WHERE learner_id = $1")
-        .bind(learner_id)
-        .execute(&mut *conn)
-        .await?;
-    for grant in wanted {
+    lines
+}
+
+/// The audit lines of what the calendar alone brought into force or let lapse.
+fn calendar_changes<'a>(before: &'a LearnerState, after: &'a LearnerState) -> Vec<AuditLine<'a>> {
+    let mut lines = Vec::new();
+    for resource in after
+        .in_force
+        .iter()
+        .filter(|r| !before.in_force.contains(r))
+    {
+        if let Some(grant) = after
+            .grants
+            .iter()
+            .filter(|grant| &grant.resource == resource)
+            .min_by_key(|grant| grant.valid_from)
+        {
+            lines.push(AuditLine {
+                grant,
+                change: "took effect",
+            });
+        }
+    }
+    for resource in before
+        .in_force
+        .iter()
+        .filter(|r| !after.in_force.contains(r))
+    {
+        if let Some(grant) = before
+            .grants
+            .iter()
+            .filter(|grant| &grant.resource == resource)
+            .max_by_key(|grant| grant.valid_until)
+        {
+            lines.push(AuditLine {
+                grant,
+                change: "lapsed",
+            });
+        }
+    }
+    lines
+}
+
+/// Stores a learner's new state: the grants when they changed (each grant and
+/// revocation audited with its cause), what is in force on `on` and the next day it
+/// may change. Returns the new grants version when the grants or what is in force
+/// changed (something to publish), None otherwise.
+pub async fn store_state(
+    conn: &mut PgConnection,
+    learner_id: Uuid,
+    before: &LearnerState,
+    after: &LearnerState,
+    on: Date,
+    cause: &Cause,
+) -> Result<Option<i64>, sqlx::Error> {
+    let grants_changed = !same_grants(&before.grants, &after.grants);
+    if !grants_changed && before.in_force == after.in_force {
+        if before.next_due != after.next_due {
+            sqlx::query("UPDATE learners SET next_due = $2 WHERE learner_id = $1")
+                .bind(learner_id)
+                .bind(after.next_due)
+                .execute(conn)
+                .await?;
+        }
+        return Ok(None);
+    }
+    let audit = if grants_changed {
+        sqlx::query("DELETE FROM grants WHERE learner_id = $1")
+            .bind(learner_id)
+            .execute(&mut *conn)
+            .await?;
+        let column =
+            |field: fn(&Grant) -> &str| -> Vec<&str> { after.grants.iter().map(field).collect() };
+        let stays: Vec<Uuid> = after
+            .grants
+            .iter()
+            .map(|grant| Uuid::parse_str(&grant.stay_id).unwrap_or_default())
+            .collect();
+        let froms: Vec<Date> = after.grants.iter().map(|grant| grant.valid_from).collect();
+        let untils: Vec<Date> = after.grants.iter().map(|grant| grant.valid_until).collect();
         sqlx::query(
             "INSERT INTO grants (learner_id, resource, stay_id, valid_from, valid_until, rule, policy_version)
-             VALUES ($1, $2, $3::uuid, $4, $5, $6, $7)",
+             SELECT $1, r, s, f, u, ru, v
+             FROM unnest($2::text[], $3::uuid[], $4::date[], $5::date[], $6::text[], $7::text[])
+                  AS g(r, s, f, u, ru, v)",
         )
         .bind(learner_id)
-        .bind(&grant.resource)
-        .bind(&grant.stay_id)
-        .bind(grant.valid_from)
-        .bind(grant.valid_until)
-        .bind(&grant.rule)
-        .bind(&grant.policy_version)
+        .bind(column(|grant| &grant.resource))
+        .bind(&stays)
+        .bind(&froms)
+        .bind(&untils)
+        .bind(column(|grant| &grant.rule))
+        .bind(column(|grant| &grant.policy_version))
         .execute(&mut *conn)
         .await?;
-    }
-    for (grant, change) in audit {
+        grant_changes(&before.grants, &after.grants)
+    } else {
+        calendar_changes(before, after)
+    };
+    if !audit.is_empty() {
+        let field = |get: fn(&Grant) -> &str| -> Vec<&str> {
+            audit.iter().map(|line| get(line.grant)).collect()
+        };
+        let changes: Vec<&str> = audit.iter().map(|line| line.change).collect();
+        let stays: Vec<Uuid> = audit
+            .iter()
+            .map(|line| Uuid::parse_str(&line.grant.stay_id).unwrap_or_default())
+            .collect();
+        let froms: Vec<Date> = audit.iter().map(|line| line.grant.valid_from).collect();
+        let untils: Vec<Date> = audit.iter().map(|line| line.grant.valid_until).collect();
         sqlx::query(
             "INSERT INTO grant_audit (learner_id, resource, stay_id, change, valid_from, valid_until, rule,
-                                      policy_version, cause_event_id)
-             VALUES ($1, $2, $3::uuid, $4, $5, $6, $7, $8, $9)",
+                                      policy_version, cause, cause_event_id)
+             SELECT $1, r, s, c, f, u, ru, v, $9, $10
+             FROM unnest($2::text[], $3::uuid[], $4::text[], $5::date[], $6::date[], $7::text[], $8::text[])
+                  AS a(r, s, c, f, u, ru, v)",
         )
         .bind(learner_id)
-        .bind(&grant.resource)
-        .bind(&grant.stay_id)
-        .bind(change)
-        .bind(grant.valid_from)
-        .bind(grant.valid_until)
-        .bind(&grant.rule)
-        .bind(&grant.policy_version)
-        .bind(cause_event_id)
+        .bind(field(|grant| &grant.resource))
+        .bind(&stays)
+        .bind(&changes)
+        .bind(&froms)
+        .bind(&untils)
+        .bind(field(|grant| &grant.rule))
+        .bind(field(|grant| &grant.policy_version))
+        .bind(cause.label())
+        .bind(cause.event_id())
         .execute(&mut *conn)
         .await?;
     }
     sqlx::query_scalar(
-        "UPDATE learners SET grants_version = grants_version + 1 WHERE learner_id = $1 RETURNING grants_version",
+        "UPDATE learners SET grants_version = grants_version + 1, in_force = $2, in_force_on = $3,
+                             next_due = $4
+         WHERE learner_id = $1 RETURNING grants_version",
     )
     .bind(learner_id)
+    .bind(&after.in_force)
+    .bind(on)
+    .bind(after.next_due)
     .fetch_one(conn)
     .await
     .map(Some)
+}
+
+/// Learners whose next due day has come, locked for this transaction; those another
+/// replica is handling are skipped.
+pub async fn due_learners(
+    conn: &mut PgConnection,
+    today: Date,
+    limit: i64,
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT learner_id FROM learners WHERE next_due <= $1
+         ORDER BY next_due, learner_id LIMIT $2 FOR UPDATE SKIP LOCKED",
+    )
+    .bind(today)
+    .bind(limit)
+    .fetch_all(conn)
+    .await
 }
 
 /// The learner id and login behind a login or an id.

@@ -80,6 +80,51 @@ pub fn grants(policy: &Policy, stays: &[StayFacts]) -> Vec<Grant> {
     grants
 }
 
+/// The resources some grant holds on `on`, sorted: what is in force that day.
+pub fn in_force(grants: &[Grant], on: Date) -> Vec<String> {
+    let mut resources: Vec<String> = grants
+        .iter()
+        .filter(|grant| grant.valid_from <= on && on <= grant.valid_until)
+        .map(|grant| grant.resource.clone())
+        .collect();
+    resources.sort();
+    resources.dedup();
+    resources
+}
+
+/// The first day after `on` on which what is in force may change: a grant starts, or
+/// the day after one's last. None when nothing is left to happen.
+pub fn next_change(grants: &[Grant], on: Date) -> Option<Date> {
+    grants
+        .iter()
+        .flat_map(|grant| [Some(grant.valid_from), grant.valid_until.next_day()])
+        .flatten()
+        .filter(|day| *day > on)
+        .min()
+}
+
+/// Whether two sets of grants give the same thing: the same resources, from the same
+/// stays, on the same days, by the same rules. The policy version that granted them
+/// does not count: a grant a new policy leaves as it was keeps its version.
+pub fn same_grants(a: &[Grant], b: &[Grant]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(a, b)| {
+            (
+                &a.resource,
+                &a.stay_id,
+                a.valid_from,
+                a.valid_until,
+                &a.rule,
+            ) == (
+                &b.resource,
+                &b.stay_id,
+                b.valid_from,
+                b.valid_until,
+                &b.rule,
+            )
+        })
+}
+
 /// The answer to "may this learner use this resource on this day?".
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
@@ -147,6 +192,47 @@ pub fn check(policy: &Policy, stays: &[StayFacts], resource: &str, on: Date) -> 
             .collect::<Vec<_>>()
             .join(", ")
     ))
+}
+
+/// One resource of the policy, explained for one learner on one day.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Explanation {
+    pub resource: String,
+    pub description: String,
+    pub decision: Decision,
+    /// The grant that allows it, when allowed.
+    pub grant: Option<Grant>,
+}
+
+/// Every resource of the policy, in its order, with why it is or is not granted.
+pub fn explain(policy: &Policy, stays: &[StayFacts], on: Date) -> Vec<Explanation> {
+    let all = grants(policy, stays);
+    policy
+        .resources
+        .iter()
+        .map(|(resource, description)| {
+            let decision = check(policy, stays, resource, on);
+            let grant = decision
+                .allowed
+                .then(|| {
+                    all.iter()
+                        .filter(|grant| {
+                            grant.resource == *resource
+                                && grant.valid_from <= on
+                                && on <= grant.valid_until
+                        })
+                        .max_by_key(|grant| grant.valid_until)
+                        .cloned()
+                })
+                .flatten();
+            Explanation {
+                resource: resource.clone(),
+                description: description.clone(),
+                decision,
+                grant,
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -254,6 +340,74 @@ mod tests {
         let mut cancelled = stay("IFSI");
         cancelled.cancelled = true;
         assert!(!check(&policy, &[cancelled], "wifi", DURING).allowed);
+    }
+
+    #[test]
+    fn what_is_in_force_and_when_it_next_changes() {
+        let mut later = stay("IFSI");
+        later.stay_id = "IFSI-2".to_owned();
+        later.start_date = date!(2027 - 09 - 01);
+        later.end_date = date!(2027 - 12 - 20);
+        let all = grants(&policy(), &[stay("IFSI"), later]);
+        assert_eq!(
+            in_force(&all, DURING),
+            ["ent", "grades", "library", "online-resources", "wifi"]
+        );
+        // The library and grades lapse the day after the stay's end; wifi has 7 days of
+        // grace, the ENT 30.
+        assert_eq!(next_change(&all, DURING), Some(date!(2027 - 07 - 01)));
+        assert_eq!(
+            in_force(&all, date!(2027 - 07 - 01)),
+            ["ent", "wifi"],
+            "in grace"
+        );
+        assert_eq!(
+            next_change(&all, date!(2027 - 07 - 01)),
+            Some(date!(2027 - 07 - 08))
+        );
+        assert_eq!(
+            next_change(&all, date!(2027 - 07 - 31)),
+            Some(date!(2027 - 09 - 01)),
+            "the next stay"
+        );
+        assert_eq!(next_change(&all, date!(2028 - 01 - 20)), None);
+        assert!(in_force(&all, date!(2028 - 01 - 20)).is_empty());
+    }
+
+    #[test]
+    fn the_policy_version_alone_does_not_change_grants() {
+        let before = grants(&policy(), &[stay("IFSI")]);
+        let mut after = before.clone();
+        for grant in &mut after {
+            grant.policy_version = "2027.1".to_owned();
+        }
+        assert!(same_grants(&before, &after));
+        after[0].valid_until = date!(2027 - 07 - 31);
+        assert!(!same_grants(&before, &after));
+        assert!(!same_grants(&before, &after[1..]));
+    }
+
+    #[test]
+    fn explain_says_why_for_every_resource() {
+        let policy = policy();
+        let explained = explain(&policy, &[stay("IFSI")], DURING);
+        assert_eq!(explained.len(), policy.resources.len());
+        let library = explained
+            .iter()
+            .find(|one| one.resource == "library")
+            .expect("library");
+        assert!(library.decision.allowed);
+        assert_eq!(
+            library.grant.as_ref().map(|grant| grant.rule.as_str()),
+            Some("populations.IFSI.library")
+        );
+        let card = explained
+            .iter()
+            .find(|one| one.resource == "smart-card")
+            .expect("card");
+        assert!(!card.decision.allowed);
+        assert!(card.grant.is_none());
+        assert!(card.decision.reason.contains("never"));
     }
 
     #[test]

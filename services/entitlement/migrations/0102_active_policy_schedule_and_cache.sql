@@ -1,0 +1,42 @@
+-- The policy in force: one row. Every recomputation (an intake event, the due-time
+-- schedule) reads it FOR SHARE and an activation updates it, so that an activation
+-- and the grants it recomputes never interleave with another writer's.
+CREATE TABLE active_policy (
+    singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    version   text NOT NULL REFERENCES policy_versions (version)
+);
+
+-- Every activation, going back included.
+CREATE TABLE policy_activations (
+    id               bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    at               timestamptz NOT NULL DEFAULT now(),
+    version          text NOT NULL REFERENCES policy_versions (version),
+    previous_version text,
+    activated_by     text NOT NULL,
+    reason           text NOT NULL,
+    learners_changed bigint NOT NULL
+);
+
+-- What was last published as in force for each learner, and the next day it may
+-- change by the calendar alone: the due-time schedule.
+ALTER TABLE learners
+    ADD COLUMN in_force    text[] NOT NULL DEFAULT '{}',
+    ADD COLUMN in_force_on date,
+    ADD COLUMN next_due    date;
+CREATE INDEX learners_next_due ON learners (next_due) WHERE next_due IS NOT NULL;
+
+-- What caused each audited change: an intake event (cause_event_id), the due-time
+-- schedule, or a policy activation.
+ALTER TABLE grant_audit ADD COLUMN cause text NOT NULL DEFAULT 'intake event';
+
+-- Check answers from a cache of each learner's grants; every replica listens here and
+-- forgets a learner whose grants or login change (delivered when the change commits).
+CREATE FUNCTION notify_learner_grants() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('entitlement_grants', NEW.learner_id::text);
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER learners_grants_changed
+    AFTER INSERT OR UPDATE OF grants_version, login ON learners
+    FOR EACH ROW EXECUTE FUNCTION notify_learner_grants();

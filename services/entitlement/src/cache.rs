@@ -1,0 +1,242 @@
+//! The grants index Check answers from, in memory: each learner's grants, loaded from
+//! the database on first use and forgotten when the database says they changed.
+//!
+//! Every change of a learner's grants bumps `learners.grants_version`, and a trigger
+//! sends its id on the `entitlement_grants` channel when the change commits. Each
+//! replica listens and forgets that learner. A load that raced with a change is not
+//! kept (the epoch moved), and while the listener is not connected nothing is kept at
+//! all: Check then asks the database every time, and is never stale.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use sqlx::{PgPool, postgres::PgListener};
+use time::Date;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::store;
+
+/// The channel the `learners_grants_changed` trigger notifies.
+pub const CHANNEL: &str = "entitlement_grants";
+
+/// One grant as Check needs it.
+#[derive(Debug, Clone)]
+pub struct CachedGrant {
+    pub resource: Arc<str>,
+    pub valid_from: Date,
+    pub valid_until: Date,
+    pub stay_id: Uuid,
+    pub rule: Arc<str>,
+}
+
+/// One learner's grants.
+#[derive(Debug)]
+pub struct CachedLearner {
+    pub learner_id: Uuid,
+    pub login: String,
+    pub grants: Vec<CachedGrant>,
+}
+
+impl CachedLearner {
+    /// The grant that allows `resource` on `on`, the longest-running first.
+    pub fn holding(&self, resource: &str, on: Date) -> Option<&CachedGrant> {
+        self.grants
+            .iter()
+            .filter(|grant| {
+                &*grant.resource == resource && grant.valid_from <= on && on <= grant.valid_until
+            })
+            .max_by_key(|grant| grant.valid_until)
+    }
+}
+
+#[derive(Debug, Default)]
+struct Entries {
+    by_id: HashMap<Uuid, Arc<CachedLearner>>,
+    by_login: HashMap<String, Uuid>,
+    /// Resource names and rules, shared by every entry.
+    names: HashMap<String, Arc<str>>,
+}
+
+impl Entries {
+    fn intern(&mut self, name: &str) -> Arc<str> {
+        if let Some(shared) = self.names.get(name) {
+            return shared.clone();
+        }
+        let shared: Arc<str> = Arc::from(name);
+        self.names.insert(name.to_owned(), shared.clone());
+        shared
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    entries: RwLock<Entries>,
+    /// Moves at every forgetting: a load that started before does not keep its result.
+    epoch: AtomicU64,
+    listening: AtomicBool,
+    capacity: usize,
+}
+
+/// The grants cache, shared by every RPC of a replica.
+#[derive(Debug, Clone)]
+pub struct GrantsCache(Arc<Inner>);
+
+impl GrantsCache {
+    /// A cache of at most `capacity` learners (it starts again empty when full).
+    pub fn new(capacity: usize) -> Self {
+        Self(Arc::new(Inner {
+            entries: RwLock::new(Entries::default()),
+            epoch: AtomicU64::new(0),
+            listening: AtomicBool::new(false),
+            capacity,
+        }))
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Entries> {
+        self.0
+            .entries
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Entries> {
+        self.0
+            .entries
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// How many learners are held.
+    pub fn len(&self) -> usize {
+        self.read().by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The learner behind a login or an id, with their grants; None when unknown.
+    pub async fn learner(
+        &self,
+        pool: &PgPool,
+        login_or_id: &str,
+    ) -> Result<Option<Arc<CachedLearner>>, sqlx::Error> {
+        {
+            let entries = self.read();
+            let id = match Uuid::parse_str(login_or_id) {
+                Ok(id) => Some(id),
+                Err(_) => entries.by_login.get(login_or_id).copied(),
+            };
+            if let Some(found) = id.and_then(|id| entries.by_id.get(&id)) {
+                return Ok(Some(found.clone()));
+            }
+        }
+        let epoch = self.0.epoch.load(Ordering::Acquire);
+        let mut conn = pool.acquire().await?;
+        let Some((learner_id, login, _)) = store::learner(&mut conn, login_or_id).await? else {
+            return Ok(None);
+        };
+        let grants = store::grants(&mut conn, learner_id).await?;
+        drop(conn);
+        let mut entries = self.write();
+        let learner = Arc::new(CachedLearner {
+            learner_id,
+            login: login.clone(),
+            grants: grants
+                .iter()
+                .map(|grant| CachedGrant {
+                    resource: entries.intern(&grant.resource),
+                    valid_from: grant.valid_from,
+                    valid_until: grant.valid_until,
+                    stay_id: Uuid::parse_str(&grant.stay_id).unwrap_or_default(),
+                    rule: entries.intern(&grant.rule),
+                })
+                .collect(),
+        });
+        let unchanged = self.0.epoch.load(Ordering::Acquire) == epoch;
+        if unchanged && self.0.listening.load(Ordering::Acquire) {
+            if entries.by_id.len() >= self.0.capacity {
+                *entries = Entries::default();
+            }
+            entries.by_login.insert(login, learner_id);
+            entries.by_id.insert(learner_id, learner.clone());
+        }
+        Ok(Some(learner))
+    }
+
+    /// Forgets one learner (their grants or login changed).
+    fn forget(&self, learner_id: Uuid) {
+        let mut entries = self.write();
+        self.0.epoch.fetch_add(1, Ordering::AcqRel);
+        if let Some(learner) = entries.by_id.remove(&learner_id) {
+            entries.by_login.remove(&learner.login);
+        }
+    }
+
+    /// Forgets everything (the listener lost its connection: changes may be missed).
+    fn forget_all(&self) {
+        let mut entries = self.write();
+        self.0.epoch.fetch_add(1, Ordering::AcqRel);
+        entries.by_id.clear();
+        entries.by_login.clear();
+    }
+
+    fn set_listening(&self, listening: bool) {
+        self.0.listening.store(listening, Ordering::Release);
+        self.forget_all();
+    }
+
+    /// Listens for changes until `shutdown` turns true, reconnecting with a growing
+    /// delay; the cache holds nothing while it is not listening.
+    pub async fn listen(self, pool: PgPool, mut shutdown: watch::Receiver<bool>) {
+        let mut failures = 0u32;
+        while !*shutdown.borrow() {
+            match self.listen_once(&pool, &mut shutdown).await {
+                Ok(()) => return,
+                Err(error) => {
+                    self.set_listening(false);
+                    failures += 1;
+                    if failures == 1 || failures.is_power_of_two() {
+                        tracing::warn!(%error, failures, "grants cache listener lost; Check reads the database meanwhile");
+                    }
+                    let delay = Duration::from_millis(200) * 2u32.saturating_pow(failures.min(6));
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        _ = shutdown.changed() => {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn listen_once(
+        &self,
+        pool: &PgPool,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<(), sqlx::Error> {
+        let mut listener = PgListener::connect_with(pool).await?;
+        listener.listen(CHANNEL).await?;
+        self.set_listening(true);
+        loop {
+            tokio::select! {
+                notification = listener.try_recv() => match notification? {
+                    Some(notification) => match Uuid::parse_str(notification.payload()) {
+                        Ok(learner_id) => self.forget(learner_id),
+                        Err(_) => self.forget_all(),
+                    },
+                    // The connection was lost (the next call reconnects): whatever was
+                    // notified meanwhile is unknown.
+                    None => self.forget_all(),
+                },
+                _ = shutdown.changed() => return Ok(()),
+            }
+        }
+    }
+}

@@ -1,0 +1,244 @@
+//! Policy versions: the one in force is kept in the database, so that every replica
+//! runs the same one. Activating a version recomputes every learner and publishes only
+//! those whose grants change; simulating a candidate says what activating it would do.
+
+use std::sync::Arc;
+
+use sqlx::{Connection, PgConnection, PgPool};
+
+use crate::{
+    domain::{grants, impact::Impact, policy::Policy},
+    recompute::{self, Recomputer, parse_stored},
+    store::{self, Cause},
+};
+
+/// Serialises activations and start-ups of every replica.
+const POLICY_LOCK: i64 = 0x656e_7469_746c_656d;
+
+/// Why an activation was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ActivationError {
+    #[error("policy version {0} is already active")]
+    AlreadyActive(String),
+    #[error(
+        "policy version {0} was recorded with a different document: give the changed policy a new version"
+    )]
+    VersionTaken(String),
+    #[error(transparent)]
+    Recompute(#[from] recompute::Error),
+}
+
+impl From<sqlx::Error> for ActivationError {
+    fn from(error: sqlx::Error) -> Self {
+        Self::Recompute(error.into())
+    }
+}
+
+/// What an activation did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Activation {
+    pub version: String,
+    pub previous: Option<String>,
+    pub learners_changed: u64,
+}
+
+/// The version a document was recorded under, if any, loaded.
+async fn recorded(
+    conn: &mut PgConnection,
+    version: &str,
+) -> Result<Option<Policy>, ActivationError> {
+    let document: Option<String> =
+        sqlx::query_scalar("SELECT document FROM policy_versions WHERE version = $1")
+            .bind(version)
+            .fetch_optional(&mut *conn)
+            .await?;
+    Ok(document
+        .map(|document| parse_stored(version, &document))
+        .transpose()?)
+}
+
+/// Makes `candidate` the active policy inside the caller's transaction (which holds
+/// [`POLICY_LOCK`]): records it, recomputes every learner, audits the activation.
+async fn activate_in(
+    conn: &mut PgConnection,
+    recomputer: &Recomputer,
+    candidate: &Policy,
+    document: &str,
+    by: &str,
+    reason: &str,
+) -> Result<Activation, ActivationError> {
+    let previous: Option<String> =
+        sqlx::query_scalar("SELECT version FROM active_policy FOR UPDATE")
+            .fetch_optional(&mut *conn)
+            .await?;
+    if previous.as_deref() == Some(candidate.version.as_str()) {
+        return Err(ActivationError::AlreadyActive(candidate.version.clone()));
+    }
+    match recorded(conn, &candidate.version).await? {
+        Some(known) if known != *candidate => {
+            return Err(ActivationError::VersionTaken(candidate.version.clone()));
+        }
+        Some(_) => {}
+        None => {
+            sqlx::query(
+                "INSERT INTO policy_versions (version, document, activated_by) VALUES ($1, $2, $3)",
+            )
+            .bind(&candidate.version)
+            .bind(document)
+            .bind(by)
+            .execute(&mut *conn)
+            .await?;
+        }
+    }
+    sqlx::query(
+        "INSERT INTO active_policy (singleton, version) VALUES (true, $1)
+         ON CONFLICT (singleton) DO UPDATE SET version = excluded.version",
+    )
+    .bind(&candidate.version)
+    .execute(&mut *conn)
+    .await?;
+    let facts = store::all_stay_facts(conn).await?;
+    let mut states = store::all_states(conn).await?;
+    let cause = Cause::Policy(candidate.version.clone());
+    let mut learners_changed = 0;
+    for (learner_id, stays) in &facts {
+        let before = states.remove(learner_id).unwrap_or_default();
+        if recomputer
+            .apply(conn, candidate, *learner_id, stays, &before, &cause)
+            .await?
+        {
+            learners_changed += 1;
+        }
+    }
+    sqlx::query(
+        "INSERT INTO policy_activations (version, previous_version, activated_by, reason, learners_changed)
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(&candidate.version)
+    .bind(&previous)
+    .bind(by)
+    .bind(reason)
+    .bind(i64::try_from(learners_changed).unwrap_or(i64::MAX))
+    .execute(&mut *conn)
+    .await?;
+    Ok(Activation {
+        version: candidate.version.clone(),
+        previous,
+        learners_changed,
+    })
+}
+
+/// Activates `candidate` (already checked) on behalf of `by`.
+pub async fn activate(
+    pool: &PgPool,
+    recomputer: &Recomputer,
+    candidate: Policy,
+    document: &str,
+    by: &str,
+    reason: &str,
+) -> Result<Activation, ActivationError> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(POLICY_LOCK)
+        .execute(&mut *tx)
+        .await?;
+    let activation = activate_in(&mut tx, recomputer, &candidate, document, by, reason).await?;
+    tx.commit().await?;
+    recomputer.policy.set(Arc::new(candidate));
+    recomputer.outbox.notify();
+    tracing::info!(
+        policy_version = %activation.version,
+        previous = ?activation.previous,
+        learners_changed = activation.learners_changed,
+        "policy activated"
+    );
+    Ok(activation)
+}
+
+/// At start: the policy to run with. The first start activates the configured file;
+/// later, the database's active version wins, unless the configured file carries a
+/// version never recorded, which is then activated (deploying a new file is one way
+/// to activate it). A changed document under a recorded version is refused.
+pub async fn bootstrap(
+    pool: &PgPool,
+    recomputer: &Recomputer,
+    configured: Policy,
+    document: &str,
+    source: &str,
+) -> Result<Arc<Policy>, ActivationError> {
+    let mut conn = pool.acquire().await?;
+    let mut tx = conn.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(POLICY_LOCK)
+        .execute(&mut *tx)
+        .await?;
+    let active: Option<String> = sqlx::query_scalar("SELECT version FROM active_policy")
+        .fetch_optional(&mut *tx)
+        .await?;
+    let by = format!("configuration ({source})");
+    let configured_known = recorded(&mut tx, &configured.version).await?;
+    let policy = match (active, configured_known) {
+        (Some(version), Some(known)) if version == configured.version => {
+            if known != configured {
+                return Err(ActivationError::VersionTaken(version));
+            }
+            Arc::new(configured)
+        }
+        (Some(version), Some(_)) => {
+            tracing::warn!(
+                configured = %configured.version,
+                active = %version,
+                "the configured policy is an earlier version; keeping the active one"
+            );
+            let known = recorded(&mut tx, &version)
+                .await?
+                .ok_or(ActivationError::AlreadyActive(version))?;
+            Arc::new(known)
+        }
+        _ => {
+            let activation = activate_in(
+                &mut tx,
+                recomputer,
+                &configured,
+                document,
+                &by,
+                "configured",
+            )
+            .await?;
+            tracing::info!(
+                policy_version = %activation.version,
+                previous = ?activation.previous,
+                learners_changed = activation.learners_changed,
+                "configured policy activated"
+            );
+            Arc::new(configured)
+        }
+    };
+    tx.commit().await?;
+    recomputer.policy.set(policy.clone());
+    recomputer.outbox.notify();
+    Ok(policy)
+}
+
+/// What activating `candidate` would change, against every learner's grants now.
+pub async fn simulate(pool: &PgPool, candidate: &Policy) -> Result<Impact, sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    let mut tx = conn.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .execute(&mut *tx)
+        .await?;
+    let facts = store::all_stay_facts(&mut tx).await?;
+    let states = store::all_states(&mut tx).await?;
+    tx.commit().await?;
+    let mut impact = Impact::default();
+    let none = Vec::new();
+    for (learner_id, stays) in &facts {
+        let current = states.get(learner_id).map_or(&none, |state| &state.grants);
+        impact.add(
+            &learner_id.to_string(),
+            current,
+            &grants::grants(candidate, stays),
+        );
+    }
+    Ok(impact)
+}

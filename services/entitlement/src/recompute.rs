@@ -1,0 +1,219 @@
+//! Recomputing a learner's grants under the active policy, and publishing them when
+//! they, or what is in force today, changed. Intake's events, the due-time schedule
+//! and a policy activation all go through here.
+
+use std::sync::{Arc, RwLock};
+
+use hosted_contracts::{
+    prost::Message,
+    subjects::{self, Namespace},
+    v1,
+};
+use hosted_platform::{
+    clock::Clock,
+    inbox::HandleError,
+    outbox::{self, OutboxEvent, OutboxSignal},
+};
+use sqlx::PgConnection;
+use time::{Date, format_description::BorrowedFormatItem, macros::format_description};
+use uuid::Uuid;
+
+use crate::{
+    domain::{
+        grants::{self, Grant, StayFacts},
+        policy::{self, Policy},
+    },
+    events::grant_message,
+    store::{self, Cause, LearnerState},
+};
+
+pub const GRANTS_EVENT_TYPE: &str = "hosted.v1.GrantsEvent";
+
+const ISO_DATE: &[BorrowedFormatItem<'static>] = format_description!("[year]-[month]-[day]");
+
+/// Why a recomputation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A stored policy document no longer loads (it did when it was activated).
+    #[error("the active policy does not load: {0}")]
+    Policy(String),
+}
+
+impl From<Error> for HandleError {
+    fn from(error: Error) -> Self {
+        HandleError::Transient(error.to_string())
+    }
+}
+
+/// The policy this replica runs with, shared by the consumer, the schedule and the
+/// RPCs, replaced when a version is activated (here or by another replica).
+#[derive(Debug, Clone)]
+pub struct ActivePolicy(Arc<RwLock<Arc<Policy>>>);
+
+impl ActivePolicy {
+    pub fn new(policy: Arc<Policy>) -> Self {
+        Self(Arc::new(RwLock::new(policy)))
+    }
+
+    pub fn get(&self) -> Arc<Policy> {
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    pub fn set(&self, policy: Arc<Policy>) {
+        *self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = policy;
+    }
+}
+
+/// Loads a stored policy document.
+pub fn parse_stored(version: &str, document: &str) -> Result<Policy, Error> {
+    policy::load(&format!("policy {version}"), document)
+        .map_err(|errors| Error::Policy(errors.to_string()))
+}
+
+/// Recomputes and publishes grants.
+#[derive(Debug, Clone)]
+pub struct Recomputer {
+    pub namespace: Namespace,
+    pub policy: ActivePolicy,
+    pub clock: Clock,
+    pub outbox: OutboxSignal,
+}
+
+/// Keeps the version of every grant the new computation leaves as it was.
+fn keep_versions(before: &[Grant], mut after: Vec<Grant>) -> Vec<Grant> {
+    for grant in &mut after {
+        if let Some(same) = before.iter().find(|old| {
+            grants::same_grants(std::slice::from_ref(*old), std::slice::from_ref(grant))
+        }) {
+            grant.policy_version.clone_from(&same.policy_version);
+        }
+    }
+    after
+}
+
+impl Recomputer {
+    /// The active policy, locked (shared) until the end of the transaction so that no
+    /// activation interleaves; reloaded when another replica activated a new one.
+    pub async fn policy(&self, conn: &mut PgConnection) -> Result<Arc<Policy>, Error> {
+        let version: String = sqlx::query_scalar("SELECT version FROM active_policy FOR SHARE")
+            .fetch_one(&mut *conn)
+            .await?;
+        let cached = self.policy.get();
+        if cached.version == version {
+            return Ok(cached);
+        }
+        let document: String =
+            sqlx::query_scalar("SELECT document FROM policy_versions WHERE version = $1")
+                .bind(&version)
+                .fetch_one(&mut *conn)
+                .await?;
+        let loaded = Arc::new(parse_stored(&version, &document)?);
+        tracing::info!(policy_version = %version, "policy activated elsewhere, now in use");
+        self.policy.set(loaded.clone());
+        Ok(loaded)
+    }
+
+    /// Recomputes one learner from the projection.
+    pub async fn learner(
+        &self,
+        conn: &mut PgConnection,
+        policy: &Policy,
+        learner_id: Uuid,
+        cause: &Cause,
+    ) -> Result<bool, Error> {
+        let stays = store::stay_facts(conn, learner_id).await?;
+        let before = store::state(conn, learner_id).await?;
+        self.apply(conn, policy, learner_id, &stays, &before, cause)
+            .await
+    }
+
+    /// Stores what `stays` give under `policy` against the learner's state `before`,
+    /// and enqueues `grants.changed` when the grants or what is in force today
+    /// changed. Returns whether it did.
+    pub async fn apply(
+        &self,
+        conn: &mut PgConnection,
+        policy: &Policy,
+        learner_id: Uuid,
+        stays: &[StayFacts],
+        before: &LearnerState,
+        cause: &Cause,
+    ) -> Result<bool, Error> {
+        let today = self.clock.today();
+        let wanted = keep_versions(&before.grants, grants::grants(policy, stays));
+        let after = LearnerState {
+            in_force: grants::in_force(&wanted, today),
+            next_due: grants::next_change(&wanted, today),
+            grants: wanted,
+        };
+        let Some(grants_version) =
+            store::store_state(conn, learner_id, before, &after, today, cause).await?
+        else {
+            return Ok(false);
+        };
+        let Some((_, login, version)) = store::learner(conn, &learner_id.to_string()).await? else {
+            return Ok(false);
+        };
+        let event_id = Uuid::now_v7();
+        let event = v1::GrantsEvent {
+            meta: Some(v1::EventMeta {
+                event_id: event_id.to_string(),
+                occurred_at: Some(prost_types::Timestamp {
+                    seconds: self.clock.now().as_second(),
+                    nanos: 0,
+                }),
+                learner_id: learner_id.to_string(),
+                learner_version: version,
+                actor: "entitlement".to_owned(),
+            }),
+            grants: after.grants.iter().map(grant_message).collect(),
+            policy_version: policy.version.clone(),
+            grants_version,
+            login,
+            effective_on: today.format(ISO_DATE).unwrap_or_default(),
+            in_force: after.in_force.clone(),
+        };
+        outbox::enqueue(
+            conn,
+            &[OutboxEvent {
+                event_id,
+                subject: self
+                    .namespace
+                    .subject(subjects::entitlement::GRANTS_CHANGED),
+                event_type: GRANTS_EVENT_TYPE,
+                payload: event.encode_to_vec(),
+            }],
+        )
+        .await?;
+        tracing::info!(
+            %learner_id,
+            grants = after.grants.len(),
+            in_force = after.in_force.len(),
+            grants_version,
+            cause = ?cause_kind(cause),
+            "grants changed"
+        );
+        Ok(true)
+    }
+
+    /// Today, in the university's time zone.
+    pub fn today(&self) -> Date {
+        self.clock.today()
+    }
+}
+
+fn cause_kind(cause: &Cause) -> &'static str {
+    match cause {
+        Cause::Event(_) => "event",
+        Cause::Schedule => "schedule",
+        Cause::Policy(_) => "policy",
+    }
+}
