@@ -4,7 +4,7 @@ use hosted_contracts::{subjects::Service, v1};
 use hosted_e2e::{TestSystem, registration, today_plus};
 use hosted_platform::auth::Role;
 
-async fn check(system: &TestSystem, login: &str, resource: &str) -> v1::CheckResponse {
+pub(crate) async fn check(system: &TestSystem, login: &str, resource: &str) -> v1::CheckResponse {
     system
         .entitlement_client()
         .await
@@ -22,7 +22,7 @@ async fn check(system: &TestSystem, login: &str, resource: &str) -> v1::CheckRes
 }
 
 /// Waits until `resource` is allowed (or not) for `login`.
-async fn wait_for(
+pub(crate) async fn wait_for(
     system: &TestSystem,
     login: &str,
     resource: &str,

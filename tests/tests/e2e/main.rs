@@ -6,6 +6,8 @@ mod access;
 mod dead_letters;
 mod delivery;
 mod entitlement;
+mod entitlement_dates;
+mod entitlement_policy;
 mod publication;
 mod python_client;
 mod tracing;

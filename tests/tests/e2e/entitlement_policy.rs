@@ -1,0 +1,366 @@
+//! Policy change: simulate a candidate, then activate it; exactly the predicted
+//! learners change, and only they get an event. Explain says why for each resource.
+
+use std::{collections::BTreeSet, time::Duration};
+
+use hosted_contracts::{
+    prost::Message,
+    subjects::{Service, entitlement::GRANTS_CHANGED},
+    v1,
+};
+use hosted_e2e::{TestSystem, default_policy, registration};
+use hosted_platform::{auth::Role, clock::Clock};
+use tonic::Code;
+
+use crate::entitlement::{check, wait_for};
+
+/// The learner ids of every grants event so far.
+async fn event_learners(system: &TestSystem) -> Vec<String> {
+    let subject = system.namespace.subject(GRANTS_CHANGED);
+    hosted_testkit::stream_messages(&system.namespace.stream(Service::Entitlement))
+        .await
+        .into_iter()
+        .filter(|message| message.subject.as_str() == subject)
+        .map(|message| {
+            v1::GrantsEvent::decode(message.payload)
+                .unwrap()
+                .meta
+                .unwrap()
+                .learner_id
+        })
+        .collect()
+}
+
+/// The default policy, as version 2026.2 with IFSI losing grades and C2i2e trainees
+/// gaining the library.
+fn candidate() -> String {
+    let default = std::fs::read_to_string(default_policy().file).unwrap();
+    let changed = default
+        .replace(r#"version = "2026.1""#, r#"version = "2026.2""#)
+        .replace(
+            "[populations.IFSI]\nonline-resources = \"always\"\nlibrary = \"always\"\nsmart-card = \"never\"\ne-purse = \"never\"\ngrades = \"always\"",
+            "[populations.IFSI]\nonline-resources = \"always\"\nlibrary = \"always\"\nsmart-card = \"never\"\ne-purse = \"never\"\ngrades = \"never\"",
+        )
+        .replace(
+            "[populations.RECTORAT_C2I2E]\nonline-resources = \"always\"\nlibrary = \"option:library\"",
+            "[populations.RECTORAT_C2I2E]\nonline-resources = \"always\"\nlibrary = \"always\"",
+        );
+    assert_eq!(changed.matches("2026.2").count(), 1);
+    assert!(changed.contains("grades = \"never\""));
+    changed
+}
+
+async fn learner_id(system: &TestSystem, request: v1::RegisterStayRequest) -> String {
+    system
+        .register(request)
+        .await
+        .learner
+        .unwrap()
+        .person
+        .unwrap()
+        .learner_id
+}
+
+#[tokio::test]
+async fn simulate_then_activate_changes_exactly_the_predicted_learners() {
+    // Arrange: three IFSI students, two C2i2e trainees, one visiting doctoral student.
+    let mut system = TestSystem::prepare(None).await;
+    system.start_intake().await;
+    system.start_entitlement().await;
+    let mut ifsi = BTreeSet::new();
+    for (family, given, born) in [
+        ("Bernard", "Lucie", "2001-01-11"),
+        ("Petit", "Hugo", "2002-02-12"),
+        ("Robert", "Emma", "2003-03-13"),
+    ] {
+        ifsi.insert(learner_id(&system, registration(family, given, born)).await);
+    }
+    let mut trainees = BTreeSet::new();
+    for (family, given, born) in [
+        ("Richard", "Louis", "1985-04-14"),
+        ("Durand", "Alice", "1986-05-15"),
+    ] {
+        let mut request = registration(family, given, born);
+        request.stay.as_mut().unwrap().population = "RECTORAT_C2I2E".to_owned();
+        trainees.insert(learner_id(&system, request).await);
+    }
+    let mut request = registration("Dubois", "Nina", "1995-06-16");
+    request.stay.as_mut().unwrap().population = "VISITING_DOCTORAL".to_owned();
+    let untouched = learner_id(&system, request).await;
+    for _ in 0..200 {
+        if event_learners(&system).await.len() == 6 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(event_learners(&system).await.len(), 6);
+    let mut client = system.entitlement_client().await;
+
+    // Act: simulate.
+    let simulation = client
+        .simulate_policy(system.as_role(
+            Role::Dosi,
+            v1::SimulatePolicyRequest {
+                policy: candidate(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+
+    // Assert: the IFSI students lose grades, the trainees gain the library.
+    assert_eq!(simulation.active_version, "2026.1");
+    assert_eq!(simulation.candidate_version, "2026.2");
+    assert_eq!(simulation.learners_examined, 6);
+    assert_eq!(simulation.learners_changed, 5);
+    let impacts: Vec<(&str, i64, i64, i64)> = simulation
+        .impacts
+        .iter()
+        .map(|impact| {
+            (
+                impact.resource.as_str(),
+                impact.gained,
+                impact.lost,
+                impact.changed,
+            )
+        })
+        .collect();
+    assert_eq!(impacts, [("grades", 0, 3, 0), ("library", 2, 0, 0)]);
+    let grades = &simulation.impacts[0];
+    let library = &simulation.impacts[1];
+    assert_eq!(
+        grades
+            .lost_examples
+            .iter()
+            .cloned()
+            .collect::<BTreeSet<_>>(),
+        ifsi
+    );
+    assert_eq!(
+        library
+            .gained_examples
+            .iter()
+            .cloned()
+            .collect::<BTreeSet<_>>(),
+        trainees
+    );
+    assert_eq!(
+        event_learners(&system).await.len(),
+        6,
+        "a simulation publishes nothing"
+    );
+
+    // Act: activate.
+    let activation = client
+        .activate_policy(system.as_role(
+            Role::Dosi,
+            v1::ActivatePolicyRequest {
+                policy: candidate(),
+                reason: "grades go through the IFSI's own system".to_owned(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+
+    // Assert: exactly the predicted learners changed, each with one event.
+    assert_eq!(activation.policy_version, "2026.2");
+    assert_eq!(activation.previous_version, "2026.1");
+    assert_eq!(activation.learners_changed, 5);
+    for _ in 0..200 {
+        if event_learners(&system).await.len() >= 11 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let events = event_learners(&system).await;
+    assert_eq!(events.len(), 11);
+    let changed: BTreeSet<String> = events[6..].iter().cloned().collect();
+    assert_eq!(changed, ifsi.union(&trainees).cloned().collect());
+    assert!(!changed.contains(&untouched));
+    let denied = wait_for(&system, "lucie.bernard", "grades", false).await;
+    assert!(denied.reason.contains("never"), "{}", denied.reason);
+    let granted = check(&system, "louis.richard", "library").await;
+    assert!(granted.allowed);
+    assert_eq!(granted.rule, "populations.RECTORAT_C2I2E.library");
+    assert_eq!(granted.policy_version, "2026.2");
+
+    // The same version again, another document under a recorded version, and an
+    // invalid document are refused, each with its reason.
+    let again = client
+        .activate_policy(system.as_role(
+            Role::Dosi,
+            v1::ActivatePolicyRequest {
+                policy: candidate(),
+                reason: "twice".to_owned(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), Code::FailedPrecondition);
+    let default = std::fs::read_to_string(default_policy().file).unwrap();
+    let taken = client
+        .activate_policy(system.as_role(
+            Role::Dosi,
+            v1::ActivatePolicyRequest {
+                policy: default.replace("grace_days = 7", "grace_days = 8"),
+                reason: "a changed document under 2026.1".to_owned(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(taken.code(), Code::AlreadyExists, "{}", taken.message());
+    let invalid = client
+        .simulate_policy(system.as_role(
+            Role::Dosi,
+            v1::SimulatePolicyRequest {
+                policy: default.replace(r#"library = "always""#, r#"library = "sometimes""#),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(invalid.code(), Code::InvalidArgument);
+    assert!(invalid.message().contains("line"), "{}", invalid.message());
+    let no_reason = client
+        .activate_policy(system.as_role(
+            Role::Dosi,
+            v1::ActivatePolicyRequest {
+                policy: default.clone(),
+                reason: " ".to_owned(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(no_reason.code(), Code::InvalidArgument);
+    assert!(
+        no_reason.message().contains("reason"),
+        "{}",
+        no_reason.message()
+    );
+
+    // Going back to 2026.1 is an activation like any other.
+    let back = client
+        .activate_policy(system.as_role(
+            Role::Dosi,
+            v1::ActivatePolicyRequest {
+                policy: default,
+                reason: "back to the previous policy".to_owned(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(back.learners_changed, 5);
+    assert_eq!(back.previous_version, "2026.2");
+    system.stop().await;
+}
+
+#[tokio::test]
+async fn the_active_policy_survives_a_restart_with_an_older_configured_file() {
+    // Arrange: 2026.2 activated through the API.
+    let mut system = TestSystem::prepare(None).await;
+    system.start_intake().await;
+    system.start_entitlement().await;
+    system
+        .register(registration("Garnier", "Léa", "2002-09-10"))
+        .await;
+    wait_for(&system, "lea.garnier", "grades", true).await;
+    system
+        .entitlement_client()
+        .await
+        .activate_policy(system.as_role(
+            Role::Dosi,
+            v1::ActivatePolicyRequest {
+                policy: candidate(),
+                reason: "test".to_owned(),
+            },
+        ))
+        .await
+        .unwrap();
+
+    // Act: restart with the file that still says 2026.1.
+    system.stop_entitlement().await;
+    system
+        .start_entitlement_with(default_policy(), Clock::default())
+        .await;
+
+    // Assert: the database's active version is kept.
+    let denied = check(&system, "lea.garnier", "grades").await;
+    assert!(!denied.allowed);
+    assert_eq!(denied.policy_version, "2026.2");
+    system.stop().await;
+}
+
+#[tokio::test]
+async fn explain_gives_every_resource_with_its_reason() {
+    // Arrange
+    let mut system = TestSystem::prepare(None).await;
+    system.start_intake().await;
+    system.start_entitlement().await;
+    system
+        .register(registration("Faure", "Inès", "2001-12-24"))
+        .await;
+    wait_for(&system, "ines.faure", "library", true).await;
+
+    // Act
+    let explained = system
+        .entitlement_client()
+        .await
+        .explain(system.as_role(
+            Role::Deve,
+            v1::ExplainRequest {
+                learner_id: "ines.faure".to_owned(),
+                at: None,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+
+    // Assert
+    assert_eq!(explained.login, "ines.faure");
+    assert_eq!(explained.policy_version, "2026.1");
+    let resources: Vec<(&str, bool)> = explained
+        .resources
+        .iter()
+        .map(|one| (one.resource.as_str(), one.granted))
+        .collect();
+    assert_eq!(
+        resources,
+        [
+            ("e-purse", false),
+            ("ent", true),
+            ("grades", true),
+            ("library", true),
+            ("online-resources", true),
+            ("premises", false),
+            ("smart-card", false),
+            ("wifi", true),
+        ]
+    );
+    let library = &explained.resources[3];
+    assert_eq!(
+        library.grant.as_ref().unwrap().rule,
+        "populations.IFSI.library"
+    );
+    assert!(explained.resources[6].reason.contains("never"));
+    assert!(
+        explained.resources[5].reason.contains("no rule"),
+        "{}",
+        explained.resources[5].reason
+    );
+    let unknown = system
+        .entitlement_client()
+        .await
+        .explain(system.as_role(
+            Role::Deve,
+            v1::ExplainRequest {
+                learner_id: "nobody.here".to_owned(),
+                at: None,
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound);
+    system.stop().await;
+}
