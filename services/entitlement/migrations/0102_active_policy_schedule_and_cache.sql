@@ -29,8 +29,9 @@ CREATE INDEX learners_next_due ON learners (next_due) WHERE next_due IS NOT NULL
 -- schedule, or a policy activation.
 ALTER TABLE grant_audit ADD COLUMN cause text NOT NULL DEFAULT 'intake event';
 
--- Check answers from a cache of each learner's grants; every replica listens here and
--- forgets a learner whose grants or login change (delivered when the change commits).
+-- Check answers from a cache of each learner's grants and stays; every replica listens
+-- here and forgets a learner whose grants, stays or login change (delivered when the
+-- change commits). A change of an agreement's options notifies its learners too.
 CREATE FUNCTION notify_learner_grants() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM pg_notify('entitlement_grants', NEW.learner_id::text);
@@ -38,5 +39,5 @@ BEGIN
 END
 $$;
 CREATE TRIGGER learners_grants_changed
-    AFTER INSERT OR UPDATE OF grants_version, login ON learners
+    AFTER INSERT OR UPDATE OF grants_version, version, login ON learners
     FOR EACH ROW EXECUTE FUNCTION notify_learner_grants();

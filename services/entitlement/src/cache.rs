@@ -1,8 +1,10 @@
-//! The grants index Check answers from, in memory: each learner's grants, loaded from
-//! the database on first use and forgotten when the database says they changed.
+//! The grants index Check answers from, in memory: each learner's grants (and stays, to
+//! say why when denying), loaded from the database on first use and forgotten when the
+//! database says they changed.
 //!
-//! Every change of a learner's grants bumps `learners.grants_version`, and a trigger
-//! sends its id on the `entitlement_grants` channel when the change commits. Each
+//! Every change of a learner's grants or stays bumps `learners.grants_version` or
+//! `learners.version`, and a trigger sends the learner's id on the `entitlement_grants`
+//! channel when the change commits (an agreement's options, explicitly). Each
 //! replica listens and forgets that learner. A load that raced with a change is not
 //! kept (the epoch moved), and while the listener is not connected nothing is kept at
 //! all: Check then asks the database every time, and is never stale.
@@ -21,7 +23,7 @@ use time::Date;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::store;
+use crate::{domain::grants::StayFacts, store};
 
 /// The channel the `learners_grants_changed` trigger notifies.
 pub const CHANNEL: &str = "entitlement_grants";
@@ -36,12 +38,13 @@ pub struct CachedGrant {
     pub rule: Arc<str>,
 }
 
-/// One learner's grants.
+/// One learner's grants, and their stays for the reasons of a denial.
 #[derive(Debug)]
 pub struct CachedLearner {
     pub learner_id: Uuid,
     pub login: String,
     pub grants: Vec<CachedGrant>,
+    pub stays: Vec<StayFacts>,
 }
 
 impl CachedLearner {
@@ -144,6 +147,7 @@ impl GrantsCache {
             return Ok(None);
         };
         let grants = store::grants(&mut conn, learner_id).await?;
+        let stays = store::stay_facts(&mut conn, learner_id).await?;
         drop(conn);
         let mut entries = self.write();
         let learner = Arc::new(CachedLearner {
@@ -159,6 +163,7 @@ impl GrantsCache {
                     rule: entries.intern(&grant.rule),
                 })
                 .collect(),
+            stays,
         });
         let unchanged = self.0.epoch.load(Ordering::Acquire) == epoch;
         if unchanged && self.0.listening.load(Ordering::Acquire) {

@@ -1,4 +1,5 @@
-//! The gRPC edge of entitlement: Check answers from the grants cache; Explain,
+//! The gRPC edge of entitlement: Check answers from the grants cache, without a query
+//! once a learner is held; Explain,
 //! ListGrants, and the policy's simulation and activation.
 
 use hosted_contracts::v1;
@@ -182,9 +183,9 @@ impl Entitlement {
                 policy_version: policy.version.clone(),
             });
         }
-        let mut conn = self.pool.acquire().await?;
-        let stays = store::stay_facts(&mut conn, learner.learner_id).await?;
-        Ok(deny(grants::check(&policy, &stays, resource, on).reason))
+        Ok(deny(
+            grants::check(&policy, &learner.stays, resource, on).reason,
+        ))
     }
 
     async fn explain(&self, request: v1::ExplainRequest) -> Result<v1::ExplainResponse, ApiError> {

@@ -74,14 +74,15 @@ pub async fn apply_learner(
     Ok(true)
 }
 
-/// Stores an agreement's options unless a newer version is there; returns whether it changed.
+/// Stores an agreement's options unless a newer version is there; returns whether it
+/// changed. The learners under it are notified to Check's caches.
 pub async fn apply_agreement(
     conn: &mut PgConnection,
     agreement_id: Uuid,
     options: &[String],
     version: i64,
 ) -> Result<bool, sqlx::Error> {
-    Ok(sqlx::query(
+    let changed = sqlx::query(
         "INSERT INTO agreements (agreement_id, options, version) VALUES ($1, $2, $3)
          ON CONFLICT (agreement_id) DO UPDATE SET options = excluded.options, version = excluded.version
          WHERE agreements.version < excluded.version",
@@ -89,10 +90,20 @@ pub async fn apply_agreement(
     .bind(agreement_id)
     .bind(options)
     .bind(version)
-    .execute(conn)
+    .execute(&mut *conn)
     .await?
     .rows_affected()
-        == 1)
+        == 1;
+    if changed {
+        sqlx::query(
+            "SELECT pg_notify($2, learner_id::text) FROM stays WHERE agreement_id = $1 GROUP BY learner_id",
+        )
+        .bind(agreement_id)
+        .bind(crate::cache::CHANNEL)
+        .execute(conn)
+        .await?;
+    }
+    Ok(changed)
 }
 
 pub async fn learners_under(

@@ -2,8 +2,8 @@
 //!
 //! Talks to the services' gRPC APIs with a bearer token (`--token` or `HLCTL_TOKEN`);
 //! prints text for people and, with `--json`, JSON for scripts. Exit codes: 0 done, 1
-//! failed, 2 not everything registered (`register`, `import stays`), 64 usage. Every
-//! command is described in docs/hlctl.md.
+//! failed, 2 not everything registered (`register`, `import stays`), 3 denied
+//! (`check`), 64 usage. Every command is described in docs/hlctl.md.
 #![allow(clippy::print_stdout)]
 
 use std::{io::Read, path::PathBuf, process::ExitCode, time::Duration};
@@ -12,7 +12,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use hosted_contracts::v1;
 use hosted_hlctl::{
-    agreements, generate, import,
+    agreements, entitlements, generate, import,
     learners::{self, print_learner},
     payments,
     rpc::{self, authorized, connect, server_error},
@@ -47,17 +47,26 @@ struct Cli {
         display_order = GLOBAL + 1
     )]
     directory: String,
+    /// Entitlement's gRPC address.
+    #[arg(
+        long,
+        env = "HLCTL_ENTITLEMENT",
+        default_value = "http://127.0.0.1:50052",
+        global = true,
+        display_order = GLOBAL + 2
+    )]
+    entitlement: String,
     /// Bearer token of the caller.
     #[arg(
         long,
         env = "HLCTL_TOKEN",
         hide_env_values = true,
         global = true,
-        display_order = GLOBAL + 2
+        display_order = GLOBAL + 3
     )]
     token: Option<String>,
     /// JSON output, for scripts.
-    #[arg(long, global = true, display_order = GLOBAL + 3)]
+    #[arg(long, global = true, display_order = GLOBAL + 4)]
     json: bool,
     #[command(subcommand)]
     command: Command,
@@ -96,6 +105,20 @@ enum Command {
     Populations,
     /// Adds a population to the catalogue or changes one (role deve).
     SavePopulation(SavePopulationArgs),
+    /// Whether a learner may use a resource now, or on a day (roles integrator, dosi).
+    /// Exit code 0 when allowed, 3 when denied.
+    Check(entitlements::CheckArgs),
+    /// A learner's grants: each resource with its days, rule, policy version and stay
+    /// (roles dosi, deve, integrator).
+    Grants(entitlements::GrantsArgs),
+    /// Every resource of the policy, granted to a learner or not, and why (roles dosi,
+    /// deve).
+    Explain(entitlements::ExplainArgs),
+    /// The entitlement policy: simulate a candidate, activate it (role dosi).
+    Policy {
+        #[command(subcommand)]
+        action: entitlements::PolicyAction,
+    },
     /// Shows an account as directory projects it and as LDAP holds it (role dosi).
     Account { login: String },
     /// Waits until a service reports SERVING (gRPC health), at most `--wait` seconds.
@@ -365,6 +388,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Stats(args) => {
             let mut intake = rpc::Intake::new(&cli.intake, token);
             stats::run(args, &mut intake, cli.json).await?;
+        }
+        Command::Check(args) => {
+            let mut entitlement = rpc::Entitlement::new(&cli.entitlement, token);
+            let code = entitlements::check(args, &mut entitlement, cli.json).await?;
+            return Ok(ExitCode::from(code));
+        }
+        Command::Grants(args) => {
+            let mut entitlement = rpc::Entitlement::new(&cli.entitlement, token);
+            entitlements::grants(args, &mut entitlement, cli.json).await?;
+        }
+        Command::Explain(args) => {
+            let mut entitlement = rpc::Entitlement::new(&cli.entitlement, token);
+            entitlements::explain(args, &mut entitlement, cli.json).await?;
+        }
+        Command::Policy { action } => {
+            let mut entitlement = rpc::Entitlement::new(&cli.entitlement, token);
+            entitlements::policy(action, &mut entitlement, cli.json).await?;
         }
         Command::SavePopulation(args) => {
             let mut client =

@@ -20,10 +20,34 @@ use tonic::{
 pub const EXIT_USAGE: u8 = 64;
 /// Exit code of anything else that failed.
 pub const EXIT_FAILURE: u8 = 1;
+/// Exit code of `hlctl check` when entitlement answers no. Not 1, which says the
+/// question could not be asked, nor 2, which says a command did part of its work.
+pub const EXIT_DENIED: u8 = 3;
 
 /// Intake's client, every call carrying the caller's token.
 pub type IntakeClient =
     v1::intake_service_client::IntakeServiceClient<InterceptedService<Channel, Bearer>>;
+
+/// Entitlement's client, every call carrying the caller's token.
+pub type EntitlementClient =
+    v1::entitlement_service_client::EntitlementServiceClient<InterceptedService<Channel, Bearer>>;
+
+/// A generated client that sends the caller's token with every call.
+pub trait ServiceClient: Sized {
+    fn with_bearer(channel: Channel, bearer: Bearer) -> Self;
+}
+
+impl ServiceClient for IntakeClient {
+    fn with_bearer(channel: Channel, bearer: Bearer) -> Self {
+        v1::intake_service_client::IntakeServiceClient::with_interceptor(channel, bearer)
+    }
+}
+
+impl ServiceClient for EntitlementClient {
+    fn with_bearer(channel: Channel, bearer: Bearer) -> Self {
+        v1::entitlement_service_client::EntitlementServiceClient::with_interceptor(channel, bearer)
+    }
+}
 
 /// The caller's token, as an `authorization` header.
 #[derive(Debug, Clone)]
@@ -70,17 +94,23 @@ pub async fn connect(address: &str) -> anyhow::Result<Channel> {
         .with_context(|| format!("connecting to {address}"))
 }
 
-/// Intake at an address, for a caller. Nothing is checked or connected until the
+/// A service at an address, for a caller. Nothing is checked or connected until the
 /// first call: a command line that turns out wrong after clap (nothing to amend…)
-/// is said before a missing token or an intake that is away.
+/// is said before a missing token or a service that is away.
 #[derive(Debug)]
-pub struct Intake {
+pub struct Remote<C> {
     address: String,
     token: Option<String>,
-    client: Option<IntakeClient>,
+    client: Option<C>,
 }
 
-impl Intake {
+/// Intake at an address, for a caller.
+pub type Intake = Remote<IntakeClient>;
+
+/// Entitlement at an address, for a caller.
+pub type Entitlement = Remote<EntitlementClient>;
+
+impl<C: ServiceClient> Remote<C> {
     pub fn new(address: &str, token: Option<&str>) -> Self {
         Self {
             address: address.to_owned(),
@@ -90,15 +120,13 @@ impl Intake {
     }
 
     /// The client, connected on first use.
-    pub async fn client(&mut self) -> anyhow::Result<&mut IntakeClient> {
+    pub async fn client(&mut self) -> anyhow::Result<&mut C> {
         if self.client.is_none() {
             let bearer = Bearer::new(self.token.as_deref())?;
             let channel = connect(&self.address).await?;
-            self.client = Some(
-                v1::intake_service_client::IntakeServiceClient::with_interceptor(channel, bearer),
-            );
+            self.client = Some(C::with_bearer(channel, bearer));
         }
-        self.client.as_mut().context("intake's client")
+        self.client.as_mut().context("the service's client")
     }
 }
 
@@ -174,7 +202,7 @@ pub fn code_name(code: Code) -> &'static str {
     }
 }
 
-/// Intake's INVALID_ARGUMENT message is `invalid request: field: reason; field:
+/// A service's INVALID_ARGUMENT message is `invalid request: field: reason; field:
 /// reason` (the same pairs as its google.rpc.BadRequest details, which would take
 /// one more dependency to decode). A message of another shape has no pairs.
 pub fn violations(message: &str) -> Vec<(String, String)> {
@@ -215,14 +243,21 @@ pub fn report(error: &anyhow::Error) -> u8 {
     } else {
         eprintln!("Error: {prefix}{}: invalid request", server.code());
         for (field, reason) in violations {
-            if field.is_empty() {
-                eprintln!("  {reason}");
-            } else {
-                eprintln!("  {field}: {reason}");
-            }
+            eprintln!("{}", violation_lines(&field, &reason));
         }
     }
     EXIT_FAILURE
+}
+
+/// One bad field, indented under the error. A reason of several lines (a TOML
+/// parser's "expected …" under its message) keeps its lines under the field.
+fn violation_lines(field: &str, reason: &str) -> String {
+    let reason = reason.trim_end().replace('\n', "\n    ");
+    if field.is_empty() {
+        format!("  {reason}")
+    } else {
+        format!("  {field}: {reason}")
+    }
 }
 
 /// An error as anyhow's `{:?}` shows it, without the backtrace it adds when
@@ -262,6 +297,18 @@ mod tests {
             ]
         );
         assert!(violations("learner not found").is_empty());
+    }
+
+    #[test]
+    fn a_reason_of_several_lines_stays_under_its_field() {
+        assert_eq!(
+            violation_lines(
+                "policy",
+                "line 63: invalid table header\nexpected `.`, `]`\n"
+            ),
+            "  policy: line 63: invalid table header\n    expected `.`, `]`"
+        );
+        assert_eq!(violation_lines("", "required"), "  required");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! (exit code 64) at once, not a round trip to intake.
 
 use clap::ValueEnum;
-use hosted_contracts::v1;
+use hosted_contracts::{prost_types::Timestamp, v1};
 use time::{Date, macros::format_description};
 
 /// A calendar day as intake takes it, `YYYY-MM-DD`. `DD/MM/YYYY`, as French
@@ -113,6 +113,49 @@ pub fn payer_name(payer: i32) -> &'static str {
         Ok(v1::Payer::Partner) => "partner",
         Ok(v1::Payer::Unspecified) | Err(_) => "unspecified",
     }
+}
+
+/// A day as the instant entitlement asks about: noon UTC of that day. Entitlement
+/// takes the day an instant falls on in the university's time zone, and noon UTC is
+/// on the same day in every zone within eleven hours of UTC, summer or winter.
+pub fn noon_utc(value: &str) -> Result<Timestamp, String> {
+    let iso = day(value)?;
+    let date = Date::parse(&iso, format_description!("[year]-[month]-[day]"))
+        .map_err(|error| format!("{value:?}: {error}"))?;
+    Ok(Timestamp {
+        seconds: date
+            .with_time(time::macros::time!(12:00))
+            .assume_utc()
+            .unix_timestamp(),
+        nanos: 0,
+    })
+}
+
+/// The day (UTC) an instant falls on, `YYYY-MM-DD`: entitlement's grants start at
+/// midnight UTC of their first day. Empty when out of range.
+pub fn day_of(at: &Timestamp) -> String {
+    utc_day(nanos_of(at))
+}
+
+/// The last day before an exclusive end, `YYYY-MM-DD`: a grant valid until
+/// 2027-07-01T00:00:00Z holds on 2027-06-30 last. Empty when out of range.
+pub fn last_day_before(end: &Timestamp) -> String {
+    utc_day(nanos_of(end) - 1)
+}
+
+fn nanos_of(at: &Timestamp) -> i128 {
+    i128::from(at.seconds) * 1_000_000_000 + i128::from(at.nanos)
+}
+
+fn utc_day(nanos: i128) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .ok()
+        .and_then(|at| {
+            at.date()
+                .format(format_description!("[year]-[month]-[day]"))
+                .ok()
+        })
+        .unwrap_or_default()
 }
 
 /// A protobuf timestamp as RFC 3339 (UTC); empty when absent.
@@ -225,6 +268,36 @@ mod tests {
         }
         assert_eq!(payer_name(0), "unspecified");
         assert_eq!(payer_name(42), "unspecified");
+    }
+
+    #[test]
+    fn days_are_asked_about_at_noon_utc() {
+        // 2027-07-01T12:00:00Z.
+        let noon = Timestamp {
+            seconds: 1_814_443_200,
+            nanos: 0,
+        };
+        assert_eq!(noon_utc("2027-07-01"), Ok(noon));
+        assert_eq!(noon_utc("01/07/2027"), Ok(noon));
+        assert!(noon_utc("2027-02-30").is_err());
+        assert_eq!(day_of(&noon), "2027-07-01");
+    }
+
+    #[test]
+    fn an_exclusive_end_shows_the_day_before() {
+        // 2027-07-01T00:00:00Z: held on 2027-06-30 last.
+        let midnight = Timestamp {
+            seconds: 1_814_400_000,
+            nanos: 0,
+        };
+        assert_eq!(day_of(&midnight), "2027-07-01");
+        assert_eq!(last_day_before(&midnight), "2027-06-30");
+        // An end during a day: that day is the last one.
+        let afternoon = Timestamp {
+            seconds: 1_814_400_000 + 15 * 3600,
+            nanos: 0,
+        };
+        assert_eq!(last_day_before(&afternoon), "2027-07-01");
     }
 
     #[test]

@@ -1,10 +1,13 @@
-//! The everyday intake operations of `hlctl` against a real intake (PostgreSQL,
-//! NATS): an agreement's life, two learners under it, their stays, payments and
-//! counts, each command run as the role it needs, with its exit code.
+//! The everyday operations of `hlctl` against a real intake and entitlement
+//! (PostgreSQL, NATS): an agreement's life, two learners under it, their stays,
+//! payments and counts; a learner's checks, grants and explanation, and a policy
+//! simulated then activated. Each command runs as the role it needs, with its exit
+//! code.
 #![allow(clippy::unwrap_used)]
 
-use std::process::Command;
+use std::{path::PathBuf, process::Command, time::Duration};
 
+use hosted_entitlement::{EntitlementConfig, config::PolicyConfig};
 use hosted_intake::{Application, IntakeConfig, config::RegistryConfig};
 use hosted_platform::auth::Role;
 use serde_json::Value;
@@ -36,6 +39,7 @@ impl Run {
 
 struct Hlctl {
     address: String,
+    entitlement: Option<String>,
 }
 
 impl Hlctl {
@@ -44,9 +48,13 @@ impl Hlctl {
         let mut command = Command::new(env!("CARGO_BIN_EXE_hlctl"));
         command
             .env_remove("HLCTL_TOKEN")
+            .env_remove("HLCTL_ENTITLEMENT")
             .env_remove("RUST_BACKTRACE")
-            .args(["--intake", &self.address, "--token", token])
-            .args(args);
+            .args(["--intake", &self.address, "--token", token]);
+        if let Some(entitlement) = &self.entitlement {
+            command.args(["--entitlement", entitlement]);
+        }
+        command.args(args);
         let output = tokio::task::spawn_blocking(move || command.output())
             .await
             .unwrap()
@@ -56,6 +64,19 @@ impl Hlctl {
             stdout: String::from_utf8(output.stdout).unwrap(),
             stderr: String::from_utf8(output.stderr).unwrap(),
         }
+    }
+
+    /// Runs hlctl until it exits with `code`, for at most ten seconds: entitlement
+    /// learns of a change through NATS, a moment after the call that made it.
+    async fn run_until(&self, code: i32, token: &str, args: &[&str]) -> Run {
+        for _ in 0..100 {
+            let run = self.run(token, args).await;
+            if run.code == Some(code) {
+                return run;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("hlctl {args:?} never exited with {code}");
     }
 }
 
@@ -81,6 +102,7 @@ async fn an_agreement_its_learners_their_stays_and_payments() {
     .unwrap();
     let hlctl = Hlctl {
         address: format!("http://{}", app.local_addr()),
+        entitlement: None,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until_stopped(async {
@@ -484,4 +506,394 @@ async fn an_agreement_its_learners_their_stays_and_payments() {
 
     let _ = stop.send(());
     server.await.unwrap().unwrap();
+}
+
+/// The repository's policy.
+fn default_policy() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../policy/default.toml")
+}
+
+/// A file of this test's own, removed when dropped.
+struct PolicyFile(PathBuf);
+
+impl PolicyFile {
+    fn new(text: &str) -> Self {
+        let path = std::env::temp_dir().join(format!("hlctl-policy-{}.toml", uuid::Uuid::now_v7()));
+        std::fs::write(&path, text).unwrap();
+        Self(path)
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for PolicyFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[tokio::test]
+async fn a_learners_checks_grants_explanation_and_a_policy_change() {
+    // Arrange: an intake and an entitlement of the test's own, on one namespace.
+    let namespace = hosted_testkit::namespace().await;
+    let callers = hosted_testkit::TestCallers::new();
+    let intake_database = hosted_testkit::TestDatabase::new().await;
+    let entitlement_database = hosted_testkit::TestDatabase::new().await;
+    let intake = Application::build(&IntakeConfig {
+        common: hosted_testkit::common_config(
+            &intake_database,
+            hosted_testkit::nats_config(&namespace),
+            &callers,
+        ),
+        registry: RegistryConfig::default(),
+    })
+    .await
+    .unwrap();
+    let entitlement = hosted_entitlement::Application::build(&EntitlementConfig {
+        common: hosted_testkit::common_config(
+            &entitlement_database,
+            hosted_testkit::nats_config(&namespace),
+            &callers,
+        ),
+        policy: PolicyConfig {
+            file: default_policy(),
+        },
+        check: Default::default(),
+    })
+    .await
+    .unwrap();
+    let entitlement_address = format!("http://{}", entitlement.local_addr());
+    let hlctl = Hlctl {
+        address: format!("http://{}", intake.local_addr()),
+        entitlement: Some(entitlement_address.clone()),
+    };
+    let (stop_intake, intake_stopped) = tokio::sync::oneshot::channel::<()>();
+    let intake_server = tokio::spawn(intake.run_until_stopped(async {
+        let _ = intake_stopped.await;
+    }));
+    let (stop_entitlement, entitlement_stopped) = tokio::sync::oneshot::channel::<()>();
+    let entitlement_server = tokio::spawn(entitlement.run_until_stopped(async {
+        let _ = entitlement_stopped.await;
+    }));
+    let deve = callers.token(Role::Deve).to_owned();
+    let dosi = callers.token(Role::Dosi).to_owned();
+    let integrator = callers.token(Role::Integrator).to_owned();
+    let ready = hlctl
+        .run("", &["health", "--wait", "30", &entitlement_address])
+        .await;
+    assert_eq!(ready.code, Some(0), "{ready:?}");
+
+    // An IFSI student: library yes, never a card.
+    let (start, end) = (day(-5), day(100));
+    let registered = hlctl
+        .run(
+            &deve,
+            &[
+                "register",
+                "--family-name",
+                "Faure",
+                "--given-names",
+                "Inès",
+                "--birth-date",
+                "2001-12-24",
+                "--email",
+                "ines@example.org",
+                "--population",
+                "IFSI",
+                "--sponsor-unit",
+                "IFSI-NORD",
+                "--start-date",
+                &start,
+                "--end-date",
+                &end,
+                "--json",
+            ],
+        )
+        .await
+        .json();
+    let login = registered["learner"]["login"].as_str().unwrap().to_owned();
+    let learner_id = registered["learner"]["learner_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let stay_id = registered["stay_id"].as_str().unwrap().to_owned();
+
+    // Check: 0 allowed, 3 denied, 1 refused, 64 a wrong command line.
+    let allowed = hlctl
+        .run_until(0, &integrator, &["check", &login, "library"])
+        .await;
+    assert_eq!(
+        allowed.stdout,
+        format!("allowed until {end} (populations.IFSI.library, policy 2026.1)\n")
+    );
+    let allowed = hlctl
+        .run(&dosi, &["check", &learner_id, "library", "--json"])
+        .await
+        .json();
+    assert_eq!(allowed["allowed"], true);
+    assert_eq!(allowed["last_day"], end.as_str());
+    let denied = hlctl
+        .run(&integrator, &["check", &login, "smart-card"])
+        .await;
+    assert_eq!(denied.code, Some(3), "{denied:?}");
+    assert!(denied.stdout.starts_with("denied: "), "{denied:?}");
+    assert!(denied.stdout.contains("never"), "{denied:?}");
+    assert!(denied.stdout.ends_with(" (policy 2026.1)\n"), "{denied:?}");
+    let during = hlctl
+        .run(&integrator, &["check", &login, "library", "--at", &day(50)])
+        .await;
+    assert_eq!(during.code, Some(0), "{during:?}");
+    let after = (hosted_platform::clock::Clock::default().today() + time::Duration::days(150))
+        .format(time::macros::format_description!("[day]/[month]/[year]"))
+        .unwrap();
+    let ended = hlctl
+        .run(&integrator, &["check", &login, "library", "--at", &after])
+        .await;
+    assert_eq!(ended.code, Some(3), "{ended:?}");
+    assert!(ended.stdout.contains("ended"), "{ended:?}");
+    let stranger = hlctl
+        .run(&integrator, &["check", "nobody.here", "wifi"])
+        .await;
+    assert_eq!(stranger.code, Some(3), "{stranger:?}");
+    assert_eq!(stranger.stdout, "denied: unknown learner (policy 2026.1)\n");
+    let refused = hlctl.run(&deve, &["check", &login, "wifi"]).await;
+    assert_eq!(refused.code, Some(1), "{refused:?}");
+    assert!(
+        refused.stderr.starts_with("Error: PERMISSION_DENIED"),
+        "{refused:?}"
+    );
+    let number = hlctl
+        .run(&integrator, &["check", "H00000001", "wifi"])
+        .await;
+    assert_eq!(number.code, Some(64), "{number:?}");
+    let bad_day = hlctl
+        .run(
+            &integrator,
+            &["check", &login, "wifi", "--at", "31/02/2027"],
+        )
+        .await;
+    assert_eq!(bad_day.code, Some(64), "{bad_day:?}");
+
+    // Grants: days, the last one included.
+    let grants = hlctl
+        .run(&integrator, &["grants", &login, "--json"])
+        .await
+        .json_lines();
+    let days: Vec<(&str, &str, &str)> = grants
+        .iter()
+        .map(|grant| {
+            (
+                grant["resource"].as_str().unwrap(),
+                grant["first_day"].as_str().unwrap(),
+                grant["last_day"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    let (ent_end, wifi_end) = (day(130), day(107));
+    assert_eq!(
+        days,
+        [
+            ("ent", start.as_str(), ent_end.as_str()),
+            ("grades", &start, &end),
+            ("library", &start, &end),
+            ("online-resources", &start, &end),
+            ("wifi", &start, &wifi_end),
+        ]
+    );
+    assert!(
+        grants
+            .iter()
+            .all(|grant| grant["stay_id"] == stay_id.as_str())
+    );
+    let table = hlctl.run(&deve, &["grants", &login]).await;
+    assert_eq!(table.code, Some(0), "{table:?}");
+    let library: Vec<&str> = table
+        .stdout
+        .lines()
+        .find(|line| line.starts_with("library "))
+        .unwrap_or_else(|| panic!("{table:?}"))
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        library,
+        [
+            "library",
+            &start,
+            &end,
+            "populations.IFSI.library",
+            "2026.1",
+            &stay_id
+        ],
+        "{table:?}"
+    );
+
+    // Explain: every resource, today and on a later day.
+    let explained = hlctl.run(&dosi, &["explain", &login]).await;
+    assert_eq!(explained.code, Some(0), "{explained:?}");
+    assert!(
+        explained
+            .stdout
+            .starts_with(&format!("{login}  {learner_id}  on ")),
+        "{explained:?}"
+    );
+    let line = |resource: &str| {
+        explained
+            .stdout
+            .lines()
+            .find(|line| line.trim_start().starts_with(&format!("{resource} ")))
+            .unwrap_or_else(|| panic!("{resource}: {explained:?}"))
+            .to_owned()
+    };
+    assert_eq!(explained.stdout.lines().count(), 9, "{explained:?}");
+    assert!(line("library").contains(&format!(" yes  until {end}  granted by stay {stay_id}")));
+    assert!(line("smart-card").contains(" no "));
+    assert!(line("smart-card").contains("never"));
+    let later = hlctl
+        .run(
+            &deve,
+            &["explain", &learner_id, "--at", &day(150), "--json"],
+        )
+        .await
+        .json();
+    assert_eq!(later["on"], day(150));
+    assert_eq!(later["login"], login.as_str());
+    assert!(
+        later["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|one| one["granted"] == false),
+        "{later}"
+    );
+
+    // A candidate policy: IFSI students no longer keep their grades here.
+    let default = std::fs::read_to_string(default_policy()).unwrap();
+    let changed = default
+        .replace(r#"version = "2026.1""#, r#"version = "2026.2""#)
+        .replace(
+            "[populations.IFSI]\nonline-resources = \"always\"\nlibrary = \"always\"\n\
+             smart-card = \"never\"\ne-purse = \"never\"\ngrades = \"always\"",
+            "[populations.IFSI]\nonline-resources = \"always\"\nlibrary = \"always\"\n\
+             smart-card = \"never\"\ne-purse = \"never\"\ngrades = \"never\"",
+        );
+    assert!(changed.contains("version = \"2026.2\""));
+    assert!(changed.contains("grades = \"never\""));
+    let candidate = PolicyFile::new(&changed);
+    let simulated = hlctl
+        .run(&dosi, &["policy", "simulate", candidate.path()])
+        .await;
+    assert_eq!(simulated.code, Some(0), "{simulated:?}");
+    assert_eq!(
+        simulated.stdout,
+        format!(
+            "policy 2026.1 → 2026.2: 1 learner examined, 1 learner would change\n  \
+             grades  gained 0  lost 1  changed 0\n    lost: {learner_id}\n"
+        )
+    );
+    let simulated = hlctl
+        .run(&dosi, &["policy", "simulate", candidate.path(), "--json"])
+        .await
+        .json();
+    assert_eq!(simulated["learners_changed"], 1);
+    assert_eq!(
+        simulated["impacts"][0]["lost_examples"],
+        serde_json::json!([learner_id])
+    );
+
+    // An invalid policy: each problem with its line.
+    let wifi = r#"wifi = { when = "always", grace_days = 7 }"#;
+    let wifi_line = default.lines().position(|line| line == wifi).unwrap() + 1;
+    let invalid = PolicyFile::new(&default.replacen(
+        wifi,
+        r#"wifi = { when = "sometimes", grace_days = 7 }"#,
+        1,
+    ));
+    let refused = hlctl
+        .run(&dosi, &["policy", "simulate", invalid.path()])
+        .await;
+    assert_eq!(refused.code, Some(1), "{refused:?}");
+    assert!(
+        refused
+            .stderr
+            .starts_with("Error: INVALID_ARGUMENT: invalid request\n"),
+        "{refused:?}"
+    );
+    assert!(
+        refused.stderr.contains(&format!(
+            "\n  policy: line {wifi_line}: defaults.wifi: unknown condition \"sometimes\""
+        )),
+        "{refused:?}"
+    );
+
+    // A syntax error: the parser's message may take several lines, all kept under
+    // the field.
+    let header_line = default
+        .lines()
+        .position(|line| line == "[populations.IFSI]")
+        .unwrap()
+        + 1;
+    let broken = PolicyFile::new(&default.replacen("[populations.IFSI]", "[populations.IFSI", 1));
+    let refused = hlctl
+        .run(&dosi, &["policy", "simulate", broken.path()])
+        .await;
+    assert_eq!(refused.code, Some(1), "{refused:?}");
+    assert!(
+        refused
+            .stderr
+            .contains(&format!("\n  policy: line {header_line}: ")),
+        "{refused:?}"
+    );
+    assert!(
+        refused
+            .stderr
+            .lines()
+            .skip(1)
+            .all(|line| line.starts_with("  ")),
+        "{refused:?}"
+    );
+
+    // Activation: a reason is required; then the student loses the grades.
+    let no_reason = hlctl
+        .run(&dosi, &["policy", "activate", candidate.path()])
+        .await;
+    assert_eq!(no_reason.code, Some(64), "{no_reason:?}");
+    let activated = hlctl
+        .run(
+            &dosi,
+            &[
+                "policy",
+                "activate",
+                candidate.path(),
+                "--reason",
+                "grades go through the IFSI's own system",
+            ],
+        )
+        .await;
+    assert_eq!(activated.code, Some(0), "{activated:?}");
+    assert_eq!(
+        activated.stdout,
+        "policy 2026.2 is active (was 2026.1): grants changed for 1 learner\n"
+    );
+    let lost = hlctl
+        .run_until(3, &integrator, &["check", &login, "grades"])
+        .await;
+    assert!(lost.stdout.ends_with(" (policy 2026.2)\n"), "{lost:?}");
+    let again = hlctl
+        .run(
+            &dosi,
+            &["policy", "activate", candidate.path(), "--reason", "twice"],
+        )
+        .await;
+    assert_eq!(again.code, Some(1), "{again:?}");
+    assert!(
+        again.stderr.starts_with("Error: FAILED_PRECONDITION: "),
+        "{again:?}"
+    );
+
+    let _ = stop_entitlement.send(());
+    entitlement_server.await.unwrap().unwrap();
+    let _ = stop_intake.send(());
+    intake_server.await.unwrap().unwrap();
 }

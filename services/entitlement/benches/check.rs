@@ -1,0 +1,482 @@
+//! Check throughput and latency against real PostgreSQL, NATS and slapd (not a test:
+//! figures).
+//!
+//! `cargo bench -p hosted-entitlement --bench check` (after `eval "$(dev/deps env)"`)
+//! seeds 100,000 learners into entitlement's database (grants computed under the
+//! default policy) and the same learners into an LDAP subtree of slapd, each entry
+//! with one `eduPersonEntitlement` URN per resource in force, then asks, in one run:
+//! - entitlement's `Check` over gRPC, 64 concurrent clients (one connection each),
+//!   random learners and resources: a first pass that fills the cache, then the
+//!   steady state;
+//! - slapd the same question, 64 concurrent connections: a search for the learner's
+//!   `eduPersonEntitlement` values by uid, then a look for the resource's URN.
+//!
+//! Sizes: `BENCH_LEARNERS` (100000), `BENCH_CLIENTS` (64), `BENCH_SECONDS` (10).
+//! The LDAP entries are deleted at the end unless `BENCH_KEEP_LDAP=1`.
+#![allow(clippy::print_stdout, clippy::unwrap_used)]
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use hosted_contracts::v1;
+use hosted_entitlement::{
+    Application, EntitlementConfig,
+    config::PolicyConfig,
+    domain::{
+        grants::{self, StayFacts},
+        policy,
+    },
+};
+use hosted_platform::{auth::Role, clock::Clock};
+use hosted_testkit::{TestCallers, TestDatabase, TestSubtree};
+use ldap3::{LdapConnAsync, Scope, SearchEntry};
+use sqlx::Connection;
+use time::Duration as Days;
+use uuid::Uuid;
+
+const POPULATIONS: [&str; 5] = [
+    "IFSI",
+    "RECTORAT_C2I2E",
+    "RECTORAT_PAF",
+    "CO_ACCREDITED",
+    "SHORT_COURSE_RECTORAT",
+];
+const ASKED: [&str; 6] = [
+    "wifi",
+    "library",
+    "ent",
+    "online-resources",
+    "grades",
+    "smart-card",
+];
+const URN: &str = "urn:mace:univ-example.fr:entitlement:";
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(default)
+}
+
+fn login(index: usize) -> String {
+    format!("bench.learner{index:06}")
+}
+
+/// A small, fast, seeded generator: the same questions in every run.
+struct Dice(u64);
+
+impl Dice {
+    fn below(&mut self, bound: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % bound as u64) as usize
+    }
+}
+
+/// Latencies in microseconds, sorted, and what they add up to.
+struct Figures {
+    calls: usize,
+    allowed: usize,
+    elapsed: Duration,
+    micros: Vec<u32>,
+}
+
+impl Figures {
+    fn percentile(&self, p: f64) -> f64 {
+        let index = ((self.micros.len() as f64 * p).ceil() as usize).clamp(1, self.micros.len());
+        f64::from(self.micros[index - 1]) / 1000.0
+    }
+
+    fn print(&self, what: &str) {
+        println!(
+            "{what:<44} {:>9.0} /s   p50 {:>6.2} ms   p99 {:>6.2} ms   ({} calls, {:.0}% allowed)",
+            self.calls as f64 / self.elapsed.as_secs_f64(),
+            self.percentile(0.50),
+            self.percentile(0.99),
+            self.calls,
+            100.0 * self.allowed as f64 / self.calls.max(1) as f64,
+        );
+    }
+}
+
+/// Runs `clients` loops of `ask` for `seconds` (or `per_client` asks each), in one run.
+async fn measure<F, Fut, C>(
+    clients: Vec<C>,
+    seconds: u64,
+    per_client: Option<usize>,
+    learners: usize,
+    ask: F,
+) -> Figures
+where
+    C: Send + 'static,
+    F: Fn(&mut C, String, &'static str) -> Fut + Send + Sync + Copy + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(seconds);
+    let count = clients.len();
+    let mut tasks = Vec::new();
+    for (index, mut client) in clients.into_iter().enumerate() {
+        tasks.push(tokio::spawn(async move {
+            let mut dice = Dice(0x9E37_79B9_7F4A_7C15 ^ (index as u64 + 1));
+            let mut micros = Vec::new();
+            let mut allowed = 0;
+            let mut asked = 0;
+            loop {
+                match per_client {
+                    Some(limit) if asked >= limit => break,
+                    None if Instant::now() >= deadline => break,
+                    _ => {}
+                }
+                let learner = match per_client {
+                    // The cache-filling pass asks every learner once.
+                    Some(_) => login((asked * count + index) % learners),
+                    None => login(dice.below(learners)),
+                };
+                let resource = ASKED[dice.below(ASKED.len())];
+                let one = Instant::now();
+                if ask(&mut client, learner, resource).await {
+                    allowed += 1;
+                }
+                micros.push(u32::try_from(one.elapsed().as_micros()).unwrap_or(u32::MAX));
+                asked += 1;
+            }
+            (micros, allowed)
+        }));
+    }
+    let mut micros = Vec::new();
+    let mut allowed = 0;
+    for task in tasks {
+        let (mine, yes) = task.await.unwrap();
+        micros.extend(mine);
+        allowed += yes;
+    }
+    let elapsed = started.elapsed();
+    micros.sort_unstable();
+    Figures {
+        calls: micros.len(),
+        allowed,
+        elapsed,
+        micros,
+    }
+}
+
+/// What the default policy gives each bench learner (one stay from 10 days ago to 200
+/// days ahead).
+fn seed_stays(learners: usize, today: time::Date) -> Vec<(Uuid, StayFacts)> {
+    (0..learners)
+        .map(|index| {
+            let learner = Uuid::now_v7();
+            (
+                learner,
+                StayFacts {
+                    stay_id: Uuid::now_v7().to_string(),
+                    population: POPULATIONS[index % POPULATIONS.len()].to_owned(),
+                    start_date: today - Days::days(10),
+                    end_date: today + Days::days(200),
+                    cancelled: false,
+                    paid: false,
+                    agreement_options: Vec::new(),
+                },
+            )
+        })
+        .collect()
+}
+
+/// Writes the learners, their stays and their grants straight into entitlement's
+/// tables, as the consumer would have.
+async fn seed_database(
+    url: &str,
+    policy: &policy::Policy,
+    stays: &[(Uuid, StayFacts)],
+    today: time::Date,
+) -> Vec<Vec<String>> {
+    let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+    let mut in_force_all = Vec::with_capacity(stays.len());
+    for (chunk_index, chunk) in stays.chunks(10_000).enumerate() {
+        let mut tx = conn.begin().await.unwrap();
+        let ids: Vec<Uuid> = chunk.iter().map(|(id, _)| *id).collect();
+        let logins: Vec<String> = (0..chunk.len())
+            .map(|i| login(chunk_index * 10_000 + i))
+            .collect();
+        let mut in_force_text = Vec::new();
+        let (mut g_learner, mut g_resource, mut g_stay, mut g_from, mut g_until, mut g_rule) =
+            (vec![], vec![], vec![], vec![], vec![], vec![]);
+        for (learner, stay) in chunk {
+            let given = grants::grants(policy, std::slice::from_ref(stay));
+            let in_force = grants::in_force(&given, today);
+            in_force_text.push(format!("{{{}}}", in_force.join(",")));
+            in_force_all.push(in_force);
+            for grant in given {
+                g_learner.push(*learner);
+                g_resource.push(grant.resource);
+                g_stay.push(Uuid::parse_str(&grant.stay_id).unwrap());
+                g_from.push(grant.valid_from);
+                g_until.push(grant.valid_until);
+                g_rule.push(grant.rule);
+            }
+        }
+        sqlx::query(
+            "INSERT INTO learners (learner_id, login, version, grants_version, in_force, in_force_on)
+             SELECT id, l, 1, 1, f::text[], $4 FROM unnest($1::uuid[], $2::text[], $3::text[]) AS u(id, l, f)",
+        )
+        .bind(&ids)
+        .bind(&logins)
+        .bind(&in_force_text)
+        .bind(today)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+        let stay_ids: Vec<Uuid> = chunk
+            .iter()
+            .map(|(_, stay)| Uuid::parse_str(&stay.stay_id).unwrap())
+            .collect();
+        let populations: Vec<&str> = chunk.iter().map(|(_, s)| s.population.as_str()).collect();
+        let starts: Vec<time::Date> = chunk.iter().map(|(_, s)| s.start_date).collect();
+        let ends: Vec<time::Date> = chunk.iter().map(|(_, s)| s.end_date).collect();
+        sqlx::query(
+            "INSERT INTO stays (stay_id, learner_id, population, start_date, end_date, cancelled, paid)
+             SELECT s, l, p, b, e, false, false
+             FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::date[], $5::date[]) AS u(s, l, p, b, e)",
+        )
+        .bind(&stay_ids)
+        .bind(&ids)
+        .bind(&populations)
+        .bind(&starts)
+        .bind(&ends)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO grants (learner_id, resource, stay_id, valid_from, valid_until, rule, policy_version)
+             SELECT l, r, s, f, u, ru, $7
+             FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::date[], $5::date[], $6::text[])
+                  AS g(l, r, s, f, u, ru)",
+        )
+        .bind(&g_learner)
+        .bind(&g_resource)
+        .bind(&g_stay)
+        .bind(&g_from)
+        .bind(&g_until)
+        .bind(&g_rule)
+        .bind(&policy.version)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+    }
+    in_force_all
+}
+
+/// The same learners as LDAP entries with their entitlements, 8 connections adding.
+async fn seed_ldap(subtree: &TestSubtree, in_force: &[Vec<String>]) -> Duration {
+    let started = Instant::now();
+    let in_force = Arc::new(in_force.to_vec());
+    let mut tasks = Vec::new();
+    for worker in 0..8 {
+        let server = subtree.server.clone();
+        let base = subtree.base_dn.clone();
+        let in_force = in_force.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut ldap = server.connect().await;
+            for index in (worker..in_force.len()).step_by(8) {
+                let uid = login(index);
+                let entitlements: std::collections::HashSet<String> = in_force[index]
+                    .iter()
+                    .map(|resource| format!("{URN}{resource}"))
+                    .collect();
+                let mut attributes = vec![
+                    (
+                        "objectClass".to_owned(),
+                        ["inetOrgPerson", "eduPerson"]
+                            .into_iter()
+                            .map(str::to_owned)
+                            .collect(),
+                    ),
+                    ("uid".to_owned(), [uid.clone()].into()),
+                    ("cn".to_owned(), [format!("Learner {index}")].into()),
+                    ("sn".to_owned(), [format!("Learner{index}")].into()),
+                ];
+                if !entitlements.is_empty() {
+                    attributes.push(("eduPersonEntitlement".to_owned(), entitlements));
+                }
+                ldap.add(&format!("uid={uid},{base}"), attributes)
+                    .await
+                    .unwrap()
+                    .success()
+                    .unwrap();
+            }
+            let _ = ldap.unbind().await;
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    started.elapsed()
+}
+
+async fn delete_ldap(subtree: &TestSubtree, learners: usize) {
+    let mut tasks = Vec::new();
+    for worker in 0..8 {
+        let server = subtree.server.clone();
+        let base = subtree.base_dn.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut ldap = server.connect().await;
+            for index in (worker..learners).step_by(8) {
+                let _ = ldap.delete(&format!("uid={},{base}", login(index))).await;
+            }
+            let _ = ldap.unbind().await;
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let mut ldap = subtree.server.connect().await;
+    let _ = ldap.delete(&subtree.base_dn).await;
+}
+
+#[tokio::main]
+async fn main() {
+    let learners = env_or("BENCH_LEARNERS", 100_000);
+    let clients = env_or("BENCH_CLIENTS", 64);
+    let seconds = env_or("BENCH_SECONDS", 10) as u64;
+    let policy_file =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../policy/default.toml");
+    let policy = policy::load(
+        "default.toml",
+        &std::fs::read_to_string(&policy_file).unwrap(),
+    )
+    .unwrap();
+    let today = Clock::default().today();
+
+    // Entitlement, migrated and started, then seeded before it serves.
+    let database = TestDatabase::new().await;
+    let namespace = hosted_testkit::namespace().await;
+    let callers = TestCallers::new();
+    let mut common =
+        hosted_testkit::common_config(&database, hosted_testkit::nats_config(&namespace), &callers);
+    common.database.max_connections = 16;
+    let app = Application::build(&EntitlementConfig {
+        common,
+        policy: PolicyConfig { file: policy_file },
+        check: Default::default(),
+    })
+    .await
+    .unwrap();
+    let address = app.local_addr();
+    let stays = seed_stays(learners, today);
+    let seeding = Instant::now();
+    let in_force = seed_database(&database.url, &policy, &stays, today).await;
+    println!(
+        "seeded {learners} learners into PostgreSQL in {:.1} s",
+        seeding.elapsed().as_secs_f64()
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(app.run_until_stopped(async {
+        let _ = stopped.await;
+    }));
+
+    let subtree = TestSubtree::new().await;
+    let took = seed_ldap(&subtree, &in_force).await;
+    println!(
+        "seeded {learners} entries into slapd in {:.1} s",
+        took.as_secs_f64()
+    );
+
+    let token = callers.token(Role::Integrator).to_owned();
+    let mut grpc_clients = Vec::new();
+    for _ in 0..clients {
+        grpc_clients.push((
+            v1::entitlement_service_client::EntitlementServiceClient::new(
+                hosted_testkit::channel(address).await,
+            ),
+            token.clone(),
+        ));
+    }
+    let check = |(client, token): &mut (
+        v1::entitlement_service_client::EntitlementServiceClient<tonic::transport::Channel>,
+        String,
+    ),
+                 login: String,
+                 resource: &'static str| {
+        let mut client = client.clone();
+        let token = token.clone();
+        async move {
+            client
+                .check(hosted_testkit::authorized(
+                    v1::CheckRequest {
+                        learner: Some(v1::check_request::Learner::Login(login)),
+                        resource: resource.to_owned(),
+                        at: None,
+                    },
+                    &token,
+                ))
+                .await
+                .unwrap()
+                .into_inner()
+                .allowed
+        }
+    };
+    println!("\n{clients} concurrent clients, {learners} learners:");
+    let per_client = learners.div_ceil(clients);
+    measure(grpc_clients.clone(), 0, Some(per_client), learners, check)
+        .await
+        .print("Check, first ask of each learner (cache fill)");
+    measure(grpc_clients, seconds, None, learners, check)
+        .await
+        .print("Check, steady state");
+
+    let mut ldap_clients = Vec::new();
+    for _ in 0..clients {
+        let (connection, mut ldap) = LdapConnAsync::new(&subtree.server.url).await.unwrap();
+        ldap3::drive!(connection);
+        ldap.simple_bind(&subtree.server.bind_dn, &subtree.server.bind_password)
+            .await
+            .unwrap();
+        ldap_clients.push((ldap, subtree.base_dn.clone()));
+    }
+    let search =
+        |(ldap, base): &mut (ldap3::Ldap, String), login: String, resource: &'static str| {
+            let mut ldap = ldap.clone();
+            let base = base.clone();
+            async move {
+                let (entries, _) = ldap
+                    .search(
+                        &base,
+                        Scope::OneLevel,
+                        &format!("(uid={login})"),
+                        vec!["eduPersonEntitlement"],
+                    )
+                    .await
+                    .unwrap()
+                    .success()
+                    .unwrap();
+                let wanted = format!("{URN}{resource}");
+                entries
+                    .into_iter()
+                    .map(SearchEntry::construct)
+                    .any(|entry| {
+                        entry
+                            .attrs
+                            .get("eduPersonEntitlement")
+                            .is_some_and(|values| values.contains(&wanted))
+                    })
+            }
+        };
+    measure(ldap_clients, seconds, None, learners, search)
+        .await
+        .print("slapd search (uid=…) → eduPersonEntitlement");
+
+    let _ = stop.send(());
+    if std::env::var("BENCH_KEEP_LDAP").as_deref() != Ok("1") {
+        let cleaning = Instant::now();
+        delete_ldap(&subtree, learners).await;
+        println!(
+            "\nremoved the LDAP entries in {:.1} s",
+            cleaning.elapsed().as_secs_f64()
+        );
+    }
+}

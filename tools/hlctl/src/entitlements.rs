@@ -1,0 +1,643 @@
+//! `hlctl check`, `grants`, `explain` and `policy`: what the entitlement service
+//! grants a learner and why, and the policy it grants by (a candidate simulated, then
+//! activated).
+//!
+//! Entitlement bounds a grant by instants at midnight UTC, the end excluded; hlctl
+//! shows days, the end as the last day included, as `hlctl learner` shows stays.
+#![allow(clippy::print_stdout)]
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::Subcommand;
+use hosted_contracts::{
+    prost_types::Timestamp,
+    v1::{self, check_request::Learner, get_learner_request::Key},
+};
+use serde_json::json;
+
+use crate::{
+    learners::learner_key,
+    rpc::{EXIT_DENIED, Entitlement, server_error, usage},
+    values,
+};
+
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// The learner: login or id.
+    #[arg(value_name = "LOGIN_OR_ID")]
+    learner: String,
+    /// The resource, e.g. wifi, library, smart-card (`hlctl explain` lists them).
+    resource: String,
+    /// Ask about this day (YYYY-MM-DD) instead of now.
+    #[arg(long, value_name = "DAY", value_parser = values::noon_utc)]
+    at: Option<Timestamp>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct GrantsArgs {
+    /// The learner: login or id.
+    #[arg(value_name = "LOGIN_OR_ID")]
+    learner: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ExplainArgs {
+    /// The learner: login or id.
+    #[arg(value_name = "LOGIN_OR_ID")]
+    learner: String,
+    /// Explain this day (YYYY-MM-DD) instead of today.
+    #[arg(long, value_name = "DAY", value_parser = values::noon_utc)]
+    at: Option<Timestamp>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyAction {
+    /// Says what a candidate policy would change, resource by resource, without
+    /// changing anything (role dosi).
+    Simulate {
+        /// The candidate policy: TOML, as policy/default.toml.
+        file: PathBuf,
+    },
+    /// Makes a policy the active one: every learner's grants are computed again under
+    /// it, and the learners whose grants change are published (role dosi). Simulate
+    /// it first.
+    Activate {
+        /// The policy: TOML, as policy/default.toml. Its version must be new, or that
+        /// of an earlier policy identical to it (going back).
+        file: PathBuf,
+        /// Why (recorded with the activation and who made it).
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+/// How entitlement is asked about a learner: by id or by login. It does not know
+/// hosted-learner numbers, and would deny one as an unknown learner, which a script
+/// would take for a real denial: a number is refused here instead.
+fn learner(key: &str) -> anyhow::Result<Learner> {
+    match learner_key(key) {
+        Key::LearnerId(id) => Ok(Learner::LearnerId(id)),
+        Key::Login(login) => Ok(Learner::Login(login)),
+        Key::LearnerNumber(number) => usage(format!(
+            "{number:?} looks like a hosted-learner number: entitlement knows learners by login \
+             or id (`hlctl learner {number}` shows both)"
+        )),
+    }
+}
+
+/// The learner as Explain and ListGrants take it: one field for an id or a login.
+fn learner_id_or_login(key: &str) -> anyhow::Result<String> {
+    match learner(key)? {
+        Learner::LearnerId(key) | Learner::Login(key) => Ok(key),
+    }
+}
+
+/// Asks whether the learner may use the resource; the exit code says it for scripts:
+/// 0 allowed, [`EXIT_DENIED`] denied.
+pub async fn check(
+    args: CheckArgs,
+    entitlement: &mut Entitlement,
+    json: bool,
+) -> anyhow::Result<u8> {
+    let request = v1::CheckRequest {
+        learner: Some(learner(&args.learner)?),
+        resource: args.resource.trim().to_owned(),
+        at: args.at,
+    };
+    let answer = entitlement
+        .client()
+        .await?
+        .check(request)
+        .await
+        .map_err(server_error)?
+        .into_inner();
+    if json {
+        println!("{}", check_json(args.resource.trim(), &answer));
+    } else {
+        println!("{}", check_text(&answer));
+    }
+    Ok(if answer.allowed { 0 } else { EXIT_DENIED })
+}
+
+pub fn check_text(answer: &v1::CheckResponse) -> String {
+    if !answer.allowed {
+        return format!(
+            "denied: {} (policy {})",
+            answer.reason, answer.policy_version
+        );
+    }
+    match &answer.allowed_until {
+        Some(until) => format!(
+            "allowed until {} ({}, policy {})",
+            values::last_day_before(until),
+            answer.rule,
+            answer.policy_version
+        ),
+        None => format!(
+            "allowed ({}, policy {})",
+            answer.rule, answer.policy_version
+        ),
+    }
+}
+
+pub fn check_json(resource: &str, answer: &v1::CheckResponse) -> serde_json::Value {
+    json!({
+        "resource": resource,
+        "allowed": answer.allowed,
+        "last_day": answer.allowed_until.as_ref().map(values::last_day_before),
+        "allowed_until": answer.allowed_until.as_ref().map(|at| values::instant(at.seconds, at.nanos)),
+        "reason": answer.reason,
+        "rule": answer.rule,
+        "policy_version": answer.policy_version,
+    })
+}
+
+pub async fn grants(
+    args: GrantsArgs,
+    entitlement: &mut Entitlement,
+    json: bool,
+) -> anyhow::Result<()> {
+    let listed = entitlement
+        .client()
+        .await?
+        .list_grants(v1::ListGrantsRequest {
+            learner_id: learner_id_or_login(&args.learner)?,
+        })
+        .await
+        .map_err(server_error)?
+        .into_inner();
+    if json {
+        for grant in &listed.grants {
+            let mut line = grant_json(grant);
+            line["learner_version"] = json!(listed.learner_version);
+            println!("{line}");
+        }
+        return Ok(());
+    }
+    println!(
+        "grants computed from version {} of the learner",
+        listed.learner_version
+    );
+    if listed.grants.is_empty() {
+        println!("no grant");
+    } else {
+        print!("{}", grants_table(&listed.grants));
+    }
+    Ok(())
+}
+
+/// First and last day of a grant, both included.
+fn grant_days(grant: &v1::Grant) -> (String, String) {
+    (
+        grant
+            .valid_from
+            .as_ref()
+            .map(values::day_of)
+            .unwrap_or_default(),
+        grant
+            .valid_until
+            .as_ref()
+            .map(values::last_day_before)
+            .unwrap_or_default(),
+    )
+}
+
+pub fn grant_json(grant: &v1::Grant) -> serde_json::Value {
+    let (first_day, last_day) = grant_days(grant);
+    let instant = |at: &Option<Timestamp>| {
+        at.as_ref()
+            .map(|at| values::instant(at.seconds, at.nanos))
+            .unwrap_or_default()
+    };
+    json!({
+        "resource": grant.resource,
+        "first_day": first_day,
+        "last_day": last_day,
+        "valid_from": instant(&grant.valid_from),
+        "valid_until": instant(&grant.valid_until),
+        "rule": grant.rule,
+        "policy_version": grant.policy_version,
+        "stay_id": grant.stay_id,
+    })
+}
+
+/// One line per grant under a header, the columns as wide as their widest value.
+pub fn grants_table(grants: &[v1::Grant]) -> String {
+    let width = |header: &str, value: fn(&v1::Grant) -> &str| {
+        grants
+            .iter()
+            .map(|grant| value(grant).chars().count())
+            .chain([header.len()])
+            .max()
+            .unwrap_or_default()
+    };
+    let resource = width("resource", |grant| &grant.resource);
+    let rule = width("rule", |grant| &grant.rule);
+    let policy = width("policy", |grant| &grant.policy_version);
+    let mut table = format!(
+        "{:<resource$}  {:<10}  {:<10}  {:<rule$}  {:<policy$}  stay\n",
+        "resource", "from", "until", "rule", "policy"
+    );
+    for grant in grants {
+        let (from, until) = grant_days(grant);
+        table.push_str(&format!(
+            "{:<resource$}  {from:<10}  {until:<10}  {:<rule$}  {:<policy$}  {}\n",
+            grant.resource, grant.rule, grant.policy_version, grant.stay_id
+        ));
+    }
+    table
+}
+
+pub async fn explain(
+    args: ExplainArgs,
+    entitlement: &mut Entitlement,
+    json: bool,
+) -> anyhow::Result<()> {
+    let explained = entitlement
+        .client()
+        .await?
+        .explain(v1::ExplainRequest {
+            learner_id: learner_id_or_login(&args.learner)?,
+            at: args.at,
+        })
+        .await
+        .map_err(server_error)?
+        .into_inner();
+    if json {
+        println!("{}", explain_json(&explained));
+    } else {
+        print!("{}", explain_text(&explained));
+    }
+    Ok(())
+}
+
+pub fn explain_json(explained: &v1::ExplainResponse) -> serde_json::Value {
+    json!({
+        "learner_id": explained.learner_id,
+        "login": explained.login,
+        "on": explained.on,
+        "policy_version": explained.policy_version,
+        "resources": explained.resources.iter().map(|one| json!({
+            "resource": one.resource,
+            "description": one.description,
+            "granted": one.granted,
+            "reason": one.reason,
+            "grant": one.grant.as_ref().map(grant_json),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// The learner and the day, then one line per resource: granted or not, the last
+/// day of the grant that allows it, and why.
+pub fn explain_text(explained: &v1::ExplainResponse) -> String {
+    let mut text = format!(
+        "{}  {}  on {}, policy {}\n",
+        explained.login, explained.learner_id, explained.on, explained.policy_version
+    );
+    let resource = explained
+        .resources
+        .iter()
+        .map(|one| one.resource.chars().count())
+        .max()
+        .unwrap_or_default();
+    for one in &explained.resources {
+        let until = match one
+            .grant
+            .as_ref()
+            .and_then(|grant| grant.valid_until.as_ref())
+        {
+            Some(end) if one.granted => format!("until {}", values::last_day_before(end)),
+            _ => String::new(),
+        };
+        text.push_str(&format!(
+            "  {:<resource$}  {:<3}  {until:<16}  {}\n",
+            one.resource,
+            if one.granted { "yes" } else { "no" },
+            one.reason
+        ));
+    }
+    text
+}
+
+pub async fn policy(
+    action: PolicyAction,
+    entitlement: &mut Entitlement,
+    json: bool,
+) -> anyhow::Result<()> {
+    match action {
+        PolicyAction::Simulate { file } => {
+            let document = read_policy(&file)?;
+            let simulation = entitlement
+                .client()
+                .await?
+                .simulate_policy(v1::SimulatePolicyRequest { policy: document })
+                .await
+                .map_err(server_error)?
+                .into_inner();
+            if json {
+                println!("{}", simulation_json(&simulation));
+            } else {
+                print!("{}", simulation_text(&simulation));
+            }
+        }
+        PolicyAction::Activate { file, reason } => {
+            let document = read_policy(&file)?;
+            let activation = entitlement
+                .client()
+                .await?
+                .activate_policy(v1::ActivatePolicyRequest {
+                    policy: document,
+                    reason,
+                })
+                .await
+                .map_err(server_error)?
+                .into_inner();
+            if json {
+                println!(
+                    "{}",
+                    json!({
+                        "policy_version": activation.policy_version,
+                        "previous_version": activation.previous_version,
+                        "learners_changed": activation.learners_changed,
+                    })
+                );
+            } else {
+                println!("{}", activation_text(&activation));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn read_policy(file: &Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))
+}
+
+pub fn simulation_json(simulation: &v1::SimulatePolicyResponse) -> serde_json::Value {
+    json!({
+        "active_version": simulation.active_version,
+        "candidate_version": simulation.candidate_version,
+        "learners_examined": simulation.learners_examined,
+        "learners_changed": simulation.learners_changed,
+        "impacts": simulation.impacts.iter().map(|impact| json!({
+            "resource": impact.resource,
+            "gained": impact.gained,
+            "lost": impact.lost,
+            "changed": impact.changed,
+            "gained_examples": impact.gained_examples,
+            "lost_examples": impact.lost_examples,
+            "changed_examples": impact.changed_examples,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// The versions and the counts, then per resource who gains, loses or keeps it
+/// differently, with the learner ids entitlement gives as examples.
+pub fn simulation_text(simulation: &v1::SimulatePolicyResponse) -> String {
+    let learners = |count: i64| {
+        values::count(
+            usize::try_from(count).unwrap_or_default(),
+            "learner",
+            "learners",
+        )
+    };
+    let mut text = format!(
+        "policy {} → {}: {} examined, {} would change\n",
+        simulation.active_version,
+        simulation.candidate_version,
+        learners(simulation.learners_examined),
+        learners(simulation.learners_changed),
+    );
+    if simulation.impacts.is_empty() {
+        text.push_str("no learner's grants would change\n");
+        return text;
+    }
+    let resource = simulation
+        .impacts
+        .iter()
+        .map(|impact| impact.resource.chars().count())
+        .max()
+        .unwrap_or_default();
+    for impact in &simulation.impacts {
+        text.push_str(&format!(
+            "  {:<resource$}  gained {}  lost {}  changed {}\n",
+            impact.resource, impact.gained, impact.lost, impact.changed
+        ));
+        for (kind, count, examples) in [
+            ("gained", impact.gained, &impact.gained_examples),
+            ("lost", impact.lost, &impact.lost_examples),
+            ("changed", impact.changed, &impact.changed_examples),
+        ] {
+            if examples.is_empty() {
+                continue;
+            }
+            let shown = i64::try_from(examples.len()).unwrap_or(i64::MAX);
+            let more = if count > shown {
+                format!(", … ({count} in all)")
+            } else {
+                String::new()
+            };
+            text.push_str(&format!("    {kind}: {}{more}\n", examples.join(", ")));
+        }
+    }
+    text
+}
+
+pub fn activation_text(activation: &v1::ActivatePolicyResponse) -> String {
+    let previous = if activation.previous_version.is_empty() {
+        String::new()
+    } else {
+        format!(" (was {})", activation.previous_version)
+    };
+    format!(
+        "policy {} is active{previous}: grants changed for {}",
+        activation.policy_version,
+        values::count(
+            usize::try_from(activation.learners_changed).unwrap_or_default(),
+            "learner",
+            "learners"
+        )
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rpc::Usage;
+
+    /// Midnight UTC of 2027-07-01.
+    const JULY_FIRST: i64 = 1_814_400_000;
+    const DAY: i64 = 86_400;
+
+    fn at(seconds: i64) -> Option<Timestamp> {
+        Some(Timestamp { seconds, nanos: 0 })
+    }
+
+    #[test]
+    fn learners_are_logins_or_ids_never_numbers() {
+        assert_eq!(
+            learner(" ines.faure ").ok(),
+            Some(Learner::Login("ines.faure".to_owned()))
+        );
+        assert_eq!(
+            learner("0190d3a4-5b6c-7d8e-9f00-112233445566").ok(),
+            Some(Learner::LearnerId(
+                "0190d3a4-5b6c-7d8e-9f00-112233445566".to_owned()
+            ))
+        );
+        let number = learner("H2026000042")
+            .err()
+            .map(|error| error.downcast::<Usage>());
+        assert!(matches!(number, Some(Ok(_))), "{number:?}");
+    }
+
+    #[test]
+    fn a_check_reads_as_the_last_day_allowed_or_why_not() {
+        let allowed = v1::CheckResponse {
+            allowed: true,
+            allowed_until: at(JULY_FIRST),
+            reason: "granted by stay s under populations.IFSI.library".to_owned(),
+            rule: "populations.IFSI.library".to_owned(),
+            policy_version: "2026.1".to_owned(),
+        };
+        assert_eq!(
+            check_text(&allowed),
+            "allowed until 2027-06-30 (populations.IFSI.library, policy 2026.1)"
+        );
+        let json = check_json("library", &allowed);
+        assert_eq!(json["last_day"], "2027-06-30");
+        assert_eq!(json["allowed_until"], "2027-07-01T00:00:00Z");
+        let denied = v1::CheckResponse {
+            allowed: false,
+            reason: "unknown learner".to_owned(),
+            policy_version: "2026.1".to_owned(),
+            ..v1::CheckResponse::default()
+        };
+        assert_eq!(
+            check_text(&denied),
+            "denied: unknown learner (policy 2026.1)"
+        );
+        assert_eq!(check_json("wifi", &denied)["last_day"], json!(null));
+    }
+
+    fn grant(resource: &str, rule: &str) -> v1::Grant {
+        v1::Grant {
+            resource: resource.to_owned(),
+            valid_from: at(JULY_FIRST - 30 * DAY),
+            valid_until: at(JULY_FIRST),
+            rule: rule.to_owned(),
+            policy_version: "2026.1".to_owned(),
+            stay_id: "s-1".to_owned(),
+        }
+    }
+
+    #[test]
+    fn grants_show_their_first_and_last_days() {
+        let table = grants_table(&[
+            grant("library", "populations.IFSI.library"),
+            grant("wifi", "defaults.wifi"),
+        ]);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                "resource  from        until       rule                      policy  stay",
+                "library   2027-06-01  2027-06-30  populations.IFSI.library  2026.1  s-1",
+                "wifi      2027-06-01  2027-06-30  defaults.wifi             2026.1  s-1",
+            ]
+        );
+        let json = grant_json(&grant("wifi", "defaults.wifi"));
+        assert_eq!(json["first_day"], "2027-06-01");
+        assert_eq!(json["last_day"], "2027-06-30");
+        assert_eq!(json["valid_until"], "2027-07-01T00:00:00Z");
+    }
+
+    #[test]
+    fn an_explanation_gives_the_last_day_of_what_is_granted() {
+        let explained = v1::ExplainResponse {
+            resources: vec![
+                v1::ResourceExplanation {
+                    resource: "e-purse".to_owned(),
+                    granted: false,
+                    reason: "populations.IFSI.e-purse: never".to_owned(),
+                    ..v1::ResourceExplanation::default()
+                },
+                v1::ResourceExplanation {
+                    resource: "wifi".to_owned(),
+                    granted: true,
+                    reason: "granted by stay s-1 under defaults.wifi".to_owned(),
+                    grant: Some(grant("wifi", "defaults.wifi")),
+                    ..v1::ResourceExplanation::default()
+                },
+            ],
+            policy_version: "2026.1".to_owned(),
+            learner_id: "id-1".to_owned(),
+            login: "ines.faure".to_owned(),
+            on: "2027-06-15".to_owned(),
+        };
+        assert_eq!(
+            explain_text(&explained),
+            "ines.faure  id-1  on 2027-06-15, policy 2026.1\n\
+             \x20 e-purse  no                     populations.IFSI.e-purse: never\n\
+             \x20 wifi     yes  until 2027-06-30  granted by stay s-1 under defaults.wifi\n"
+        );
+        let json = explain_json(&explained);
+        assert_eq!(json["resources"][0]["grant"], json!(null));
+        assert_eq!(json["resources"][1]["grant"]["last_day"], "2027-06-30");
+    }
+
+    #[test]
+    fn a_simulation_lists_each_resource_with_examples() {
+        let simulation = v1::SimulatePolicyResponse {
+            impacts: vec![
+                v1::ResourceImpact {
+                    resource: "grades".to_owned(),
+                    lost: 12,
+                    lost_examples: vec!["a".to_owned(), "b".to_owned()],
+                    ..v1::ResourceImpact::default()
+                },
+                v1::ResourceImpact {
+                    resource: "library".to_owned(),
+                    gained: 1,
+                    gained_examples: vec!["c".to_owned()],
+                    ..v1::ResourceImpact::default()
+                },
+            ],
+            active_version: "2026.1".to_owned(),
+            candidate_version: "2026.2".to_owned(),
+            learners_examined: 40,
+            learners_changed: 13,
+        };
+        assert_eq!(
+            simulation_text(&simulation),
+            "policy 2026.1 → 2026.2: 40 learners examined, 13 learners would change\n\
+             \x20 grades   gained 0  lost 12  changed 0\n\
+             \x20   lost: a, b, … (12 in all)\n\
+             \x20 library  gained 1  lost 0  changed 0\n\
+             \x20   gained: c\n"
+        );
+        let nothing = v1::SimulatePolicyResponse {
+            learners_examined: 1,
+            ..v1::SimulatePolicyResponse::default()
+        };
+        assert!(
+            simulation_text(&nothing).ends_with("\nno learner's grants would change\n"),
+            "{}",
+            simulation_text(&nothing)
+        );
+    }
+
+    #[test]
+    fn an_activation_says_both_versions() {
+        let activation = v1::ActivatePolicyResponse {
+            policy_version: "2026.2".to_owned(),
+            learners_changed: 1,
+            previous_version: "2026.1".to_owned(),
+        };
+        assert_eq!(
+            activation_text(&activation),
+            "policy 2026.2 is active (was 2026.1): grants changed for 1 learner"
+        );
+    }
+}
