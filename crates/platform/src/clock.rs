@@ -81,6 +81,24 @@ impl Clock {
             .unwrap_or(Date::MIN)
     }
 
+    /// The instant `day` begins where the university is (its local midnight, or the
+    /// first instant of the day when a time change skips midnight).
+    pub fn start_of(&self, day: Date) -> jiff::Timestamp {
+        jiff::civil::Date::new(
+            i16::try_from(day.year()).unwrap_or(i16::MAX),
+            u8::from(day.month()) as i8,
+            day.day() as i8,
+        )
+        .ok()
+        .and_then(|date| self.zone.to_timestamp(date.at(0, 0, 0, 0)).ok())
+        .unwrap_or(jiff::Timestamp::MIN)
+    }
+
+    /// The instant `day` ends where the university is: the next day's start.
+    pub fn end_of(&self, day: Date) -> jiff::Timestamp {
+        self.start_of(day.next_day().unwrap_or(day))
+    }
+
     /// How long until the next local midnight, from `instant`.
     fn until_next_day(&self, instant: jiff::Timestamp) -> Duration {
         let tomorrow = self
@@ -177,6 +195,24 @@ mod tests {
         assert_eq!(
             guadeloupe.date_at(at("2026-07-02T02:00:00Z")),
             date!(2026 - 07 - 01)
+        );
+    }
+
+    #[test]
+    fn days_begin_and_end_at_local_midnight() {
+        let paris = Clock::new("Europe/Paris").expect("known zone");
+        assert_eq!(
+            paris.start_of(date!(2026 - 07 - 02)),
+            at("2026-07-01T22:00:00Z")
+        );
+        assert_eq!(
+            paris.end_of(date!(2026 - 12 - 31)),
+            at("2026-12-31T23:00:00Z")
+        );
+        let reunion = Clock::new("Indian/Reunion").expect("known zone");
+        assert_eq!(
+            reunion.start_of(date!(2026 - 07 - 02)),
+            at("2026-07-01T20:00:00Z")
         );
     }
 

@@ -11,7 +11,9 @@
 //! - slapd the same question, 64 concurrent connections: a search for the learner's
 //!   `eduPersonEntitlement` values by uid, then a look for the resource's URN.
 //!
-//! Sizes: `BENCH_LEARNERS` (100000), `BENCH_CLIENTS` (64), `BENCH_SECONDS` (10).
+//! Sizes: `BENCH_LEARNERS` (100000), `BENCH_CLIENTS` (64), `BENCH_SECONDS` (10),
+//! `BENCH_CONNECTIONS` (as many as clients; fewer shares each HTTP/2 connection
+//! between clients, as one integrator's process does).
 //! The LDAP entries are deleted at the end unless `BENCH_KEEP_LDAP=1`.
 #![allow(clippy::print_stdout, clippy::unwrap_used)]
 
@@ -343,6 +345,7 @@ async fn main() {
     let learners = env_or("BENCH_LEARNERS", 100_000);
     let clients = env_or("BENCH_CLIENTS", 64);
     let seconds = env_or("BENCH_SECONDS", 10) as u64;
+    let connections = env_or("BENCH_CONNECTIONS", clients).max(1);
     let policy_file =
         std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../policy/default.toml");
     let policy = policy::load(
@@ -387,15 +390,20 @@ async fn main() {
     );
 
     let token = callers.token(Role::Integrator).to_owned();
-    let mut grpc_clients = Vec::new();
-    for _ in 0..clients {
-        grpc_clients.push((
-            v1::entitlement_service_client::EntitlementServiceClient::new(
-                hosted_testkit::channel(address).await,
-            ),
-            token.clone(),
-        ));
+    let mut channels = Vec::new();
+    for _ in 0..connections.min(clients) {
+        channels.push(hosted_testkit::channel(address).await);
     }
+    let grpc_clients: Vec<_> = (0..clients)
+        .map(|index| {
+            (
+                v1::entitlement_service_client::EntitlementServiceClient::new(
+                    channels[index % channels.len()].clone(),
+                ),
+                token.clone(),
+            )
+        })
+        .collect();
     let check = |(client, token): &mut (
         v1::entitlement_service_client::EntitlementServiceClient<tonic::transport::Channel>,
         String,
@@ -420,7 +428,10 @@ async fn main() {
                 .allowed
         }
     };
-    println!("\n{clients} concurrent clients, {learners} learners:");
+    println!(
+        "\n{clients} concurrent clients over {} gRPC connections, {learners} learners:",
+        channels.len()
+    );
     let per_client = learners.div_ceil(clients);
     measure(grpc_clients.clone(), 0, Some(per_client), learners, check)
         .await

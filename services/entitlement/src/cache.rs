@@ -176,6 +176,49 @@ impl GrantsCache {
         Ok(Some(learner))
     }
 
+    /// Loads every learner (up to the capacity) in a few set queries, so that the first
+    /// asks after a start do not each go to the database. Returns how many are held.
+    async fn warm(&self, pool: &PgPool) -> Result<usize, sqlx::Error> {
+        let mut conn = pool.acquire().await?;
+        let logins: Vec<(Uuid, String)> =
+            sqlx::query_as("SELECT learner_id, login FROM learners ORDER BY learner_id LIMIT $1")
+                .bind(i64::try_from(self.0.capacity).unwrap_or(i64::MAX))
+                .fetch_all(&mut *conn)
+                .await?;
+        let mut stays = store::all_stay_facts(&mut conn).await?;
+        let mut states = store::all_states(&mut conn).await?;
+        drop(conn);
+        let mut entries = self.write();
+        for (learner_id, login) in logins {
+            if entries.by_id.contains_key(&learner_id) {
+                continue;
+            }
+            let grants = states
+                .remove(&learner_id)
+                .map(|state| state.grants)
+                .unwrap_or_default();
+            let grants = grants
+                .iter()
+                .map(|grant| CachedGrant {
+                    resource: entries.intern(&grant.resource),
+                    valid_from: grant.valid_from,
+                    valid_until: grant.valid_until,
+                    stay_id: Uuid::parse_str(&grant.stay_id).unwrap_or_default(),
+                    rule: entries.intern(&grant.rule),
+                })
+                .collect();
+            let learner = Arc::new(CachedLearner {
+                learner_id,
+                login: login.clone(),
+                grants,
+                stays: stays.remove(&learner_id).unwrap_or_default(),
+            });
+            entries.by_login.insert(login, learner_id);
+            entries.by_id.insert(learner_id, learner);
+        }
+        Ok(entries.by_id.len())
+    }
+
     /// Forgets one learner (their grants or login changed).
     fn forget(&self, learner_id: Uuid) {
         let mut entries = self.write();
@@ -193,8 +236,8 @@ impl GrantsCache {
         entries.by_login.clear();
     }
 
-    fn set_listening(&self, listening: bool) {
-        self.0.listening.store(listening, Ordering::Release);
+    fn stop_listening(&self) {
+        self.0.listening.store(false, Ordering::Release);
         self.forget_all();
     }
 
@@ -206,7 +249,7 @@ impl GrantsCache {
             match self.listen_once(&pool, &mut shutdown).await {
                 Ok(()) => return,
                 Err(error) => {
-                    self.set_listening(false);
+                    self.stop_listening();
                     failures += 1;
                     if failures == 1 || failures.is_power_of_two() {
                         tracing::warn!(%error, failures, "grants cache listener lost; Check reads the database meanwhile");
@@ -228,7 +271,18 @@ impl GrantsCache {
     ) -> Result<(), sqlx::Error> {
         let mut listener = PgListener::connect_with(pool).await?;
         listener.listen(CHANNEL).await?;
-        self.set_listening(true);
+        // Listening already: whatever changes from here on is notified, and forgotten
+        // right after the warm-up, which reads after this point. Asks meanwhile read
+        // the database and keep nothing.
+        let warming = std::time::Instant::now();
+        self.forget_all();
+        let held = self.warm(pool).await?;
+        self.0.listening.store(true, Ordering::Release);
+        tracing::info!(
+            learners = held,
+            millis = warming.elapsed().as_millis() as u64,
+            "Check cache warmed"
+        );
         loop {
             tokio::select! {
                 notification = listener.try_recv() => match notification? {
@@ -236,9 +290,13 @@ impl GrantsCache {
                         Ok(learner_id) => self.forget(learner_id),
                         Err(_) => self.forget_all(),
                     },
-                    // The connection was lost (the next call reconnects): whatever was
-                    // notified meanwhile is unknown.
-                    None => self.forget_all(),
+                    // The connection was lost: whatever is notified until it is back
+                    // would be missed. Start again from nothing.
+                    None => {
+                        return Err(sqlx::Error::Io(std::io::Error::other(
+                            "the listening connection was lost",
+                        )));
+                    }
                 },
                 _ = shutdown.changed() => return Ok(()),
             }

@@ -6,7 +6,10 @@ use hosted_contracts::{
     subjects::{self, Namespace},
     v1,
 };
-use hosted_platform::inbox::{Delivery, HandleError, Handler};
+use hosted_platform::{
+    clock::Clock,
+    inbox::{Delivery, HandleError, Handler},
+};
 use sqlx::PgConnection;
 use time::{Date, format_description::BorrowedFormatItem, macros::format_description};
 use uuid::Uuid;
@@ -55,25 +58,25 @@ fn projected(learner: &v1::Learner) -> Result<Vec<ProjectedStay>, HandleError> {
         .collect()
 }
 
-fn timestamp(date: Date) -> prost_types::Timestamp {
+fn timestamp(instant: jiff::Timestamp) -> prost_types::Timestamp {
     prost_types::Timestamp {
-        seconds: date.midnight().assume_utc().unix_timestamp(),
-        nanos: 0,
+        seconds: instant.as_second(),
+        nanos: instant.subsec_nanosecond(),
     }
 }
 
-/// The wire form of a grant: from the first day's start to the last day's end (UTC
-/// midnights; the day boundaries are the university's, see the Check API).
-pub fn grant_message(grant: &Grant) -> v1::Grant {
+/// The wire form of a grant: from the start of its first day to the end of its last,
+/// where the university is.
+pub fn grant_message(grant: &Grant, clock: &Clock) -> v1::Grant {
     v1::Grant {
         resource: grant.resource.clone(),
-        valid_from: Some(timestamp(grant.valid_from)),
-        valid_until: Some(timestamp(
-            grant.valid_until.next_day().unwrap_or(grant.valid_until),
-        )),
+        valid_from: Some(timestamp(clock.start_of(grant.valid_from))),
+        valid_until: Some(timestamp(clock.end_of(grant.valid_until))),
         rule: grant.rule.clone(),
         policy_version: grant.policy_version.clone(),
         stay_id: grant.stay_id.clone(),
+        first_day: grant.valid_from.format(ISO_DATE).unwrap_or_default(),
+        last_day: grant.valid_until.format(ISO_DATE).unwrap_or_default(),
     }
 }
 

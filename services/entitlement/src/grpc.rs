@@ -43,6 +43,8 @@ enum ApiError {
     #[error("{0}")]
     FailedPrecondition(String),
     #[error("{0}")]
+    Aborted(String),
+    #[error("{0}")]
     Internal(String),
 }
 
@@ -53,6 +55,7 @@ impl ServiceError for ApiError {
             ApiError::NotFound(_) => ErrorCode::NotFound,
             ApiError::AlreadyExists(_) => ErrorCode::AlreadyExists,
             ApiError::FailedPrecondition(_) => ErrorCode::FailedPrecondition,
+            ApiError::Aborted(_) => ErrorCode::Aborted,
             ApiError::Internal(_) => ErrorCode::Internal,
         }
     }
@@ -97,16 +100,10 @@ fn day(
     }
 }
 
-/// The instant a day ends (the next day's start, UTC midnight as in every grant).
-fn end_of(day: Date) -> prost_types::Timestamp {
+fn timestamp(instant: jiff::Timestamp) -> prost_types::Timestamp {
     prost_types::Timestamp {
-        seconds: day
-            .next_day()
-            .unwrap_or(day)
-            .midnight()
-            .assume_utc()
-            .unix_timestamp(),
-        nanos: 0,
+        seconds: instant.as_second(),
+        nanos: instant.subsec_nanosecond(),
     }
 }
 
@@ -119,7 +116,13 @@ fn candidate(field: &str, document: &str) -> Result<policy::Policy, ApiError> {
     policy::load(field, document).map_err(|errors| {
         let mut violations = Violations::default();
         for problem in &errors.problems {
-            violations.add(field, format!("line {}: {}", problem.line, problem.reason));
+            // One line per violation: a parser's multi-line message is joined.
+            let reason = problem
+                .reason
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ");
+            violations.add(field, format!("line {}: {reason}", problem.line));
         }
         ApiError::Invalid(violations)
     })
@@ -163,27 +166,42 @@ impl Entitlement {
             return Err(invalid("resource", "required"));
         }
         let on = day(self, "at", request.at)?;
+        let on_text = on.format(ISO_DATE).unwrap_or_default();
         let policy = self.policy.get();
-        let deny = |reason: String| v1::CheckResponse {
+        let deny = |denial: v1::Denial, reason: String| v1::CheckResponse {
             allowed: false,
             reason,
             policy_version: policy.version.clone(),
+            denial: denial.into(),
+            on: on_text.clone(),
             ..Default::default()
         };
         let Some(learner) = self.cache.learner(&self.pool, key).await? else {
-            return Ok(deny("unknown learner".to_owned()));
+            return Ok(deny(
+                v1::Denial::UnknownLearner,
+                "unknown learner".to_owned(),
+            ));
         };
         // Allowed: answered from the index. Denied: the rules say why.
         if let Some(grant) = learner.holding(resource, on) {
             return Ok(v1::CheckResponse {
                 allowed: true,
-                allowed_until: Some(end_of(grant.valid_until)),
+                allowed_until: Some(timestamp(self.clock.end_of(grant.valid_until))),
                 reason: format!("granted by stay {} under {}", grant.stay_id, grant.rule),
                 rule: grant.rule.to_string(),
                 policy_version: policy.version.clone(),
+                denial: v1::Denial::Unspecified.into(),
+                on: on_text,
+                last_day: grant.valid_until.format(ISO_DATE).unwrap_or_default(),
             });
         }
+        let denial = if policy.resources.contains_key(resource) {
+            v1::Denial::NotGranted
+        } else {
+            v1::Denial::UnknownResource
+        };
         Ok(deny(
+            denial,
             grants::check(&policy, &learner.stays, resource, on).reason,
         ))
     }
@@ -208,7 +226,10 @@ impl Entitlement {
                     description: one.description,
                     granted: one.decision.allowed,
                     reason: one.decision.reason,
-                    grant: one.grant.as_ref().map(grant_message),
+                    grant: one
+                        .grant
+                        .as_ref()
+                        .map(|grant| grant_message(grant, &self.clock)),
                 })
                 .collect(),
             policy_version: policy.version.clone(),
@@ -223,13 +244,19 @@ impl Entitlement {
         request: v1::ListGrantsRequest,
     ) -> Result<v1::ListGrantsResponse, ApiError> {
         let key = request.learner_id.trim();
+        if key.is_empty() {
+            return Err(invalid("learner_id", "required: a learner id or a login"));
+        }
         let mut conn = self.pool.acquire().await?;
         let Some((learner_id, _, version)) = store::learner(&mut conn, key).await? else {
             return Err(ApiError::NotFound(format!("learner {key:?} not found")));
         };
         let grants = store::grants(&mut conn, learner_id).await?;
         Ok(v1::ListGrantsResponse {
-            grants: grants.iter().map(grant_message).collect(),
+            grants: grants
+                .iter()
+                .map(|grant| grant_message(grant, &self.clock))
+                .collect(),
             learner_version: version,
         })
     }
@@ -262,6 +289,7 @@ impl Entitlement {
             return Err(ApiError::Invalid(violations));
         }
         let candidate = candidate?;
+        let expected = request.expected_active_version.trim();
         let activation = policies::activate(
             &self.pool,
             &self.recomputer,
@@ -269,11 +297,13 @@ impl Entitlement {
             &request.policy,
             actor,
             reason,
+            (!expected.is_empty()).then_some(expected),
         )
         .await
         .map_err(|error| match error {
             ActivationError::AlreadyActive(_) => ApiError::FailedPrecondition(error.to_string()),
             ActivationError::VersionTaken(_) => ApiError::AlreadyExists(error.to_string()),
+            ActivationError::NotExpected { .. } => ApiError::Aborted(error.to_string()),
             ActivationError::Recompute(error) => ApiError::Internal(error.to_string()),
         })?;
         Ok(v1::ActivatePolicyResponse {

@@ -20,6 +20,8 @@ const POLICY_LOCK: i64 = 0x656e_7469_746c_656d;
 pub enum ActivationError {
     #[error("policy version {0} is already active")]
     AlreadyActive(String),
+    #[error("the active policy is {active}, not {expected}: simulate against it again")]
+    NotExpected { expected: String, active: String },
     #[error(
         "policy version {0} was recorded with a different document: give the changed policy a new version"
     )]
@@ -66,11 +68,20 @@ async fn activate_in(
     document: &str,
     by: &str,
     reason: &str,
+    expected: Option<&str>,
 ) -> Result<Activation, ActivationError> {
     let previous: Option<String> =
         sqlx::query_scalar("SELECT version FROM active_policy FOR UPDATE")
             .fetch_optional(&mut *conn)
             .await?;
+    if let Some(expected) = expected
+        && previous.as_deref() != Some(expected)
+    {
+        return Err(ActivationError::NotExpected {
+            expected: expected.to_owned(),
+            active: previous.unwrap_or_default(),
+        });
+    }
     if previous.as_deref() == Some(candidate.version.as_str()) {
         return Err(ActivationError::AlreadyActive(candidate.version.clone()));
     }
@@ -128,7 +139,8 @@ async fn activate_in(
     })
 }
 
-/// Activates `candidate` (already checked) on behalf of `by`.
+/// Activates `candidate` (already checked) on behalf of `by`, provided the active
+/// version is still `expected` when given.
 pub async fn activate(
     pool: &PgPool,
     recomputer: &Recomputer,
@@ -136,13 +148,17 @@ pub async fn activate(
     document: &str,
     by: &str,
     reason: &str,
+    expected: Option<&str>,
 ) -> Result<Activation, ActivationError> {
     let mut tx = pool.begin().await?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(POLICY_LOCK)
         .execute(&mut *tx)
         .await?;
-    let activation = activate_in(&mut tx, recomputer, &candidate, document, by, reason).await?;
+    let activation = activate_in(
+        &mut tx, recomputer, &candidate, document, by, reason, expected,
+    )
+    .await?;
     tx.commit().await?;
     recomputer.policy.set(Arc::new(candidate));
     recomputer.outbox.notify();
@@ -203,6 +219,7 @@ pub async fn bootstrap(
                 document,
                 &by,
                 "configured",
+                None,
             )
             .await?;
             tracing::info!(

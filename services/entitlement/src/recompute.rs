@@ -174,7 +174,11 @@ impl Recomputer {
                 learner_version: version,
                 actor: "entitlement".to_owned(),
             }),
-            grants: after.grants.iter().map(grant_message).collect(),
+            grants: after
+                .grants
+                .iter()
+                .map(|grant| grant_message(grant, &self.clock))
+                .collect(),
             policy_version: policy.version.clone(),
             grants_version,
             login,

@@ -58,10 +58,17 @@ async fn grants_follow_the_policy_and_check_denies_by_default() {
     let card = check(&system, "manon.fontaine", "smart-card").await;
     assert!(!card.allowed);
     assert!(card.reason.contains("never"), "{}", card.reason);
+    assert_eq!(card.denial(), v1::Denial::NotGranted);
+    assert_eq!(library.denial(), v1::Denial::Unspecified);
+    assert_eq!(library.on, today_plus(0));
+    assert_eq!(library.last_day, today_plus(200));
     let stranger = check(&system, "nobody.here", "wifi").await;
     assert!(!stranger.allowed);
     assert_eq!(stranger.reason, "unknown learner");
-    assert!(!check(&system, "manon.fontaine", "spaceship").await.allowed);
+    assert_eq!(stranger.denial(), v1::Denial::UnknownLearner);
+    let typo = check(&system, "manon.fontaine", "spaceship").await;
+    assert!(!typo.allowed);
+    assert_eq!(typo.denial(), v1::Denial::UnknownResource);
 
     let grants = system
         .entitlement_client()
@@ -156,5 +163,58 @@ async fn a_co_accredited_student_gets_the_library_only_when_the_agreement_includ
     // Assert: recomputed from the agreement's event, without any learner event.
     let with = wait_for(&system, "anh.nguyen", "library", true).await;
     assert_eq!(with.rule, "populations.CO_ACCREDITED.library");
+    system.stop().await;
+}
+
+#[tokio::test]
+async fn check_is_never_left_stale_when_the_cache_loses_its_listener() {
+    // Arrange: a learner whose grants the cache holds.
+    let mut system = TestSystem::prepare(None).await;
+    system.start_intake().await;
+    system.start_entitlement().await;
+    let registered = system
+        .register(registration("Lambert", "Théo", "2000-10-11"))
+        .await;
+    let stay_id = registered.learner.unwrap().stays[0].stay_id.clone();
+    wait_for(&system, "theo.lambert", "library", true).await;
+
+    // Act: the cache's listening connection is killed, then the grants change.
+    let mut conn =
+        <sqlx::PgConnection as sqlx::Connection>::connect(&system.entitlement_database.url)
+            .await
+            .unwrap();
+    let killed: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = current_database() AND query ILIKE 'LISTEN%'",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(killed, [true], "one listening connection");
+    system
+        .intake_client()
+        .await
+        .end_stay(system.as_role(
+            Role::Deve,
+            v1::EndStayRequest {
+                stay_id,
+                end_date: today_plus(0),
+                reason: "left".to_owned(),
+            },
+        ))
+        .await
+        .unwrap();
+
+    // Assert: Check sees the new last day.
+    for _ in 0..200 {
+        if check(&system, "theo.lambert", "library").await.last_day == today_plus(0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        check(&system, "theo.lambert", "library").await.last_day,
+        today_plus(0)
+    );
     system.stop().await;
 }

@@ -204,9 +204,14 @@ async fn ending_an_agreement_revokes_its_students_after_the_grace_period() {
         .find(|grant| grant.resource == "library")
         .unwrap();
     assert_eq!(
+        library.last_day,
+        today_plus(5),
+        "the library ends with day 5"
+    );
+    assert_eq!(
         library.valid_until.as_ref().unwrap().seconds,
         day_start(&today_plus(6)),
-        "the library ends with day 5"
+        "at the end of day 5, where the university is"
     );
     assert!(shortened.in_force.contains(&"library".to_owned()));
 
@@ -231,12 +236,11 @@ async fn ending_an_agreement_revokes_its_students_after_the_grace_period() {
     system.stop().await;
 }
 
-/// The UTC midnight a day starts at, as grants carry it.
+/// The instant a day starts in Paris, as grants carry it.
 fn day_start(day: &str) -> i64 {
     let format = time::macros::format_description!("[year]-[month]-[day]");
-    time::Date::parse(day, format)
-        .unwrap()
-        .midnight()
-        .assume_utc()
-        .unix_timestamp()
+    let paris = Clock::new("Europe/Paris").unwrap();
+    paris
+        .start_of(time::Date::parse(day, format).unwrap())
+        .as_second()
 }

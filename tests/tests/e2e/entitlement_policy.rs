@@ -150,13 +150,26 @@ async fn simulate_then_activate_changes_exactly_the_predicted_learners() {
         "a simulation publishes nothing"
     );
 
-    // Act: activate.
+    // Act: activate, against the version simulated.
+    let stale = client
+        .activate_policy(system.as_role(
+            Role::Dosi,
+            v1::ActivatePolicyRequest {
+                policy: candidate(),
+                reason: "grades go through the IFSI's own system".to_owned(),
+                expected_active_version: "2025.9".to_owned(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(stale.code(), Code::Aborted, "{}", stale.message());
     let activation = client
         .activate_policy(system.as_role(
             Role::Dosi,
             v1::ActivatePolicyRequest {
                 policy: candidate(),
                 reason: "grades go through the IFSI's own system".to_owned(),
+                expected_active_version: simulation.active_version.clone(),
             },
         ))
         .await
@@ -193,6 +206,7 @@ async fn simulate_then_activate_changes_exactly_the_predicted_learners() {
             v1::ActivatePolicyRequest {
                 policy: candidate(),
                 reason: "twice".to_owned(),
+                ..Default::default()
             },
         ))
         .await
@@ -205,6 +219,7 @@ async fn simulate_then_activate_changes_exactly_the_predicted_learners() {
             v1::ActivatePolicyRequest {
                 policy: default.replace("grace_days = 7", "grace_days = 8"),
                 reason: "a changed document under 2026.1".to_owned(),
+                ..Default::default()
             },
         ))
         .await
@@ -227,6 +242,7 @@ async fn simulate_then_activate_changes_exactly_the_predicted_learners() {
             v1::ActivatePolicyRequest {
                 policy: default.clone(),
                 reason: " ".to_owned(),
+                ..Default::default()
             },
         ))
         .await
@@ -245,6 +261,7 @@ async fn simulate_then_activate_changes_exactly_the_predicted_learners() {
             v1::ActivatePolicyRequest {
                 policy: default,
                 reason: "back to the previous policy".to_owned(),
+                ..Default::default()
             },
         ))
         .await
@@ -273,6 +290,7 @@ async fn the_active_policy_survives_a_restart_with_an_older_configured_file() {
             v1::ActivatePolicyRequest {
                 policy: candidate(),
                 reason: "test".to_owned(),
+                ..Default::default()
             },
         ))
         .await
