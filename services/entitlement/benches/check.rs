@@ -182,6 +182,8 @@ fn seed_stays(learners: usize, today: time::Date) -> Vec<(Uuid, StayFacts)> {
                     cancelled: false,
                     paid: false,
                     agreement_options: Vec::new(),
+                    sponsor_unit: "BENCH".to_owned(),
+                    requested: Vec::new(),
                 },
             )
         })

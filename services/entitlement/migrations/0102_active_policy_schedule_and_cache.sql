@@ -17,6 +17,12 @@ CREATE TABLE policy_activations (
     learners_changed bigint NOT NULL
 );
 
+-- What the rules also look at: the stay's sponsoring unit (premises per site or lab)
+-- and the resources its sponsor asked for (the "requested" condition).
+ALTER TABLE stays
+    ADD COLUMN sponsor_unit text   NOT NULL DEFAULT '',
+    ADD COLUMN requested    text[] NOT NULL DEFAULT '{}';
+
 -- What was last published as in force for each learner, and the next day it may
 -- change by the calendar alone: the due-time schedule.
 ALTER TABLE learners

@@ -53,6 +53,8 @@ fn projected(learner: &v1::Learner) -> Result<Vec<ProjectedStay>, HandleError> {
                 cancelled: stay.status() == v1::StayStatus::Cancelled,
                 paid: stay.payment_status() == v1::PaymentStatus::Paid,
                 agreement_id: Uuid::parse_str(&stay.agreement_id).ok(),
+                sponsor_unit: stay.sponsor_unit.clone(),
+                requested: stay.requested_resources.clone(),
             })
         })
         .collect()

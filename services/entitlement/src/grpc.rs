@@ -195,7 +195,7 @@ impl Entitlement {
                 last_day: grant.valid_until.format(ISO_DATE).unwrap_or_default(),
             });
         }
-        let denial = if policy.resources.contains_key(resource) {
+        let denial = if policy.resources.contains_key(grants::split(resource).0) {
             v1::Denial::NotGranted
         } else {
             v1::Denial::UnknownResource

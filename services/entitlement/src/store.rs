@@ -18,6 +18,8 @@ pub struct ProjectedStay {
     pub cancelled: bool,
     pub paid: bool,
     pub agreement_id: Option<Uuid>,
+    pub sponsor_unit: String,
+    pub requested: Vec<String>,
 }
 
 /// Stores a learner's stays unless the projection holds that version or a newer one.
@@ -55,11 +57,19 @@ pub async fn apply_learner(
     let cancelled: Vec<bool> = stays.iter().map(|stay| stay.cancelled).collect();
     let paid: Vec<bool> = stays.iter().map(|stay| stay.paid).collect();
     let agreements: Vec<Option<Uuid>> = stays.iter().map(|stay| stay.agreement_id).collect();
+    let units: Vec<&str> = stays
+        .iter()
+        .map(|stay| stay.sponsor_unit.as_str())
+        .collect();
+    // Arrays of arrays must be rectangular in PostgreSQL: each list travels as text.
+    let requested: Vec<String> = stays.iter().map(|stay| stay.requested.join(",")).collect();
     sqlx::query(
-        "INSERT INTO stays (stay_id, learner_id, population, start_date, end_date, cancelled, paid, agreement_id)
-         SELECT s, $2, p, b, e, c, pd, a
-         FROM unnest($1::uuid[], $3::text[], $4::date[], $5::date[], $6::bool[], $7::bool[], $8::uuid[])
-              AS u(s, p, b, e, c, pd, a)",
+        "INSERT INTO stays (stay_id, learner_id, population, start_date, end_date, cancelled, paid,
+                            agreement_id, sponsor_unit, requested)
+         SELECT s, $2, p, b, e, c, pd, a, su, COALESCE(string_to_array(NULLIF(r, ''), ','), '{}')
+         FROM unnest($1::uuid[], $3::text[], $4::date[], $5::date[], $6::bool[], $7::bool[], $8::uuid[],
+                     $9::text[], $10::text[])
+              AS u(s, p, b, e, c, pd, a, su, r)",
     )
     .bind(&ids)
     .bind(learner_id)
@@ -69,6 +79,8 @@ pub async fn apply_learner(
     .bind(&cancelled)
     .bind(&paid)
     .bind(&agreements)
+    .bind(&units)
+    .bind(&requested)
     .execute(conn)
     .await?;
     Ok(true)
@@ -130,9 +142,12 @@ pub async fn stay_facts(
         cancelled: bool,
         paid: bool,
         options: Option<Vec<String>>,
+        sponsor_unit: String,
+        requested: Vec<String>,
     }
     let rows: Vec<Row> = sqlx::query_as(
-        "SELECT s.stay_id, s.population, s.start_date, s.end_date, s.cancelled, s.paid, a.options
+        "SELECT s.stay_id, s.population, s.start_date, s.end_date, s.cancelled, s.paid, a.options,
+                s.sponsor_unit, COALESCE(s.requested, '{}') AS requested
          FROM stays s LEFT JOIN agreements a ON a.agreement_id = s.agreement_id
          WHERE s.learner_id = $1 ORDER BY s.start_date, s.stay_id",
     )
@@ -149,6 +164,8 @@ pub async fn stay_facts(
             cancelled: row.cancelled,
             paid: row.paid,
             agreement_options: row.options.unwrap_or_default(),
+            sponsor_unit: row.sponsor_unit,
+            requested: row.requested,
         })
         .collect())
 }
@@ -314,10 +331,12 @@ pub async fn all_stay_facts(
         cancelled: bool,
         paid: bool,
         options: Option<Vec<String>>,
+        sponsor_unit: String,
+        requested: Vec<String>,
     }
     let rows: Vec<Row> = sqlx::query_as(
         "SELECT s.learner_id, s.stay_id, s.population, s.start_date, s.end_date, s.cancelled,
-                s.paid, a.options
+                s.paid, a.options, s.sponsor_unit, COALESCE(s.requested, '{}') AS requested
          FROM stays s LEFT JOIN agreements a ON a.agreement_id = s.agreement_id
          ORDER BY s.learner_id, s.start_date, s.stay_id",
     )
@@ -332,6 +351,8 @@ pub async fn all_stay_facts(
             cancelled: row.cancelled,
             paid: row.paid,
             agreement_options: row.options.unwrap_or_default(),
+            sponsor_unit: row.sponsor_unit,
+            requested: row.requested,
         });
     }
     Ok(facts)

@@ -45,6 +45,13 @@ fn payment_status(status: &str) -> v1::PaymentStatus {
     }
 }
 
+/// Stored sorted already; sorted again so that the contract holds whatever wrote the row.
+fn sorted(names: &[String]) -> Vec<String> {
+    let mut names = names.to_vec();
+    names.sort();
+    names
+}
+
 /// The wire form of a learner's whole state; stay statuses as of `today`.
 pub fn learner_message(record: &LearnerRecord, today: Date) -> v1::Learner {
     let person = &record.person;
@@ -79,6 +86,7 @@ pub fn learner_message(record: &LearnerRecord, today: Date) -> v1::Learner {
                 status: stay_status(stay, today).into(),
                 payment_status: payment_status(&stay.payment_status).into(),
                 end_reason: stay.end_reason.clone().unwrap_or_default(),
+                requested_resources: sorted(&stay.requested_resources),
             })
             .collect(),
         version: person.version,

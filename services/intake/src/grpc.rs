@@ -11,6 +11,7 @@ use crate::{
         self,
         agreement::{AgreementInput, Payer},
         registration::{PersonInput, StayInput},
+        stay::AmendmentInput,
     },
     error::IntakeError,
     events,
@@ -73,6 +74,7 @@ fn stay_input(stay: Option<v1::StayInput>) -> StayInput {
         agreement_id: stay.agreement_id,
         start_date: stay.start_date,
         end_date: stay.end_date,
+        requested_resources: stay.requested_resources,
     }
 }
 
@@ -360,13 +362,16 @@ impl v1::intake_service_server::IntakeService for Intake {
         };
         let sponsor_unit = (!request.sponsor_unit.trim().is_empty())
             .then(|| request.sponsor_unit.trim().to_owned());
+        let amendment = AmendmentInput {
+            sponsor_unit,
+            sponsor_login,
+            set_requested_resources: request.set_requested_resources,
+            requested_resources: request.requested_resources,
+        };
         let learner = self
             .change_stay(
                 stay_id,
-                StayChange::Sponsor {
-                    sponsor_unit,
-                    sponsor_login,
-                },
+                StayChange::Amend(amendment),
                 &request.reason,
                 actor.name(),
             )

@@ -338,7 +338,7 @@ impl Intake {
         Ok(learner)
     }
 
-    /// Extends, ends early or cancels a stay.
+    /// Amends, extends, ends early or cancels a stay.
     pub(crate) async fn change_stay(
         &self,
         stay_id: Uuid,
@@ -352,25 +352,35 @@ impl Intake {
             .await?
             .ok_or_else(|| IntakeError::NotFound("stay".to_owned()))?;
         let (fact, action, changes) = match change_kind {
-            StayChange::Sponsor {
-                sponsor_unit,
-                sponsor_login,
-            } => {
-                let current = stays::sponsor(&mut tx, stay_id).await?;
-                domain::stay::check_sponsor(
-                    &stay.facts,
-                    sponsor_unit.as_deref(),
-                    sponsor_login.is_some(),
-                    reason,
-                )?;
-                let unit = sponsor_unit.unwrap_or_else(|| current.0.clone());
-                let login = sponsor_login.unwrap_or_else(|| current.1.clone());
-                stays::set_sponsor(&mut tx, stay_id, &unit, login.as_deref()).await?;
-                let changes = json!({
-                    "sponsor_unit": change(current.0, unit),
-                    "sponsor_login": change(current.1, login),
-                });
-                (intake::STAY_AMENDED, "stay.amended", changes)
+            StayChange::Amend(input) => {
+                let amendment = domain::stay::check_amendment(&stay.facts, &input, reason)?;
+                let current = stays::amendable(&mut tx, stay_id).await?;
+                let amended = stays::Amendable {
+                    sponsor_unit: amendment
+                        .sponsor_unit
+                        .unwrap_or_else(|| current.sponsor_unit.clone()),
+                    sponsor_login: amendment
+                        .sponsor_login
+                        .unwrap_or_else(|| current.sponsor_login.clone()),
+                    requested_resources: amendment
+                        .requested_resources
+                        .unwrap_or_else(|| current.requested_resources.clone()),
+                };
+                let changes = amendment_changes(&current, &amended);
+                if changes.is_empty() {
+                    // Like an identity correction that corrects nothing: the learner
+                    // as it is, no new version, nothing audited or published.
+                    let record = store::learner(&mut tx, stay.learner_id)
+                        .await?
+                        .ok_or_else(|| IntakeError::NotFound("learner".to_owned()))?;
+                    return Ok(events::learner_message(&record, today));
+                }
+                stays::amend(&mut tx, stay_id, &amended).await?;
+                (
+                    intake::STAY_AMENDED,
+                    "stay.amended",
+                    serde_json::Value::Object(changes),
+                )
             }
             StayChange::Extend(new_end) => {
                 domain::stay::check_extension(&stay.facts, new_end, reason, today)?;
@@ -915,14 +925,40 @@ impl Intake {
 /// What happens to a stay.
 #[derive(Debug, Clone)]
 pub enum StayChange {
-    /// Another sponsoring unit and/or sponsor person (`Some(None)` removes the person).
-    Sponsor {
-        sponsor_unit: Option<String>,
-        sponsor_login: Option<Option<String>>,
-    },
+    /// Another sponsoring unit, sponsor person or requested resources.
+    Amend(domain::stay::AmendmentInput),
     Extend(Date),
     End(Date),
     Cancel,
+}
+
+/// The fields an amendment changes, each `{"from", "to"}`; empty when it changes none.
+fn amendment_changes(
+    before: &stays::Amendable,
+    after: &stays::Amendable,
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut changes = serde_json::Map::new();
+    let mut note = |field: &str, from: serde_json::Value, to: serde_json::Value| {
+        if from != to {
+            changes.insert(field.to_owned(), change(from, to));
+        }
+    };
+    note(
+        "sponsor_unit",
+        json!(before.sponsor_unit),
+        json!(after.sponsor_unit),
+    );
+    note(
+        "sponsor_login",
+        json!(before.sponsor_login),
+        json!(after.sponsor_login),
+    );
+    note(
+        "requested_resources",
+        json!(before.requested_resources),
+        json!(after.requested_resources),
+    );
+    changes
 }
 
 fn agreement_changes(before: &AgreementRow, after: &AgreementRow) -> serde_json::Value {

@@ -218,3 +218,48 @@ async fn check_is_never_left_stale_when_the_cache_loses_its_listener() {
     );
     system.stop().await;
 }
+
+#[tokio::test]
+async fn premises_are_granted_for_the_lab_whose_sponsor_asks() {
+    // Arrange: a visiting doctoral student hosted by a lab that asks for its premises.
+    let mut system = TestSystem::prepare(None).await;
+    system.start_intake().await;
+    system.start_entitlement().await;
+    let mut request = registration("Okafor", "Ada", "1994-02-03");
+    let stay = request.stay.as_mut().unwrap();
+    stay.population = "VISITING_DOCTORAL".to_owned();
+    stay.sponsor_unit = "LAB-CHEM".to_owned();
+    stay.requested_resources = vec!["premises".to_owned()];
+    let registered = system.register(request).await;
+    let stay_id = registered.learner.unwrap().stays[0].stay_id.clone();
+
+    // Assert: that lab's premises, no other.
+    let lab = wait_for(&system, "ada.okafor", "premises:LAB-CHEM", true).await;
+    assert_eq!(lab.rule, "populations.VISITING_DOCTORAL.premises");
+    let other = check(&system, "ada.okafor", "premises:LAB-BIO").await;
+    assert!(!other.allowed);
+    assert_eq!(other.denial(), v1::Denial::NotGranted);
+    assert_eq!(other.reason, "granted for premises:LAB-CHEM only");
+
+    // Act: the lab withdraws its request.
+    system
+        .intake_client()
+        .await
+        .amend_stay(system.as_role(
+            Role::Deve,
+            v1::AmendStayRequest {
+                stay_id,
+                set_requested_resources: true,
+                requested_resources: vec![],
+                reason: "access no longer needed".to_owned(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap();
+
+    // Assert
+    let withdrawn = wait_for(&system, "ada.okafor", "premises:LAB-CHEM", false).await;
+    assert_eq!(withdrawn.reason, "the stay's sponsor did not ask for it");
+    system.stop().await;
+}

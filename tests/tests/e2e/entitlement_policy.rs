@@ -42,11 +42,14 @@ fn candidate() -> String {
             "[populations.IFSI]\nonline-resources = \"always\"\nlibrary = \"always\"\nsmart-card = \"never\"\ne-purse = \"never\"\ngrades = \"never\"",
         )
         .replace(
-            "[populations.RECTORAT_C2I2E]\nonline-resources = \"always\"\nlibrary = \"option:library\"",
+            "[populations.RECTORAT_C2I2E]\nonline-resources = \"always\"\nlibrary = { any = [\"option:library\", \"requested\"] }",
             "[populations.RECTORAT_C2I2E]\nonline-resources = \"always\"\nlibrary = \"always\"",
         );
     assert_eq!(changed.matches("2026.2").count(), 1);
     assert!(changed.contains("grades = \"never\""));
+    assert!(changed.contains(
+        "[populations.RECTORAT_C2I2E]\nonline-resources = \"always\"\nlibrary = \"always\""
+    ));
     changed
 }
 

@@ -2,8 +2,10 @@
 //! grants a learner and why, and the policy it grants by (a candidate simulated, then
 //! activated).
 //!
-//! Entitlement bounds a grant by instants at midnight UTC, the end excluded; hlctl
-//! shows days, the end as the last day included, as `hlctl learner` shows stays.
+//! Entitlement gives grants in days of the university's time zone: as instants (the
+//! start of the first day and the end of the last, at local midnight) and as the days
+//! themselves. hlctl shows the days, both included, as `hlctl learner` shows stays,
+//! and never computes one from an instant: a local midnight is not a UTC one.
 #![allow(clippy::print_stdout)]
 
 use std::path::{Path, PathBuf};
@@ -61,7 +63,8 @@ pub enum PolicyAction {
     },
     /// Makes a policy the active one: every learner's grants are computed again under
     /// it, and the learners whose grants change are published (role dosi). Simulate
-    /// it first.
+    /// it first, then activate it with `--expect` the active version the simulation
+    /// showed.
     Activate {
         /// The policy: TOML, as policy/default.toml. Its version must be new, or that
         /// of an earlier policy identical to it (going back).
@@ -69,13 +72,32 @@ pub enum PolicyAction {
         /// Why (recorded with the activation and who made it).
         #[arg(long)]
         reason: String,
+        /// The version that must be active now: the one `policy simulate` compared
+        /// the candidate with. If another was activated since, nothing changes and
+        /// entitlement answers ABORTED.
+        #[arg(long, value_name = "VERSION", value_parser = expected_version)]
+        expect: Option<String>,
     },
+}
+
+/// A version for `--expect`: a blank one would be sent as no expectation at all,
+/// and activate whatever is active.
+fn expected_version(value: &str) -> Result<String, String> {
+    let version = value.trim();
+    if version.is_empty() {
+        return Err("a policy version, as `hlctl policy simulate` shows it".to_owned());
+    }
+    Ok(version.to_owned())
 }
 
 /// How entitlement is asked about a learner: by id or by login. It does not know
 /// hosted-learner numbers, and would deny one as an unknown learner, which a script
-/// would take for a real denial: a number is refused here instead.
+/// would take for a real denial: a number is refused here instead, as is a blank key
+/// (which entitlement refuses as INVALID_ARGUMENT): both are command lines to correct.
 fn learner(key: &str) -> anyhow::Result<Learner> {
+    if key.trim().is_empty() {
+        return usage("give a learner: a login or an id");
+    }
     match learner_key(key) {
         Key::LearnerId(id) => Ok(Learner::LearnerId(id)),
         Key::Login(login) => Ok(Learner::Login(login)),
@@ -115,37 +137,75 @@ pub async fn check(
     if json {
         println!("{}", check_json(args.resource.trim(), &answer));
     } else {
-        println!("{}", check_text(&answer));
+        println!(
+            "{}",
+            check_text(args.learner.trim(), args.resource.trim(), &answer)
+        );
     }
     Ok(if answer.allowed { 0 } else { EXIT_DENIED })
 }
 
-pub fn check_text(answer: &v1::CheckResponse) -> String {
-    if !answer.allowed {
+/// The answer for people, the verdict first (`allowed`, `denied`), then the day
+/// answered for when the verdict depends on the day: "now" is the university's day,
+/// which near midnight need not be the operator's. An unknown learner or resource is
+/// a denial on every day, and most often a typo: it is said as such.
+pub fn check_text(learner: &str, resource: &str, answer: &v1::CheckResponse) -> String {
+    let on = if answer.on.is_empty() {
+        String::new()
+    } else {
+        format!(" on {}", answer.on)
+    };
+    if answer.allowed {
+        let until = match (answer.on.is_empty(), answer.last_day.is_empty()) {
+            (_, true) => String::new(),
+            (true, false) => format!(" until {}", answer.last_day),
+            (false, false) => format!(", until {}", answer.last_day),
+        };
         return format!(
-            "denied: {} (policy {})",
-            answer.reason, answer.policy_version
+            "allowed{on}{until} ({}, policy {})",
+            answer.rule, answer.policy_version
         );
     }
-    match &answer.allowed_until {
-        Some(until) => format!(
-            "allowed until {} ({}, policy {})",
-            values::last_day_before(until),
-            answer.rule,
+    match v1::Denial::try_from(answer.denial) {
+        Ok(v1::Denial::UnknownLearner) => format!(
+            "denied: unknown learner {learner:?}: entitlement knows no learner by this login or \
+             id (one registered a moment ago may not have reached it yet)"
+        ),
+        Ok(v1::Denial::UnknownResource) => format!(
+            "denied: unknown resource {resource:?}: policy {} has no such resource \
+             (`hlctl explain` lists them)",
             answer.policy_version
         ),
-        None => format!(
-            "allowed ({}, policy {})",
-            answer.rule, answer.policy_version
+        _ => format!(
+            "denied{on}: {} (policy {})",
+            answer.reason, answer.policy_version
         ),
     }
 }
 
+/// Why a check was denied, as `--json` names it (`unknown_learner`); none when
+/// allowed.
+fn denial_name(answer: &v1::CheckResponse) -> Option<&'static str> {
+    if answer.allowed {
+        return None;
+    }
+    Some(match v1::Denial::try_from(answer.denial) {
+        Ok(v1::Denial::UnknownLearner) => "unknown_learner",
+        Ok(v1::Denial::UnknownResource) => "unknown_resource",
+        Ok(v1::Denial::NotGranted) => "not_granted",
+        // A server older or newer than this hlctl: denied for a reason it cannot name.
+        Ok(v1::Denial::Unspecified) | Err(_) => "unspecified",
+    })
+}
+
 pub fn check_json(resource: &str, answer: &v1::CheckResponse) -> serde_json::Value {
+    let present = |text: &str| (!text.is_empty()).then(|| text.to_owned());
     json!({
         "resource": resource,
+        "on": present(&answer.on),
         "allowed": answer.allowed,
-        "last_day": answer.allowed_until.as_ref().map(values::last_day_before),
+        "denial": denial_name(answer),
+        "last_day": present(&answer.last_day),
         "allowed_until": answer.allowed_until.as_ref().map(|at| values::instant(at.seconds, at.nanos)),
         "reason": answer.reason,
         "rule": answer.rule,
@@ -187,24 +247,9 @@ pub async fn grants(
     Ok(())
 }
 
-/// First and last day of a grant, both included.
-fn grant_days(grant: &v1::Grant) -> (String, String) {
-    (
-        grant
-            .valid_from
-            .as_ref()
-            .map(values::day_of)
-            .unwrap_or_default(),
-        grant
-            .valid_until
-            .as_ref()
-            .map(values::last_day_before)
-            .unwrap_or_default(),
-    )
-}
-
+/// A grant: its days as entitlement gives them (both included), then the instants
+/// they begin and end at.
 pub fn grant_json(grant: &v1::Grant) -> serde_json::Value {
-    let (first_day, last_day) = grant_days(grant);
     let instant = |at: &Option<Timestamp>| {
         at.as_ref()
             .map(|at| values::instant(at.seconds, at.nanos))
@@ -212,8 +257,8 @@ pub fn grant_json(grant: &v1::Grant) -> serde_json::Value {
     };
     json!({
         "resource": grant.resource,
-        "first_day": first_day,
-        "last_day": last_day,
+        "first_day": grant.first_day,
+        "last_day": grant.last_day,
         "valid_from": instant(&grant.valid_from),
         "valid_until": instant(&grant.valid_until),
         "rule": grant.rule,
@@ -240,10 +285,14 @@ pub fn grants_table(grants: &[v1::Grant]) -> String {
         "resource", "from", "until", "rule", "policy"
     );
     for grant in grants {
-        let (from, until) = grant_days(grant);
         table.push_str(&format!(
-            "{:<resource$}  {from:<10}  {until:<10}  {:<rule$}  {:<policy$}  {}\n",
-            grant.resource, grant.rule, grant.policy_version, grant.stay_id
+            "{:<resource$}  {:<10}  {:<10}  {:<rule$}  {:<policy$}  {}\n",
+            grant.resource,
+            grant.first_day,
+            grant.last_day,
+            grant.rule,
+            grant.policy_version,
+            grant.stay_id
         ));
     }
     table
@@ -302,12 +351,8 @@ pub fn explain_text(explained: &v1::ExplainResponse) -> String {
         .max()
         .unwrap_or_default();
     for one in &explained.resources {
-        let until = match one
-            .grant
-            .as_ref()
-            .and_then(|grant| grant.valid_until.as_ref())
-        {
-            Some(end) if one.granted => format!("until {}", values::last_day_before(end)),
+        let until = match &one.grant {
+            Some(grant) if one.granted => format!("until {}", grant.last_day),
             _ => String::new(),
         };
         text.push_str(&format!(
@@ -339,9 +384,16 @@ pub async fn policy(
                 println!("{}", simulation_json(&simulation));
             } else {
                 print!("{}", simulation_text(&simulation));
+                if let Some(next) = activation_hint(&file, &simulation) {
+                    eprintln!("{next}");
+                }
             }
         }
-        PolicyAction::Activate { file, reason } => {
+        PolicyAction::Activate {
+            file,
+            reason,
+            expect,
+        } => {
             let document = read_policy(&file)?;
             let activation = entitlement
                 .client()
@@ -349,9 +401,10 @@ pub async fn policy(
                 .activate_policy(v1::ActivatePolicyRequest {
                     policy: document,
                     reason,
+                    expected_active_version: expect.unwrap_or_default(),
                 })
                 .await
-                .map_err(server_error)?
+                .map_err(activation_refused)?
                 .into_inner();
             if json {
                 println!(
@@ -368,6 +421,34 @@ pub async fn policy(
         }
     }
     Ok(())
+}
+
+/// A refused activation. ABORTED (another version became active since the one
+/// `--expect` gave) is said to have changed nothing, so that the operator simulates
+/// again rather than wonders which policy is active.
+fn activation_refused(status: tonic::Status) -> anyhow::Error {
+    let aborted = status.code() == tonic::Code::Aborted;
+    let error = server_error(status);
+    if aborted {
+        error.context("policy not activated")
+    } else {
+        error
+    }
+}
+
+/// The command that activates what was simulated, and only if the active version is
+/// still the one it was compared with. None when there is nothing to activate.
+fn activation_hint(file: &Path, simulation: &v1::SimulatePolicyResponse) -> Option<String> {
+    if simulation.active_version.is_empty()
+        || simulation.active_version == simulation.candidate_version
+    {
+        return None;
+    }
+    Some(format!(
+        "to activate it: hlctl policy activate {} --reason \"…\" --expect {}",
+        file.display(),
+        simulation.active_version
+    ))
 }
 
 fn read_policy(file: &Path) -> anyhow::Result<String> {
@@ -466,8 +547,8 @@ mod tests {
     use super::*;
     use crate::rpc::Usage;
 
-    /// Midnight UTC of 2027-07-01.
-    const JULY_FIRST: i64 = 1_814_400_000;
+    /// 2027-07-01T00:00:00+02:00, local midnight in Paris: 2027-06-30 in UTC.
+    const PARIS_JULY_FIRST: i64 = 1_814_392_800;
     const DAY: i64 = 86_400;
 
     fn at(seconds: i64) -> Option<Timestamp> {
@@ -490,45 +571,118 @@ mod tests {
             .err()
             .map(|error| error.downcast::<Usage>());
         assert!(matches!(number, Some(Ok(_))), "{number:?}");
+        let blank = learner_id_or_login("  ")
+            .err()
+            .map(|error| error.downcast::<Usage>());
+        assert!(matches!(blank, Some(Ok(_))), "{blank:?}");
     }
 
-    #[test]
-    fn a_check_reads_as_the_last_day_allowed_or_why_not() {
-        let allowed = v1::CheckResponse {
+    fn allowed() -> v1::CheckResponse {
+        v1::CheckResponse {
             allowed: true,
-            allowed_until: at(JULY_FIRST),
+            allowed_until: at(PARIS_JULY_FIRST),
             reason: "granted by stay s under populations.IFSI.library".to_owned(),
             rule: "populations.IFSI.library".to_owned(),
             policy_version: "2026.1".to_owned(),
-        };
-        assert_eq!(
-            check_text(&allowed),
-            "allowed until 2027-06-30 (populations.IFSI.library, policy 2026.1)"
-        );
-        let json = check_json("library", &allowed);
-        assert_eq!(json["last_day"], "2027-06-30");
-        assert_eq!(json["allowed_until"], "2027-07-01T00:00:00Z");
-        let denied = v1::CheckResponse {
-            allowed: false,
-            reason: "unknown learner".to_owned(),
-            policy_version: "2026.1".to_owned(),
-            ..v1::CheckResponse::default()
-        };
-        assert_eq!(
-            check_text(&denied),
-            "denied: unknown learner (policy 2026.1)"
-        );
-        assert_eq!(check_json("wifi", &denied)["last_day"], json!(null));
+            denial: v1::Denial::Unspecified.into(),
+            on: "2027-06-15".to_owned(),
+            last_day: "2027-06-30".to_owned(),
+        }
     }
 
+    fn denied(denial: v1::Denial, reason: &str) -> v1::CheckResponse {
+        v1::CheckResponse {
+            allowed: false,
+            reason: reason.to_owned(),
+            policy_version: "2026.1".to_owned(),
+            denial: denial.into(),
+            on: "2027-06-15".to_owned(),
+            ..v1::CheckResponse::default()
+        }
+    }
+
+    #[test]
+    fn an_allowed_check_reads_as_the_day_asked_and_the_last_day_given() {
+        assert_eq!(
+            check_text("ines.faure", "library", &allowed()),
+            "allowed on 2027-06-15, until 2027-06-30 (populations.IFSI.library, policy 2026.1)"
+        );
+        // The last day is entitlement's, never one derived from the instant.
+        let json = check_json("library", &allowed());
+        assert_eq!(json["on"], "2027-06-15");
+        assert_eq!(json["denial"], json!(null));
+        assert_eq!(json["last_day"], "2027-06-30");
+        assert_eq!(json["allowed_until"], "2027-06-30T22:00:00Z");
+        // From a server that gives neither day: the verdict and the rule only.
+        let bare = v1::CheckResponse {
+            on: String::new(),
+            last_day: String::new(),
+            ..allowed()
+        };
+        assert_eq!(
+            check_text("ines.faure", "library", &bare),
+            "allowed (populations.IFSI.library, policy 2026.1)"
+        );
+        assert_eq!(check_json("library", &bare)["last_day"], json!(null));
+    }
+
+    #[test]
+    fn a_denied_check_says_why_and_names_a_typo_as_such() {
+        let not_granted = denied(
+            v1::Denial::NotGranted,
+            "the policy never grants it to this population",
+        );
+        assert_eq!(
+            check_text("ines.faure", "smart-card", &not_granted),
+            "denied on 2027-06-15: the policy never grants it to this population (policy 2026.1)"
+        );
+        let json = check_json("smart-card", &not_granted);
+        assert_eq!(json["denial"], "not_granted");
+        assert_eq!(json["on"], "2027-06-15");
+        assert_eq!(json["last_day"], json!(null));
+        assert_eq!(json["allowed_until"], json!(null));
+
+        let stranger = denied(v1::Denial::UnknownLearner, "unknown learner");
+        assert!(
+            check_text("ines.faur", "wifi", &stranger)
+                .starts_with("denied: unknown learner \"ines.faur\": entitlement knows no learner"),
+            "{}",
+            check_text("ines.faur", "wifi", &stranger)
+        );
+        assert_eq!(check_json("wifi", &stranger)["denial"], "unknown_learner");
+
+        let typo = denied(v1::Denial::UnknownResource, "unknown resource \"wfii\"");
+        assert_eq!(
+            check_text("ines.faure", "wfii", &typo),
+            "denied: unknown resource \"wfii\": policy 2026.1 has no such resource \
+             (`hlctl explain` lists them)"
+        );
+        assert_eq!(check_json("wfii", &typo)["denial"], "unknown_resource");
+
+        // A denial this hlctl cannot name is still a denial.
+        let newer = v1::CheckResponse {
+            denial: 42,
+            ..denied(v1::Denial::NotGranted, "suspended")
+        };
+        assert_eq!(
+            check_text("ines.faure", "wifi", &newer),
+            "denied on 2027-06-15: suspended (policy 2026.1)"
+        );
+        assert_eq!(check_json("wifi", &newer)["denial"], "unspecified");
+    }
+
+    /// A grant from 2027-06-01 to 2027-06-30 in Paris: its instants are the local
+    /// midnights, on the day before in UTC.
     fn grant(resource: &str, rule: &str) -> v1::Grant {
         v1::Grant {
             resource: resource.to_owned(),
-            valid_from: at(JULY_FIRST - 30 * DAY),
-            valid_until: at(JULY_FIRST),
+            valid_from: at(PARIS_JULY_FIRST - 30 * DAY),
+            valid_until: at(PARIS_JULY_FIRST),
             rule: rule.to_owned(),
             policy_version: "2026.1".to_owned(),
             stay_id: "s-1".to_owned(),
+            first_day: "2027-06-01".to_owned(),
+            last_day: "2027-06-30".to_owned(),
         }
     }
 
@@ -550,7 +704,8 @@ mod tests {
         let json = grant_json(&grant("wifi", "defaults.wifi"));
         assert_eq!(json["first_day"], "2027-06-01");
         assert_eq!(json["last_day"], "2027-06-30");
-        assert_eq!(json["valid_until"], "2027-07-01T00:00:00Z");
+        assert_eq!(json["valid_from"], "2027-05-31T22:00:00Z");
+        assert_eq!(json["valid_until"], "2027-06-30T22:00:00Z");
     }
 
     #[test]
@@ -567,7 +722,10 @@ mod tests {
                     resource: "wifi".to_owned(),
                     granted: true,
                     reason: "granted by stay s-1 under defaults.wifi".to_owned(),
-                    grant: Some(grant("wifi", "defaults.wifi")),
+                    grant: Some(v1::Grant {
+                        last_day: "2027-07-07".to_owned(),
+                        ..grant("wifi", "defaults.wifi")
+                    }),
                     ..v1::ResourceExplanation::default()
                 },
             ],
@@ -580,11 +738,11 @@ mod tests {
             explain_text(&explained),
             "ines.faure  id-1  on 2027-06-15, policy 2026.1\n\
              \x20 e-purse  no                     populations.IFSI.e-purse: never\n\
-             \x20 wifi     yes  until 2027-06-30  granted by stay s-1 under defaults.wifi\n"
+             \x20 wifi     yes  until 2027-07-07  granted by stay s-1 under defaults.wifi\n"
         );
         let json = explain_json(&explained);
         assert_eq!(json["resources"][0]["grant"], json!(null));
-        assert_eq!(json["resources"][1]["grant"]["last_day"], "2027-06-30");
+        assert_eq!(json["resources"][1]["grant"]["last_day"], "2027-07-07");
     }
 
     #[test]
@@ -639,5 +797,50 @@ mod tests {
             activation_text(&activation),
             "policy 2026.2 is active (was 2026.1): grants changed for 1 learner"
         );
+    }
+
+    #[test]
+    fn a_lost_race_to_activate_says_nothing_changed() {
+        let aborted = activation_refused(tonic::Status::aborted(
+            "the active policy is 2026.3, not 2026.1: simulate against it again",
+        ));
+        assert_eq!(
+            format!("{aborted:#}"),
+            "policy not activated: ABORTED: the active policy is 2026.3, not 2026.1: \
+             simulate against it again"
+        );
+        let again = activation_refused(tonic::Status::failed_precondition(
+            "policy version 2026.2 is already active",
+        ));
+        assert_eq!(
+            format!("{again:#}"),
+            "FAILED_PRECONDITION: policy version 2026.2 is already active"
+        );
+    }
+
+    #[test]
+    fn an_expected_version_is_never_blank() {
+        assert_eq!(expected_version(" 2026.1 "), Ok("2026.1".to_owned()));
+        assert!(expected_version("  ").is_err());
+    }
+
+    #[test]
+    fn a_simulation_gives_the_command_that_activates_it_safely() {
+        let simulation = v1::SimulatePolicyResponse {
+            active_version: "2026.1".to_owned(),
+            candidate_version: "2026.2".to_owned(),
+            ..v1::SimulatePolicyResponse::default()
+        };
+        assert_eq!(
+            activation_hint(Path::new("candidate.toml"), &simulation).as_deref(),
+            Some(
+                "to activate it: hlctl policy activate candidate.toml --reason \"…\" --expect 2026.1"
+            )
+        );
+        let same = v1::SimulatePolicyResponse {
+            candidate_version: "2026.1".to_owned(),
+            ..simulation
+        };
+        assert_eq!(activation_hint(Path::new("candidate.toml"), &same), None);
     }
 }

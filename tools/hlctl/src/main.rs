@@ -323,6 +323,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     agreement_id: args.agreement_id,
                     start_date: args.start_date,
                     end_date: args.end_date,
+                    // hlctl register asks for no resource on the sponsor's behalf.
+                    requested_resources: Vec::new(),
                 }),
                 confirm_new_person: args.confirm_new_person,
             };

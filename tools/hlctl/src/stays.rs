@@ -84,6 +84,10 @@ pub async fn run(action: StayAction, intake: &mut Intake, json: bool) -> anyhow:
                     sponsor_login: sponsor_login.unwrap_or_default(),
                     clear_sponsor_login: no_sponsor_login,
                     reason,
+                    // The resources the sponsor asked for are kept: hlctl does not
+                    // change them.
+                    set_requested_resources: false,
+                    requested_resources: Vec::new(),
                 })
                 .await
                 .map_err(server_error)?

@@ -131,33 +131,6 @@ pub fn noon_utc(value: &str) -> Result<Timestamp, String> {
     })
 }
 
-/// The day (UTC) an instant falls on, `YYYY-MM-DD`: entitlement's grants start at
-/// midnight UTC of their first day. Empty when out of range.
-pub fn day_of(at: &Timestamp) -> String {
-    utc_day(nanos_of(at))
-}
-
-/// The last day before an exclusive end, `YYYY-MM-DD`: a grant valid until
-/// 2027-07-01T00:00:00Z holds on 2027-06-30 last. Empty when out of range.
-pub fn last_day_before(end: &Timestamp) -> String {
-    utc_day(nanos_of(end) - 1)
-}
-
-fn nanos_of(at: &Timestamp) -> i128 {
-    i128::from(at.seconds) * 1_000_000_000 + i128::from(at.nanos)
-}
-
-fn utc_day(nanos: i128) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
-        .ok()
-        .and_then(|at| {
-            at.date()
-                .format(format_description!("[year]-[month]-[day]"))
-                .ok()
-        })
-        .unwrap_or_default()
-}
-
 /// A protobuf timestamp as RFC 3339 (UTC); empty when absent.
 pub fn instant(seconds: i64, nanos: i32) -> String {
     let nanos = i128::from(seconds) * 1_000_000_000 + i128::from(nanos);
@@ -280,24 +253,7 @@ mod tests {
         assert_eq!(noon_utc("2027-07-01"), Ok(noon));
         assert_eq!(noon_utc("01/07/2027"), Ok(noon));
         assert!(noon_utc("2027-02-30").is_err());
-        assert_eq!(day_of(&noon), "2027-07-01");
-    }
-
-    #[test]
-    fn an_exclusive_end_shows_the_day_before() {
-        // 2027-07-01T00:00:00Z: held on 2027-06-30 last.
-        let midnight = Timestamp {
-            seconds: 1_814_400_000,
-            nanos: 0,
-        };
-        assert_eq!(day_of(&midnight), "2027-07-01");
-        assert_eq!(last_day_before(&midnight), "2027-06-30");
-        // An end during a day: that day is the last one.
-        let afternoon = Timestamp {
-            seconds: 1_814_400_000 + 15 * 3600,
-            nanos: 0,
-        };
-        assert_eq!(last_day_before(&afternoon), "2027-07-01");
+        assert_eq!(instant(noon.seconds, noon.nanos), "2027-07-01T12:00:00Z");
     }
 
     #[test]

@@ -620,31 +620,53 @@ async fn a_learners_checks_grants_explanation_and_a_policy_change() {
         .to_owned();
     let stay_id = registered["stay_id"].as_str().unwrap().to_owned();
 
-    // Check: 0 allowed, 3 denied, 1 refused, 64 a wrong command line.
+    // Check: 0 allowed, 3 denied, 1 refused, 64 a wrong command line; the day
+    // answered for, and the grant's last day as entitlement gives it.
+    let today = day(0);
     let allowed = hlctl
         .run_until(0, &integrator, &["check", &login, "library"])
         .await;
     assert_eq!(
         allowed.stdout,
-        format!("allowed until {end} (populations.IFSI.library, policy 2026.1)\n")
+        format!("allowed on {today}, until {end} (populations.IFSI.library, policy 2026.1)\n")
     );
     let allowed = hlctl
         .run(&dosi, &["check", &learner_id, "library", "--json"])
         .await
         .json();
     assert_eq!(allowed["allowed"], true);
+    assert_eq!(allowed["denial"], Value::Null);
+    assert_eq!(allowed["on"], today.as_str());
     assert_eq!(allowed["last_day"], end.as_str());
     let denied = hlctl
         .run(&integrator, &["check", &login, "smart-card"])
         .await;
     assert_eq!(denied.code, Some(3), "{denied:?}");
-    assert!(denied.stdout.starts_with("denied: "), "{denied:?}");
+    assert!(
+        denied.stdout.starts_with(&format!("denied on {today}: ")),
+        "{denied:?}"
+    );
     assert!(denied.stdout.contains("never"), "{denied:?}");
     assert!(denied.stdout.ends_with(" (policy 2026.1)\n"), "{denied:?}");
+    let denied = hlctl
+        .run(&integrator, &["check", &login, "smart-card", "--json"])
+        .await;
+    assert_eq!(denied.code, Some(3), "{denied:?}");
+    let denied: Value = serde_json::from_str(&denied.stdout).unwrap();
+    assert_eq!(denied["allowed"], false);
+    assert_eq!(denied["denial"], "not_granted");
+    assert_eq!(denied["on"], today.as_str());
+    assert_eq!(denied["last_day"], Value::Null);
     let during = hlctl
         .run(&integrator, &["check", &login, "library", "--at", &day(50)])
         .await;
     assert_eq!(during.code, Some(0), "{during:?}");
+    assert!(
+        during
+            .stdout
+            .starts_with(&format!("allowed on {}, until {end} ", day(50))),
+        "{during:?}"
+    );
     let after = (hosted_platform::clock::Clock::default().today() + time::Duration::days(150))
         .format(time::macros::format_description!("[day]/[month]/[year]"))
         .unwrap();
@@ -652,12 +674,44 @@ async fn a_learners_checks_grants_explanation_and_a_policy_change() {
         .run(&integrator, &["check", &login, "library", "--at", &after])
         .await;
     assert_eq!(ended.code, Some(3), "{ended:?}");
+    assert!(
+        ended
+            .stdout
+            .starts_with(&format!("denied on {}: ", day(150))),
+        "{ended:?}"
+    );
     assert!(ended.stdout.contains("ended"), "{ended:?}");
+    // An unknown learner or resource: a denial too, said as the typo it most often is.
     let stranger = hlctl
         .run(&integrator, &["check", "nobody.here", "wifi"])
         .await;
     assert_eq!(stranger.code, Some(3), "{stranger:?}");
-    assert_eq!(stranger.stdout, "denied: unknown learner (policy 2026.1)\n");
+    assert!(
+        stranger
+            .stdout
+            .starts_with("denied: unknown learner \"nobody.here\": "),
+        "{stranger:?}"
+    );
+    let stranger = hlctl
+        .run(&integrator, &["check", "nobody.here", "wifi", "--json"])
+        .await;
+    assert_eq!(stranger.code, Some(3), "{stranger:?}");
+    let stranger: Value = serde_json::from_str(&stranger.stdout).unwrap();
+    assert_eq!(stranger["denial"], "unknown_learner");
+    assert_eq!(stranger["on"], today.as_str());
+    let typo = hlctl.run(&integrator, &["check", &login, "wfii"]).await;
+    assert_eq!(typo.code, Some(3), "{typo:?}");
+    assert!(
+        typo.stdout
+            .starts_with("denied: unknown resource \"wfii\": policy 2026.1 has no such resource"),
+        "{typo:?}"
+    );
+    let typo = hlctl
+        .run(&integrator, &["check", &login, "wfii", "--json"])
+        .await;
+    assert_eq!(typo.code, Some(3), "{typo:?}");
+    let typo: Value = serde_json::from_str(&typo.stdout).unwrap();
+    assert_eq!(typo["denial"], "unknown_resource");
     let refused = hlctl.run(&deve, &["check", &login, "wifi"]).await;
     assert_eq!(refused.code, Some(1), "{refused:?}");
     assert!(
@@ -675,8 +729,11 @@ async fn a_learners_checks_grants_explanation_and_a_policy_change() {
         )
         .await;
     assert_eq!(bad_day.code, Some(64), "{bad_day:?}");
+    let blank = hlctl.run(&integrator, &["grants", " "]).await;
+    assert_eq!(blank.code, Some(64), "{blank:?}");
 
-    // Grants: days, the last one included.
+    // Grants: days, the last one included, as entitlement gives them; the instants
+    // are the university's midnights (Paris: the evening before, in UTC).
     let grants = hlctl
         .run(&integrator, &["grants", &login, "--json"])
         .await
@@ -706,6 +763,13 @@ async fn a_learners_checks_grants_explanation_and_a_policy_change() {
         grants
             .iter()
             .all(|grant| grant["stay_id"] == stay_id.as_str())
+    );
+    assert!(
+        grants.iter().all(|grant| grant["valid_from"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{}T2", day(-6)))),
+        "{grants:?}"
     );
     let table = hlctl.run(&deve, &["grants", &login]).await;
     assert_eq!(table.code, Some(0), "{table:?}");
@@ -792,6 +856,13 @@ async fn a_learners_checks_grants_explanation_and_a_policy_change() {
              grades  gained 0  lost 1  changed 0\n    lost: {learner_id}\n"
         )
     );
+    assert!(
+        simulated.stderr.contains(&format!(
+            "hlctl policy activate {} --reason \"…\" --expect 2026.1",
+            candidate.path()
+        )),
+        "{simulated:?}"
+    );
     let simulated = hlctl
         .run(&dosi, &["policy", "simulate", candidate.path(), "--json"])
         .await
@@ -854,11 +925,55 @@ async fn a_learners_checks_grants_explanation_and_a_policy_change() {
         "{refused:?}"
     );
 
-    // Activation: a reason is required; then the student loses the grades.
+    // Activation: a reason is required, and a blank --expect is no version.
     let no_reason = hlctl
         .run(&dosi, &["policy", "activate", candidate.path()])
         .await;
     assert_eq!(no_reason.code, Some(64), "{no_reason:?}");
+    let blank = hlctl
+        .run(
+            &dosi,
+            &[
+                "policy",
+                "activate",
+                candidate.path(),
+                "--reason",
+                "x",
+                "--expect",
+                " ",
+            ],
+        )
+        .await;
+    assert_eq!(blank.code, Some(64), "{blank:?}");
+    // Another version than the active one expected: refused, nothing changes.
+    let stale = hlctl
+        .run(
+            &dosi,
+            &[
+                "policy",
+                "activate",
+                candidate.path(),
+                "--reason",
+                "grades go through the IFSI's own system",
+                "--expect",
+                "2025.9",
+            ],
+        )
+        .await;
+    assert_eq!(stale.code, Some(1), "{stale:?}");
+    assert!(
+        stale
+            .stderr
+            .starts_with("Error: policy not activated: ABORTED: "),
+        "{stale:?}"
+    );
+    assert!(stale.stderr.contains("2026.1"), "{stale:?}");
+    let unchanged = hlctl
+        .run(&dosi, &["policy", "simulate", candidate.path(), "--json"])
+        .await
+        .json();
+    assert_eq!(unchanged["active_version"], "2026.1");
+    // The version the simulation was against: the student loses the grades.
     let activated = hlctl
         .run(
             &dosi,
@@ -868,6 +983,8 @@ async fn a_learners_checks_grants_explanation_and_a_policy_change() {
                 candidate.path(),
                 "--reason",
                 "grades go through the IFSI's own system",
+                "--expect",
+                "2026.1",
             ],
         )
         .await;

@@ -3,7 +3,7 @@
 
 use time::{Date, Duration};
 
-use super::policy::{Condition, Policy, Rule};
+use super::policy::{Condition, Policy, Rule, Scope};
 
 /// What entitlement knows of a stay.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,6 +17,10 @@ pub struct StayFacts {
     pub paid: bool,
     /// The options of the stay's agreement (none without an agreement).
     pub agreement_options: Vec<String>,
+    /// The sponsoring unit (a structure code: a site, a lab).
+    pub sponsor_unit: String,
+    /// The resources the sponsor asked for.
+    pub requested: Vec<String>,
 }
 
 /// One resource granted for a time by one stay.
@@ -32,25 +36,51 @@ pub struct Grant {
     pub policy_version: String,
 }
 
-/// Why a rule does not grant, when it does not.
-fn unmet(rule: &Rule, stay: &StayFacts) -> Option<String> {
-    for condition in &rule.conditions {
-        match condition {
-            Condition::Always => {}
-            Condition::Never => {
-                return Some("the policy never grants it to this population".to_owned());
-            }
-            Condition::Paid if !stay.paid => return Some("the stay is not paid".to_owned()),
-            Condition::Paid => {}
-            Condition::Option(option) if !stay.agreement_options.contains(option) => {
-                return Some(format!(
-                    "the stay's agreement does not include the option {option:?}"
-                ));
-            }
-            Condition::Option(_) => {}
+/// Why a condition does not hold for a stay and a resource, when it does not.
+fn unmet_condition(condition: &Condition, stay: &StayFacts, resource: &str) -> Option<String> {
+    match condition {
+        Condition::Always => None,
+        Condition::Never => Some("the policy never grants it to this population".to_owned()),
+        Condition::Paid => (!stay.paid).then(|| "the stay is not paid".to_owned()),
+        Condition::Option(option) => (!stay.agreement_options.contains(option))
+            .then(|| format!("the stay's agreement does not include the option {option:?}")),
+        Condition::Requested => (!stay.requested.iter().any(|asked| asked == resource))
+            .then(|| "the stay's sponsor did not ask for it".to_owned()),
+        Condition::Any(alternatives) => {
+            let reasons: Option<Vec<String>> = alternatives
+                .iter()
+                .map(|alternative| unmet_condition(alternative, stay, resource))
+                .collect();
+            reasons.map(|reasons| format!("none holds: {}", reasons.join("; ")))
         }
     }
-    None
+}
+
+/// Why a rule does not grant, when it does not.
+fn unmet(rule: &Rule, stay: &StayFacts, resource: &str) -> Option<String> {
+    if rule.scope == Some(Scope::SponsorUnit) && stay.sponsor_unit.trim().is_empty() {
+        return Some("granted per sponsoring unit, and the stay has none".to_owned());
+    }
+    rule.conditions
+        .iter()
+        .find_map(|condition| unmet_condition(condition, stay, resource))
+}
+
+/// The name a rule grants a resource under for a stay: `premises:LAB-CHEM` when
+/// scoped to the sponsoring unit, the resource otherwise.
+fn granted_name(resource: &str, rule: &Rule, stay: &StayFacts) -> String {
+    match rule.scope {
+        Some(Scope::SponsorUnit) => format!("{resource}:{}", stay.sponsor_unit.trim()),
+        None => resource.to_owned(),
+    }
+}
+
+/// A resource asked for, split into the policy's resource and the site or lab.
+pub fn split(asked: &str) -> (&str, Option<&str>) {
+    match asked.split_once(':') {
+        Some((resource, scope)) => (resource, Some(scope)),
+        None => (asked, None),
+    }
 }
 
 /// Every grant of a learner's stays (cancelled stays grant nothing).
@@ -61,11 +91,11 @@ pub fn grants(policy: &Policy, stays: &[StayFacts]) -> Vec<Grant> {
             let Some((origin, rule)) = policy.rule_with_origin(&stay.population, resource) else {
                 continue;
             };
-            if unmet(rule, stay).is_some() {
+            if unmet(rule, stay, resource).is_some() {
                 continue;
             }
             grants.push(Grant {
-                resource: resource.clone(),
+                resource: granted_name(resource, rule, stay),
                 valid_from: stay.start_date + Duration::days(i64::from(rule.start_offset_days)),
                 valid_until: stay.end_date + Duration::days(i64::from(rule.grace_days)),
                 stay_id: stay.stay_id.clone(),
@@ -135,14 +165,16 @@ pub struct Decision {
     pub rule: Option<String>,
 }
 
-/// Checks one resource on one day, denying by default, with the reason either way.
-pub fn check(policy: &Policy, stays: &[StayFacts], resource: &str, on: Date) -> Decision {
+/// Checks one resource on one day, denying by default, with the reason either way. A
+/// resource granted per site or lab is asked for as `<resource>:<unit>`.
+pub fn check(policy: &Policy, stays: &[StayFacts], asked: &str, on: Date) -> Decision {
     let deny = |reason: String| Decision {
         allowed: false,
         until: None,
         reason,
         rule: None,
     };
+    let (resource, scope) = split(asked);
     if !policy.resources.contains_key(resource) {
         return deny(format!("unknown resource {resource:?}"));
     }
@@ -150,7 +182,7 @@ pub fn check(policy: &Policy, stays: &[StayFacts], resource: &str, on: Date) -> 
     let holding = all
         .iter()
         .filter(|grant| {
-            grant.resource == resource && grant.valid_from <= on && on <= grant.valid_until
+            grant.resource == asked && grant.valid_from <= on && on <= grant.valid_until
         })
         .max_by_key(|grant| grant.valid_until);
     if let Some(grant) = holding {
@@ -166,7 +198,19 @@ pub fn check(policy: &Policy, stays: &[StayFacts], resource: &str, on: Date) -> 
     if live.is_empty() {
         return deny("no stay".to_owned());
     }
-    if let Some(grant) = all.iter().find(|grant| grant.resource == resource) {
+    let mut scoped: Vec<&str> = all
+        .iter()
+        .filter(|grant| matches!(split(&grant.resource), (base, Some(_)) if base == resource))
+        .map(|grant| grant.resource.as_str())
+        .collect();
+    scoped.dedup();
+    if !scoped.is_empty() && scope.is_none() {
+        return deny(format!(
+            "{resource} is granted per site or lab: ask for {}",
+            scoped.join(" or ")
+        ));
+    }
+    if let Some(grant) = all.iter().find(|grant| grant.resource == asked) {
         let when = if on < grant.valid_from {
             "starts"
         } else {
@@ -177,9 +221,12 @@ pub fn check(policy: &Policy, stays: &[StayFacts], resource: &str, on: Date) -> 
             grant.stay_id, grant.valid_from, grant.valid_until
         ));
     }
+    if !scoped.is_empty() {
+        return deny(format!("granted for {} only", scoped.join(", ")));
+    }
     for stay in &live {
         if let Some(rule) = policy.rule(&stay.population, resource)
-            && let Some(why) = unmet(rule, stay)
+            && let Some(why) = unmet(rule, stay, resource)
         {
             return deny(why);
         }
@@ -204,27 +251,27 @@ pub struct Explanation {
     pub grant: Option<Grant>,
 }
 
-/// Every resource of the policy, in its order, with why it is or is not granted.
+/// Every resource of the policy, by name, with why it is or is not granted; a
+/// resource granted per site or lab is explained with the grant that holds, if any.
 pub fn explain(policy: &Policy, stays: &[StayFacts], on: Date) -> Vec<Explanation> {
     let all = grants(policy, stays);
     policy
         .resources
         .iter()
         .map(|(resource, description)| {
-            let decision = check(policy, stays, resource, on);
-            let grant = decision
-                .allowed
-                .then(|| {
-                    all.iter()
-                        .filter(|grant| {
-                            grant.resource == *resource
-                                && grant.valid_from <= on
-                                && on <= grant.valid_until
-                        })
-                        .max_by_key(|grant| grant.valid_until)
-                        .cloned()
+            let grant = all
+                .iter()
+                .filter(|grant| {
+                    split(&grant.resource).0 == resource
+                        && grant.valid_from <= on
+                        && on <= grant.valid_until
                 })
-                .flatten();
+                .max_by_key(|grant| grant.valid_until)
+                .cloned();
+            let decision = match &grant {
+                Some(grant) => check(policy, stays, &grant.resource, on),
+                None => check(policy, stays, resource, on),
+            };
             Explanation {
                 resource: resource.clone(),
                 description: description.clone(),
@@ -258,6 +305,8 @@ mod tests {
             cancelled: false,
             paid: false,
             agreement_options: Vec::new(),
+            sponsor_unit: "UNIT".to_owned(),
+            requested: Vec::new(),
         }
     }
 
@@ -408,6 +457,67 @@ mod tests {
         assert!(!card.decision.allowed);
         assert!(card.grant.is_none());
         assert!(card.decision.reason.contains("never"));
+    }
+
+    #[test]
+    fn premises_are_granted_for_the_lab_that_asks() {
+        let policy = policy();
+        let mut doctoral = stay("VISITING_DOCTORAL");
+        doctoral.sponsor_unit = "LAB-CHEM".to_owned();
+        let not_asked = check(
+            &policy,
+            std::slice::from_ref(&doctoral),
+            "premises:LAB-CHEM",
+            DURING,
+        );
+        assert!(!not_asked.allowed);
+        assert_eq!(not_asked.reason, "the stay's sponsor did not ask for it");
+        doctoral.requested = vec!["premises".to_owned()];
+        let stays = [doctoral];
+        assert!(resources(&stays).contains(&"premises:LAB-CHEM".to_owned()));
+        let allowed = check(&policy, &stays, "premises:LAB-CHEM", DURING);
+        assert!(allowed.allowed);
+        assert_eq!(
+            allowed.rule.as_deref(),
+            Some("populations.VISITING_DOCTORAL.premises")
+        );
+        let elsewhere = check(&policy, &stays, "premises:LAB-BIO", DURING);
+        assert!(!elsewhere.allowed);
+        assert_eq!(elsewhere.reason, "granted for premises:LAB-CHEM only");
+        let unscoped = check(&policy, &stays, "premises", DURING);
+        assert!(!unscoped.allowed);
+        assert!(
+            unscoped.reason.contains("ask for premises:LAB-CHEM"),
+            "{}",
+            unscoped.reason
+        );
+        let explained = explain(&policy, &stays, DURING);
+        let premises = explained
+            .iter()
+            .find(|one| one.resource == "premises")
+            .expect("premises");
+        assert!(premises.decision.allowed);
+        assert_eq!(
+            premises.grant.as_ref().map(|grant| grant.resource.as_str()),
+            Some("premises:LAB-CHEM")
+        );
+    }
+
+    #[test]
+    fn possibly_is_decided_by_the_agreement_or_the_sponsor() {
+        let policy = policy();
+        let mut trainee = stay("RECTORAT_C2I2E");
+        let neither = check(&policy, std::slice::from_ref(&trainee), "library", DURING);
+        assert!(!neither.allowed);
+        assert_eq!(
+            neither.reason,
+            "none holds: the stay's agreement does not include the option \"library\"; the stay's sponsor did not ask for it"
+        );
+        trainee.requested = vec!["library".to_owned()];
+        assert!(check(&policy, std::slice::from_ref(&trainee), "library", DURING).allowed);
+        trainee.requested.clear();
+        trainee.agreement_options = vec!["library".to_owned()];
+        assert!(check(&policy, &[trainee], "library", DURING).allowed);
     }
 
     #[test]

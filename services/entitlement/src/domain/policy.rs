@@ -16,6 +16,18 @@ pub enum Condition {
     Paid,
     /// The stay's agreement includes this option.
     Option(String),
+    /// The stay's sponsor asked for this resource (decided by the sponsoring unit).
+    Requested,
+    /// At least one of these holds.
+    Any(Vec<Condition>),
+}
+
+/// What a grant is scoped to, when it is not the whole resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// The stay's sponsoring unit (a site or a lab): the grant is `<resource>:<unit>`,
+    /// e.g. `premises:LAB-CHEM`.
+    SponsorUnit,
 }
 
 /// How a population's stay grants one resource.
@@ -27,6 +39,8 @@ pub struct Rule {
     pub start_offset_days: i32,
     /// Days after the stay's end the grant still holds.
     pub grace_days: i32,
+    /// Granted per site or lab rather than whole.
+    pub scope: Option<Scope>,
 }
 
 impl Rule {
@@ -101,33 +115,97 @@ struct PolicyFile {
     #[serde(default)]
     resources: BTreeMap<Spanned<String>, Spanned<String>>,
     #[serde(default)]
-    defaults: BTreeMap<Spanned<String>, Spanned<GrantSpec>>,
+    defaults: BTreeMap<Spanned<String>, Spanned<toml::Value>>,
     #[serde(default)]
-    populations: BTreeMap<Spanned<String>, BTreeMap<Spanned<String>, Spanned<GrantSpec>>>,
+    populations: BTreeMap<Spanned<String>, BTreeMap<Spanned<String>, Spanned<toml::Value>>>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum GrantSpec {
-    Condition(When),
-    Table(GrantTable),
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct GrantTable {
-    when: When,
-    #[serde(default)]
+/// A grant as written: a condition, a list of conditions that must all hold, or a
+/// table. Read by hand rather than by serde, so that a mistake is named precisely.
+#[derive(Debug, Default)]
+struct GrantSpec {
+    conditions: Vec<String>,
+    /// The conditions are alternatives (`any`).
+    any: bool,
     start_offset_days: i32,
-    #[serde(default)]
     grace_days: i32,
+    scope: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum When {
-    One(String),
-    All(Vec<String>),
+const GRANT_KEYS: &str = "when, any, start_offset_days, grace_days, scope";
+
+fn texts(value: &toml::Value, key: &str) -> Result<Vec<String>, String> {
+    match value {
+        toml::Value::String(text) => Ok(vec![text.clone()]),
+        toml::Value::Array(items) => items
+            .iter()
+            .map(|item| {
+                item.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| format!("{key}: a list of conditions (text)"))
+            })
+            .collect(),
+        _ => Err(format!("{key}: a condition or a list of conditions")),
+    }
+}
+
+fn days(value: &toml::Value, key: &str) -> Result<i32, String> {
+    value
+        .as_integer()
+        .and_then(|days| i32::try_from(days).ok())
+        .ok_or_else(|| format!("{key}: a whole number of days"))
+}
+
+/// Reads one grant; every problem of it at once.
+fn grant_spec(value: &toml::Value) -> Result<GrantSpec, Vec<String>> {
+    let mut spec = GrantSpec::default();
+    let mut problems = Vec::new();
+    let table = match value {
+        toml::Value::Table(table) => table,
+        other => {
+            return texts(other, "when")
+                .map(|conditions| GrantSpec {
+                    conditions,
+                    ..GrantSpec::default()
+                })
+                .map_err(|problem| vec![problem]);
+        }
+    };
+    for (key, value) in table {
+        let read = match key.as_str() {
+            "when" => match value {
+                toml::Value::Table(inner) if inner.len() == 1 && inner.contains_key("any") => {
+                    spec.any = true;
+                    texts(&inner["any"], "when.any").map(|all| spec.conditions.extend(all))
+                }
+                _ => texts(value, "when").map(|all| spec.conditions.extend(all)),
+            },
+            "any" => {
+                spec.any = true;
+                texts(value, "any").map(|all| spec.conditions.extend(all))
+            }
+            "start_offset_days" => days(value, key).map(|days| spec.start_offset_days = days),
+            "grace_days" => days(value, key).map(|days| spec.grace_days = days),
+            "scope" => value
+                .as_str()
+                .map(|scope| spec.scope = Some(scope.to_owned()))
+                .ok_or_else(|| "scope: text (sponsor_unit)".to_owned()),
+            other => Err(format!("unknown key {other:?} ({GRANT_KEYS})")),
+        };
+        if let Err(problem) = read {
+            problems.push(problem);
+        }
+    }
+    if table.contains_key("when") && table.contains_key("any") {
+        problems.push("when and any: give one of them".to_owned());
+    } else if !table.contains_key("when") && !table.contains_key("any") {
+        problems.push("when: required (or any)".to_owned());
+    }
+    if problems.is_empty() {
+        Ok(spec)
+    } else {
+        Err(problems)
+    }
 }
 
 /// Turns a byte offset into a 1-based line number.
@@ -140,6 +218,7 @@ fn condition(text: &str) -> Result<Condition, String> {
         "always" => Ok(Condition::Always),
         "never" => Ok(Condition::Never),
         "paid" => Ok(Condition::Paid),
+        "requested" => Ok(Condition::Requested),
         other => match other.strip_prefix("option:") {
             Some(option)
                 if !option.is_empty()
@@ -150,7 +229,7 @@ fn condition(text: &str) -> Result<Condition, String> {
                 Ok(Condition::Option(option.to_owned()))
             }
             _ => Err(format!(
-                "unknown condition {other:?} (always, never, paid or option:<name>)"
+                "unknown condition {other:?} (always, never, paid, requested or option:<name>)"
             )),
         },
     }
@@ -195,10 +274,23 @@ pub fn load(file: &str, text: &str) -> Result<Policy, PolicyErrors> {
             "resources: at least one resource is required".to_owned(),
         );
     }
+    for name in parsed.resources.keys() {
+        let text = name.get_ref();
+        if text.is_empty()
+            || !text
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        {
+            problem(
+                name.span(),
+                format!("resources.{text}: a resource name is made of a-z, 0-9 and -"),
+            );
+        }
+    }
     let known = resources.keys().cloned().collect::<Vec<_>>().join(", ");
 
     let rules = |section: &str,
-                 grants: &BTreeMap<Spanned<String>, Spanned<GrantSpec>>,
+                 grants: &BTreeMap<Spanned<String>, Spanned<toml::Value>>,
                  problem: &mut dyn FnMut(std::ops::Range<usize>, String)| {
         let mut checked = BTreeMap::new();
         for (resource, grant) in grants {
@@ -210,25 +302,53 @@ pub fn load(file: &str, text: &str) -> Result<Policy, PolicyErrors> {
                 );
                 continue;
             }
-            let (when, start_offset_days, grace_days) = match grant.get_ref() {
-                GrantSpec::Condition(when) => (when, 0, 0),
-                GrantSpec::Table(table) => (&table.when, table.start_offset_days, table.grace_days),
+            let spec = match grant_spec(grant.get_ref()) {
+                Ok(spec) => spec,
+                Err(reasons) => {
+                    for reason in reasons {
+                        problem(grant.span(), format!("{path}: {reason}"));
+                    }
+                    continue;
+                }
             };
-            let texts: Vec<&String> = match when {
-                When::One(text) => vec![text],
-                When::All(texts) => texts.iter().collect(),
-            };
+            let GrantSpec {
+                conditions: texts,
+                any,
+                start_offset_days,
+                grace_days,
+                scope,
+            } = spec;
             if texts.is_empty() {
                 problem(grant.span(), format!("{path}: an empty condition list"));
                 continue;
             }
             let mut conditions = Vec::new();
-            for text in texts {
+            for text in &texts {
                 match condition(text) {
                     Ok(condition) => conditions.push(condition),
                     Err(reason) => problem(grant.span(), format!("{path}: {reason}")),
                 }
             }
+            if any {
+                if conditions.iter().any(|c| matches!(c, Condition::Never)) {
+                    problem(
+                        grant.span(),
+                        format!("{path}: \"never\" means nothing among alternatives"),
+                    );
+                }
+                conditions = vec![Condition::Any(conditions)];
+            }
+            let scope = match scope.as_deref() {
+                None => None,
+                Some("sponsor_unit") => Some(Scope::SponsorUnit),
+                Some(other) => {
+                    problem(
+                        grant.span(),
+                        format!("{path}: unknown scope {other:?} (sponsor_unit)"),
+                    );
+                    None
+                }
+            };
             if grace_days < 0 {
                 problem(
                     grant.span(),
@@ -247,6 +367,7 @@ pub fn load(file: &str, text: &str) -> Result<Policy, PolicyErrors> {
                     conditions,
                     start_offset_days,
                     grace_days,
+                    scope,
                 },
             );
         }
@@ -322,6 +443,56 @@ mod tests {
         );
         // Nothing unlisted is granted.
         assert_eq!(conditions("VAE", "premises"), None);
+        // Visiting doctoral students: the lab they are hosted by, when it asks.
+        let premises = policy.rule("VISITING_DOCTORAL", "premises").expect("rule");
+        assert_eq!(premises.conditions, [Condition::Requested]);
+        assert_eq!(premises.scope, Some(Scope::SponsorUnit));
+        // Decided per case by the agreement or by the sponsoring unit.
+        assert_eq!(
+            conditions("RECTORAT_C2I2E", "library"),
+            Some(vec![Condition::Any(vec![
+                Condition::Option("library".to_owned()),
+                Condition::Requested
+            ])])
+        );
+    }
+
+    #[test]
+    fn alternatives_and_scopes_are_checked() {
+        let text = r#"version = "1"
+
+[resources]
+premises = "Premises"
+Wifi = "Wifi"
+
+[defaults]
+premises = { when = { any = ["requested", "never"] }, scope = "building" }
+
+[populations.IFSI]
+premises = { when = "always", grace = 3, grace_days = "two" }
+"#;
+        let errors = load("p.toml", text).expect_err("invalid");
+        let rendered = errors.to_string();
+        assert!(
+            rendered.contains("p.toml:5: resources.Wifi: a resource name"),
+            "{rendered}"
+        );
+        assert!(
+            rendered.contains("p.toml:8: defaults.premises: \"never\" means nothing"),
+            "{rendered}"
+        );
+        assert!(
+            rendered.contains("unknown scope \"building\""),
+            "{rendered}"
+        );
+        assert!(
+            rendered.contains("p.toml:11: populations.IFSI.premises: unknown key \"grace\""),
+            "{rendered}"
+        );
+        assert!(
+            rendered.contains("populations.IFSI.premises: grace_days: a whole number of days"),
+            "{rendered}"
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 pub mod agreement;
 pub mod names;
 pub mod registration;
+pub mod resources;
 pub mod stay;
 
 pub use registration::{NewPerson, NewStay, Population, Registration};

@@ -4,7 +4,7 @@ use hosted_platform::error::Violations;
 use time::{Date, Month, format_description::BorrowedFormatItem, macros::format_description};
 use uuid::Uuid;
 
-use super::names;
+use super::{names, resources};
 
 const DATE_FORMAT: &[BorrowedFormatItem<'static>] = format_description!("[year]-[month]-[day]");
 
@@ -88,6 +88,8 @@ pub struct StayInput {
     pub agreement_id: String,
     pub start_date: String,
     pub end_date: String,
+    /// Resources the sponsor asks for, as given.
+    pub requested_resources: Vec<String>,
 }
 
 /// A valid person, ready to store.
@@ -132,6 +134,8 @@ pub struct NewStay {
     pub agreement_id: Option<Uuid>,
     pub start_date: Date,
     pub end_date: Date,
+    /// Trimmed and sorted.
+    pub requested_resources: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -356,6 +360,11 @@ pub fn validate(
             );
         }
     }
+    let requested_resources = resources::check_requested_resources(
+        "stay.requested_resources",
+        &stay.requested_resources,
+        &mut violations,
+    );
 
     violations.into_result(()).map(|()| Registration {
         person,
@@ -366,6 +375,7 @@ pub fn validate(
             agreement_id,
             start_date: start_date.unwrap_or(today),
             end_date: end_date.unwrap_or(today),
+            requested_resources,
         },
     })
 }
@@ -497,6 +507,25 @@ mod tests {
             .expect_err("unknown")
             .0;
         assert_eq!(violations[0].field, "stay.population");
+    }
+
+    #[test]
+    fn requested_resources_are_checked_with_the_rest_of_the_stay() {
+        let mut asking = stay();
+        asking.requested_resources = vec!["premises ".to_owned(), "library".to_owned()];
+        let registration = validate(&person(), &asking, Some(&ifsi()), TODAY).expect("valid");
+        assert_eq!(
+            registration.stay.requested_resources,
+            ["library", "premises"]
+        );
+
+        asking.sponsor_unit = String::new();
+        asking.requested_resources.push("Lab 3".to_owned());
+        let violations = validate(&person(), &asking, Some(&ifsi()), TODAY)
+            .expect_err("invalid")
+            .0;
+        let fields: Vec<&str> = violations.iter().map(|v| v.field.as_str()).collect();
+        assert_eq!(fields, ["stay.sponsor_unit", "stay.requested_resources[2]"]);
     }
 
     #[test]

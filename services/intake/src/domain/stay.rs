@@ -3,7 +3,7 @@
 use hosted_platform::error::Violations;
 use time::Date;
 
-use super::registration::format_date;
+use super::{registration::format_date, resources};
 
 /// What the rules need to know of a stay.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,32 +131,72 @@ pub fn check_end(
     }
 }
 
-/// Another sponsor: something must change, and a cancelled stay stays as it was.
-pub fn check_sponsor(
+/// An amendment of a stay as asked; each part left out keeps the stay's value.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AmendmentInput {
+    pub sponsor_unit: Option<String>,
+    /// `Some(None)` removes the sponsor person.
+    pub sponsor_login: Option<Option<String>>,
+    /// Replace the requested resources with `requested_resources` (possibly none).
+    pub set_requested_resources: bool,
+    pub requested_resources: Vec<String>,
+}
+
+/// A checked amendment: `None` keeps the stay's value; requested resources are
+/// trimmed and sorted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StayAmendment {
+    pub sponsor_unit: Option<String>,
+    pub sponsor_login: Option<Option<String>>,
+    pub requested_resources: Option<Vec<String>>,
+}
+
+/// Another sponsor or other requested resources: something must be asked for, and a
+/// cancelled stay stays as it was.
+pub fn check_amendment(
     stay: &StayFacts,
-    sponsor_unit: Option<&str>,
-    sponsor_login_changes: bool,
+    input: &AmendmentInput,
     reason: &str,
-) -> Result<(), Refusal> {
+) -> Result<StayAmendment, Refusal> {
     live(stay)?;
     let mut violations = Violations::default();
     require_reason(reason, &mut violations);
-    if sponsor_unit.is_none() && !sponsor_login_changes {
+    if input.sponsor_unit.is_none()
+        && input.sponsor_login.is_none()
+        && !input.set_requested_resources
+    {
         violations.add(
             "sponsor_unit",
-            "nothing to change: give a sponsor_unit or a sponsor_login",
+            "nothing to change: give a sponsor_unit, a sponsor_login or set_requested_resources",
         );
     }
-    if let Some(unit) = sponsor_unit
+    if let Some(unit) = &input.sponsor_unit
         && unit.len() > 64
     {
         violations.add("sponsor_unit", "longer than 64 characters");
     }
-    if violations.is_empty() {
-        Ok(())
-    } else {
-        Err(Refusal::Invalid(violations))
+    // A list without the flag would be silently kept as it is: say so instead.
+    if !input.set_requested_resources && !input.requested_resources.is_empty() {
+        violations.add(
+            "set_requested_resources",
+            "must be true to replace the requested resources (false keeps them)",
+        );
     }
+    let requested_resources = input.set_requested_resources.then(|| {
+        resources::check_requested_resources(
+            "requested_resources",
+            &input.requested_resources,
+            &mut violations,
+        )
+    });
+    if !violations.is_empty() {
+        return Err(Refusal::Invalid(violations));
+    }
+    Ok(StayAmendment {
+        sponsor_unit: input.sponsor_unit.clone(),
+        sponsor_login: input.sponsor_login.clone(),
+        requested_resources,
+    })
 }
 
 /// Cancellation: only before the stay starts.
@@ -239,6 +279,66 @@ mod tests {
             check_end(&stay(), date!(2027 - 06 - 30), "left", TODAY).is_err(),
             "not earlier"
         );
+    }
+
+    #[test]
+    fn an_amendment_asks_for_something_and_names_resources_well() {
+        let nothing = check_amendment(&stay(), &AmendmentInput::default(), "reorganisation");
+        let Err(Refusal::Invalid(nothing)) = nothing else {
+            panic!("an empty amendment accepted");
+        };
+        assert_eq!(nothing.0[0].field, "sponsor_unit");
+
+        let clear = AmendmentInput {
+            set_requested_resources: true,
+            ..AmendmentInput::default()
+        };
+        assert_eq!(
+            check_amendment(&stay(), &clear, "withdrawn")
+                .expect("clearing is an amendment")
+                .requested_resources,
+            Some(Vec::new())
+        );
+
+        let replace = AmendmentInput {
+            set_requested_resources: true,
+            requested_resources: vec!["premises".to_owned(), " library ".to_owned()],
+            ..AmendmentInput::default()
+        };
+        assert_eq!(
+            check_amendment(&stay(), &replace, "lab work")
+                .expect("valid")
+                .requested_resources,
+            Some(vec!["library".to_owned(), "premises".to_owned()])
+        );
+
+        let bad = AmendmentInput {
+            set_requested_resources: true,
+            requested_resources: vec!["library".to_owned(), "Library".to_owned()],
+            ..AmendmentInput::default()
+        };
+        let Err(Refusal::Invalid(bad)) = check_amendment(&stay(), &bad, "") else {
+            panic!("a bad name accepted");
+        };
+        let fields: Vec<&str> = bad.0.iter().map(|v| v.field.as_str()).collect();
+        assert_eq!(fields, ["reason", "requested_resources[1]"]);
+
+        let unflagged = AmendmentInput {
+            sponsor_unit: Some("IFSI-SUD".to_owned()),
+            requested_resources: vec!["library".to_owned()],
+            ..AmendmentInput::default()
+        };
+        let Err(Refusal::Invalid(unflagged)) = check_amendment(&stay(), &unflagged, "moved") else {
+            panic!("a list without its flag accepted");
+        };
+        assert_eq!(unflagged.0[0].field, "set_requested_resources");
+
+        let mut cancelled = stay();
+        cancelled.cancelled = true;
+        assert!(matches!(
+            check_amendment(&cancelled, &replace, "lab work"),
+            Err(Refusal::State(_))
+        ));
     }
 
     #[test]

@@ -709,6 +709,9 @@ async fn insert_stays(
     let mut agreement_ids = Vec::with_capacity(new_stays.len());
     let mut start_dates = Vec::with_capacity(new_stays.len());
     let mut end_dates = Vec::with_capacity(new_stays.len());
+    // One list per stay: unnest flattens a two-dimensional array, so each list
+    // travels as a JSON array.
+    let mut requested_resources = Vec::with_capacity(new_stays.len());
     for (index, learner_id, stay_id) in new_stays {
         let stay = &rows[*index].registration.stay;
         stay_ids.push(*stay_id);
@@ -719,19 +722,24 @@ async fn insert_stays(
         agreement_ids.push(stay.agreement_id);
         start_dates.push(stay.start_date);
         end_dates.push(stay.end_date);
+        requested_resources.push(sqlx::types::Json(&stay.requested_resources));
     }
     // What a stay costs follows its agreement's payer, or its population's rule
     // when it has no agreement.
     sqlx::query(
         "INSERT INTO stays (stay_id, learner_id, population, sponsor_unit, sponsor_login, agreement_id,
-                            start_date, end_date, payment_status)
+                            start_date, end_date, payment_status, requested_resources)
          SELECT n.stay_id, n.learner_id, n.population, n.sponsor_unit, n.sponsor_login, n.agreement_id,
                 n.start_date, n.end_date,
                 CASE WHEN a.payer IN ('learner', 'partner') THEN 'due'
                      WHEN a.agreement_id IS NULL AND p.payment_required THEN 'due'
-                     ELSE 'not_required' END
-         FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::uuid[], $7::date[], $8::date[])
-              AS n(stay_id, learner_id, population, sponsor_unit, sponsor_login, agreement_id, start_date, end_date)
+                     ELSE 'not_required' END,
+                ARRAY(SELECT r.name FROM jsonb_array_elements_text(n.requested_resources) WITH ORDINALITY
+                      AS r(name, position) ORDER BY r.position)
+         FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::uuid[], $7::date[], $8::date[],
+                     $9::jsonb[])
+              AS n(stay_id, learner_id, population, sponsor_unit, sponsor_login, agreement_id, start_date, end_date,
+                   requested_resources)
          JOIN populations p ON p.code = n.population
          LEFT JOIN agreements a ON a.agreement_id = n.agreement_id",
     )
@@ -743,6 +751,7 @@ async fn insert_stays(
     .bind(&agreement_ids)
     .bind(&start_dates)
     .bind(&end_dates)
+    .bind(&requested_resources)
     .execute(&mut *conn)
     .await?;
     Ok(())

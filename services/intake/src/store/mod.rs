@@ -43,6 +43,7 @@ pub struct StayRow {
     pub cancelled: bool,
     pub payment_status: String,
     pub end_reason: Option<String>,
+    pub requested_resources: Vec<String>,
 }
 
 /// A learner's whole state at one version.
@@ -147,7 +148,7 @@ pub async fn learner(
     };
     let stays: Vec<StayRow> = sqlx::query_as(
         "SELECT s.stay_id, s.population, p.supann_population, s.sponsor_unit, s.sponsor_login, s.agreement_id,
-                s.start_date, s.end_date, s.cancelled, s.payment_status, s.end_reason
+                s.start_date, s.end_date, s.cancelled, s.payment_status, s.end_reason, s.requested_resources
          FROM stays s JOIN populations p ON p.code = s.population
          WHERE s.learner_id = $1 ORDER BY s.start_date, s.stay_id",
     )
@@ -198,7 +199,8 @@ pub async fn learners(
     }
     let stays: Vec<OwnedStay> = sqlx::query_as(
         "SELECT s.learner_id, s.stay_id, s.population, p.supann_population, s.sponsor_unit, s.sponsor_login,
-                s.agreement_id, s.start_date, s.end_date, s.cancelled, s.payment_status, s.end_reason
+                s.agreement_id, s.start_date, s.end_date, s.cancelled, s.payment_status, s.end_reason,
+                s.requested_resources
          FROM stays s JOIN populations p ON p.code = s.population
          WHERE s.learner_id = ANY($1) ORDER BY s.start_date, s.stay_id",
     )

@@ -116,28 +116,37 @@ pub async fn bump_version(conn: &mut PgConnection, learner_id: Uuid) -> Result<(
     Ok(())
 }
 
-/// The stay's sponsoring unit and sponsor person.
-pub async fn sponsor(
-    conn: &mut PgConnection,
-    stay_id: Uuid,
-) -> Result<(String, Option<String>), sqlx::Error> {
-    sqlx::query_as("SELECT sponsor_unit, sponsor_login FROM stays WHERE stay_id = $1")
-        .bind(stay_id)
-        .fetch_one(conn)
-        .await
+/// What an amendment of a stay may change.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Amendable {
+    pub sponsor_unit: String,
+    pub sponsor_login: Option<String>,
+    pub requested_resources: Vec<String>,
 }
 
-pub async fn set_sponsor(
+pub async fn amendable(conn: &mut PgConnection, stay_id: Uuid) -> Result<Amendable, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT sponsor_unit, sponsor_login, requested_resources FROM stays WHERE stay_id = $1",
+    )
+    .bind(stay_id)
+    .fetch_one(conn)
+    .await
+}
+
+pub async fn amend(
     conn: &mut PgConnection,
     stay_id: Uuid,
-    sponsor_unit: &str,
-    sponsor_login: Option<&str>,
+    amended: &Amendable,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE stays SET sponsor_unit = $2, sponsor_login = $3 WHERE stay_id = $1")
-        .bind(stay_id)
-        .bind(sponsor_unit)
-        .bind(sponsor_login)
-        .execute(conn)
-        .await?;
+    sqlx::query(
+        "UPDATE stays SET sponsor_unit = $2, sponsor_login = $3, requested_resources = $4
+         WHERE stay_id = $1",
+    )
+    .bind(stay_id)
+    .bind(&amended.sponsor_unit)
+    .bind(&amended.sponsor_login)
+    .bind(&amended.requested_resources)
+    .execute(conn)
+    .await?;
     Ok(())
 }

@@ -250,6 +250,7 @@ async fn a_stay_changes_sponsor_with_its_event() {
             sponsor_login: "tuteur.dupont".to_owned(),
             clear_sponsor_login: false,
             reason: "reorganisation".to_owned(),
+            ..Default::default()
         }))
         .await
         .unwrap()

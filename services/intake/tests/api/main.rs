@@ -9,5 +9,6 @@ mod lifecycle;
 mod outbox;
 mod populations;
 mod register;
+mod requested_resources;
 mod search;
 mod startup;
