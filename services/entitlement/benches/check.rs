@@ -6,10 +6,12 @@
 //! default policy) and the same learners into an LDAP subtree of slapd, each entry
 //! with one `eduPersonEntitlement` URN per resource in force, then asks, in one run:
 //! - entitlement's `Check` over gRPC, 64 concurrent clients (one connection each),
-//!   random learners and resources: a first pass that fills the cache, then the
+//!   random learners and resources: a first pass asking every learner once, then the
 //!   steady state;
 //! - slapd the same question, 64 concurrent connections: a search for the learner's
-//!   `eduPersonEntitlement` values by uid, then a look for the resource's URN.
+//!   `eduPersonEntitlement` values by uid, then a look for the resource's URN;
+//! - then a policy change over everyone (IFSI students lose grades): how long
+//!   `SimulatePolicy` and `ActivatePolicy` take.
 //!
 //! Sizes: `BENCH_LEARNERS` (100000), `BENCH_CLIENTS` (64), `BENCH_SECONDS` (10),
 //! `BENCH_CONNECTIONS` (as many as clients; fewer shares each HTTP/2 connection
@@ -366,7 +368,9 @@ async fn main() {
     common.database.max_connections = 16;
     let app = Application::build(&EntitlementConfig {
         common,
-        policy: PolicyConfig { file: policy_file },
+        policy: PolicyConfig {
+            file: policy_file.clone(),
+        },
         check: Default::default(),
     })
     .await
@@ -437,7 +441,7 @@ async fn main() {
     let per_client = learners.div_ceil(clients);
     measure(grpc_clients.clone(), 0, Some(per_client), learners, check)
         .await
-        .print("Check, first ask of each learner (cache fill)");
+        .print("Check, first pass: every learner once");
     measure(grpc_clients, seconds, None, learners, check)
         .await
         .print("Check, steady state");
@@ -482,6 +486,57 @@ async fn main() {
     measure(ldap_clients, seconds, None, learners, search)
         .await
         .print("slapd search (uid=…) → eduPersonEntitlement");
+
+    // A policy change over everyone: IFSI students (a fifth) lose grades.
+    let candidate = std::fs::read_to_string(&policy_file)
+        .unwrap()
+        .replace(r#"version = "2026.1""#, r#"version = "2026.2""#)
+        .replace(
+            "e-purse = \"never\"\ngrades = \"always\"",
+            "e-purse = \"never\"\ngrades = \"never\"",
+        );
+    let mut admin = v1::entitlement_service_client::EntitlementServiceClient::new(
+        hosted_testkit::channel(address).await,
+    )
+    .max_decoding_message_size(64 << 20);
+    let dosi = callers.token(Role::Dosi).to_owned();
+    let started = Instant::now();
+    let simulation = admin
+        .simulate_policy(hosted_testkit::authorized(
+            v1::SimulatePolicyRequest {
+                policy: candidate.clone(),
+            },
+            &dosi,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    println!(
+        "\nSimulatePolicy over {} learners: {:.1} s ({} would change)",
+        simulation.learners_examined,
+        started.elapsed().as_secs_f64(),
+        simulation.learners_changed
+    );
+    let started = Instant::now();
+    let activation = admin
+        .activate_policy(hosted_testkit::authorized(
+            v1::ActivatePolicyRequest {
+                policy: candidate,
+                reason: "benchmark".to_owned(),
+                expected_active_version: simulation.active_version,
+            },
+            &dosi,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let took = started.elapsed();
+    println!(
+        "ActivatePolicy: {:.1} s, {} learners changed ({:.0} learners/s, with their events)",
+        took.as_secs_f64(),
+        activation.learners_changed,
+        activation.learners_changed as f64 / took.as_secs_f64()
+    );
 
     let _ = stop.send(());
     if std::env::var("BENCH_KEEP_LDAP").as_deref() != Ok("1") {

@@ -2,7 +2,9 @@
 //! row, turned into the rows of `IntakeService.ImportStays`.
 //!
 //! Only what makes a row unreadable is judged here (a wrong number of fields, bytes
-//! that are not UTF-8): every other rule is intake's, so that it lives in one place
+//! that are not UTF-8, a cell in the file's own notation that cannot be read: a
+//! `confirm_new_person` neither yes nor no, a list of `requested_resources` split
+//! with commas): every other rule is intake's, so that it lives in one place
 //! and the operator reads the same reasons as for a registration by hand. What a
 //! spreadsheet does to a file is undone here instead: a byte-order mark, `;` as the
 //! separator, `DD/MM/YYYY` dates, spaces around values.
@@ -13,7 +15,7 @@ use hosted_contracts::v1;
 /// Every column a cohort file may have, named as `PersonInput`, `StayInput` and
 /// `ImportRow` name the fields, so that a reason from intake points at the column to
 /// fix.
-pub const COLUMNS: [&str; 14] = [
+pub const COLUMNS: [&str; 15] = [
     "family_name",
     "birth_name",
     "given_names",
@@ -27,6 +29,9 @@ pub const COLUMNS: [&str; 14] = [
     "agreement_id",
     "start_date",
     "end_date",
+    // The resources the sponsor asks for, several in one cell: see
+    // `requested_resources`.
+    "requested_resources",
     // "yes" registers a new person even though intake found a near match, once
     // someone has checked that it is not the same person.
     "confirm_new_person",
@@ -300,6 +305,13 @@ fn read_row(
             }
             continue;
         }
+        if *column == "requested_resources" {
+            match requested_resources(value) {
+                Ok(names) => stay.requested_resources = names,
+                Err(reason) => errors.push(RowError::new(*column, reason)),
+            }
+            continue;
+        }
         let value = if DATE_COLUMNS.contains(column) {
             iso_date(value)
         } else {
@@ -332,6 +344,31 @@ fn read_row(
         stay: Some(stay),
         confirm_new_person,
     }))
+}
+
+/// What separates the names in a `requested_resources` cell: `|`, which no
+/// separator of the file is, so that the cell never needs quotes; or `;`, as people
+/// write lists (in a `;`-separated file the cell is then in double quotes, which
+/// spreadsheets write themselves). Never `,`: in a `,`-separated file it would cut
+/// the row.
+const RESOURCE_SEPARATORS: [char; 2] = ['|', ';'];
+
+/// The names in a `requested_resources` cell, spaces around them dropped, as they
+/// come; an empty cell asks for nothing, and so does an empty place between two
+/// separators (`premises;`). Whether each is a resource name is intake's rule; a
+/// comma is said here, because intake would only see one long name that is not one.
+pub fn requested_resources(value: &str) -> Result<Vec<String>, String> {
+    if value.contains(',') {
+        return Err(format!(
+            "{value:?}: separate the names with | or ; (not a comma)"
+        ));
+    }
+    Ok(value
+        .split(RESOURCE_SEPARATORS)
+        .map(str::trim)
+        .filter(|name| !name.is_empty())
+        .map(str::to_owned)
+        .collect())
 }
 
 /// Spreadsheet ways of saying yes or no, in English and French; empty is no.
@@ -446,6 +483,62 @@ mod tests {
                 "confirm_new_person",
                 "\"peut-être\" is neither yes nor no"
             )]
+        );
+    }
+
+    #[test]
+    fn requested_resources_are_a_list_in_one_cell() {
+        let asked = requested_resources;
+        assert_eq!(asked(""), Ok(Vec::new()));
+        assert_eq!(asked("premises"), Ok(vec!["premises".to_owned()]));
+        let both = Ok(vec!["premises".to_owned(), "library".to_owned()]);
+        assert_eq!(asked("premises|library"), both);
+        assert_eq!(asked("premises;library"), both);
+        assert_eq!(asked(" premises | library ;"), both);
+        assert_eq!(asked("premises||library"), both);
+        // The names' rules are intake's: these are sent as they are, for intake to
+        // refuse with its reason.
+        assert_eq!(
+            asked("Premises|lab 3"),
+            Ok(vec!["Premises".to_owned(), "lab 3".to_owned()])
+        );
+        assert_eq!(
+            asked("premises,library"),
+            Err("\"premises,library\": separate the names with | or ; (not a comma)".to_owned())
+        );
+    }
+
+    #[test]
+    fn the_requested_resources_column_in_both_kinds_of_file() {
+        let text = format!(
+            "{HEADER},Requested_Resources\n\
+             Martin,Paul,1990-01-01,paul@example.org,VISITING_DOCTORAL,LAB-CHEM,2026-09-01,2027-06-30,premises|library\n\
+             Martin,Léa,1990-01-01,lea@example.org,VISITING_DOCTORAL,LAB-CHEM,2026-09-01,2027-06-30,\n\
+             Martin,Jean,1990-01-01,jean@example.org,VISITING_DOCTORAL,LAB-CHEM,2026-09-01,2027-06-30,\"premises,library\"\n"
+        );
+        let file = parse(text.as_bytes()).expect("parsed");
+        assert_eq!(
+            stay(&file.rows[0]).requested_resources,
+            ["premises", "library"]
+        );
+        assert!(stay(&file.rows[1]).requested_resources.is_empty());
+        assert_eq!(
+            file.rows[2].content.clone().expect_err("a comma"),
+            [RowError::new(
+                "requested_resources",
+                "\"premises,library\": separate the names with | or ; (not a comma)"
+            )]
+        );
+        // `;` inside a `;`-separated file: in quotes, as a spreadsheet writes it.
+        let text = format!(
+            "{};requested_resources\r\n\
+             Martin;Paul;01/01/1990;paul@example.org;VISITING_DOCTORAL;LAB-CHEM;01/09/2026;30/06/2027;\"premises; library\"\r\n",
+            HEADER.replace(',', ";")
+        );
+        let file = parse(text.as_bytes()).expect("parsed");
+        assert_eq!(
+            stay(&file.rows[0]).requested_resources,
+            ["premises", "library"]
         );
     }
 

@@ -48,12 +48,14 @@ pub enum Flaw {
     TooLong,
     /// Ended 100 days ago.
     Ended,
+    /// `Premises`: resource names are in lower case.
+    BadRequestedResource,
     /// One field short: unreadable, rejected without being sent.
     MissingField,
 }
 
 impl Flaw {
-    pub const ALL: [Flaw; 14] = [
+    pub const ALL: [Flaw; 15] = [
         Flaw::ImpossibleBirthDate,
         Flaw::TooYoung,
         Flaw::MissingEmail,
@@ -67,6 +69,7 @@ impl Flaw {
         Flaw::EndBeforeStart,
         Flaw::TooLong,
         Flaw::Ended,
+        Flaw::BadRequestedResource,
         Flaw::MissingField,
     ];
 
@@ -85,6 +88,7 @@ impl Flaw {
             Flaw::EndBeforeStart => "end_before_start",
             Flaw::TooLong => "too_long",
             Flaw::Ended => "ended",
+            Flaw::BadRequestedResource => "bad_requested_resource",
             Flaw::MissingField => "missing_field",
         }
     }
@@ -369,6 +373,19 @@ const POPULATIONS: &[&str] = &[
     "VISITING_DOCTORAL",
 ];
 
+/// What the sponsor of a stay of this population asks for, if anything: a lab hosting
+/// a doctoral student asks for its premises; the continuing-education service asks
+/// for the library and the online resources half the time (the policy grants these
+/// to its short courses only when asked). `;` between names, as people write lists:
+/// in the spreadsheet layout the writer puts the cell in quotes.
+fn requested_resources(population: &str, draw: &mut Draw) -> &'static str {
+    match population {
+        "VISITING_DOCTORAL" => "premises",
+        "SHORT_COURSE_SUFA" if draw.chance(50) => "library; online-resources",
+        _ => "",
+    }
+}
+
 fn sponsor_units(population: &str) -> &'static [&'static str] {
     match population {
         "IFSI" => &["IFSI-NORD", "IFSI-SUD", "IFSI-CHU"],
@@ -445,12 +462,13 @@ struct Record {
     agreement_id: String,
     start_date: String,
     end_date: String,
+    requested_resources: String,
 }
 
 impl Record {
     /// The columns and their values, as a DEVE export has them (no
     /// `confirm_new_person`: that is added by hand, after an import).
-    fn fields(&self) -> [(&'static str, &str); 13] {
+    fn fields(&self) -> [(&'static str, &str); 14] {
         [
             ("family_name", &self.family_name),
             ("birth_name", &self.birth_name),
@@ -465,6 +483,7 @@ impl Record {
             ("agreement_id", &self.agreement_id),
             ("start_date", &self.start_date),
             ("end_date", &self.end_date),
+            ("requested_resources", &self.requested_resources),
         ]
     }
 }
@@ -602,6 +621,7 @@ impl Cohort {
                 given_names,
                 population: population.to_owned(),
                 sponsor_unit: self.draw.pick(sponsor_units(population)).to_owned(),
+                requested_resources: requested_resources(population, &mut self.draw).to_owned(),
                 ..Record::default()
             };
             return Ok(Person {
@@ -762,6 +782,7 @@ fn spoil(record: &mut Record, flaw: Flaw, person: &Person, today: Date, layout: 
             record.start_date = format_date(layout, today - Duration::days(400));
             record.end_date = format_date(layout, today - Duration::days(100));
         }
+        Flaw::BadRequestedResource => record.requested_resources = "Premises".to_owned(),
         Flaw::MissingField => {}
     }
 }
@@ -814,6 +835,14 @@ mod tests {
             .phone
             .chars()
             .all(|c| c.is_ascii_digit() || " +-.()".contains(c));
+        // Lower-case letters, digits and dashes, not starting with a dash.
+        let requested_ok = stay.requested_resources.iter().all(|name| {
+            !name.starts_with('-')
+                && !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        });
         let youngest = TODAY - Duration::days(14 * 365);
         let birth_ok = date(&person.birth_date).is_some_and(|birth| birth <= youngest);
         let stay_ok = match (date(&stay.start_date), date(&stay.end_date)) {
@@ -828,6 +857,7 @@ mod tests {
             && email_ok
             && ine_ok
             && phone_ok
+            && requested_ok
             && birth_ok
             && stay_ok
     }
@@ -952,6 +982,36 @@ mod tests {
             assert!((30..=300).contains(&(end - start).whole_days()), "{stay:?}");
             assert!(stay.population != "CO_ACCREDITED", "{stay:?}");
         }
+    }
+
+    #[test]
+    fn sponsors_ask_for_what_their_population_needs() {
+        let generated = generate(300, 0, 13, TODAY, Layout::Spreadsheet).expect("generated");
+        let mut asked_by = HashMap::<String, HashSet<Vec<String>>>::new();
+        for row in csv_rows::parse(&generated.bytes)
+            .expect("parsed")
+            .readable()
+        {
+            let stay = row.stay.clone().expect("stay");
+            asked_by
+                .entry(stay.population)
+                .or_default()
+                .insert(stay.requested_resources);
+        }
+        let asked = |population: &str| {
+            let mut lists: Vec<Vec<String>> = asked_by[population].iter().cloned().collect();
+            lists.sort();
+            lists
+        };
+        assert_eq!(asked("VISITING_DOCTORAL"), [vec!["premises".to_owned()]]);
+        assert_eq!(
+            asked("SHORT_COURSE_SUFA"),
+            [
+                Vec::new(),
+                vec!["library".to_owned(), "online-resources".to_owned()]
+            ]
+        );
+        assert_eq!(asked("IFSI"), [Vec::<String>::new()]);
     }
 
     #[test]

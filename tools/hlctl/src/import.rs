@@ -458,15 +458,26 @@ fn account(
     Ok(results)
 }
 
-/// Intake names a field by its path in the request (`stay.end_date`); the operator
-/// knows the file's columns, which have the same names without the prefix.
+/// Intake names a field by its path in the request (`stay.end_date`, and
+/// `stay.requested_resources[1]` for one name of a list); the operator knows the
+/// file's columns, which have the same names without the prefix and the index (the
+/// reason names the value).
 fn column_of(field: &str) -> String {
     field
         .strip_prefix("person.")
         .or_else(|| field.strip_prefix("stay."))
+        .map(without_index)
         .filter(|column| csv_rows::COLUMNS.contains(column))
         .unwrap_or(field)
         .to_owned()
+}
+
+/// `requested_resources[1]` is `requested_resources`; anything else stays as it is.
+fn without_index(path: &str) -> &str {
+    path.strip_suffix(']')
+        .and_then(|rest| rest.rsplit_once('['))
+        .filter(|(_, index)| !index.is_empty() && index.bytes().all(|byte| byte.is_ascii_digit()))
+        .map_or(path, |(name, _)| name)
 }
 
 /// The failure as the operator needs it: which chunk, what is known of what was
@@ -978,6 +989,23 @@ mod tests {
         assert_eq!(column_of("stay.end_date"), "end_date");
         assert_eq!(column_of("rows"), "rows");
         assert_eq!(column_of("person.nickname"), "person.nickname");
+        assert_eq!(
+            column_of("stay.requested_resources[0]"),
+            "requested_resources"
+        );
+        assert_eq!(
+            column_of("stay.requested_resources[12]"),
+            "requested_resources"
+        );
+        assert_eq!(column_of("stay.requested_resources"), "requested_resources");
+        for kept in [
+            "stay.requested_resources[]",
+            "stay.requested_resources[x]",
+            "stay.end_date[0",
+            "stay.nickname[0]",
+        ] {
+            assert_eq!(column_of(kept), kept);
+        }
     }
 
     #[test]

@@ -330,6 +330,7 @@ pub fn learner_json(learner: &v1::Learner) -> serde_json::Value {
             "status": stay.status().as_str_name(),
             "payment_status": stay.payment_status().as_str_name(),
             "end_reason": stay.end_reason,
+            "requested_resources": stay.requested_resources,
         })).collect::<Vec<_>>(),
     })
 }
@@ -337,22 +338,30 @@ pub fn learner_json(learner: &v1::Learner) -> serde_json::Value {
 pub fn print_learner(learner: &v1::Learner, as_json: bool) {
     if as_json {
         println!("{}", learner_json(learner));
-        return;
+    } else {
+        print!("{}", learner_text(learner));
     }
+}
+
+/// A learner for people: identity, version, then each stay on a line of its own
+/// with what there is to say about it below (agreement, the sponsor's requests,
+/// why it ended early).
+pub fn learner_text(learner: &v1::Learner) -> String {
+    let mut lines = Vec::new();
     let person = learner.person.clone().unwrap_or_default();
-    println!(
+    lines.push(format!(
         "{}  {}  {}",
         person.login, person.learner_number, person.learner_id
-    );
+    ));
     let birth_name = if person.birth_name.is_empty() {
         String::new()
     } else {
         format!(", birth name {}", person.birth_name)
     };
-    println!(
+    lines.push(format!(
         "  {} {}{birth_name} (born {})",
         person.given_names, person.family_name, person.birth_date
-    );
+    ));
     let mut contact = vec![person.email];
     if !person.ine.is_empty() {
         contact.push(format!("INE {}", person.ine));
@@ -360,15 +369,15 @@ pub fn print_learner(learner: &v1::Learner, as_json: bool) {
     if !person.phone.is_empty() {
         contact.push(person.phone);
     }
-    println!("  {}", contact.join("  "));
-    println!("  version {}", learner.version);
+    lines.push(format!("  {}", contact.join("  ")));
+    lines.push(format!("  version {}", learner.version));
     for stay in &learner.stays {
         let payment = match stay.payment_status() {
             v1::PaymentStatus::Due => ", payment due",
             v1::PaymentStatus::Paid => ", paid",
             _ => "",
         };
-        println!(
+        lines.push(format!(
             "  stay {} {} {}..{} {} ({}{payment})",
             stay.stay_id,
             stay.population,
@@ -376,14 +385,21 @@ pub fn print_learner(learner: &v1::Learner, as_json: bool) {
             stay.end_date,
             stay.status().as_str_name(),
             stay.sponsor_unit
-        );
+        ));
         if !stay.agreement_id.is_empty() {
-            println!("    under agreement {}", stay.agreement_id);
+            lines.push(format!("    under agreement {}", stay.agreement_id));
+        }
+        if !stay.requested_resources.is_empty() {
+            lines.push(format!(
+                "    requested resources: {}",
+                stay.requested_resources.join(", ")
+            ));
         }
         if !stay.end_reason.is_empty() {
-            println!("    end reason: {}", stay.end_reason);
+            lines.push(format!("    end reason: {}", stay.end_reason));
         }
     }
+    lines.join("\n") + "\n"
 }
 
 #[cfg(test)]
@@ -453,6 +469,47 @@ mod tests {
                 .as_deref()
                 .is_some_and(|message| message.starts_with("--phone is empty")),
             "{emptied:?}"
+        );
+    }
+
+    fn sponsored_stay(requested_resources: &[&str]) -> v1::Learner {
+        v1::Learner {
+            person: Some(v1::Person {
+                login: "yanis.haddad".to_owned(),
+                ..v1::Person::default()
+            }),
+            stays: vec![v1::Stay {
+                stay_id: "s-1".to_owned(),
+                population: "VISITING_DOCTORAL".to_owned(),
+                sponsor_unit: "LAB-CHEM".to_owned(),
+                requested_resources: requested_resources
+                    .iter()
+                    .map(|name| (*name).to_owned())
+                    .collect(),
+                ..v1::Stay::default()
+            }],
+            ..v1::Learner::default()
+        }
+    }
+
+    #[test]
+    fn a_stays_requested_resources_are_shown_when_there_are_some() {
+        let asking = sponsored_stay(&["library", "premises"]);
+        let text = learner_text(&asking);
+        assert!(
+            text.contains(" (LAB-CHEM)\n    requested resources: library, premises\n"),
+            "{text}"
+        );
+        assert_eq!(
+            learner_json(&asking)["stays"][0]["requested_resources"],
+            json!(["library", "premises"])
+        );
+        let silent = sponsored_stay(&[]);
+        let text = learner_text(&silent);
+        assert!(!text.contains("requested"), "{text}");
+        assert_eq!(
+            learner_json(&silent)["stays"][0]["requested_resources"],
+            json!([])
         );
     }
 

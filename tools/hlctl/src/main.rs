@@ -16,7 +16,7 @@ use hosted_hlctl::{
     learners::{self, print_learner},
     payments,
     rpc::{self, authorized, connect, server_error},
-    stats, stays,
+    stats, stays, values,
 };
 use rand::RngCore;
 use serde_json::json;
@@ -83,7 +83,8 @@ enum Command {
     /// Shows a learner by login, hosted-learner number or id; finds learners;
     /// corrects identity data.
     Learner(learners::LearnerArgs),
-    /// Extends, ends early or cancels a stay (role deve).
+    /// Changes a stay's sponsor and what the sponsor asks for, extends, ends early or
+    /// cancels it (role deve).
     Stay {
         #[command(subcommand)]
         action: stays::StayAction,
@@ -253,6 +254,15 @@ struct RegisterArgs {
     /// YYYY-MM-DD
     #[arg(long)]
     end_date: String,
+    /// A resource the sponsor asks for, e.g. premises (which the policy's
+    /// `requested` condition grants): repeat it, or separate names with commas.
+    #[arg(
+        long,
+        value_name = "RESOURCE",
+        value_delimiter = ',',
+        value_parser = values::resource
+    )]
+    request: Vec<String>,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -323,8 +333,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     agreement_id: args.agreement_id,
                     start_date: args.start_date,
                     end_date: args.end_date,
-                    // hlctl register asks for no resource on the sponsor's behalf.
-                    requested_resources: Vec::new(),
+                    requested_resources: args.request,
                 }),
                 confirm_new_person: args.confirm_new_person,
             };

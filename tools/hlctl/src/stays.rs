@@ -1,6 +1,6 @@
-//! `hlctl stay`: a stay's life after registration (sponsor, extend, end early,
-//! cancel). Each
-//! prints the learner as intake holds them after the change.
+//! `hlctl stay`: a stay's life after registration (its sponsor and what the sponsor
+//! asks for, extend, end early, cancel). Each prints the learner as intake holds
+//! them after the change.
 #![allow(clippy::print_stdout)]
 
 use clap::Subcommand;
@@ -14,23 +14,9 @@ use crate::{
 
 #[derive(Debug, Subcommand)]
 pub enum StayAction {
-    /// Changes who sponsors a stay: the unit and/or the sponsor person (role deve).
-    Sponsor {
-        /// The stay's id (`hlctl learner KEY` lists them).
-        stay_id: String,
-        /// The new sponsoring unit.
-        #[arg(long)]
-        unit: Option<String>,
-        /// The new sponsor person's login.
-        #[arg(long, conflicts_with = "no_sponsor_login")]
-        sponsor_login: Option<String>,
-        /// Removes the sponsor person.
-        #[arg(long)]
-        no_sponsor_login: bool,
-        /// Why (kept in the audit trail).
-        #[arg(long)]
-        reason: String,
-    },
+    /// Changes a stay's sponsor (unit, person) and the resources the sponsor asks
+    /// for (role deve).
+    Sponsor(SponsorArgs),
     /// Moves a stay's end later, within its population's maximum duration and its
     /// agreement (role deve).
     Extend {
@@ -65,30 +51,84 @@ pub enum StayAction {
     },
 }
 
+/// `hlctl stay sponsor`: every part of a stay that `AmendStay` changes, so that
+/// moving a learner to another lab and changing what the lab asks for is one
+/// audited change, not two.
+#[derive(Debug, Clone, clap::Args)]
+#[command(group(
+    clap::ArgGroup::new("change")
+        .args(["unit", "sponsor_login", "no_sponsor_login", "request", "no_requests"])
+        .required(true)
+        .multiple(true)
+))]
+pub struct SponsorArgs {
+    /// The stay's id (`hlctl learner KEY` lists them).
+    pub stay_id: String,
+    /// The new sponsoring unit.
+    #[arg(long)]
+    pub unit: Option<String>,
+    /// The new sponsor person's login.
+    #[arg(long, conflicts_with = "no_sponsor_login")]
+    pub sponsor_login: Option<String>,
+    /// Removes the sponsor person.
+    #[arg(long)]
+    pub no_sponsor_login: bool,
+    /// The resources the sponsor asks for (e.g. premises), instead of those asked
+    /// for until now: repeat it, or separate names with commas.
+    #[arg(
+        long,
+        value_name = "RESOURCE",
+        value_delimiter = ',',
+        value_parser = values::resource,
+        conflicts_with = "no_requests"
+    )]
+    pub request: Vec<String>,
+    /// Withdraws every resource the sponsor asked for.
+    #[arg(long)]
+    pub no_requests: bool,
+    /// Why (kept in the audit trail).
+    #[arg(long)]
+    pub reason: String,
+}
+
+impl SponsorArgs {
+    /// The amendment: what is not given keeps its value. The requests are replaced
+    /// only when `--request` or `--no-requests` is given.
+    pub fn amendment(&self) -> v1::AmendStayRequest {
+        v1::AmendStayRequest {
+            stay_id: self.stay_id.clone(),
+            sponsor_unit: self.unit.clone().unwrap_or_default(),
+            sponsor_login: self.sponsor_login.clone().unwrap_or_default(),
+            clear_sponsor_login: self.no_sponsor_login,
+            reason: self.reason.clone(),
+            set_requested_resources: self.no_requests || !self.request.is_empty(),
+            requested_resources: self.request.clone(),
+        }
+    }
+
+    /// What changes, as the line printed before the learner says it.
+    pub fn changes(&self) -> String {
+        let mut changes = Vec::new();
+        if self.unit.is_some() || self.sponsor_login.is_some() || self.no_sponsor_login {
+            changes.push("sponsor changed".to_owned());
+        }
+        if self.no_requests {
+            changes.push("requests withdrawn".to_owned());
+        } else if !self.request.is_empty() {
+            changes.push(format!("requests now {}", self.request.join(", ")));
+        }
+        changes.join("; ")
+    }
+}
+
 pub async fn run(action: StayAction, intake: &mut Intake, json: bool) -> anyhow::Result<()> {
     let (done, learner) = match action {
-        StayAction::Sponsor {
-            stay_id,
-            unit,
-            sponsor_login,
-            no_sponsor_login,
-            reason,
-        } => {
-            let done = format!("stay {stay_id}: sponsor changed");
+        StayAction::Sponsor(args) => {
+            let done = format!("stay {}: {}", args.stay_id, args.changes());
             let learner = intake
                 .client()
                 .await?
-                .amend_stay(v1::AmendStayRequest {
-                    stay_id,
-                    sponsor_unit: unit.unwrap_or_default(),
-                    sponsor_login: sponsor_login.unwrap_or_default(),
-                    clear_sponsor_login: no_sponsor_login,
-                    reason,
-                    // The resources the sponsor asked for are kept: hlctl does not
-                    // change them.
-                    set_requested_resources: false,
-                    requested_resources: Vec::new(),
-                })
+                .amend_stay(args.amendment())
                 .await
                 .map_err(server_error)?
                 .into_inner()
@@ -153,4 +193,95 @@ pub async fn run(action: StayAction, intake: &mut Intake, json: bool) -> anyhow:
     }
     print_learner(&learner.unwrap_or_default(), json);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    /// `hlctl stay …` as clap reads it.
+    #[derive(Debug, Parser)]
+    struct Stay {
+        #[command(subcommand)]
+        action: StayAction,
+    }
+
+    fn parse(args: &[&str]) -> Result<SponsorArgs, clap::Error> {
+        let line = [&["stay", "sponsor", "s-1", "--reason", "why"], args].concat();
+        match Stay::try_parse_from(line)?.action {
+            StayAction::Sponsor(sponsor) => Ok(sponsor),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn requests_replace_the_stays_and_may_be_given_either_way() {
+        for args in [
+            &["--request", "premises", "--request", "library"][..],
+            &["--request", "premises,library"],
+            &["--request", "premises, library"],
+            &["--request", " premises", "--request=library "],
+        ] {
+            let sponsor = parse(args).unwrap_or_else(|error| panic!("{args:?}: {error}"));
+            assert_eq!(
+                sponsor.amendment(),
+                v1::AmendStayRequest {
+                    stay_id: "s-1".to_owned(),
+                    reason: "why".to_owned(),
+                    set_requested_resources: true,
+                    requested_resources: vec!["premises".to_owned(), "library".to_owned()],
+                    ..v1::AmendStayRequest::default()
+                },
+                "{args:?}"
+            );
+            assert_eq!(sponsor.changes(), "requests now premises, library");
+        }
+    }
+
+    #[test]
+    fn no_requests_withdraws_them_all() {
+        let sponsor = parse(&["--no-requests"]).expect("parsed");
+        let request = sponsor.amendment();
+        assert!(request.set_requested_resources);
+        assert!(request.requested_resources.is_empty());
+        assert_eq!(sponsor.changes(), "requests withdrawn");
+    }
+
+    #[test]
+    fn a_sponsor_change_keeps_the_requests() {
+        let sponsor = parse(&["--unit", "LAB-42", "--no-sponsor-login"]).expect("parsed");
+        assert_eq!(
+            sponsor.amendment(),
+            v1::AmendStayRequest {
+                stay_id: "s-1".to_owned(),
+                sponsor_unit: "LAB-42".to_owned(),
+                clear_sponsor_login: true,
+                reason: "why".to_owned(),
+                set_requested_resources: false,
+                ..v1::AmendStayRequest::default()
+            }
+        );
+        assert_eq!(sponsor.changes(), "sponsor changed");
+        let both = parse(&["--unit", "LAB-7", "--request", "premises"]).expect("parsed");
+        assert!(both.amendment().set_requested_resources);
+        assert_eq!(both.changes(), "sponsor changed; requests now premises");
+    }
+
+    #[test]
+    fn wrong_sponsor_lines_are_usage_errors() {
+        for args in [
+            // Nothing to change.
+            &[][..],
+            &["--request", "premises", "--no-requests"],
+            &["--request", ""],
+            &["--request", "premises,"],
+            &["--sponsor-login", "a.b", "--no-sponsor-login"],
+        ] {
+            // main.rs exits with EX_USAGE (64) for every clap error on standard error.
+            let error = parse(args).expect_err("refused");
+            assert!(error.use_stderr(), "{args:?}: {error}");
+        }
+    }
 }

@@ -18,6 +18,23 @@ pub fn day(value: &str) -> Result<String, String> {
         .ok_or_else(|| format!("{value:?} is not a day: YYYY-MM-DD (or DD/MM/YYYY)"))
 }
 
+/// A resource the sponsor asks for (`premises`, `library`), as `--request` takes it:
+/// one name, or several separated by commas (clap splits them before this sees
+/// them). Spaces around a name are dropped; an empty one is refused, since it is a
+/// typo (`--request premises,`) or an attempt to withdraw the requests, which
+/// `--no-requests` does. Whether the name is one is intake's rule, checked there.
+pub fn resource(value: &str) -> Result<String, String> {
+    let name = value.trim();
+    if name.is_empty() {
+        return Err(
+            "an empty resource name: give one such as premises or library \
+             (`hlctl stay sponsor --no-requests` withdraws every request)"
+                .to_owned(),
+        );
+    }
+    Ok(name.to_owned())
+}
+
 /// The most euros an amount may say: more than any stay costs, far below what cents
 /// in an `i64` could hold.
 const MAX_EUROS: i64 = 1_000_000_000;
@@ -169,6 +186,20 @@ mod tests {
             day("2027-02-30"),
             Err("\"2027-02-30\" is not a day: YYYY-MM-DD (or DD/MM/YYYY)".to_owned())
         );
+    }
+
+    #[test]
+    fn resource_names_are_trimmed_and_not_empty() {
+        assert_eq!(resource("premises"), Ok("premises".to_owned()));
+        assert_eq!(resource(" library "), Ok("library".to_owned()));
+        // The name's rules are intake's: a capital is sent, for intake to refuse.
+        assert_eq!(resource("Premises"), Ok("Premises".to_owned()));
+        for empty in ["", " "] {
+            assert!(
+                resource(empty).is_err_and(|message| message.contains("--no-requests")),
+                "{empty:?}"
+            );
+        }
     }
 
     #[test]

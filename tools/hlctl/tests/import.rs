@@ -1,5 +1,6 @@
 //! `hlctl import stays` against a real intake (PostgreSQL, NATS): a generated
-//! 2,000-row file with 20 bad rows, imported twice.
+//! 2,000-row file with 20 bad rows, imported twice; the resources sponsors ask for,
+//! from their column, a bad name rejected under the column's name.
 #![allow(clippy::unwrap_used)]
 
 use std::process::Command;
@@ -108,6 +109,184 @@ async fn a_generated_cohort_imports_once_whatever_the_number_of_runs() {
     assert_eq!(counts, (1980, 1980));
     let summary = String::from_utf8_lossy(&second.stdout);
     assert!(summary.contains("1980"), "{summary}");
+
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+    std::fs::remove_dir_all(&folder).unwrap();
+}
+
+fn day(offset: i64) -> String {
+    (hosted_platform::clock::Clock::default().today() + time::Duration::days(offset)).to_string()
+}
+
+#[tokio::test]
+async fn requested_resources_come_from_their_column() {
+    // Arrange: an intake of the test's own, and a file whose row 3 asks for a
+    // resource that is not a name (a capital).
+    let database = hosted_testkit::TestDatabase::new().await;
+    let namespace = hosted_testkit::namespace().await;
+    let callers = hosted_testkit::TestCallers::new();
+    let app = Application::build(&IntakeConfig {
+        common: hosted_testkit::common_config(
+            &database,
+            hosted_testkit::nats_config(&namespace),
+            &callers,
+        ),
+        registry: RegistryConfig::default(),
+    })
+    .await
+    .unwrap();
+    let address = format!("http://{}", app.local_addr());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async {
+        let _ = stopped.await;
+    }));
+    let folder = std::env::temp_dir().join(format!("hlctl-requests-{}", uuid::Uuid::now_v7()));
+    std::fs::create_dir_all(&folder).unwrap();
+    let file = folder.join("doctoral.csv");
+    let (start, end) = (day(0), day(200));
+    let row = |family: &str, given: &str, population: &str, unit: &str, requests: &str| {
+        format!(
+            "{family},{given},1995-05-05,{}@example.org,{population},{unit},{start},{end},{requests}\n",
+            given.to_lowercase()
+        )
+    };
+    let text = [
+        "family_name,given_names,birth_date,email,population,sponsor_unit,start_date,end_date,requested_resources\n".to_owned(),
+        row("Haddad", "Yanis", "VISITING_DOCTORAL", "LAB-CHEM", "premises|library"),
+        row("Okafor", "Chidi", "VISITING_DOCTORAL", "LAB-CHEM", "Premises"),
+        row("Kowalski", "Marta", "VISITING_DOCTORAL", "LAB-BIO", ""),
+        row("Berthier", "Lucie", "SHORT_COURSE_SUFA", "SUFA", "online-resources; library"),
+    ]
+    .concat();
+    std::fs::write(&file, text).unwrap();
+    let token = callers.token(Role::Deve).to_owned();
+    let hlctl_as_deve = move |args: Vec<String>| {
+        let (address, token) = (address.clone(), token.clone());
+        async move {
+            tokio::task::spawn_blocking(move || {
+                hlctl()
+                    .args(["--intake", &address, "--token", &token])
+                    .args(args)
+                    .output()
+                    .unwrap()
+            })
+            .await
+            .unwrap()
+        }
+    };
+
+    // Act.
+    let imported = hlctl_as_deve(vec![
+        "import".to_owned(),
+        "stays".to_owned(),
+        file.display().to_string(),
+        "--json".to_owned(),
+    ])
+    .await;
+
+    // Assert: row 3 rejected under the column's name, the others created with their
+    // lists (sorted by intake).
+    assert_eq!(
+        imported.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&imported.stderr)
+    );
+    let results: Vec<serde_json::Value> = String::from_utf8(imported.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let outcomes: Vec<(u64, &str)> = results
+        .iter()
+        .map(|result| {
+            (
+                result["row"].as_u64().unwrap(),
+                result["outcome"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            (2, "created"),
+            (3, "rejected"),
+            (4, "created"),
+            (5, "created")
+        ]
+    );
+    let errors = results[1]["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0]["field"], "requested_resources");
+    assert!(
+        errors[0]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("\"Premises\" is not a resource name"),
+        "{errors:?}"
+    );
+    let saved = std::fs::read_to_string(folder.join("doctoral.results.csv")).unwrap();
+    assert!(
+        saved.contains(
+            "\n3,rejected,,,,\"requested_resources: \"\"Premises\"\" is not a resource name"
+        ),
+        "{saved}"
+    );
+    let mut asked = Vec::new();
+    for result in results
+        .iter()
+        .filter(|result| result["outcome"] == "created")
+    {
+        let login = result["login"].as_str().unwrap().to_owned();
+        let shown = hlctl_as_deve(vec!["learner".to_owned(), login, "--json".to_owned()]).await;
+        assert!(shown.status.success(), "{shown:?}");
+        let learner: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+        asked.push(learner["stays"][0]["requested_resources"].clone());
+    }
+    assert_eq!(
+        asked,
+        [
+            serde_json::json!(["library", "premises"]),
+            serde_json::json!([]),
+            serde_json::json!(["library", "online-resources"]),
+        ]
+    );
+
+    // The same file again, row 2 asking for something else: its stay is already
+    // registered (unchanged) and keeps what it asked for; `hlctl stay sponsor
+    // --request` is how requests change.
+    std::fs::write(
+        &file,
+        std::fs::read_to_string(&file)
+            .unwrap()
+            .replace("premises|library", "premises"),
+    )
+    .unwrap();
+    let again = hlctl_as_deve(vec![
+        "import".to_owned(),
+        "stays".to_owned(),
+        file.display().to_string(),
+        "--json".to_owned(),
+    ])
+    .await;
+    assert_eq!(again.status.code(), Some(2));
+    let first: serde_json::Value = serde_json::from_str(
+        String::from_utf8(again.stdout)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(first["outcome"], "unchanged");
+    let login = first["login"].as_str().unwrap().to_owned();
+    let shown = hlctl_as_deve(vec!["learner".to_owned(), login, "--json".to_owned()]).await;
+    let learner: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert_eq!(
+        learner["stays"][0]["requested_resources"],
+        serde_json::json!(["library", "premises"])
+    );
 
     let _ = stop.send(());
     server.await.unwrap().unwrap();

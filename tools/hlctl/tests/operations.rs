@@ -508,6 +508,191 @@ async fn an_agreement_its_learners_their_stays_and_payments() {
     server.await.unwrap().unwrap();
 }
 
+#[tokio::test]
+async fn what_a_sponsor_asks_for_at_registration_then_changed_and_withdrawn() {
+    // Arrange: an intake of the test's own.
+    let database = hosted_testkit::TestDatabase::new().await;
+    let namespace = hosted_testkit::namespace().await;
+    let callers = hosted_testkit::TestCallers::new();
+    let app = Application::build(&IntakeConfig {
+        common: hosted_testkit::common_config(
+            &database,
+            hosted_testkit::nats_config(&namespace),
+            &callers,
+        ),
+        registry: RegistryConfig::default(),
+    })
+    .await
+    .unwrap();
+    let hlctl = Hlctl {
+        address: format!("http://{}", app.local_addr()),
+        entitlement: None,
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async {
+        let _ = stopped.await;
+    }));
+    let deve = callers.token(Role::Deve).to_owned();
+    let dosi = callers.token(Role::Dosi).to_owned();
+    let (start, end) = (day(0), day(180));
+    let register = |requests: &'static [&'static str]| {
+        let (hlctl, deve, start, end) = (&hlctl, &deve, start.clone(), end.clone());
+        async move {
+            let mut args = vec![
+                "register",
+                "--family-name",
+                "Haddad",
+                "--given-names",
+                "Yanis",
+                "--birth-date",
+                "1996-03-08",
+                "--email",
+                "yanis.haddad@example.org",
+                "--population",
+                "VISITING_DOCTORAL",
+                "--sponsor-unit",
+                "LAB-CHEM",
+                "--start-date",
+                &start,
+                "--end-date",
+                &end,
+                "--json",
+            ];
+            args.extend_from_slice(requests);
+            hlctl.run(deve, &args).await
+        }
+    };
+
+    // An empty name is a usage error, before anything is sent.
+    let empty = register(&["--request", "premises,"]).await;
+    assert_eq!(empty.code, Some(64), "{empty:?}");
+    assert!(empty.stderr.contains("an empty resource name"), "{empty:?}");
+
+    // Registered asking for two resources, separated by a comma.
+    let registered = register(&["--request", "premises,library"]).await.json();
+    let stay_id = registered["stay_id"].as_str().unwrap().to_owned();
+    let login = registered["learner"]["login"].as_str().unwrap().to_owned();
+    assert_eq!(
+        registered["learner"]["stays"][0]["requested_resources"],
+        serde_json::json!(["library", "premises"]),
+        "intake keeps them sorted: {registered}"
+    );
+    let shown = hlctl.run(&dosi, &["learner", &login]).await;
+    assert_eq!(shown.code, Some(0), "{shown:?}");
+    assert!(
+        shown
+            .stdout
+            .contains(&format!("  stay {stay_id} VISITING_DOCTORAL ")),
+        "{shown:?}"
+    );
+    assert!(
+        shown
+            .stdout
+            .contains("\n    requested resources: library, premises\n"),
+        "{shown:?}"
+    );
+    let shown = hlctl
+        .run(&dosi, &["learner", "show", &login, "--json"])
+        .await
+        .json();
+    assert_eq!(
+        shown["stays"][0]["requested_resources"],
+        serde_json::json!(["library", "premises"])
+    );
+
+    // Changed: the list given replaces the stay's.
+    let sponsor = async |token: &str, args: &[&str]| {
+        let line = [&["stay", "sponsor", stay_id.as_str()], args].concat();
+        hlctl.run(token, &line).await
+    };
+    let refused = sponsor(&dosi, &["--request", "premises", "--reason", "lab only"]).await;
+    assert_eq!(refused.code, Some(1), "{refused:?}");
+    assert!(
+        refused.stderr.starts_with("Error: PERMISSION_DENIED"),
+        "{refused:?}"
+    );
+    let changed = sponsor(&deve, &["--request", "premises", "--reason", "lab only"]).await;
+    assert_eq!(changed.code, Some(0), "{changed:?}");
+    assert!(
+        changed
+            .stdout
+            .starts_with(&format!("stay {stay_id}: requests now premises\n")),
+        "{changed:?}"
+    );
+    assert!(
+        changed
+            .stdout
+            .contains("\n    requested resources: premises\n"),
+        "{changed:?}"
+    );
+
+    // Another unit: the requests are kept.
+    let moved = sponsor(&deve, &["--unit", "LAB-BIO", "--reason", "moved", "--json"])
+        .await
+        .json();
+    assert_eq!(moved["stays"][0]["sponsor_unit"], "LAB-BIO");
+    assert_eq!(
+        moved["stays"][0]["requested_resources"],
+        serde_json::json!(["premises"])
+    );
+
+    // A name that is not one: intake refuses it and names it.
+    let bad = sponsor(
+        &deve,
+        &[
+            "--request",
+            "premises",
+            "--request",
+            "Library",
+            "--reason",
+            "x",
+        ],
+    )
+    .await;
+    assert_eq!(bad.code, Some(1), "{bad:?}");
+    assert!(
+        bad.stderr
+            .starts_with("Error: INVALID_ARGUMENT: invalid request\n"),
+        "{bad:?}"
+    );
+    assert!(
+        bad.stderr
+            .contains("\n  requested_resources[1]: \"Library\" is not a resource name"),
+        "{bad:?}"
+    );
+
+    // Withdrawn; nothing left to show in text.
+    let nothing = sponsor(&deve, &["--reason", "x"]).await;
+    assert_eq!(nothing.code, Some(64), "{nothing:?}");
+    let withdrawn = sponsor(
+        &deve,
+        &["--no-requests", "--reason", "premises no longer needed"],
+    )
+    .await;
+    assert_eq!(withdrawn.code, Some(0), "{withdrawn:?}");
+    assert!(
+        withdrawn
+            .stdout
+            .starts_with(&format!("stay {stay_id}: requests withdrawn\n")),
+        "{withdrawn:?}"
+    );
+    let shown = hlctl.run(&deve, &["learner", &login]).await;
+    assert_eq!(shown.code, Some(0), "{shown:?}");
+    assert!(!shown.stdout.contains("requested"), "{shown:?}");
+    let shown = hlctl
+        .run(&deve, &["learner", &login, "--json"])
+        .await
+        .json();
+    assert_eq!(
+        shown["stays"][0]["requested_resources"],
+        serde_json::json!([])
+    );
+    assert_eq!(shown["stays"][0]["sponsor_unit"], "LAB-BIO");
+
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+}
+
 /// The repository's policy.
 fn default_policy() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../policy/default.toml")
