@@ -6,10 +6,16 @@ use std::sync::Arc;
 
 use sqlx::{Connection, PgConnection, PgPool};
 
+use uuid::Uuid;
+
 use crate::{
-    domain::{grants, impact::Impact, policy::Policy},
+    domain::{
+        grants::{self, StayFacts},
+        impact::Impact,
+        policy::Policy,
+    },
     recompute::{self, Recomputer, parse_stored},
-    store::{self, Cause},
+    store::{self, Cause, LearnerState},
 };
 
 /// Serialises activations and start-ups of every replica.
@@ -109,17 +115,25 @@ async fn activate_in(
     .execute(&mut *conn)
     .await?;
     let facts = store::all_stay_facts(conn).await?;
-    let mut states = store::all_states(conn).await?;
+    let states = store::all_states(conn).await?;
     let cause = Cause::Policy(candidate.version.clone());
+    let none = LearnerState::default();
+    let everyone: Vec<(Uuid, &[StayFacts], &LearnerState)> = facts
+        .iter()
+        .map(|(learner_id, stays)| {
+            (
+                *learner_id,
+                stays.as_slice(),
+                states.get(learner_id).unwrap_or(&none),
+            )
+        })
+        .collect();
     let mut learners_changed = 0;
-    for (learner_id, stays) in &facts {
-        let before = states.remove(learner_id).unwrap_or_default();
-        if recomputer
-            .apply(conn, candidate, *learner_id, stays, &before, &cause)
-            .await?
-        {
-            learners_changed += 1;
-        }
+    // In slices, so that no statement carries an unbounded number of rows.
+    for slice in everyone.chunks(5_000) {
+        learners_changed += recomputer
+            .apply_many(conn, candidate, slice, &cause)
+            .await?;
     }
     sqlx::query(
         "INSERT INTO policy_activations (version, previous_version, activated_by, reason, learners_changed)

@@ -147,65 +147,95 @@ impl Recomputer {
         before: &LearnerState,
         cause: &Cause,
     ) -> Result<bool, Error> {
+        let published = self
+            .apply_many(conn, policy, &[(learner_id, stays, before)], cause)
+            .await?;
+        Ok(published > 0)
+    }
+
+    /// The same for many learners at once, in a few set statements (a policy
+    /// activation recomputes everyone). Returns how many were published.
+    pub async fn apply_many(
+        &self,
+        conn: &mut PgConnection,
+        policy: &Policy,
+        learners: &[(Uuid, &[StayFacts], &LearnerState)],
+        cause: &Cause,
+    ) -> Result<u64, Error> {
         let today = self.clock.today();
-        let wanted = keep_versions(&before.grants, grants::grants(policy, stays));
-        let after = LearnerState {
-            in_force: grants::in_force(&wanted, today),
-            next_due: grants::next_change(&wanted, today),
-            grants: wanted,
+        let changes: Vec<store::Change> = learners
+            .iter()
+            .map(|(learner_id, stays, before)| {
+                let wanted = keep_versions(&before.grants, grants::grants(policy, stays));
+                store::Change {
+                    learner_id: *learner_id,
+                    before,
+                    after: LearnerState {
+                        in_force: grants::in_force(&wanted, today),
+                        next_due: grants::next_change(&wanted, today),
+                        grants: wanted,
+                    },
+                }
+            })
+            .collect();
+        let stored = store::store_states(conn, &changes, today, cause).await?;
+        if stored.is_empty() {
+            return Ok(0);
+        }
+        let after: std::collections::HashMap<Uuid, &LearnerState> = changes
+            .iter()
+            .map(|change| (change.learner_id, &change.after))
+            .collect();
+        let occurred_at = prost_types::Timestamp {
+            seconds: self.clock.now().as_second(),
+            nanos: 0,
         };
-        let Some(grants_version) =
-            store::store_state(conn, learner_id, before, &after, today, cause).await?
-        else {
-            return Ok(false);
-        };
-        let Some((_, login, version)) = store::learner(conn, &learner_id.to_string()).await? else {
-            return Ok(false);
-        };
-        let event_id = Uuid::now_v7();
-        let event = v1::GrantsEvent {
-            meta: Some(v1::EventMeta {
-                event_id: event_id.to_string(),
-                occurred_at: Some(prost_types::Timestamp {
-                    seconds: self.clock.now().as_second(),
-                    nanos: 0,
+        let effective_on = today.format(ISO_DATE).unwrap_or_default();
+        let subject = self
+            .namespace
+            .subject(subjects::entitlement::GRANTS_CHANGED);
+        let mut events = Vec::with_capacity(stored.len());
+        for learner in &stored {
+            let Some(state) = after.get(&learner.learner_id) else {
+                continue;
+            };
+            let event_id = Uuid::now_v7();
+            let event = v1::GrantsEvent {
+                meta: Some(v1::EventMeta {
+                    event_id: event_id.to_string(),
+                    occurred_at: Some(occurred_at),
+                    learner_id: learner.learner_id.to_string(),
+                    learner_version: learner.version,
+                    actor: "entitlement".to_owned(),
                 }),
-                learner_id: learner_id.to_string(),
-                learner_version: version,
-                actor: "entitlement".to_owned(),
-            }),
-            grants: after
-                .grants
-                .iter()
-                .map(|grant| grant_message(grant, &self.clock))
-                .collect(),
-            policy_version: policy.version.clone(),
-            grants_version,
-            login,
-            effective_on: today.format(ISO_DATE).unwrap_or_default(),
-            in_force: after.in_force.clone(),
-        };
-        outbox::enqueue(
-            conn,
-            &[OutboxEvent {
+                grants: state
+                    .grants
+                    .iter()
+                    .map(|grant| grant_message(grant, &self.clock))
+                    .collect(),
+                policy_version: policy.version.clone(),
+                grants_version: learner.grants_version,
+                login: learner.login.clone(),
+                effective_on: effective_on.clone(),
+                in_force: state.in_force.clone(),
+            };
+            tracing::info!(
+                learner_id = %learner.learner_id,
+                grants = state.grants.len(),
+                in_force = state.in_force.len(),
+                grants_version = learner.grants_version,
+                cause = cause_kind(cause),
+                "grants changed"
+            );
+            events.push(OutboxEvent {
                 event_id,
-                subject: self
-                    .namespace
-                    .subject(subjects::entitlement::GRANTS_CHANGED),
+                subject: subject.clone(),
                 event_type: GRANTS_EVENT_TYPE,
                 payload: event.encode_to_vec(),
-            }],
-        )
-        .await?;
-        tracing::info!(
-            %learner_id,
-            grants = after.grants.len(),
-            in_force = after.in_force.len(),
-            grants_version,
-            cause = ?cause_kind(cause),
-            "grants changed"
-        );
-        Ok(true)
+            });
+        }
+        outbox::enqueue(conn, &events).await?;
+        Ok(events.len() as u64)
     }
 
     /// Today, in the university's time zone.

@@ -26,14 +26,22 @@ pub async fn run_due(
         let mut tx = pool.begin().await?;
         let policy = recomputer.policy(&mut tx).await?;
         let due = store::due_learners(&mut tx, recomputer.today(), BATCH).await?;
-        for learner_id in &due {
-            if recomputer
-                .learner(&mut tx, &policy, *learner_id, &store::Cause::Schedule)
-                .await?
-            {
-                published += 1;
-            }
-        }
+        let facts = store::stay_facts_of(&mut tx, Some(&due)).await?;
+        let states = store::states_of(&mut tx, Some(&due)).await?;
+        let none = store::LearnerState::default();
+        let learners: Vec<_> = facts
+            .iter()
+            .map(|(learner_id, stays)| {
+                (
+                    *learner_id,
+                    stays.as_slice(),
+                    states.get(learner_id).unwrap_or(&none),
+                )
+            })
+            .collect();
+        published += recomputer
+            .apply_many(&mut tx, &policy, &learners, &store::Cause::Schedule)
+            .await?;
         tx.commit().await?;
         recomputer.outbox.notify();
         if due.len() < BATCH as usize {

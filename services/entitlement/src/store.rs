@@ -259,10 +259,20 @@ pub async fn state(conn: &mut PgConnection, learner_id: Uuid) -> Result<LearnerS
 pub async fn all_states(
     conn: &mut PgConnection,
 ) -> Result<HashMap<Uuid, LearnerState>, sqlx::Error> {
+    states_of(conn, None).await
+}
+
+/// The states of `only` these learners (every learner when None).
+pub async fn states_of(
+    conn: &mut PgConnection,
+    only: Option<&[Uuid]>,
+) -> Result<HashMap<Uuid, LearnerState>, sqlx::Error> {
     let mut states: HashMap<Uuid, LearnerState> =
         sqlx::query_as::<_, (Uuid, Vec<String>, Option<Date>)>(
-            "SELECT learner_id, in_force, next_due FROM learners",
+            "SELECT learner_id, in_force, next_due FROM learners
+             WHERE $1::uuid[] IS NULL OR learner_id = ANY($1)",
         )
+        .bind(only)
         .fetch_all(&mut *conn)
         .await?
         .into_iter()
@@ -280,8 +290,10 @@ pub async fn all_states(
     let rows: Vec<(Uuid, GrantRow)> =
         sqlx::query_as::<_, (Uuid, String, Uuid, Date, Date, String, String)>(
             "SELECT learner_id, resource, stay_id, valid_from, valid_until, rule, policy_version
-         FROM grants ORDER BY learner_id, resource, valid_from, stay_id",
+             FROM grants WHERE $1::uuid[] IS NULL OR learner_id = ANY($1)
+             ORDER BY learner_id, resource, valid_from, stay_id",
         )
+        .bind(only)
         .fetch_all(&mut *conn)
         .await?
         .into_iter()
@@ -314,13 +326,23 @@ pub async fn all_states(
 pub async fn all_stay_facts(
     conn: &mut PgConnection,
 ) -> Result<BTreeMap<Uuid, Vec<StayFacts>>, sqlx::Error> {
-    let mut facts: BTreeMap<Uuid, Vec<StayFacts>> =
-        sqlx::query_scalar::<_, Uuid>("SELECT learner_id FROM learners")
-            .fetch_all(&mut *conn)
-            .await?
-            .into_iter()
-            .map(|id| (id, Vec::new()))
-            .collect();
+    stay_facts_of(conn, None).await
+}
+
+/// The stays of `only` these learners (every learner when None), by learner.
+pub async fn stay_facts_of(
+    conn: &mut PgConnection,
+    only: Option<&[Uuid]>,
+) -> Result<BTreeMap<Uuid, Vec<StayFacts>>, sqlx::Error> {
+    let mut facts: BTreeMap<Uuid, Vec<StayFacts>> = sqlx::query_scalar::<_, Uuid>(
+        "SELECT learner_id FROM learners WHERE $1::uuid[] IS NULL OR learner_id = ANY($1)",
+    )
+    .bind(only)
+    .fetch_all(&mut *conn)
+    .await?
+    .into_iter()
+    .map(|id| (id, Vec::new()))
+    .collect();
     #[derive(sqlx::FromRow)]
     struct Row {
         learner_id: Uuid,
@@ -338,8 +360,10 @@ pub async fn all_stay_facts(
         "SELECT s.learner_id, s.stay_id, s.population, s.start_date, s.end_date, s.cancelled,
                 s.paid, a.options, s.sponsor_unit, COALESCE(s.requested, '{}') AS requested
          FROM stays s LEFT JOIN agreements a ON a.agreement_id = s.agreement_id
+         WHERE $1::uuid[] IS NULL OR s.learner_id = ANY($1)
          ORDER BY s.learner_id, s.start_date, s.stay_id",
     )
+    .bind(only)
     .fetch_all(conn)
     .await?;
     for row in rows {
@@ -438,105 +462,187 @@ fn calendar_changes<'a>(before: &'a LearnerState, after: &'a LearnerState) -> Ve
     lines
 }
 
-/// Stores a learner's new state: the grants when they changed (each grant and
-/// revocation audited with its cause), what is in force on `on` and the next day it
-/// may change. Returns the new grants version when the grants or what is in force
-/// changed (something to publish), None otherwise.
-pub async fn store_state(
+/// One learner's state before and after a recomputation.
+#[derive(Debug)]
+pub struct Change<'a> {
+    pub learner_id: Uuid,
+    pub before: &'a LearnerState,
+    pub after: LearnerState,
+}
+
+impl Change<'_> {
+    fn grants_changed(&self) -> bool {
+        !same_grants(&self.before.grants, &self.after.grants)
+    }
+
+    /// Something to publish: the grants, or what is in force, changed.
+    fn published(&self) -> bool {
+        self.grants_changed() || self.before.in_force != self.after.in_force
+    }
+}
+
+/// A learner whose change was stored and is to be published.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Stored {
+    pub learner_id: Uuid,
+    pub grants_version: i64,
+    pub login: String,
+    pub version: i64,
+}
+
+/// Stores learners' new states in a few set statements, whatever their number: the
+/// grants that changed (each grant and revocation audited with its cause), what is
+/// in force on `on` and the next day it may change. Returns the learners whose grants
+/// or in-force resources changed (to publish), with their new grants version.
+pub async fn store_states(
     conn: &mut PgConnection,
-    learner_id: Uuid,
-    before: &LearnerState,
-    after: &LearnerState,
+    changes: &[Change<'_>],
     on: Date,
     cause: &Cause,
-) -> Result<Option<i64>, sqlx::Error> {
-    let grants_changed = !same_grants(&before.grants, &after.grants);
-    if !grants_changed && before.in_force == after.in_force {
-        if before.next_due != after.next_due {
-            sqlx::query("UPDATE learners SET next_due = $2 WHERE learner_id = $1")
-                .bind(learner_id)
-                .bind(after.next_due)
-                .execute(conn)
-                .await?;
-        }
-        return Ok(None);
+) -> Result<Vec<Stored>, sqlx::Error> {
+    // Only the next due day moved: no version, nothing to publish.
+    let due_only: Vec<&Change> = changes
+        .iter()
+        .filter(|change| !change.published() && change.before.next_due != change.after.next_due)
+        .collect();
+    if !due_only.is_empty() {
+        let ids: Vec<Uuid> = due_only.iter().map(|change| change.learner_id).collect();
+        let days: Vec<Option<Date>> = due_only
+            .iter()
+            .map(|change| change.after.next_due)
+            .collect();
+        sqlx::query(
+            "UPDATE learners l SET next_due = u.d FROM unnest($1::uuid[], $2::date[]) AS u(id, d)
+             WHERE l.learner_id = u.id",
+        )
+        .bind(&ids)
+        .bind(&days)
+        .execute(&mut *conn)
+        .await?;
     }
-    let audit = if grants_changed {
-        sqlx::query("DELETE FROM grants WHERE learner_id = $1")
-            .bind(learner_id)
+    let published: Vec<&Change> = changes.iter().filter(|change| change.published()).collect();
+    if published.is_empty() {
+        return Ok(Vec::new());
+    }
+
+    // The grants of the learners whose grants changed, replaced.
+    let regranted: Vec<&Change> = published
+        .iter()
+        .copied()
+        .filter(|change| change.grants_changed())
+        .collect();
+    let mut audit: Vec<(Uuid, AuditLine)> = Vec::new();
+    for change in &published {
+        let lines = if change.grants_changed() {
+            grant_changes(&change.before.grants, &change.after.grants)
+        } else {
+            calendar_changes(change.before, &change.after)
+        };
+        audit.extend(lines.into_iter().map(|line| (change.learner_id, line)));
+    }
+    if !regranted.is_empty() {
+        let ids: Vec<Uuid> = regranted.iter().map(|change| change.learner_id).collect();
+        sqlx::query("DELETE FROM grants WHERE learner_id = ANY($1)")
+            .bind(&ids)
             .execute(&mut *conn)
             .await?;
-        let column =
-            |field: fn(&Grant) -> &str| -> Vec<&str> { after.grants.iter().map(field).collect() };
-        let stays: Vec<Uuid> = after
-            .grants
+        let rows: Vec<(Uuid, &Grant)> = regranted
             .iter()
-            .map(|grant| Uuid::parse_str(&grant.stay_id).unwrap_or_default())
+            .flat_map(|change| {
+                change
+                    .after
+                    .grants
+                    .iter()
+                    .map(|grant| (change.learner_id, grant))
+            })
             .collect();
-        let froms: Vec<Date> = after.grants.iter().map(|grant| grant.valid_from).collect();
-        let untils: Vec<Date> = after.grants.iter().map(|grant| grant.valid_until).collect();
+        let learners: Vec<Uuid> = rows.iter().map(|(id, _)| *id).collect();
+        let text = |field: fn(&Grant) -> &str| -> Vec<&str> {
+            rows.iter().map(|(_, grant)| field(grant)).collect()
+        };
+        let stays: Vec<Uuid> = rows
+            .iter()
+            .map(|(_, grant)| Uuid::parse_str(&grant.stay_id).unwrap_or_default())
+            .collect();
+        let froms: Vec<Date> = rows.iter().map(|(_, grant)| grant.valid_from).collect();
+        let untils: Vec<Date> = rows.iter().map(|(_, grant)| grant.valid_until).collect();
         sqlx::query(
             "INSERT INTO grants (learner_id, resource, stay_id, valid_from, valid_until, rule, policy_version)
-             SELECT $1, r, s, f, u, ru, v
-             FROM unnest($2::text[], $3::uuid[], $4::date[], $5::date[], $6::text[], $7::text[])
-                  AS g(r, s, f, u, ru, v)",
+             SELECT * FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::date[], $5::date[], $6::text[], $7::text[])",
         )
-        .bind(learner_id)
-        .bind(column(|grant| &grant.resource))
+        .bind(&learners)
+        .bind(text(|grant| &grant.resource))
         .bind(&stays)
         .bind(&froms)
         .bind(&untils)
-        .bind(column(|grant| &grant.rule))
-        .bind(column(|grant| &grant.policy_version))
+        .bind(text(|grant| &grant.rule))
+        .bind(text(|grant| &grant.policy_version))
         .execute(&mut *conn)
         .await?;
-        grant_changes(&before.grants, &after.grants)
-    } else {
-        calendar_changes(before, after)
-    };
+    }
     if !audit.is_empty() {
-        let field = |get: fn(&Grant) -> &str| -> Vec<&str> {
-            audit.iter().map(|line| get(line.grant)).collect()
+        let learners: Vec<Uuid> = audit.iter().map(|(id, _)| *id).collect();
+        let text = |get: fn(&Grant) -> &str| -> Vec<&str> {
+            audit.iter().map(|(_, line)| get(line.grant)).collect()
         };
-        let changes: Vec<&str> = audit.iter().map(|line| line.change).collect();
+        let changes: Vec<&str> = audit.iter().map(|(_, line)| line.change).collect();
         let stays: Vec<Uuid> = audit
             .iter()
-            .map(|line| Uuid::parse_str(&line.grant.stay_id).unwrap_or_default())
+            .map(|(_, line)| Uuid::parse_str(&line.grant.stay_id).unwrap_or_default())
             .collect();
-        let froms: Vec<Date> = audit.iter().map(|line| line.grant.valid_from).collect();
-        let untils: Vec<Date> = audit.iter().map(|line| line.grant.valid_until).collect();
+        let froms: Vec<Date> = audit
+            .iter()
+            .map(|(_, line)| line.grant.valid_from)
+            .collect();
+        let untils: Vec<Date> = audit
+            .iter()
+            .map(|(_, line)| line.grant.valid_until)
+            .collect();
         sqlx::query(
             "INSERT INTO grant_audit (learner_id, resource, stay_id, change, valid_from, valid_until, rule,
                                       policy_version, cause, cause_event_id)
-             SELECT $1, r, s, c, f, u, ru, v, $9, $10
-             FROM unnest($2::text[], $3::uuid[], $4::text[], $5::date[], $6::date[], $7::text[], $8::text[])
-                  AS a(r, s, c, f, u, ru, v)",
+             SELECT l, r, s, c, f, u, ru, v, $9, $10
+             FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::date[], $6::date[], $7::text[],
+                         $8::text[]) AS a(l, r, s, c, f, u, ru, v)",
         )
-        .bind(learner_id)
-        .bind(field(|grant| &grant.resource))
+        .bind(&learners)
+        .bind(text(|grant| &grant.resource))
         .bind(&stays)
         .bind(&changes)
         .bind(&froms)
         .bind(&untils)
-        .bind(field(|grant| &grant.rule))
-        .bind(field(|grant| &grant.policy_version))
+        .bind(text(|grant| &grant.rule))
+        .bind(text(|grant| &grant.policy_version))
         .bind(cause.label())
         .bind(cause.event_id())
         .execute(&mut *conn)
         .await?;
     }
-    sqlx::query_scalar(
-        "UPDATE learners SET grants_version = grants_version + 1, in_force = $2, in_force_on = $3,
-                             next_due = $4
-         WHERE learner_id = $1 RETURNING grants_version",
+    let ids: Vec<Uuid> = published.iter().map(|change| change.learner_id).collect();
+    // Arrays of arrays must be rectangular in PostgreSQL: each set travels as text.
+    let in_force: Vec<String> = published
+        .iter()
+        .map(|change| change.after.in_force.join(","))
+        .collect();
+    let due: Vec<Option<Date>> = published
+        .iter()
+        .map(|change| change.after.next_due)
+        .collect();
+    sqlx::query_as(
+        "UPDATE learners l
+         SET grants_version = l.grants_version + 1,
+             in_force = COALESCE(string_to_array(NULLIF(u.f, ''), ','), '{}'),
+             in_force_on = $4, next_due = u.d
+         FROM unnest($1::uuid[], $2::text[], $3::date[]) AS u(id, f, d)
+         WHERE l.learner_id = u.id
+         RETURNING l.learner_id, l.grants_version, l.login, l.version",
     )
-    .bind(learner_id)
-    .bind(&after.in_force)
+    .bind(&ids)
+    .bind(&in_force)
+    .bind(&due)
     .bind(on)
-    .bind(after.next_due)
-    .fetch_one(conn)
+    .fetch_all(conn)
     .await
-    .map(Some)
 }
 
 /// Learners whose next due day has come, locked for this transaction; those another
