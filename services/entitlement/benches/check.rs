@@ -13,6 +13,9 @@
 //! - then a policy change over everyone (IFSI students lose grades): how long
 //!   `SimulatePolicy` and `ActivatePolicy` take.
 //!
+//! The service runs as its own process (the `entitlement` binary), so that the CPU time
+//! it spends per answer is read apart from the clients', and compared with slapd's.
+//!
 //! Sizes: `BENCH_LEARNERS` (100000), `BENCH_CLIENTS` (64), `BENCH_SECONDS` (10),
 //! `BENCH_CONNECTIONS` (as many as clients; fewer shares each HTTP/2 connection
 //! between clients, as one integrator's process does).
@@ -33,7 +36,7 @@ use hosted_entitlement::{
         policy,
     },
 };
-use hosted_platform::{auth::Role, clock::Clock};
+use hosted_platform::{auth::hash_token, clock::Clock};
 use hosted_testkit::{TestCallers, TestDatabase, TestSubtree};
 use ldap3::{LdapConnAsync, Scope, SearchEntry};
 use sqlx::Connection;
@@ -344,6 +347,77 @@ async fn delete_ldap(subtree: &TestSubtree, learners: usize) {
     let _ = ldap.delete(&subtree.base_dn).await;
 }
 
+const TOKEN: &str = "bench-token";
+
+/// The service's process, stopped however the bench ends.
+struct Server(std::process::Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The CPU time a process has used (user and system), from /proc.
+fn cpu(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|index| fields.get(*index)?.parse::<u64>().ok())
+        .sum();
+    let per_second = std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|output| String::from_utf8(output.stdout).ok())
+        .and_then(|text| text.trim().parse::<u64>().ok())
+        .unwrap_or(100);
+    Duration::from_secs_f64(ticks as f64 / per_second as f64)
+}
+
+/// The slapd of `dev/deps`, if it can be found.
+fn slapd_pid() -> Option<u32> {
+    let state = std::env::var("HOSTED_STATE_DIR").unwrap_or_else(|_| {
+        format!(
+            "{}/.local/state/hosted-learners",
+            std::env::var("HOME").unwrap_or_default()
+        )
+    });
+    std::fs::read_to_string(format!("{state}/slapd/slapd.pid"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+async fn wait_until_serving(address: std::net::SocketAddr) {
+    use tonic_health::pb::{
+        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    };
+    for _ in 0..600 {
+        if let Ok(channel) = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+            .unwrap()
+            .connect()
+            .await
+        {
+            let status = HealthClient::new(channel)
+                .check(HealthCheckRequest::default())
+                .await
+                .map(|answer| answer.into_inner().status());
+            if status.is_ok_and(|status| status == ServingStatus::Serving) {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("entitlement never became SERVING");
+}
+
 #[tokio::main]
 async fn main() {
     let learners = env_or("BENCH_LEARNERS", 100_000);
@@ -359,23 +433,24 @@ async fn main() {
     .unwrap();
     let today = Clock::default().today();
 
-    // Entitlement, migrated and started, then seeded before it serves.
+    // Entitlement's database, migrated (by building the service in this process,
+    // then dropping it) and seeded.
     let database = TestDatabase::new().await;
     let namespace = hosted_testkit::namespace().await;
     let callers = TestCallers::new();
-    let mut common =
+    let common =
         hosted_testkit::common_config(&database, hosted_testkit::nats_config(&namespace), &callers);
-    common.database.max_connections = 16;
-    let app = Application::build(&EntitlementConfig {
-        common,
-        policy: PolicyConfig {
-            file: policy_file.clone(),
-        },
-        check: Default::default(),
-    })
-    .await
-    .unwrap();
-    let address = app.local_addr();
+    drop(
+        Application::build(&EntitlementConfig {
+            common,
+            policy: PolicyConfig {
+                file: policy_file.clone(),
+            },
+            check: Default::default(),
+        })
+        .await
+        .unwrap(),
+    );
     let stays = seed_stays(learners, today);
     let seeding = Instant::now();
     let in_force = seed_database(&database.url, &policy, &stays, today).await;
@@ -383,10 +458,72 @@ async fn main() {
         "seeded {learners} learners into PostgreSQL in {:.1} s",
         seeding.elapsed().as_secs_f64()
     );
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(app.run_until_stopped(async {
-        let _ = stopped.await;
-    }));
+
+    // Intake's stream, which entitlement's consumer attaches to before it is ready.
+    hosted_platform::nats::ensure_stream(
+        &hosted_testkit::jetstream().await,
+        hosted_platform::nats::stream_config(
+            &namespace,
+            hosted_contracts::subjects::Service::Intake,
+            &hosted_testkit::nats_config(&namespace),
+        ),
+    )
+    .await
+    .unwrap();
+
+    // The service as it runs in production: its own process (whose CPU time is read
+    // from /proc), warming its cache from the database at start.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut server = std::process::Command::new(env!("CARGO_BIN_EXE_entitlement"))
+        .env("ENTITLEMENT__GRPC__LISTEN", address.to_string())
+        .env("ENTITLEMENT__DATABASE__URL", &database.url)
+        .env("ENTITLEMENT__DATABASE__MAX_CONNECTIONS", "16")
+        .env("ENTITLEMENT__NATS__URL", hosted_testkit::nats_url())
+        .env("ENTITLEMENT__NATS__NAMESPACE", namespace.as_str())
+        .env("ENTITLEMENT__POLICY__FILE", &policy_file)
+        .env(
+            "ENTITLEMENT__TELEMETRY__FILTER",
+            "warn,hosted_entitlement::cache=info",
+        )
+        .env(
+            "ENTITLEMENT__AUTH__CALLERS__BENCH__TOKEN_SHA256",
+            hash_token(TOKEN),
+        )
+        .env(
+            "ENTITLEMENT__AUTH__CALLERS__BENCH__ROLES",
+            "integrator,dosi",
+        )
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The service says when its cache is warm; the asks wait for it.
+    let (warmed_tx, warmed) = std::sync::mpsc::channel::<String>();
+    let output = server.stdout.take().unwrap();
+    let server = Server(server);
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(output)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.contains("cache warmed") {
+                let _ = warmed_tx.send(line);
+            }
+        }
+    });
+    wait_until_serving(address).await;
+    let warm_line =
+        tokio::task::spawn_blocking(move || warmed.recv_timeout(Duration::from_secs(120)))
+            .await
+            .unwrap()
+            .unwrap_or_default();
+    println!("entitlement started: {}", warm_line.trim());
+    let server_pid = server.0.id();
 
     let subtree = TestSubtree::new().await;
     let took = seed_ldap(&subtree, &in_force).await;
@@ -395,7 +532,7 @@ async fn main() {
         took.as_secs_f64()
     );
 
-    let token = callers.token(Role::Integrator).to_owned();
+    let token = TOKEN.to_owned();
     let mut channels = Vec::new();
     for _ in 0..connections.min(clients) {
         channels.push(hosted_testkit::channel(address).await);
@@ -442,9 +579,10 @@ async fn main() {
     measure(grpc_clients.clone(), 0, Some(per_client), learners, check)
         .await
         .print("Check, first pass: every learner once");
-    measure(grpc_clients, seconds, None, learners, check)
-        .await
-        .print("Check, steady state");
+    let before = cpu(server_pid);
+    let steady = measure(grpc_clients, seconds, None, learners, check).await;
+    let server_cpu = cpu(server_pid) - before;
+    steady.print("Check, steady state");
 
     let mut ldap_clients = Vec::new();
     for _ in 0..clients {
@@ -483,9 +621,19 @@ async fn main() {
                     })
             }
         };
-    measure(ldap_clients, seconds, None, learners, search)
-        .await
-        .print("slapd search (uid=…) → eduPersonEntitlement");
+    let slapd_pid = slapd_pid();
+    let before = slapd_pid.map(cpu);
+    let searches = measure(ldap_clients, seconds, None, learners, search).await;
+    let slapd_cpu = slapd_pid.zip(before).map(|(pid, before)| cpu(pid) - before);
+    searches.print("slapd search (uid=…) → eduPersonEntitlement");
+    println!(
+        "\nserver CPU per answer: entitlement {:.0} µs{}",
+        server_cpu.as_secs_f64() * 1e6 / steady.calls as f64,
+        slapd_cpu.map_or(String::new(), |used| format!(
+            ", slapd {:.0} µs",
+            used.as_secs_f64() * 1e6 / searches.calls as f64
+        ))
+    );
 
     // A policy change over everyone: IFSI students (a fifth) lose grades.
     let candidate = std::fs::read_to_string(&policy_file)
@@ -499,7 +647,7 @@ async fn main() {
         hosted_testkit::channel(address).await,
     )
     .max_decoding_message_size(64 << 20);
-    let dosi = callers.token(Role::Dosi).to_owned();
+    let dosi = TOKEN.to_owned();
     let started = Instant::now();
     let simulation = admin
         .simulate_policy(hosted_testkit::authorized(
@@ -538,7 +686,7 @@ async fn main() {
         activation.learners_changed as f64 / took.as_secs_f64()
     );
 
-    let _ = stop.send(());
+    drop(server);
     if std::env::var("BENCH_KEEP_LDAP").as_deref() != Ok("1") {
         let cleaning = Instant::now();
         delete_ldap(&subtree, learners).await;
