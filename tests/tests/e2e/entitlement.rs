@@ -263,3 +263,126 @@ async fn premises_are_granted_for_the_lab_whose_sponsor_asks() {
     assert_eq!(withdrawn.reason, "the stay's sponsor did not ask for it");
     system.stop().await;
 }
+
+/// The resources in force for `login`, from ListGrants (today within every grant).
+async fn in_force(system: &TestSystem, login: &str) -> Vec<String> {
+    let grants = system
+        .entitlement_client()
+        .await
+        .list_grants(system.as_role(
+            Role::Dosi,
+            v1::ListGrantsRequest {
+                learner_id: login.to_owned(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .grants;
+    let mut resources: Vec<String> = grants.into_iter().map(|grant| grant.resource).collect();
+    resources.sort();
+    resources.dedup();
+    resources
+}
+
+#[tokio::test]
+async fn every_population_gets_what_the_requirements_table_says() {
+    // Arrange: one learner of each population, with no agreement option, no request
+    // from the sponsor and no payment: "possibly" is never a silent yes.
+    let mut system = TestSystem::prepare(None).await;
+    system.start_intake().await;
+    system.start_entitlement().await;
+    let agreement = system
+        .intake_client()
+        .await
+        .create_agreement(system.as_role(
+            Role::Legal,
+            v1::CreateAgreementRequest {
+                agreement: Some(v1::AgreementInput {
+                    partner_name: "Université partenaire".to_owned(),
+                    populations: vec!["CO_ACCREDITED".to_owned()],
+                    start_date: today_plus(-30),
+                    end_date: today_plus(300),
+                    payer: v1::Payer::Nobody.into(),
+                    ..Default::default()
+                }),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .agreement
+        .unwrap();
+    let base = ["ent", "online-resources", "wifi"];
+    let expected: [(&str, &str, &[&str]); 9] = [
+        (
+            "IFSI",
+            "Ifsi",
+            &["ent", "grades", "library", "online-resources", "wifi"],
+        ),
+        (
+            "RECTORAT_C2I2E",
+            "Ctwoi",
+            &[
+                "e-purse",
+                "ent",
+                "grades",
+                "online-resources",
+                "smart-card",
+                "wifi",
+            ],
+        ),
+        (
+            "SHORT_COURSE_RECTORAT",
+            "Shortrect",
+            &["ent", "grades", "online-resources", "wifi"],
+        ),
+        ("SHORT_COURSE_SUFA", "Shortsufa", &["ent", "wifi"]),
+        ("CO_ACCREDITED", "Coaccred", &base),
+        ("RECTORAT_CAPES_AGREG", "Capes", &base),
+        ("RECTORAT_PAF", "Paf", &base),
+        ("VAE", "Vae", &base),
+        (
+            "VISITING_DOCTORAL",
+            "Doctoral",
+            &["ent", "library", "online-resources", "wifi"],
+        ),
+    ];
+    let mut stays = Vec::new();
+    for (index, (population, family, _)) in expected.iter().enumerate() {
+        let mut request = registration(family, "Sam", &format!("199{index}-01-0{}", index + 1));
+        let stay = request.stay.as_mut().unwrap();
+        stay.population = (*population).to_owned();
+        if *population == "CO_ACCREDITED" {
+            stay.agreement_id = agreement.agreement_id.clone();
+        }
+        stays.push(system.register(request).await.stay_id);
+    }
+
+    // Assert
+    for (population, family, resources) in expected {
+        let login = format!("sam.{}", family.to_lowercase());
+        wait_for(&system, &login, "wifi", true).await;
+        assert_eq!(in_force(&system, &login).await, resources, "{population}");
+    }
+
+    // Act: the visiting doctoral student pays; the card comes with the payment.
+    system
+        .intake_client()
+        .await
+        .record_payment(system.as_role(
+            Role::Finance,
+            v1::RecordPaymentRequest {
+                stay_id: stays[8].clone(),
+                amount_cents: 1200,
+                paid_on: today_plus(0),
+                payer: v1::Payer::Learner.into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap();
+    let card = wait_for(&system, "sam.doctoral", "smart-card", true).await;
+    assert_eq!(card.rule, "populations.VISITING_DOCTORAL.smart-card");
+    system.stop().await;
+}
