@@ -273,9 +273,14 @@ impl<H: Handler> InboxConsumer<H> {
         if changed {
             self.handler.committed();
         }
-        for (message, outcome) in batch.iter().zip(outcomes) {
-            self.settle(message, outcome).await;
-        }
+        // The acks go together: one round trip for the batch, not one per event.
+        futures::future::join_all(
+            batch
+                .iter()
+                .zip(outcomes)
+                .map(|(message, outcome)| self.settle(message, outcome)),
+        )
+        .await;
         Ok(())
     }
 

@@ -1,6 +1,7 @@
 -- The policy in force: one row. Every recomputation (an intake event, the due-time
--- schedule) reads it FOR SHARE and an activation updates it, so that an activation
--- and the grants it recomputes never interleave with another writer's.
+-- schedule) reads it under a shared advisory lock that an activation takes
+-- exclusively, so that an activation and the grants it recomputes never interleave
+-- with another writer's.
 CREATE TABLE active_policy (
     singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
     version   text NOT NULL REFERENCES policy_versions (version)

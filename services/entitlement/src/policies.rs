@@ -18,8 +18,9 @@ use crate::{
     store::{self, Cause, LearnerState},
 };
 
-/// Serialises activations and start-ups of every replica.
-const POLICY_LOCK: i64 = 0x656e_7469_746c_656d;
+/// Serialises activations and start-ups of every replica (exclusive), against every
+/// recomputation (shared).
+pub const POLICY_LOCK: i64 = 0x656e_7469_746c_656d;
 
 /// Why an activation was refused or failed.
 #[derive(Debug, thiserror::Error)]

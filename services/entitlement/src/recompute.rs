@@ -101,9 +101,16 @@ fn keep_versions(before: &[Grant], mut after: Vec<Grant>) -> Vec<Grant> {
 
 impl Recomputer {
     /// The active policy, locked (shared) until the end of the transaction so that no
-    /// activation interleaves; reloaded when another replica activated a new one.
+    /// activation (which takes the lock exclusively) interleaves; reloaded when another
+    /// replica activated a new one.
     pub async fn policy(&self, conn: &mut PgConnection) -> Result<Arc<Policy>, Error> {
-        let version: String = sqlx::query_scalar("SELECT version FROM active_policy FOR SHARE")
+        // An advisory lock rather than a row lock: taken again in every savepoint of a
+        // consumer's batch, a shared row lock piles up multixacts.
+        sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
+            .bind(crate::policies::POLICY_LOCK)
+            .execute(&mut *conn)
+            .await?;
+        let version: String = sqlx::query_scalar("SELECT version FROM active_policy")
             .fetch_one(&mut *conn)
             .await?;
         let cached = self.policy.get();
