@@ -23,7 +23,10 @@ use time::Date;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::{domain::grants::StayFacts, store};
+use crate::{
+    domain::grants::{Grant, StayFacts},
+    store,
+};
 
 /// The channel the `learners_grants_changed` trigger notifies.
 pub const CHANNEL: &str = "entitlement_grants";
@@ -68,6 +71,17 @@ struct Entries {
 }
 
 impl Entries {
+    /// A grant as held, its names shared.
+    fn cached(&mut self, grant: &Grant) -> CachedGrant {
+        CachedGrant {
+            resource: self.intern(&grant.resource),
+            valid_from: grant.valid_from,
+            valid_until: grant.valid_until,
+            stay_id: Uuid::parse_str(&grant.stay_id).unwrap_or_default(),
+            rule: self.intern(&grant.rule),
+        }
+    }
+
     fn intern(&mut self, name: &str) -> Arc<str> {
         if let Some(shared) = self.names.get(name) {
             return shared.clone();
@@ -153,16 +167,7 @@ impl GrantsCache {
         let learner = Arc::new(CachedLearner {
             learner_id,
             login: login.clone(),
-            grants: grants
-                .iter()
-                .map(|grant| CachedGrant {
-                    resource: entries.intern(&grant.resource),
-                    valid_from: grant.valid_from,
-                    valid_until: grant.valid_until,
-                    stay_id: Uuid::parse_str(&grant.stay_id).unwrap_or_default(),
-                    rule: entries.intern(&grant.rule),
-                })
-                .collect(),
+            grants: grants.iter().map(|grant| entries.cached(grant)).collect(),
             stays,
         });
         let unchanged = self.0.epoch.load(Ordering::Acquire) == epoch;
@@ -197,16 +202,7 @@ impl GrantsCache {
                 .remove(&learner_id)
                 .map(|state| state.grants)
                 .unwrap_or_default();
-            let grants = grants
-                .iter()
-                .map(|grant| CachedGrant {
-                    resource: entries.intern(&grant.resource),
-                    valid_from: grant.valid_from,
-                    valid_until: grant.valid_until,
-                    stay_id: Uuid::parse_str(&grant.stay_id).unwrap_or_default(),
-                    rule: entries.intern(&grant.rule),
-                })
-                .collect();
+            let grants = grants.iter().map(|grant| entries.cached(grant)).collect();
             let learner = Arc::new(CachedLearner {
                 learner_id,
                 login: login.clone(),

@@ -133,30 +133,37 @@ pub async fn stay_facts(
     conn: &mut PgConnection,
     learner_id: Uuid,
 ) -> Result<Vec<StayFacts>, sqlx::Error> {
-    #[derive(sqlx::FromRow)]
-    struct Row {
-        stay_id: Uuid,
-        population: String,
-        start_date: Date,
-        end_date: Date,
-        cancelled: bool,
-        paid: bool,
-        options: Option<Vec<String>>,
-        sponsor_unit: String,
-        requested: Vec<String>,
-    }
-    let rows: Vec<Row> = sqlx::query_as(
-        "SELECT s.stay_id, s.population, s.start_date, s.end_date, s.cancelled, s.paid, a.options,
-                s.sponsor_unit, COALESCE(s.requested, '{}') AS requested
-         FROM stays s LEFT JOIN agreements a ON a.agreement_id = s.agreement_id
-         WHERE s.learner_id = $1 ORDER BY s.start_date, s.stay_id",
-    )
+    let rows: Vec<StayRow> = sqlx::query_as(&format!(
+        "{STAY_FACTS} WHERE s.learner_id = $1 ORDER BY s.start_date, s.stay_id"
+    ))
     .bind(learner_id)
     .fetch_all(conn)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(|row| StayFacts {
+    Ok(rows.into_iter().map(StayFacts::from).collect())
+}
+
+/// A stay with its agreement's options, as [`STAY_FACTS`] selects it.
+#[derive(sqlx::FromRow)]
+struct StayRow {
+    learner_id: Uuid,
+    stay_id: Uuid,
+    population: String,
+    start_date: Date,
+    end_date: Date,
+    cancelled: bool,
+    paid: bool,
+    options: Option<Vec<String>>,
+    sponsor_unit: String,
+    requested: Vec<String>,
+}
+
+const STAY_FACTS: &str = "SELECT s.learner_id, s.stay_id, s.population, s.start_date, s.end_date,
+        s.cancelled, s.paid, a.options, s.sponsor_unit, s.requested
+     FROM stays s LEFT JOIN agreements a ON a.agreement_id = s.agreement_id";
+
+impl From<StayRow> for StayFacts {
+    fn from(row: StayRow) -> Self {
+        StayFacts {
             stay_id: row.stay_id.to_string(),
             population: row.population,
             start_date: row.start_date,
@@ -166,8 +173,8 @@ pub async fn stay_facts(
             agreement_options: row.options.unwrap_or_default(),
             sponsor_unit: row.sponsor_unit,
             requested: row.requested,
-        })
-        .collect())
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -343,41 +350,15 @@ pub async fn stay_facts_of(
     .into_iter()
     .map(|id| (id, Vec::new()))
     .collect();
-    #[derive(sqlx::FromRow)]
-    struct Row {
-        learner_id: Uuid,
-        stay_id: Uuid,
-        population: String,
-        start_date: Date,
-        end_date: Date,
-        cancelled: bool,
-        paid: bool,
-        options: Option<Vec<String>>,
-        sponsor_unit: String,
-        requested: Vec<String>,
-    }
-    let rows: Vec<Row> = sqlx::query_as(
-        "SELECT s.learner_id, s.stay_id, s.population, s.start_date, s.end_date, s.cancelled,
-                s.paid, a.options, s.sponsor_unit, COALESCE(s.requested, '{}') AS requested
-         FROM stays s LEFT JOIN agreements a ON a.agreement_id = s.agreement_id
-         WHERE $1::uuid[] IS NULL OR s.learner_id = ANY($1)
-         ORDER BY s.learner_id, s.start_date, s.stay_id",
-    )
+    let rows: Vec<StayRow> = sqlx::query_as(&format!(
+        "{STAY_FACTS} WHERE $1::uuid[] IS NULL OR s.learner_id = ANY($1)
+         ORDER BY s.learner_id, s.start_date, s.stay_id"
+    ))
     .bind(only)
     .fetch_all(conn)
     .await?;
     for row in rows {
-        facts.entry(row.learner_id).or_default().push(StayFacts {
-            stay_id: row.stay_id.to_string(),
-            population: row.population,
-            start_date: row.start_date,
-            end_date: row.end_date,
-            cancelled: row.cancelled,
-            paid: row.paid,
-            agreement_options: row.options.unwrap_or_default(),
-            sponsor_unit: row.sponsor_unit,
-            requested: row.requested,
-        });
+        facts.entry(row.learner_id).or_default().push(row.into());
     }
     Ok(facts)
 }
