@@ -67,6 +67,24 @@ pub trait Handler: Send + Sync + 'static {
         delivery: &'c Delivery,
     ) -> impl Future<Output = Result<(), HandleError>> + Send + 'c;
 
+    /// Whether the handler applies a batch of new events at once, in set statements
+    /// ([`Handler::handle_many`], which returns true when it applied them all). On an
+    /// error the batch is rolled back and the events are
+    /// applied one by one, each behind its savepoint, so that the failing one is found
+    /// and only it is retried or dead-lettered.
+    fn handles_many(&self) -> bool {
+        false
+    }
+
+    /// See [`Handler::handles_many`]; called only when it says true.
+    fn handle_many<'c>(
+        &'c self,
+        _conn: &'c mut PgConnection,
+        _deliveries: &'c [Delivery],
+    ) -> impl Future<Output = Result<bool, HandleError>> + Send + 'c {
+        async { Ok(false) }
+    }
+
     /// Called after a batch that changed something has committed.
     fn committed(&self) {}
 }
@@ -217,8 +235,22 @@ impl<H: Handler> InboxConsumer<H> {
     /// Applies a batch in one transaction. On a database failure nothing is acked and
     /// everything is redelivered after `ack_wait`.
     async fn apply_batch(&self, batch: Vec<jetstream::Message>) -> Result<(), sqlx::Error> {
-        let mut outcomes = Vec::with_capacity(batch.len());
         let mut tx = self.pool.begin().await?;
+        if batch.len() > 1
+            && self.handler.handles_many()
+            && let Some(outcomes) = self.apply_at_once(&mut tx, &batch).await?
+        {
+            tx.commit().await?;
+            if outcomes
+                .iter()
+                .any(|outcome| matches!(outcome, Outcome::Applied))
+            {
+                self.handler.committed();
+            }
+            self.settle_all(&batch, outcomes).await;
+            return Ok(());
+        }
+        let mut outcomes = Vec::with_capacity(batch.len());
         let mut changed = false;
         for message in &batch {
             let delivery = match to_delivery(message) {
@@ -273,7 +305,87 @@ impl<H: Handler> InboxConsumer<H> {
         if changed {
             self.handler.committed();
         }
-        // The acks go together: one round trip for the batch, not one per event.
+        self.settle_all(&batch, outcomes).await;
+        Ok(())
+    }
+
+    /// The whole batch through the handler's `handle_many`, behind one savepoint.
+    /// None when the handler takes events one by one, or when the batch failed (then
+    /// rolled back, to be applied one by one).
+    async fn apply_at_once(
+        &self,
+        tx: &mut PgConnection,
+        batch: &[jetstream::Message],
+    ) -> Result<Option<Vec<Outcome>>, sqlx::Error> {
+        let Ok(deliveries) = batch.iter().map(to_delivery).collect::<Result<Vec<_>, _>>() else {
+            return Ok(None);
+        };
+        let span = tracing::info_span!(
+            "consume batch",
+            consumer = %self.spec.durable,
+            events = deliveries.len(),
+            otel.kind = "consumer"
+        );
+        async {
+            let mut savepoint = tx.begin().await?;
+            let ids: Vec<Uuid> = deliveries
+                .iter()
+                .map(|delivery| delivery.event_id)
+                .collect();
+            let subjects: Vec<&str> = deliveries
+                .iter()
+                .map(|delivery| delivery.subject.as_str())
+                .collect();
+            let fresh: std::collections::HashSet<Uuid> = sqlx::query_scalar(
+                "INSERT INTO platform_inbox (consumer, event_id, subject)
+                 SELECT $1, e, s FROM unnest($2::uuid[], $3::text[]) AS u(e, s)
+                 ON CONFLICT DO NOTHING RETURNING event_id",
+            )
+            .bind(&self.spec.durable)
+            .bind(&ids)
+            .bind(&subjects)
+            .fetch_all(&mut *savepoint)
+            .await?
+            .into_iter()
+            .collect();
+            let new: Vec<Delivery> = deliveries
+                .iter()
+                .filter(|delivery| fresh.contains(&delivery.event_id))
+                .cloned()
+                .collect();
+            match self.handler.handle_many(&mut savepoint, &new).await {
+                Ok(true) => {
+                    savepoint.commit().await?;
+                    Ok(Some(
+                        deliveries
+                            .iter()
+                            .map(|delivery| {
+                                if fresh.contains(&delivery.event_id) {
+                                    Outcome::Applied
+                                } else {
+                                    Outcome::Skipped
+                                }
+                            })
+                            .collect(),
+                    ))
+                }
+                Ok(false) => {
+                    savepoint.rollback().await?;
+                    Ok(None)
+                }
+                Err(error) => {
+                    tracing::debug!(%error, "batch not applied at once; one by one");
+                    savepoint.rollback().await?;
+                    Ok(None)
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Acknowledges a batch's events together: one round trip, not one per event.
+    async fn settle_all(&self, batch: &[jetstream::Message], outcomes: Vec<Outcome>) {
         futures::future::join_all(
             batch
                 .iter()
@@ -281,7 +393,6 @@ impl<H: Handler> InboxConsumer<H> {
                 .map(|(message, outcome)| self.settle(message, outcome)),
         )
         .await;
-        Ok(())
     }
 
     async fn settle(&self, message: &jetstream::Message, outcome: Outcome) {

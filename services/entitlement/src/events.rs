@@ -1,6 +1,8 @@
 //! What entitlement consumes (intake's learner, payment and agreement facts) and
 //! publishes: `hosted.entitlement.grants.changed` (see [`crate::recompute`]).
 
+use std::collections::BTreeMap;
+
 use hosted_contracts::{
     prost::Message,
     subjects::{self, Namespace},
@@ -17,7 +19,7 @@ use uuid::Uuid;
 use crate::{
     domain::grants::Grant,
     recompute::Recomputer,
-    store::{self, Cause, ProjectedStay},
+    store::{self, Cause, LearnerState, ProjectedStay},
 };
 
 /// Durable consumer of intake's stream.
@@ -82,36 +84,16 @@ pub fn grant_message(grant: &Grant, clock: &Clock) -> v1::Grant {
     }
 }
 
-impl GrantsHandler {
-    async fn apply_learner(
-        &self,
-        conn: &mut PgConnection,
-        learner: &v1::Learner,
-        cause: Uuid,
-    ) -> Result<(), HandleError> {
-        let person = learner
-            .person
-            .as_ref()
-            .ok_or_else(|| permanent("learner without person"))?;
-        let learner_id =
-            Uuid::parse_str(&person.learner_id).map_err(|_| permanent("bad learner id"))?;
-        let stays = projected(learner)?;
-        if store::apply_learner(conn, learner_id, &person.login, learner.version, &stays).await? {
-            let policy = self.recomputer.policy(conn).await?;
-            self.recomputer
-                .learner(conn, &policy, learner_id, &Cause::Event(cause))
-                .await?;
-        }
-        Ok(())
-    }
+/// An intake fact, decoded.
+enum Fact {
+    Learner(v1::Learner),
+    Agreement(v1::Agreement),
+    /// Something entitlement does not follow.
+    Ignored,
 }
 
-impl Handler for GrantsHandler {
-    async fn handle(
-        &self,
-        conn: &mut PgConnection,
-        delivery: &Delivery,
-    ) -> Result<(), HandleError> {
+impl GrantsHandler {
+    fn decode(&self, delivery: &Delivery) -> Result<Fact, HandleError> {
         let known = [
             &subjects::intake::LEARNER_FACTS[..],
             &[
@@ -123,44 +105,149 @@ impl Handler for GrantsHandler {
         ]
         .concat();
         let Some(fact) = self.namespace.fact_of(&delivery.subject, &known) else {
-            return Ok(());
+            return Ok(Fact::Ignored);
         };
         let undecodable = |error: hosted_contracts::prost::DecodeError| {
             HandleError::Permanent(format!("{fact}: {error}"))
         };
-        if subjects::intake::LEARNER_FACTS.contains(fact) {
-            let event = v1::LearnerEvent::decode(delivery.payload.clone()).map_err(undecodable)?;
-            let learner = event
+        let learner = if subjects::intake::LEARNER_FACTS.contains(fact) {
+            v1::LearnerEvent::decode(delivery.payload.clone())
+                .map_err(undecodable)?
                 .learner
-                .ok_or_else(|| permanent("event without learner"))?;
-            self.apply_learner(conn, &learner, delivery.event_id).await
         } else if *fact == subjects::intake::PAYMENT_RECORDED {
-            let event = v1::PaymentEvent::decode(delivery.payload.clone()).map_err(undecodable)?;
-            let learner = event
+            v1::PaymentEvent::decode(delivery.payload.clone())
+                .map_err(undecodable)?
                 .learner
-                .ok_or_else(|| permanent("event without learner"))?;
-            self.apply_learner(conn, &learner, delivery.event_id).await
         } else {
-            let event =
-                v1::AgreementEvent::decode(delivery.payload.clone()).map_err(undecodable)?;
-            let agreement = event
+            let agreement = v1::AgreementEvent::decode(delivery.payload.clone())
+                .map_err(undecodable)?
                 .agreement
                 .ok_or_else(|| permanent("event without agreement"))?;
-            let agreement_id = Uuid::parse_str(&agreement.agreement_id)
-                .map_err(|_| permanent("bad agreement id"))?;
-            if store::apply_agreement(conn, agreement_id, &agreement.options, agreement.version)
-                .await?
-            {
-                let policy = self.recomputer.policy(conn).await?;
-                let cause = Cause::Event(delivery.event_id);
-                for learner_id in store::learners_under(conn, agreement_id).await? {
-                    self.recomputer
-                        .learner(conn, &policy, learner_id, &cause)
-                        .await?;
+            return Ok(Fact::Agreement(agreement));
+        };
+        learner
+            .map(Fact::Learner)
+            .ok_or_else(|| permanent("event without learner"))
+    }
+
+    /// Projects a learner's snapshot; returns the learner and whether it was newer.
+    async fn project_learner(
+        &self,
+        conn: &mut PgConnection,
+        learner: &v1::Learner,
+    ) -> Result<(Uuid, bool), HandleError> {
+        let person = learner
+            .person
+            .as_ref()
+            .ok_or_else(|| permanent("learner without person"))?;
+        let learner_id =
+            Uuid::parse_str(&person.learner_id).map_err(|_| permanent("bad learner id"))?;
+        let stays = projected(learner)?;
+        let changed =
+            store::apply_learner(conn, learner_id, &person.login, learner.version, &stays).await?;
+        Ok((learner_id, changed))
+    }
+
+    /// Projects an agreement's options; returns the learners under it when they changed.
+    async fn project_agreement(
+        &self,
+        conn: &mut PgConnection,
+        agreement: &v1::Agreement,
+    ) -> Result<Vec<Uuid>, HandleError> {
+        let agreement_id =
+            Uuid::parse_str(&agreement.agreement_id).map_err(|_| permanent("bad agreement id"))?;
+        if store::apply_agreement(conn, agreement_id, &agreement.options, agreement.version).await?
+        {
+            Ok(store::learners_under(conn, agreement_id).await?)
+        } else {
+            Ok(Vec::new())
+        }
+    }
+
+    /// Recomputes `due` learners at once, each with what set it off.
+    async fn recompute(
+        &self,
+        conn: &mut PgConnection,
+        due: &BTreeMap<Uuid, Cause>,
+    ) -> Result<(), HandleError> {
+        if due.is_empty() {
+            return Ok(());
+        }
+        let policy = self.recomputer.policy(conn).await?;
+        let ids: Vec<Uuid> = due.keys().copied().collect();
+        let facts = store::stay_facts_of(conn, Some(&ids)).await?;
+        let states = store::states_of(conn, Some(&ids)).await?;
+        let none = LearnerState::default();
+        let learners: Vec<_> = facts
+            .iter()
+            .filter_map(|(learner_id, stays)| {
+                Some((
+                    *learner_id,
+                    stays.as_slice(),
+                    states.get(learner_id).unwrap_or(&none),
+                    due.get(learner_id)?,
+                ))
+            })
+            .collect();
+        self.recomputer.apply_many(conn, &policy, &learners).await?;
+        Ok(())
+    }
+
+    /// Projects one fact and adds the learners to recompute to `due`.
+    async fn project(
+        &self,
+        conn: &mut PgConnection,
+        delivery: &Delivery,
+        due: &mut BTreeMap<Uuid, Cause>,
+    ) -> Result<(), HandleError> {
+        let cause = Cause::Event(delivery.event_id);
+        match self.decode(delivery)? {
+            Fact::Learner(learner) => {
+                let (learner_id, changed) = self.project_learner(conn, &learner).await?;
+                if changed {
+                    due.insert(learner_id, cause);
                 }
             }
-            Ok(())
+            Fact::Agreement(agreement) => {
+                for learner_id in self.project_agreement(conn, &agreement).await? {
+                    due.insert(learner_id, cause.clone());
+                }
+            }
+            Fact::Ignored => {}
         }
+        Ok(())
+    }
+}
+
+impl Handler for GrantsHandler {
+    async fn handle(
+        &self,
+        conn: &mut PgConnection,
+        delivery: &Delivery,
+    ) -> Result<(), HandleError> {
+        let mut due = BTreeMap::new();
+        self.project(conn, delivery, &mut due).await?;
+        self.recompute(conn, &due).await
+    }
+
+    fn handles_many(&self) -> bool {
+        true
+    }
+
+    /// A batch at once: every fact projected in order (the newest version of each
+    /// learner wins), then every learner they touch recomputed once, in set
+    /// statements. A burst of events for one learner publishes one grants event.
+    async fn handle_many(
+        &self,
+        conn: &mut PgConnection,
+        deliveries: &[Delivery],
+    ) -> Result<bool, HandleError> {
+        let mut due = BTreeMap::new();
+        for delivery in deliveries {
+            self.project(conn, delivery, &mut due).await?;
+        }
+        self.recompute(conn, &due).await?;
+        Ok(true)
     }
 
     fn committed(&self) {

@@ -119,22 +119,21 @@ async fn activate_in(
     let states = store::all_states(conn).await?;
     let cause = Cause::Policy(candidate.version.clone());
     let none = LearnerState::default();
-    let everyone: Vec<(Uuid, &[StayFacts], &LearnerState)> = facts
+    let everyone: Vec<(Uuid, &[StayFacts], &LearnerState, &Cause)> = facts
         .iter()
         .map(|(learner_id, stays)| {
             (
                 *learner_id,
                 stays.as_slice(),
                 states.get(learner_id).unwrap_or(&none),
+                &cause,
             )
         })
         .collect();
     let mut learners_changed = 0;
     // In slices, so that no statement carries an unbounded number of rows.
     for slice in everyone.chunks(5_000) {
-        learners_changed += recomputer
-            .apply_many(conn, candidate, slice, &cause)
-            .await?;
+        learners_changed += recomputer.apply_many(conn, candidate, slice).await?;
     }
     sqlx::query(
         "INSERT INTO policy_activations (version, previous_version, activated_by, reason, learners_changed)

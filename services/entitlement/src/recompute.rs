@@ -128,20 +128,6 @@ impl Recomputer {
         Ok(loaded)
     }
 
-    /// Recomputes one learner from the projection.
-    pub async fn learner(
-        &self,
-        conn: &mut PgConnection,
-        policy: &Policy,
-        learner_id: Uuid,
-        cause: &Cause,
-    ) -> Result<bool, Error> {
-        let stays = store::stay_facts(conn, learner_id).await?;
-        let before = store::state(conn, learner_id).await?;
-        self.apply(conn, policy, learner_id, &stays, &before, cause)
-            .await
-    }
-
     /// Stores what `stays` give under `policy` against the learner's state `before`,
     /// and enqueues `grants.changed` when the grants or what is in force today
     /// changed. Returns whether it did.
@@ -155,28 +141,29 @@ impl Recomputer {
         cause: &Cause,
     ) -> Result<bool, Error> {
         let published = self
-            .apply_many(conn, policy, &[(learner_id, stays, before)], cause)
+            .apply_many(conn, policy, &[(learner_id, stays, before, cause)])
             .await?;
         Ok(published > 0)
     }
 
-    /// The same for many learners at once, in a few set statements (a policy
-    /// activation recomputes everyone). Returns how many were published.
+    /// The same for many learners at once, in a few set statements (a consumer's
+    /// batch, the schedule, a policy activation over everyone), each with what set it
+    /// off. Returns how many were published.
     pub async fn apply_many(
         &self,
         conn: &mut PgConnection,
         policy: &Policy,
-        learners: &[(Uuid, &[StayFacts], &LearnerState)],
-        cause: &Cause,
+        learners: &[(Uuid, &[StayFacts], &LearnerState, &Cause)],
     ) -> Result<u64, Error> {
         let today = self.clock.today();
         let changes: Vec<store::Change> = learners
             .iter()
-            .map(|(learner_id, stays, before)| {
+            .map(|(learner_id, stays, before, cause)| {
                 let wanted = keep_versions(&before.grants, grants::grants(policy, stays));
                 store::Change {
                     learner_id: *learner_id,
                     before,
+                    cause,
                     after: LearnerState {
                         in_force: grants::in_force(&wanted, today),
                         next_due: grants::next_change(&wanted, today),
@@ -185,13 +172,13 @@ impl Recomputer {
                 }
             })
             .collect();
-        let stored = store::store_states(conn, &changes, today, cause).await?;
+        let stored = store::store_states(conn, &changes, today).await?;
         if stored.is_empty() {
             return Ok(0);
         }
-        let after: std::collections::HashMap<Uuid, &LearnerState> = changes
+        let after: std::collections::HashMap<Uuid, &store::Change> = changes
             .iter()
-            .map(|change| (change.learner_id, &change.after))
+            .map(|change| (change.learner_id, change))
             .collect();
         let occurred_at = prost_types::Timestamp {
             seconds: self.clock.now().as_second(),
@@ -203,9 +190,10 @@ impl Recomputer {
             .subject(subjects::entitlement::GRANTS_CHANGED);
         let mut events = Vec::with_capacity(stored.len());
         for learner in &stored {
-            let Some(state) = after.get(&learner.learner_id) else {
+            let Some(change) = after.get(&learner.learner_id) else {
                 continue;
             };
+            let state = &change.after;
             let event_id = Uuid::now_v7();
             let event = v1::GrantsEvent {
                 meta: Some(v1::EventMeta {
@@ -231,7 +219,7 @@ impl Recomputer {
                 grants = state.grants.len(),
                 in_force = state.in_force.len(),
                 grants_version = learner.grants_version,
-                cause = cause_kind(cause),
+                cause = cause_kind(change.cause),
                 "grants changed"
             );
             events.push(OutboxEvent {

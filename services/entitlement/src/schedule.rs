@@ -36,12 +36,11 @@ pub async fn run_due(
                     *learner_id,
                     stays.as_slice(),
                     states.get(learner_id).unwrap_or(&none),
+                    &store::Cause::Schedule,
                 )
             })
             .collect();
-        published += recomputer
-            .apply_many(&mut tx, &policy, &learners, &store::Cause::Schedule)
-            .await?;
+        published += recomputer.apply_many(&mut tx, &policy, &learners).await?;
         tx.commit().await?;
         recomputer.outbox.notify();
         if due.len() < BATCH as usize {

@@ -449,6 +449,8 @@ pub struct Change<'a> {
     pub learner_id: Uuid,
     pub before: &'a LearnerState,
     pub after: LearnerState,
+    /// What set it off, for the audit.
+    pub cause: &'a Cause,
 }
 
 impl Change<'_> {
@@ -479,7 +481,6 @@ pub async fn store_states(
     conn: &mut PgConnection,
     changes: &[Change<'_>],
     on: Date,
-    cause: &Cause,
 ) -> Result<Vec<Stored>, sqlx::Error> {
     // Only the next due day moved: no version, nothing to publish.
     let due_only: Vec<&Change> = changes
@@ -512,14 +513,14 @@ pub async fn store_states(
         .copied()
         .filter(|change| change.grants_changed())
         .collect();
-    let mut audit: Vec<(Uuid, AuditLine)> = Vec::new();
+    let mut audit: Vec<(&Change, AuditLine)> = Vec::new();
     for change in &published {
         let lines = if change.grants_changed() {
             grant_changes(&change.before.grants, &change.after.grants)
         } else {
             calendar_changes(change.before, &change.after)
         };
-        audit.extend(lines.into_iter().map(|line| (change.learner_id, line)));
+        audit.extend(lines.into_iter().map(|line| (*change, line)));
     }
     if !regranted.is_empty() {
         let ids: Vec<Uuid> = regranted.iter().map(|change| change.learner_id).collect();
@@ -562,10 +563,18 @@ pub async fn store_states(
         .await?;
     }
     if !audit.is_empty() {
-        let learners: Vec<Uuid> = audit.iter().map(|(id, _)| *id).collect();
+        let learners: Vec<Uuid> = audit.iter().map(|(change, _)| change.learner_id).collect();
         let text = |get: fn(&Grant) -> &str| -> Vec<&str> {
             audit.iter().map(|(_, line)| get(line.grant)).collect()
         };
+        let causes: Vec<&str> = audit
+            .iter()
+            .map(|(change, _)| change.cause.label())
+            .collect();
+        let cause_events: Vec<Option<Uuid>> = audit
+            .iter()
+            .map(|(change, _)| change.cause.event_id())
+            .collect();
         let changes: Vec<&str> = audit.iter().map(|(_, line)| line.change).collect();
         let stays: Vec<Uuid> = audit
             .iter()
@@ -582,9 +591,8 @@ pub async fn store_states(
         sqlx::query(
             "INSERT INTO grant_audit (learner_id, resource, stay_id, change, valid_from, valid_until, rule,
                                       policy_version, cause, cause_event_id)
-             SELECT l, r, s, c, f, u, ru, v, $9, $10
-             FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::date[], $6::date[], $7::text[],
-                         $8::text[]) AS a(l, r, s, c, f, u, ru, v)",
+             SELECT * FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::date[], $6::date[],
+                                  $7::text[], $8::text[], $9::text[], $10::uuid[])",
         )
         .bind(&learners)
         .bind(text(|grant| &grant.resource))
@@ -594,8 +602,8 @@ pub async fn store_states(
         .bind(&untils)
         .bind(text(|grant| &grant.rule))
         .bind(text(|grant| &grant.policy_version))
-        .bind(cause.label())
-        .bind(cause.event_id())
+        .bind(&causes)
+        .bind(&cause_events)
         .execute(&mut *conn)
         .await?;
     }

@@ -386,3 +386,66 @@ async fn every_population_gets_what_the_requirements_table_says() {
     assert_eq!(card.rule, "populations.VISITING_DOCTORAL.smart-card");
     system.stop().await;
 }
+
+#[tokio::test]
+async fn a_bad_event_in_a_batch_is_dead_lettered_and_the_others_are_applied() {
+    // Arrange: while entitlement is not running, three registrations with garbage on a
+    // learner subject among them, so that they arrive as one batch.
+    let mut system = TestSystem::prepare(None).await;
+    system.start_intake().await;
+    system
+        .register(registration("Perrin", "Lou", "2001-03-01"))
+        .await;
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Msg-Id", uuid::Uuid::now_v7().to_string().as_str());
+    hosted_testkit::jetstream()
+        .await
+        .publish_with_headers(
+            system
+                .namespace
+                .subject(hosted_contracts::subjects::intake::STAY_REGISTERED),
+            headers,
+            vec![0xff, 0x00, 0x13].into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    system
+        .register(registration("Marchand", "Eva", "2002-04-02"))
+        .await;
+    system
+        .register(registration("Roche", "Noé", "2003-05-03"))
+        .await;
+    let intake_stream = system.namespace.stream(Service::Intake);
+    for _ in 0..200 {
+        if hosted_testkit::stream_messages(&intake_stream).await.len() >= 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Act
+    system.start_entitlement().await;
+
+    // Assert: the three learners are granted, the garbage is in the dead letters.
+    for login in ["lou.perrin", "eva.marchand", "noe.roche"] {
+        wait_for(&system, login, "wifi", true).await;
+    }
+    let subjects: Vec<String> =
+        hosted_testkit::stream_messages(&system.namespace.stream(Service::Entitlement))
+            .await
+            .into_iter()
+            .map(|message| message.subject.to_string())
+            .collect();
+    let dead = subjects
+        .iter()
+        .filter(|subject| subject.contains(".deadletter."))
+        .count();
+    let granted = subjects
+        .iter()
+        .filter(|subject| subject.ends_with(".grants.changed"))
+        .count();
+    assert_eq!((dead, granted), (1, 3), "{subjects:?}");
+    system.stop().await;
+}
