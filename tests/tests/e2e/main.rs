@@ -8,6 +8,7 @@ mod delivery;
 mod entitlement;
 mod entitlement_dates;
 mod entitlement_policy;
+mod inbox_batches;
 mod publication;
 mod python_client;
 mod tracing;

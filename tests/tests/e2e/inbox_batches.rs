@@ -1,0 +1,148 @@
+//! The inbox applies a batch at once when its handler can, and falls back to one event
+//! at a time when the batch fails, so that only the bad event is dead-lettered.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use async_nats::HeaderMap;
+use hosted_contracts::subjects::Service;
+use hosted_platform::{
+    config::DatabaseConfig,
+    inbox::{ConsumerSpec, Delivery, HandleError, Handler, InboxConsumer},
+};
+use sqlx::PgConnection;
+
+/// Records what it is given; an event whose payload is "bad" cannot be applied.
+#[derive(Debug, Default)]
+struct Recorder {
+    batches: Mutex<Vec<usize>>,
+    applied: Mutex<Vec<String>>,
+}
+
+fn apply(delivery: &Delivery) -> Result<String, HandleError> {
+    let text = String::from_utf8_lossy(&delivery.payload).to_string();
+    if text == "bad" {
+        return Err(HandleError::Permanent("bad event".to_owned()));
+    }
+    Ok(text)
+}
+
+/// The handler the consumer owns, sharing the record with the test.
+struct Probe(Arc<Recorder>);
+
+impl Handler for Probe {
+    async fn handle(
+        &self,
+        _conn: &mut PgConnection,
+        delivery: &Delivery,
+    ) -> Result<(), HandleError> {
+        let text = apply(delivery)?;
+        self.0.applied.lock().unwrap().push(text);
+        Ok(())
+    }
+
+    fn handles_many(&self) -> bool {
+        true
+    }
+
+    async fn handle_many(
+        &self,
+        _conn: &mut PgConnection,
+        deliveries: &[Delivery],
+    ) -> Result<bool, HandleError> {
+        self.0.batches.lock().unwrap().push(deliveries.len());
+        let texts = deliveries
+            .iter()
+            .map(apply)
+            .collect::<Result<Vec<_>, _>>()?;
+        self.0.applied.lock().unwrap().extend(texts);
+        Ok(true)
+    }
+}
+
+async fn run(payloads: &[&str]) -> (Arc<Recorder>, usize) {
+    let namespace = hosted_testkit::namespace().await;
+    let nats = hosted_testkit::nats_config(&namespace);
+    let database = hosted_testkit::TestDatabase::new().await;
+    let pool = hosted_platform::db::connect(&DatabaseConfig {
+        url: database.url.clone(),
+        create_if_missing: true,
+        ..DatabaseConfig::default()
+    })
+    .await
+    .unwrap();
+    static NONE: sqlx::migrate::Migrator = sqlx::migrate::Migrator::DEFAULT;
+    hosted_platform::db::migrate(&pool, &NONE).await.unwrap();
+    let jetstream = hosted_testkit::jetstream().await;
+    for service in [Service::Intake, Service::Entitlement] {
+        hosted_platform::nats::ensure_stream(
+            &jetstream,
+            hosted_platform::nats::stream_config(&namespace, service, &nats),
+        )
+        .await
+        .unwrap();
+    }
+    // Everything is in the stream before the consumer attaches: one pull brings it.
+    for payload in payloads {
+        let mut headers = HeaderMap::new();
+        headers.insert("Nats-Msg-Id", uuid::Uuid::now_v7().to_string().as_str());
+        jetstream
+            .publish_with_headers(
+                format!("{}.intake.stay.registered", namespace.as_str()),
+                headers,
+                payload.as_bytes().to_vec().into(),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let recorder = Arc::new(Recorder::default());
+    let consumer = InboxConsumer::new(
+        ConsumerSpec {
+            durable: "test-batches".to_owned(),
+            source: Service::Intake,
+            owner: Service::Entitlement,
+        },
+        &nats,
+        pool.clone(),
+        jetstream,
+        Arc::new(Probe(recorder.clone())),
+    );
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let attached = consumer.attach(&mut stopped).await.unwrap();
+    let task = tokio::spawn(consumer.run(attached, stopped));
+    let good = payloads.iter().filter(|payload| **payload != "bad").count();
+    for _ in 0..200 {
+        if recorder.applied.lock().unwrap().len() >= good {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let _ = stop.send(true);
+    task.await.unwrap();
+    let dead = hosted_testkit::stream_messages(&namespace.stream(Service::Entitlement))
+        .await
+        .len();
+    (recorder, dead)
+}
+
+#[tokio::test]
+async fn a_batch_is_applied_at_once_and_a_bad_event_only_fails_itself() {
+    // Act
+    let (clean, clean_dead) = run(&["a", "b", "c", "d"]).await;
+    let (mixed, mixed_dead) = run(&["a", "b", "bad", "c"]).await;
+
+    // Assert: the events came in batches (one pull brings them; how many arrive
+    // together depends on the machine), each applied once, in order.
+    assert!(!clean.batches.lock().unwrap().is_empty(), "applied at once");
+    assert_eq!(*clean.applied.lock().unwrap(), ["a", "b", "c", "d"]);
+    assert_eq!(clean_dead, 0);
+    // A batch with a bad event is tried at once, then one by one: the others are
+    // applied once, in order, and only the bad one is dead-lettered.
+    assert_eq!(*mixed.applied.lock().unwrap(), ["a", "b", "c"]);
+    assert_eq!(mixed_dead, 1);
+}
