@@ -5,8 +5,10 @@
 
 use std::process::Command;
 
-use hosted_intake::{Application, IntakeConfig, config::RegistryConfig};
+use common::{Services, day};
 use hosted_platform::auth::Role;
+
+mod common;
 
 fn hlctl() -> Command {
     Command::new(env!("CARGO_BIN_EXE_hlctl"))
@@ -15,24 +17,8 @@ fn hlctl() -> Command {
 #[tokio::test]
 async fn a_generated_cohort_imports_once_whatever_the_number_of_runs() {
     // Arrange: an intake of the test's own, and the file.
-    let database = hosted_testkit::TestDatabase::new().await;
-    let namespace = hosted_testkit::namespace().await;
-    let callers = hosted_testkit::TestCallers::new();
-    let app = Application::build(&IntakeConfig {
-        common: hosted_testkit::common_config(
-            &database,
-            hosted_testkit::nats_config(&namespace),
-            &callers,
-        ),
-        registry: RegistryConfig::default(),
-    })
-    .await
-    .unwrap();
-    let address = format!("http://{}", app.local_addr());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(app.run_until_stopped(async {
-        let _ = stopped.await;
-    }));
+    let services = Services::intake().await;
+    let address = services.intake.clone();
     let folder = std::env::temp_dir().join(format!("hlctl-import-{}", uuid::Uuid::now_v7()));
     std::fs::create_dir_all(&folder).unwrap();
     let file = folder.join("cohort.csv");
@@ -49,7 +35,7 @@ async fn a_generated_cohort_imports_once_whatever_the_number_of_runs() {
     );
 
     // Act: the same file twice.
-    let token = callers.token(Role::Deve).to_owned();
+    let token = services.token(Role::Deve);
     let run = |address: String, token: String, file: std::path::PathBuf| {
         let output = hlctl()
             .args(["--intake", &address, "--token", &token, "import", "stays"])
@@ -100,7 +86,7 @@ async fn a_generated_cohort_imports_once_whatever_the_number_of_runs() {
             .count(),
         1980
     );
-    let mut conn = database.connect().await;
+    let mut conn = services.intake_database.connect().await;
     let counts: (i64, i64) =
         sqlx::query_as("SELECT (SELECT count(*) FROM persons), (SELECT count(*) FROM stays)")
             .fetch_one(&mut conn)
@@ -110,37 +96,16 @@ async fn a_generated_cohort_imports_once_whatever_the_number_of_runs() {
     let summary = String::from_utf8_lossy(&second.stdout);
     assert!(summary.contains("1980"), "{summary}");
 
-    let _ = stop.send(());
-    server.await.unwrap().unwrap();
+    services.stop().await;
     std::fs::remove_dir_all(&folder).unwrap();
-}
-
-fn day(offset: i64) -> String {
-    (hosted_platform::clock::Clock::default().today() + time::Duration::days(offset)).to_string()
 }
 
 #[tokio::test]
 async fn requested_resources_come_from_their_column() {
     // Arrange: an intake of the test's own, and a file whose row 3 asks for a
     // resource that is not a name (a capital).
-    let database = hosted_testkit::TestDatabase::new().await;
-    let namespace = hosted_testkit::namespace().await;
-    let callers = hosted_testkit::TestCallers::new();
-    let app = Application::build(&IntakeConfig {
-        common: hosted_testkit::common_config(
-            &database,
-            hosted_testkit::nats_config(&namespace),
-            &callers,
-        ),
-        registry: RegistryConfig::default(),
-    })
-    .await
-    .unwrap();
-    let address = format!("http://{}", app.local_addr());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(app.run_until_stopped(async {
-        let _ = stopped.await;
-    }));
+    let services = Services::intake().await;
+    let address = services.intake.clone();
     let folder = std::env::temp_dir().join(format!("hlctl-requests-{}", uuid::Uuid::now_v7()));
     std::fs::create_dir_all(&folder).unwrap();
     let file = folder.join("doctoral.csv");
@@ -160,7 +125,7 @@ async fn requested_resources_come_from_their_column() {
     ]
     .concat();
     std::fs::write(&file, text).unwrap();
-    let token = callers.token(Role::Deve).to_owned();
+    let token = services.token(Role::Deve);
     let hlctl_as_deve = move |args: Vec<String>| {
         let (address, token) = (address.clone(), token.clone());
         async move {
@@ -288,7 +253,6 @@ async fn requested_resources_come_from_their_column() {
         serde_json::json!(["library", "premises"])
     );
 
-    let _ = stop.send(());
-    server.await.unwrap().unwrap();
+    services.stop().await;
     std::fs::remove_dir_all(&folder).unwrap();
 }

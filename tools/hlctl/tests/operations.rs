@@ -7,10 +7,11 @@
 
 use std::{path::PathBuf, process::Command, time::Duration};
 
-use hosted_entitlement::{EntitlementConfig, config::PolicyConfig};
-use hosted_intake::{Application, IntakeConfig, config::RegistryConfig};
+use common::{Services, day, default_policy};
 use hosted_platform::auth::Role;
 use serde_json::Value;
+
+mod common;
 
 /// What one run of hlctl gave.
 #[derive(Debug)]
@@ -43,6 +44,13 @@ struct Hlctl {
 }
 
 impl Hlctl {
+    fn new(services: &Services) -> Self {
+        Self {
+            address: services.intake.clone(),
+            entitlement: services.entitlement.clone(),
+        }
+    }
+
     /// Runs hlctl as the caller with `token`, off the runtime that serves intake.
     async fn run(&self, token: &str, args: &[&str]) -> Run {
         let mut command = Command::new(env!("CARGO_BIN_EXE_hlctl"));
@@ -80,38 +88,15 @@ impl Hlctl {
     }
 }
 
-fn day(offset: i64) -> String {
-    (hosted_platform::clock::Clock::default().today() + time::Duration::days(offset)).to_string()
-}
-
 #[tokio::test]
 async fn an_agreement_its_learners_their_stays_and_payments() {
     // Arrange: an intake of the test's own.
-    let database = hosted_testkit::TestDatabase::new().await;
-    let namespace = hosted_testkit::namespace().await;
-    let callers = hosted_testkit::TestCallers::new();
-    let app = Application::build(&IntakeConfig {
-        common: hosted_testkit::common_config(
-            &database,
-            hosted_testkit::nats_config(&namespace),
-            &callers,
-        ),
-        registry: RegistryConfig::default(),
-    })
-    .await
-    .unwrap();
-    let hlctl = Hlctl {
-        address: format!("http://{}", app.local_addr()),
-        entitlement: None,
-    };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(app.run_until_stopped(async {
-        let _ = stopped.await;
-    }));
-    let legal = callers.token(Role::Legal).to_owned();
-    let deve = callers.token(Role::Deve).to_owned();
-    let finance = callers.token(Role::Finance).to_owned();
-    let dosi = callers.token(Role::Dosi).to_owned();
+    let services = Services::intake().await;
+    let hlctl = Hlctl::new(&services);
+    let legal = services.token(Role::Legal);
+    let deve = services.token(Role::Deve);
+    let finance = services.token(Role::Finance);
+    let dosi = services.token(Role::Dosi);
 
     // An agreement, by legal only.
     let (start, end) = (day(-10), day(300));
@@ -504,36 +489,16 @@ async fn an_agreement_its_learners_their_stays_and_payments() {
         "{ended_early:?}"
     );
 
-    let _ = stop.send(());
-    server.await.unwrap().unwrap();
+    services.stop().await;
 }
 
 #[tokio::test]
 async fn what_a_sponsor_asks_for_at_registration_then_changed_and_withdrawn() {
     // Arrange: an intake of the test's own.
-    let database = hosted_testkit::TestDatabase::new().await;
-    let namespace = hosted_testkit::namespace().await;
-    let callers = hosted_testkit::TestCallers::new();
-    let app = Application::build(&IntakeConfig {
-        common: hosted_testkit::common_config(
-            &database,
-            hosted_testkit::nats_config(&namespace),
-            &callers,
-        ),
-        registry: RegistryConfig::default(),
-    })
-    .await
-    .unwrap();
-    let hlctl = Hlctl {
-        address: format!("http://{}", app.local_addr()),
-        entitlement: None,
-    };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(app.run_until_stopped(async {
-        let _ = stopped.await;
-    }));
-    let deve = callers.token(Role::Deve).to_owned();
-    let dosi = callers.token(Role::Dosi).to_owned();
+    let services = Services::intake().await;
+    let hlctl = Hlctl::new(&services);
+    let deve = services.token(Role::Deve);
+    let dosi = services.token(Role::Dosi);
     let (start, end) = (day(0), day(180));
     let register = |requests: &'static [&'static str]| {
         let (hlctl, deve, start, end) = (&hlctl, &deve, start.clone(), end.clone());
@@ -689,15 +654,10 @@ async fn what_a_sponsor_asks_for_at_registration_then_changed_and_withdrawn() {
     );
     assert_eq!(shown["stays"][0]["sponsor_unit"], "LAB-BIO");
 
-    let _ = stop.send(());
-    server.await.unwrap().unwrap();
+    services.stop().await;
 }
 
 /// The repository's policy.
-fn default_policy() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../policy/default.toml")
-}
-
 /// A file of this test's own, removed when dropped.
 struct PolicyFile(PathBuf);
 
@@ -722,49 +682,12 @@ impl Drop for PolicyFile {
 #[tokio::test]
 async fn a_learners_checks_grants_explanation_and_a_policy_change() {
     // Arrange: an intake and an entitlement of the test's own, on one namespace.
-    let namespace = hosted_testkit::namespace().await;
-    let callers = hosted_testkit::TestCallers::new();
-    let intake_database = hosted_testkit::TestDatabase::new().await;
-    let entitlement_database = hosted_testkit::TestDatabase::new().await;
-    let intake = Application::build(&IntakeConfig {
-        common: hosted_testkit::common_config(
-            &intake_database,
-            hosted_testkit::nats_config(&namespace),
-            &callers,
-        ),
-        registry: RegistryConfig::default(),
-    })
-    .await
-    .unwrap();
-    let entitlement = hosted_entitlement::Application::build(&EntitlementConfig {
-        common: hosted_testkit::common_config(
-            &entitlement_database,
-            hosted_testkit::nats_config(&namespace),
-            &callers,
-        ),
-        policy: PolicyConfig {
-            file: default_policy(),
-        },
-        check: Default::default(),
-    })
-    .await
-    .unwrap();
-    let entitlement_address = format!("http://{}", entitlement.local_addr());
-    let hlctl = Hlctl {
-        address: format!("http://{}", intake.local_addr()),
-        entitlement: Some(entitlement_address.clone()),
-    };
-    let (stop_intake, intake_stopped) = tokio::sync::oneshot::channel::<()>();
-    let intake_server = tokio::spawn(intake.run_until_stopped(async {
-        let _ = intake_stopped.await;
-    }));
-    let (stop_entitlement, entitlement_stopped) = tokio::sync::oneshot::channel::<()>();
-    let entitlement_server = tokio::spawn(entitlement.run_until_stopped(async {
-        let _ = entitlement_stopped.await;
-    }));
-    let deve = callers.token(Role::Deve).to_owned();
-    let dosi = callers.token(Role::Dosi).to_owned();
-    let integrator = callers.token(Role::Integrator).to_owned();
+    let services = Services::intake_and_entitlement().await;
+    let entitlement_address = services.entitlement.clone().unwrap();
+    let hlctl = Hlctl::new(&services);
+    let deve = services.token(Role::Deve);
+    let dosi = services.token(Role::Dosi);
+    let integrator = services.token(Role::Integrator);
     let ready = hlctl
         .run("", &["health", "--wait", "30", &entitlement_address])
         .await;
@@ -1194,8 +1117,5 @@ async fn a_learners_checks_grants_explanation_and_a_policy_change() {
         "{again:?}"
     );
 
-    let _ = stop_entitlement.send(());
-    entitlement_server.await.unwrap().unwrap();
-    let _ = stop_intake.send(());
-    intake_server.await.unwrap().unwrap();
+    services.stop().await;
 }

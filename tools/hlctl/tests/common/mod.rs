@@ -1,0 +1,112 @@
+//! The services hlctl's tests run against: intake (and entitlement when asked) in this
+//! process, each with a database of its own, on a NATS namespace of the test's own.
+#![allow(dead_code, unreachable_pub)]
+
+use std::path::PathBuf;
+
+use hosted_entitlement::{EntitlementConfig, config::PolicyConfig};
+use hosted_intake::{Application, IntakeConfig, config::RegistryConfig};
+use hosted_platform::auth::Role;
+use hosted_testkit::{TestCallers, TestDatabase};
+use tokio::{sync::oneshot, task::JoinHandle};
+
+/// Running services, stopped (last started first) by [`Services::stop`].
+pub struct Services {
+    pub callers: TestCallers,
+    pub intake_database: TestDatabase,
+    /// `http://…` addresses, as hlctl takes them.
+    pub intake: String,
+    pub entitlement: Option<String>,
+    running: Vec<(oneshot::Sender<()>, JoinHandle<anyhow::Result<()>>)>,
+}
+
+fn serve<F>(
+    run: impl FnOnce(std::pin::Pin<Box<dyn Future<Output = ()> + Send>>) -> F,
+) -> (oneshot::Sender<()>, JoinHandle<anyhow::Result<()>>)
+where
+    F: Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(run(Box::pin(async {
+        let _ = stopped.await;
+    })));
+    (stop, task)
+}
+
+impl Services {
+    /// Intake alone.
+    pub async fn intake() -> Self {
+        Self::start(false).await
+    }
+
+    /// Intake, and entitlement with the repository's default policy.
+    pub async fn intake_and_entitlement() -> Self {
+        Self::start(true).await
+    }
+
+    async fn start(with_entitlement: bool) -> Self {
+        let namespace = hosted_testkit::namespace().await;
+        let callers = TestCallers::new();
+        let intake_database = TestDatabase::new().await;
+        let app = Application::build(&IntakeConfig {
+            common: hosted_testkit::common_config(
+                &intake_database,
+                hosted_testkit::nats_config(&namespace),
+                &callers,
+            ),
+            registry: RegistryConfig::default(),
+        })
+        .await
+        .unwrap();
+        let intake = format!("http://{}", app.local_addr());
+        let mut running = vec![serve(|stop| app.run_until_stopped(stop))];
+        let mut entitlement = None;
+        if with_entitlement {
+            let app = hosted_entitlement::Application::build(&EntitlementConfig {
+                common: hosted_testkit::common_config(
+                    &TestDatabase::new().await,
+                    hosted_testkit::nats_config(&namespace),
+                    &callers,
+                ),
+                policy: PolicyConfig {
+                    file: default_policy(),
+                },
+                check: Default::default(),
+            })
+            .await
+            .unwrap();
+            entitlement = Some(format!("http://{}", app.local_addr()));
+            running.push(serve(|stop| app.run_until_stopped(stop)));
+        }
+        Self {
+            callers,
+            intake_database,
+            intake,
+            entitlement,
+            running,
+        }
+    }
+
+    /// The token of the test caller with `role`.
+    pub fn token(&self, role: Role) -> String {
+        self.callers.token(role).to_owned()
+    }
+
+    /// Stops every service gracefully, the last started first.
+    pub async fn stop(mut self) {
+        while let Some((stop, task)) = self.running.pop() {
+            let _ = stop.send(());
+            task.await.unwrap().unwrap();
+        }
+    }
+}
+
+/// The repository's default policy.
+pub fn default_policy() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../policy/default.toml")
+}
+
+/// Today plus `offset` days, where the university is.
+pub fn day(offset: i64) -> String {
+    (hosted_platform::clock::Clock::default().today() + time::Duration::days(offset)).to_string()
+}
