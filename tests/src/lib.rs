@@ -239,6 +239,23 @@ impl TestSystem {
         hosted_testkit::authorized(message, self.callers.token(role))
     }
 
+    /// Creates an agreement through intake's API, as the legal directorate would.
+    pub async fn create_agreement(&self, agreement: v1::AgreementInput) -> v1::Agreement {
+        self.intake_client()
+            .await
+            .create_agreement(self.as_role(
+                Role::Legal,
+                v1::CreateAgreementRequest {
+                    agreement: Some(agreement),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .agreement
+            .unwrap()
+    }
+
     /// Registers a learner through intake's API, as DEVE would.
     pub async fn register(&self, request: v1::RegisterStayRequest) -> v1::RegisterStayResponse {
         self.intake_client()
@@ -315,6 +332,33 @@ pub fn today_plus(days: i64) -> String {
     (hosted_platform::clock::Clock::default().today() + time::Duration::days(days))
         .format(format)
         .unwrap()
+}
+
+/// An agreement for co-accredited students, from 30 days ago to 300 days ahead.
+pub fn co_accredited_agreement(options: &[&str]) -> v1::AgreementInput {
+    v1::AgreementInput {
+        partner_name: "Université partenaire".to_owned(),
+        populations: vec!["CO_ACCREDITED".to_owned()],
+        start_date: today_plus(-30),
+        end_date: today_plus(300),
+        options: options.iter().map(|option| (*option).to_owned()).collect(),
+        payer: v1::Payer::Nobody.into(),
+        ..Default::default()
+    }
+}
+
+/// A registration of a co-accredited student under `agreement_id`.
+pub fn co_accredited(
+    family_name: &str,
+    given_names: &str,
+    birth_date: &str,
+    agreement_id: &str,
+) -> v1::RegisterStayRequest {
+    let mut request = registration(family_name, given_names, birth_date);
+    let stay = request.stay.as_mut().unwrap();
+    stay.population = "CO_ACCREDITED".to_owned();
+    stay.agreement_id = agreement_id.to_owned();
+    request
 }
 
 /// A registration for an IFSI stay that started ten days ago.

@@ -24,7 +24,7 @@ use crate::{
     store::{
         self,
         agreements::{self, AgreementRow},
-        audit::{self, AuditEntry, change},
+        audit::{self, AuditEntry, change, note_change},
         batch::{self, BatchRow, RowOutcome},
         payments::{self, NewPayment},
         stays,
@@ -272,9 +272,7 @@ impl Intake {
         }
         let mut changes = serde_json::Map::new();
         let mut note = |field: &str, from: Option<String>, to: Option<String>| {
-            if from != to {
-                changes.insert(field.to_owned(), change(from, to));
-            }
+            note_change(&mut changes, field, from, to)
         };
         note(
             "family_name",
@@ -939,9 +937,7 @@ fn amendment_changes(
 ) -> serde_json::Map<String, serde_json::Value> {
     let mut changes = serde_json::Map::new();
     let mut note = |field: &str, from: serde_json::Value, to: serde_json::Value| {
-        if from != to {
-            changes.insert(field.to_owned(), change(from, to));
-        }
+        note_change(&mut changes, field, from, to)
     };
     note(
         "sponsor_unit",
@@ -964,9 +960,7 @@ fn amendment_changes(
 fn agreement_changes(before: &AgreementRow, after: &AgreementRow) -> serde_json::Value {
     let mut changes = serde_json::Map::new();
     let mut note = |field: &str, from: serde_json::Value, to: serde_json::Value| {
-        if from != to {
-            changes.insert(field.to_owned(), change(from, to));
-        }
+        note_change(&mut changes, field, from, to)
     };
     note(
         "partner_name",

@@ -1,7 +1,7 @@
 use std::time::Duration;
 
 use hosted_contracts::{subjects::Service, v1};
-use hosted_e2e::{TestSystem, registration, today_plus};
+use hosted_e2e::{TestSystem, co_accredited, co_accredited_agreement, registration, today_plus};
 use hosted_platform::auth::Role;
 
 pub(crate) async fn check(system: &TestSystem, login: &str, resource: &str) -> v1::CheckResponse {
@@ -114,46 +114,30 @@ async fn a_co_accredited_student_gets_the_library_only_when_the_agreement_includ
     let mut system = TestSystem::prepare(None).await;
     system.start_intake().await;
     system.start_entitlement().await;
-    let mut intake = system.intake_client().await;
-    let input = |options: Vec<String>| v1::AgreementInput {
-        partner_name: "Université partenaire".to_owned(),
-        populations: vec!["CO_ACCREDITED".to_owned()],
-        start_date: today_plus(-30),
-        end_date: today_plus(300),
-        options,
-        payer: v1::Payer::Nobody.into(),
-        ..Default::default()
-    };
-    let agreement = intake
-        .create_agreement(system.as_role(
-            Role::Legal,
-            v1::CreateAgreementRequest {
-                agreement: Some(input(vec![])),
-            },
+    let agreement = system.create_agreement(co_accredited_agreement(&[])).await;
+    system
+        .register(co_accredited(
+            "Nguyen",
+            "Anh",
+            "2001-05-06",
+            &agreement.agreement_id,
         ))
-        .await
-        .unwrap()
-        .into_inner()
-        .agreement
-        .unwrap();
-    let mut request = registration("Nguyen", "Anh", "2001-05-06");
-    let stay = request.stay.as_mut().unwrap();
-    stay.population = "CO_ACCREDITED".to_owned();
-    stay.agreement_id = agreement.agreement_id.clone();
-    system.register(request).await;
+        .await;
     wait_for(&system, "anh.nguyen", "online-resources", true).await;
     let without = check(&system, "anh.nguyen", "library").await;
     assert!(!without.allowed);
     assert!(without.reason.contains("library"), "{}", without.reason);
 
     // Act: the agreement gains the library option.
-    intake
+    system
+        .intake_client()
+        .await
         .amend_agreement(system.as_role(
             Role::Legal,
             v1::AmendAgreementRequest {
                 agreement_id: agreement.agreement_id,
                 expected_version: agreement.version,
-                agreement: Some(input(vec!["library".to_owned()])),
+                agreement: Some(co_accredited_agreement(&["library"])),
                 reason: "annex 2".to_owned(),
             },
         ))
@@ -292,27 +276,7 @@ async fn every_population_gets_what_the_requirements_table_says() {
     let mut system = TestSystem::prepare(None).await;
     system.start_intake().await;
     system.start_entitlement().await;
-    let agreement = system
-        .intake_client()
-        .await
-        .create_agreement(system.as_role(
-            Role::Legal,
-            v1::CreateAgreementRequest {
-                agreement: Some(v1::AgreementInput {
-                    partner_name: "Université partenaire".to_owned(),
-                    populations: vec!["CO_ACCREDITED".to_owned()],
-                    start_date: today_plus(-30),
-                    end_date: today_plus(300),
-                    payer: v1::Payer::Nobody.into(),
-                    ..Default::default()
-                }),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .agreement
-        .unwrap();
+    let agreement = system.create_agreement(co_accredited_agreement(&[])).await;
     let base = ["ent", "online-resources", "wifi"];
     let expected: [(&str, &str, &[&str]); 9] = [
         (

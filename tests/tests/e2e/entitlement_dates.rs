@@ -8,13 +8,15 @@ use hosted_contracts::{
     subjects::{Service, entitlement::GRANTS_CHANGED},
     v1,
 };
-use hosted_e2e::{TestSystem, default_policy, registration, today_plus};
+use hosted_e2e::{
+    TestSystem, co_accredited, co_accredited_agreement, default_policy, registration, today_plus,
+};
 use hosted_platform::{auth::Role, clock::Clock};
 
 use crate::entitlement::{check, wait_for};
 
 /// The grants events published so far, oldest first.
-async fn grants_events(system: &TestSystem) -> Vec<v1::GrantsEvent> {
+pub(crate) async fn grants_events(system: &TestSystem) -> Vec<v1::GrantsEvent> {
     let subject = system.namespace.subject(GRANTS_CHANGED);
     hosted_testkit::stream_messages(&system.namespace.stream(Service::Entitlement))
         .await
@@ -157,36 +159,23 @@ async fn ending_an_agreement_revokes_its_students_after_the_grace_period() {
     system
         .start_entitlement_with(default_policy(), clock.clone())
         .await;
-    let mut intake = system.intake_client().await;
-    let agreement = intake
-        .create_agreement(system.as_role(
-            Role::Legal,
-            v1::CreateAgreementRequest {
-                agreement: Some(v1::AgreementInput {
-                    partner_name: "Université partenaire".to_owned(),
-                    populations: vec!["CO_ACCREDITED".to_owned()],
-                    start_date: today_plus(-30),
-                    end_date: today_plus(300),
-                    options: vec!["library".to_owned()],
-                    payer: v1::Payer::Nobody.into(),
-                    ..Default::default()
-                }),
-            },
+    let agreement = system
+        .create_agreement(co_accredited_agreement(&["library"]))
+        .await;
+    system
+        .register(co_accredited(
+            "Moreau",
+            "Jules",
+            "2000-07-08",
+            &agreement.agreement_id,
         ))
-        .await
-        .unwrap()
-        .into_inner()
-        .agreement
-        .unwrap();
-    let mut request = registration("Moreau", "Jules", "2000-07-08");
-    let stay = request.stay.as_mut().unwrap();
-    stay.population = "CO_ACCREDITED".to_owned();
-    stay.agreement_id = agreement.agreement_id.clone();
-    system.register(request).await;
+        .await;
     wait_for(&system, "jules.moreau", "library", true).await;
 
     // Act: the agreement ends on day 5.
-    intake
+    system
+        .intake_client()
+        .await
         .end_agreement(system.as_role(
             Role::Legal,
             v1::EndAgreementRequest {

@@ -3,31 +3,22 @@
 
 use std::{collections::BTreeSet, time::Duration};
 
-use hosted_contracts::{
-    prost::Message,
-    subjects::{Service, entitlement::GRANTS_CHANGED},
-    v1,
-};
+use hosted_contracts::v1;
 use hosted_e2e::{TestSystem, default_policy, registration};
 use hosted_platform::{auth::Role, clock::Clock};
 use tonic::Code;
 
-use crate::entitlement::{check, wait_for};
+use crate::{
+    entitlement::{check, wait_for},
+    entitlement_dates::grants_events,
+};
 
 /// The learner ids of every grants event so far.
 async fn event_learners(system: &TestSystem) -> Vec<String> {
-    let subject = system.namespace.subject(GRANTS_CHANGED);
-    hosted_testkit::stream_messages(&system.namespace.stream(Service::Entitlement))
+    grants_events(system)
         .await
         .into_iter()
-        .filter(|message| message.subject.as_str() == subject)
-        .map(|message| {
-            v1::GrantsEvent::decode(message.payload)
-                .unwrap()
-                .meta
-                .unwrap()
-                .learner_id
-        })
+        .map(|event| event.meta.unwrap().learner_id)
         .collect()
 }
 

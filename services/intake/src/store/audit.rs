@@ -39,6 +39,19 @@ pub fn change(from: impl Into<Value>, to: impl Into<Value>) -> Value {
     serde_json::json!({ "from": from.into(), "to": to.into() })
 }
 
+/// Adds `field` to an amendment's changes when its value differs.
+pub fn note_change(
+    changes: &mut serde_json::Map<String, Value>,
+    field: &str,
+    from: impl Into<Value>,
+    to: impl Into<Value>,
+) {
+    let (from, to) = (from.into(), to.into());
+    if from != to {
+        changes.insert(field.to_owned(), change(from, to));
+    }
+}
+
 /// One audit entry per (learner, stay, changes), in one statement.
 pub async fn record_many(
     conn: &mut PgConnection,
