@@ -9,8 +9,21 @@
 
 use std::{sync::Arc, time::Duration};
 
-use time::{Date, Month};
+use time::{Date, Month, format_description::BorrowedFormatItem, macros::format_description};
 use tokio::sync::watch;
+
+/// Days travel as ISO 8601 text in the contracts: `YYYY-MM-DD`.
+pub const ISO_DAY: &[BorrowedFormatItem<'static>] = format_description!("[year]-[month]-[day]");
+
+/// A day as the contracts write it.
+pub fn format_day(day: Date) -> String {
+    day.format(ISO_DAY).unwrap_or_default()
+}
+
+/// A day as the contracts write it, read back; None when it is not one.
+pub fn parse_day(text: &str) -> Option<Date> {
+    Date::parse(text, ISO_DAY).ok()
+}
 
 /// Today's date in a configured IANA time zone.
 #[derive(Debug, Clone)]

@@ -9,11 +9,10 @@ use hosted_contracts::{
     v1,
 };
 use hosted_platform::{
-    clock::Clock,
+    clock::{Clock, format_day, parse_day},
     inbox::{Delivery, HandleError, Handler},
 };
 use sqlx::PgConnection;
-use time::{Date, format_description::BorrowedFormatItem, macros::format_description};
 use uuid::Uuid;
 
 use crate::{
@@ -24,8 +23,6 @@ use crate::{
 
 /// Durable consumer of intake's stream.
 pub const INTAKE_CONSUMER: &str = "entitlement-intake";
-
-const ISO_DATE: &[BorrowedFormatItem<'static>] = format_description!("[year]-[month]-[day]");
 
 /// Applies intake's facts and recomputes the grants they touch.
 #[derive(Debug, Clone)]
@@ -43,9 +40,8 @@ fn projected(learner: &v1::Learner) -> Result<Vec<ProjectedStay>, HandleError> {
         .stays
         .iter()
         .map(|stay| {
-            let day = |value: &str| {
-                Date::parse(value, ISO_DATE).map_err(|_| permanent("stay with a bad date"))
-            };
+            let day =
+                |value: &str| parse_day(value).ok_or_else(|| permanent("stay with a bad date"));
             Ok(ProjectedStay {
                 stay_id: Uuid::parse_str(&stay.stay_id)
                     .map_err(|_| permanent("stay with a bad id"))?,
@@ -79,8 +75,8 @@ pub fn grant_message(grant: &Grant, clock: &Clock) -> v1::Grant {
         rule: grant.rule.clone(),
         policy_version: grant.policy_version.clone(),
         stay_id: grant.stay_id.clone(),
-        first_day: grant.valid_from.format(ISO_DATE).unwrap_or_default(),
-        last_day: grant.valid_until.format(ISO_DATE).unwrap_or_default(),
+        first_day: format_day(grant.valid_from),
+        last_day: format_day(grant.valid_until),
     }
 }
 

@@ -5,9 +5,10 @@
 use hosted_contracts::v1;
 use hosted_platform::{
     auth::{Actor, Role},
+    clock::format_day,
     error::{ErrorCode, FieldViolation, ServiceError, Violations, to_status},
 };
-use time::{Date, format_description::BorrowedFormatItem, macros::format_description};
+use time::Date;
 use tonic::{Request, Response, Status};
 
 use crate::{
@@ -28,8 +29,6 @@ pub const ACCESS: &[(&str, &[Role])] = &[
     ("SimulatePolicy", &[Dosi]),
     ("ActivatePolicy", &[Dosi]),
 ];
-
-const ISO_DATE: &[BorrowedFormatItem<'static>] = format_description!("[year]-[month]-[day]");
 
 /// What an entitlement RPC can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -166,7 +165,7 @@ impl Entitlement {
             return Err(invalid("resource", "required"));
         }
         let on = day(self, "at", request.at)?;
-        let on_text = on.format(ISO_DATE).unwrap_or_default();
+        let on_text = format_day(on);
         let policy = self.policy.get();
         let deny = |denial: v1::Denial, reason: String| v1::CheckResponse {
             allowed: false,
@@ -192,7 +191,7 @@ impl Entitlement {
                 policy_version: policy.version.clone(),
                 denial: v1::Denial::Unspecified.into(),
                 on: on_text,
-                last_day: grant.valid_until.format(ISO_DATE).unwrap_or_default(),
+                last_day: format_day(grant.valid_until),
             });
         }
         let denial = if policy.resources.contains_key(grants::split(resource).0) {
@@ -235,7 +234,7 @@ impl Entitlement {
             policy_version: policy.version.clone(),
             learner_id: learner_id.to_string(),
             login,
-            on: on.format(ISO_DATE).unwrap_or_default(),
+            on: format_day(on),
         })
     }
 

@@ -10,12 +10,12 @@ use hosted_contracts::{
     v1,
 };
 use hosted_platform::{
-    clock::Clock,
+    clock::{Clock, format_day},
     inbox::HandleError,
     outbox::{self, OutboxEvent, OutboxSignal},
 };
 use sqlx::PgConnection;
-use time::{Date, format_description::BorrowedFormatItem, macros::format_description};
+use time::Date;
 use uuid::Uuid;
 
 use crate::{
@@ -28,8 +28,6 @@ use crate::{
 };
 
 pub const GRANTS_EVENT_TYPE: &str = "hosted.v1.GrantsEvent";
-
-const ISO_DATE: &[BorrowedFormatItem<'static>] = format_description!("[year]-[month]-[day]");
 
 /// Why a recomputation failed.
 #[derive(Debug, thiserror::Error)]
@@ -184,7 +182,7 @@ impl Recomputer {
             seconds: self.clock.now().as_second(),
             nanos: 0,
         };
-        let effective_on = today.format(ISO_DATE).unwrap_or_default();
+        let effective_on = format_day(today);
         let subject = self
             .namespace
             .subject(subjects::entitlement::GRANTS_CHANGED);

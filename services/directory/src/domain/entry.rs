@@ -10,7 +10,6 @@ use super::{
     supann::{self, AccountState},
 };
 
-const ISO_DATE: &[BorrowedFormatItem<'static>] = format_description!("[year]-[month]-[day]");
 const COMPACT_DATE: &[BorrowedFormatItem<'static>] = format_description!("[year][month][day]");
 
 /// The object classes of a hosted learner's entry.
@@ -70,7 +69,7 @@ pub enum EntryError {
 }
 
 fn parse(stay: &v1::Stay, value: &str) -> Result<Date, EntryError> {
-    Date::parse(value, ISO_DATE).map_err(|_| EntryError::BadDate {
+    hosted_platform::clock::parse_day(value).ok_or_else(|| EntryError::BadDate {
         stay_id: stay.stay_id.clone(),
         value: value.to_owned(),
     })

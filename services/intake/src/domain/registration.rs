@@ -1,12 +1,13 @@
 //! Validation of a registration: every bad field is reported at once, by its path.
 
-use hosted_platform::error::Violations;
-use time::{Date, Month, format_description::BorrowedFormatItem, macros::format_description};
+use hosted_platform::{
+    clock::{format_day, parse_day},
+    error::Violations,
+};
+use time::{Date, Month};
 use uuid::Uuid;
 
 use super::{names, resources};
-
-const DATE_FORMAT: &[BorrowedFormatItem<'static>] = format_description!("[year]-[month]-[day]");
 
 /// A population of the catalogue.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -179,9 +180,9 @@ pub fn parse_date(field: &str, value: &str, violations: &mut Violations) -> Opti
         violations.add(field, "required (YYYY-MM-DD)");
         return None;
     }
-    match Date::parse(value, DATE_FORMAT) {
-        Ok(date) => Some(date),
-        Err(_) => {
+    match parse_day(value) {
+        Some(date) => Some(date),
+        None => {
             violations.add(field, format!("{value:?} is not a date YYYY-MM-DD"));
             None
         }
@@ -189,7 +190,7 @@ pub fn parse_date(field: &str, value: &str, violations: &mut Violations) -> Opti
 }
 
 pub fn format_date(date: Date) -> String {
-    date.format(DATE_FORMAT).unwrap_or_default()
+    format_day(date)
 }
 
 /// A deliberately plain check: one `@`, something before it, a dotted domain after
