@@ -229,13 +229,12 @@ async fn seed_database(
             }
         }
         sqlx::query(
-            "INSERT INTO learners (learner_id, login, version, grants_version, in_force, in_force_on)
-             SELECT id, l, 1, 1, f::text[], $4 FROM unnest($1::uuid[], $2::text[], $3::text[]) AS u(id, l, f)",
+            "INSERT INTO learners (learner_id, login, version, grants_version, in_force)
+             SELECT id, l, 1, 1, f::text[] FROM unnest($1::uuid[], $2::text[], $3::text[]) AS u(id, l, f)",
         )
         .bind(&ids)
         .bind(&logins)
         .bind(&in_force_text)
-        .bind(today)
         .execute(&mut *tx)
         .await
         .unwrap();

@@ -27,9 +27,8 @@ ALTER TABLE stays
 -- What was last published as in force for each learner, and the next day it may
 -- change by the calendar alone: the due-time schedule.
 ALTER TABLE learners
-    ADD COLUMN in_force    text[] NOT NULL DEFAULT '{}',
-    ADD COLUMN in_force_on date,
-    ADD COLUMN next_due    date;
+    ADD COLUMN in_force text[] NOT NULL DEFAULT '{}',
+    ADD COLUMN next_due date;
 CREATE INDEX learners_next_due ON learners (next_due) WHERE next_due IS NOT NULL;
 
 -- What caused each audited change: an intake event (cause_event_id), the due-time

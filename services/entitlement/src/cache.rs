@@ -130,15 +130,6 @@ impl GrantsCache {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// How many learners are held.
-    pub fn len(&self) -> usize {
-        self.read().by_id.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// The learner behind a login or an id, with their grants; None when unknown.
     pub async fn learner(
         &self,

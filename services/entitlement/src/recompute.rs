@@ -170,7 +170,7 @@ impl Recomputer {
                 }
             })
             .collect();
-        let stored = store::store_states(conn, &changes, today).await?;
+        let stored = store::store_states(conn, &changes).await?;
         if stored.is_empty() {
             return Ok(0);
         }

@@ -475,12 +475,11 @@ pub struct Stored {
 
 /// Stores learners' new states in a few set statements, whatever their number: the
 /// grants that changed (each grant and revocation audited with its cause), what is
-/// in force on `on` and the next day it may change. Returns the learners whose grants
+/// in force and the next day it may change. Returns the learners whose grants
 /// or in-force resources changed (to publish), with their new grants version.
 pub async fn store_states(
     conn: &mut PgConnection,
     changes: &[Change<'_>],
-    on: Date,
 ) -> Result<Vec<Stored>, sqlx::Error> {
     // Only the next due day moved: no version, nothing to publish.
     let due_only: Vec<&Change> = changes
@@ -621,7 +620,7 @@ pub async fn store_states(
         "UPDATE learners l
          SET grants_version = l.grants_version + 1,
              in_force = COALESCE(string_to_array(NULLIF(u.f, ''), ','), '{}'),
-             in_force_on = $4, next_due = u.d
+             next_due = u.d
          FROM unnest($1::uuid[], $2::text[], $3::date[]) AS u(id, f, d)
          WHERE l.learner_id = u.id
          RETURNING l.learner_id, l.grants_version, l.login, l.version",
@@ -629,7 +628,6 @@ pub async fn store_states(
     .bind(&ids)
     .bind(&in_force)
     .bind(&due)
-    .bind(on)
     .fetch_all(conn)
     .await
 }
@@ -670,23 +668,4 @@ pub async fn learner(
                 .await
         }
     }
-}
-
-/// The grant that allows a resource on a day, the longest-running first.
-pub async fn holding_grant(
-    conn: &mut PgConnection,
-    learner_id: Uuid,
-    resource: &str,
-    on: Date,
-) -> Result<Option<(Date, String, Uuid)>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT valid_until, rule, stay_id FROM grants
-         WHERE learner_id = $1 AND resource = $2 AND valid_from <= $3 AND valid_until >= $3
-         ORDER BY valid_until DESC LIMIT 1",
-    )
-    .bind(learner_id)
-    .bind(resource)
-    .bind(on)
-    .fetch_optional(conn)
-    .await
 }
