@@ -6,19 +6,23 @@
 //! default policy) and the same learners into an LDAP subtree of slapd, each entry
 //! with one `eduPersonEntitlement` URN per resource in force, then asks, in one run:
 //! - entitlement's `Check` over gRPC, 64 concurrent clients (one connection each),
-//!   random learners and resources: a first pass asking every learner once, then the
-//!   steady state;
-//! - slapd the same question, 64 concurrent connections: a search for the learner's
-//!   `eduPersonEntitlement` values by uid, then a look for the resource's URN;
+//!   random learners and resources: a first pass asking every learner once, then as
+//!   fast as the answers come (the throughput), then 20,000 questions a second on
+//!   schedule (the latency at that load, a late question counted from when it was
+//!   due);
+//! - slapd the same question, in the same two ways, 64 concurrent connections: a
+//!   search for the learner's `eduPersonEntitlement` values by uid, then a look for
+//!   the resource's URN;
 //! - then a policy change over everyone (IFSI students lose grades): how long
 //!   `SimulatePolicy` and `ActivatePolicy` take.
 //!
 //! The service runs as its own process (the `entitlement` binary), so that the CPU time
 //! it spends per answer is read apart from the clients', and compared with slapd's.
 //!
-//! Sizes: `BENCH_LEARNERS` (100000), `BENCH_CLIENTS` (64), `BENCH_SECONDS` (10),
-//! `BENCH_CONNECTIONS` (as many as clients; fewer shares each HTTP/2 connection
-//! between clients, as one integrator's process does).
+//! Sizes: `BENCH_LEARNERS` (100000), `BENCH_CLIENTS` (64), `BENCH_SECONDS` (10 per
+//! measure), `BENCH_RATE` (20000 questions a second in all), `BENCH_CONNECTIONS` (as
+//! many as clients; fewer shares each HTTP/2 connection between clients, as one
+//! integrator's process does).
 //! The LDAP entries are deleted at the end unless `BENCH_KEEP_LDAP=1`.
 #![allow(clippy::print_stdout, clippy::unwrap_used)]
 
@@ -97,34 +101,59 @@ impl Figures {
         f64::from(self.micros[index - 1]) / 1000.0
     }
 
+    fn per_second(&self) -> f64 {
+        self.calls as f64 / self.elapsed.as_secs_f64()
+    }
+
     fn print(&self, what: &str) {
         println!(
-            "{what:<44} {:>9.0} /s   p50 {:>6.2} ms   p99 {:>6.2} ms   ({} calls, {:.0}% allowed)",
-            self.calls as f64 / self.elapsed.as_secs_f64(),
+            "{what:<40} {:>7.0} /s   p50 {:>6.2} ms   p99 {:>6.2} ms   p99.9 {:>6.2} ms   \
+             ({} calls, {:.0}% allowed)",
+            self.per_second(),
             self.percentile(0.50),
             self.percentile(0.99),
+            self.percentile(0.999),
             self.calls,
             100.0 * self.allowed as f64 / self.calls.max(1) as f64,
         );
     }
 }
 
-/// Runs `clients` loops of `ask` for `seconds` (or `per_client` asks each), in one run.
-async fn measure<F, Fut, C>(
-    clients: Vec<C>,
-    seconds: u64,
-    per_client: Option<usize>,
-    learners: usize,
-    ask: F,
-) -> Figures
+/// How the clients ask.
+#[derive(Clone, Copy)]
+enum Load {
+    /// Every learner once, each client as fast as it is answered (fills the cache).
+    EveryLearner,
+    /// As fast as each client is answered, for that long: the throughput.
+    Flat(Duration),
+    /// `per_second` questions a second in all, spread over the clients and on
+    /// schedule, for that long: the latency at that load. A question that leaves late
+    /// because the one before was slow counts from when it was due (no coordinated
+    /// omission).
+    Paced { per_second: f64, lasting: Duration },
+}
+
+/// Runs one loop of `ask` per client under `load`, in one run.
+async fn measure<F, Fut, C>(clients: Vec<C>, load: Load, learners: usize, ask: F) -> Figures
 where
     C: Send + 'static,
     F: Fn(&mut C, String, &'static str) -> Fut + Send + Sync + Copy + 'static,
     Fut: std::future::Future<Output = bool> + Send,
 {
     let started = Instant::now();
-    let deadline = started + Duration::from_secs(seconds);
     let count = clients.len();
+    let (deadline, per_client, interval) = match load {
+        Load::EveryLearner => (None, Some(learners.div_ceil(count)), None),
+        Load::Flat(lasting) => (Some(started + lasting), None, None),
+        Load::Paced {
+            per_second,
+            lasting,
+        } => (
+            Some(started + lasting),
+            None,
+            Some(Duration::from_secs_f64(count as f64 / per_second)),
+        ),
+    };
     let mut tasks = Vec::new();
     for (index, mut client) in clients.into_iter().enumerate() {
         tasks.push(tokio::spawn(async move {
@@ -132,11 +161,13 @@ where
             let mut micros = Vec::new();
             let mut allowed = 0;
             let mut asked = 0;
+            // Paced clients start evenly spread over one interval.
+            let mut due = interval.map(|every| started + every * index as u32 / count as u32);
             loop {
-                match per_client {
-                    Some(limit) if asked >= limit => break,
-                    None if Instant::now() >= deadline => break,
-                    _ => {}
+                if per_client.is_some_and(|limit| asked >= limit)
+                    || deadline.is_some_and(|deadline| Instant::now() >= deadline)
+                {
+                    break;
                 }
                 let learner = match per_client {
                     // The cache-filling pass asks every learner once.
@@ -144,12 +175,23 @@ where
                     None => login(dice.below(learners)),
                 };
                 let resource = ASKED[dice.below(ASKED.len())];
-                let one = Instant::now();
+                let one = match due {
+                    // Behind schedule: the wait counts.
+                    Some(due) if Instant::now() >= due => due,
+                    Some(due) => {
+                        tokio::time::sleep_until(due.into()).await;
+                        Instant::now()
+                    }
+                    None => Instant::now(),
+                };
                 if ask(&mut client, learner, resource).await {
                     allowed += 1;
                 }
                 micros.push(u32::try_from(one.elapsed().as_micros()).unwrap_or(u32::MAX));
                 asked += 1;
+                if let (Some(next), Some(every)) = (due.as_mut(), interval) {
+                    *next += every;
+                }
             }
             (micros, allowed)
         }));
@@ -421,7 +463,12 @@ async fn wait_until_serving(address: std::net::SocketAddr) {
 async fn main() {
     let learners = env_or("BENCH_LEARNERS", 100_000);
     let clients = env_or("BENCH_CLIENTS", 64);
-    let seconds = env_or("BENCH_SECONDS", 10) as u64;
+    let lasting = Duration::from_secs(env_or("BENCH_SECONDS", 10) as u64);
+    let rate = env_or("BENCH_RATE", 20_000);
+    let at_rate = Load::Paced {
+        per_second: rate as f64,
+        lasting,
+    };
     let connections = env_or("BENCH_CONNECTIONS", clients).max(1);
     let policy_file =
         std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../policy/default.toml");
@@ -574,14 +621,15 @@ async fn main() {
         "\n{clients} concurrent clients over {} gRPC connections, {learners} learners:",
         channels.len()
     );
-    let per_client = learners.div_ceil(clients);
-    measure(grpc_clients.clone(), 0, Some(per_client), learners, check)
+    measure(grpc_clients.clone(), Load::EveryLearner, learners, check)
         .await
         .print("Check, first pass: every learner once");
     let before = cpu(server_pid);
-    let steady = measure(grpc_clients, seconds, None, learners, check).await;
+    let steady = measure(grpc_clients.clone(), Load::Flat(lasting), learners, check).await;
     let server_cpu = cpu(server_pid) - before;
-    steady.print("Check, steady state");
+    steady.print("Check, as fast as answered");
+    let paced = measure(grpc_clients, at_rate, learners, check).await;
+    paced.print(&format!("Check, {rate} asked per second"));
 
     let mut ldap_clients = Vec::new();
     for _ in 0..clients {
@@ -622,9 +670,11 @@ async fn main() {
         };
     let slapd_pid = slapd_pid();
     let before = slapd_pid.map(cpu);
-    let searches = measure(ldap_clients, seconds, None, learners, search).await;
+    let searches = measure(ldap_clients.clone(), Load::Flat(lasting), learners, search).await;
     let slapd_cpu = slapd_pid.zip(before).map(|(pid, before)| cpu(pid) - before);
-    searches.print("slapd search (uid=…) → eduPersonEntitlement");
+    searches.print("slapd search, as fast as answered");
+    let searches_paced = measure(ldap_clients, at_rate, learners, search).await;
+    searches_paced.print(&format!("slapd search, {rate} asked per second"));
     println!(
         "\nserver CPU per answer: entitlement {:.0} µs{}",
         server_cpu.as_secs_f64() * 1e6 / steady.calls as f64,
@@ -632,6 +682,23 @@ async fn main() {
             ", slapd {:.0} µs",
             used.as_secs_f64() * 1e6 / searches.calls as f64
         ))
+    );
+    println!(
+        "Check against slapd: {:.1}× the throughput, p99 {:.1}× lower as fast as answered, \
+         {:.1}× lower at {rate}/s",
+        steady.per_second() / searches.per_second(),
+        searches.percentile(0.99) / steady.percentile(0.99),
+        searches_paced.percentile(0.99) / paced.percentile(0.99),
+    );
+    let verdict = |holds: bool| if holds { "holds" } else { "MISSED" };
+    println!(
+        "target: at least {rate}/s {}; p99 at most 5 ms at {rate}/s {}; faster than LDAP {}",
+        verdict(steady.per_second() >= rate as f64),
+        verdict(paced.percentile(0.99) <= 5.0 && paced.per_second() >= 0.98 * rate as f64),
+        verdict(
+            steady.per_second() > searches.per_second()
+                && steady.percentile(0.99) < searches.percentile(0.99)
+        ),
     );
 
     // A policy change over everyone: IFSI students (a fifth) lose grades.
