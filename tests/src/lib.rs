@@ -64,6 +64,8 @@ pub struct TestSystem {
     pub directory: Option<Running>,
     pub entitlement: Option<Running>,
     pub entitlement_database: TestDatabase,
+    pub cards: Option<Running>,
+    pub cards_database: TestDatabase,
 }
 
 impl TestSystem {
@@ -94,6 +96,8 @@ impl TestSystem {
             directory: None,
             entitlement: None,
             entitlement_database: TestDatabase::new().await,
+            cards: None,
+            cards_database: TestDatabase::new().await,
         }
     }
 
@@ -205,6 +209,59 @@ impl TestSystem {
         )
     }
 
+    /// Cards's settings for this test: an Erasmus PIC configured, so that cards get an
+    /// ESCN.
+    pub fn cards_config(&self) -> hosted_cards::CardsConfig {
+        hosted_cards::CardsConfig {
+            common: hosted_testkit::common_config(
+                &self.cards_database,
+                self.nats.clone(),
+                &self.callers,
+            ),
+            cards: Default::default(),
+            escn: hosted_cards::config::EscnConfig {
+                pic: "999123456".to_owned(),
+                generator: "001".to_owned(),
+            },
+        }
+    }
+
+    /// Starts cards with `config` on `clock` and waits until it is ready (its
+    /// consumers attach to intake's and entitlement's streams, which must exist).
+    pub async fn start_cards_with(
+        &mut self,
+        config: hosted_cards::CardsConfig,
+        clock: hosted_platform::clock::Clock,
+    ) {
+        let app = hosted_cards::Application::build_with_clock(&config, clock)
+            .await
+            .unwrap();
+        let address = app.local_addr();
+        self.cards = Some(Running::start(address, |stop| app.run_until_stopped(stop)));
+        wait_until_serving(address).await;
+    }
+
+    pub async fn start_cards(&mut self) {
+        self.start_cards_with(
+            self.cards_config(),
+            hosted_platform::clock::Clock::default(),
+        )
+        .await;
+    }
+
+    pub async fn stop_cards(&mut self) {
+        if let Some(cards) = self.cards.take() {
+            cards.stop().await;
+        }
+    }
+
+    pub async fn cards_client(
+        &self,
+    ) -> v1::cards_service_client::CardsServiceClient<tonic::transport::Channel> {
+        let address = self.cards.as_ref().unwrap().address;
+        v1::cards_service_client::CardsServiceClient::new(hosted_testkit::channel(address).await)
+    }
+
     pub async fn stop_directory(&mut self) {
         if let Some(directory) = self.directory.take() {
             directory.stop().await;
@@ -212,6 +269,7 @@ impl TestSystem {
     }
 
     pub async fn stop(mut self) {
+        self.stop_cards().await;
         self.stop_directory().await;
         self.stop_entitlement().await;
         if let Some(intake) = self.intake.take() {

@@ -1,48 +1,350 @@
-//! The gRPC edge of cards. The contract is a draft that the cards issue refines;
-//! until then every RPC is refused as UNIMPLEMENTED, behind the access check.
+//! The gRPC edge of cards: the card office's reads, transitions, replacements, print
+//! batches and e-purse exports.
 
 use hosted_contracts::v1;
-use hosted_platform::auth::Role;
+use hosted_platform::{
+    auth::{Actor, Role},
+    error::{ErrorCode, FieldViolation, ServiceError, Violations, to_status},
+};
 use tonic::{Request, Response, Status};
 
-use crate::Cards;
+use crate::{
+    Cards, documents,
+    domain::lifecycle::State,
+    office::{OfficeError, stored_timestamp},
+    store,
+};
 
 use Role::{CardOffice, Dosi};
 
 /// The roles each RPC accepts; the platform refuses everything else.
 pub const ACCESS: &[(&str, &[Role])] = &[
     ("GetCard", &[CardOffice, Dosi]),
+    ("ListCards", &[CardOffice, Dosi]),
     ("ListPrintQueue", &[CardOffice]),
+    ("ExportPrintBatch", &[CardOffice]),
+    ("GetPrintBatch", &[CardOffice]),
     ("TransitionCard", &[CardOffice]),
+    ("ReplaceCard", &[CardOffice]),
+    ("ExportEpurse", &[CardOffice]),
 ];
 
-fn unimplemented<T>(rpc: &str) -> Result<Response<T>, Status> {
-    Err(Status::unimplemented(format!(
-        "{rpc} is not served by this version yet"
-    )))
+/// The most cards a print batch or a queue listing holds.
+const MAX_BATCH: i32 = 1_000;
+
+/// What a cards RPC can fail with.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+struct ApiError {
+    code: ErrorCode,
+    message: String,
+    violations: Violations,
+}
+
+impl ServiceError for ApiError {
+    fn code(&self) -> ErrorCode {
+        self.code
+    }
+
+    fn violations(&self) -> &[FieldViolation] {
+        &self.violations.0
+    }
+}
+
+impl From<OfficeError> for ApiError {
+    fn from(error: OfficeError) -> Self {
+        let code = match &error {
+            OfficeError::Invalid { .. } => ErrorCode::InvalidArgument,
+            OfficeError::NotFound(_) => ErrorCode::NotFound,
+            OfficeError::FailedPrecondition(_) => ErrorCode::FailedPrecondition,
+            OfficeError::Aborted(_) => ErrorCode::Aborted,
+            OfficeError::Database(_) => ErrorCode::Internal,
+        };
+        let mut violations = Violations::default();
+        if let OfficeError::Invalid { field, reason } = &error {
+            violations.add(*field, reason.clone());
+        }
+        ApiError {
+            code,
+            message: error.to_string(),
+            violations,
+        }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(error: sqlx::Error) -> Self {
+        OfficeError::Database(error).into()
+    }
+}
+
+impl From<ApiError> for Status {
+    fn from(error: ApiError) -> Self {
+        to_status(&error)
+    }
+}
+
+fn invalid(field: &'static str, reason: &str) -> ApiError {
+    OfficeError::Invalid {
+        field,
+        reason: reason.to_owned(),
+    }
+    .into()
+}
+
+fn limit(field: &'static str, asked: i32) -> Result<i64, ApiError> {
+    match asked {
+        0 => Ok(i64::from(MAX_BATCH)),
+        1..=MAX_BATCH => Ok(i64::from(asked)),
+        _ => Err(invalid(field, "must be between 1 and 1000 (0: 1000)")),
+    }
+}
+
+fn format(asked: i32) -> v1::DocumentFormat {
+    match v1::DocumentFormat::try_from(asked) {
+        Ok(v1::DocumentFormat::Json) => v1::DocumentFormat::Json,
+        _ => v1::DocumentFormat::Csv,
+    }
+}
+
+impl Cards {
+    async fn get_card(&self, request: v1::GetCardRequest) -> Result<v1::GetCardResponse, ApiError> {
+        let key = request.card.trim();
+        if key.is_empty() {
+            return Err(invalid("card", "required: a card id or a card number"));
+        }
+        let mut conn = self.office.pool.acquire().await?;
+        let card = store::card(&mut conn, key, false)
+            .await?
+            .ok_or_else(|| OfficeError::NotFound(format!("card {key:?} not found")))?;
+        let history = store::history(&mut conn, card.card_id).await?;
+        let wire = |name: &str| {
+            State::parse(name)
+                .map(State::to_wire)
+                .unwrap_or_default()
+                .into()
+        };
+        Ok(v1::GetCardResponse {
+            card: Some(self.office.card_message(&card)),
+            history: history
+                .into_iter()
+                .map(|step| v1::CardTransition {
+                    from: step.from_state.as_deref().map(wire).unwrap_or_default(),
+                    to: wire(&step.to_state),
+                    reason: step.reason,
+                    actor: step.actor,
+                    at: Some(stored_timestamp(step.at)),
+                    cause_event_id: step
+                        .cause_event_id
+                        .map(|id| id.to_string())
+                        .unwrap_or_default(),
+                })
+                .collect(),
+        })
+    }
+
+    async fn list_cards(
+        &self,
+        request: v1::ListCardsRequest,
+    ) -> Result<v1::ListCardsResponse, ApiError> {
+        let key = request.learner.trim();
+        if key.is_empty() {
+            return Err(invalid("learner", "required: a learner id or a login"));
+        }
+        let mut conn = self.office.pool.acquire().await?;
+        let Some(learner_id) = store::find_learner(&mut conn, key).await? else {
+            return Err(OfficeError::NotFound(format!("learner {key:?} not known here")).into());
+        };
+        let cards = store::cards_of(&mut conn, learner_id).await?;
+        Ok(v1::ListCardsResponse {
+            cards: cards
+                .iter()
+                .map(|card| self.office.card_message(card))
+                .collect(),
+        })
+    }
+
+    async fn list_print_queue(
+        &self,
+        request: v1::ListPrintQueueRequest,
+    ) -> Result<v1::ListPrintQueueResponse, ApiError> {
+        let limit = limit("limit", request.limit)?;
+        let mut conn = self.office.pool.acquire().await?;
+        let cards = store::print_queue(&mut conn, limit, false).await?;
+        Ok(v1::ListPrintQueueResponse {
+            cards: cards
+                .iter()
+                .map(|card| self.office.card_message(card))
+                .collect(),
+        })
+    }
+
+    async fn export_print_batch(
+        &self,
+        actor: &str,
+        request: v1::ExportPrintBatchRequest,
+    ) -> Result<v1::ExportPrintBatchResponse, ApiError> {
+        let limit = limit("limit", request.limit)?;
+        let format = format(request.format);
+        let (batch_id, cards, lines) = self.office.export_batch(actor, limit).await?;
+        Ok(v1::ExportPrintBatchResponse {
+            batch_id: batch_id.map(|id| id.to_string()).unwrap_or_default(),
+            cards: cards
+                .iter()
+                .map(|card| self.office.card_message(card))
+                .collect(),
+            format: format.into(),
+            document: documents::print_document(&lines, format),
+        })
+    }
+
+    async fn get_print_batch(
+        &self,
+        request: v1::GetPrintBatchRequest,
+    ) -> Result<v1::ExportPrintBatchResponse, ApiError> {
+        let format = format(request.format);
+        let lines = self.office.batch(&request.batch_id).await?;
+        let mut conn = self.office.pool.acquire().await?;
+        let mut cards = Vec::with_capacity(lines.len());
+        for line in &lines {
+            if let Some(card) = store::card(&mut conn, &line.card_id, false).await? {
+                cards.push(self.office.card_message(&card));
+            }
+        }
+        Ok(v1::ExportPrintBatchResponse {
+            batch_id: request.batch_id.trim().to_owned(),
+            cards,
+            format: format.into(),
+            document: documents::print_document(&lines, format),
+        })
+    }
+
+    async fn transition_card(
+        &self,
+        actor: &str,
+        request: v1::TransitionCardRequest,
+    ) -> Result<v1::TransitionCardResponse, ApiError> {
+        let to = State::from_wire(request.to());
+        let card = self
+            .office
+            .transition(
+                actor,
+                &request.card_id,
+                to,
+                &request.reason,
+                &request.csn,
+                request.expected_version,
+            )
+            .await?;
+        Ok(v1::TransitionCardResponse {
+            card: Some(self.office.card_message(&card)),
+        })
+    }
+
+    async fn replace_card(
+        &self,
+        actor: &str,
+        request: v1::ReplaceCardRequest,
+    ) -> Result<v1::ReplaceCardResponse, ApiError> {
+        let (replaced, card) = self
+            .office
+            .replace(actor, &request.card_id, &request.reason)
+            .await?;
+        Ok(v1::ReplaceCardResponse {
+            replaced: Some(self.office.card_message(&replaced)),
+            card: Some(self.office.card_message(&card)),
+        })
+    }
+
+    async fn export_epurse(
+        &self,
+        actor: &str,
+        request: v1::ExportEpurseRequest,
+    ) -> Result<v1::ExportEpurseResponse, ApiError> {
+        let (export_id, right_holders) = self.office.export_epurse(actor, request.full).await?;
+        Ok(v1::ExportEpurseResponse {
+            export_id: export_id.to_string(),
+            document: documents::epurse_document(&right_holders),
+            right_holders,
+        })
+    }
 }
 
 #[tonic::async_trait]
 impl v1::cards_service_server::CardsService for Cards {
     async fn get_card(
         &self,
-        _request: Request<v1::GetCardRequest>,
+        request: Request<v1::GetCardRequest>,
     ) -> Result<Response<v1::GetCardResponse>, Status> {
-        let _ = &self.pool;
-        unimplemented("GetCard")
+        Ok(Response::new(
+            Cards::get_card(self, request.into_inner()).await?,
+        ))
+    }
+
+    async fn list_cards(
+        &self,
+        request: Request<v1::ListCardsRequest>,
+    ) -> Result<Response<v1::ListCardsResponse>, Status> {
+        Ok(Response::new(
+            Cards::list_cards(self, request.into_inner()).await?,
+        ))
     }
 
     async fn list_print_queue(
         &self,
-        _request: Request<v1::ListPrintQueueRequest>,
+        request: Request<v1::ListPrintQueueRequest>,
     ) -> Result<Response<v1::ListPrintQueueResponse>, Status> {
-        unimplemented("ListPrintQueue")
+        Ok(Response::new(
+            Cards::list_print_queue(self, request.into_inner()).await?,
+        ))
+    }
+
+    async fn export_print_batch(
+        &self,
+        request: Request<v1::ExportPrintBatchRequest>,
+    ) -> Result<Response<v1::ExportPrintBatchResponse>, Status> {
+        let actor = Actor::of(&request);
+        Ok(Response::new(
+            Cards::export_print_batch(self, actor.name(), request.into_inner()).await?,
+        ))
+    }
+
+    async fn get_print_batch(
+        &self,
+        request: Request<v1::GetPrintBatchRequest>,
+    ) -> Result<Response<v1::ExportPrintBatchResponse>, Status> {
+        Ok(Response::new(
+            Cards::get_print_batch(self, request.into_inner()).await?,
+        ))
     }
 
     async fn transition_card(
         &self,
-        _request: Request<v1::TransitionCardRequest>,
+        request: Request<v1::TransitionCardRequest>,
     ) -> Result<Response<v1::TransitionCardResponse>, Status> {
-        unimplemented("TransitionCard")
+        let actor = Actor::of(&request);
+        Ok(Response::new(
+            Cards::transition_card(self, actor.name(), request.into_inner()).await?,
+        ))
+    }
+
+    async fn replace_card(
+        &self,
+        request: Request<v1::ReplaceCardRequest>,
+    ) -> Result<Response<v1::ReplaceCardResponse>, Status> {
+        let actor = Actor::of(&request);
+        Ok(Response::new(
+            Cards::replace_card(self, actor.name(), request.into_inner()).await?,
+        ))
+    }
+
+    async fn export_epurse(
+        &self,
+        request: Request<v1::ExportEpurseRequest>,
+    ) -> Result<Response<v1::ExportEpurseResponse>, Status> {
+        let actor = Actor::of(&request);
+        Ok(Response::new(
+            Cards::export_epurse(self, actor.name(), request.into_inner()).await?,
+        ))
     }
 }

@@ -1,27 +1,44 @@
-//! The cards service: smart cards from request to destruction, the e-purse and the European Student Card.
+//! The cards service: smart cards from request to destruction, the e-purse and the
+//! European Student Card.
 //!
-//! This version starts, migrates its database, provisions its stream and serves
-//! health, reflection and its API behind the access check; the RPCs answer
-//! UNIMPLEMENTED until the service's issue gives them their behaviour.
+//! It consumes intake's learner facts (who the holder is) and entitlement's grants
+//! (whether they hold the smart-card and e-purse grants). A card is requested when a
+//! learner gains the smart-card grant and only then, follows its lifecycle through
+//! the card office's hands, and expires when the grant ends; each change is
+//! published as `hosted.cards.card.changed`.
 
 pub mod config;
+pub mod documents;
+pub mod domain;
+pub mod events;
 pub mod grpc;
+pub mod office;
+pub mod store;
 
-use std::{future::Future, net::SocketAddr};
+use std::{future::Future, net::SocketAddr, sync::Arc};
 
 use anyhow::Context;
 use hosted_contracts::{subjects::Service, v1::cards_service_server::CardsServiceServer};
-use hosted_platform::service::Foundation;
+use hosted_platform::{
+    clock::Clock,
+    inbox::{ConsumerSpec, Handler, InboxConsumer},
+    service::Foundation,
+};
 use tonic::service::Routes;
 
 pub use config::CardsConfig;
+
+use crate::{
+    events::{GrantsHandler, PeopleHandler},
+    office::Office,
+};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// The state the RPCs share.
 #[derive(Debug, Clone)]
 pub struct Cards {
-    pool: sqlx::PgPool,
+    office: Office,
 }
 
 /// A started cards service.
@@ -32,7 +49,13 @@ pub struct Application {
 }
 
 impl Application {
+    /// Starts on the configured clock.
     pub async fn build(config: &CardsConfig) -> anyhow::Result<Self> {
+        Self::build_with_clock(config, config.common.clock.clock()).await
+    }
+
+    /// Starts on `clock`: tests pass a manual clock.
+    pub async fn build_with_clock(config: &CardsConfig, clock: Clock) -> anyhow::Result<Self> {
         let foundation = Foundation::start(
             Service::Cards,
             config::DEFAULT_PORT,
@@ -41,22 +64,75 @@ impl Application {
         )
         .await
         .context("starting cards")?;
-        let state = Cards {
+        let office = Office {
             pool: foundation.pool.clone(),
+            namespace: foundation.namespace.clone(),
+            config: config.cards.clone(),
+            escn: config.escn.clone(),
+            clock,
+            outbox: foundation.outbox.clone(),
         };
-        Ok(Self { foundation, state })
+        Ok(Self {
+            foundation,
+            state: Cards { office },
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.foundation.local_addr()
     }
 
-    /// Serves until `shutdown` resolves; ready once the database is.
+    fn consumer<H: Handler>(&self, durable: &str, source: Service, handler: H) -> InboxConsumer<H> {
+        InboxConsumer::new(
+            ConsumerSpec {
+                durable: durable.to_owned(),
+                source,
+                owner: Service::Cards,
+            },
+            &self.foundation.nats_config,
+            self.state.office.pool.clone(),
+            self.foundation.jetstream.clone(),
+            Arc::new(handler),
+        )
+    }
+
+    /// Serves until `shutdown` resolves; ready once both consumers are attached.
     pub async fn run_until_stopped(
-        self,
+        mut self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        self.foundation.readiness().ready().await;
+        let namespace = self.foundation.namespace.clone();
+        let people = self.consumer(
+            events::INTAKE_CONSUMER,
+            Service::Intake,
+            PeopleHandler {
+                namespace: namespace.clone(),
+                office: self.state.office.clone(),
+            },
+        );
+        let grants = self.consumer(
+            events::ENTITLEMENT_CONSUMER,
+            Service::Entitlement,
+            GrantsHandler {
+                namespace,
+                office: self.state.office.clone(),
+            },
+        );
+        let readiness = self.foundation.readiness();
+        let mut shutdown_rx = self.foundation.tasks.shutdown();
+        self.foundation.tasks.spawn(async move {
+            let Some(people_attached) = people.attach(&mut shutdown_rx).await else {
+                return;
+            };
+            let Some(grants_attached) = grants.attach(&mut shutdown_rx).await else {
+                return;
+            };
+            readiness.ready().await;
+            tokio::join!(
+                people.run(people_attached, shutdown_rx.clone()),
+                grants.run(grants_attached, shutdown_rx),
+            );
+        });
         let routes = Routes::new(CardsServiceServer::new(self.state));
         self.foundation
             .serve(routes, grpc::ACCESS, shutdown)

@@ -13,39 +13,22 @@ async fn every_directory_rpc_refuses_missing_credentials_and_wrong_roles() {
     system.stop().await;
 }
 
-/// Cards waits for its issue, but already starts, migrates, reports SERVING and
+/// Cards starts, migrates, reports SERVING once its consumers are attached, and
 /// refuses every RPC without the right credential.
 #[tokio::test]
 async fn cards_starts_healthy_and_guards_every_rpc() {
-    let namespace = hosted_testkit::namespace().await;
-    let callers = hosted_testkit::TestCallers::new();
-    let database = hosted_testkit::TestDatabase::new().await;
-    let cards = hosted_cards::Application::build(&hosted_cards::CardsConfig {
-        common: hosted_testkit::common_config(
-            &database,
-            hosted_testkit::nats_config(&namespace),
-            &callers,
-        ),
-    })
-    .await
-    .unwrap();
-    let cards_address = cards.local_addr();
-    let (stop_cards, cards_stopped) = tokio::sync::oneshot::channel::<()>();
-    let cards = tokio::spawn(cards.run_until_stopped(async {
-        let _ = cards_stopped.await;
-    }));
-
-    hosted_e2e::wait_until_serving(cards_address).await;
+    let mut system = TestSystem::prepare(None).await;
+    system.start_intake().await;
+    system.start_entitlement().await;
+    system.start_cards().await;
     hosted_testkit::assert_every_rpc_guarded(
-        cards_address,
+        system.cards.as_ref().unwrap().address,
         "hosted.v1.CardsService",
         hosted_cards::grpc::ACCESS,
-        &callers,
+        &system.callers,
     )
     .await;
-
-    stop_cards.send(()).unwrap();
-    cards.await.unwrap().unwrap();
+    system.stop().await;
 }
 
 /// Directory says SERVING only once its consumer of intake's events is attached:

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, unreachable_pub)]
 
 mod access;
+mod cards;
 mod dead_letters;
 mod delivery;
 mod entitlement;

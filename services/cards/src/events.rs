@@ -1,0 +1,215 @@
+//! What cards consumes: intake's learner facts (who the holder is: names for the
+//! printer, the INE for the ESCN and the e-purse) and entitlement's grants (whether
+//! they hold the smart-card and e-purse grants, and until when). What it publishes,
+//! `hosted.cards.card.changed`, is written by [`crate::office`].
+
+use hosted_contracts::{
+    prost::Message,
+    subjects::{self, Namespace},
+    v1,
+};
+use hosted_platform::{
+    clock::parse_day,
+    inbox::{Delivery, HandleError, Handler},
+};
+use sqlx::PgConnection;
+use time::Date;
+use uuid::Uuid;
+
+use crate::{
+    office::{Office, OfficeError},
+    store::{self, Holding, Person},
+};
+
+/// Durable consumer of intake's stream.
+pub const INTAKE_CONSUMER: &str = "cards-intake";
+/// Durable consumer of entitlement's stream.
+pub const ENTITLEMENT_CONSUMER: &str = "cards-entitlement";
+
+/// The grants the card office follows.
+pub const SMART_CARD: &str = "smart-card";
+pub const E_PURSE: &str = "e-purse";
+
+fn permanent(what: impl Into<String>) -> HandleError {
+    HandleError::Permanent(what.into())
+}
+
+impl From<OfficeError> for HandleError {
+    fn from(error: OfficeError) -> Self {
+        match error {
+            OfficeError::Database(error) => error.into(),
+            other => HandleError::Transient(other.to_string()),
+        }
+    }
+}
+
+/// Who each learner is, from intake.
+#[derive(Debug, Clone)]
+pub struct PeopleHandler {
+    pub namespace: Namespace,
+    pub office: Office,
+}
+
+impl Handler for PeopleHandler {
+    async fn handle(
+        &self,
+        conn: &mut PgConnection,
+        delivery: &Delivery,
+    ) -> Result<(), HandleError> {
+        let mut known = subjects::intake::LEARNER_FACTS.to_vec();
+        known.push(subjects::intake::PAYMENT_RECORDED);
+        let Some(fact) = self.namespace.fact_of(&delivery.subject, &known) else {
+            return Ok(());
+        };
+        let undecodable =
+            |error: hosted_contracts::prost::DecodeError| permanent(format!("{fact}: {error}"));
+        let learner = if *fact == subjects::intake::PAYMENT_RECORDED {
+            v1::PaymentEvent::decode(delivery.payload.clone())
+                .map_err(undecodable)?
+                .learner
+        } else {
+            v1::LearnerEvent::decode(delivery.payload.clone())
+                .map_err(undecodable)?
+                .learner
+        };
+        let learner = learner.ok_or_else(|| permanent("event without learner"))?;
+        let person = learner
+            .person
+            .ok_or_else(|| permanent("learner without person"))?;
+        let learner_id =
+            Uuid::parse_str(&person.learner_id).map_err(|_| permanent("bad learner id"))?;
+        let person = Person {
+            learner_id,
+            login: person.login,
+            learner_number: person.learner_number,
+            family_name: person.family_name,
+            given_names: person.given_names,
+            birth_date: person.birth_date,
+            email: person.email,
+            ine: person.ine,
+            version: learner.version,
+        };
+        if store::save_person(conn, &person).await? && !person.ine.is_empty() {
+            self.office.person_changed(conn, learner_id).await?;
+        }
+        Ok(())
+    }
+
+    fn committed(&self) {
+        self.office.outbox.notify();
+    }
+}
+
+/// What a learner holds of the smart-card and e-purse grants on the event's day.
+pub fn holding(event: &v1::GrantsEvent, on: Date) -> Holding {
+    let until = |resource: &str| {
+        event
+            .grants
+            .iter()
+            .filter(|grant| grant.resource == resource)
+            .filter_map(|grant| parse_day(&grant.last_day))
+            .filter(|last| *last >= on)
+            .max()
+    };
+    let in_force = |resource: &str| event.in_force.iter().any(|held| held == resource);
+    Holding {
+        card_until: until(SMART_CARD),
+        card_in_force: in_force(SMART_CARD),
+        epurse_until: until(E_PURSE),
+        epurse_in_force: in_force(E_PURSE),
+    }
+}
+
+/// What each learner holds, from entitlement; the cards follow.
+#[derive(Debug, Clone)]
+pub struct GrantsHandler {
+    pub namespace: Namespace,
+    pub office: Office,
+}
+
+impl Handler for GrantsHandler {
+    async fn handle(
+        &self,
+        conn: &mut PgConnection,
+        delivery: &Delivery,
+    ) -> Result<(), HandleError> {
+        let known = [subjects::entitlement::GRANTS_CHANGED];
+        if self.namespace.fact_of(&delivery.subject, &known).is_none() {
+            return Ok(());
+        }
+        let event = v1::GrantsEvent::decode(delivery.payload.clone())
+            .map_err(|error| permanent(format!("grants event: {error}")))?;
+        let meta = event
+            .meta
+            .as_ref()
+            .ok_or_else(|| permanent("grants event without meta"))?;
+        let learner_id =
+            Uuid::parse_str(&meta.learner_id).map_err(|_| permanent("bad learner id"))?;
+        let on = parse_day(&event.effective_on)
+            .ok_or_else(|| permanent("grants event without effective_on"))?;
+        let holding = holding(&event, on);
+        if store::save_holding(
+            conn,
+            learner_id,
+            &event.login,
+            event.grants_version,
+            &holding,
+        )
+        .await?
+        {
+            self.office
+                .follow(conn, learner_id, on, Some(delivery.event_id))
+                .await?;
+        }
+        Ok(())
+    }
+
+    fn committed(&self) {
+        self.office.outbox.notify();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use time::macros::date;
+
+    use super::*;
+
+    fn grant(resource: &str, first: &str, last: &str) -> v1::Grant {
+        v1::Grant {
+            resource: resource.to_owned(),
+            first_day: first.to_owned(),
+            last_day: last.to_owned(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn holding_reads_the_grants_of_the_day() {
+        let event = v1::GrantsEvent {
+            grants: vec![
+                grant("smart-card", "2026-09-01", "2027-06-30"),
+                grant("smart-card", "2025-09-01", "2026-06-30"),
+                grant("e-purse", "2027-01-01", "2027-03-31"),
+                grant("wifi", "2026-09-01", "2027-07-07"),
+            ],
+            in_force: vec!["smart-card".to_owned(), "wifi".to_owned()],
+            ..Default::default()
+        };
+        let held = holding(&event, date!(2026 - 11 - 29));
+        assert_eq!(held.card_until, Some(date!(2027 - 06 - 30)));
+        assert!(held.card_in_force);
+        // To come, not yet in force.
+        assert_eq!(held.epurse_until, Some(date!(2027 - 03 - 31)));
+        assert!(!held.epurse_in_force);
+        // Once everything has lapsed, nothing is held.
+        let later = holding(
+            &v1::GrantsEvent {
+                in_force: Vec::new(),
+                ..event
+            },
+            date!(2027 - 07 - 01),
+        );
+        assert_eq!(later, Holding::default());
+    }
+}
