@@ -486,6 +486,9 @@ impl Office {
         Ok(moved)
     }
 
+    /// A card, locked after its holder: every operation takes the learner's lock
+    /// first, as the consumer of grants does, so that they never wait on each other
+    /// in opposite orders.
     async fn locked_card(
         &self,
         conn: &mut PgConnection,
@@ -495,9 +498,10 @@ impl Office {
         if key.is_empty() {
             return Err(invalid("card_id", "required: a card id or a card number"));
         }
-        store::card(conn, key, true)
-            .await?
-            .ok_or_else(|| OfficeError::NotFound(format!("card {key:?} not found")))
+        let not_found = || OfficeError::NotFound(format!("card {key:?} not found"));
+        let card = store::card(conn, key, false).await?.ok_or_else(not_found)?;
+        store::lock_learner(conn, card.learner_id).await?;
+        store::card(conn, key, true).await?.ok_or_else(not_found)
     }
 
     /// A new card for one lost, stolen, out of order or worn. The old card is disabled
@@ -539,7 +543,7 @@ impl Office {
             State::Disabled | State::Destroyed => None,
             other => {
                 return Err(OfficeError::FailedPrecondition(format!(
-                    "a {other} card is not replaced: it is still on its way"
+                    "an unfinished card is not replaced ({other}): it is still on its way"
                 )));
             }
         };

@@ -1,10 +1,12 @@
 //! What `hlctl` does beyond parsing its command line: the cohort import (reading the
 //! file, sending it in chunks, accounting for every row), the generator of test
 //! cohorts, the everyday intake operations (learners, stays, agreements, payments,
-//! counts) and entitlement's (checks, grants, explanations, the policy). `main.rs`
+//! counts), entitlement's (checks, grants, explanations, the policy) and the card
+//! office's (cards, print batches, the e-purse export). `main.rs`
 //! wires these to the command line and the gRPC clients.
 
 pub mod agreements;
+pub mod cards;
 pub mod csv_rows;
 pub mod entitlements;
 pub mod generate;

@@ -12,7 +12,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use hosted_contracts::v1;
 use hosted_hlctl::{
-    agreements, entitlements, generate, import,
+    agreements, cards, entitlements, generate, import,
     learners::{self, print_learner},
     payments,
     rpc::{self, authorized, connect, server_error},
@@ -56,17 +56,26 @@ struct Cli {
         display_order = GLOBAL + 2
     )]
     entitlement: String,
+    /// Cards's gRPC address.
+    #[arg(
+        long,
+        env = "HLCTL_CARDS",
+        default_value = "http://127.0.0.1:50053",
+        global = true,
+        display_order = GLOBAL + 3
+    )]
+    cards: String,
     /// Bearer token of the caller.
     #[arg(
         long,
         env = "HLCTL_TOKEN",
         hide_env_values = true,
         global = true,
-        display_order = GLOBAL + 3
+        display_order = GLOBAL + 4
     )]
     token: Option<String>,
     /// JSON output, for scripts.
-    #[arg(long, global = true, display_order = GLOBAL + 4)]
+    #[arg(long, global = true, display_order = GLOBAL + 5)]
     json: bool,
     #[command(subcommand)]
     command: Command,
@@ -119,6 +128,17 @@ enum Command {
     Policy {
         #[command(subcommand)]
         action: entitlements::PolicyAction,
+    },
+    /// The card office: cards, the print queue and batches, each step of a card's
+    /// life, replacements (role card-office; `show` and `list` also dosi).
+    Card {
+        #[command(subcommand)]
+        action: cards::CardAction,
+    },
+    /// The e-purse (Izly) right-holders for the CROUS (role card-office).
+    Epurse {
+        #[command(subcommand)]
+        action: cards::EpurseAction,
     },
     /// Shows an account as directory projects it and as LDAP holds it (role dosi).
     Account { login: String },
@@ -416,6 +436,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Policy { action } => {
             let mut entitlement = rpc::Entitlement::new(&cli.entitlement, token);
             entitlements::policy(action, &mut entitlement, cli.json).await?;
+        }
+        Command::Card { action } => {
+            let mut cards = rpc::Cards::new(&cli.cards, token);
+            cards::card(action, &mut cards, cli.json).await?;
+        }
+        Command::Epurse { action } => {
+            let mut cards = rpc::Cards::new(&cli.cards, token);
+            cards::epurse(action, &mut cards, cli.json).await?;
         }
         Command::SavePopulation(args) => {
             let mut client =

@@ -32,6 +32,10 @@ pub type IntakeClient =
 pub type EntitlementClient =
     v1::entitlement_service_client::EntitlementServiceClient<InterceptedService<Channel, Bearer>>;
 
+/// Cards's client, every call carrying the caller's token.
+pub type CardsClient =
+    v1::cards_service_client::CardsServiceClient<InterceptedService<Channel, Bearer>>;
+
 /// A generated client that sends the caller's token with every call.
 pub trait ServiceClient: Sized {
     fn with_bearer(channel: Channel, bearer: Bearer) -> Self;
@@ -46,6 +50,12 @@ impl ServiceClient for IntakeClient {
 impl ServiceClient for EntitlementClient {
     fn with_bearer(channel: Channel, bearer: Bearer) -> Self {
         v1::entitlement_service_client::EntitlementServiceClient::with_interceptor(channel, bearer)
+    }
+}
+
+impl ServiceClient for CardsClient {
+    fn with_bearer(channel: Channel, bearer: Bearer) -> Self {
+        v1::cards_service_client::CardsServiceClient::with_interceptor(channel, bearer)
     }
 }
 
@@ -109,6 +119,9 @@ pub type Intake = Remote<IntakeClient>;
 
 /// Entitlement at an address, for a caller.
 pub type Entitlement = Remote<EntitlementClient>;
+
+/// Cards at an address, for a caller.
+pub type Cards = Remote<CardsClient>;
 
 impl<C: ServiceClient> Remote<C> {
     pub fn new(address: &str, token: Option<&str>) -> Self {

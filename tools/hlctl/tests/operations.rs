@@ -41,6 +41,7 @@ impl Run {
 struct Hlctl {
     address: String,
     entitlement: Option<String>,
+    cards: Option<String>,
 }
 
 impl Hlctl {
@@ -48,6 +49,7 @@ impl Hlctl {
         Self {
             address: services.intake.clone(),
             entitlement: services.entitlement.clone(),
+            cards: services.cards.clone(),
         }
     }
 
@@ -57,10 +59,14 @@ impl Hlctl {
         command
             .env_remove("HLCTL_TOKEN")
             .env_remove("HLCTL_ENTITLEMENT")
+            .env_remove("HLCTL_CARDS")
             .env_remove("RUST_BACKTRACE")
             .args(["--intake", &self.address, "--token", token]);
         if let Some(entitlement) = &self.entitlement {
             command.args(["--entitlement", entitlement]);
+        }
+        if let Some(cards) = &self.cards {
+            command.args(["--cards", cards]);
         }
         command.args(args);
         let output = tokio::task::spawn_blocking(move || command.output())
@@ -1118,4 +1124,197 @@ async fn a_learners_checks_grants_explanation_and_a_policy_change() {
     );
 
     services.stop().await;
+}
+
+#[tokio::test]
+async fn the_card_office_prints_encodes_enables_replaces_and_exports_the_epurse() {
+    // Arrange: intake, entitlement and cards of the test's own; a C2i2e trainee with an
+    // INE, whose card the grant requests and approves.
+    let services = Services::all_but_directory().await;
+    let hlctl = Hlctl::new(&services);
+    let deve = services.token(Role::Deve);
+    let office = services.token(Role::CardOffice);
+    let dosi = services.token(Role::Dosi);
+    let cards_address = services.cards.clone().unwrap();
+    let ready = hlctl
+        .run("", &["health", "--wait", "30", &cards_address])
+        .await;
+    assert_eq!(ready.code, Some(0), "{ready:?}");
+    let (start, end) = (day(-5), day(100));
+    let registered = hlctl
+        .run(
+            &deve,
+            &[
+                "register",
+                "--family-name",
+                "Lambert",
+                "--given-names",
+                "Noé",
+                "--birth-date",
+                "1999-03-14",
+                "--email",
+                "noe@example.org",
+                "--ine",
+                "123456789AB",
+                "--population",
+                "RECTORAT_C2I2E",
+                "--sponsor-unit",
+                "RECTORAT",
+                "--start-date",
+                &start,
+                "--end-date",
+                &end,
+                "--json",
+            ],
+        )
+        .await
+        .json();
+    let login = registered["learner"]["login"].as_str().unwrap().to_owned();
+
+    // The card is approved once the grant has arrived.
+    let mut queued = Value::Null;
+    for _ in 0..100 {
+        let lines = hlctl
+            .run(&office, &["card", "list", &login, "--json"])
+            .await;
+        if lines.code == Some(0) {
+            let lines = lines.json_lines();
+            if lines.len() == 1 && lines[0]["state"] == "approved" {
+                queued = lines[0].clone();
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(queued["state"], "approved", "the card never came");
+    let number = queued["card_number"].as_str().unwrap().to_owned();
+    assert_eq!(queued["last_day"], end.as_str());
+    assert!(queued["escn"].as_str().unwrap().ends_with("-001999123456"));
+    let queue = hlctl.run(&office, &["card", "queue"]).await;
+    assert_eq!(queue.code, Some(0), "{queue:?}");
+    assert!(queue.stdout.starts_with(&number), "{queue:?}");
+
+    // A print batch, written to a file.
+    let directory = tempdir();
+    let file = directory.join("batch.csv");
+    let batch = hlctl
+        .run(
+            &office,
+            &[
+                "card",
+                "print-batch",
+                "--output",
+                file.to_str().unwrap(),
+                "--json",
+            ],
+        )
+        .await
+        .json();
+    assert_eq!(batch["cards"], 1);
+    let csv = std::fs::read_to_string(&file).unwrap();
+    assert!(csv.contains(&format!("{number},")), "{csv}");
+    assert!(csv.contains("Lambert,Noé"), "{csv}");
+    let nothing = hlctl.run(&office, &["card", "print-batch"]).await;
+    assert_eq!(nothing.stdout, "nothing to print\n", "{nothing:?}");
+
+    // Printed, encoded, enabled; a refused step says why, exit code 1.
+    let early = hlctl.run(&office, &["card", "enable", &number]).await;
+    assert_eq!(early.code, Some(1), "{early:?}");
+    assert!(early.stderr.contains("FAILED_PRECONDITION"), "{early:?}");
+    assert!(
+        early
+            .stderr
+            .contains("an in-print card can become approved or printed, not enabled"),
+        "{early:?}"
+    );
+    for step in [
+        vec!["card", "printed", &number],
+        vec!["card", "encode", &number, "--csn", "04:a2:2b:ca:7c:4d:80"],
+        vec!["card", "enable", &number, "--reason", "handed over"],
+    ] {
+        let run = hlctl.run(&office, &step).await;
+        assert_eq!(run.code, Some(0), "{step:?}: {run:?}");
+    }
+    let shown = hlctl
+        .run(&dosi, &["card", "show", &number, "--json"])
+        .await
+        .json();
+    assert_eq!(shown["state"], "enabled");
+    assert_eq!(shown["csn"], "04A22BCA7C4D80");
+    assert_eq!(shown["history"].as_array().unwrap().len(), 5);
+    assert_eq!(shown["history"][4]["reason"], "handed over");
+    let text = hlctl.run(&dosi, &["card", "show", &number]).await;
+    assert!(
+        text.stdout
+            .contains("encoded → enabled  by card-office: handed over"),
+        "{text:?}"
+    );
+    // A stale expectation changes nothing.
+    let stale = hlctl
+        .run(
+            &office,
+            &[
+                "card", "disable", &number, "--reason", "lost", "--expect", "1",
+            ],
+        )
+        .await;
+    assert_eq!(stale.code, Some(1), "{stale:?}");
+    assert!(stale.stderr.contains("ABORTED"), "{stale:?}");
+    let bad_reason = hlctl
+        .run(&office, &["card", "disable", &number, "--reason", "gone"])
+        .await;
+    assert_eq!(bad_reason.code, Some(64), "{bad_reason:?}");
+
+    // Lost: replaced by a new card, approved; the old one disabled.
+    let replaced = hlctl
+        .run(
+            &office,
+            &["card", "replace", &number, "--reason", "lost", "--json"],
+        )
+        .await
+        .json();
+    assert_eq!(replaced["replaced"]["state"], "disabled");
+    assert_eq!(replaced["replaced"]["state_reason"], "lost");
+    assert_eq!(replaced["card"]["state"], "approved");
+    assert_eq!(
+        replaced["card"]["replaces_card_id"],
+        shown["card_id"].as_str().unwrap()
+    );
+
+    // The e-purse export: the INE, hbg, the grant's last day.
+    let epurse = directory.join("izly.csv");
+    let export = hlctl
+        .run(
+            &office,
+            &["epurse", "export", "--output", epurse.to_str().unwrap()],
+        )
+        .await;
+    assert_eq!(export.code, Some(0), "{export:?}");
+    assert!(
+        export
+            .stdout
+            .contains("1 right-holder(s), 0 of them closed"),
+        "{export:?}"
+    );
+    let izly = std::fs::read_to_string(&epurse).unwrap();
+    assert!(
+        izly.contains(&format!(
+            "123456789AB;Lambert;Noé;noe@example.org;1999-03-14;{end};hbg"
+        )),
+        "{izly}"
+    );
+
+    // The card office's token is refused where dosi's is needed, and the other way.
+    let refused = hlctl.run(&dosi, &["card", "queue"]).await;
+    assert_eq!(refused.code, Some(1), "{refused:?}");
+    assert!(refused.stderr.contains("PERMISSION_DENIED"), "{refused:?}");
+    let _ = std::fs::remove_dir_all(&directory);
+    services.stop().await;
+}
+
+/// A directory of this test's own, under the system's temporary directory.
+fn tempdir() -> PathBuf {
+    let directory = std::env::temp_dir().join(format!("hlctl-cards-{}", uuid::Uuid::now_v7()));
+    std::fs::create_dir_all(&directory).unwrap();
+    directory
 }

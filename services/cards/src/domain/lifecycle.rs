@@ -88,9 +88,29 @@ impl State {
     }
 }
 
+impl State {
+    /// The name people read: `in-print` rather than `in_print`.
+    pub const fn label(self) -> &'static str {
+        match self {
+            InPrint => "in-print",
+            other => other.as_str(),
+        }
+    }
+
+    /// "a requested card", "an enabled card".
+    fn card(self) -> String {
+        let article = if matches!(self.label().as_bytes()[0], b'a' | b'e' | b'i' | b'o' | b'u') {
+            "an"
+        } else {
+            "a"
+        };
+        format!("{article} {self} card")
+    }
+}
+
 impl fmt::Display for State {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.write_str(self.label())
     }
 }
 
@@ -163,12 +183,12 @@ pub fn allowed(from: State, to: State, by: By) -> Result<(), String> {
     let next: Vec<&str> = State::ALL
         .into_iter()
         .filter(|candidate| permits(from, *candidate, by))
-        .map(State::as_str)
+        .map(State::label)
         .collect();
     Err(if next.is_empty() {
-        format!("a {from} card cannot change any more")
+        format!("{} cannot change any more", from.card())
     } else {
-        format!("a {from} card can become {}, not {to}", next.join(" or "))
+        format!("{} can become {}, not {to}", from.card(), next.join(" or "))
     })
 }
 
@@ -232,6 +252,10 @@ mod tests {
         assert_eq!(
             allowed(Destroyed, Enabled, By::Office).unwrap_err(),
             "a destroyed card cannot change any more"
+        );
+        assert_eq!(
+            allowed(InPrint, Enabled, By::Office).unwrap_err(),
+            "an in-print card can become approved or printed, not enabled"
         );
         assert!(
             allowed(Enabled, Expired, By::Office)

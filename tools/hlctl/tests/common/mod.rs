@@ -1,4 +1,5 @@
-//! The services hlctl's tests run against: intake (and entitlement when asked) in this
+//! The services hlctl's tests run against: intake (and entitlement and cards when
+//! asked) in this
 //! process, each with a database of its own, on a NATS namespace of the test's own.
 #![allow(dead_code, unreachable_pub)]
 
@@ -17,6 +18,7 @@ pub struct Services {
     /// `http://…` addresses, as hlctl takes them.
     pub intake: String,
     pub entitlement: Option<String>,
+    pub cards: Option<String>,
     running: Vec<(oneshot::Sender<()>, JoinHandle<anyhow::Result<()>>)>,
 }
 
@@ -36,15 +38,20 @@ where
 impl Services {
     /// Intake alone.
     pub async fn intake() -> Self {
-        Self::start(false).await
+        Self::start(false, false).await
     }
 
     /// Intake, and entitlement with the repository's default policy.
     pub async fn intake_and_entitlement() -> Self {
-        Self::start(true).await
+        Self::start(true, false).await
     }
 
-    async fn start(with_entitlement: bool) -> Self {
+    /// Intake, entitlement and cards.
+    pub async fn all_but_directory() -> Self {
+        Self::start(true, true).await
+    }
+
+    async fn start(with_entitlement: bool, with_cards: bool) -> Self {
         let namespace = hosted_testkit::namespace().await;
         let callers = TestCallers::new();
         let intake_database = TestDatabase::new().await;
@@ -78,11 +85,31 @@ impl Services {
             entitlement = Some(format!("http://{}", app.local_addr()));
             running.push(serve(|stop| app.run_until_stopped(stop)));
         }
+        let mut cards = None;
+        if with_cards {
+            let app = hosted_cards::Application::build(&hosted_cards::CardsConfig {
+                common: hosted_testkit::common_config(
+                    &TestDatabase::new().await,
+                    hosted_testkit::nats_config(&namespace),
+                    &callers,
+                ),
+                cards: Default::default(),
+                escn: hosted_cards::config::EscnConfig {
+                    pic: "999123456".to_owned(),
+                    generator: "001".to_owned(),
+                },
+            })
+            .await
+            .unwrap();
+            cards = Some(format!("http://{}", app.local_addr()));
+            running.push(serve(|stop| app.run_until_stopped(stop)));
+        }
         Self {
             callers,
             intake_database,
             intake,
             entitlement,
+            cards,
             running,
         }
     }
