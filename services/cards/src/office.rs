@@ -504,7 +504,7 @@ impl Office {
         store::card(conn, key, true).await?.ok_or_else(not_found)
     }
 
-    /// A new card for one lost, stolen, out of order or worn. The old card is disabled
+    /// A new card for one lost, stolen, out of order, worn or spoiled. The old card is disabled
     /// when it was enabled, destroyed when it was printed but never handed over.
     pub async fn replace(
         &self,

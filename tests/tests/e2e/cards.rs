@@ -613,3 +613,131 @@ async fn losing_the_grant_expires_the_card_and_closes_the_epurse_right() {
     assert_eq!(reopened.right_holders[0].due_date, today_plus(100));
     system.stop().await;
 }
+
+async fn replace(system: &TestSystem, card: &v1::Card, reason: &str) -> v1::ReplaceCardResponse {
+    system
+        .cards_client()
+        .await
+        .replace_card(system.as_role(
+            Role::CardOffice,
+            v1::ReplaceCardRequest {
+                card_id: card.card_id.clone(),
+                reason: reason.to_owned(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// Walks a card through the office's steps, in order (a chip of its own to encode).
+async fn walk(system: &TestSystem, mut card: v1::Card, steps: &[v1::CardState]) -> v1::Card {
+    for step in steps {
+        let csn = if *step == v1::CardState::Encoded {
+            format!("{}AB", &card.card_number[4..16])
+        } else {
+            String::new()
+        };
+        card = transition(system, &card, *step, "", &csn).await.unwrap();
+    }
+    card
+}
+
+#[tokio::test]
+async fn every_card_on_its_way_expires_with_the_grant_and_spoiled_cards_are_destroyed() {
+    use v1::CardState::{Approved, Destroyed, Enabled, Encoded, Expired, InPrint, Printed};
+
+    // Arrange: entitlement and cards on one manual clock; C2i2e trainees whose stays
+    // end in five days, each card left at another step.
+    let clock = Clock::manual("Europe/Paris", jiff::Timestamp::now()).unwrap();
+    let mut system = TestSystem::prepare(None).await;
+    system.start_intake().await;
+    system
+        .start_entitlement_with(default_policy(), clock.clone())
+        .await;
+    system
+        .start_cards_with(system.cards_config(), clock.clone())
+        .await;
+    let steps: [(&str, &[v1::CardState]); 5] = [
+        ("Un", &[]),
+        ("Deux", &[InPrint]),
+        ("Trois", &[InPrint, Printed]),
+        ("Quatre", &[InPrint, Printed, Encoded]),
+        ("Cinq", &[InPrint, Printed, Encoded, Enabled]),
+    ];
+    let mut cards = Vec::new();
+    for (index, (family, path)) in steps.iter().enumerate() {
+        let mut request = trainee(family, &format!("199{index}-02-0{}", index + 1), "");
+        request.stay.as_mut().unwrap().end_date = today_plus(5);
+        system.register(request).await;
+        let login = format!("alex.{}", family.to_lowercase());
+        let card = wait_for_card(&system, &login, Approved).await;
+        cards.push((login, walk(&system, card, path).await));
+    }
+    // One more whose stay starts later: requested, then the stay is cancelled.
+    let mut later = trainee("Six", "1996-03-03", "");
+    let stay = later.stay.as_mut().unwrap();
+    stay.start_date = today_plus(20);
+    stay.end_date = today_plus(40);
+    let later_stay = system.register(later).await.stay_id;
+    let requested = wait_for_card(&system, "alex.six", v1::CardState::Requested).await;
+    assert_eq!(requested.last_day, today_plus(40));
+
+    // Act: the stay that has not started is cancelled.
+    system
+        .intake_client()
+        .await
+        .cancel_stay(system.as_role(
+            Role::Deve,
+            v1::CancelStayRequest {
+                stay_id: later_stay,
+                reason: "withdrawn".to_owned(),
+            },
+        ))
+        .await
+        .unwrap();
+
+    // Assert: its request expires.
+    let gone = wait_for_card(&system, "alex.six", Expired).await;
+    assert_eq!(gone.card_id, requested.card_id);
+    assert_eq!(gone.state_reason, "expired");
+
+    // Act: a printed card comes out spoiled, then its replacement's chip is faulty.
+    let mut spoiled = trainee("Sept", "1997-04-04", "");
+    spoiled.stay.as_mut().unwrap().end_date = today_plus(5);
+    system.register(spoiled).await;
+    let first = wait_for_card(&system, "alex.sept", Approved).await;
+    let first = walk(&system, first, &[InPrint, Printed]).await;
+    let first = transition(&system, &first, Destroyed, "spoiled", "")
+        .await
+        .unwrap();
+    let second = replace(&system, &first, "spoiled").await.card.unwrap();
+    assert_eq!(second.replaces_card_id, first.card_id);
+    let second = walk(&system, second, &[InPrint, Printed, Encoded]).await;
+    let replaced = replace(&system, &second, "spoiled").await;
+    // An encoded card never handed over is destroyed, not disabled.
+    assert_eq!(replaced.replaced.unwrap().state(), Destroyed);
+    let third = replaced.card.unwrap();
+    assert_eq!(third.state(), Approved);
+
+    // Act: the last day passes.
+    clock.advance_days(6);
+
+    // Assert: every card on its way or enabled expires, whatever its step.
+    for (login, card) in &cards {
+        let expired = wait_for_card(&system, login, Expired).await;
+        assert_eq!(expired.card_id, card.card_id, "{login}");
+        assert_eq!(expired.state_reason, "expired");
+    }
+    let third = wait_for_card(&system, "alex.sept", Expired).await;
+    // The office destroys an expired card it takes back; a destroyed one stays so.
+    let current = get_card(&system, &cards[4].1.card_id).await.card.unwrap();
+    assert_eq!(current.state(), Expired);
+    let destroyed = transition(&system, &current, Destroyed, "taken back", "")
+        .await
+        .unwrap();
+    assert_eq!(destroyed.state(), Destroyed);
+    refuses_all_but(&system, &destroyed, &[]).await;
+    refuses_all_but(&system, &third, &[State::Destroyed]).await;
+    system.stop().await;
+}

@@ -85,11 +85,11 @@ pub enum CardAction {
     },
     /// The card is destroyed (spoiled before it was handed over, disabled, expired).
     Destroy(StepWithReason),
-    /// A new card for one lost, stolen, out of order or worn: the old one is disabled
-    /// (destroyed if it was never handed over), the new one approved.
+    /// A new card for one lost, stolen, out of order, worn or spoiled: the old one is
+    /// disabled (destroyed if it was never handed over), the new one approved.
     Replace {
         card: String,
-        #[arg(long, value_parser = ["lost", "stolen", "out-of-order", "worn"])]
+        #[arg(long, value_parser = ["lost", "stolen", "out-of-order", "worn", "spoiled"])]
         reason: String,
     },
 }

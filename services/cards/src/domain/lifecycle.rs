@@ -127,7 +127,7 @@ pub enum By {
 pub const DISABLE_REASONS: [&str; 3] = ["lost", "stolen", "out-of-order"];
 
 /// Why a card is replaced.
-pub const REPLACE_REASONS: [&str; 4] = ["lost", "stolen", "out-of-order", "worn"];
+pub const REPLACE_REASONS: [&str; 5] = ["lost", "stolen", "out-of-order", "worn", "spoiled"];
 
 /// The reason a card bears when the grant ended.
 pub const EXPIRED_REASON: &str = "expired";
