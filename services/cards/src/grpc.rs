@@ -201,7 +201,7 @@ impl Cards {
     async fn get_print_batch(
         &self,
         request: v1::GetPrintBatchRequest,
-    ) -> Result<v1::ExportPrintBatchResponse, ApiError> {
+    ) -> Result<v1::GetPrintBatchResponse, ApiError> {
         let format = format(request.format);
         let lines = self.office.batch(&request.batch_id).await?;
         let mut conn = self.office.pool.acquire().await?;
@@ -211,7 +211,7 @@ impl Cards {
                 cards.push(self.office.card_message(&card));
             }
         }
-        Ok(v1::ExportPrintBatchResponse {
+        Ok(v1::GetPrintBatchResponse {
             batch_id: request.batch_id.trim().to_owned(),
             cards,
             format: format.into(),
@@ -312,7 +312,7 @@ impl v1::cards_service_server::CardsService for Cards {
     async fn get_print_batch(
         &self,
         request: Request<v1::GetPrintBatchRequest>,
-    ) -> Result<Response<v1::ExportPrintBatchResponse>, Status> {
+    ) -> Result<Response<v1::GetPrintBatchResponse>, Status> {
         Ok(Response::new(
             Cards::get_print_batch(self, request.into_inner()).await?,
         ))

@@ -397,7 +397,7 @@ pub async fn card(action: CardAction, cards: &mut Cards, json: bool) -> anyhow::
             }
             let default = format!("print-batch-{}.{}", batch.batch_id, format.extension());
             let path = write_document(output, default, &batch.document)?;
-            report_batch(&batch, &path, json);
+            report_batch(&batch.batch_id, batch.cards.len(), &path, json);
         }
         CardAction::Batch {
             batch_id,
@@ -417,7 +417,7 @@ pub async fn card(action: CardAction, cards: &mut Cards, json: bool) -> anyhow::
                 .into_inner();
             let default = format!("print-batch-{}.{}", batch.batch_id, format.extension());
             let path = write_document(output, default, &batch.document)?;
-            report_batch(&batch, &path, json);
+            report_batch(&batch.batch_id, batch.cards.len(), &path, json);
         }
         CardAction::Approve(step) => {
             transition(cards, step, CardState::Approved, String::new(), json).await?;
@@ -484,21 +484,19 @@ pub async fn card(action: CardAction, cards: &mut Cards, json: bool) -> anyhow::
     Ok(())
 }
 
-fn report_batch(batch: &v1::ExportPrintBatchResponse, path: &Path, json: bool) {
+fn report_batch(batch_id: &str, cards: usize, path: &Path, json: bool) {
     if json {
         println!(
             "{}",
             json!({
-                "batch_id": batch.batch_id,
-                "cards": batch.cards.len(),
+                "batch_id": batch_id,
+                "cards": cards,
                 "file": path.display().to_string(),
             })
         );
     } else {
         println!(
-            "print batch {}: {} card(s), written to {}",
-            batch.batch_id,
-            batch.cards.len(),
+            "print batch {batch_id}: {cards} card(s), written to {}",
             path.display()
         );
     }
