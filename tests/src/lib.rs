@@ -66,6 +66,9 @@ pub struct TestSystem {
     pub entitlement_database: TestDatabase,
     pub cards: Option<Running>,
     pub cards_database: TestDatabase,
+    /// How long directory waits for an account's grants ([`Duration::ZERO`] unless a
+    /// test runs entitlement and sets it before starting directory).
+    pub await_grants: Duration,
 }
 
 impl TestSystem {
@@ -98,6 +101,7 @@ impl TestSystem {
             entitlement_database: TestDatabase::new().await,
             cards: None,
             cards_database: TestDatabase::new().await,
+            await_grants: Duration::ZERO,
         }
     }
 
@@ -128,6 +132,10 @@ impl TestSystem {
                 eppn_scope: "univ-example.fr".to_owned(),
                 ..LdapConfig::default()
             },
+            entries: Default::default(),
+            publication: hosted_directory::config::PublicationConfig {
+                await_grants: self.await_grants,
+            },
         }
     }
 
@@ -142,6 +150,16 @@ impl TestSystem {
 
     pub async fn start_directory(&mut self) {
         let address = self.start_directory_unready().await;
+        wait_until_serving(address).await;
+    }
+
+    /// Starts directory on `clock` and waits until it is ready.
+    pub async fn start_directory_with_clock(&mut self, clock: hosted_platform::clock::Clock) {
+        let app = hosted_directory::Application::build_with_clock(&self.directory_config(), clock)
+            .await
+            .unwrap();
+        let address = app.local_addr();
+        self.directory = Some(Running::start(address, |stop| app.run_until_stopped(stop)));
         wait_until_serving(address).await;
     }
 

@@ -13,7 +13,86 @@ pub const DEFAULT_PORT: u16 = 50054;
 pub struct DirectoryConfig {
     pub common: CommonConfig,
     pub ldap: LdapConfig,
+    pub entries: EntriesConfig,
+    pub publication: PublicationConfig,
 }
+
+/// `[entries]`: what the entries say beyond the learner's own data.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EntriesConfig {
+    /// Each resource in force is published as one eduPersonEntitlement: this prefix
+    /// and the resource's name.
+    pub entitlement_prefix: String,
+    /// The university's UAI (7 digits and its key letter), for supannEtablissement
+    /// and the `etab` of supannExtProfil.
+    pub uai: String,
+    /// Where sponsors' entries are, for supannParrainDN: `uid=<login>,<this>`.
+    pub sponsor_base_dn: String,
+}
+
+impl Default for EntriesConfig {
+    fn default() -> Self {
+        Self {
+            entitlement_prefix: "urn:mace:univ-example.fr:entitlement:".to_owned(),
+            uai: "0999999F".to_owned(),
+            sponsor_base_dn: "ou=people,dc=univ-example,dc=fr".to_owned(),
+        }
+    }
+}
+
+/// Whether `uai` is 7 digits and the key letter SupAnn computes from them.
+pub fn valid_uai(uai: &str) -> bool {
+    const KEYS: &[u8] = b"ABCDEFGHJKLMNPRSTUVWXYZ";
+    let bytes = uai.as_bytes();
+    bytes.len() == 8
+        && bytes[..7].iter().all(u8::is_ascii_digit)
+        && uai[..7]
+            .parse::<usize>()
+            .is_ok_and(|digits| KEYS[digits % 23] == bytes[7])
+}
+
+impl Section for EntriesConfig {
+    fn check(&self, section: &str, problems: &mut Vec<String>) {
+        if self.entitlement_prefix.is_empty()
+            || self.entitlement_prefix.contains(char::is_whitespace)
+        {
+            problems.push(format!(
+                "{section}.entitlement_prefix: required, a URN prefix such as \
+                 urn:mace:univ-example.fr:entitlement:"
+            ));
+        }
+        if !valid_uai(&self.uai) {
+            problems.push(format!(
+                "{section}.uai: 7 digits and their key letter, such as 0999999F"
+            ));
+        }
+        if self.sponsor_base_dn.is_empty() || !self.sponsor_base_dn.contains('=') {
+            problems.push(format!("{section}.sponsor_base_dn: required, a DN"));
+        }
+    }
+}
+
+/// `[publication]`: when accounts are written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PublicationConfig {
+    /// How long a new account, or one whose stays changed, waits for the grants
+    /// entitlement computes from it before being written without them (0: never
+    /// waits). Waiting writes each entry once, with its grants.
+    #[serde(rename = "await_grants_ms", deserialize_with = "millis")]
+    pub await_grants: Duration,
+}
+
+impl Default for PublicationConfig {
+    fn default() -> Self {
+        Self {
+            await_grants: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Section for PublicationConfig {}
 
 /// `[ldap]`: where accounts are published.
 #[derive(Clone, Deserialize)]
@@ -105,6 +184,8 @@ impl ServiceConfig for DirectoryConfig {
         let config = Self {
             common: CommonConfig::load(&mut loader),
             ldap: loader.section("ldap"),
+            entries: loader.section("entries"),
+            publication: loader.section("publication"),
         };
         loader.finish()?;
         Ok(config)
@@ -112,5 +193,43 @@ impl ServiceConfig for DirectoryConfig {
 
     fn common(&self) -> &CommonConfig {
         &self.common
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uai_keys() {
+        // 999999 mod 23 = 5: F.
+        assert!(valid_uai("0999999F"));
+        assert!(!valid_uai("0999999G"));
+        assert!(!valid_uai("099999F"));
+        assert!(!valid_uai("09a9999F"));
+    }
+
+    #[test]
+    fn entries_mistakes_are_named() {
+        let mut problems = Vec::new();
+        EntriesConfig {
+            entitlement_prefix: String::new(),
+            uai: "0999999G".to_owned(),
+            sponsor_base_dn: "people".to_owned(),
+        }
+        .check("entries", &mut problems);
+        assert_eq!(problems.len(), 3);
+        assert!(problems[0].starts_with("entries.entitlement_prefix: "));
+        assert!(problems[1].starts_with("entries.uai: "));
+        assert!(problems[2].starts_with("entries.sponsor_base_dn: "));
+        assert!(EntriesConfig::default().check_ok());
+    }
+
+    impl EntriesConfig {
+        fn check_ok(&self) -> bool {
+            let mut problems = Vec::new();
+            self.check("entries", &mut problems);
+            problems.is_empty()
+        }
     }
 }

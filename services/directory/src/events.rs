@@ -1,5 +1,10 @@
-//! What directory consumes: intake's learner facts, each carrying the learner's whole
-//! state, applied to the projection with "newest version wins".
+//! What directory consumes:
+//! - intake's learner facts, each carrying the learner's whole state;
+//! - entitlement's grants, for the resources in force (eduPersonEntitlement);
+//! - cards' card changes, for the enabled card.
+//!
+//! Each is applied to the projection with "newest version wins", and wakes the
+//! publisher.
 
 use std::sync::Arc;
 
@@ -8,7 +13,10 @@ use hosted_contracts::{
     subjects::{self, Namespace},
     v1,
 };
-use hosted_platform::inbox::{Delivery, HandleError, Handler};
+use hosted_platform::{
+    clock::parse_day,
+    inbox::{Delivery, HandleError, Handler},
+};
 use sqlx::PgConnection;
 use tokio::sync::Notify;
 use uuid::Uuid;
@@ -17,6 +25,23 @@ use crate::store;
 
 /// Durable consumer of intake's stream.
 pub const INTAKE_CONSUMER: &str = "directory-intake";
+/// Durable consumer of entitlement's stream.
+pub const ENTITLEMENT_CONSUMER: &str = "directory-entitlement";
+/// Durable consumer of cards' stream.
+pub const CARDS_CONSUMER: &str = "directory-cards";
+
+fn permanent(message: String) -> HandleError {
+    HandleError::Permanent(message)
+}
+
+/// Whether the stays differ between a learner's previous state (encoded) and `new`:
+/// what entitlement computes grants from. A new learner counts as changed.
+pub fn stays_changed(previous: Option<&[u8]>, new: &v1::Learner) -> bool {
+    let Some(previous) = previous.and_then(|bytes| v1::Learner::decode(bytes).ok()) else {
+        return true;
+    };
+    previous.stays != new.stays
+}
 
 /// Applies learner facts to the projection and wakes the publisher.
 #[derive(Debug, Clone)]
@@ -39,20 +64,19 @@ impl Handler for ProjectionHandler {
             tracing::debug!(subject = %delivery.subject, "fact not used by the directory");
             return Ok(());
         };
-        let event = v1::LearnerEvent::decode(delivery.payload.clone()).map_err(|error| {
-            HandleError::Permanent(format!("{fact}: undecodable LearnerEvent: {error}"))
-        })?;
+        let event = v1::LearnerEvent::decode(delivery.payload.clone())
+            .map_err(|error| permanent(format!("{fact}: undecodable LearnerEvent: {error}")))?;
         let learner = event
             .learner
-            .ok_or_else(|| HandleError::Permanent(format!("{fact}: event without learner")))?;
+            .ok_or_else(|| permanent(format!("{fact}: event without learner")))?;
         let person = learner
             .person
             .as_ref()
-            .ok_or_else(|| HandleError::Permanent(format!("{fact}: learner without person")))?;
+            .ok_or_else(|| permanent(format!("{fact}: learner without person")))?;
         let learner_id = Uuid::parse_str(&person.learner_id)
-            .map_err(|_| HandleError::Permanent(format!("{fact}: bad learner id")))?;
+            .map_err(|_| permanent(format!("{fact}: bad learner id")))?;
         if person.login.is_empty() {
-            return Err(HandleError::Permanent(format!(
+            return Err(permanent(format!(
                 "{fact}: learner {learner_id} without login"
             )));
         }
@@ -62,6 +86,7 @@ impl Handler for ProjectionHandler {
             &person.login,
             learner.version,
             &learner.encode_to_vec(),
+            |previous| stays_changed(previous, &learner),
             &delivery.trace,
         )
         .await?;
@@ -71,5 +96,167 @@ impl Handler for ProjectionHandler {
 
     fn committed(&self) {
         self.publisher.notify_one();
+    }
+}
+
+/// Applies entitlement's grants (the resources in force) to the projection.
+#[derive(Debug, Clone)]
+pub struct GrantsHandler {
+    pub namespace: Namespace,
+    pub publisher: Arc<Notify>,
+}
+
+impl Handler for GrantsHandler {
+    async fn handle(
+        &self,
+        conn: &mut PgConnection,
+        delivery: &Delivery,
+    ) -> Result<(), HandleError> {
+        let known = [subjects::entitlement::GRANTS_CHANGED];
+        if self.namespace.fact_of(&delivery.subject, &known).is_none() {
+            return Ok(());
+        }
+        let event = v1::GrantsEvent::decode(delivery.payload.clone())
+            .map_err(|error| permanent(format!("undecodable GrantsEvent: {error}")))?;
+        let meta = event
+            .meta
+            .as_ref()
+            .ok_or_else(|| permanent("grants event without meta".to_owned()))?;
+        let learner_id = Uuid::parse_str(&meta.learner_id)
+            .map_err(|_| permanent("grants event: bad learner id".to_owned()))?;
+        let effective_on = parse_day(&event.effective_on)
+            .ok_or_else(|| permanent("grants event without effective_on".to_owned()))?;
+        let mut in_force = event.in_force.clone();
+        in_force.sort();
+        in_force.dedup();
+        let changed = store::apply_grants(
+            conn,
+            &store::Grants {
+                learner_id,
+                grants_version: event.grants_version,
+                learner_version: meta.learner_version,
+                effective_on,
+                in_force,
+            },
+        )
+        .await?;
+        tracing::debug!(%learner_id, grants_version = event.grants_version, changed, "grants projected");
+        Ok(())
+    }
+
+    fn committed(&self) {
+        self.publisher.notify_one();
+    }
+}
+
+/// Applies cards' card changes to the projection.
+#[derive(Debug, Clone)]
+pub struct CardsHandler {
+    pub namespace: Namespace,
+    pub publisher: Arc<Notify>,
+}
+
+impl Handler for CardsHandler {
+    async fn handle(
+        &self,
+        conn: &mut PgConnection,
+        delivery: &Delivery,
+    ) -> Result<(), HandleError> {
+        let known = [subjects::cards::CARD_CHANGED];
+        if self.namespace.fact_of(&delivery.subject, &known).is_none() {
+            return Ok(());
+        }
+        let event = v1::CardEvent::decode(delivery.payload.clone())
+            .map_err(|error| permanent(format!("undecodable CardEvent: {error}")))?;
+        let card = event
+            .card
+            .ok_or_else(|| permanent("card event without card".to_owned()))?;
+        let id = |value: &str, what: &str| {
+            Uuid::parse_str(value).map_err(|_| permanent(format!("card event: bad {what}")))
+        };
+        let state = match card.state() {
+            v1::CardState::Enabled => "enabled",
+            v1::CardState::Unspecified => return Err(permanent("card without state".to_owned())),
+            _ => "not enabled",
+        };
+        let valid_until = card
+            .valid_until
+            .as_ref()
+            .and_then(|at| time::OffsetDateTime::from_unix_timestamp(at.seconds).ok());
+        let changed = store::apply_card(
+            conn,
+            &store::Card {
+                card_id: id(&card.card_id, "card id")?,
+                learner_id: id(&card.learner_id, "learner id")?,
+                version: card.version,
+                state: state.to_owned(),
+                csn: card.csn.clone(),
+                valid_until,
+            },
+        )
+        .await?;
+        tracing::debug!(card_id = %card.card_id, version = card.version, changed, "card projected");
+        Ok(())
+    }
+
+    fn committed(&self) {
+        self.publisher.notify_one();
+    }
+}
+
+/// Every handler of the directory, for dead letters whatever consumer they came from:
+/// each applies the facts it knows and passes over the others.
+#[derive(Debug, Clone)]
+pub struct Handlers {
+    pub learners: ProjectionHandler,
+    pub grants: GrantsHandler,
+    pub cards: CardsHandler,
+}
+
+impl Handler for Handlers {
+    async fn handle(
+        &self,
+        conn: &mut PgConnection,
+        delivery: &Delivery,
+    ) -> Result<(), HandleError> {
+        self.learners.handle(conn, delivery).await?;
+        self.grants.handle(conn, delivery).await?;
+        self.cards.handle(conn, delivery).await
+    }
+
+    fn committed(&self) {
+        self.learners.committed();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_stays_count_as_a_change_for_grants() {
+        let stay = v1::Stay {
+            stay_id: "s".to_owned(),
+            end_date: "2027-06-30".to_owned(),
+            ..Default::default()
+        };
+        let learner = v1::Learner {
+            person: Some(v1::Person {
+                family_name: "Dupont".to_owned(),
+                ..Default::default()
+            }),
+            stays: vec![stay.clone()],
+            version: 1,
+            ..Default::default()
+        };
+        let encoded = learner.encode_to_vec();
+        assert!(stays_changed(None, &learner), "a new learner");
+        let mut renamed = learner.clone();
+        renamed.person.as_mut().unwrap().family_name = "Durand".to_owned();
+        renamed.version = 2;
+        assert!(!stays_changed(Some(&encoded), &renamed));
+        let mut extended = learner.clone();
+        extended.stays[0].end_date = "2027-07-31".to_owned();
+        assert!(stays_changed(Some(&encoded), &extended));
     }
 }

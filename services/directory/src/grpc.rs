@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use hosted_contracts::{prost::Message, v1};
+use hosted_contracts::v1;
 use hosted_platform::{auth::Role, error::Violations};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
@@ -54,16 +54,14 @@ impl Directory {
         let account = store::account(&self.pool, learner_id)
             .await?
             .ok_or_else(|| DirectoryError::NotFound("account".to_owned()))?;
-        let learner = v1::Learner::decode(account.learner.as_slice())
-            .map_err(|e| DirectoryError::Projection(e.to_string()))?;
-        let desired = entry::desired(&learner, &self.settings, self.clock.today())
-            .map_err(|e| DirectoryError::Projection(e.to_string()))?;
+        let desired = crate::publisher::desired_entry(&account, &self.settings, self.clock.today())
+            .map_err(DirectoryError::Projection)?;
         let actual = self.ldap.read(&desired.dn).await?;
         let differences = match &actual {
             Some(actual) => entry::differences(&desired, actual),
             None => Vec::new(),
         };
-        let published = account.published_version == Some(account.version);
+        let published = account.published_revision == Some(account.revision);
         Ok(v1::GetAccountResponse {
             learner_id: learner_id.to_string(),
             dn: desired.dn.clone(),

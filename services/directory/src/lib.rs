@@ -1,6 +1,6 @@
-//! The directory service: turns the facts published by intake (and, later,
-//! entitlement and cards) into hosted learners' accounts in the LDAP directory that
-//! CAS, wifi and the library trust, following SupAnn 2021 and eduPerson.
+//! The directory service: turns the facts published by intake, entitlement and cards
+//! into hosted learners' accounts in the LDAP directory that CAS, wifi and the
+//! library trust, following SupAnn 2021 and eduPerson.
 //!
 //! Events are applied to a projection in PostgreSQL (newest learner version wins);
 //! a publisher writes each account whose projection is newer than LDAP, as an add or
@@ -20,7 +20,7 @@ use std::{future::Future, net::SocketAddr, sync::Arc};
 use anyhow::Context;
 use hosted_contracts::{subjects::Service, v1::directory_service_server::DirectoryServiceServer};
 use hosted_platform::{
-    inbox::{ConsumerSpec, DeadLetters, InboxConsumer},
+    inbox::{ConsumerSpec, DeadLetters, Handler, InboxConsumer},
     service::Foundation,
 };
 use sqlx::PgPool;
@@ -30,7 +30,9 @@ use tonic::service::Routes;
 pub use config::DirectoryConfig;
 
 use crate::{
-    domain::entry::EntrySettings, events::ProjectionHandler, ldap::LdapDirectory,
+    domain::entry::EntrySettings,
+    events::{CardsHandler, GrantsHandler, Handlers, ProjectionHandler},
+    ldap::LdapDirectory,
     publisher::Publisher,
 };
 
@@ -43,9 +45,11 @@ pub struct Directory {
     ldap: Arc<LdapDirectory>,
     settings: EntrySettings,
     publisher: Arc<Notify>,
-    handler: ProjectionHandler,
+    handler: Handlers,
     dead_letters: DeadLetters,
     clock: hosted_platform::clock::Clock,
+    /// How long an account waits for its grants before it is written without them.
+    await_grants: std::time::Duration,
 }
 
 /// A started directory service.
@@ -56,7 +60,16 @@ pub struct Application {
 }
 
 impl Application {
+    /// Starts on the configured clock.
     pub async fn build(config: &DirectoryConfig) -> anyhow::Result<Self> {
+        Self::build_with_clock(config, config.common.clock.clock()).await
+    }
+
+    /// Starts on `clock`: tests pass a manual clock.
+    pub async fn build_with_clock(
+        config: &DirectoryConfig,
+        clock: hosted_platform::clock::Clock,
+    ) -> anyhow::Result<Self> {
         let foundation = Foundation::start(
             Service::Directory,
             config::DEFAULT_PORT,
@@ -66,9 +79,20 @@ impl Application {
         .await
         .context("starting directory")?;
         let publisher = Arc::new(Notify::new());
-        let handler = ProjectionHandler {
-            namespace: foundation.namespace.clone(),
-            publisher: publisher.clone(),
+        let namespace = foundation.namespace.clone();
+        let handler = Handlers {
+            learners: ProjectionHandler {
+                namespace: namespace.clone(),
+                publisher: publisher.clone(),
+            },
+            grants: GrantsHandler {
+                namespace: namespace.clone(),
+                publisher: publisher.clone(),
+            },
+            cards: CardsHandler {
+                namespace,
+                publisher: publisher.clone(),
+            },
         };
         let directory = Directory {
             pool: foundation.pool.clone(),
@@ -76,7 +100,12 @@ impl Application {
             settings: EntrySettings {
                 base_dn: config.ldap.base_dn.clone(),
                 eppn_scope: config.ldap.eppn_scope.clone(),
+                entitlement_prefix: config.entries.entitlement_prefix.clone(),
+                establishment: format!("{{UAI}}{}", config.entries.uai),
+                sponsor_base_dn: config.entries.sponsor_base_dn.clone(),
+                clock: clock.clone(),
             },
+            await_grants: config.publication.await_grants,
             publisher,
             handler,
             dead_letters: DeadLetters::new(
@@ -84,7 +113,7 @@ impl Application {
                 Service::Directory,
                 foundation.jetstream.clone(),
             ),
-            clock: config.common.clock.clock(),
+            clock,
         };
         Ok(Self {
             foundation,
@@ -94,6 +123,27 @@ impl Application {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.foundation.local_addr()
+    }
+
+    /// Consumes `source`'s stream with `handler` once the stream exists.
+    fn spawn_consumer<H: Handler>(&mut self, durable: &str, source: Service, handler: H) {
+        let consumer = InboxConsumer::new(
+            ConsumerSpec {
+                durable: durable.to_owned(),
+                source,
+                owner: Service::Directory,
+            },
+            &self.foundation.nats_config,
+            self.directory.pool.clone(),
+            self.foundation.jetstream.clone(),
+            Arc::new(handler),
+        );
+        let mut shutdown = self.foundation.tasks.shutdown();
+        self.foundation.tasks.spawn(async move {
+            if let Some(attached) = consumer.attach(&mut shutdown).await {
+                consumer.run(attached, shutdown).await;
+            }
+        });
     }
 
     /// Serves until `shutdown` resolves. Ready (gRPC health SERVING) once the consumer
@@ -109,6 +159,7 @@ impl Application {
             settings: directory.settings.clone(),
             wake: directory.publisher.clone(),
             clock: directory.clock.clone(),
+            await_grants: directory.await_grants,
         };
         let publisher_shutdown = self.foundation.tasks.shutdown();
         self.foundation
@@ -124,7 +175,7 @@ impl Application {
             &self.foundation.nats_config,
             directory.pool.clone(),
             self.foundation.jetstream.clone(),
-            Arc::new(directory.handler.clone()),
+            Arc::new(directory.handler.learners.clone()),
         );
         let readiness = self.foundation.readiness();
         let mut shutdown_rx = self.foundation.tasks.shutdown();
@@ -144,6 +195,15 @@ impl Application {
                 consumer.run(attached, shutdown_rx).await;
             }
         });
+        // Grants and cards complete the entries; directory is ready without them (an
+        // account then waits for its grants a while, then is written without them) and
+        // attaches to their streams when they appear.
+        let (grants, cards) = (
+            directory.handler.grants.clone(),
+            directory.handler.cards.clone(),
+        );
+        self.spawn_consumer(events::ENTITLEMENT_CONSUMER, Service::Entitlement, grants);
+        self.spawn_consumer(events::CARDS_CONSUMER, Service::Cards, cards);
 
         let routes = Routes::new(DirectoryServiceServer::new(self.directory));
         self.foundation

@@ -11,7 +11,7 @@ use tracing::Instrument;
 
 use crate::{
     domain::entry::{self, EntrySettings},
-    ldap::LdapDirectory,
+    ldap::{LdapDirectory, Written},
     store::{self, AccountRow},
 };
 
@@ -25,6 +25,26 @@ pub struct Publisher {
     pub settings: EntrySettings,
     pub wake: Arc<Notify>,
     pub clock: hosted_platform::clock::Clock,
+    pub await_grants: Duration,
+}
+
+/// The entry an account should have on `today`: the learner's state, their grants in
+/// force and their enabled card.
+pub fn desired_entry(
+    account: &AccountRow,
+    settings: &EntrySettings,
+    today: time::Date,
+) -> Result<entry::Entry, String> {
+    let learner = v1::Learner::decode(account.learner.as_slice())
+        .map_err(|error| format!("projection: {error}"))?;
+    let extras = entry::Extras {
+        in_force: &account.in_force,
+        card: account.card_csn.as_deref().map(|csn| entry::Card {
+            csn,
+            valid_until: account.card_valid_until,
+        }),
+    };
+    entry::desired(&learner, extras, settings, today).map_err(|error| error.to_string())
 }
 
 fn retry_delay(attempts: i32) -> Duration {
@@ -40,7 +60,7 @@ impl Publisher {
             }
             let wait = match self.publish_batch().await {
                 Ok(count) if count as i64 == BATCH => Duration::ZERO,
-                Ok(_) => match store::next_attempt_in(&self.pool).await {
+                Ok(_) => match store::next_attempt_in(&self.pool, self.await_grants).await {
                     Ok(Some(next)) => next.clamp(Duration::from_millis(50), Duration::from_secs(5)),
                     _ => Duration::from_secs(5),
                 },
@@ -64,7 +84,7 @@ impl Publisher {
     /// Publishes one batch; returns how many accounts it handled.
     async fn publish_batch(&self) -> Result<usize, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
-        let accounts = store::claim_pending(&mut tx, BATCH).await?;
+        let accounts = store::claim_pending(&mut tx, BATCH, self.await_grants).await?;
         let today = self.clock.today();
         for account in &accounts {
             let span = tracing::info_span!(
@@ -76,8 +96,9 @@ impl Publisher {
             account.trace().adopt(&span);
             let outcome = self.publish(account, today).instrument(span).await;
             match outcome {
-                Ok(()) => {
-                    store::mark_published(&mut tx, account.learner_id, account.version).await?
+                Ok(written) => {
+                    let wrote = written != Written::Unchanged;
+                    store::mark_published(&mut tx, account, wrote).await?
                 }
                 Err(error) => {
                     let retry_in = retry_delay(account.publish_attempts);
@@ -99,12 +120,10 @@ impl Publisher {
         Ok(accounts.len())
     }
 
-    async fn publish(&self, account: &AccountRow, today: time::Date) -> Result<(), String> {
-        let learner = v1::Learner::decode(account.learner.as_slice())
-            .map_err(|e| format!("projection: {e}"))?;
-        let desired = entry::desired(&learner, &self.settings, today).map_err(|e| e.to_string())?;
+    async fn publish(&self, account: &AccountRow, today: time::Date) -> Result<Written, String> {
+        let desired = desired_entry(account, &self.settings, today)?;
         let written = self.ldap.write(&desired).await.map_err(|e| e.to_string())?;
         tracing::info!(outcome = ?written, "account published");
-        Ok(())
+        Ok(written)
     }
 }

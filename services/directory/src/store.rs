@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use hosted_platform::telemetry::TraceHeaders;
 
-/// One learner's latest state.
+/// One learner's latest state, with what entitlement and cards say of them.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct AccountRow {
     pub learner_id: Uuid,
@@ -18,6 +18,16 @@ pub struct AccountRow {
     pub published_version: Option<i64>,
     pub published_at: Option<OffsetDateTime>,
     pub publish_attempts: i32,
+    pub revision: i64,
+    pub published_revision: Option<i64>,
+    pub ldap_writes: i32,
+    /// The resources in force, from the newest grants event (empty before one).
+    pub in_force: Vec<String>,
+    /// The learner version those grants were computed from.
+    pub grants_learner_version: Option<i64>,
+    /// The enabled card's chip serial number and end of validity, if one is enabled.
+    pub card_csn: Option<String>,
+    pub card_valid_until: Option<OffsetDateTime>,
 }
 
 impl AccountRow {
@@ -29,26 +39,52 @@ impl AccountRow {
     }
 }
 
-const COLUMNS: &str = "learner_id, login, version, learner, traceparent, tracestate, published_version, published_at, publish_attempts";
+const COLUMNS: &str = "a.learner_id, a.login, a.version, a.learner, a.traceparent, a.tracestate,
+    a.published_version, a.published_at, a.publish_attempts, a.revision, a.published_revision,
+    a.ldap_writes, COALESCE(g.in_force, '{}') AS in_force, g.learner_version AS grants_learner_version,
+    c.csn AS card_csn, c.valid_until AS card_valid_until";
+
+/// The account with its grants and its enabled card (the newest, should there be two).
+const FROM: &str = "accounts a
+    LEFT JOIN grants g USING (learner_id)
+    LEFT JOIN LATERAL (SELECT csn, valid_until FROM cards
+                       WHERE cards.learner_id = a.learner_id AND state = 'enabled'
+                       ORDER BY version DESC LIMIT 1) c ON true";
 
 /// Stores a learner's state unless the projection already holds that version or a
 /// newer one (events can arrive twice or out of order). Returns whether it changed.
+///
+/// A new account, or one whose stays changed, waits for the grants entitlement
+/// computes from this version (see [`claim_pending`]), so that it is written once
+/// with them rather than once before and once after.
 pub async fn apply(
     conn: &mut PgConnection,
     learner_id: Uuid,
     login: &str,
     version: i64,
     learner: &[u8],
+    stays_changed: impl FnOnce(Option<&[u8]>) -> bool,
     trace: &TraceHeaders,
 ) -> Result<bool, sqlx::Error> {
-    let changed = sqlx::query(
-        "INSERT INTO accounts (learner_id, login, version, learner, traceparent, tracestate)
-         VALUES ($1, $2, $3, $4, $5, $6)
+    let held: Option<(i64, Vec<u8>)> =
+        sqlx::query_as("SELECT version, learner FROM accounts WHERE learner_id = $1 FOR UPDATE")
+            .bind(learner_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    if held.as_ref().is_some_and(|(held, _)| *held >= version) {
+        return Ok(false);
+    }
+    let awaits_grants = stays_changed(held.as_ref().map(|(_, learner)| learner.as_slice()));
+    sqlx::query(
+        "INSERT INTO accounts (learner_id, login, version, learner, traceparent, tracestate,
+                               awaits_grants)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
          ON CONFLICT (learner_id) DO UPDATE
             SET login = excluded.login, version = excluded.version, learner = excluded.learner,
                 traceparent = excluded.traceparent, tracestate = excluded.tracestate,
-                publish_attempts = 0, next_attempt_at = now(), last_error = NULL, updated_at = now()
-          WHERE accounts.version < excluded.version",
+                revision = accounts.revision + 1, version_at = now(),
+                awaits_grants = excluded.awaits_grants,
+                publish_attempts = 0, next_attempt_at = now(), last_error = NULL, updated_at = now()",
     )
     .bind(learner_id)
     .bind(login)
@@ -56,39 +92,142 @@ pub async fn apply(
     .bind(learner)
     .bind(&trace.traceparent)
     .bind(&trace.tracestate)
+    .bind(awaits_grants)
     .execute(conn)
-    .await?
-    .rows_affected();
-    Ok(changed == 1)
+    .await?;
+    Ok(true)
 }
+
+/// Asks for an account's entry to be computed and written again (its grants or its
+/// card changed), if the account exists.
+async fn touch(conn: &mut PgConnection, learner_id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE accounts SET revision = revision + 1, publish_attempts = 0,
+                next_attempt_at = now(), last_error = NULL, updated_at = now()
+         WHERE learner_id = $1",
+    )
+    .bind(learner_id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// What entitlement says a learner holds, from one grants event.
+#[derive(Debug, Clone)]
+pub struct Grants {
+    pub learner_id: Uuid,
+    pub grants_version: i64,
+    pub learner_version: i64,
+    pub effective_on: time::Date,
+    pub in_force: Vec<String>,
+}
+
+/// Keeps a learner's grants when newer than those held; says whether they were.
+pub async fn apply_grants(conn: &mut PgConnection, grants: &Grants) -> Result<bool, sqlx::Error> {
+    let changed = sqlx::query(
+        "INSERT INTO grants (learner_id, grants_version, learner_version, effective_on, in_force)
+         VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (learner_id) DO UPDATE
+            SET grants_version = excluded.grants_version,
+                learner_version = excluded.learner_version,
+                effective_on = excluded.effective_on, in_force = excluded.in_force
+          WHERE grants.grants_version < excluded.grants_version",
+    )
+    .bind(grants.learner_id)
+    .bind(grants.grants_version)
+    .bind(grants.learner_version)
+    .bind(grants.effective_on)
+    .bind(&grants.in_force)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected()
+        == 1;
+    if changed {
+        touch(conn, grants.learner_id).await?;
+    }
+    Ok(changed)
+}
+
+/// One card, as cards published it.
+#[derive(Debug, Clone)]
+pub struct Card {
+    pub card_id: Uuid,
+    pub learner_id: Uuid,
+    pub version: i64,
+    pub state: String,
+    pub csn: String,
+    pub valid_until: Option<OffsetDateTime>,
+}
+
+/// Keeps a card when newer than the one held; says whether it was.
+pub async fn apply_card(conn: &mut PgConnection, card: &Card) -> Result<bool, sqlx::Error> {
+    let changed = sqlx::query(
+        "INSERT INTO cards (card_id, learner_id, version, state, csn, valid_until)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (card_id) DO UPDATE
+            SET version = excluded.version, state = excluded.state, csn = excluded.csn,
+                valid_until = excluded.valid_until
+          WHERE cards.version < excluded.version",
+    )
+    .bind(card.card_id)
+    .bind(card.learner_id)
+    .bind(card.version)
+    .bind(&card.state)
+    .bind(&card.csn)
+    .bind(card.valid_until)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected()
+        == 1;
+    if changed {
+        touch(conn, card.learner_id).await?;
+    }
+    Ok(changed)
+}
+
+/// The condition of an account waiting to be written: its revision is not the one
+/// LDAP holds, its retry time has come, and it does not wait for grants (or has
+/// waited `$2` seconds for them: entitlement may be down).
+const PENDING: &str = "a.published_revision IS DISTINCT FROM a.revision
+    AND a.next_attempt_at <= now()
+    AND (NOT a.awaits_grants OR g.learner_version >= a.version
+         OR a.version_at <= now() - make_interval(secs => $2))";
 
 /// Claims up to `limit` accounts that wait for publication, locked until `conn`'s
 /// transaction ends, so that replicas never write one entry at the same time.
 pub async fn claim_pending(
     conn: &mut PgConnection,
     limit: i64,
+    await_grants: std::time::Duration,
 ) -> Result<Vec<AccountRow>, sqlx::Error> {
     sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM accounts
-         WHERE published_version IS DISTINCT FROM version AND next_attempt_at <= now()
-         ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED"
+        "SELECT {COLUMNS} FROM {FROM}
+         WHERE {PENDING}
+         ORDER BY a.next_attempt_at LIMIT $1 FOR UPDATE OF a SKIP LOCKED"
     ))
     .bind(limit)
+    .bind(await_grants.as_secs_f64())
     .fetch_all(conn)
     .await
 }
 
+/// Records that LDAP holds `revision` (and the learner `version` it came from), and
+/// whether the entry had to be written.
 pub async fn mark_published(
     conn: &mut PgConnection,
-    learner_id: Uuid,
-    version: i64,
+    account: &AccountRow,
+    wrote: bool,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "UPDATE accounts SET published_version = $2, published_at = now(), publish_attempts = 0, last_error = NULL
+        "UPDATE accounts SET published_version = $2, published_revision = $3, published_at = now(),
+                publish_attempts = 0, last_error = NULL,
+                ldap_writes = ldap_writes + CASE WHEN $4 THEN 1 ELSE 0 END
          WHERE learner_id = $1",
     )
-    .bind(learner_id)
-    .bind(version)
+    .bind(account.learner_id)
+    .bind(account.version)
+    .bind(account.revision)
+    .bind(wrote)
     .execute(conn)
     .await?;
     Ok(())
@@ -113,12 +252,22 @@ pub async fn mark_failed(
     Ok(())
 }
 
-/// How soon an account waits again: the earliest next attempt, if any is pending.
-pub async fn next_attempt_in(pool: &PgPool) -> Result<Option<std::time::Duration>, sqlx::Error> {
+/// How soon an account waits again: the earliest moment a pending account may be
+/// written (its retry time, or the end of its wait for grants), if any is pending.
+pub async fn next_attempt_in(
+    pool: &PgPool,
+    await_grants: std::time::Duration,
+) -> Result<Option<std::time::Duration>, sqlx::Error> {
     let seconds: Option<f64> = sqlx::query_scalar(
-        "SELECT GREATEST(0, EXTRACT(EPOCH FROM min(next_attempt_at) - now()))::float8 FROM accounts
-         WHERE published_version IS DISTINCT FROM version",
+        "SELECT GREATEST(0, EXTRACT(EPOCH FROM min(
+                    GREATEST(a.next_attempt_at,
+                             CASE WHEN a.awaits_grants AND COALESCE(g.learner_version, 0) < a.version
+                                  THEN a.version_at + make_interval(secs => $1)
+                                  ELSE a.next_attempt_at END)) - now()))::float8
+         FROM accounts a LEFT JOIN grants g USING (learner_id)
+         WHERE a.published_revision IS DISTINCT FROM a.revision",
     )
+    .bind(await_grants.as_secs_f64())
     .fetch_one(pool)
     .await?;
     Ok(seconds.map(std::time::Duration::from_secs_f64))
@@ -126,7 +275,7 @@ pub async fn next_attempt_in(pool: &PgPool) -> Result<Option<std::time::Duration
 
 pub async fn account(pool: &PgPool, learner_id: Uuid) -> Result<Option<AccountRow>, sqlx::Error> {
     sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM accounts WHERE learner_id = $1"
+        "SELECT {COLUMNS} FROM {FROM} WHERE a.learner_id = $1"
     ))
     .bind(learner_id)
     .fetch_optional(pool)
@@ -143,7 +292,8 @@ pub async fn learner_id_by_login(pool: &PgPool, login: &str) -> Result<Option<Uu
 /// Asks for an account to be written again.
 pub async fn request_republish(pool: &PgPool, learner_id: Uuid) -> Result<bool, sqlx::Error> {
     let updated = sqlx::query(
-        "UPDATE accounts SET published_version = NULL, next_attempt_at = now(), publish_attempts = 0
+        "UPDATE accounts SET published_version = NULL, published_revision = NULL,
+                next_attempt_at = now(), publish_attempts = 0, awaits_grants = false
          WHERE learner_id = $1",
     )
     .bind(learner_id)

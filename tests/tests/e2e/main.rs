@@ -9,6 +9,7 @@ mod delivery;
 mod entitlement;
 mod entitlement_dates;
 mod entitlement_policy;
+mod entries;
 mod inbox_batches;
 mod publication;
 mod python_client;

@@ -13,18 +13,19 @@ use super::{
 const COMPACT_DATE: &[BorrowedFormatItem<'static>] = format_description!("[year][month][day]");
 
 /// The object classes of a hosted learner's entry.
-pub const OBJECT_CLASSES: [&str; 6] = [
+pub const OBJECT_CLASSES: [&str; 7] = [
     "top",
     "person",
     "organizationalPerson",
     "inetOrgPerson",
     "eduPerson",
     "supannPerson",
+    "supannCMS",
 ];
 
 /// Attributes the directory service owns on its entries: it writes them and removes
 /// them when they no longer apply. Any other attribute on the entry is left alone.
-pub const MANAGED_ATTRIBUTES: [&str; 15] = [
+pub const MANAGED_ATTRIBUTES: [&str; 22] = [
     "uid",
     "cn",
     "sn",
@@ -40,6 +41,13 @@ pub const MANAGED_ATTRIBUTES: [&str; 15] = [
     "supannOIDCDateDeNaissance",
     "supannCodeINE",
     "supannExtProfil",
+    "supannExtDateFin",
+    "supannParrainDN",
+    "supannEtablissement",
+    "eduPersonEntitlement",
+    "supannRefId",
+    "supannCMSId",
+    "supannCMSDateFin",
 ];
 
 /// Where and how entries are written.
@@ -49,6 +57,55 @@ pub struct EntrySettings {
     pub base_dn: String,
     /// The scope of eduPersonPrincipalName, e.g. `univ-example.fr`.
     pub eppn_scope: String,
+    /// What each resource in force is published as: this prefix and the resource,
+    /// e.g. `urn:mace:univ-example.fr:entitlement:` + `library`.
+    pub entitlement_prefix: String,
+    /// The university, as SupAnn labels it: `{UAI}0999999F`.
+    pub establishment: String,
+    /// Where sponsors' entries are: a sponsor's DN is `uid=<login>,<this>`.
+    pub sponsor_base_dn: String,
+    /// The university's time zone, for dates written as instants.
+    pub clock: hosted_platform::clock::Clock,
+}
+
+/// What entitlement and cards add to a learner's entry.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Extras<'a> {
+    /// The resources in force today (from the newest grants event).
+    pub in_force: &'a [String],
+    /// The enabled card, if one is.
+    pub card: Option<Card<'a>>,
+}
+
+/// An enabled card.
+#[derive(Debug, Clone, Copy)]
+pub struct Card<'a> {
+    /// The chip's serial number, hexadecimal.
+    pub csn: &'a str,
+    /// The end of its validity.
+    pub valid_until: Option<time::OffsetDateTime>,
+}
+
+/// An instant as LDAP's GeneralizedTime, in UTC: `20270630220000Z`.
+fn generalized(at: time::OffsetDateTime) -> String {
+    let at = at.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}{:02}{:02}{:02}{:02}{:02}Z",
+        at.year(),
+        u8::from(at.month()),
+        at.day(),
+        at.hour(),
+        at.minute(),
+        at.second()
+    )
+}
+
+/// The end of `day` where the university is, as GeneralizedTime.
+fn end_of_day(settings: &EntrySettings, day: Date) -> String {
+    let end = settings.clock.end_of(day);
+    time::OffsetDateTime::from_unix_timestamp(end.as_second())
+        .map(generalized)
+        .unwrap_or_default()
 }
 
 /// An entry: its DN and the values of its managed attributes.
@@ -113,6 +170,7 @@ fn account_state(
 /// The entry a learner should have, as of `today`.
 pub fn desired(
     learner: &v1::Learner,
+    extras: Extras<'_>,
     settings: &EntrySettings,
     today: Date,
 ) -> Result<Entry, EntryError> {
@@ -174,6 +232,23 @@ pub fn desired(
     set("supannNomDeNaissance", vec![birth_name.clone()]);
     set("supannOIDCDateDeNaissance", vec![person.birth_date.clone()]);
     set("supannCodeINE", vec![person.ine.clone()]);
+    set("supannEtablissement", vec![settings.establishment.clone()]);
+    set(
+        "eduPersonEntitlement",
+        extras
+            .in_force
+            .iter()
+            .map(|resource| format!("{}{resource}", settings.entitlement_prefix))
+            .collect(),
+    );
+    if let Some(card) = extras.card.filter(|card| !card.csn.is_empty()) {
+        set("supannRefId", vec![format!("{{ISO15693}}{}", card.csn)]);
+        set("supannCMSId", vec![format!("{{ISO15693}}{}", card.csn)]);
+        set(
+            "supannCMSDateFin",
+            card.valid_until.map(generalized).into_iter().collect(),
+        );
+    }
 
     let codes: BTreeSet<String> = counted
         .iter()
@@ -198,6 +273,13 @@ pub fn desired(
             .into_iter()
             .collect(),
     );
+    let sponsor_dn = |login: &str| {
+        format!(
+            "uid={},{}",
+            escape::dn_value(login),
+            settings.sponsor_base_dn
+        )
+    };
     set(
         "supannExtProfil",
         counted
@@ -206,8 +288,14 @@ pub fn desired(
                 let affiliation = supann::population(&s.stay.supann_population)
                     .map(|(affiliations, _)| affiliations[0])
                     .unwrap_or_default();
+                let sponsor = if s.stay.sponsor_login.is_empty() {
+                    String::new()
+                } else {
+                    format!("[parrain={}]", sponsor_dn(&s.stay.sponsor_login))
+                };
                 format!(
-                    "[affil={affiliation}][affect={}][population={}][datefin={}]",
+                    "[etab={}][affil={affiliation}][affect={}]{sponsor}[population={}][datefin={}]",
+                    settings.establishment,
                     s.stay.sponsor_unit,
                     s.stay.supann_population,
                     compact(s.end)
@@ -215,6 +303,22 @@ pub fn desired(
             })
             .collect(),
     );
+    set(
+        "supannExtDateFin",
+        counted
+            .iter()
+            .map(|s| s.end)
+            .max()
+            .map(|end| end_of_day(settings, end))
+            .into_iter()
+            .collect(),
+    );
+    let sponsors: BTreeSet<String> = counted
+        .iter()
+        .filter(|s| !s.stay.sponsor_login.is_empty())
+        .map(|s| sponsor_dn(&s.stay.sponsor_login))
+        .collect();
+    set("supannParrainDN", sponsors.into_iter().collect());
     let (state, start, end) = account_state(&stays, today);
     let (letter, sub_state) = state.supann();
     set(
@@ -289,6 +393,10 @@ mod tests {
         EntrySettings {
             base_dn: "ou=people,dc=univ-example,dc=fr".to_owned(),
             eppn_scope: "univ-example.fr".to_owned(),
+            entitlement_prefix: "urn:mace:univ-example.fr:entitlement:".to_owned(),
+            establishment: "{UAI}0999999F".to_owned(),
+            sponsor_base_dn: "ou=people,dc=univ-example,dc=fr".to_owned(),
+            clock: hosted_platform::clock::Clock::default(),
         }
     }
 
@@ -330,6 +438,7 @@ mod tests {
     fn an_active_learner() {
         let entry = desired(
             &learner(vec![stay("AX", "2026-09-01", "2027-06-30")]),
+            Extras::default(),
             &settings(),
             date!(2026 - 10 - 01),
         )
@@ -354,7 +463,55 @@ mod tests {
         assert!(!entry.attributes.contains_key("supannCodeINE"));
         assert_eq!(
             values(&entry, "supannExtProfil"),
-            ["[affil=student][affect=IFSI-NORD][population=AX][datefin=20270630]"]
+            [
+                "[etab={UAI}0999999F][affil=student][affect=IFSI-NORD][population=AX][datefin=20270630]"
+            ]
+        );
+        // The end of the last day, where the university is (summer time: UTC+2).
+        assert_eq!(values(&entry, "supannExtDateFin"), ["20270630220000Z"]);
+        assert_eq!(values(&entry, "supannEtablissement"), ["{UAI}0999999F"]);
+        assert!(!entry.attributes.contains_key("supannParrainDN"));
+        assert!(!entry.attributes.contains_key("eduPersonEntitlement"));
+        assert!(!entry.attributes.contains_key("supannRefId"));
+    }
+
+    #[test]
+    fn grants_in_force_the_card_and_the_sponsor() {
+        let mut sponsored = stay("AX", "2026-09-01", "2027-06-30");
+        sponsored.sponsor_login = "marie.curie".to_owned();
+        let in_force = ["library".to_owned(), "premises:LAB-CHEM".to_owned()];
+        let valid_until = time::macros::datetime!(2027-06-30 22:00 UTC);
+        let entry = desired(
+            &learner(vec![sponsored]),
+            Extras {
+                in_force: &in_force,
+                card: Some(Card {
+                    csn: "04A22BCA7C4D80",
+                    valid_until: Some(valid_until),
+                }),
+            },
+            &settings(),
+            date!(2026 - 10 - 01),
+        )
+        .unwrap();
+        assert_eq!(
+            values(&entry, "eduPersonEntitlement"),
+            [
+                "urn:mace:univ-example.fr:entitlement:library",
+                "urn:mace:univ-example.fr:entitlement:premises:LAB-CHEM"
+            ]
+        );
+        assert_eq!(values(&entry, "supannRefId"), ["{ISO15693}04A22BCA7C4D80"]);
+        assert_eq!(values(&entry, "supannCMSId"), ["{ISO15693}04A22BCA7C4D80"]);
+        assert_eq!(values(&entry, "supannCMSDateFin"), ["20270630220000Z"]);
+        assert_eq!(
+            values(&entry, "supannParrainDN"),
+            ["uid=marie.curie,ou=people,dc=univ-example,dc=fr"]
+        );
+        assert_eq!(
+            values(&entry, "supannExtProfil"),
+            ["[etab={UAI}0999999F][affil=student][affect=IFSI-NORD]\
+              [parrain=uid=marie.curie,ou=people,dc=univ-example,dc=fr][population=AX][datefin=20270630]"]
         );
     }
 
@@ -363,7 +520,7 @@ mod tests {
         let learner = learner(vec![stay("AX", "2026-09-01", "2027-06-30")]);
         let state = |today| {
             values(
-                &desired(&learner, &settings(), today).unwrap(),
+                &desired(&learner, Extras::default(), &settings(), today).unwrap(),
                 "supannRessourceEtatDate",
             )
         };
@@ -388,6 +545,7 @@ mod tests {
                 stay("AX", "2026-09-01", "2027-06-30"),
                 stay("RHJCF", "2026-09-01", "2027-01-31"),
             ]),
+            Extras::default(),
             &settings(),
             date!(2026 - 10 - 01),
         )
@@ -407,6 +565,7 @@ mod tests {
                 stay("AHH", "2026-09-01", "2027-06-30"),
                 stay("AGG", "2026-09-01", "2027-06-30"),
             ]),
+            Extras::default(),
             &settings(),
             date!(2026 - 10 - 01),
         )
@@ -419,6 +578,7 @@ mod tests {
     fn differences_ignore_order_and_attribute_name_case() {
         let entry = desired(
             &learner(vec![stay("AX", "2026-09-01", "2027-06-30")]),
+            Extras::default(),
             &settings(),
             date!(2026 - 10 - 01),
         )

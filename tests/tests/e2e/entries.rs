@@ -1,0 +1,321 @@
+//! What directory publishes from the three sources: intake's learner, entitlement's
+//! grants in force (eduPersonEntitlement) and cards' enabled card (supannRefId,
+//! supannCMS), each entry written once per change, an import's entries once each.
+
+use std::{collections::BTreeSet, time::Duration};
+
+use hosted_contracts::v1;
+use hosted_e2e::{TestSystem, registration, today_plus};
+use hosted_platform::auth::Role;
+
+const URN: &str = "urn:mace:univ-example.fr:entitlement:";
+
+fn values(entry: &ldap3::SearchEntry, name: &str) -> BTreeSet<String> {
+    entry
+        .attrs
+        .get(name)
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .collect()
+}
+
+/// Waits until the entry of `uid` satisfies `wanted`, and returns it.
+async fn wait_for_entry(
+    system: &TestSystem,
+    uid: &str,
+    what: &str,
+    wanted: impl Fn(&ldap3::SearchEntry) -> bool,
+) -> ldap3::SearchEntry {
+    let filter = format!("(uid={uid})");
+    for _ in 0..300 {
+        if let Some(entry) = system.subtree.search(&filter).await.into_iter().next()
+            && wanted(&entry)
+        {
+            return entry;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the entry of {uid} never had {what}");
+}
+
+/// The LDAP writes directory made, per login, once every account is published.
+async fn writes(system: &TestSystem) -> Vec<(String, i32)> {
+    let mut conn = system.directory_database.connect().await;
+    for _ in 0..200 {
+        let pending: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM accounts WHERE published_revision IS DISTINCT FROM revision",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        if pending == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    sqlx::query_as("SELECT login, ldap_writes FROM accounts ORDER BY login")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap()
+}
+
+async fn move_card(system: &TestSystem, card_id: &str, to: v1::CardState, reason: &str, csn: &str) {
+    system
+        .cards_client()
+        .await
+        .transition_card(system.as_role(
+            Role::CardOffice,
+            v1::TransitionCardRequest {
+                card_id: card_id.to_owned(),
+                to: to.into(),
+                reason: reason.to_owned(),
+                csn: csn.to_owned(),
+                expected_version: 0,
+            },
+        ))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn an_entry_carries_the_grants_in_force_and_the_enabled_card() {
+    // Arrange: the four services; directory waits for each account's grants.
+    let mut system = TestSystem::prepare(None).await;
+    system.await_grants = Duration::from_secs(20);
+    system.start_intake().await;
+    system.start_entitlement().await;
+    system.start_cards().await;
+    system.start_directory().await;
+
+    // Act: a C2i2e trainee (card and e-purse), sponsored by a person.
+    let mut request = registration("Marchand", "Hugo", "2000-01-02");
+    let stay = request.stay.as_mut().unwrap();
+    stay.population = "RECTORAT_C2I2E".to_owned();
+    stay.sponsor_login = "marie.curie".to_owned();
+    system.register(request).await;
+
+    // Assert: one write, with every resource in force as an entitlement.
+    let entry = wait_for_entry(&system, "hugo.marchand", "entitlements", |entry| {
+        !values(entry, "eduPersonEntitlement").is_empty()
+    })
+    .await;
+    let expected: BTreeSet<String> = [
+        "e-purse",
+        "ent",
+        "grades",
+        "online-resources",
+        "smart-card",
+        "wifi",
+    ]
+    .iter()
+    .map(|resource| format!("{URN}{resource}"))
+    .collect();
+    assert_eq!(values(&entry, "eduPersonEntitlement"), expected);
+    assert_eq!(
+        values(&entry, "supannParrainDN"),
+        BTreeSet::from(["uid=marie.curie,ou=people,dc=univ-example,dc=fr".to_owned()])
+    );
+    let profile = values(&entry, "supannExtProfil");
+    let profile = profile.first().unwrap();
+    assert!(
+        profile.starts_with("[etab={UAI}0999999F][affil="),
+        "{profile}"
+    );
+    assert!(profile.contains("[parrain=uid=marie.curie,"), "{profile}");
+    assert_eq!(values(&entry, "supannExtDateFin").len(), 1);
+    assert!(
+        values(&entry, "supannRefId").is_empty(),
+        "no card enabled yet"
+    );
+    assert_eq!(writes(&system).await, [("hugo.marchand".to_owned(), 1)]);
+
+    // Act: the card office prints, encodes and hands over the card.
+    let card_id = loop {
+        let cards = system
+            .cards_client()
+            .await
+            .list_cards(system.as_role(
+                Role::CardOffice,
+                v1::ListCardsRequest {
+                    learner: "hugo.marchand".to_owned(),
+                },
+            ))
+            .await
+            .map(|answer| answer.into_inner().cards)
+            .unwrap_or_default();
+        if let Some(card) = cards.first() {
+            break card.card_id.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    for (to, csn) in [
+        (v1::CardState::InPrint, ""),
+        (v1::CardState::Printed, ""),
+        (v1::CardState::Encoded, "E0:04:01:50:12:34:56:78"),
+    ] {
+        move_card(&system, &card_id, to, "", csn).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        writes(&system).await,
+        [("hugo.marchand".to_owned(), 1)],
+        "a card on its way changes nothing in the entry"
+    );
+    move_card(&system, &card_id, v1::CardState::Enabled, "handed over", "").await;
+
+    // Assert: the enabled card is published.
+    let entry = wait_for_entry(&system, "hugo.marchand", "the card", |entry| {
+        !values(entry, "supannRefId").is_empty()
+    })
+    .await;
+    assert_eq!(
+        values(&entry, "supannRefId"),
+        BTreeSet::from(["{ISO15693}E004015012345678".to_owned()])
+    );
+    assert_eq!(
+        values(&entry, "supannCMSId"),
+        BTreeSet::from(["{ISO15693}E004015012345678".to_owned()])
+    );
+    assert_eq!(values(&entry, "supannCMSDateFin").len(), 1);
+    assert!(values(&entry, "objectClass").contains("supannCMS"));
+    assert_eq!(writes(&system).await, [("hugo.marchand".to_owned(), 2)]);
+
+    // Act: the card is lost.
+    move_card(&system, &card_id, v1::CardState::Disabled, "lost", "").await;
+
+    // Assert: the directory stops publishing it.
+    let entry = wait_for_entry(&system, "hugo.marchand", "no card", |entry| {
+        values(entry, "supannRefId").is_empty()
+    })
+    .await;
+    assert!(values(&entry, "supannCMSId").is_empty());
+    assert!(values(&entry, "supannCMSDateFin").is_empty());
+    assert_eq!(writes(&system).await, [("hugo.marchand".to_owned(), 3)]);
+    system.stop().await;
+}
+
+#[tokio::test]
+async fn an_import_writes_each_entry_once_with_its_grants() {
+    // Arrange
+    let mut system = TestSystem::prepare(None).await;
+    system.await_grants = Duration::from_secs(60);
+    system.start_intake().await;
+    system.start_entitlement().await;
+    system.start_directory().await;
+    let learners = 1_000;
+    let rows: Vec<v1::ImportRow> = (0..learners)
+        .map(|index| {
+            let mut request = registration(
+                &format!("Import{}", name_for(index)),
+                "Lou",
+                &format!(
+                    "{}-{:02}-{:02}",
+                    1970 + index / 336,
+                    index / 28 % 12 + 1,
+                    index % 28 + 1
+                ),
+            );
+            request.stay.as_mut().unwrap().start_date = today_plus(-1);
+            v1::ImportRow {
+                row_number: index as i64 + 1,
+                person: request.person,
+                stay: request.stay,
+                confirm_new_person: false,
+            }
+        })
+        .collect();
+
+    // Act
+    let imported = system
+        .intake_client()
+        .await
+        .import_stays(system.as_role(
+            Role::Deve,
+            v1::ImportStaysRequest {
+                rows,
+                dry_run: false,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(imported.results.len(), learners);
+
+    // Assert: every entry, each with its grants, written once.
+    let entries = system
+        .subtree
+        .wait_for_entries(learners, Duration::from_secs(120))
+        .await;
+    assert_eq!(entries.len(), learners);
+    let written = writes(&system).await;
+    assert_eq!(written.len(), learners);
+    assert!(
+        written.iter().all(|(_, writes)| *writes == 1),
+        "{:?}",
+        written
+            .iter()
+            .filter(|(_, writes)| *writes != 1)
+            .collect::<Vec<_>>()
+    );
+    let entries = system.subtree.entries().await;
+    let without: Vec<&ldap3::SearchEntry> = entries
+        .iter()
+        .filter(|entry| !values(entry, "eduPersonEntitlement").contains(&format!("{URN}library")))
+        .collect();
+    assert!(
+        without.is_empty(),
+        "{} entries without their grants",
+        without.len()
+    );
+    // And nothing more is written later.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let total: i32 = writes(&system).await.iter().map(|(_, writes)| writes).sum();
+    assert_eq!(total, learners as i32);
+    system.stop().await;
+}
+
+#[tokio::test]
+async fn without_entitlement_an_account_is_written_after_its_wait_then_completed() {
+    // Arrange: no entitlement yet; directory waits one second for grants.
+    let mut system = TestSystem::prepare(None).await;
+    system.await_grants = Duration::from_secs(1);
+    system.start_intake().await;
+    system.start_directory().await;
+
+    // Act
+    system
+        .register(registration("Attente", "Rose", "2001-05-06"))
+        .await;
+
+    // Assert: written without grants once the wait is over.
+    let entry = wait_for_entry(&system, "rose.attente", "the entry", |_| true).await;
+    assert!(values(&entry, "eduPersonEntitlement").is_empty());
+    assert_eq!(writes(&system).await, [("rose.attente".to_owned(), 1)]);
+
+    // Act: entitlement comes, and computes the grants.
+    system.start_entitlement().await;
+
+    // Assert: the entry is completed, with one more write.
+    let entry = wait_for_entry(&system, "rose.attente", "entitlements", |entry| {
+        !values(entry, "eduPersonEntitlement").is_empty()
+    })
+    .await;
+    assert!(values(&entry, "eduPersonEntitlement").contains(&format!("{URN}library")));
+    assert_eq!(writes(&system).await, [("rose.attente".to_owned(), 2)]);
+    system.stop().await;
+}
+
+/// Distinct letter-only names: 0 → "a", 26 → "ba"…
+fn name_for(mut n: usize) -> String {
+    let mut name = Vec::new();
+    loop {
+        name.push(b'a' + (n % 26) as u8);
+        n /= 26;
+        if n == 0 {
+            break;
+        }
+    }
+    name.reverse();
+    String::from_utf8(name).unwrap()
+}
