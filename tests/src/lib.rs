@@ -136,6 +136,7 @@ impl TestSystem {
             publication: hosted_directory::config::PublicationConfig {
                 await_grants: self.await_grants,
             },
+            accounts: Default::default(),
         }
     }
 

@@ -30,8 +30,12 @@ ALTER TABLE accounts
     -- grants computed from it (a new account, or changed stays), at most a while.
     ADD COLUMN version_at         timestamptz NOT NULL DEFAULT now(),
     ADD COLUMN awaits_grants      boolean NOT NULL DEFAULT false,
-    -- LDAP adds and modifies made for this account, in all.
-    ADD COLUMN ldap_writes        integer NOT NULL DEFAULT 0;
+    -- LDAP adds, modifies and deletes made for this account, in all.
+    ADD COLUMN ldap_writes        integer NOT NULL DEFAULT 0,
+    -- The next day the entry changes by the calendar alone (a stay starts or ends,
+    -- the account moves on after its last stay): it is written again that day.
+    ADD COLUMN next_due           date;
+CREATE INDEX accounts_due ON accounts (next_due) WHERE next_due IS NOT NULL;
 UPDATE accounts SET published_revision = revision WHERE published_version = version;
 DROP INDEX accounts_pending;
 CREATE INDEX accounts_pending ON accounts (next_attempt_at)

@@ -6,6 +6,8 @@ use std::{fmt, path::Path, time::Duration};
 use hosted_platform::config::{CommonConfig, ConfigErrors, Loader, Section, ServiceConfig};
 use serde::Deserialize;
 
+use crate::domain::entry::Lifecycle;
+
 pub const ENV_PREFIX: &str = "DIRECTORY";
 pub const DEFAULT_PORT: u16 = 50054;
 
@@ -15,6 +17,57 @@ pub struct DirectoryConfig {
     pub ldap: LdapConfig,
     pub entries: EntriesConfig,
     pub publication: PublicationConfig,
+    pub accounts: AccountsConfig,
+}
+
+/// `[accounts]`: how long an account lives on after its last stay.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AccountsConfig {
+    /// Days after the last stay's end during which the account still works
+    /// (A:SupannSursis).
+    pub grace_days: u32,
+    /// Days the expired account is kept (I:SupannExpire) before its data is due for
+    /// deletion.
+    pub expired_days: u32,
+    /// Days in I:SupannSupprDonnees before the entry is removed from the directory.
+    pub deletion_days: u32,
+}
+
+impl Default for AccountsConfig {
+    fn default() -> Self {
+        let lifecycle = Lifecycle::default();
+        Self {
+            grace_days: lifecycle.grace_days as u32,
+            expired_days: lifecycle.expired_days as u32,
+            deletion_days: lifecycle.deletion_days as u32,
+        }
+    }
+}
+
+impl AccountsConfig {
+    pub fn lifecycle(&self) -> Lifecycle {
+        Lifecycle {
+            grace_days: i64::from(self.grace_days),
+            expired_days: i64::from(self.expired_days),
+            deletion_days: i64::from(self.deletion_days),
+        }
+    }
+}
+
+impl Section for AccountsConfig {
+    fn check(&self, section: &str, problems: &mut Vec<String>) {
+        // Ten years each at most: a mistyped value must not keep data for ever.
+        for (name, days) in [
+            ("grace_days", self.grace_days),
+            ("expired_days", self.expired_days),
+            ("deletion_days", self.deletion_days),
+        ] {
+            if days > 3650 {
+                problems.push(format!("{section}.{name}: at most 3650 days"));
+            }
+        }
+    }
 }
 
 /// `[entries]`: what the entries say beyond the learner's own data.
@@ -186,6 +239,7 @@ impl ServiceConfig for DirectoryConfig {
             ldap: loader.section("ldap"),
             entries: loader.section("entries"),
             publication: loader.section("publication"),
+            accounts: loader.section("accounts"),
         };
         loader.finish()?;
         Ok(config)

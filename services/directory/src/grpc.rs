@@ -54,8 +54,13 @@ impl Directory {
         let account = store::account(&self.pool, learner_id)
             .await?
             .ok_or_else(|| DirectoryError::NotFound("account".to_owned()))?;
+        // Once the account's time is over the entry should be gone: nothing desired.
         let desired = crate::publisher::desired_entry(&account, &self.settings, self.clock.today())
-            .map_err(DirectoryError::Projection)?;
+            .map_err(DirectoryError::Projection)?
+            .unwrap_or_else(|| entry::Entry {
+                dn: entry::dn(&account.login, &self.settings.base_dn),
+                attributes: BTreeMap::new(),
+            });
         let actual = self.ldap.read(&desired.dn).await?;
         let differences = match &actual {
             Some(actual) => entry::differences(&desired, actual),

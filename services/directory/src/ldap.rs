@@ -39,6 +39,7 @@ impl LdapError {
 pub enum Written {
     Added,
     Modified { attributes: usize },
+    Deleted,
     Unchanged,
 }
 
@@ -142,6 +143,24 @@ impl LdapDirectory {
             },
             Some(actual) => self.modify(desired, &actual).await,
         }
+    }
+
+    /// Removes the entry at `dn` if it is there.
+    pub async fn delete(&self, dn: &str) -> Result<Written, LdapError> {
+        let timeout = self.config.timeout;
+        self.with_connection(|mut ldap| async move {
+            let result = ldap
+                .with_timeout(timeout)
+                .delete(dn)
+                .await
+                .map_err(LdapError::Connection)?;
+            match result.rc {
+                0 => Ok(Written::Deleted),
+                NO_SUCH_OBJECT => Ok(Written::Unchanged),
+                _ => Err(LdapError::refused("delete", result)),
+            }
+        })
+        .await
     }
 
     async fn add(&self, desired: &Entry) -> Result<Written, LdapError> {

@@ -104,6 +104,7 @@ impl Application {
                 establishment: format!("{{UAI}}{}", config.entries.uai),
                 sponsor_base_dn: config.entries.sponsor_base_dn.clone(),
                 clock: clock.clone(),
+                lifecycle: config.accounts.lifecycle(),
             },
             await_grants: config.publication.await_grants,
             publisher,

@@ -29,14 +29,13 @@ pub struct Publisher {
 }
 
 /// The entry an account should have on `today`: the learner's state, their grants in
-/// force and their enabled card.
+/// force and their enabled card; `None` once the entry is to be removed.
 pub fn desired_entry(
     account: &AccountRow,
     settings: &EntrySettings,
     today: time::Date,
-) -> Result<entry::Entry, String> {
-    let learner = v1::Learner::decode(account.learner.as_slice())
-        .map_err(|error| format!("projection: {error}"))?;
+) -> Result<Option<entry::Entry>, String> {
+    let learner = decode(account)?;
     let extras = entry::Extras {
         in_force: &account.in_force,
         card: account.card_csn.as_deref().map(|csn| entry::Card {
@@ -47,6 +46,10 @@ pub fn desired_entry(
     entry::desired(&learner, extras, settings, today).map_err(|error| error.to_string())
 }
 
+fn decode(account: &AccountRow) -> Result<v1::Learner, String> {
+    v1::Learner::decode(account.learner.as_slice()).map_err(|error| format!("projection: {error}"))
+}
+
 fn retry_delay(attempts: i32) -> Duration {
     let exponent = attempts.clamp(0, 12) as u32;
     Duration::from_millis(500u64 << exponent).min(MAX_RETRY)
@@ -54,9 +57,24 @@ fn retry_delay(attempts: i32) -> Duration {
 
 impl Publisher {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let mut day_change = self.clock.day_change();
+        let mut due_checked = None;
         loop {
             if *shutdown.borrow() {
                 break;
+            }
+            // Once a day (and at start): accounts whose entry the calendar changes.
+            let today = self.clock.today();
+            if due_checked != Some(today) {
+                match store::mark_due(&self.pool, today).await {
+                    Ok(due) => {
+                        due_checked = Some(today);
+                        if due > 0 {
+                            tracing::info!(accounts = due, %today, "accounts due for the day");
+                        }
+                    }
+                    Err(error) => tracing::warn!(%error, "due accounts not marked"),
+                }
             }
             let wait = match self.publish_batch().await {
                 Ok(count) if count as i64 == BATCH => Duration::ZERO,
@@ -75,6 +93,7 @@ impl Publisher {
             tokio::select! {
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(wait) => {}
+                _ = day_change.wait() => {}
                 _ = shutdown.changed() => {}
             }
         }
@@ -96,9 +115,9 @@ impl Publisher {
             account.trace().adopt(&span);
             let outcome = self.publish(account, today).instrument(span).await;
             match outcome {
-                Ok(written) => {
+                Ok((written, next_due)) => {
                     let wrote = written != Written::Unchanged;
-                    store::mark_published(&mut tx, account, wrote).await?
+                    store::mark_published(&mut tx, account, wrote, next_due).await?
                 }
                 Err(error) => {
                     let retry_in = retry_delay(account.publish_attempts);
@@ -120,10 +139,23 @@ impl Publisher {
         Ok(accounts.len())
     }
 
-    async fn publish(&self, account: &AccountRow, today: time::Date) -> Result<Written, String> {
-        let desired = desired_entry(account, &self.settings, today)?;
-        let written = self.ldap.write(&desired).await.map_err(|e| e.to_string())?;
+    /// Writes the account's entry as it should be today (or removes it), and says
+    /// the next day the calendar alone changes it.
+    async fn publish(
+        &self,
+        account: &AccountRow,
+        today: time::Date,
+    ) -> Result<(Written, Option<time::Date>), String> {
+        let written = match desired_entry(account, &self.settings, today)? {
+            Some(desired) => self.ldap.write(&desired).await,
+            None => {
+                let dn = entry::dn(&account.login, &self.settings.base_dn);
+                self.ldap.delete(&dn).await
+            }
+        }
+        .map_err(|e| e.to_string())?;
         tracing::info!(outcome = ?written, "account published");
-        Ok(written)
+        let next_due = entry::next_change(&decode(account)?, self.settings.lifecycle, today);
+        Ok((written, next_due))
     }
 }

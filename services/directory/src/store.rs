@@ -217,10 +217,11 @@ pub async fn mark_published(
     conn: &mut PgConnection,
     account: &AccountRow,
     wrote: bool,
+    next_due: Option<time::Date>,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE accounts SET published_version = $2, published_revision = $3, published_at = now(),
-                publish_attempts = 0, last_error = NULL,
+                publish_attempts = 0, last_error = NULL, next_due = $5,
                 ldap_writes = ldap_writes + CASE WHEN $4 THEN 1 ELSE 0 END
          WHERE learner_id = $1",
     )
@@ -228,9 +229,23 @@ pub async fn mark_published(
     .bind(account.version)
     .bind(account.revision)
     .bind(wrote)
+    .bind(next_due)
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// Marks for writing the accounts whose next due day has come; returns how many.
+pub async fn mark_due(pool: &PgPool, today: time::Date) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query(
+        "UPDATE accounts SET revision = revision + 1, next_due = NULL, publish_attempts = 0,
+                next_attempt_at = now(), awaits_grants = false
+         WHERE next_due <= $1",
+    )
+    .bind(today)
+    .execute(pool)
+    .await?
+    .rows_affected())
 }
 
 pub async fn mark_failed(

@@ -306,6 +306,89 @@ async fn without_entitlement_an_account_is_written_after_its_wait_then_completed
     system.stop().await;
 }
 
+fn account_state(entry: &ldap3::SearchEntry) -> String {
+    values(entry, "supannRessourceEtatDate")
+        .into_iter()
+        .next()
+        .unwrap_or_default()
+}
+
+/// `{COMPTE}<state>:<from>:<to>`, the days counted from today.
+fn state(sub_state: &str, from: i64, to: i64) -> String {
+    let compact = |offset| today_plus(offset).replace('-', "");
+    format!("{{COMPTE}}{sub_state}:{}:{}", compact(from), compact(to))
+}
+
+#[tokio::test]
+async fn the_account_lives_on_after_its_stay_then_goes_and_a_new_stay_brings_it_back() {
+    // Arrange: directory on a manual clock (the defaults: 30 days of grace, 365 days
+    // expired, 30 days before removal); a stay that ends in five days.
+    let clock =
+        hosted_platform::clock::Clock::manual("Europe/Paris", jiff::Timestamp::now()).unwrap();
+    let mut system = TestSystem::prepare(None).await;
+    system.start_intake().await;
+    system.start_directory_with_clock(clock.clone()).await;
+    let mut request = registration("Temps", "Léon", "1999-12-12");
+    request.stay.as_mut().unwrap().end_date = today_plus(5);
+    let registered = system.register(request).await;
+    let uid = "leon.temps";
+    let entry = wait_for_entry(&system, uid, "the entry", |_| true).await;
+    assert_eq!(account_state(&entry), state("A:SupannActif", -10, 5));
+
+    // Act and assert: each period, on its first day, with no event from intake.
+    let steps = [
+        (6, "A:SupannSursis", 6, 35),
+        (30, "I:SupannExpire", 36, 400),
+        (365, "I:SupannSupprDonnees", 401, 430),
+    ];
+    let mut elapsed = 0;
+    for (days, sub_state, from, to) in steps {
+        clock.advance_days(days);
+        elapsed += days;
+        let wanted = state(sub_state, from, to);
+        wait_for_entry(&system, uid, &wanted, |entry| {
+            account_state(entry) == wanted
+        })
+        .await;
+    }
+    // The last day of the data-deletion period passes: the entry goes.
+    clock.advance_days(30);
+    elapsed += 30;
+    let filter = format!("(uid={uid})");
+    for _ in 0..300 {
+        if system.subtree.search(&filter).await.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        system.subtree.search(&filter).await.is_empty(),
+        "the entry is removed"
+    );
+    assert_eq!(writes(&system).await, [(uid.to_owned(), 5)]);
+
+    // Act: a new stay, from the directory's today on.
+    let learner_id = registered.learner.unwrap().person.unwrap().learner_id;
+    let mut again = registration("Temps", "Léon", "1999-12-12");
+    let stay = again.stay.as_mut().unwrap();
+    stay.start_date = today_plus(elapsed);
+    stay.end_date = today_plus(elapsed + 60);
+    let added = system.register(again).await;
+    assert_eq!(
+        added.learner.unwrap().person.unwrap().learner_id,
+        learner_id
+    );
+
+    // Assert: the account is active again.
+    let wanted = state("A:SupannActif", elapsed, elapsed + 60);
+    let entry = wait_for_entry(&system, uid, &wanted, |entry| {
+        account_state(entry) == wanted
+    })
+    .await;
+    assert_eq!(values(&entry, "uid"), BTreeSet::from([uid.to_owned()]));
+    system.stop().await;
+}
+
 /// Distinct letter-only names: 0 → "a", 26 → "ba"…
 fn name_for(mut n: usize) -> String {
     let mut name = Vec::new();

@@ -66,6 +66,8 @@ pub struct EntrySettings {
     pub sponsor_base_dn: String,
     /// The university's time zone, for dates written as instants.
     pub clock: hosted_platform::clock::Clock,
+    /// How long an account lives on after its last stay.
+    pub lifecycle: Lifecycle,
 }
 
 /// What entitlement and cards add to a learner's entry.
@@ -147,49 +149,123 @@ struct DatedStay<'a> {
     end: Date,
 }
 
-/// The state of the `{COMPTE}` resource and the dates it spans.
-fn account_state(
-    stays: &[DatedStay<'_>],
-    today: Date,
-) -> (AccountState, Option<Date>, Option<Date>) {
-    let current: Vec<&DatedStay<'_>> = stays.iter().filter(|s| s.end >= today).collect();
-    let start = current.iter().map(|s| s.start).min();
-    let end = stays.iter().map(|s| s.end).max();
-    if stays.is_empty() {
-        (AccountState::Inactive, None, None)
-    } else if current.iter().any(|s| s.start <= today) {
-        (AccountState::Active, start, end)
-    } else if !current.is_empty() {
-        (AccountState::Anticipated, start, end)
-    } else {
-        let first = stays.iter().map(|s| s.start).min();
-        (AccountState::Expired, first, end)
+/// How long an account lives on after its last stay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lifecycle {
+    /// Days after the last stay's end during which the account still works
+    /// (SupannSursis).
+    pub grace_days: i64,
+    /// Days the expired account is kept (SupannExpire) before its data is due for
+    /// deletion.
+    pub expired_days: i64,
+    /// Days in SupannSupprDonnees before the entry is removed.
+    pub deletion_days: i64,
+}
+
+impl Default for Lifecycle {
+    fn default() -> Self {
+        Self {
+            grace_days: 30,
+            expired_days: 365,
+            deletion_days: 30,
+        }
     }
 }
 
-/// The entry a learner should have, as of `today`.
+/// Where an account stands on a day: a state and the days it spans, or gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Standing {
+    Entry(AccountState, Option<Date>, Option<Date>),
+    Removed,
+}
+
+fn plus(day: Date, days: i64) -> Date {
+    day.checked_add(time::Duration::days(days))
+        .unwrap_or(Date::MAX)
+}
+
+/// The state of the `{COMPTE}` resource and the dates it spans: those of the stays
+/// while one is to come or running, then those of each period after the last end.
+fn account_state(stays: &[DatedStay<'_>], today: Date, lifecycle: Lifecycle) -> Standing {
+    let current: Vec<&DatedStay<'_>> = stays.iter().filter(|s| s.end >= today).collect();
+    let start = current.iter().map(|s| s.start).min();
+    let Some(end) = stays.iter().map(|s| s.end).max() else {
+        return Standing::Entry(AccountState::Inactive, None, None);
+    };
+    if current.iter().any(|s| s.start <= today) {
+        return Standing::Entry(AccountState::Active, start, Some(end));
+    }
+    if !current.is_empty() {
+        return Standing::Entry(AccountState::Anticipated, start, Some(end));
+    }
+    let grace_end = plus(end, lifecycle.grace_days);
+    let expired_end = plus(grace_end, lifecycle.expired_days);
+    let deletion_end = plus(expired_end, lifecycle.deletion_days);
+    let period =
+        |state, from: Date, to: Date| Standing::Entry(state, Some(plus(from, 1)), Some(to));
+    if today <= grace_end {
+        period(AccountState::Grace, end, grace_end)
+    } else if today <= expired_end {
+        period(AccountState::Expired, grace_end, expired_end)
+    } else if today <= deletion_end {
+        period(AccountState::DataDeletion, expired_end, deletion_end)
+    } else {
+        Standing::Removed
+    }
+}
+
+fn dated_stays(learner: &v1::Learner) -> Result<Vec<DatedStay<'_>>, EntryError> {
+    learner
+        .stays
+        .iter()
+        .filter(|stay| stay.status() != v1::StayStatus::Cancelled)
+        .map(|stay| {
+            Ok(DatedStay {
+                stay,
+                start: parse(stay, &stay.start_date)?,
+                end: parse(stay, &stay.end_date)?,
+            })
+        })
+        .collect()
+}
+
+/// The next day after `today` on which the entry changes by the calendar alone: a
+/// stay starts or ends, or the account moves to its next state after the last end.
+pub fn next_change(learner: &v1::Learner, lifecycle: Lifecycle, today: Date) -> Option<Date> {
+    let stays = dated_stays(learner).ok()?;
+    let end = stays.iter().map(|s| s.end).max()?;
+    let grace_end = plus(end, lifecycle.grace_days);
+    let expired_end = plus(grace_end, lifecycle.expired_days);
+    let deletion_end = plus(expired_end, lifecycle.deletion_days);
+    stays
+        .iter()
+        .flat_map(|s| [s.start, plus(s.end, 1)])
+        .chain([
+            plus(grace_end, 1),
+            plus(expired_end, 1),
+            plus(deletion_end, 1),
+        ])
+        .filter(|day| *day > today)
+        .min()
+}
+
+/// The entry a learner should have, as of `today`; `None` once the account's time is
+/// over and the entry is to be removed.
 pub fn desired(
     learner: &v1::Learner,
     extras: Extras<'_>,
     settings: &EntrySettings,
     today: Date,
-) -> Result<Entry, EntryError> {
+) -> Result<Option<Entry>, EntryError> {
     let person = learner.person.as_ref().ok_or(EntryError::NoPerson)?;
     if person.login.is_empty() {
         return Err(EntryError::NoLogin);
     }
-    let mut stays = Vec::new();
-    for stay in learner
-        .stays
-        .iter()
-        .filter(|stay| stay.status() != v1::StayStatus::Cancelled)
-    {
-        stays.push(DatedStay {
-            stay,
-            start: parse(stay, &stay.start_date)?,
-            end: parse(stay, &stay.end_date)?,
-        });
-    }
+    let stays = dated_stays(learner)?;
+    let standing = account_state(&stays, today, settings.lifecycle);
+    let Standing::Entry(state, start, end) = standing else {
+        return Ok(None);
+    };
     // Populations come from the stays that are current or to come; once all have
     // ended, from the last one, so that an expired account still says what it was.
     let mut counted: Vec<&DatedStay<'_>> = stays.iter().filter(|s| s.end >= today).collect();
@@ -319,7 +395,6 @@ pub fn desired(
         .map(|s| sponsor_dn(&s.stay.sponsor_login))
         .collect();
     set("supannParrainDN", sponsors.into_iter().collect());
-    let (state, start, end) = account_state(&stays, today);
     let (letter, sub_state) = state.supann();
     set(
         "supannRessourceEtatDate",
@@ -329,10 +404,10 @@ pub fn desired(
             end.map(compact).unwrap_or_default()
         )],
     );
-    Ok(Entry {
+    Ok(Some(Entry {
         dn: dn(&person.login, &settings.base_dn),
         attributes,
-    })
+    }))
 }
 
 /// One managed attribute whose values differ.
@@ -397,6 +472,7 @@ mod tests {
             establishment: "{UAI}0999999F".to_owned(),
             sponsor_base_dn: "ou=people,dc=univ-example,dc=fr".to_owned(),
             clock: hosted_platform::clock::Clock::default(),
+            lifecycle: Lifecycle::default(),
         }
     }
 
@@ -442,6 +518,7 @@ mod tests {
             &settings(),
             date!(2026 - 10 - 01),
         )
+        .unwrap()
         .unwrap();
         assert_eq!(
             entry.dn,
@@ -493,6 +570,7 @@ mod tests {
             &settings(),
             date!(2026 - 10 - 01),
         )
+        .unwrap()
         .unwrap();
         assert_eq!(
             values(&entry, "eduPersonEntitlement"),
@@ -520,7 +598,9 @@ mod tests {
         let learner = learner(vec![stay("AX", "2026-09-01", "2027-06-30")]);
         let state = |today| {
             values(
-                &desired(&learner, Extras::default(), &settings(), today).unwrap(),
+                &desired(&learner, Extras::default(), &settings(), today)
+                    .unwrap()
+                    .unwrap(),
                 "supannRessourceEtatDate",
             )
         };
@@ -532,10 +612,39 @@ mod tests {
             state(date!(2027 - 06 - 30)),
             ["{COMPTE}A:SupannActif:20260901:20270630"]
         );
+        // Then the grace period (30 days), the expired account (365 days), the
+        // data-deletion deadline (30 days), and the entry goes.
         assert_eq!(
             state(date!(2027 - 07 - 01)),
-            ["{COMPTE}I:SupannExpire:20260901:20270630"]
+            ["{COMPTE}A:SupannSursis:20270701:20270730"]
         );
+        assert_eq!(
+            state(date!(2027 - 07 - 31)),
+            ["{COMPTE}I:SupannExpire:20270731:20280729"]
+        );
+        assert_eq!(
+            state(date!(2028 - 07 - 30)),
+            ["{COMPTE}I:SupannSupprDonnees:20280730:20280828"]
+        );
+        assert_eq!(
+            desired(
+                &learner,
+                Extras::default(),
+                &settings(),
+                date!(2028 - 08 - 29)
+            )
+            .unwrap(),
+            None
+        );
+        // Each of those days is the next change of the day before.
+        let lifecycle = Lifecycle::default();
+        let next = |today| next_change(&learner, lifecycle, today);
+        assert_eq!(next(date!(2026 - 08 - 01)), Some(date!(2026 - 09 - 01)));
+        assert_eq!(next(date!(2026 - 10 - 01)), Some(date!(2027 - 07 - 01)));
+        assert_eq!(next(date!(2027 - 07 - 01)), Some(date!(2027 - 07 - 31)));
+        assert_eq!(next(date!(2027 - 07 - 31)), Some(date!(2028 - 07 - 30)));
+        assert_eq!(next(date!(2028 - 07 - 30)), Some(date!(2028 - 08 - 29)));
+        assert_eq!(next(date!(2028 - 08 - 29)), None);
     }
 
     #[test]
@@ -549,6 +658,7 @@ mod tests {
             &settings(),
             date!(2026 - 10 - 01),
         )
+        .unwrap()
         .unwrap();
         assert_eq!(values(&entry, "eduPersonPrimaryAffiliation"), ["faculty"]);
         assert_eq!(
@@ -569,6 +679,7 @@ mod tests {
             &settings(),
             date!(2026 - 10 - 01),
         )
+        .unwrap()
         .unwrap();
         assert!(!values(&entry, "eduPersonAffiliation").contains(&"member".to_owned()));
         assert_eq!(values(&entry, "eduPersonPrimaryAffiliation"), ["student"]);
@@ -582,6 +693,7 @@ mod tests {
             &settings(),
             date!(2026 - 10 - 01),
         )
+        .unwrap()
         .unwrap();
         let mut actual: HashMap<String, Vec<String>> = entry
             .attributes

@@ -23,8 +23,12 @@ pub enum AccountState {
     Anticipated,
     /// Operational, during a stay.
     Active,
-    /// Every stay has ended.
+    /// Operational still, in the grace period after the last stay.
+    Grace,
+    /// Every stay has ended, and the grace period too.
     Expired,
+    /// Expired, and the data-deletion deadline is reached: the entry goes next.
+    DataDeletion,
     /// No stay that counts (all cancelled).
     Inactive,
 }
@@ -34,7 +38,9 @@ impl AccountState {
         match self {
             AccountState::Anticipated => ("A", "SupannAnticipe"),
             AccountState::Active => ("A", "SupannActif"),
+            AccountState::Grace => ("A", "SupannSursis"),
             AccountState::Expired => ("I", "SupannExpire"),
+            AccountState::DataDeletion => ("I", "SupannSupprDonnees"),
             AccountState::Inactive => ("I", "SupannInactif"),
         }
     }
