@@ -69,6 +69,8 @@ pub struct TestSystem {
     /// How long directory waits for an account's grants ([`Duration::ZERO`] unless a
     /// test runs entitlement and sets it before starting directory).
     pub await_grants: Duration,
+    /// Where directory reaches LDAP, when not slapd itself (a proxy the test stops).
+    pub ldap_url: Option<String>,
 }
 
 impl TestSystem {
@@ -102,6 +104,7 @@ impl TestSystem {
             cards: None,
             cards_database: TestDatabase::new().await,
             await_grants: Duration::ZERO,
+            ldap_url: None,
         }
     }
 
@@ -125,7 +128,7 @@ impl TestSystem {
                 &self.callers,
             ),
             ldap: LdapConfig {
-                url: server.url.clone(),
+                url: self.ldap_url.clone().unwrap_or_else(|| server.url.clone()),
                 bind_dn: server.bind_dn.clone(),
                 bind_password: server.bind_password.clone(),
                 base_dn: self.subtree.base_dn.clone(),
@@ -368,6 +371,22 @@ fn init_telemetry() {
 }
 
 /// The server's overall health.
+/// The health of one named part of a service (e.g. `hosted.directory.publisher`).
+pub async fn component_health(
+    address: SocketAddr,
+    component: &str,
+) -> tonic_health::pb::health_check_response::ServingStatus {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    HealthClient::new(hosted_testkit::channel(address).await)
+        .check(HealthCheckRequest {
+            service: component.to_owned(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status()
+}
+
 pub async fn health(address: SocketAddr) -> tonic_health::pb::health_check_response::ServingStatus {
     use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
     HealthClient::new(hosted_testkit::channel(address).await)

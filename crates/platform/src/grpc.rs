@@ -39,6 +39,18 @@ impl Readiness {
         tracing::info!("ready");
     }
 
+    /// Reports one part of the service (e.g. `hosted.directory.publisher`) as working
+    /// or not, under its own name in the health service; the service as a whole keeps
+    /// its status.
+    pub async fn report(&self, component: &str, serving: bool) {
+        let status = if serving {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        self.reporter.set_service_status(component, status).await;
+    }
+
     async fn not_serving(&self) {
         self.reporter
             .set_service_status("", ServingStatus::NotServing)

@@ -153,7 +153,7 @@ impl<H: Handler> InboxConsumer<H> {
                     return Some(consumer);
                 }
                 Err(error) => {
-                    let wait = backoff.next();
+                    let wait = backoff.next_delay();
                     if backoff.should_log() {
                         tracing::warn!(consumer = %self.spec.durable, %error, "waiting for the source stream");
                     }
@@ -184,7 +184,7 @@ impl<H: Handler> InboxConsumer<H> {
             {
                 Ok(messages) => messages,
                 Err(error) => {
-                    let wait = backoff.next();
+                    let wait = backoff.next_delay();
                     if backoff.should_log() {
                         tracing::warn!(consumer = %self.spec.durable, %error, "cannot pull");
                     }
@@ -217,7 +217,7 @@ impl<H: Handler> InboxConsumer<H> {
                 match self.apply_batch(batch).await {
                     Ok(()) => backoff.reset(),
                     Err(error) => {
-                        let wait = backoff.next();
+                        let wait = backoff.next_delay();
                         if backoff.should_log() {
                             tracing::warn!(consumer = %self.spec.durable, %error, "batch not applied; redelivery will retry");
                         }

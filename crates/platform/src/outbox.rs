@@ -139,7 +139,7 @@ impl Relay {
                     self.poll_interval
                 }
                 Err(reason) => {
-                    let wait = backoff.next();
+                    let wait = backoff.next_delay();
                     if backoff.should_log() {
                         tracing::warn!(error = %reason, retry_in_ms = wait.as_millis() as u64, "outbox relay cannot publish");
                     }
@@ -246,27 +246,27 @@ impl Relay {
 
 /// Exponential backoff from 100 ms to 30 s, logging the first failure and then
 /// every tenth, so that an outage does not flood the logs.
-#[derive(Debug)]
-pub(crate) struct Backoff {
+#[derive(Debug, Default)]
+pub struct Backoff {
     failures: u32,
 }
 
 impl Backoff {
-    pub(crate) fn new() -> Self {
+    pub fn new() -> Self {
         Self { failures: 0 }
     }
 
-    pub(crate) fn reset(&mut self) {
+    pub fn reset(&mut self) {
         self.failures = 0;
     }
 
-    pub(crate) fn next(&mut self) -> Duration {
+    pub fn next_delay(&mut self) -> Duration {
         self.failures = self.failures.saturating_add(1);
         let exponent = self.failures.min(9);
         Duration::from_millis((100u64 << exponent).min(30_000))
     }
 
-    pub(crate) fn should_log(&self) -> bool {
+    pub fn should_log(&self) -> bool {
         self.failures == 1 || self.failures.is_multiple_of(10)
     }
 }

@@ -526,3 +526,64 @@ pub async fn assert_every_rpc_guarded(
         }
     }
 }
+
+/// A TCP proxy on a loopback port of its own in front of a server: a test stops it
+/// (every connection through it drops, new ones are refused) and resumes it on the
+/// same port, to show what happens while the server is away, without touching the
+/// server that other tests share.
+#[derive(Debug)]
+pub struct TcpProxy {
+    address: std::net::SocketAddr,
+    target: std::net::SocketAddr,
+    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl TcpProxy {
+    pub async fn start(target: std::net::SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let proxy = Self {
+            address,
+            target,
+            task: std::sync::Mutex::new(None),
+        };
+        proxy.serve(listener);
+        proxy
+    }
+
+    /// Where clients connect.
+    pub fn address(&self) -> std::net::SocketAddr {
+        self.address
+    }
+
+    fn serve(&self, listener: tokio::net::TcpListener) {
+        let target = self.target;
+        let task = tokio::spawn(async move {
+            // Dropped with the task when the proxy stops: every connection goes too.
+            let mut connections = tokio::task::JoinSet::new();
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                connections.spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        *self.task.lock().unwrap() = Some(task);
+    }
+
+    /// Drops every connection and refuses new ones.
+    pub async fn stop(&self) {
+        let task = self.task.lock().unwrap().take();
+        if let Some(task) = task {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
+    /// Accepts connections again, on the same port.
+    pub async fn resume(&self) {
+        let listener = tokio::net::TcpListener::bind(self.address).await.unwrap();
+        self.serve(listener);
+    }
+}

@@ -161,6 +161,7 @@ impl Application {
             wake: directory.publisher.clone(),
             clock: directory.clock.clone(),
             await_grants: directory.await_grants,
+            health: self.foundation.readiness(),
         };
         let publisher_shutdown = self.foundation.tasks.shutdown();
         self.foundation

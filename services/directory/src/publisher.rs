@@ -9,13 +9,35 @@ use sqlx::PgPool;
 use tokio::sync::{Notify, watch};
 use tracing::Instrument;
 
+use hosted_platform::outbox::Backoff;
+
 use crate::{
     domain::entry::{self, EntrySettings},
-    ldap::{LdapDirectory, Written},
+    ldap::{LdapDirectory, LdapError, Written},
     store::{self, AccountRow},
 };
 
 const BATCH: i64 = 100;
+
+/// The health service's name for the publisher: NOT_SERVING while LDAP is away.
+pub const PUBLISHER_HEALTH: &str = "hosted.directory.publisher";
+
+/// What one batch did.
+#[derive(Debug, Default)]
+struct Batch {
+    handled: usize,
+    written: usize,
+    /// Why LDAP could not be reached, when it could not.
+    unavailable: Option<String>,
+}
+
+/// Why an account was not written.
+enum Failure {
+    /// LDAP cannot be reached: nothing is wrong with the account.
+    Unavailable(String),
+    /// LDAP refused this entry, or the projection cannot make one.
+    Refused(String),
+}
 const MAX_RETRY: Duration = Duration::from_secs(300);
 
 #[derive(Debug)]
@@ -26,6 +48,7 @@ pub struct Publisher {
     pub wake: Arc<Notify>,
     pub clock: hosted_platform::clock::Clock,
     pub await_grants: Duration,
+    pub health: hosted_platform::grpc::Readiness,
 }
 
 /// The entry an account should have on `today`: the learner's state, their grants in
@@ -59,6 +82,9 @@ impl Publisher {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let mut day_change = self.clock.day_change();
         let mut due_checked = None;
+        let mut degraded = false;
+        let mut ldap_backoff = Backoff::new();
+        self.health.report(PUBLISHER_HEALTH, true).await;
         loop {
             if *shutdown.borrow() {
                 break;
@@ -77,11 +103,37 @@ impl Publisher {
                 }
             }
             let wait = match self.publish_batch().await {
-                Ok(count) if count as i64 == BATCH => Duration::ZERO,
-                Ok(_) => match store::next_attempt_in(&self.pool, self.await_grants).await {
-                    Ok(Some(next)) => next.clamp(Duration::from_millis(50), Duration::from_secs(5)),
-                    _ => Duration::from_secs(5),
-                },
+                Ok(Batch {
+                    unavailable: Some(error),
+                    ..
+                }) => {
+                    // LDAP is away: say it once, then wait longer and longer (at most
+                    // 30 s) before trying again; the events keep being consumed.
+                    if !degraded {
+                        degraded = true;
+                        self.health.report(PUBLISHER_HEALTH, false).await;
+                        tracing::warn!(%error, "ldap unavailable: publication paused, retrying");
+                    }
+                    ldap_backoff.next_delay()
+                }
+                Ok(batch) => {
+                    if degraded && batch.written > 0 {
+                        degraded = false;
+                        ldap_backoff.reset();
+                        self.health.report(PUBLISHER_HEALTH, true).await;
+                        tracing::info!("ldap available again: publication resumed");
+                    }
+                    if batch.handled as i64 == BATCH {
+                        Duration::ZERO
+                    } else {
+                        match store::next_attempt_in(&self.pool, self.await_grants).await {
+                            Ok(Some(next)) => {
+                                next.clamp(Duration::from_millis(50), Duration::from_secs(5))
+                            }
+                            _ => Duration::from_secs(5),
+                        }
+                    }
+                }
                 Err(error) => {
                     tracing::warn!(%error, "publication batch failed");
                     Duration::from_secs(1)
@@ -100,11 +152,13 @@ impl Publisher {
         tracing::debug!("publisher stopped");
     }
 
-    /// Publishes one batch; returns how many accounts it handled.
-    async fn publish_batch(&self) -> Result<usize, sqlx::Error> {
+    /// Publishes one batch. When LDAP cannot be reached the batch stops there: the
+    /// other accounts wait, untouched, for LDAP to come back.
+    async fn publish_batch(&self) -> Result<Batch, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         let accounts = store::claim_pending(&mut tx, BATCH, self.await_grants).await?;
         let today = self.clock.today();
+        let mut batch = Batch::default();
         for account in &accounts {
             let span = tracing::info_span!(
                 "publish",
@@ -114,21 +168,29 @@ impl Publisher {
             );
             account.trace().adopt(&span);
             let outcome = self.publish(account, today).instrument(span).await;
+            batch.handled += 1;
             match outcome {
                 Ok((written, next_due)) => {
                     let wrote = written != Written::Unchanged;
+                    batch.written += 1;
                     store::mark_published(&mut tx, account, wrote, next_due).await?
                 }
-                Err(error) => {
+                Err(Failure::Unavailable(error)) => {
+                    tracing::debug!(learner_id = %account.learner_id, %error, "ldap unavailable");
+                    batch.unavailable = Some(error);
+                    break;
+                }
+                Err(Failure::Refused(error)) => {
                     let retry_in = retry_delay(account.publish_attempts);
-                    // First failure, then every tenth: an outage must not flood the logs.
+                    // This entry's own problem: said at the first failure, then every
+                    // tenth, so that it does not flood the logs.
                     if account.publish_attempts == 0 || account.publish_attempts % 10 == 9 {
                         tracing::warn!(
                             learner_id = %account.learner_id,
                             attempts = account.publish_attempts + 1,
                             retry_in_ms = retry_in.as_millis() as u64,
                             %error,
-                            "ldap write failed"
+                            "ldap write refused"
                         );
                     }
                     store::mark_failed(&mut tx, account.learner_id, retry_in, &error).await?;
@@ -136,7 +198,7 @@ impl Publisher {
             }
         }
         tx.commit().await?;
-        Ok(accounts.len())
+        Ok(batch)
     }
 
     /// Writes the account's entry as it should be today (or removes it), and says
@@ -145,17 +207,22 @@ impl Publisher {
         &self,
         account: &AccountRow,
         today: time::Date,
-    ) -> Result<(Written, Option<time::Date>), String> {
-        let written = match desired_entry(account, &self.settings, today)? {
+    ) -> Result<(Written, Option<time::Date>), Failure> {
+        let desired = desired_entry(account, &self.settings, today).map_err(Failure::Refused)?;
+        let written = match desired {
             Some(desired) => self.ldap.write(&desired).await,
             None => {
                 let dn = entry::dn(&account.login, &self.settings.base_dn);
                 self.ldap.delete(&dn).await
             }
         }
-        .map_err(|e| e.to_string())?;
+        .map_err(|error| match error {
+            LdapError::Connection(_) => Failure::Unavailable(error.to_string()),
+            LdapError::Refused { .. } => Failure::Refused(error.to_string()),
+        })?;
         tracing::info!(outcome = ?written, "account published");
-        let next_due = entry::next_change(&decode(account)?, self.settings.lifecycle, today);
+        let learner = decode(account).map_err(Failure::Refused)?;
+        let next_due = entry::next_change(&learner, self.settings.lifecycle, today);
         Ok((written, next_due))
     }
 }

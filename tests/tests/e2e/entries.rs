@@ -402,3 +402,113 @@ fn name_for(mut n: usize) -> String {
     name.reverse();
     String::from_utf8(name).unwrap()
 }
+
+#[tokio::test]
+async fn ldap_away_during_an_import_then_back_ends_with_every_entry_right() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+
+    // Arrange: directory reaches slapd through a proxy the test stops.
+    let mut system = TestSystem::prepare(None).await;
+    let slapd = system
+        .subtree
+        .server
+        .url
+        .trim_start_matches("ldap://")
+        .parse()
+        .unwrap();
+    let proxy = hosted_testkit::TcpProxy::start(slapd).await;
+    system.ldap_url = Some(format!("ldap://{}", proxy.address()));
+    system.start_intake().await;
+    system.start_directory().await;
+    let directory = system.directory.as_ref().unwrap().address;
+    system
+        .register(registration("Avant", "Ève", "1990-01-01"))
+        .await;
+    wait_for_entry(&system, "eve.avant", "the entry", |_| true).await;
+
+    // Act: LDAP goes away; a cohort is imported meanwhile.
+    proxy.stop().await;
+    let learners = 200;
+    let rows: Vec<v1::ImportRow> = (0..learners)
+        .map(|index| {
+            let request = registration(
+                &format!("Panne{}", name_for(index)),
+                "Max",
+                &format!("1980-{:02}-{:02}", index / 28 % 12 + 1, index % 28 + 1),
+            );
+            v1::ImportRow {
+                row_number: index as i64 + 1,
+                person: request.person,
+                stay: request.stay,
+                confirm_new_person: false,
+            }
+        })
+        .collect();
+    system
+        .intake_client()
+        .await
+        .import_stays(system.as_role(
+            Role::Deve,
+            v1::ImportStaysRequest {
+                rows,
+                dry_run: false,
+            },
+        ))
+        .await
+        .unwrap();
+
+    // Assert: the events are consumed into the projection, and the publisher says it
+    // is degraded; LDAP holds only the first entry.
+    let mut conn = system.directory_database.connect().await;
+    let mut projected = 0;
+    for _ in 0..200 {
+        projected = sqlx::query_scalar::<_, i64>("SELECT count(*) FROM accounts")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        if projected == learners as i64 + 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(projected, learners as i64 + 1);
+    let mut status = ServingStatus::Serving;
+    for _ in 0..200 {
+        status = hosted_e2e::component_health(directory, "hosted.directory.publisher").await;
+        if status == ServingStatus::NotServing {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, ServingStatus::NotServing);
+    assert_eq!(
+        hosted_e2e::health(directory).await,
+        ServingStatus::Serving,
+        "the service itself still answers"
+    );
+
+    // Act: LDAP comes back.
+    proxy.resume().await;
+
+    // Assert: every entry, written once; the publisher is well again.
+    let entries = system
+        .subtree
+        .wait_for_entries(learners + 1, Duration::from_secs(120))
+        .await;
+    assert_eq!(entries.len(), learners + 1);
+    let written = writes(&system).await;
+    assert!(
+        written.iter().all(|(_, writes)| *writes == 1),
+        "{written:?}"
+    );
+    for _ in 0..200 {
+        status = hosted_e2e::component_health(directory, "hosted.directory.publisher").await;
+        if status == ServingStatus::Serving {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, ServingStatus::Serving);
+    system.stop().await;
+    proxy.stop().await;
+}

@@ -148,6 +148,10 @@ enum Command {
         address: String,
         #[arg(long, default_value_t = 0)]
         wait: u64,
+        /// One part of the service instead of the whole, e.g. hosted.directory.publisher
+        /// (NOT_SERVING while LDAP is away).
+        #[arg(long, value_name = "NAME", default_value = "")]
+        service: String,
     },
     /// Dead letters of the directory's consumers (role dosi).
     DeadLetters {
@@ -573,14 +577,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        Command::Health { address, wait } => {
+        Command::Health {
+            address,
+            wait,
+            service,
+        } => {
             use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(wait);
             loop {
                 let status = match connect(&address).await {
                     Ok(channel) => HealthClient::new(channel)
                         .check(HealthCheckRequest {
-                            service: String::new(),
+                            service: service.clone(),
                         })
                         .await
                         .map(|response| response.into_inner().status().as_str_name().to_owned())
