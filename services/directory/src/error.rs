@@ -8,8 +8,6 @@ pub enum DirectoryError {
     Invalid(Violations),
     #[error("{0} not found")]
     NotFound(String),
-    #[error("{0} is not served by this version yet")]
-    Unimplemented(&'static str),
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
     #[error("ldap: {0}")]
@@ -25,7 +23,6 @@ impl ServiceError for DirectoryError {
         match self {
             DirectoryError::Invalid(_) => ErrorCode::InvalidArgument,
             DirectoryError::NotFound(_) => ErrorCode::NotFound,
-            DirectoryError::Unimplemented(_) => ErrorCode::Unimplemented,
             DirectoryError::Ldap(_) | DirectoryError::Events(_) => ErrorCode::Unavailable,
             DirectoryError::Database(_) | DirectoryError::Projection(_) => ErrorCode::Internal,
         }

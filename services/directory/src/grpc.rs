@@ -144,9 +144,46 @@ impl v1::directory_service_server::DirectoryService for Directory {
 
     async fn reconcile(
         &self,
-        _request: Request<v1::ReconcileRequest>,
+        request: Request<v1::ReconcileRequest>,
     ) -> Result<Response<v1::ReconcileResponse>, Status> {
-        Err(DirectoryError::Unimplemented("Reconcile").into())
+        let apply = request.into_inner().apply;
+        let report = self.drift().await?;
+        if apply {
+            self.repair(&report.drifts).await?;
+        }
+        tracing::info!(
+            drifts = report.drifts.len(),
+            accounts = report.accounts,
+            entries = report.entries,
+            applied = apply,
+            "reconciliation"
+        );
+        Ok(Response::new(v1::ReconcileResponse {
+            drifts: report
+                .drifts
+                .into_iter()
+                .map(|drift| v1::Drift {
+                    dn: drift.dn,
+                    learner_id: drift
+                        .learner_id
+                        .map(|id| id.to_string())
+                        .unwrap_or_default(),
+                    kind: drift.kind.as_str().to_owned(),
+                    differences: drift
+                        .differences
+                        .into_iter()
+                        .map(|difference| v1::AttributeDifference {
+                            name: difference.name.to_owned(),
+                            desired: difference.desired,
+                            actual: difference.actual,
+                        })
+                        .collect(),
+                })
+                .collect(),
+            applied: apply,
+            accounts: report.accounts as i64,
+            entries: report.entries as i64,
+        }))
     }
 
     async fn list_dead_letters(

@@ -145,6 +145,49 @@ impl LdapDirectory {
         }
     }
 
+    /// Every entry directly under the managed base, with its managed attributes and
+    /// object classes, page by page. Nothing deeper and nothing outside is read.
+    pub async fn entries_under_base(
+        &self,
+    ) -> Result<Vec<(String, HashMap<String, Vec<String>>)>, LdapError> {
+        use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
+        let base = self.config.base_dn.clone();
+        let timeout = self.config.timeout;
+        self.with_connection(|mut ldap| async move {
+            let mut attributes: Vec<String> = MANAGED_ATTRIBUTES
+                .iter()
+                .map(|name| (*name).to_owned())
+                .collect();
+            attributes.push("objectClass".to_owned());
+            let adapters: Vec<Box<dyn Adapter<_, _>>> = vec![
+                Box::new(EntriesOnly::new()),
+                Box::new(PagedResults::new(500)),
+            ];
+            let mut search = ldap
+                .with_timeout(timeout)
+                .streaming_search_with(
+                    adapters,
+                    &base,
+                    Scope::OneLevel,
+                    "(objectClass=*)",
+                    attributes,
+                )
+                .await
+                .map_err(LdapError::Connection)?;
+            let mut entries = Vec::new();
+            while let Some(entry) = search.next().await.map_err(LdapError::Connection)? {
+                let entry = SearchEntry::construct(entry);
+                entries.push((entry.dn, entry.attrs));
+            }
+            let result = search.finish().await;
+            if result.rc != 0 {
+                return Err(LdapError::refused("search", result));
+            }
+            Ok(entries)
+        })
+        .await
+    }
+
     /// Removes the entry at `dn` if it is there.
     pub async fn delete(&self, dn: &str) -> Result<Written, LdapError> {
         let timeout = self.config.timeout;

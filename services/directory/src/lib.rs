@@ -13,6 +13,7 @@ pub mod events;
 pub mod grpc;
 pub mod ldap;
 pub mod publisher;
+pub mod reconcile;
 pub mod store;
 
 use std::{future::Future, net::SocketAddr, sync::Arc};

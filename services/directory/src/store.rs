@@ -297,6 +297,13 @@ pub async fn account(pool: &PgPool, learner_id: Uuid) -> Result<Option<AccountRo
     .await
 }
 
+/// Every account of the projection, for reconciliation.
+pub async fn all_accounts(pool: &PgPool) -> Result<Vec<AccountRow>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {COLUMNS} FROM {FROM} ORDER BY a.login"))
+        .fetch_all(pool)
+        .await
+}
+
 pub async fn learner_id_by_login(pool: &PgPool, login: &str) -> Result<Option<Uuid>, sqlx::Error> {
     sqlx::query_scalar("SELECT learner_id FROM accounts WHERE login = $1")
         .bind(login)

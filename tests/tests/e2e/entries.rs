@@ -512,3 +512,168 @@ async fn ldap_away_during_an_import_then_back_ends_with_every_entry_right() {
     system.stop().await;
     proxy.stop().await;
 }
+
+async fn reconcile(system: &TestSystem, apply: bool) -> v1::ReconcileResponse {
+    system
+        .directory_client()
+        .await
+        .reconcile(system.as_role(Role::Dosi, v1::ReconcileRequest { apply }))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+#[tokio::test]
+async fn reconciliation_reports_hand_edits_then_repairs_exactly_them() {
+    // Arrange: three accounts published; then someone edits LDAP by hand.
+    let system = TestSystem::start().await;
+    for (family, birth) in [
+        ("Un", "1991-01-01"),
+        ("Deux", "1992-02-02"),
+        ("Trois", "1993-03-03"),
+    ] {
+        system.register(registration(family, "Zoé", birth)).await;
+    }
+    system
+        .subtree
+        .wait_for_entries(3, Duration::from_secs(20))
+        .await;
+    assert!(
+        reconcile(&system, false).await.drifts.is_empty(),
+        "no drift yet"
+    );
+    let base = system.subtree.base_dn.clone();
+    let outside = hosted_testkit::TestSubtree::new().await;
+    let mut ldap = system.subtree.server.connect().await;
+    use ldap3::Mod;
+    // A changed mail and a removed attribute.
+    ldap.modify(
+        &format!("uid=zoe.un,{base}"),
+        vec![
+            Mod::Replace("mail", ["someone@else.example"].into()),
+            Mod::Delete("supannCodePopulation", Default::default()),
+        ],
+    )
+    .await
+    .unwrap()
+    .success()
+    .unwrap();
+    // A deleted entry.
+    ldap.delete(&format!("uid=zoe.deux,{base}"))
+        .await
+        .unwrap()
+        .success()
+        .unwrap();
+    // An entry nobody asked for, under the base; and, left alone, an ou under the
+    // base and an entry outside it.
+    let person = |uid: &'static str| {
+        vec![
+            ("objectClass", ["inetOrgPerson"].into()),
+            ("uid", [uid].into()),
+            ("cn", ["Hand Made"].into()),
+            ("sn", ["Made"].into()),
+        ]
+    };
+    ldap.add(&format!("uid=intruder,{base}"), person("intruder"))
+        .await
+        .unwrap()
+        .success()
+        .unwrap();
+    ldap.add(
+        &format!("ou=staff,{base}"),
+        vec![
+            ("objectClass", ["organizationalUnit"].into()),
+            ("ou", ["staff"].into()),
+        ],
+    )
+    .await
+    .unwrap()
+    .success()
+    .unwrap();
+    let elsewhere = format!("uid=zoe.un,{}", outside.base_dn);
+    ldap.add(&elsewhere, person("zoe.un"))
+        .await
+        .unwrap()
+        .success()
+        .unwrap();
+
+    // Act: a dry run.
+    let report = reconcile(&system, false).await;
+
+    // Assert: exactly the three drifts, and nothing changed.
+    let found: Vec<(String, String, Vec<String>)> = report
+        .drifts
+        .iter()
+        .map(|drift| {
+            let mut names: Vec<String> = drift.differences.iter().map(|d| d.name.clone()).collect();
+            names.sort();
+            (drift.kind.clone(), drift.dn.to_ascii_lowercase(), names)
+        })
+        .collect();
+    let base_lower = base.to_ascii_lowercase();
+    assert_eq!(
+        found,
+        [
+            (
+                "missing".to_owned(),
+                format!("uid=zoe.deux,{base_lower}"),
+                vec![]
+            ),
+            (
+                "different".to_owned(),
+                format!("uid=zoe.un,{base_lower}"),
+                vec!["mail".to_owned(), "supannCodePopulation".to_owned()]
+            ),
+            (
+                "extra".to_owned(),
+                format!("uid=intruder,{base_lower}"),
+                vec![]
+            ),
+        ]
+    );
+    assert_eq!(
+        (report.accounts, report.entries, report.applied),
+        (3, 3, false)
+    );
+    assert!(
+        system.subtree.search("(uid=intruder)").await.len() == 1,
+        "a dry run changes nothing"
+    );
+
+    // Act: apply.
+    let applied = reconcile(&system, true).await;
+
+    // Assert: repaired; nothing else touched; no drift left.
+    assert!(applied.applied);
+    assert_eq!(applied.drifts.len(), 3);
+    let un = system.subtree.search("(uid=zoe.un)").await;
+    assert_eq!(un.len(), 1);
+    assert_eq!(
+        values(&un[0], "mail"),
+        BTreeSet::from(["learner@example.org".to_owned()])
+    );
+    assert_eq!(values(&un[0], "supannCodePopulation").len(), 1);
+    assert_eq!(system.subtree.search("(uid=zoe.deux)").await.len(), 1);
+    assert!(system.subtree.search("(uid=intruder)").await.is_empty());
+    assert_eq!(
+        system.subtree.search("(ou=staff)").await.len(),
+        1,
+        "not an account"
+    );
+    let (outside_entries, _) = ldap
+        .search(
+            &elsewhere,
+            ldap3::Scope::Base,
+            "(objectClass=*)",
+            vec!["uid"],
+        )
+        .await
+        .unwrap()
+        .success()
+        .unwrap();
+    assert_eq!(outside_entries.len(), 1, "outside the base: left alone");
+    assert!(reconcile(&system, false).await.drifts.is_empty());
+    let _ = ldap.delete(&elsewhere).await;
+    let _ = ldap.delete(&format!("ou=staff,{base}")).await;
+    system.stop().await;
+}

@@ -142,6 +142,15 @@ enum Command {
     },
     /// Shows an account as directory projects it and as LDAP holds it (role dosi).
     Account { login: String },
+    /// Compares every account with the entries under the managed base and reports
+    /// the drift; `--apply` repairs exactly that (role dosi). Exit code 2 when a dry
+    /// run finds drift.
+    Reconcile {
+        /// Repair the drift found (an add, a modify of the differing attributes, or a
+        /// delete), instead of only reporting it.
+        #[arg(long)]
+        apply: bool,
+    },
     /// Waits until a service reports SERVING (gRPC health), at most `--wait` seconds.
     Health {
         /// e.g. http://127.0.0.1:50051
@@ -523,6 +532,58 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         population.code, population.supann_population, population.label,
                     );
                 }
+            }
+        }
+        Command::Reconcile { apply } => {
+            let mut client = v1::directory_service_client::DirectoryServiceClient::new(
+                connect(&cli.directory).await?,
+            );
+            let report = client
+                .reconcile(authorized(token, v1::ReconcileRequest { apply })?)
+                .await
+                .map_err(server_error)?
+                .into_inner();
+            if cli.json {
+                let drifts: Vec<serde_json::Value> = report
+                    .drifts
+                    .iter()
+                    .map(|drift| {
+                        json!({
+                            "dn": drift.dn, "learner_id": drift.learner_id, "kind": drift.kind,
+                            "differences": drift.differences.iter().map(|d| json!({
+                                "name": d.name, "desired": d.desired, "actual": d.actual,
+                            })).collect::<Vec<_>>(),
+                        })
+                    })
+                    .collect();
+                println!(
+                    "{}",
+                    json!({
+                        "accounts": report.accounts, "entries": report.entries,
+                        "applied": report.applied, "drifts": drifts,
+                    })
+                );
+            } else {
+                let what = match (report.drifts.is_empty(), report.applied) {
+                    (true, _) => "no drift".to_owned(),
+                    (false, true) => format!("{} drift(s), repaired", report.drifts.len()),
+                    (false, false) => format!(
+                        "{} drift(s) (dry run: --apply repairs them)",
+                        report.drifts.len()
+                    ),
+                };
+                println!(
+                    "{} accounts, {} entries under the managed base: {what}",
+                    report.accounts, report.entries
+                );
+                for drift in &report.drifts {
+                    let names: Vec<&str> =
+                        drift.differences.iter().map(|d| d.name.as_str()).collect();
+                    println!("  {:<9}  {}  {}", drift.kind, drift.dn, names.join(", "));
+                }
+            }
+            if !report.drifts.is_empty() && !report.applied {
+                return Ok(ExitCode::from(2));
             }
         }
         Command::Account { login } => {

@@ -1,0 +1,166 @@
+//! Reconciliation: the whole projection against the entries directly under the
+//! managed base. It reports the drift (entries missing from LDAP, entries that
+//! should not be there, attributes that differ) and, when asked, repairs exactly
+//! that: an add or a modify of the differing attributes, or a delete.
+//!
+//! Only entries directly under the managed base and named by `uid` are looked at:
+//! nothing outside the base, and nothing under it that is not an account (an `ou`
+//! someone made there), is ever touched.
+
+use std::collections::{BTreeMap, HashMap};
+
+use uuid::Uuid;
+
+use crate::{
+    Directory,
+    domain::entry::{self, Difference, Entry},
+    error::DirectoryError,
+    publisher, store,
+};
+
+/// How an entry drifted from the projection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// The projection has the account; LDAP has no entry.
+    Missing,
+    /// LDAP has an entry the projection does not want (no such account, or one
+    /// whose time is over).
+    Extra,
+    /// Both have it, with different values.
+    Different,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Missing => "missing",
+            Kind::Extra => "extra",
+            Kind::Different => "different",
+        }
+    }
+}
+
+/// One drift, and what repairs it.
+#[derive(Debug, Clone)]
+pub struct Drift {
+    pub dn: String,
+    pub learner_id: Option<Uuid>,
+    pub kind: Kind,
+    pub differences: Vec<Difference>,
+    desired: Option<Entry>,
+}
+
+/// What a reconciliation found.
+#[derive(Debug)]
+pub struct Report {
+    pub drifts: Vec<Drift>,
+    pub accounts: usize,
+    pub entries: usize,
+}
+
+fn is_account(dn: &str) -> bool {
+    dn.get(..4)
+        .is_some_and(|rdn| rdn.eq_ignore_ascii_case("uid="))
+}
+
+impl Directory {
+    /// Compares every account with LDAP.
+    pub async fn drift(&self) -> Result<Report, DirectoryError> {
+        let today = self.clock.today();
+        let accounts = store::all_accounts(&self.pool).await?;
+        let mut actual: HashMap<String, (String, HashMap<String, Vec<String>>)> = self
+            .ldap
+            .entries_under_base()
+            .await?
+            .into_iter()
+            .filter(|(dn, _)| is_account(dn))
+            .map(|(dn, attributes)| (dn.to_ascii_lowercase(), (dn, attributes)))
+            .collect();
+        let entries = actual.len();
+        let mut drifts = Vec::new();
+        for account in &accounts {
+            let desired = match publisher::desired_entry(account, &self.settings, today) {
+                Ok(desired) => desired,
+                Err(error) => {
+                    tracing::warn!(learner_id = %account.learner_id, %error, "account left out of reconciliation");
+                    continue;
+                }
+            };
+            let dn = entry::dn(&account.login, &self.settings.base_dn);
+            let held = actual.remove(&dn.to_ascii_lowercase());
+            let learner_id = Some(account.learner_id);
+            match (desired, held) {
+                (Some(desired), None) => drifts.push(Drift {
+                    dn,
+                    learner_id,
+                    kind: Kind::Missing,
+                    differences: Vec::new(),
+                    desired: Some(desired),
+                }),
+                (Some(desired), Some((dn, attributes))) => {
+                    let mut differences = entry::differences(&desired, &attributes);
+                    let classes = entry::missing_object_classes(&attributes);
+                    if !classes.is_empty() {
+                        differences.push(Difference {
+                            name: "objectClass",
+                            desired: classes,
+                            actual: Vec::new(),
+                        });
+                    }
+                    if !differences.is_empty() {
+                        drifts.push(Drift {
+                            dn,
+                            learner_id,
+                            kind: Kind::Different,
+                            differences,
+                            desired: Some(desired),
+                        });
+                    }
+                }
+                (None, Some((dn, _))) => drifts.push(Drift {
+                    dn,
+                    learner_id,
+                    kind: Kind::Extra,
+                    differences: Vec::new(),
+                    desired: None,
+                }),
+                (None, None) => {}
+            }
+        }
+        // Entries no account wants, in DN order.
+        let extra: BTreeMap<String, String> =
+            actual.into_iter().map(|(key, (dn, _))| (key, dn)).collect();
+        drifts.extend(extra.into_values().map(|dn| Drift {
+            dn,
+            learner_id: None,
+            kind: Kind::Extra,
+            differences: Vec::new(),
+            desired: None,
+        }));
+        Ok(Report {
+            drifts,
+            accounts: accounts.len(),
+            entries,
+        })
+    }
+
+    /// Repairs exactly `drifts`.
+    pub async fn repair(&self, drifts: &[Drift]) -> Result<(), DirectoryError> {
+        for drift in drifts {
+            match &drift.desired {
+                Some(desired) => {
+                    self.ldap.write(desired).await?;
+                }
+                None => {
+                    self.ldap.delete(&drift.dn).await?;
+                }
+            }
+            tracing::info!(
+                learner_id = ?drift.learner_id,
+                kind = drift.kind.as_str(),
+                "drift repaired"
+            );
+        }
+        Ok(())
+    }
+}
