@@ -50,19 +50,16 @@ pub struct ProjectionHandler {
     pub publisher: Arc<Notify>,
 }
 
-impl Handler for ProjectionHandler {
-    async fn handle(
-        &self,
-        conn: &mut PgConnection,
-        delivery: &Delivery,
-    ) -> Result<(), HandleError> {
+impl ProjectionHandler {
+    /// The learner's snapshot an event carries, if it is a learner fact.
+    fn snapshot(&self, delivery: &Delivery) -> Result<Option<store::Snapshot>, HandleError> {
         let Some(fact) = self
             .namespace
             .fact_of(&delivery.subject, &subjects::intake::LEARNER_FACTS)
         else {
             // Facts this version does not use (agreements, payments) are acknowledged.
             tracing::debug!(subject = %delivery.subject, "fact not used by the directory");
-            return Ok(());
+            return Ok(None);
         };
         let event = v1::LearnerEvent::decode(delivery.payload.clone())
             .map_err(|error| permanent(format!("{fact}: undecodable LearnerEvent: {error}")))?;
@@ -80,18 +77,66 @@ impl Handler for ProjectionHandler {
                 "{fact}: learner {learner_id} without login"
             )));
         }
-        let changed = store::apply(
-            conn,
+        Ok(Some(store::Snapshot {
             learner_id,
-            &person.login,
-            learner.version,
-            &learner.encode_to_vec(),
-            |previous| stays_changed(previous, &learner),
-            &delivery.trace,
-        )
+            login: person.login.clone(),
+            version: learner.version,
+            learner: learner.encode_to_vec(),
+            trace: delivery.trace.clone(),
+        }))
+    }
+
+    /// Applies the newest snapshot of each learner among `deliveries`, in set
+    /// statements.
+    async fn apply(
+        &self,
+        conn: &mut PgConnection,
+        deliveries: &[Delivery],
+    ) -> Result<(), HandleError> {
+        let mut newest: std::collections::HashMap<Uuid, store::Snapshot> = Default::default();
+        for delivery in deliveries {
+            if let Some(snapshot) = self.snapshot(delivery)? {
+                let newer = newest
+                    .get(&snapshot.learner_id)
+                    .is_none_or(|held| held.version < snapshot.version);
+                if newer {
+                    newest.insert(snapshot.learner_id, snapshot);
+                }
+            }
+        }
+        let snapshots: Vec<store::Snapshot> = newest.into_values().collect();
+        let changed = store::apply_many(conn, &snapshots, |snapshot, previous| {
+            v1::Learner::decode(snapshot.learner.as_slice())
+                .map(|learner| stays_changed(previous, &learner))
+                .unwrap_or(true)
+        })
         .await?;
-        tracing::debug!(%learner_id, version = learner.version, changed, "projection updated");
+        tracing::debug!(learners = snapshots.len(), changed, "projection updated");
         Ok(())
+    }
+}
+
+impl Handler for ProjectionHandler {
+    async fn handle(
+        &self,
+        conn: &mut PgConnection,
+        delivery: &Delivery,
+    ) -> Result<(), HandleError> {
+        self.apply(conn, std::slice::from_ref(delivery)).await
+    }
+
+    fn handles_many(&self) -> bool {
+        true
+    }
+
+    /// A batch at once: the newest snapshot of each learner, in set statements.
+    async fn handle_many(
+        &self,
+        conn: &mut PgConnection,
+        deliveries: &[Delivery],
+    ) -> Result<bool, HandleError> {
+        self.apply(conn, deliveries).await?;
+        Ok(true)
     }
 
     fn committed(&self) {
@@ -106,15 +151,12 @@ pub struct GrantsHandler {
     pub publisher: Arc<Notify>,
 }
 
-impl Handler for GrantsHandler {
-    async fn handle(
-        &self,
-        conn: &mut PgConnection,
-        delivery: &Delivery,
-    ) -> Result<(), HandleError> {
+impl GrantsHandler {
+    /// The grants an event carries, if it is a grants fact.
+    fn grants(&self, delivery: &Delivery) -> Result<Option<store::Grants>, HandleError> {
         let known = [subjects::entitlement::GRANTS_CHANGED];
         if self.namespace.fact_of(&delivery.subject, &known).is_none() {
-            return Ok(());
+            return Ok(None);
         }
         let event = v1::GrantsEvent::decode(delivery.payload.clone())
             .map_err(|error| permanent(format!("undecodable GrantsEvent: {error}")))?;
@@ -129,19 +171,60 @@ impl Handler for GrantsHandler {
         let mut in_force = event.in_force.clone();
         in_force.sort();
         in_force.dedup();
-        let changed = store::apply_grants(
-            conn,
-            &store::Grants {
-                learner_id,
-                grants_version: event.grants_version,
-                learner_version: meta.learner_version,
-                effective_on,
-                in_force,
-            },
-        )
-        .await?;
-        tracing::debug!(%learner_id, grants_version = event.grants_version, changed, "grants projected");
+        Ok(Some(store::Grants {
+            learner_id,
+            grants_version: event.grants_version,
+            learner_version: meta.learner_version,
+            effective_on,
+            in_force,
+        }))
+    }
+
+    /// Applies the newest grants of each learner among `deliveries`, in set statements.
+    async fn apply(
+        &self,
+        conn: &mut PgConnection,
+        deliveries: &[Delivery],
+    ) -> Result<(), HandleError> {
+        let mut newest: std::collections::HashMap<Uuid, store::Grants> = Default::default();
+        for delivery in deliveries {
+            if let Some(grants) = self.grants(delivery)? {
+                let newer = newest
+                    .get(&grants.learner_id)
+                    .is_none_or(|held| held.grants_version < grants.grants_version);
+                if newer {
+                    newest.insert(grants.learner_id, grants);
+                }
+            }
+        }
+        let all: Vec<store::Grants> = newest.into_values().collect();
+        let changed = store::apply_many_grants(conn, &all).await?;
+        tracing::debug!(learners = all.len(), changed, "grants projected");
         Ok(())
+    }
+}
+
+impl Handler for GrantsHandler {
+    async fn handle(
+        &self,
+        conn: &mut PgConnection,
+        delivery: &Delivery,
+    ) -> Result<(), HandleError> {
+        self.apply(conn, std::slice::from_ref(delivery)).await
+    }
+
+    fn handles_many(&self) -> bool {
+        true
+    }
+
+    /// A batch at once: the newest grants of each learner, in set statements.
+    async fn handle_many(
+        &self,
+        conn: &mut PgConnection,
+        deliveries: &[Delivery],
+    ) -> Result<bool, HandleError> {
+        self.apply(conn, deliveries).await?;
+        Ok(true)
     }
 
     fn committed(&self) {

@@ -127,6 +127,20 @@ impl LdapDirectory {
         .await
     }
 
+    /// Writes an entry that is most likely not there yet (its account was never
+    /// published): an add straight away, and only if it exists after all, a read and
+    /// a modify. One round trip instead of two for a new account.
+    pub async fn write_new(&self, desired: &Entry) -> Result<Written, LdapError> {
+        match self.add(desired).await {
+            Err(LdapError::Refused { result, .. })
+                if result.starts_with(&format!("rc={ALREADY_EXISTS} ")) =>
+            {
+                self.write(desired).await
+            }
+            outcome => outcome,
+        }
+    }
+
     /// Writes the desired entry: adds it when missing, else modifies exactly the
     /// managed attributes that differ (and adds missing object classes).
     pub async fn write(&self, desired: &Entry) -> Result<Written, LdapError> {

@@ -17,7 +17,10 @@ use crate::{
     store::{self, AccountRow},
 };
 
-const BATCH: i64 = 100;
+const BATCH: i64 = 200;
+
+/// LDAP writes in flight at once on the publisher's connection.
+const IN_FLIGHT: usize = 8;
 
 /// The health service's name for the publisher: NOT_SERVING while LDAP is away.
 pub const PUBLISHER_HEALTH: &str = "hosted.directory.publisher";
@@ -152,13 +155,16 @@ impl Publisher {
         tracing::debug!("publisher stopped");
     }
 
-    /// Publishes one batch. When LDAP cannot be reached the batch stops there: the
-    /// other accounts wait, untouched, for LDAP to come back.
+    /// Publishes one batch, up to [`IN_FLIGHT`] writes at a time on the connection.
+    /// When LDAP cannot be reached the accounts it could not take wait, untouched,
+    /// for it to come back.
     async fn publish_batch(&self) -> Result<Batch, sqlx::Error> {
+        use futures::StreamExt;
+
         let mut tx = self.pool.begin().await?;
         let accounts = store::claim_pending(&mut tx, BATCH, self.await_grants).await?;
         let today = self.clock.today();
-        let mut batch = Batch::default();
+        let mut writes = Vec::with_capacity(accounts.len());
         for account in &accounts {
             let span = tracing::info_span!(
                 "publish",
@@ -167,18 +173,30 @@ impl Publisher {
                 otel.kind = "client"
             );
             account.trace().adopt(&span);
-            let outcome = self.publish(account, today).instrument(span).await;
+            writes.push(self.publish(account, today).instrument(span));
+        }
+        let outcomes: Vec<_> = futures::stream::iter(writes)
+            .buffered(IN_FLIGHT)
+            .collect()
+            .await;
+        let mut batch = Batch::default();
+        let mut published = Vec::with_capacity(accounts.len());
+        for (account, outcome) in accounts.iter().zip(outcomes) {
             batch.handled += 1;
             match outcome {
                 Ok((written, next_due)) => {
-                    let wrote = written != Written::Unchanged;
                     batch.written += 1;
-                    store::mark_published(&mut tx, account, wrote, next_due).await?
+                    published.push(store::Published {
+                        learner_id: account.learner_id,
+                        version: account.version,
+                        revision: account.revision,
+                        wrote: written != Written::Unchanged,
+                        next_due,
+                    });
                 }
                 Err(Failure::Unavailable(error)) => {
                     tracing::debug!(learner_id = %account.learner_id, %error, "ldap unavailable");
                     batch.unavailable = Some(error);
-                    break;
                 }
                 Err(Failure::Refused(error)) => {
                     let retry_in = retry_delay(account.publish_attempts);
@@ -197,6 +215,7 @@ impl Publisher {
                 }
             }
         }
+        store::mark_many_published(&mut tx, &published).await?;
         tx.commit().await?;
         Ok(batch)
     }
@@ -210,6 +229,10 @@ impl Publisher {
     ) -> Result<(Written, Option<time::Date>), Failure> {
         let desired = desired_entry(account, &self.settings, today).map_err(Failure::Refused)?;
         let written = match desired {
+            // Never written: most likely not there, add it straight away.
+            Some(desired) if account.published_revision.is_none() => {
+                self.ldap.write_new(&desired).await
+            }
             Some(desired) => self.ldap.write(&desired).await,
             None => {
                 let dn = entry::dn(&account.login, &self.settings.base_dn);

@@ -51,51 +51,142 @@ const FROM: &str = "accounts a
                        WHERE cards.learner_id = a.learner_id AND state = 'enabled'
                        ORDER BY version DESC LIMIT 1) c ON true";
 
-/// Stores a learner's state unless the projection already holds that version or a
-/// newer one (events can arrive twice or out of order). Returns whether it changed.
-///
-/// A new account, or one whose stays changed, waits for the grants entitlement
-/// computes from this version (see [`claim_pending`]), so that it is written once
-/// with them rather than once before and once after.
-pub async fn apply(
+/// A learner's snapshot from one event, for [`apply_many`].
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub learner_id: Uuid,
+    pub login: String,
+    pub version: i64,
+    pub learner: Vec<u8>,
+    pub trace: TraceHeaders,
+}
+
+/// Stores learners' states, each unless the projection already holds that version or
+/// a newer one (events can arrive twice or out of order), in set statements (at most
+/// one snapshot per learner). A new account, or one whose stays changed, waits for
+/// the grants entitlement computes from this version (see [`claim_pending`]), so that
+/// it is written once with them: `stays_changed` says which. Returns how
+/// many changed.
+pub async fn apply_many(
     conn: &mut PgConnection,
-    learner_id: Uuid,
-    login: &str,
-    version: i64,
-    learner: &[u8],
-    stays_changed: impl FnOnce(Option<&[u8]>) -> bool,
-    trace: &TraceHeaders,
-) -> Result<bool, sqlx::Error> {
-    let held: Option<(i64, Vec<u8>)> =
-        sqlx::query_as("SELECT version, learner FROM accounts WHERE learner_id = $1 FOR UPDATE")
-            .bind(learner_id)
-            .fetch_optional(&mut *conn)
-            .await?;
-    if held.as_ref().is_some_and(|(held, _)| *held >= version) {
-        return Ok(false);
+    snapshots: &[Snapshot],
+    stays_changed: impl Fn(&Snapshot, Option<&[u8]>) -> bool,
+) -> Result<u64, sqlx::Error> {
+    if snapshots.is_empty() {
+        return Ok(0);
     }
-    let awaits_grants = stays_changed(held.as_ref().map(|(_, learner)| learner.as_slice()));
+    let ids: Vec<Uuid> = snapshots.iter().map(|s| s.learner_id).collect();
+    let held: std::collections::HashMap<Uuid, (i64, Vec<u8>)> = sqlx::query_as::<
+        _,
+        (Uuid, i64, Vec<u8>),
+    >(
+        "SELECT learner_id, version, learner FROM accounts WHERE learner_id = ANY($1) FOR UPDATE",
+    )
+    .bind(&ids)
+    .fetch_all(&mut *conn)
+    .await?
+    .into_iter()
+    .map(|(id, version, learner)| (id, (version, learner)))
+    .collect();
+    let newer: Vec<(&Snapshot, bool)> = snapshots
+        .iter()
+        .filter(|s| {
+            held.get(&s.learner_id)
+                .is_none_or(|(version, _)| *version < s.version)
+        })
+        .map(|s| {
+            let previous = held
+                .get(&s.learner_id)
+                .map(|(_, learner)| learner.as_slice());
+            (s, stays_changed(s, previous))
+        })
+        .collect();
+    if newer.is_empty() {
+        return Ok(0);
+    }
+    let ids: Vec<Uuid> = newer.iter().map(|(s, _)| s.learner_id).collect();
+    let logins: Vec<&str> = newer.iter().map(|(s, _)| s.login.as_str()).collect();
+    let versions: Vec<i64> = newer.iter().map(|(s, _)| s.version).collect();
+    let learners: Vec<&[u8]> = newer.iter().map(|(s, _)| s.learner.as_slice()).collect();
+    let parents: Vec<Option<&str>> = newer
+        .iter()
+        .map(|(s, _)| s.trace.traceparent.as_deref())
+        .collect();
+    let states: Vec<Option<&str>> = newer
+        .iter()
+        .map(|(s, _)| s.trace.tracestate.as_deref())
+        .collect();
+    let awaits: Vec<bool> = newer.iter().map(|(_, awaits)| *awaits).collect();
     sqlx::query(
         "INSERT INTO accounts (learner_id, login, version, learner, traceparent, tracestate,
                                awaits_grants)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::bytea[], $5::text[],
+                              $6::text[], $7::bool[])
          ON CONFLICT (learner_id) DO UPDATE
             SET login = excluded.login, version = excluded.version, learner = excluded.learner,
                 traceparent = excluded.traceparent, tracestate = excluded.tracestate,
                 revision = accounts.revision + 1, version_at = now(),
                 awaits_grants = excluded.awaits_grants,
-                publish_attempts = 0, next_attempt_at = now(), last_error = NULL, updated_at = now()",
+                publish_attempts = 0, next_attempt_at = now(), last_error = NULL, updated_at = now()
+          WHERE accounts.version < excluded.version",
     )
-    .bind(learner_id)
-    .bind(login)
-    .bind(version)
-    .bind(learner)
-    .bind(&trace.traceparent)
-    .bind(&trace.tracestate)
-    .bind(awaits_grants)
+    .bind(&ids)
+    .bind(&logins)
+    .bind(&versions)
+    .bind(&learners)
+    .bind(&parents)
+    .bind(&states)
+    .bind(&awaits)
     .execute(conn)
+    .await
+    .map(|done| done.rows_affected())
+}
+
+/// Keeps learners' grants when newer than those held (at most one event per
+/// learner), and asks for their entries to be written again; returns how many
+/// changed.
+pub async fn apply_many_grants(
+    conn: &mut PgConnection,
+    all: &[Grants],
+) -> Result<u64, sqlx::Error> {
+    if all.is_empty() {
+        return Ok(0);
+    }
+    let ids: Vec<Uuid> = all.iter().map(|g| g.learner_id).collect();
+    let versions: Vec<i64> = all.iter().map(|g| g.grants_version).collect();
+    let learner_versions: Vec<i64> = all.iter().map(|g| g.learner_version).collect();
+    let days: Vec<time::Date> = all.iter().map(|g| g.effective_on).collect();
+    // Arrays of arrays must be rectangular in PostgreSQL: each set travels as text.
+    let in_force: Vec<String> = all.iter().map(|g| g.in_force.join(",")).collect();
+    let changed: Vec<Uuid> = sqlx::query_scalar(
+        "INSERT INTO grants (learner_id, grants_version, learner_version, effective_on, in_force)
+         SELECT i, v, lv, d, COALESCE(string_to_array(NULLIF(f, ''), ','), '{}')
+         FROM unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::date[], $5::text[]) AS u(i, v, lv, d, f)
+         ON CONFLICT (learner_id) DO UPDATE
+            SET grants_version = excluded.grants_version,
+                learner_version = excluded.learner_version,
+                effective_on = excluded.effective_on, in_force = excluded.in_force
+          WHERE grants.grants_version < excluded.grants_version
+         RETURNING learner_id",
+    )
+    .bind(&ids)
+    .bind(&versions)
+    .bind(&learner_versions)
+    .bind(&days)
+    .bind(&in_force)
+    .fetch_all(&mut *conn)
     .await?;
-    Ok(true)
+    if !changed.is_empty() {
+        sqlx::query(
+            "UPDATE accounts SET revision = revision + 1, publish_attempts = 0,
+                    next_attempt_at = now(), last_error = NULL, updated_at = now()
+             WHERE learner_id = ANY($1)",
+        )
+        .bind(&changed)
+        .execute(conn)
+        .await?;
+    }
+    Ok(changed.len() as u64)
 }
 
 /// Asks for an account's entry to be computed and written again (its grants or its
@@ -120,32 +211,6 @@ pub struct Grants {
     pub learner_version: i64,
     pub effective_on: time::Date,
     pub in_force: Vec<String>,
-}
-
-/// Keeps a learner's grants when newer than those held; says whether they were.
-pub async fn apply_grants(conn: &mut PgConnection, grants: &Grants) -> Result<bool, sqlx::Error> {
-    let changed = sqlx::query(
-        "INSERT INTO grants (learner_id, grants_version, learner_version, effective_on, in_force)
-         VALUES ($1, $2, $3, $4, $5)
-         ON CONFLICT (learner_id) DO UPDATE
-            SET grants_version = excluded.grants_version,
-                learner_version = excluded.learner_version,
-                effective_on = excluded.effective_on, in_force = excluded.in_force
-          WHERE grants.grants_version < excluded.grants_version",
-    )
-    .bind(grants.learner_id)
-    .bind(grants.grants_version)
-    .bind(grants.learner_version)
-    .bind(grants.effective_on)
-    .bind(&grants.in_force)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected()
-        == 1;
-    if changed {
-        touch(conn, grants.learner_id).await?;
-    }
-    Ok(changed)
 }
 
 /// One card, as cards published it.
@@ -211,25 +276,43 @@ pub async fn claim_pending(
     .await
 }
 
-/// Records that LDAP holds `revision` (and the learner `version` it came from), and
-/// whether the entry had to be written.
-pub async fn mark_published(
+/// What one write made of an account, for [`mark_many_published`].
+#[derive(Debug, Clone, Copy)]
+pub struct Published {
+    pub learner_id: Uuid,
+    pub version: i64,
+    pub revision: i64,
+    pub wrote: bool,
+    pub next_due: Option<time::Date>,
+}
+
+/// Records that LDAP holds each account's revision (and the learner version it came
+/// from), whether it had to be written, and its next due day: a whole batch in one
+/// statement.
+pub async fn mark_many_published(
     conn: &mut PgConnection,
-    account: &AccountRow,
-    wrote: bool,
-    next_due: Option<time::Date>,
+    published: &[Published],
 ) -> Result<(), sqlx::Error> {
+    if published.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = published.iter().map(|p| p.learner_id).collect();
+    let versions: Vec<i64> = published.iter().map(|p| p.version).collect();
+    let revisions: Vec<i64> = published.iter().map(|p| p.revision).collect();
+    let wrote: Vec<i32> = published.iter().map(|p| i32::from(p.wrote)).collect();
+    let due: Vec<Option<time::Date>> = published.iter().map(|p| p.next_due).collect();
     sqlx::query(
-        "UPDATE accounts SET published_version = $2, published_revision = $3, published_at = now(),
-                publish_attempts = 0, last_error = NULL, next_due = $5,
-                ldap_writes = ldap_writes + CASE WHEN $4 THEN 1 ELSE 0 END
-         WHERE learner_id = $1",
+        "UPDATE accounts a SET published_version = u.v, published_revision = u.r,
+                published_at = now(), publish_attempts = 0, last_error = NULL, next_due = u.d,
+                ldap_writes = a.ldap_writes + u.w
+         FROM unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::int[], $5::date[]) AS u(i, v, r, w, d)
+         WHERE a.learner_id = u.i",
     )
-    .bind(account.learner_id)
-    .bind(account.version)
-    .bind(account.revision)
-    .bind(wrote)
-    .bind(next_due)
+    .bind(&ids)
+    .bind(&versions)
+    .bind(&revisions)
+    .bind(&wrote)
+    .bind(&due)
     .execute(conn)
     .await?;
     Ok(())

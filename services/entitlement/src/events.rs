@@ -18,7 +18,7 @@ use uuid::Uuid;
 use crate::{
     domain::grants::Grant,
     recompute::Recomputer,
-    store::{self, Cause, LearnerState, ProjectedStay},
+    store::{self, Cause, LearnerState, ProjectedLearner, ProjectedStay},
 };
 
 /// Durable consumer of intake's stream.
@@ -126,22 +126,40 @@ impl GrantsHandler {
             .ok_or_else(|| permanent("event without learner"))
     }
 
-    /// Projects a learner's snapshot; returns the learner and whether it was newer.
-    async fn project_learner(
-        &self,
-        conn: &mut PgConnection,
-        learner: &v1::Learner,
-    ) -> Result<(Uuid, bool), HandleError> {
+    /// A learner's snapshot, as projected.
+    fn projected_learner(&self, learner: &v1::Learner) -> Result<ProjectedLearner, HandleError> {
         let person = learner
             .person
             .as_ref()
             .ok_or_else(|| permanent("learner without person"))?;
-        let learner_id =
-            Uuid::parse_str(&person.learner_id).map_err(|_| permanent("bad learner id"))?;
-        let stays = projected(learner)?;
-        let changed =
-            store::apply_learner(conn, learner_id, &person.login, learner.version, &stays).await?;
-        Ok((learner_id, changed))
+        Ok(ProjectedLearner {
+            learner_id: Uuid::parse_str(&person.learner_id)
+                .map_err(|_| permanent("bad learner id"))?,
+            login: person.login.clone(),
+            version: learner.version,
+            stays: projected(learner)?,
+        })
+    }
+
+    /// Projects the learners in `pending` (the newest snapshot of each) in set
+    /// statements, and adds those that changed to `due`.
+    async fn flush(
+        &self,
+        conn: &mut PgConnection,
+        pending: &mut BTreeMap<Uuid, (ProjectedLearner, Cause)>,
+        due: &mut BTreeMap<Uuid, Cause>,
+    ) -> Result<(), HandleError> {
+        let learners: Vec<ProjectedLearner> = pending
+            .values()
+            .map(|(learner, _)| learner.clone())
+            .collect();
+        for learner_id in store::apply_learners(conn, &learners).await? {
+            if let Some((_, cause)) = pending.get(&learner_id) {
+                due.insert(learner_id, cause.clone());
+            }
+        }
+        pending.clear();
+        Ok(())
     }
 
     /// Projects an agreement's options; returns the learners under it when they changed.
@@ -189,29 +207,38 @@ impl GrantsHandler {
         Ok(())
     }
 
-    /// Projects one fact and adds the learners to recompute to `due`.
+    /// Projects facts in order and adds the learners to recompute to `due`. Learners'
+    /// snapshots are gathered (the newest version of each) and written together, in
+    /// set statements, before any agreement fact and at the end.
     async fn project(
         &self,
         conn: &mut PgConnection,
-        delivery: &Delivery,
+        deliveries: &[Delivery],
         due: &mut BTreeMap<Uuid, Cause>,
     ) -> Result<(), HandleError> {
-        let cause = Cause::Event(delivery.event_id);
-        match self.decode(delivery)? {
-            Fact::Learner(learner) => {
-                let (learner_id, changed) = self.project_learner(conn, &learner).await?;
-                if changed {
-                    due.insert(learner_id, cause);
+        let mut pending: BTreeMap<Uuid, (ProjectedLearner, Cause)> = BTreeMap::new();
+        for delivery in deliveries {
+            let cause = Cause::Event(delivery.event_id);
+            match self.decode(delivery)? {
+                Fact::Learner(learner) => {
+                    let learner = self.projected_learner(&learner)?;
+                    let newer = pending
+                        .get(&learner.learner_id)
+                        .is_none_or(|(held, _)| held.version < learner.version);
+                    if newer {
+                        pending.insert(learner.learner_id, (learner, cause));
+                    }
                 }
-            }
-            Fact::Agreement(agreement) => {
-                for learner_id in self.project_agreement(conn, &agreement).await? {
-                    due.insert(learner_id, cause.clone());
+                Fact::Agreement(agreement) => {
+                    self.flush(conn, &mut pending, due).await?;
+                    for learner_id in self.project_agreement(conn, &agreement).await? {
+                        due.insert(learner_id, cause.clone());
+                    }
                 }
+                Fact::Ignored => {}
             }
-            Fact::Ignored => {}
         }
-        Ok(())
+        self.flush(conn, &mut pending, due).await
     }
 }
 
@@ -222,7 +249,8 @@ impl Handler for GrantsHandler {
         delivery: &Delivery,
     ) -> Result<(), HandleError> {
         let mut due = BTreeMap::new();
-        self.project(conn, delivery, &mut due).await?;
+        self.project(conn, std::slice::from_ref(delivery), &mut due)
+            .await?;
         self.recompute(conn, &due).await
     }
 
@@ -239,9 +267,7 @@ impl Handler for GrantsHandler {
         deliveries: &[Delivery],
     ) -> Result<bool, HandleError> {
         let mut due = BTreeMap::new();
-        for delivery in deliveries {
-            self.project(conn, delivery, &mut due).await?;
-        }
+        self.project(conn, deliveries, &mut due).await?;
         self.recompute(conn, &due).await?;
         Ok(true)
     }

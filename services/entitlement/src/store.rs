@@ -22,57 +22,86 @@ pub struct ProjectedStay {
     pub requested: Vec<String>,
 }
 
-/// Stores a learner's stays unless the projection holds that version or a newer one.
-/// Returns whether it changed.
-pub async fn apply_learner(
+/// A learner's snapshot, as projected.
+#[derive(Debug, Clone)]
+pub struct ProjectedLearner {
+    pub learner_id: Uuid,
+    pub login: String,
+    pub version: i64,
+    pub stays: Vec<ProjectedStay>,
+}
+
+/// Stores learners' stays, each unless the projection holds that version or a newer
+/// one, in three set statements whatever their number. At most one snapshot per
+/// learner (the caller keeps the newest). Returns the learners that changed.
+pub async fn apply_learners(
     conn: &mut PgConnection,
-    learner_id: Uuid,
-    login: &str,
-    version: i64,
-    stays: &[ProjectedStay],
-) -> Result<bool, sqlx::Error> {
-    let changed = sqlx::query(
-        "INSERT INTO learners (learner_id, login, version) VALUES ($1, $2, $3)
-         ON CONFLICT (learner_id) DO UPDATE SET login = excluded.login, version = excluded.version, updated_at = now()
-         WHERE learners.version < excluded.version",
-    )
-    .bind(learner_id)
-    .bind(login)
-    .bind(version)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected()
-        == 1;
-    if !changed {
-        return Ok(false);
+    learners: &[ProjectedLearner],
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    if learners.is_empty() {
+        return Ok(Vec::new());
     }
-    sqlx::query("DELETE FROM stays WHERE learner_id = $1")
-        .bind(learner_id)
+    let ids: Vec<Uuid> = learners.iter().map(|learner| learner.learner_id).collect();
+    let logins: Vec<&str> = learners
+        .iter()
+        .map(|learner| learner.login.as_str())
+        .collect();
+    let versions: Vec<i64> = learners.iter().map(|learner| learner.version).collect();
+    let changed: Vec<Uuid> = sqlx::query_scalar(
+        "INSERT INTO learners (learner_id, login, version)
+         SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[])
+         ON CONFLICT (learner_id) DO UPDATE SET login = excluded.login, version = excluded.version, updated_at = now()
+         WHERE learners.version < excluded.version
+         RETURNING learner_id",
+    )
+    .bind(&ids)
+    .bind(&logins)
+    .bind(&versions)
+    .fetch_all(&mut *conn)
+    .await?;
+    if changed.is_empty() {
+        return Ok(changed);
+    }
+    sqlx::query("DELETE FROM stays WHERE learner_id = ANY($1)")
+        .bind(&changed)
         .execute(&mut *conn)
         .await?;
-    let ids: Vec<Uuid> = stays.iter().map(|stay| stay.stay_id).collect();
-    let populations: Vec<&str> = stays.iter().map(|stay| stay.population.as_str()).collect();
-    let starts: Vec<Date> = stays.iter().map(|stay| stay.start_date).collect();
-    let ends: Vec<Date> = stays.iter().map(|stay| stay.end_date).collect();
-    let cancelled: Vec<bool> = stays.iter().map(|stay| stay.cancelled).collect();
-    let paid: Vec<bool> = stays.iter().map(|stay| stay.paid).collect();
-    let agreements: Vec<Option<Uuid>> = stays.iter().map(|stay| stay.agreement_id).collect();
+    let kept: std::collections::HashSet<Uuid> = changed.iter().copied().collect();
+    let stays: Vec<(Uuid, &ProjectedStay)> = learners
+        .iter()
+        .filter(|learner| kept.contains(&learner.learner_id))
+        .flat_map(|learner| learner.stays.iter().map(|stay| (learner.learner_id, stay)))
+        .collect();
+    let owners: Vec<Uuid> = stays.iter().map(|(owner, _)| *owner).collect();
+    let ids: Vec<Uuid> = stays.iter().map(|(_, stay)| stay.stay_id).collect();
+    let populations: Vec<&str> = stays
+        .iter()
+        .map(|(_, stay)| stay.population.as_str())
+        .collect();
+    let starts: Vec<Date> = stays.iter().map(|(_, stay)| stay.start_date).collect();
+    let ends: Vec<Date> = stays.iter().map(|(_, stay)| stay.end_date).collect();
+    let cancelled: Vec<bool> = stays.iter().map(|(_, stay)| stay.cancelled).collect();
+    let paid: Vec<bool> = stays.iter().map(|(_, stay)| stay.paid).collect();
+    let agreements: Vec<Option<Uuid>> = stays.iter().map(|(_, stay)| stay.agreement_id).collect();
     let units: Vec<&str> = stays
         .iter()
-        .map(|stay| stay.sponsor_unit.as_str())
+        .map(|(_, stay)| stay.sponsor_unit.as_str())
         .collect();
     // Arrays of arrays must be rectangular in PostgreSQL: each list travels as text.
-    let requested: Vec<String> = stays.iter().map(|stay| stay.requested.join(",")).collect();
+    let requested: Vec<String> = stays
+        .iter()
+        .map(|(_, stay)| stay.requested.join(","))
+        .collect();
     sqlx::query(
         "INSERT INTO stays (stay_id, learner_id, population, start_date, end_date, cancelled, paid,
                             agreement_id, sponsor_unit, requested)
-         SELECT s, $2, p, b, e, c, pd, a, su, COALESCE(string_to_array(NULLIF(r, ''), ','), '{}')
-         FROM unnest($1::uuid[], $3::text[], $4::date[], $5::date[], $6::bool[], $7::bool[], $8::uuid[],
-                     $9::text[], $10::text[])
-              AS u(s, p, b, e, c, pd, a, su, r)",
+         SELECT s, l, p, b, e, c, pd, a, su, COALESCE(string_to_array(NULLIF(r, ''), ','), '{}')
+         FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::date[], $5::date[], $6::bool[], $7::bool[],
+                     $8::uuid[], $9::text[], $10::text[])
+              AS u(s, l, p, b, e, c, pd, a, su, r)",
     )
     .bind(&ids)
-    .bind(learner_id)
+    .bind(&owners)
     .bind(&populations)
     .bind(&starts)
     .bind(&ends)
@@ -83,7 +112,7 @@ pub async fn apply_learner(
     .bind(&requested)
     .execute(conn)
     .await?;
-    Ok(true)
+    Ok(changed)
 }
 
 /// Stores an agreement's options unless a newer version is there; returns whether it
