@@ -11,6 +11,16 @@
 //! - prints the ratio, against the target of 1.25.
 //!
 //! Size: `BENCH_LEARNERS` (10000). The subtrees are deleted at the end.
+//!
+//! The slapd is the tests' (`HOSTED_TEST_LDAP_URL`, `dbnosync`: fast, not
+//! crash-safe). To measure against production's durability (a disk write at every
+//! commit), start a second instance and point the bench at it:
+//!
+//! ```sh
+//! HOSTED_STATE_DIR=~/.local/state/hosted-bench-sync HOSTED_LDAP_PORT=3390 \
+//!     HOSTED_SLAPD_SYNC=1 dev/deps start
+//! HOSTED_TEST_LDAP_URL=ldap://127.0.0.1:3390 cargo bench -p hosted-e2e --bench publication
+//! ```
 #![allow(clippy::print_stdout, clippy::unwrap_used)]
 
 use std::{
@@ -173,6 +183,7 @@ async fn delete_all(subtree: &TestSubtree) {
 #[tokio::main]
 async fn main() {
     let learners = env_or("BENCH_LEARNERS", 10_000);
+    println!("slapd: {}", hosted_testkit::LdapServer::from_env().url);
     let mut system = TestSystem::prepare(None).await;
     system.await_grants = Duration::from_secs(120);
     system.start_intake().await;

@@ -114,6 +114,9 @@ pub struct InboxConsumer<H> {
 
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(60);
 
+/// How long a batch waits for more events once it has one.
+const LINGER: Duration = Duration::from_millis(10);
+
 impl<H: Handler> InboxConsumer<H> {
     pub fn new(
         spec: ConsumerSpec,
@@ -207,10 +210,21 @@ impl<H: Handler> InboxConsumer<H> {
                     }
                     None => continue 'reconnect,
                 };
-                // Take what has already arrived, without waiting for more.
+                // Take what has arrived, and what arrives within a moment: under load
+                // the batches fill up (fewer transactions), and alone an event waits
+                // at most LINGER.
+                let linger = tokio::time::sleep(LINGER);
+                tokio::pin!(linger);
                 while batch.len() < self.batch_size {
-                    match messages.next().now_or_never() {
-                        Some(Some(Ok(message))) => batch.push(message),
+                    let next = match messages.next().now_or_never() {
+                        Some(next) => next,
+                        None => tokio::select! {
+                            next = messages.next() => next,
+                            _ = &mut linger => break,
+                        },
+                    };
+                    match next {
+                        Some(Ok(message)) => batch.push(message),
                         _ => break,
                     }
                 }
