@@ -12,15 +12,11 @@
 //!
 //! Size: `BENCH_LEARNERS` (10000). The subtrees are deleted at the end.
 //!
-//! The slapd is the tests' (`HOSTED_TEST_LDAP_URL`, `dbnosync`: fast, not
-//! crash-safe). To measure against production's durability (a disk write at every
-//! commit), start a second instance and point the bench at it:
-//!
-//! ```sh
-//! HOSTED_STATE_DIR=~/.local/state/hosted-bench-sync HOSTED_LDAP_PORT=3390 \
-//!     HOSTED_SLAPD_SYNC=1 dev/deps start
-//! HOSTED_TEST_LDAP_URL=ldap://127.0.0.1:3390 cargo bench -p hosted-e2e --bench publication
-//! ```
+//! The slapd is one with production's durability (a disk write at every commit):
+//! the bench starts it with `dev/deps` (`HOSTED_SLAPD_SYNC=1`), on
+//! `BENCH_SLAPD_PORT` (3390), its state beside the tests' slapd's. With
+//! `BENCH_SLAPD=tests` it uses the tests' slapd instead (`dbnosync`: fast, not
+//! crash-safe).
 #![allow(clippy::print_stdout, clippy::unwrap_used)]
 
 use std::{
@@ -32,7 +28,7 @@ use std::{
 use hosted_contracts::v1;
 use hosted_e2e::{TestSystem, registration, today_plus};
 use hosted_platform::auth::Role;
-use hosted_testkit::TestSubtree;
+use hosted_testkit::{LdapServer, TestSubtree};
 use ldap3::{Scope, SearchEntry};
 
 const POPULATIONS: [&str; 5] = [
@@ -180,11 +176,47 @@ async fn delete_all(subtree: &TestSubtree) {
     let _ = ldap.delete(&subtree.base_dn).await;
 }
 
+/// The slapd to measure against: production's durability, started by `dev/deps`,
+/// unless `BENCH_SLAPD=tests`.
+fn slapd() -> (LdapServer, &'static str) {
+    let tests = LdapServer::from_env();
+    if std::env::var("BENCH_SLAPD").as_deref() == Ok("tests") {
+        return (tests, "the tests' slapd (dbnosync)");
+    }
+    let port = env_or("BENCH_SLAPD_PORT", 3390);
+    let state = std::env::var("HOSTED_STATE_DIR").unwrap_or_else(|_| {
+        format!(
+            "{}/.local/state/hosted-learners",
+            std::env::var("HOME").unwrap_or_default()
+        )
+    });
+    let deps = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../dev/deps");
+    let started = std::process::Command::new(deps)
+        .arg("start")
+        .env("HOSTED_STATE_DIR", format!("{state}/durable"))
+        .env("HOSTED_LDAP_PORT", port.to_string())
+        .env("HOSTED_SLAPD_SYNC", "1")
+        .status()
+        .expect("dev/deps");
+    assert!(
+        started.success(),
+        "dev/deps could not start the durable slapd"
+    );
+    (
+        LdapServer {
+            url: format!("ldap://127.0.0.1:{port}"),
+            ..tests
+        },
+        "a slapd with production's durability",
+    )
+}
+
 #[tokio::main]
 async fn main() {
     let learners = env_or("BENCH_LEARNERS", 10_000);
-    println!("slapd: {}", hosted_testkit::LdapServer::from_env().url);
-    let mut system = TestSystem::prepare(None).await;
+    let (server, which) = tokio::task::spawn_blocking(slapd).await.unwrap();
+    println!("slapd: {which}, {}", server.url);
+    let mut system = TestSystem::prepare_on(None, TestSubtree::on(server.clone()).await).await;
     system.await_grants = Duration::from_secs(120);
     system.start_intake().await;
     system.start_entitlement().await;
@@ -278,7 +310,7 @@ async fn main() {
     );
 
     // The same final entries, by ldapadd, into the same slapd.
-    let target = TestSubtree::new().await;
+    let target = TestSubtree::on(server).await;
     let file = std::env::temp_dir().join(format!("hosted-bench-{}.ldif", uuid::Uuid::now_v7()));
     std::fs::File::create(&file)
         .unwrap()

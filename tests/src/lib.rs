@@ -84,6 +84,12 @@ impl TestSystem {
 
     /// Nothing started yet; `duplicate_window` shortens JetStream's de-duplication.
     pub async fn prepare(duplicate_window: Option<Duration>) -> Self {
+        Self::prepare_on(duplicate_window, TestSubtree::new().await).await
+    }
+
+    /// As [`TestSystem::prepare`], directory publishing under `subtree` (on another
+    /// slapd, for a benchmark).
+    pub async fn prepare_on(duplicate_window: Option<Duration>, subtree: TestSubtree) -> Self {
         init_telemetry();
         let namespace = hosted_testkit::namespace().await;
         let mut nats = hosted_testkit::nats_config(&namespace);
@@ -93,7 +99,7 @@ impl TestSystem {
         Self {
             namespace,
             callers: TestCallers::new(),
-            subtree: TestSubtree::new().await,
+            subtree,
             intake_database: TestDatabase::new().await,
             directory_database: TestDatabase::new().await,
             nats,

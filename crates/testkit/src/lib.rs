@@ -253,6 +253,11 @@ impl TestSubtree {
         LDAP_SWEEP
             .get_or_init(|| sweep_subtrees(server.clone()))
             .await;
+        Self::on(server).await
+    }
+
+    /// A subtree on another slapd than the tests' (a benchmark's).
+    pub async fn on(server: LdapServer) -> Self {
         let ou = format!("{SUBTREE_PREFIX}{}", unique_token());
         let base_dn = format!("ou={ou},{}", server.suffix);
         let mut ldap = server.connect().await;
