@@ -26,7 +26,7 @@ use std::{
 };
 
 use hosted_contracts::v1;
-use hosted_e2e::{TestSystem, registration, today_plus};
+use hosted_e2e::{TestSystem, name_for, registration, today_plus};
 use hosted_platform::auth::Role;
 use hosted_testkit::{LdapServer, TestSubtree};
 use ldap3::{Scope, SearchEntry};
@@ -44,20 +44,6 @@ fn env_or(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|value| value.parse().ok())
         .unwrap_or(default)
-}
-
-/// Distinct letter-only names: 0 → "a", 26 → "ba"…
-fn name_for(mut n: usize) -> String {
-    let mut name = Vec::new();
-    loop {
-        name.push(b'a' + (n % 26) as u8);
-        n /= 26;
-        if n == 0 {
-            break;
-        }
-    }
-    name.reverse();
-    String::from_utf8(name).unwrap()
 }
 
 fn rows(learners: usize) -> Vec<v1::ImportRow> {

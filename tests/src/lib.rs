@@ -463,6 +463,21 @@ pub fn co_accredited(
     request
 }
 
+/// Distinct letter-only names, for many learners that must not look alike: 0 → "a",
+/// 26 → "ba"…
+pub fn name_for(mut n: usize) -> String {
+    let mut name = Vec::new();
+    loop {
+        name.push(b'a' + (n % 26) as u8);
+        n /= 26;
+        if n == 0 {
+            break;
+        }
+    }
+    name.reverse();
+    String::from_utf8(name).unwrap()
+}
+
 /// A registration for an IFSI stay that started ten days ago.
 pub fn registration(
     family_name: &str,

@@ -5,7 +5,7 @@
 use std::{collections::BTreeSet, time::Duration};
 
 use hosted_contracts::v1;
-use hosted_e2e::{TestSystem, registration, today_plus};
+use hosted_e2e::{TestSystem, name_for, registration, today_plus};
 use hosted_platform::auth::Role;
 
 const URN: &str = "urn:mace:univ-example.fr:entitlement:";
@@ -402,20 +402,6 @@ async fn the_account_lives_on_after_its_stay_then_goes_and_a_new_stay_brings_it_
     .await;
     assert_eq!(values(&entry, "uid"), BTreeSet::from([uid.to_owned()]));
     system.stop().await;
-}
-
-/// Distinct letter-only names: 0 → "a", 26 → "ba"…
-fn name_for(mut n: usize) -> String {
-    let mut name = Vec::new();
-    loop {
-        name.push(b'a' + (n % 26) as u8);
-        n /= 26;
-        if n == 0 {
-            break;
-        }
-    }
-    name.reverse();
-    String::from_utf8(name).unwrap()
 }
 
 #[tokio::test]

@@ -1,6 +1,6 @@
 use std::{collections::HashSet, time::Duration};
 
-use hosted_e2e::{TestSystem, registration, today_plus};
+use hosted_e2e::{TestSystem, name_for, registration, today_plus};
 use hosted_platform::auth::Role;
 
 fn first<'a>(entry: &'a ldap3::SearchEntry, name: &str) -> &'a str {
@@ -179,18 +179,4 @@ async fn learners_registered_while_directory_is_stopped_are_published_once_it_st
         .unwrap();
     assert_eq!(applied, 50);
     system.stop().await;
-}
-
-/// Distinct letter-only names: 0 → "a", 26 → "ba"…
-fn name_for(mut n: usize) -> String {
-    let mut name = Vec::new();
-    loop {
-        name.push(b'a' + (n % 26) as u8);
-        n /= 26;
-        if n == 0 {
-            break;
-        }
-    }
-    name.reverse();
-    String::from_utf8(name).unwrap()
 }
