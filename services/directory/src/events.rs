@@ -35,12 +35,26 @@ fn permanent(message: String) -> HandleError {
 }
 
 /// Whether the stays differ between a learner's previous state (encoded) and `new`:
-/// what entitlement computes grants from. A new learner counts as changed.
+/// what entitlement computes grants from. A new learner counts as changed. A status
+/// that only follows the calendar (upcoming, active, ended) does not count: it moves
+/// with the date at which intake wrote the event, and the grants do not depend on it.
 pub fn stays_changed(previous: Option<&[u8]>, new: &v1::Learner) -> bool {
     let Some(previous) = previous.and_then(|bytes| v1::Learner::decode(bytes).ok()) else {
         return true;
     };
-    previous.stays != new.stays
+    let facts = |stays: &[v1::Stay]| -> Vec<v1::Stay> {
+        stays
+            .iter()
+            .map(|stay| {
+                let mut stay = stay.clone();
+                if stay.status() != v1::StayStatus::Cancelled {
+                    stay.status = v1::StayStatus::Unspecified.into();
+                }
+                stay
+            })
+            .collect()
+    };
+    facts(&previous.stays) != facts(&new.stays)
 }
 
 /// Applies learner facts to the projection and wakes the publisher.
@@ -341,5 +355,12 @@ mod tests {
         let mut extended = learner.clone();
         extended.stays[0].end_date = "2027-07-31".to_owned();
         assert!(stays_changed(Some(&encoded), &extended));
+        // The status the calendar gives does not count; a cancellation does.
+        let mut started = learner.clone();
+        started.stays[0].status = v1::StayStatus::Active.into();
+        assert!(!stays_changed(Some(&encoded), &started));
+        let mut cancelled = learner.clone();
+        cancelled.stays[0].status = v1::StayStatus::Cancelled.into();
+        assert!(stays_changed(Some(&encoded), &cancelled));
     }
 }
