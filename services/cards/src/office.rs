@@ -284,6 +284,20 @@ impl Office {
             return Ok(());
         };
         let approve = holding.card_in_force && self.config.auto_approve;
+        // Between two stays the grant is not in force: the card in the holder's hands
+        // stops working, and works again when the next grant comes into force.
+        if let Some(card) = live.filter(|card| card.state() == State::Enabled)
+            && !holding.card_in_force
+        {
+            let change = Move {
+                to: Some(State::Expired),
+                reason: Some(EXPIRED_REASON),
+                last_day: Some(until),
+                ..Default::default()
+            };
+            self.apply(conn, card, change, SYSTEM, cause).await?;
+            return Ok(());
+        }
         if let Some(card) = live {
             let to = (card.state() == State::Requested && approve).then_some(State::Approved);
             if to.is_none() && card.last_day == until {

@@ -741,3 +741,72 @@ async fn every_card_on_its_way_expires_with_the_grant_and_spoiled_cards_are_dest
     refuses_all_but(&system, &third, &[State::Destroyed]).await;
     system.stop().await;
 }
+
+#[tokio::test]
+async fn between_two_stays_the_card_stops_and_works_again_at_the_next() {
+    // Arrange: a trainee with a stay ending in five days and another from day 20 to
+    // day 40; their card enabled.
+    let clock = Clock::manual("Europe/Paris", jiff::Timestamp::now()).unwrap();
+    let mut system = TestSystem::prepare(None).await;
+    system.start_intake().await;
+    system
+        .start_entitlement_with(default_policy(), clock.clone())
+        .await;
+    system
+        .start_cards_with(system.cards_config(), clock.clone())
+        .await;
+    let mut first = trainee("Entre", "1997-07-07", "");
+    first.stay.as_mut().unwrap().end_date = today_plus(5);
+    system.register(first).await;
+    let card = wait_for_card(&system, "alex.entre", v1::CardState::Approved).await;
+    let card = walk(
+        &system,
+        card,
+        &[
+            v1::CardState::InPrint,
+            v1::CardState::Printed,
+            v1::CardState::Encoded,
+            v1::CardState::Enabled,
+        ],
+    )
+    .await;
+    let mut second = trainee("Entre", "1997-07-07", "");
+    let stay = second.stay.as_mut().unwrap();
+    stay.start_date = today_plus(20);
+    stay.end_date = today_plus(40);
+    system.register(second).await;
+    // The card now lasts until the second stay's end.
+    let mut extended = None;
+    for _ in 0..200 {
+        let cards = cards_of(&system, "alex.entre").await.unwrap_or_default();
+        if cards
+            .first()
+            .is_some_and(|card| card.last_day == today_plus(40))
+        {
+            extended = cards.into_iter().next();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let extended = extended.expect("the card follows the second stay");
+    assert_eq!(extended.card_id, card.card_id);
+    assert_eq!(extended.state(), v1::CardState::Enabled);
+
+    // Act: the first stay ends.
+    clock.advance_days(6);
+
+    // Assert: the card stops working meanwhile; no new card is asked for.
+    let gap = wait_for_card(&system, "alex.entre", v1::CardState::Expired).await;
+    assert_eq!(gap.card_id, card.card_id);
+    assert_eq!(gap.state_reason, "expired");
+
+    // Act: the second stay starts.
+    clock.advance_days(14);
+
+    // Assert: the same card works again, until the second stay's end.
+    let back = wait_for_card(&system, "alex.entre", v1::CardState::Enabled).await;
+    assert_eq!(back.card_id, card.card_id);
+    assert_eq!(back.last_day, today_plus(40));
+    assert_eq!(cards_of(&system, "alex.entre").await.unwrap().len(), 1);
+    system.stop().await;
+}
