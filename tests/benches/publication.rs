@@ -26,8 +26,7 @@ use std::{
 };
 
 use hosted_contracts::v1;
-use hosted_e2e::{TestSystem, name_for, registration, today_plus};
-use hosted_platform::auth::Role;
+use hosted_e2e::{TestSystem, cohort, today_plus};
 use hosted_testkit::{LdapServer, TestSubtree};
 use ldap3::{Scope, SearchEntry};
 
@@ -47,30 +46,11 @@ fn env_or(name: &str, default: usize) -> usize {
 }
 
 fn rows(learners: usize) -> Vec<v1::ImportRow> {
-    (0..learners)
-        .map(|index| {
-            let mut request = registration(
-                &format!("Bénard{}", name_for(index)),
-                "Anaïs",
-                // Born on different days: no near matches.
-                &format!(
-                    "{}-{:02}-{:02}",
-                    1950 + index / 336,
-                    index / 28 % 12 + 1,
-                    index % 28 + 1
-                ),
-            );
-            let stay = request.stay.as_mut().unwrap();
-            stay.population = POPULATIONS[index % POPULATIONS.len()].to_owned();
-            stay.start_date = today_plus(-3);
-            v1::ImportRow {
-                row_number: index as i64 + 1,
-                person: request.person,
-                stay: request.stay,
-                confirm_new_person: false,
-            }
-        })
-        .collect()
+    cohort(learners, "Bénard", "Anaïs", 1950, |index, request| {
+        let stay = request.stay.as_mut().unwrap();
+        stay.population = POPULATIONS[index % POPULATIONS.len()].to_owned();
+        stay.start_date = today_plus(-3);
+    })
 }
 
 /// Every entry directly under `base`, with its user attributes.
@@ -211,20 +191,8 @@ async fn main() {
 
     // The pipeline: import → intake → entitlement → directory → LDAP.
     let started = Instant::now();
-    let mut intake = system.intake_client().await;
     for chunk in rows.chunks(1000) {
-        let results = intake
-            .import_stays(system.as_role(
-                Role::Deve,
-                v1::ImportStaysRequest {
-                    rows: chunk.to_vec(),
-                    dry_run: false,
-                },
-            ))
-            .await
-            .unwrap()
-            .into_inner()
-            .results;
+        let results = system.import(chunk.to_vec()).await;
         assert!(
             results
                 .iter()

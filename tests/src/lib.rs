@@ -342,6 +342,23 @@ impl TestSystem {
             .unwrap()
     }
 
+    /// Imports a cohort through intake's API, as DEVE would; one result per row.
+    pub async fn import(&self, rows: Vec<v1::ImportRow>) -> Vec<v1::ImportResult> {
+        self.intake_client()
+            .await
+            .import_stays(self.as_role(
+                Role::Deve,
+                v1::ImportStaysRequest {
+                    rows,
+                    dry_run: false,
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .results
+    }
+
     /// Registers a learner through intake's API, as DEVE would.
     pub async fn register(&self, request: v1::RegisterStayRequest) -> v1::RegisterStayResponse {
         self.intake_client()
@@ -476,6 +493,36 @@ pub fn name_for(mut n: usize) -> String {
     }
     name.reverse();
     String::from_utf8(name).unwrap()
+}
+
+/// A cohort of `count` learners as import rows: IFSI stays as [`registration`] gives
+/// them, names `<family><a, b, …>` and birth days from `first_year` on, so that no two
+/// look alike; `each` adjusts a row's registration.
+pub fn cohort(
+    count: usize,
+    family: &str,
+    given: &str,
+    first_year: usize,
+    each: impl Fn(usize, &mut v1::RegisterStayRequest),
+) -> Vec<v1::ImportRow> {
+    (0..count)
+        .map(|index| {
+            let birth = format!(
+                "{}-{:02}-{:02}",
+                first_year + index / 336,
+                index / 28 % 12 + 1,
+                index % 28 + 1
+            );
+            let mut request = registration(&format!("{family}{}", name_for(index)), given, &birth);
+            each(index, &mut request);
+            v1::ImportRow {
+                row_number: index as i64 + 1,
+                person: request.person,
+                stay: request.stay,
+                confirm_new_person: false,
+            }
+        })
+        .collect()
 }
 
 /// A registration for an IFSI stay that started ten days ago.

@@ -15,6 +15,22 @@ use tokio::sync::watch;
 /// Days travel as ISO 8601 text in the contracts: `YYYY-MM-DD`.
 pub const ISO_DAY: &[BorrowedFormatItem<'static>] = format_description!("[year]-[month]-[day]");
 
+/// An instant as the contracts carry it.
+pub fn wire_instant(instant: jiff::Timestamp) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: instant.as_second(),
+        nanos: instant.subsec_nanosecond(),
+    }
+}
+
+/// A stored instant (a `timestamptz` column) as the contracts carry it.
+pub fn wire_time(at: time::OffsetDateTime) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: at.unix_timestamp(),
+        nanos: at.nanosecond() as i32,
+    }
+}
+
 /// A day as the contracts write it.
 pub fn format_day(day: Date) -> String {
     day.format(ISO_DAY).unwrap_or_default()

@@ -8,12 +8,7 @@ use hosted_platform::{
 };
 use tonic::{Request, Response, Status};
 
-use crate::{
-    Cards, documents,
-    domain::lifecycle::State,
-    office::{OfficeError, stored_timestamp},
-    store,
-};
+use crate::{Cards, documents, domain::lifecycle::State, office::OfficeError, store};
 
 use Role::{CardOffice, Dosi};
 
@@ -133,7 +128,7 @@ impl Cards {
                     to: wire(&step.to_state),
                     reason: step.reason,
                     actor: step.actor,
-                    at: Some(stored_timestamp(step.at)),
+                    at: Some(hosted_platform::clock::wire_time(step.at)),
                     cause_event_id: step
                         .cause_event_id
                         .map(|id| id.to_string())

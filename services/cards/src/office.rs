@@ -10,11 +10,11 @@ use hosted_contracts::{
     v1,
 };
 use hosted_platform::{
-    clock::{Clock, format_day},
+    clock::{Clock, format_day, wire_instant, wire_time},
     outbox::{self, OutboxEvent, OutboxSignal},
 };
 use sqlx::{PgConnection, PgPool};
-use time::{Date, OffsetDateTime};
+use time::Date;
 use uuid::Uuid;
 
 use crate::{
@@ -81,20 +81,6 @@ pub struct Office {
     pub outbox: OutboxSignal,
 }
 
-fn timestamp(instant: jiff::Timestamp) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: instant.as_second(),
-        nanos: instant.subsec_nanosecond(),
-    }
-}
-
-pub fn stored_timestamp(at: OffsetDateTime) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: at.unix_timestamp(),
-        nanos: at.nanosecond() as i32,
-    }
-}
-
 fn text(id: Option<Uuid>) -> String {
     id.map(|id| id.to_string()).unwrap_or_default()
 }
@@ -110,15 +96,15 @@ impl Office {
             csn: card.csn.clone().unwrap_or_default(),
             state: card.state().to_wire().into(),
             state_reason: card.state_reason.clone(),
-            valid_until: Some(timestamp(self.clock.end_of(card.last_day))),
+            valid_until: Some(wire_instant(self.clock.end_of(card.last_day))),
             version: card.version,
             last_day: format_day(card.last_day),
             login: card.login.clone(),
             esi: numbers::esi(&card.ine).unwrap_or_default(),
             replaces_card_id: text(card.replaces),
             print_batch_id: text(card.print_batch_id),
-            created_at: Some(stored_timestamp(card.created_at)),
-            updated_at: Some(stored_timestamp(card.updated_at)),
+            created_at: Some(wire_time(card.created_at)),
+            updated_at: Some(wire_time(card.updated_at)),
         }
     }
 
@@ -136,7 +122,7 @@ impl Office {
         let event = v1::CardEvent {
             meta: Some(v1::EventMeta {
                 event_id: event_id.to_string(),
-                occurred_at: Some(timestamp(self.clock.now())),
+                occurred_at: Some(wire_instant(self.clock.now())),
                 learner_id: card.learner_id.to_string(),
                 learner_version: card.version,
                 actor: actor.to_owned(),

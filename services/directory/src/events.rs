@@ -3,10 +3,10 @@
 //! - entitlement's grants, for the resources in force (eduPersonEntitlement);
 //! - cards' card changes, for the enabled card.
 //!
-//! Each is applied to the projection with "newest version wins", and wakes the
-//! publisher.
+//! Each is applied to the projection with "newest version wins" (a batch of events
+//! at a time, in set statements), and wakes the publisher.
 
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc};
 
 use hosted_contracts::{
     prost::Message,
@@ -57,75 +57,163 @@ pub fn stays_changed(previous: Option<&[u8]>, new: &v1::Learner) -> bool {
     facts(&previous.stays) != facts(&new.stays)
 }
 
-/// Applies learner facts to the projection and wakes the publisher.
+/// Applies the three sources' facts to the projection and wakes the publisher. Each
+/// consumer (of intake, entitlement and cards) runs one, and dead letters from any of
+/// them are applied again through it: it applies the facts it knows, whatever their
+/// source, and passes over the others.
 #[derive(Debug, Clone)]
 pub struct ProjectionHandler {
     pub namespace: Namespace,
     pub publisher: Arc<Notify>,
 }
 
+/// One fact the directory projects.
+enum Fact {
+    Learner(Box<(store::Snapshot, v1::Learner)>),
+    Grants(store::Grants),
+    Card(store::Card),
+}
+
 impl ProjectionHandler {
-    /// The learner's snapshot an event carries, if it is a learner fact.
-    fn snapshot(&self, delivery: &Delivery) -> Result<Option<store::Snapshot>, HandleError> {
-        let Some(fact) = self
-            .namespace
-            .fact_of(&delivery.subject, &subjects::intake::LEARNER_FACTS)
-        else {
+    fn decode(&self, delivery: &Delivery) -> Result<Option<Fact>, HandleError> {
+        let known = [
+            &subjects::intake::LEARNER_FACTS[..],
+            &[
+                subjects::entitlement::GRANTS_CHANGED,
+                subjects::cards::CARD_CHANGED,
+            ],
+        ]
+        .concat();
+        let Some(fact) = self.namespace.fact_of(&delivery.subject, &known) else {
             // Facts this version does not use (agreements, payments) are acknowledged.
             tracing::debug!(subject = %delivery.subject, "fact not used by the directory");
             return Ok(None);
         };
-        let event = v1::LearnerEvent::decode(delivery.payload.clone())
-            .map_err(|error| permanent(format!("{fact}: undecodable LearnerEvent: {error}")))?;
-        let learner = event
+        let undecodable = |error: hosted_contracts::prost::DecodeError| {
+            permanent(format!("{fact}: undecodable: {error}"))
+        };
+        let id = |value: &str, what: &str| {
+            Uuid::parse_str(value).map_err(|_| permanent(format!("{fact}: bad {what}")))
+        };
+        if *fact == subjects::entitlement::GRANTS_CHANGED {
+            let event = v1::GrantsEvent::decode(delivery.payload.clone()).map_err(undecodable)?;
+            let meta = event
+                .meta
+                .as_ref()
+                .ok_or_else(|| permanent(format!("{fact}: event without meta")))?;
+            let effective_on = parse_day(&event.effective_on)
+                .ok_or_else(|| permanent(format!("{fact}: event without effective_on")))?;
+            let mut in_force = event.in_force.clone();
+            in_force.sort();
+            in_force.dedup();
+            return Ok(Some(Fact::Grants(store::Grants {
+                learner_id: id(&meta.learner_id, "learner id")?,
+                grants_version: event.grants_version,
+                learner_version: meta.learner_version,
+                effective_on,
+                in_force,
+            })));
+        }
+        if *fact == subjects::cards::CARD_CHANGED {
+            let card = v1::CardEvent::decode(delivery.payload.clone())
+                .map_err(undecodable)?
+                .card
+                .ok_or_else(|| permanent(format!("{fact}: event without card")))?;
+            let state = match card.state() {
+                v1::CardState::Enabled => "enabled",
+                v1::CardState::Unspecified => {
+                    return Err(permanent(format!("{fact}: card without state")));
+                }
+                _ => "not enabled",
+            };
+            return Ok(Some(Fact::Card(store::Card {
+                card_id: id(&card.card_id, "card id")?,
+                learner_id: id(&card.learner_id, "learner id")?,
+                version: card.version,
+                state: state.to_owned(),
+                csn: card.csn.clone(),
+                valid_until: card
+                    .valid_until
+                    .as_ref()
+                    .and_then(|at| time::OffsetDateTime::from_unix_timestamp(at.seconds).ok()),
+            })));
+        }
+        let learner = v1::LearnerEvent::decode(delivery.payload.clone())
+            .map_err(undecodable)?
             .learner
             .ok_or_else(|| permanent(format!("{fact}: event without learner")))?;
         let person = learner
             .person
             .as_ref()
             .ok_or_else(|| permanent(format!("{fact}: learner without person")))?;
-        let learner_id = Uuid::parse_str(&person.learner_id)
-            .map_err(|_| permanent(format!("{fact}: bad learner id")))?;
+        let learner_id = id(&person.learner_id, "learner id")?;
         if person.login.is_empty() {
             return Err(permanent(format!(
                 "{fact}: learner {learner_id} without login"
             )));
         }
-        Ok(Some(store::Snapshot {
+        let snapshot = store::Snapshot {
             learner_id,
             login: person.login.clone(),
             version: learner.version,
             learner: learner.encode_to_vec(),
             trace: delivery.trace.clone(),
-        }))
+        };
+        Ok(Some(Fact::Learner(Box::new((snapshot, learner)))))
     }
 
-    /// Applies the newest snapshot of each learner among `deliveries`, in set
-    /// statements.
+    /// Applies `deliveries`: the newest snapshot and the newest grants of each learner
+    /// in set statements, then each card.
     async fn apply(
         &self,
         conn: &mut PgConnection,
         deliveries: &[Delivery],
     ) -> Result<(), HandleError> {
-        let mut newest: std::collections::HashMap<Uuid, store::Snapshot> = Default::default();
+        let mut learners: HashMap<Uuid, (store::Snapshot, v1::Learner)> = HashMap::new();
+        let mut grants: HashMap<Uuid, store::Grants> = HashMap::new();
+        let mut cards = Vec::new();
         for delivery in deliveries {
-            if let Some(snapshot) = self.snapshot(delivery)? {
-                let newer = newest
-                    .get(&snapshot.learner_id)
-                    .is_none_or(|held| held.version < snapshot.version);
-                if newer {
-                    newest.insert(snapshot.learner_id, snapshot);
+            match self.decode(delivery)? {
+                Some(Fact::Learner(fact)) => {
+                    let (snapshot, learner) = *fact;
+                    let held = learners.get(&snapshot.learner_id);
+                    if held.is_none_or(|(held, _)| held.version < snapshot.version) {
+                        learners.insert(snapshot.learner_id, (snapshot, learner));
+                    }
                 }
+                Some(Fact::Grants(new)) => {
+                    let held = grants.get(&new.learner_id);
+                    if held.is_none_or(|held| held.grants_version < new.grants_version) {
+                        grants.insert(new.learner_id, new);
+                    }
+                }
+                Some(Fact::Card(card)) => cards.push(card),
+                None => {}
             }
         }
-        let snapshots: Vec<store::Snapshot> = newest.into_values().collect();
+        let (snapshots, decoded): (Vec<store::Snapshot>, HashMap<Uuid, v1::Learner>) = learners
+            .into_iter()
+            .map(|(id, (snapshot, learner))| (snapshot, (id, learner)))
+            .unzip();
         let changed = store::apply_many(conn, &snapshots, |snapshot, previous| {
-            v1::Learner::decode(snapshot.learner.as_slice())
-                .map(|learner| stays_changed(previous, &learner))
-                .unwrap_or(true)
+            decoded
+                .get(&snapshot.learner_id)
+                .is_none_or(|learner| stays_changed(previous, learner))
         })
         .await?;
-        tracing::debug!(learners = snapshots.len(), changed, "projection updated");
+        let grants: Vec<store::Grants> = grants.into_values().collect();
+        let regranted = store::apply_many_grants(conn, &grants).await?;
+        for card in &cards {
+            store::apply_card(conn, card).await?;
+        }
+        tracing::debug!(
+            learners = snapshots.len(),
+            changed,
+            grants = grants.len(),
+            regranted,
+            cards = cards.len(),
+            "projection updated"
+        );
         Ok(())
     }
 }
@@ -143,7 +231,7 @@ impl Handler for ProjectionHandler {
         true
     }
 
-    /// A batch at once: the newest snapshot of each learner, in set statements.
+    /// A batch at once, in set statements.
     async fn handle_many(
         &self,
         conn: &mut PgConnection,
@@ -155,174 +243,6 @@ impl Handler for ProjectionHandler {
 
     fn committed(&self) {
         self.publisher.notify_one();
-    }
-}
-
-/// Applies entitlement's grants (the resources in force) to the projection.
-#[derive(Debug, Clone)]
-pub struct GrantsHandler {
-    pub namespace: Namespace,
-    pub publisher: Arc<Notify>,
-}
-
-impl GrantsHandler {
-    /// The grants an event carries, if it is a grants fact.
-    fn grants(&self, delivery: &Delivery) -> Result<Option<store::Grants>, HandleError> {
-        let known = [subjects::entitlement::GRANTS_CHANGED];
-        if self.namespace.fact_of(&delivery.subject, &known).is_none() {
-            return Ok(None);
-        }
-        let event = v1::GrantsEvent::decode(delivery.payload.clone())
-            .map_err(|error| permanent(format!("undecodable GrantsEvent: {error}")))?;
-        let meta = event
-            .meta
-            .as_ref()
-            .ok_or_else(|| permanent("grants event without meta".to_owned()))?;
-        let learner_id = Uuid::parse_str(&meta.learner_id)
-            .map_err(|_| permanent("grants event: bad learner id".to_owned()))?;
-        let effective_on = parse_day(&event.effective_on)
-            .ok_or_else(|| permanent("grants event without effective_on".to_owned()))?;
-        let mut in_force = event.in_force.clone();
-        in_force.sort();
-        in_force.dedup();
-        Ok(Some(store::Grants {
-            learner_id,
-            grants_version: event.grants_version,
-            learner_version: meta.learner_version,
-            effective_on,
-            in_force,
-        }))
-    }
-
-    /// Applies the newest grants of each learner among `deliveries`, in set statements.
-    async fn apply(
-        &self,
-        conn: &mut PgConnection,
-        deliveries: &[Delivery],
-    ) -> Result<(), HandleError> {
-        let mut newest: std::collections::HashMap<Uuid, store::Grants> = Default::default();
-        for delivery in deliveries {
-            if let Some(grants) = self.grants(delivery)? {
-                let newer = newest
-                    .get(&grants.learner_id)
-                    .is_none_or(|held| held.grants_version < grants.grants_version);
-                if newer {
-                    newest.insert(grants.learner_id, grants);
-                }
-            }
-        }
-        let all: Vec<store::Grants> = newest.into_values().collect();
-        let changed = store::apply_many_grants(conn, &all).await?;
-        tracing::debug!(learners = all.len(), changed, "grants projected");
-        Ok(())
-    }
-}
-
-impl Handler for GrantsHandler {
-    async fn handle(
-        &self,
-        conn: &mut PgConnection,
-        delivery: &Delivery,
-    ) -> Result<(), HandleError> {
-        self.apply(conn, std::slice::from_ref(delivery)).await
-    }
-
-    fn handles_many(&self) -> bool {
-        true
-    }
-
-    /// A batch at once: the newest grants of each learner, in set statements.
-    async fn handle_many(
-        &self,
-        conn: &mut PgConnection,
-        deliveries: &[Delivery],
-    ) -> Result<bool, HandleError> {
-        self.apply(conn, deliveries).await?;
-        Ok(true)
-    }
-
-    fn committed(&self) {
-        self.publisher.notify_one();
-    }
-}
-
-/// Applies cards' card changes to the projection.
-#[derive(Debug, Clone)]
-pub struct CardsHandler {
-    pub namespace: Namespace,
-    pub publisher: Arc<Notify>,
-}
-
-impl Handler for CardsHandler {
-    async fn handle(
-        &self,
-        conn: &mut PgConnection,
-        delivery: &Delivery,
-    ) -> Result<(), HandleError> {
-        let known = [subjects::cards::CARD_CHANGED];
-        if self.namespace.fact_of(&delivery.subject, &known).is_none() {
-            return Ok(());
-        }
-        let event = v1::CardEvent::decode(delivery.payload.clone())
-            .map_err(|error| permanent(format!("undecodable CardEvent: {error}")))?;
-        let card = event
-            .card
-            .ok_or_else(|| permanent("card event without card".to_owned()))?;
-        let id = |value: &str, what: &str| {
-            Uuid::parse_str(value).map_err(|_| permanent(format!("card event: bad {what}")))
-        };
-        let state = match card.state() {
-            v1::CardState::Enabled => "enabled",
-            v1::CardState::Unspecified => return Err(permanent("card without state".to_owned())),
-            _ => "not enabled",
-        };
-        let valid_until = card
-            .valid_until
-            .as_ref()
-            .and_then(|at| time::OffsetDateTime::from_unix_timestamp(at.seconds).ok());
-        let changed = store::apply_card(
-            conn,
-            &store::Card {
-                card_id: id(&card.card_id, "card id")?,
-                learner_id: id(&card.learner_id, "learner id")?,
-                version: card.version,
-                state: state.to_owned(),
-                csn: card.csn.clone(),
-                valid_until,
-            },
-        )
-        .await?;
-        tracing::debug!(card_id = %card.card_id, version = card.version, changed, "card projected");
-        Ok(())
-    }
-
-    fn committed(&self) {
-        self.publisher.notify_one();
-    }
-}
-
-/// Every handler of the directory, for dead letters whatever consumer they came from:
-/// each applies the facts it knows and passes over the others.
-#[derive(Debug, Clone)]
-pub struct Handlers {
-    pub learners: ProjectionHandler,
-    pub grants: GrantsHandler,
-    pub cards: CardsHandler,
-}
-
-impl Handler for Handlers {
-    async fn handle(
-        &self,
-        conn: &mut PgConnection,
-        delivery: &Delivery,
-    ) -> Result<(), HandleError> {
-        self.learners.handle(conn, delivery).await?;
-        self.grants.handle(conn, delivery).await?;
-        self.cards.handle(conn, delivery).await
-    }
-
-    fn committed(&self) {
-        self.learners.committed();
     }
 }
 

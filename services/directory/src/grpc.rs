@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use hosted_contracts::v1;
-use hosted_platform::{auth::Role, error::Violations};
+use hosted_platform::{auth::Role, clock::wire_time, error::Violations};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
@@ -19,13 +19,6 @@ pub const ACCESS: &[(&str, &[Role])] = &[
     ("ListDeadLetters", &[Dosi]),
     ("ReplayDeadLetters", &[Dosi]),
 ];
-
-fn timestamp(at: time::OffsetDateTime) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: at.unix_timestamp(),
-        nanos: at.nanosecond() as i32,
-    }
-}
 
 fn attributes<'a>(map: impl IntoIterator<Item = (&'a str, &'a Vec<String>)>) -> Vec<v1::Attribute> {
     let sorted: BTreeMap<&str, &Vec<String>> = map.into_iter().collect();
@@ -98,7 +91,7 @@ impl Directory {
                     actual: difference.actual,
                 })
                 .collect(),
-            published_at: account.published_at.map(timestamp),
+            published_at: account.published_at.map(wire_time),
         })
     }
 }
@@ -205,7 +198,7 @@ impl v1::directory_service_server::DirectoryService for Directory {
                     consumer: letter.consumer,
                     error: letter.error,
                     deliveries: letter.deliveries,
-                    dead_at: Some(timestamp(letter.dead_at)),
+                    dead_at: Some(wire_time(letter.dead_at)),
                 })
                 .collect(),
         }))

@@ -21,7 +21,7 @@ use std::{future::Future, net::SocketAddr, sync::Arc};
 use anyhow::Context;
 use hosted_contracts::{subjects::Service, v1::directory_service_server::DirectoryServiceServer};
 use hosted_platform::{
-    inbox::{ConsumerSpec, DeadLetters, Handler, InboxConsumer},
+    inbox::{ConsumerSpec, DeadLetters, InboxConsumer},
     service::Foundation,
 };
 use sqlx::PgPool;
@@ -31,9 +31,7 @@ use tonic::service::Routes;
 pub use config::DirectoryConfig;
 
 use crate::{
-    domain::entry::EntrySettings,
-    events::{CardsHandler, GrantsHandler, Handlers, ProjectionHandler},
-    ldap::LdapDirectory,
+    domain::entry::EntrySettings, events::ProjectionHandler, ldap::LdapDirectory,
     publisher::Publisher,
 };
 
@@ -46,7 +44,7 @@ pub struct Directory {
     ldap: Arc<LdapDirectory>,
     settings: EntrySettings,
     publisher: Arc<Notify>,
-    handler: Handlers,
+    handler: ProjectionHandler,
     dead_letters: DeadLetters,
     clock: hosted_platform::clock::Clock,
     /// How long an account waits for its grants before it is written without them.
@@ -80,20 +78,9 @@ impl Application {
         .await
         .context("starting directory")?;
         let publisher = Arc::new(Notify::new());
-        let namespace = foundation.namespace.clone();
-        let handler = Handlers {
-            learners: ProjectionHandler {
-                namespace: namespace.clone(),
-                publisher: publisher.clone(),
-            },
-            grants: GrantsHandler {
-                namespace: namespace.clone(),
-                publisher: publisher.clone(),
-            },
-            cards: CardsHandler {
-                namespace,
-                publisher: publisher.clone(),
-            },
+        let handler = ProjectionHandler {
+            namespace: foundation.namespace.clone(),
+            publisher: publisher.clone(),
         };
         let directory = Directory {
             pool: foundation.pool.clone(),
@@ -127,8 +114,8 @@ impl Application {
         self.foundation.local_addr()
     }
 
-    /// Consumes `source`'s stream with `handler` once the stream exists.
-    fn spawn_consumer<H: Handler>(&mut self, durable: &str, source: Service, handler: H) {
+    /// Consumes `source`'s stream into the projection once the stream exists.
+    fn spawn_consumer(&mut self, durable: &str, source: Service) {
         let consumer = InboxConsumer::new(
             ConsumerSpec {
                 durable: durable.to_owned(),
@@ -138,7 +125,7 @@ impl Application {
             &self.foundation.nats_config,
             self.directory.pool.clone(),
             self.foundation.jetstream.clone(),
-            Arc::new(handler),
+            Arc::new(self.directory.handler.clone()),
         );
         let mut shutdown = self.foundation.tasks.shutdown();
         self.foundation.tasks.spawn(async move {
@@ -178,7 +165,7 @@ impl Application {
             &self.foundation.nats_config,
             directory.pool.clone(),
             self.foundation.jetstream.clone(),
-            Arc::new(directory.handler.learners.clone()),
+            Arc::new(directory.handler.clone()),
         );
         let readiness = self.foundation.readiness();
         let mut shutdown_rx = self.foundation.tasks.shutdown();
@@ -201,12 +188,8 @@ impl Application {
         // Grants and cards complete the entries; directory is ready without them (an
         // account then waits for its grants a while, then is written without them) and
         // attaches to their streams when they appear.
-        let (grants, cards) = (
-            directory.handler.grants.clone(),
-            directory.handler.cards.clone(),
-        );
-        self.spawn_consumer(events::ENTITLEMENT_CONSUMER, Service::Entitlement, grants);
-        self.spawn_consumer(events::CARDS_CONSUMER, Service::Cards, cards);
+        self.spawn_consumer(events::ENTITLEMENT_CONSUMER, Service::Entitlement);
+        self.spawn_consumer(events::CARDS_CONSUMER, Service::Cards);
 
         let routes = Routes::new(DirectoryServiceServer::new(self.directory));
         self.foundation

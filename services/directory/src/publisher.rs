@@ -61,7 +61,16 @@ pub fn desired_entry(
     settings: &EntrySettings,
     today: time::Date,
 ) -> Result<Option<entry::Entry>, String> {
-    let learner = decode(account)?;
+    desired_of(account, &decode(account)?, settings, today)
+}
+
+/// The same, for a learner already decoded from the account.
+fn desired_of(
+    account: &AccountRow,
+    learner: &v1::Learner,
+    settings: &EntrySettings,
+    today: time::Date,
+) -> Result<Option<entry::Entry>, String> {
     let extras = entry::Extras {
         in_force: &account.in_force,
         card: account.card_csn.as_deref().map(|csn| entry::Card {
@@ -69,7 +78,7 @@ pub fn desired_entry(
             valid_until: account.card_valid_until,
         }),
     };
-    entry::desired(&learner, extras, settings, today).map_err(|error| error.to_string())
+    entry::desired(learner, extras, settings, today).map_err(|error| error.to_string())
 }
 
 fn decode(account: &AccountRow) -> Result<v1::Learner, String> {
@@ -227,7 +236,9 @@ impl Publisher {
         account: &AccountRow,
         today: time::Date,
     ) -> Result<(Written, Option<time::Date>), Failure> {
-        let desired = desired_entry(account, &self.settings, today).map_err(Failure::Refused)?;
+        let learner = decode(account).map_err(Failure::Refused)?;
+        let desired =
+            desired_of(account, &learner, &self.settings, today).map_err(Failure::Refused)?;
         let written = match desired {
             // Never written: most likely not there, add it straight away.
             Some(desired) if account.published_revision.is_none() => {
@@ -244,7 +255,6 @@ impl Publisher {
             LdapError::Refused { .. } => Failure::Refused(error.to_string()),
         })?;
         tracing::info!(outcome = ?written, "account published");
-        let learner = decode(account).map_err(Failure::Refused)?;
         let next_due = entry::next_change(&learner, self.settings.lifecycle, today);
         Ok((written, next_due))
     }

@@ -9,7 +9,7 @@ use hosted_contracts::{
     v1,
 };
 use hosted_platform::{
-    clock::{Clock, format_day, parse_day},
+    clock::{Clock, format_day, parse_day, wire_instant},
     inbox::{Delivery, HandleError, Handler},
 };
 use sqlx::PgConnection;
@@ -58,20 +58,13 @@ fn projected(learner: &v1::Learner) -> Result<Vec<ProjectedStay>, HandleError> {
         .collect()
 }
 
-fn timestamp(instant: jiff::Timestamp) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: instant.as_second(),
-        nanos: instant.subsec_nanosecond(),
-    }
-}
-
 /// The wire form of a grant: from the start of its first day to the end of its last,
 /// where the university is.
 pub fn grant_message(grant: &Grant, clock: &Clock) -> v1::Grant {
     v1::Grant {
         resource: grant.resource.clone(),
-        valid_from: Some(timestamp(clock.start_of(grant.valid_from))),
-        valid_until: Some(timestamp(clock.end_of(grant.valid_until))),
+        valid_from: Some(wire_instant(clock.start_of(grant.valid_from))),
+        valid_until: Some(wire_instant(clock.end_of(grant.valid_until))),
         rule: grant.rule.clone(),
         policy_version: grant.policy_version.clone(),
         stay_id: grant.stay_id.clone(),

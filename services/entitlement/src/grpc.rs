@@ -5,7 +5,7 @@
 use hosted_contracts::v1;
 use hosted_platform::{
     auth::{Actor, Role},
-    clock::format_day,
+    clock::{format_day, wire_instant},
     error::{ErrorCode, FieldViolation, ServiceError, Violations, to_status},
 };
 use time::Date;
@@ -99,13 +99,6 @@ fn day(
     }
 }
 
-fn timestamp(instant: jiff::Timestamp) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: instant.as_second(),
-        nanos: instant.subsec_nanosecond(),
-    }
-}
-
 /// A candidate policy document, checked: every problem as a field violation that
 /// names the line.
 fn candidate(field: &str, document: &str) -> Result<policy::Policy, ApiError> {
@@ -185,7 +178,7 @@ impl Entitlement {
         if let Some(grant) = learner.holding(resource, on) {
             return Ok(v1::CheckResponse {
                 allowed: true,
-                allowed_until: Some(timestamp(self.clock.end_of(grant.valid_until))),
+                allowed_until: Some(wire_instant(self.clock.end_of(grant.valid_until))),
                 reason: format!("granted by stay {} under {}", grant.stay_id, grant.rule),
                 rule: grant.rule.to_string(),
                 policy_version: policy.version.clone(),

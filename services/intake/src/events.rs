@@ -6,7 +6,7 @@ use hosted_contracts::{
     subjects::{Fact, Namespace},
     v1,
 };
-use hosted_platform::outbox::OutboxEvent;
+use hosted_platform::{clock::wire_time, outbox::OutboxEvent};
 use time::{Date, OffsetDateTime};
 use uuid::Uuid;
 
@@ -16,13 +16,6 @@ use crate::{
 };
 
 pub const LEARNER_EVENT_TYPE: &str = "hosted.v1.LearnerEvent";
-
-fn timestamp(at: OffsetDateTime) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: at.unix_timestamp(),
-        nanos: at.nanosecond() as i32,
-    }
-}
 
 fn stay_status(stay: &StayRow, today: Date) -> v1::StayStatus {
     if stay.cancelled {
@@ -90,8 +83,8 @@ pub fn learner_message(record: &LearnerRecord, today: Date) -> v1::Learner {
             })
             .collect(),
         version: person.version,
-        created_at: Some(timestamp(person.created_at)),
-        updated_at: Some(timestamp(person.updated_at)),
+        created_at: Some(wire_time(person.created_at)),
+        updated_at: Some(wire_time(person.updated_at)),
     }
 }
 
@@ -126,7 +119,7 @@ pub const PAYMENT_EVENT_TYPE: &str = "hosted.v1.PaymentEvent";
 fn meta(event_id: Uuid, learner_id: String, learner_version: i64, actor: &str) -> v1::EventMeta {
     v1::EventMeta {
         event_id: event_id.to_string(),
-        occurred_at: Some(timestamp(OffsetDateTime::now_utc())),
+        occurred_at: Some(wire_time(OffsetDateTime::now_utc())),
         learner_id,
         learner_version,
         actor: actor.to_owned(),
@@ -188,7 +181,7 @@ pub fn payment_message(row: &crate::store::payments::PaymentRow) -> v1::Payment 
         payer: payer_message(&row.payer).into(),
         payer_name: row.payer_name.clone().unwrap_or_default(),
         reference: row.reference.clone().unwrap_or_default(),
-        recorded_at: Some(timestamp(row.recorded_at)),
+        recorded_at: Some(wire_time(row.recorded_at)),
     }
 }
 

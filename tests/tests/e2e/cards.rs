@@ -138,6 +138,20 @@ async fn wait_for_events(system: &TestSystem, count: usize) -> Vec<v1::CardEvent
     panic!("{count} card events never came");
 }
 
+/// Intake, and entitlement and cards on one manual clock.
+async fn on_one_manual_clock() -> (TestSystem, Clock) {
+    let clock = Clock::manual("Europe/Paris", jiff::Timestamp::now()).unwrap();
+    let mut system = TestSystem::prepare(None).await;
+    system.start_intake().await;
+    system
+        .start_entitlement_with(default_policy(), clock.clone())
+        .await;
+    system
+        .start_cards_with(system.cards_config(), clock.clone())
+        .await;
+    (system, clock)
+}
+
 async fn export_epurse(system: &TestSystem, full: bool) -> v1::ExportEpurseResponse {
     system
         .cards_client()
@@ -506,15 +520,7 @@ async fn print_batches_and_replacements_keep_one_enabled_card_per_person() {
 async fn losing_the_grant_expires_the_card_and_closes_the_epurse_right() {
     // Arrange: entitlement and cards on one manual clock; a trainee whose stay ends in
     // five days, with a card enabled and an e-purse right.
-    let clock = Clock::manual("Europe/Paris", jiff::Timestamp::now()).unwrap();
-    let mut system = TestSystem::prepare(None).await;
-    system.start_intake().await;
-    system
-        .start_entitlement_with(default_policy(), clock.clone())
-        .await;
-    system
-        .start_cards_with(system.cards_config(), clock.clone())
-        .await;
+    let (system, clock) = on_one_manual_clock().await;
     let mut request = trainee("Petit", "1999-09-09", "423456789AB");
     request.stay.as_mut().unwrap().end_date = today_plus(5);
     let stay_id = system.register(request).await.stay_id;
@@ -649,15 +655,7 @@ async fn every_card_on_its_way_expires_with_the_grant_and_spoiled_cards_are_dest
 
     // Arrange: entitlement and cards on one manual clock; C2i2e trainees whose stays
     // end in five days, each card left at another step.
-    let clock = Clock::manual("Europe/Paris", jiff::Timestamp::now()).unwrap();
-    let mut system = TestSystem::prepare(None).await;
-    system.start_intake().await;
-    system
-        .start_entitlement_with(default_policy(), clock.clone())
-        .await;
-    system
-        .start_cards_with(system.cards_config(), clock.clone())
-        .await;
+    let (system, clock) = on_one_manual_clock().await;
     let steps: [(&str, &[v1::CardState]); 5] = [
         ("Un", &[]),
         ("Deux", &[InPrint]),
@@ -746,15 +744,7 @@ async fn every_card_on_its_way_expires_with_the_grant_and_spoiled_cards_are_dest
 async fn between_two_stays_the_card_stops_and_works_again_at_the_next() {
     // Arrange: a trainee with a stay ending in five days and another from day 20 to
     // day 40; their card enabled.
-    let clock = Clock::manual("Europe/Paris", jiff::Timestamp::now()).unwrap();
-    let mut system = TestSystem::prepare(None).await;
-    system.start_intake().await;
-    system
-        .start_entitlement_with(default_policy(), clock.clone())
-        .await;
-    system
-        .start_cards_with(system.cards_config(), clock.clone())
-        .await;
+    let (system, clock) = on_one_manual_clock().await;
     let mut first = trainee("Entre", "1997-07-07", "");
     first.stay.as_mut().unwrap().end_date = today_plus(5);
     system.register(first).await;

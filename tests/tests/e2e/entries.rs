@@ -5,7 +5,7 @@
 use std::{collections::BTreeSet, time::Duration};
 
 use hosted_contracts::v1;
-use hosted_e2e::{TestSystem, name_for, registration, today_plus};
+use hosted_e2e::{TestSystem, cohort, registration, today_plus};
 use hosted_platform::auth::Role;
 
 const URN: &str = "urn:mace:univ-example.fr:entitlement:";
@@ -204,43 +204,13 @@ async fn an_import_writes_each_entry_once_with_its_grants() {
     system.start_entitlement().await;
     system.start_directory().await;
     let learners = 1_000;
-    let rows: Vec<v1::ImportRow> = (0..learners)
-        .map(|index| {
-            let mut request = registration(
-                &format!("Import{}", name_for(index)),
-                "Lou",
-                &format!(
-                    "{}-{:02}-{:02}",
-                    1970 + index / 336,
-                    index / 28 % 12 + 1,
-                    index % 28 + 1
-                ),
-            );
-            request.stay.as_mut().unwrap().start_date = today_plus(-1);
-            v1::ImportRow {
-                row_number: index as i64 + 1,
-                person: request.person,
-                stay: request.stay,
-                confirm_new_person: false,
-            }
-        })
-        .collect();
+    let rows = cohort(learners, "Import", "Lou", 1970, |_, request| {
+        request.stay.as_mut().unwrap().start_date = today_plus(-1);
+    });
 
     // Act
-    let imported = system
-        .intake_client()
-        .await
-        .import_stays(system.as_role(
-            Role::Deve,
-            v1::ImportStaysRequest {
-                rows,
-                dry_run: false,
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(imported.results.len(), learners);
+    let imported = system.import(rows).await;
+    assert_eq!(imported.len(), learners);
 
     // Assert: every entry, each with its grants, written once.
     let entries = system
@@ -430,33 +400,9 @@ async fn ldap_away_during_an_import_then_back_ends_with_every_entry_right() {
     // Act: LDAP goes away; a cohort is imported meanwhile.
     proxy.stop().await;
     let learners = 200;
-    let rows: Vec<v1::ImportRow> = (0..learners)
-        .map(|index| {
-            let request = registration(
-                &format!("Panne{}", name_for(index)),
-                "Max",
-                &format!("1980-{:02}-{:02}", index / 28 % 12 + 1, index % 28 + 1),
-            );
-            v1::ImportRow {
-                row_number: index as i64 + 1,
-                person: request.person,
-                stay: request.stay,
-                confirm_new_person: false,
-            }
-        })
-        .collect();
     system
-        .intake_client()
-        .await
-        .import_stays(system.as_role(
-            Role::Deve,
-            v1::ImportStaysRequest {
-                rows,
-                dry_run: false,
-            },
-        ))
-        .await
-        .unwrap();
+        .import(cohort(learners, "Panne", "Max", 1980, |_, _| {}))
+        .await;
 
     // Assert: the events are consumed into the projection, and the publisher says it
     // is degraded; LDAP holds only the first entry.
