@@ -85,10 +85,17 @@ impl Violations {
     }
 }
 
+impl Violations {
+    /// `field: reason; field: reason`.
+    pub fn listed(&self) -> String {
+        let parts: Vec<String> = self.0.iter().map(ToString::to_string).collect();
+        parts.join("; ")
+    }
+}
+
 impl fmt::Display for Violations {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let parts: Vec<String> = self.0.iter().map(ToString::to_string).collect();
-        write!(f, "invalid request: {}", parts.join("; "))
+        write!(f, "invalid request: {}", self.listed())
     }
 }
 
@@ -96,7 +103,8 @@ impl fmt::Display for Violations {
 pub trait ServiceError: std::error::Error {
     fn code(&self) -> ErrorCode;
 
-    /// The bad fields, for `InvalidArgument`.
+    /// The bad fields, for `InvalidArgument`; the fields whose state refuses the change,
+    /// for `FailedPrecondition`.
     fn violations(&self) -> &[FieldViolation] {
         &[]
     }
@@ -112,6 +120,17 @@ pub fn to_status<E: ServiceError>(error: &E) -> Status {
             for violation in violations {
                 details
                     .add_bad_request_violation(violation.field.clone(), violation.reason.clone());
+            }
+            Status::with_error_details(code.grpc(), error.to_string(), details)
+        }
+        ErrorCode::FailedPrecondition if !error.violations().is_empty() => {
+            let mut details = ErrorDetails::new();
+            for violation in error.violations() {
+                details.add_precondition_failure_violation(
+                    "STATE",
+                    violation.field.clone(),
+                    violation.reason.clone(),
+                );
             }
             Status::with_error_details(code.grpc(), error.to_string(), details)
         }

@@ -28,7 +28,7 @@ pub struct RegistryConfig {
     /// How logins are made: `{given}`, `{family}`, `{g}` (initial) and literal
     /// `a-z0-9.-`, e.g. `{given}.{family}` or `{g}{family}`.
     pub login_pattern: String,
-    /// Longest login before a collision suffix.
+    /// Longest login, collision suffix included (a hard maximum).
     pub login_max_length: usize,
 }
 

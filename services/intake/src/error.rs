@@ -11,6 +11,10 @@ pub enum IntakeError {
     /// The state does not allow the change.
     #[error("{0}")]
     FailedPrecondition(String),
+    /// The state does not allow the change, because of these fields' values (an INE
+    /// that is another learner's, an agreement's cap reached).
+    #[error("refused: {}", .0.listed())]
+    Refused(Violations),
     /// A concurrent change won (stale version).
     #[error("{0}")]
     Aborted(String),
@@ -31,7 +35,9 @@ impl ServiceError for IntakeError {
         match self {
             IntakeError::Invalid(_) => ErrorCode::InvalidArgument,
             IntakeError::NotFound(_) => ErrorCode::NotFound,
-            IntakeError::FailedPrecondition(_) => ErrorCode::FailedPrecondition,
+            IntakeError::FailedPrecondition(_) | IntakeError::Refused(_) => {
+                ErrorCode::FailedPrecondition
+            }
             IntakeError::Aborted(_) => ErrorCode::Aborted,
             IntakeError::Database(_) | IntakeError::Encoding(_) => ErrorCode::Internal,
         }
@@ -39,7 +45,7 @@ impl ServiceError for IntakeError {
 
     fn violations(&self) -> &[FieldViolation] {
         match self {
-            IntakeError::Invalid(violations) => &violations.0,
+            IntakeError::Invalid(violations) | IntakeError::Refused(violations) => &violations.0,
             _ => &[],
         }
     }

@@ -264,3 +264,13 @@ fn learner_id_of(learner: &v1::Learner) -> String {
         .map(|person| person.learner_id.clone())
         .unwrap_or_default()
 }
+
+/// A near match as the contracts say it.
+pub fn possible_duplicate(candidate: crate::store::batch::Candidate) -> v1::PossibleDuplicate {
+    v1::PossibleDuplicate {
+        learner_id: candidate.learner_id.to_string(),
+        login: candidate.login,
+        reason: candidate.reason.describe().to_owned(),
+        reason_code: candidate.reason.code().to_owned(),
+    }
+}

@@ -109,7 +109,9 @@ fn page_size(requested: i32) -> i64 {
 /// to keep one call short.
 pub const MAX_IMPORT_ROWS: usize = 1000;
 
-fn import_result(row_number: i64, outcome: RowOutcome) -> v1::ImportResult {
+/// The answer to one import row; `row_numbers` are the request's, for a duplicate's
+/// earlier row.
+fn import_result(row_number: i64, outcome: RowOutcome, row_numbers: &[i64]) -> v1::ImportResult {
     let mut result = v1::ImportResult {
         row_number,
         ..Default::default()
@@ -124,13 +126,19 @@ fn import_result(row_number: i64, outcome: RowOutcome) -> v1::ImportResult {
             learner_id,
             stay_id,
             login,
+            ..
         } => (v1::ImportOutcome::StayAdded, learner_id, stay_id, login),
         RowOutcome::Unchanged {
             learner_id,
             stay_id,
             login,
         } => (v1::ImportOutcome::Unchanged, learner_id, stay_id, login),
-        RowOutcome::Rejected(violations) => {
+        RowOutcome::DuplicateOfRow(earlier) => {
+            result.outcome = v1::ImportOutcome::DuplicateRow.into();
+            result.duplicate_of_row = row_numbers.get(earlier).copied().unwrap_or_default();
+            return result;
+        }
+        RowOutcome::Rejected(violations) | RowOutcome::Refused(violations) => {
             result.outcome = v1::ImportOutcome::Rejected.into();
             result.violations = violations
                 .0
@@ -146,17 +154,22 @@ fn import_result(row_number: i64, outcome: RowOutcome) -> v1::ImportResult {
             result.outcome = v1::ImportOutcome::PossibleDuplicate.into();
             result.possible_duplicates = candidates
                 .into_iter()
-                .map(|candidate| v1::PossibleDuplicate {
-                    learner_id: candidate.learner_id.to_string(),
-                    login: candidate.login,
-                })
+                .map(events::possible_duplicate)
                 .collect();
             return result;
         }
     };
+    // A dry run has no ids for what it would create: nil ids are left empty.
+    let id = |id: Uuid| {
+        if id.is_nil() {
+            String::new()
+        } else {
+            id.to_string()
+        }
+    };
     result.outcome = outcome.into();
-    result.learner_id = learner_id.to_string();
-    result.stay_id = stay_id.to_string();
+    result.learner_id = id(learner_id);
+    result.stay_id = id(stay_id);
     result.login = login;
     result
 }
@@ -480,15 +493,20 @@ impl v1::intake_service_server::IntakeService for Intake {
                 Err(violations) => results.push(import_result(
                     row.row_number,
                     RowOutcome::Rejected(violations),
+                    &[],
                 )),
             }
         }
         let outcomes = self
             .register_batch(&valid_rows, request.dry_run, actor.name())
             .await?;
+        let row_numbers: Vec<i64> = valid_positions
+            .iter()
+            .map(|&position| results[position].row_number)
+            .collect();
         for (position, outcome) in valid_positions.into_iter().zip(outcomes) {
             let row_number = results[position].row_number;
-            results[position] = import_result(row_number, outcome);
+            results[position] = import_result(row_number, outcome, &row_numbers);
         }
         Ok(Response::new(v1::ImportStaysResponse { results }))
     }

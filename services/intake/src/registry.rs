@@ -93,18 +93,21 @@ impl Intake {
         let outcomes = batch::register(&mut tx, rows, &self.numbering).await?;
         if dry_run {
             tx.rollback().await?;
-            return Ok(outcomes);
+            return Ok(outcomes.into_iter().map(RowOutcome::predicted).collect());
         }
-        let changes: Vec<(Uuid, Uuid, bool)> = outcomes
+        let changes: Vec<(Uuid, Uuid, serde_json::Value)> = outcomes
             .iter()
             .filter_map(|outcome| {
-                outcome.changed().map(|(learner_id, stay_id)| {
-                    (
-                        learner_id,
-                        stay_id,
-                        matches!(outcome, RowOutcome::Created { .. }),
-                    )
-                })
+                let details = match outcome {
+                    RowOutcome::Created { .. } => json!({ "new_person": true }),
+                    RowOutcome::StayAdded {
+                        ine_recorded: true, ..
+                    } => json!({ "new_person": false, "ine_recorded": true }),
+                    _ => json!({ "new_person": false }),
+                };
+                outcome
+                    .changed()
+                    .map(|(learner_id, stay_id)| (learner_id, stay_id, details))
             })
             .collect();
         if !changes.is_empty() {
@@ -112,9 +115,9 @@ impl Intake {
                 &mut tx,
                 actor,
                 "stay.registered",
-                changes.iter().map(|(learner_id, stay_id, created)| {
-                    (*learner_id, *stay_id, json!({ "new_person": created }))
-                }),
+                changes
+                    .iter()
+                    .map(|(learner_id, stay_id, details)| (*learner_id, *stay_id, details.clone())),
             )
             .await?;
             let learner_ids: Vec<Uuid> = changes
@@ -190,17 +193,18 @@ impl Intake {
                 ..
             } => (learner_id, stay_id, false),
             RowOutcome::Rejected(violations) => return Err(IntakeError::Invalid(violations)),
+            RowOutcome::Refused(violations) => return Err(IntakeError::Refused(violations)),
             RowOutcome::PossibleDuplicate(candidates) => {
                 return Ok(v1::RegisterStayResponse {
                     possible_duplicates: candidates
                         .into_iter()
-                        .map(|candidate| v1::PossibleDuplicate {
-                            learner_id: candidate.learner_id.to_string(),
-                            login: candidate.login,
-                        })
+                        .map(events::possible_duplicate)
                         .collect(),
                     ..Default::default()
                 });
+            }
+            RowOutcome::DuplicateOfRow(_) => {
+                return Err(IntakeError::NotFound("registration outcome".to_owned()));
             }
         };
         let mut conn = self.pool.acquire().await?;
@@ -224,51 +228,53 @@ impl Intake {
         actor: &str,
     ) -> Result<v1::Learner, IntakeError> {
         let mut tx = self.pool.begin().await?;
-        let current = store::lock_person(&mut tx, learner_id)
+        // Registrations of the identities before and after the correction wait for
+        // it (locks taken before the person's row, in the registrations' order).
+        let before = store::learner(&mut tx, learner_id)
             .await?
-            .ok_or_else(|| IntakeError::NotFound("learner".to_owned()))?;
-        if current.version != expected_version {
-            return Err(IntakeError::Aborted(format!(
-                "the learner is at version {}, not {expected_version}: read it again",
-                current.version
-            )));
-        }
-        let keep = |given: String, current: &str| {
-            if given.trim().is_empty() {
-                current.to_owned()
-            } else {
-                given
-            }
-        };
-        let merged = PersonInput {
-            family_name: keep(input.family_name, &current.family_name),
-            birth_name: keep(
-                input.birth_name,
-                current.birth_name.as_deref().unwrap_or_default(),
-            ),
-            given_names: keep(input.given_names, &current.given_names),
-            birth_date: keep(input.birth_date, &format_date(current.birth_date)),
-            email: keep(input.email, &current.email),
-            ine: keep(input.ine, current.ine.as_deref().unwrap_or_default()),
-            phone: keep(input.phone, current.phone.as_deref().unwrap_or_default()),
-        };
-        let mut violations = match domain::registration::validate_person(&merged, self.today()) {
-            Ok(_) => Violations::default(),
-            Err(violations) => violations,
-        };
+            .ok_or_else(|| IntakeError::NotFound("learner".to_owned()))?
+            .person;
+        let merged = domain::amendment::merge(
+            &domain::amendment::CurrentPerson {
+                family_name: &before.family_name,
+                birth_name: before.birth_name.as_deref(),
+                given_names: &before.given_names,
+                birth_date: before.birth_date,
+                email: &before.email,
+                ine: before.ine.as_deref(),
+                phone: before.phone.as_deref(),
+            },
+            input,
+        );
+        let validated = domain::registration::validate_person(&merged, self.today());
+        let mut violations = validated.as_ref().err().cloned().unwrap_or_default();
         if reason.trim().is_empty() {
             violations.add("reason", "required: say why");
         }
         if !violations.is_empty() {
             return Err(IntakeError::Invalid(violations));
         }
-        let amended = domain::registration::validate_person(&merged, self.today())?;
+        let amended = validated?;
+        let lock_keys = batch::identity_lock_keys([
+            (before.birth_date, before.ine.as_deref()),
+            (amended.birth_date, amended.ine.as_deref()),
+        ]);
+        batch::lock_identities(&mut tx, &lock_keys).await?;
+        let current = store::lock_person(&mut tx, learner_id)
+            .await?
+            .ok_or_else(|| IntakeError::NotFound("learner".to_owned()))?;
+        if current.version != expected_version || current.version != before.version {
+            return Err(IntakeError::Aborted(format!(
+                "the learner is at version {}, not {expected_version}: read it again",
+                current.version
+            )));
+        }
         if let Some(ine) = &amended.ine
             && store::ine_taken_by_other(&mut tx, ine, learner_id).await?
         {
-            let mut violations = Violations::default();
-            violations.add("person.ine", "already the INE of another learner");
-            return Err(IntakeError::Invalid(violations));
+            let mut refusal = Violations::default();
+            refusal.add("person.ine", "already the INE of another learner");
+            return Err(IntakeError::Refused(refusal));
         }
         let mut changes = serde_json::Map::new();
         let mut note = |field: &str, from: Option<String>, to: Option<String>| {
@@ -553,10 +559,14 @@ impl Intake {
                 ));
             }
         }
-        let head_count = agreements::head_count(conn, agreement_id).await?;
-        if amended.head_count_cap > 0 && i64::from(amended.head_count_cap) < head_count {
+        let periods = agreements::stay_periods(conn, agreement_id).await?;
+        let at_once =
+            domain::admission::peak_head_count(&periods, amended.start_date, amended.end_date);
+        if amended.head_count_cap > 0
+            && usize::try_from(amended.head_count_cap).unwrap_or(0) < at_once
+        {
             problems.push(format!(
-                "{head_count} stays are under it, more than the new cap"
+                "{at_once} stays under it run at once, more than the new cap"
             ));
         }
         if problems.is_empty() {

@@ -4,14 +4,15 @@
 //! The same seed, day and options give the same bytes: the draws come from a
 //! SplitMix64 of our own rather than from `rand`, whose generators may change their
 //! streams from one version to the next. Valid rows are distinct persons for intake,
-//! and not near matches of one another either (two persons born the same day differ
-//! by at least two edits in their folded birth and first given names; INEs differ),
+//! and not near matches of one another either (two persons born the same day are
+//! `Different` by intake's own matching rules, from `hosted-identity`; INEs differ),
 //! so that a first import of the file into an empty registry creates one learner per
 //! valid row.
 
 use std::collections::{HashMap, HashSet};
 
 use anyhow::{Context, bail};
+use hosted_identity::{Identity, Likeness};
 use time::{Date, Duration, Month};
 
 /// How the file is written.
@@ -488,15 +489,6 @@ impl Record {
     }
 }
 
-/// Folded as intake folds names for matching: accents, case and punctuation apart.
-fn fold(name: &str) -> String {
-    deunicode::deunicode(name)
-        .chars()
-        .filter(char::is_ascii_alphanumeric)
-        .map(|c| c.to_ascii_lowercase())
-        .collect()
-}
-
 /// `d-arc`, `le-gall`: a name as the local part of an address.
 fn mail_part(name: &str) -> String {
     let mut part = String::new();
@@ -508,32 +500,6 @@ fn mail_part(name: &str) -> String {
         }
     }
     part.trim_end_matches('-').to_owned()
-}
-
-fn first_given_name(given_names: &str) -> &str {
-    given_names.split(' ').next().unwrap_or(given_names)
-}
-
-/// Levenshtein distance, as intake measures near matches of folded names.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut previous: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut current = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let substitution = previous[j] + usize::from(ca != *cb);
-            current[j + 1] = substitution.min(previous[j + 1] + 1).min(current[j] + 1);
-        }
-        previous = current;
-    }
-    previous[b.len()]
-}
-
-/// Whether intake would take two persons born the same day for the same one, or
-/// for a possible duplicate: one edit apart at most, birth name and first given name
-/// together (folded).
-fn near((name, given): (&str, &str), (other_name, other_given): (&str, &str)) -> bool {
-    edit_distance(name, other_name) + edit_distance(given, other_given) <= 1
 }
 
 fn format_day(layout: Layout, year: i32, month: u8, day: u8) -> String {
@@ -559,8 +525,8 @@ struct Person {
 struct Cohort {
     draw: Draw,
     today: Date,
-    /// Folded birth and first given names of the persons drawn, by birth date.
-    born: HashMap<Date, Vec<(String, String)>>,
+    /// The persons drawn, as intake matches them, by birth date.
+    born: HashMap<Date, Vec<Identity>>,
     emails: HashSet<String>,
     ines: HashSet<String>,
 }
@@ -587,20 +553,22 @@ impl Cohort {
                 first.to_owned()
             };
             let birth_date = oldest + self.draw.days(0, span);
-            let name = fold(if birth_name.is_empty() {
-                family_name
-            } else {
-                birth_name
-            });
-            let given = fold(first_given_name(&given_names));
+            let identity = Identity::new(
+                family_name,
+                Some(birth_name),
+                &given_names,
+                birth_date,
+                None,
+            );
             let same_day = self.born.entry(birth_date).or_default();
+            // Neither the same person nor a near match of anyone drawn.
             if same_day
                 .iter()
-                .any(|(other_name, other_given)| near((&name, &given), (other_name, other_given)))
+                .any(|other| other.likeness(&identity) != Likeness::Different)
             {
                 continue;
             }
-            same_day.push((name, given));
+            same_day.push(identity);
             let population = self.draw.pick(POPULATIONS);
             let start = self.today + self.draw.days(-30, 30);
             let end = start + self.draw.days(30, 300);
@@ -906,25 +874,26 @@ mod tests {
         let generated = generate(3000, 30, 11, TODAY, Layout::Plain).expect("generated");
         let file = csv_rows::parse(&generated.bytes).expect("parsed");
         let (mut ines, mut emails) = (HashSet::new(), HashSet::new());
-        let mut born: HashMap<String, Vec<(String, String)>> = HashMap::new();
+        let mut born: HashMap<String, Vec<Identity>> = HashMap::new();
         let mut valid = 0;
         for row in file.readable().filter(|row| intake_accepts(row)) {
             let person = row.person.clone().expect("person");
-            let birth_name = if person.birth_name.is_empty() {
-                &person.family_name
-            } else {
-                &person.birth_name
-            };
-            let name = fold(birth_name);
-            let given = fold(first_given_name(&person.given_names));
+            let identity = Identity::new(
+                &person.family_name,
+                Some(&person.birth_name),
+                &person.given_names,
+                date(&person.birth_date).expect("birth date"),
+                None,
+            );
             let same_day = born.entry(person.birth_date.clone()).or_default();
-            for (other_name, other_given) in same_day.iter() {
-                assert!(
-                    edit_distance(&name, other_name) + edit_distance(&given, other_given) > 1,
-                    "{person:?} is near {other_name} {other_given}"
+            for other in same_day.iter() {
+                assert_eq!(
+                    other.likeness(&identity),
+                    Likeness::Different,
+                    "{person:?} is near {other:?}"
                 );
             }
-            same_day.push((name, given));
+            same_day.push(identity);
             assert!(
                 person.ine.is_empty() || ines.insert(person.ine.clone()),
                 "{person:?}"
@@ -1034,16 +1003,6 @@ mod tests {
             .stay
             .expect("stay");
         assert!(stay.end_date < stay.start_date, "{stay:?}");
-    }
-
-    #[test]
-    fn edit_distances() {
-        assert_eq!(edit_distance("lefevre", "lefebvre"), 1);
-        assert_eq!(edit_distance("zoe", "zoe"), 0);
-        assert_eq!(edit_distance("", "abc"), 3);
-        assert_eq!(edit_distance("martin", "marin"), 1);
-        assert!(near(("lefevre", "elodie"), ("lefebvre", "elodie")));
-        assert!(!near(("lefevre", "elodie"), ("lefebvre", "melodie")));
     }
 
     #[test]

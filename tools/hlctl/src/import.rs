@@ -18,6 +18,7 @@ use std::{
 
 use anyhow::{Context, anyhow, bail};
 use hosted_contracts::v1;
+use hosted_identity::{Identity, Likeness};
 use indicatif::{ProgressBar, ProgressState, ProgressStyle};
 use serde_json::json;
 use tonic::Code;
@@ -44,17 +45,21 @@ pub enum Outcome {
     /// Intake knows a person close to this one: nothing was written until someone
     /// checks and confirms (`confirm_new_person`) or corrects the row.
     PossibleDuplicate,
+    /// An earlier row of the file registers the same person and the same stay: this
+    /// one adds nothing (it was not sent).
+    DuplicateRow,
     /// No answer for the row: the import stopped before or while its chunk was sent.
     NoResult,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 6] = [
+    pub const ALL: [Outcome; 7] = [
         Outcome::Created,
         Outcome::StayAdded,
         Outcome::Unchanged,
         Outcome::Rejected,
         Outcome::PossibleDuplicate,
+        Outcome::DuplicateRow,
         Outcome::NoResult,
     ];
 
@@ -65,6 +70,7 @@ impl Outcome {
             Outcome::Unchanged => "unchanged",
             Outcome::Rejected => "rejected",
             Outcome::PossibleDuplicate => "possible_duplicate",
+            Outcome::DuplicateRow => "duplicate_row",
             Outcome::NoResult => "no_result",
         }
     }
@@ -75,6 +81,8 @@ impl Outcome {
 pub struct PossibleDuplicate {
     pub learner_id: String,
     pub login: String,
+    /// Why intake thinks so.
+    pub reason: String,
 }
 
 /// One line of the results file.
@@ -88,6 +96,8 @@ pub struct RowResult {
     pub stay_id: String,
     pub errors: Vec<RowError>,
     pub possible_duplicates: Vec<PossibleDuplicate>,
+    /// For `duplicate_row`: the earlier row's line.
+    pub duplicate_of_row: Option<u64>,
 }
 
 impl RowResult {
@@ -100,11 +110,30 @@ impl RowResult {
             stay_id: String::new(),
             errors,
             possible_duplicates: Vec::new(),
+            duplicate_of_row: None,
         }
     }
 
-    /// `field: reason | field: reason`, as the results file and the summary show them.
+    /// A row that repeats the earlier row `earlier_row`, with its learner and stay.
+    fn duplicate(earlier_row: u64, earlier: &RowResult) -> Self {
+        Self {
+            row: 0,
+            outcome: Outcome::DuplicateRow,
+            learner_id: earlier.learner_id.clone(),
+            login: earlier.login.clone(),
+            stay_id: earlier.stay_id.clone(),
+            errors: Vec::new(),
+            possible_duplicates: Vec::new(),
+            duplicate_of_row: Some(earlier_row),
+        }
+    }
+
+    /// `field: reason | field: reason`, as the results file and the summary show them;
+    /// `duplicate of row N` for a duplicate row.
     pub fn errors_text(&self) -> String {
+        if let Some(earlier) = self.duplicate_of_row {
+            return format!("duplicate of row {earlier}");
+        }
         self.errors
             .iter()
             .map(|error| format!("{}: {}", error.field, error.reason))
@@ -112,11 +141,20 @@ impl RowResult {
             .join(" | ")
     }
 
-    /// `login (learner_id) | login (learner_id)`.
+    /// `login (learner_id): reason | login (learner_id): reason`.
     pub fn possible_duplicates_text(&self) -> String {
         self.possible_duplicates
             .iter()
-            .map(|candidate| format!("{} ({})", candidate.login, candidate.learner_id))
+            .map(|candidate| {
+                if candidate.reason.is_empty() {
+                    format!("{} ({})", candidate.login, candidate.learner_id)
+                } else {
+                    format!(
+                        "{} ({}): {}",
+                        candidate.login, candidate.learner_id, candidate.reason
+                    )
+                }
+            })
             .collect::<Vec<_>>()
             .join(" | ")
     }
@@ -133,7 +171,9 @@ impl RowResult {
             })).collect::<Vec<_>>(),
             "possible_duplicates": self.possible_duplicates.iter().map(|candidate| json!({
                 "learner_id": candidate.learner_id, "login": candidate.login,
+                "reason": candidate.reason,
             })).collect::<Vec<_>>(),
+            "duplicate_of_row": self.duplicate_of_row,
         })
     }
 }
@@ -187,7 +227,7 @@ impl Report {
         if self.results.iter().all(|result| {
             matches!(
                 result.outcome,
-                Outcome::Created | Outcome::StayAdded | Outcome::Unchanged
+                Outcome::Created | Outcome::StayAdded | Outcome::Unchanged | Outcome::DuplicateRow
             )
         }) {
             0
@@ -210,7 +250,7 @@ impl Report {
         )];
         for outcome in Outcome::ALL {
             let count = self.count(outcome);
-            if count > 0 || outcome != Outcome::NoResult {
+            if count > 0 || !matches!(outcome, Outcome::NoResult | Outcome::DuplicateRow) {
                 lines.push(format!("  {:<18} {count:>7}", outcome.as_str()));
             }
         }
@@ -219,6 +259,10 @@ impl Report {
             (
                 Outcome::PossibleDuplicate,
                 "possible duplicates, not registered (check each; then correct the row, or set confirm_new_person to yes, and run the file again):",
+            ),
+            (
+                Outcome::DuplicateRow,
+                "rows that repeat an earlier row (same person, same stay: nothing added):",
             ),
         ];
         for (outcome, title) in listings {
@@ -288,6 +332,7 @@ where
         .collect();
     let chunks: Vec<&[&v1::ImportRow]> = readable.chunks(options.batch_size.max(1)).collect();
     let mut answered: HashMap<i64, RowResult> = HashMap::with_capacity(readable.len());
+    let mut registered = RegisteredRows::default();
     let mut chunks_answered = 0;
     let mut failure = None;
     for (index, chunk_rows) in chunks.iter().enumerate() {
@@ -297,19 +342,50 @@ where
             first_row: chunk_rows.first().map_or(0, |row| row.row_number),
             last_row: chunk_rows.last().map_or(0, |row| row.row_number),
         };
-        let request = v1::ImportStaysRequest {
-            rows: chunk_rows.iter().map(|row| (*row).clone()).collect(),
-            dry_run: options.dry_run,
-        };
-        let outcome = match call(&mut import, &request, options, progress, chunk).await {
-            Ok(response) => account(chunk_rows, response).with_context(|| {
-                format!("{chunk}: intake's answer does not account for every row sent")
-            }),
-            Err(error) => Err(error),
+        // A row that repeats a row of an earlier chunk that went through is not sent
+        // (intake itself tells the repeats within a chunk): the dry run and the
+        // import say the same.
+        let (repeats, to_send): (Vec<_>, Vec<_>) = chunk_rows
+            .iter()
+            .map(|row| (registered.earlier(row), *row))
+            .partition(|(earlier, _)| earlier.is_some());
+        let outcome = if to_send.is_empty() {
+            Ok(Vec::new())
+        } else {
+            let request = v1::ImportStaysRequest {
+                rows: to_send.iter().map(|(_, row)| (*row).clone()).collect(),
+                dry_run: options.dry_run,
+            };
+            let sent: Vec<&v1::ImportRow> = to_send.iter().map(|(_, row)| *row).collect();
+            match call(&mut import, &request, options, progress, chunk).await {
+                Ok(response) => account(&sent, response).with_context(|| {
+                    format!("{chunk}: intake's answer does not account for every row sent")
+                }),
+                Err(error) => Err(error),
+            }
         };
         match outcome {
             Ok(results) => {
+                for (row_number, result) in &results {
+                    if matches!(
+                        result.outcome,
+                        Outcome::Created | Outcome::StayAdded | Outcome::Unchanged
+                    ) && let Some(row) =
+                        chunk_rows.iter().find(|row| row.row_number == *row_number)
+                    {
+                        registered.add(row);
+                    }
+                }
                 answered.extend(results);
+                for (earlier, row) in repeats {
+                    if let Some(earlier) = earlier
+                        && let Some(first) = answered.get(&earlier)
+                    {
+                        let repeat =
+                            RowResult::duplicate(u64::try_from(earlier).unwrap_or(0), first);
+                        answered.insert(row.row_number, repeat);
+                    }
+                }
                 chunks_answered += 1;
                 progress.inc(chunk_rows.len() as u64);
             }
@@ -336,6 +412,52 @@ where
         results,
         chunks_answered,
         failure,
+    }
+}
+
+/// The rows of the file that went through (created, added or already there), to
+/// recognise a later row that repeats one: the same person, as intake matches
+/// persons, and the same stay (population and start date), as intake tells stays.
+#[derive(Debug, Default)]
+struct RegisteredRows {
+    by_stay: HashMap<(String, String, String), Vec<(Identity, i64)>>,
+}
+
+impl RegisteredRows {
+    fn key(row: &v1::ImportRow) -> Option<((String, String, String), Identity)> {
+        let person = row.person.as_ref()?;
+        let stay = row.stay.as_ref()?;
+        let birth_date = hosted_platform::clock::parse_day(person.birth_date.trim())?;
+        let identity = Identity::new(
+            &person.family_name,
+            Some(person.birth_name.as_str()),
+            &person.given_names,
+            birth_date,
+            Some(person.ine.as_str()),
+        );
+        let key = (
+            person.birth_date.trim().to_owned(),
+            stay.population.trim().to_owned(),
+            stay.start_date.trim().to_owned(),
+        );
+        Some((key, identity))
+    }
+
+    fn add(&mut self, row: &v1::ImportRow) {
+        if let Some((key, identity)) = Self::key(row) {
+            self.by_stay
+                .entry(key)
+                .or_default()
+                .push((identity, row.row_number));
+        }
+    }
+
+    /// The earlier row that `row` repeats, if any.
+    fn earlier(&self, row: &v1::ImportRow) -> Option<i64> {
+        let (key, identity) = Self::key(row)?;
+        self.by_stay.get(&key)?.iter().find_map(|(earlier, line)| {
+            (earlier.likeness(&identity) == Likeness::Same).then_some(*line)
+        })
     }
 }
 
@@ -417,6 +539,7 @@ fn account(
             v1::ImportOutcome::Unchanged => Outcome::Unchanged,
             v1::ImportOutcome::Rejected => Outcome::Rejected,
             v1::ImportOutcome::PossibleDuplicate => Outcome::PossibleDuplicate,
+            v1::ImportOutcome::DuplicateRow => Outcome::DuplicateRow,
             v1::ImportOutcome::Unspecified => bail!("no outcome for row {}", result.row_number),
         };
         let errors = result
@@ -439,8 +562,12 @@ fn account(
                     .map(|candidate| PossibleDuplicate {
                         learner_id: candidate.learner_id,
                         login: candidate.login,
+                        reason: candidate.reason,
                     })
                     .collect(),
+                duplicate_of_row: u64::try_from(result.duplicate_of_row)
+                    .ok()
+                    .filter(|row| *row > 0),
             },
         ));
     }
@@ -751,6 +878,8 @@ mod tests {
                             possible_duplicates: vec![v1::PossibleDuplicate {
                                 learner_id: "0190".to_owned(),
                                 login: "paul.martin".to_owned(),
+                                reason: "one letter apart".to_owned(),
+                                reason_code: "names_one_letter_apart".to_owned(),
                             }],
                             ..v1::ImportResult::default()
                         }
@@ -836,6 +965,39 @@ mod tests {
         );
         assert_eq!(report.results[0].login, "login2");
         assert_eq!(report.exit_code(), EXIT_REJECTED);
+    }
+
+    #[tokio::test]
+    async fn a_row_that_repeats_one_of_an_earlier_chunk_is_not_sent() {
+        // Lines 2 and 3, then line 4 repeating line 2 (the same person written
+        // otherwise, the same stay) and line 5 another stay of that person.
+        let text = format!(
+            "{HEADER}\n\
+             Martin,Paul,1990-01-01,paul@example.org,VAE,SUFA,2026-09-01,2027-06-30\n\
+             Durand,Léa,1991-01-01,lea@example.org,VAE,SUFA,2026-09-01,2027-06-30\n\
+             MARTIN,paul Henri,01/01/1990,paul@example.org,VAE,SUFA,2026-09-01,2027-06-30\n\
+             Martin,Paul,1990-01-01,paul@example.org,IFSI,IFSI-NORD,2026-09-01,2027-06-30\n"
+        );
+        let rows = csv_rows::parse(text.as_bytes()).expect("parsed").rows;
+        for dry_run in [true, false] {
+            let intake = FakeIntake::new(Vec::new());
+            let options = SendOptions { dry_run, ..fast(2) };
+            let report = run_fake(&rows, &options, &intake).await;
+            let sent: Vec<Vec<i64>> = intake
+                .requests
+                .borrow()
+                .iter()
+                .map(|request| request.rows.iter().map(|row| row.row_number).collect())
+                .collect();
+            assert_eq!(sent, [vec![2, 3], vec![5]]);
+            let repeat = &report.results[2];
+            assert_eq!(repeat.outcome, Outcome::DuplicateRow);
+            assert_eq!(repeat.duplicate_of_row, Some(2));
+            assert_eq!(repeat.errors_text(), "duplicate of row 2");
+            assert_eq!(repeat.login, "login2");
+            assert_eq!(report.results[3].outcome, Outcome::Created);
+            assert_eq!(report.exit_code(), 0);
+        }
     }
 
     #[tokio::test]
@@ -956,7 +1118,10 @@ mod tests {
             .find(|result| result.outcome == Outcome::PossibleDuplicate)
             .expect("a possible duplicate");
         assert_eq!(held.row, 11);
-        assert_eq!(held.possible_duplicates_text(), "paul.martin (0190)");
+        assert_eq!(
+            held.possible_duplicates_text(),
+            "paul.martin (0190): one letter apart"
+        );
         assert_eq!(report.exit_code(), EXIT_REJECTED);
         let summary = report.summary(Path::new("c.csv"), Path::new("c.results.csv"), false);
         assert!(
@@ -964,7 +1129,7 @@ mod tests {
             "{summary}"
         );
         assert!(
-            summary.contains("\n  row 11: paul.martin (0190)\n"),
+            summary.contains("\n  row 11: paul.martin (0190): one letter apart\n"),
             "{summary}"
         );
     }
@@ -1030,6 +1195,7 @@ mod tests {
             stay_id: "0192".to_owned(),
             errors: Vec::new(),
             possible_duplicates: Vec::new(),
+            duplicate_of_row: None,
         };
         let mut written = Vec::new();
         write_results(&mut written, b';', true, &results[..2]).expect("written");
@@ -1097,6 +1263,7 @@ mod tests {
             json!({
                 "row": 4, "outcome": "rejected", "learner_id": "", "login": "", "stay_id": "",
                 "errors": [{ "field": "row", "reason": "short" }], "possible_duplicates": [],
+                "duplicate_of_row": null,
             })
         );
     }

@@ -58,18 +58,6 @@ pub struct NewAgreement {
     pub payer: Payer,
 }
 
-const UAI_KEYS: &[u8; 23] = b"ABCDEFGHJKLMNPRSTUVWXYZ";
-
-/// A UAI is 7 digits and a key letter: `"ABCDEFGHJKLMNPRSTUVWXYZ"[digits mod 23]`.
-pub fn is_uai(value: &str) -> bool {
-    let bytes = value.as_bytes();
-    if bytes.len() != 8 || !bytes[..7].iter().all(u8::is_ascii_digit) {
-        return false;
-    }
-    let number: usize = value[..7].parse().unwrap_or(usize::MAX);
-    number != usize::MAX && UAI_KEYS[number % 23] == bytes[7]
-}
-
 fn is_option_key(option: &str) -> bool {
     !option.is_empty()
         && option.len() <= 64
@@ -89,7 +77,7 @@ pub fn validate(input: &AgreementInput, catalogue: &[String]) -> Result<NewAgree
     }
     let partner_uai = {
         let uai = input.partner_uai.trim().to_ascii_uppercase();
-        if !uai.is_empty() && !is_uai(&uai) {
+        if !uai.is_empty() && !hosted_identity::uai::is_valid(&uai) {
             violations.add(
                 "agreement.partner_uai",
                 "not a UAI: 7 digits and the key letter of their value modulo 23",
@@ -175,18 +163,6 @@ mod tests {
             options: vec!["library".to_owned()],
             payer: Some(Payer::Partner),
         }
-    }
-
-    #[test]
-    fn uai_key_letters() {
-        // 0134009 mod 23 = 11 → 'M'.
-        assert!(is_uai("0134009M"));
-        assert!(!is_uai("0134009N"));
-        assert!(!is_uai("134009M"));
-        assert!(!is_uai("0134009m"));
-        // 0000000 → 'A'; 0000022 → 'Z'.
-        assert!(is_uai("0000000A"));
-        assert!(is_uai("0000022Z"));
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The rules of registration, as pure functions over plain types: no tonic, no sqlx.
 
+pub mod admission;
 pub mod agreement;
+pub mod amendment;
 pub mod names;
 pub mod registration;
 pub mod resources;

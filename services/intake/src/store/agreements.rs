@@ -111,6 +111,19 @@ pub async fn head_count(conn: &mut PgConnection, agreement_id: Uuid) -> Result<i
         .await
 }
 
+/// First and last days of the agreement's stays, not cancelled.
+pub async fn stay_periods(
+    conn: &mut PgConnection,
+    agreement_id: Uuid,
+) -> Result<Vec<(Date, Date)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT start_date, end_date FROM stays WHERE agreement_id = $1 AND NOT cancelled",
+    )
+    .bind(agreement_id)
+    .fetch_all(conn)
+    .await
+}
+
 /// Populations used by the agreement's stays (an amendment must keep covering them).
 pub async fn populations_in_use(
     conn: &mut PgConnection,

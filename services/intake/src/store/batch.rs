@@ -2,8 +2,10 @@
 //! whatever the number of rows: the cohort import and the single registration share
 //! it (a single registration is a batch of one).
 //!
-//! Rows are checked in memory against what the database holds, loaded in bulk; each
-//! row gets its own outcome, so one bad row never stops the others.
+//! The facts rows are decided on are loaded in bulk (persons born the same days or
+//! holding the rows' INEs, with their stays; the agreements named); the decisions are
+//! the domain's ([`crate::domain::admission`]); each row gets its own outcome, so one
+//! bad row never stops the others.
 
 use std::collections::{HashMap, HashSet};
 
@@ -14,8 +16,8 @@ use uuid::Uuid;
 
 use crate::domain::{
     Registration,
-    names::{self, login_candidate},
-    registration::format_date,
+    admission::{self, AgreementTerms, KnownPerson, KnownStay, Resolution, StayFit},
+    names::{self, Identity, NearReason},
 };
 
 /// One row to register.
@@ -26,11 +28,12 @@ pub struct BatchRow {
     pub confirm_new_person: bool,
 }
 
-/// A person who may be the same as a new registration (a near match).
+/// A person who may be the same as a new registration (a near match), and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Candidate {
     pub learner_id: Uuid,
     pub login: String,
+    pub reason: NearReason,
 }
 
 /// What became of one row.
@@ -45,6 +48,8 @@ pub enum RowOutcome {
         learner_id: Uuid,
         stay_id: Uuid,
         login: String,
+        /// The row gave the INE the person lacked: it is recorded.
+        ine_recorded: bool,
     },
     /// The same stay exists already: nothing written.
     Unchanged {
@@ -52,7 +57,13 @@ pub enum RowOutcome {
         stay_id: Uuid,
         login: String,
     },
+    /// An earlier row of the batch (this index) registers the same person and stay.
+    DuplicateOfRow(usize),
+    /// The request is wrong (INVALID_ARGUMENT).
     Rejected(Violations),
+    /// The registry's state does not allow it (FAILED_PRECONDITION): an INE that is
+    /// another person's, an agreement's cap reached.
+    Refused(Violations),
     PossibleDuplicate(Vec<Candidate>),
 }
 
@@ -73,32 +84,29 @@ impl RowOutcome {
             _ => None,
         }
     }
-}
 
-#[derive(Debug, Clone)]
-struct KnownStay {
-    stay_id: Uuid,
-    population: String,
-    start_date: Date,
-    end_date: Date,
-    cancelled: bool,
-}
-
-#[derive(Debug, Clone)]
-struct KnownPerson {
-    learner_id: Uuid,
-    login: String,
-    stays: Vec<KnownStay>,
-}
-
-#[derive(Debug, Clone, sqlx::FromRow)]
-struct AgreementFacts {
-    agreement_id: Uuid,
-    populations: Vec<String>,
-    start_date: Date,
-    end_date: Date,
-    head_count_cap: i32,
-    head_count: i64,
+    /// The outcome as a dry run tells it: no ids for what would be created.
+    pub fn predicted(self) -> Self {
+        match self {
+            RowOutcome::Created { .. } => RowOutcome::Created {
+                learner_id: Uuid::nil(),
+                stay_id: Uuid::nil(),
+                login: String::new(),
+            },
+            RowOutcome::StayAdded {
+                learner_id,
+                login,
+                ine_recorded,
+                ..
+            } => RowOutcome::StayAdded {
+                learner_id,
+                stay_id: Uuid::nil(),
+                login,
+                ine_recorded,
+            },
+            other => other,
+        }
+    }
 }
 
 /// Settings of the numbering.
@@ -110,169 +118,215 @@ pub struct Numbering {
     pub login_pattern: names::LoginPattern,
 }
 
+/// The advisory locks that serialise registrations (and identity corrections) that
+/// could be about one person: one per birth date and one per INE.
+pub fn identity_lock_keys<'a>(
+    identities: impl IntoIterator<Item = (Date, Option<&'a str>)>,
+) -> Vec<String> {
+    let mut keys: Vec<String> = identities
+        .into_iter()
+        .flat_map(|(birth_date, ine)| {
+            [
+                Some(format!("born:{birth_date}")),
+                ine.map(|ine| format!("ine:{ine}")),
+            ]
+        })
+        .flatten()
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+/// Takes the locks of [`identity_lock_keys`], in order (no deadlock).
+pub async fn lock_identities(conn: &mut PgConnection, keys: &[String]) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM unnest($1::text[]) AS k ORDER BY k",
+    )
+    .bind(keys)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The persons rows may be about, oldest first, indexed by birth date and INE.
+#[derive(Debug, Default)]
+struct KnownPersons {
+    persons: Vec<KnownPerson>,
+    by_date: HashMap<Date, Vec<usize>>,
+    by_ine: HashMap<String, usize>,
+}
+
+impl KnownPersons {
+    fn add(&mut self, person: KnownPerson) -> usize {
+        let index = self.persons.len();
+        self.by_date
+            .entry(person.identity.birth_date())
+            .or_default()
+            .push(index);
+        if let Some(ine) = person.identity.ine() {
+            self.by_ine.insert(ine.to_owned(), index);
+        }
+        self.persons.push(person);
+        index
+    }
+
+    /// Persons born the same day as `identity`, and the holder of its INE.
+    fn around(&self, identity: &Identity) -> Vec<usize> {
+        let mut around: Vec<usize> = self
+            .by_date
+            .get(&identity.birth_date())
+            .cloned()
+            .unwrap_or_default();
+        if let Some(holder) = identity.ine().and_then(|ine| self.by_ine.get(ine))
+            && !around.contains(holder)
+        {
+            around.push(*holder);
+        }
+        around.sort_unstable();
+        around
+    }
+}
+
 /// Registers `rows` in the caller's transaction; the outcomes are in the rows' order.
 pub async fn register(
     conn: &mut PgConnection,
     rows: &[BatchRow],
     numbering: &Numbering,
 ) -> Result<Vec<RowOutcome>, sqlx::Error> {
-    let keys: Vec<String> = rows
+    let identities: Vec<Identity> = rows
         .iter()
-        .map(|row| row.registration.person.match_key())
+        .map(|row| admission::identity_of(&row.registration.person))
         .collect();
-    let ines: Vec<String> = rows
-        .iter()
-        .filter_map(|row| row.registration.person.ine.clone())
-        .collect();
+    let lock_keys = identity_lock_keys(
+        identities
+            .iter()
+            .map(|identity| (identity.birth_date(), identity.ine())),
+    );
+    lock_identities(conn, &lock_keys).await?;
 
-    // Registrations of one identity at once are serialised (sorted: no deadlock).
-    let mut lock_keys = keys.clone();
-    lock_keys.sort();
-    lock_keys.dedup();
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM unnest($1::text[]) AS k ORDER BY k")
-        .bind(&lock_keys)
-        .execute(&mut *conn)
-        .await?;
-
-    let mut by_key: HashMap<String, KnownPerson> = HashMap::new();
-    let mut by_ine: HashMap<String, String> = HashMap::new();
-    load_persons(conn, &lock_keys, &ines, &mut by_key, &mut by_ine).await?;
+    let mut known = load_persons(conn, &identities).await?;
     let mut agreements = load_agreements(conn, rows).await?;
-    let near = near_matches(conn, rows, &by_key).await?;
-
     let mut logins = LoginAllocator::load(conn, rows, numbering).await?;
     let mut outcomes = Vec::with_capacity(rows.len());
     let mut new_persons: Vec<(usize, Uuid, String)> = Vec::new();
     let mut new_stays: Vec<(usize, Uuid, Uuid)> = Vec::new();
+    let mut recorded_ines: Vec<(Uuid, String)> = Vec::new();
     let mut touched: HashSet<Uuid> = HashSet::new();
-    // Persons this batch creates, by birth date: a later row near one of them is a
-    // possible duplicate too, whatever the chunk size.
-    let mut created_by_date: HashMap<Date, Vec<(Candidate, String, String)>> = HashMap::new();
 
     for (index, row) in rows.iter().enumerate() {
-        let person = &row.registration.person;
+        let identity = &identities[index];
         let stay = &row.registration.stay;
-        let key = &keys[index];
-        let existing_key = person
-            .ine
-            .as_ref()
-            .and_then(|ine| by_ine.get(ine).cloned())
-            .or_else(|| by_key.contains_key(key).then(|| key.clone()));
-
         let mut violations = Violations::default();
         if let Some(agreement_id) = stay.agreement_id {
             match agreements.get(&agreement_id) {
                 None => violations.add("stay.agreement_id", "no such agreement"),
-                Some(agreement) => check_agreement(agreement, &row.registration, &mut violations),
+                Some(terms) => terms.check_coverage(stay, &mut violations),
             }
         }
-
-        if let Some(existing_key) = existing_key {
-            let known = by_key.get_mut(&existing_key).expect("indexed person");
-            if let Some(same) = known
-                .stays
-                .iter()
-                .find(|s| s.population == stay.population && s.start_date == stay.start_date)
-            {
-                outcomes.push(RowOutcome::Unchanged {
-                    learner_id: known.learner_id,
-                    stay_id: same.stay_id,
-                    login: known.login.clone(),
-                });
-                continue;
-            }
-            if let Some(overlap) = known.stays.iter().find(|s| {
-                !s.cancelled
-                    && s.population == stay.population
-                    && s.start_date <= stay.end_date
-                    && s.end_date >= stay.start_date
-            }) {
-                violations.add(
-                    "stay.start_date",
-                    format!(
-                        "overlaps a stay of the same population from {} to {}",
-                        format_date(overlap.start_date),
-                        format_date(overlap.end_date)
-                    ),
+        let around = known.around(identity);
+        let candidates: Vec<&KnownPerson> = around.iter().map(|&i| &known.persons[i]).collect();
+        let resolution = admission::resolve(identity, &candidates, row.confirm_new_person);
+        let existing = match resolution {
+            Resolution::IneOfAnother => {
+                let mut refusal = Violations::default();
+                refusal.add(
+                    "person.ine",
+                    "already the INE of another learner: check the INE, or correct that learner's identity",
                 );
-            }
-            if !violations.is_empty() {
-                outcomes.push(RowOutcome::Rejected(violations));
+                outcomes.push(RowOutcome::Refused(refusal));
                 continue;
             }
-            let stay_id = Uuid::now_v7();
-            known.stays.push(KnownStay {
-                stay_id,
-                population: stay.population.clone(),
-                start_date: stay.start_date,
-                end_date: stay.end_date,
-                cancelled: false,
-            });
-            take_place(&mut agreements, stay.agreement_id);
-            new_stays.push((index, known.learner_id, stay_id));
-            touched.insert(known.learner_id);
-            outcomes.push(RowOutcome::StayAdded {
-                learner_id: known.learner_id,
-                stay_id,
-                login: known.login.clone(),
-            });
-            continue;
-        }
+            Resolution::PossibleDuplicate(near) if violations.is_empty() => {
+                outcomes.push(RowOutcome::PossibleDuplicate(
+                    near.into_iter()
+                        .map(|(i, reason)| {
+                            let person = candidates[i];
+                            Candidate {
+                                learner_id: person.learner_id,
+                                login: person.login.clone(),
+                                reason,
+                            }
+                        })
+                        .collect(),
+                ));
+                continue;
+            }
+            Resolution::PossibleDuplicate(_) | Resolution::New => None,
+            Resolution::Existing(i) => Some(around[i]),
+        };
 
+        if let Some(person_index) = existing {
+            let person = &known.persons[person_index];
+            match admission::fit_stay(&person.stays, stay) {
+                StayFit::Same {
+                    from_row: Some(earlier),
+                    ..
+                } => {
+                    outcomes.push(RowOutcome::DuplicateOfRow(earlier));
+                    continue;
+                }
+                StayFit::Same { stay_id, .. } => {
+                    outcomes.push(RowOutcome::Unchanged {
+                        learner_id: person.learner_id,
+                        stay_id,
+                        login: person.login.clone(),
+                    });
+                    continue;
+                }
+                StayFit::Overlaps(overlap) => violations.0.extend(overlap.0),
+                StayFit::New => {}
+            }
+        }
         if !violations.is_empty() {
             outcomes.push(RowOutcome::Rejected(violations));
             continue;
         }
-        let folded_name = names::fold(person.birth_name.as_deref().unwrap_or(&person.family_name));
-        let folded_given = names::fold(names::first_given_name(&person.given_names));
-        if !row.confirm_new_person {
-            let mut candidates = near.get(&index).cloned().unwrap_or_default();
-            for (candidate, name, given) in created_by_date
-                .get(&person.birth_date)
-                .into_iter()
-                .flatten()
-            {
-                if names::edit_distance(&folded_name, name)
-                    + names::edit_distance(&folded_given, given)
-                    <= 1
-                {
-                    candidates.push(candidate.clone());
-                }
-            }
-            if !candidates.is_empty() {
-                outcomes.push(RowOutcome::PossibleDuplicate(candidates));
+        if let Some(terms) = stay.agreement_id.and_then(|id| agreements.get_mut(&id)) {
+            if let Err(refusal) = terms.check_cap(stay) {
+                outcomes.push(RowOutcome::Refused(refusal));
                 continue;
             }
+            terms.take_place(stay);
+        }
+
+        let stay_id = Uuid::now_v7();
+        let added = KnownStay {
+            stay_id,
+            population: stay.population.clone(),
+            start_date: stay.start_date,
+            end_date: stay.end_date,
+            cancelled: false,
+            from_row: Some(index),
+        };
+        if let Some(person_index) = existing {
+            let ine = row.registration.person.ine.clone();
+            let person = &mut known.persons[person_index];
+            person.stays.push(added);
+            let ine_recorded = person.identity.ine().is_none() && ine.is_some();
+            if let (true, Some(ine)) = (ine_recorded, ine) {
+                person.identity = person.identity.clone().with_ine(&ine);
+                recorded_ines.push((person.learner_id, ine.clone()));
+                known.by_ine.insert(ine, person_index);
+            }
+            new_stays.push((index, person.learner_id, stay_id));
+            touched.insert(person.learner_id);
+            outcomes.push(RowOutcome::StayAdded {
+                learner_id: person.learner_id,
+                stay_id,
+                login: person.login.clone(),
+                ine_recorded,
+            });
+            continue;
         }
         let learner_id = Uuid::now_v7();
-        let login = logins.next(&person.login_base(&numbering.login_pattern));
-        created_by_date.entry(person.birth_date).or_default().push((
-            Candidate {
-                learner_id,
-                login: login.clone(),
-            },
-            folded_name,
-            folded_given,
-        ));
-        let stay_id = Uuid::now_v7();
-        by_key.insert(
-            key.clone(),
-            KnownPerson {
-                learner_id,
-                login: login.clone(),
-                stays: vec![KnownStay {
-                    stay_id,
-                    population: stay.population.clone(),
-                    start_date: stay.start_date,
-                    end_date: stay.end_date,
-                    cancelled: false,
-                }],
-            },
-        );
-        if let Some(ine) = &person.ine {
-            by_ine.insert(ine.clone(), key.clone());
-        }
-        take_place(&mut agreements, stay.agreement_id);
+        let login = logins.next(&row.registration.person.login_base(&numbering.login_pattern));
+        known.add(KnownPerson {
+            learner_id,
+            login: login.clone(),
+            identity: identity.clone(),
+            stays: vec![added],
+        });
         new_persons.push((index, learner_id, login.clone()));
         new_stays.push((index, learner_id, stay_id));
         outcomes.push(RowOutcome::Created {
@@ -282,7 +336,7 @@ pub async fn register(
         });
     }
 
-    insert_persons(conn, rows, &keys, &new_persons, numbering, &mut logins).await?;
+    insert_persons(conn, rows, &new_persons, numbering, &mut logins).await?;
     // Logins were taken meanwhile by another transaction: those rows' persons got a
     // fresh login at insert time; report the login actually given.
     for outcome in &mut outcomes {
@@ -295,6 +349,17 @@ pub async fn register(
         }
     }
     insert_stays(conn, rows, &new_stays).await?;
+    if !recorded_ines.is_empty() {
+        let (ids, ines): (Vec<Uuid>, Vec<String>) = recorded_ines.into_iter().unzip();
+        sqlx::query(
+            "UPDATE persons p SET ine = u.ine FROM unnest($1::uuid[], $2::text[]) AS u(id, ine)
+             WHERE p.learner_id = u.id AND p.ine IS NULL",
+        )
+        .bind(&ids)
+        .bind(&ines)
+        .execute(&mut *conn)
+        .await?;
+    }
     let touched: Vec<Uuid> = touched.into_iter().collect();
     sqlx::query(
         "UPDATE persons SET version = version + 1, updated_at = now() WHERE learner_id = ANY($1)",
@@ -305,53 +370,14 @@ pub async fn register(
     Ok(outcomes)
 }
 
-fn check_agreement(
-    agreement: &AgreementFacts,
-    registration: &Registration,
-    violations: &mut Violations,
-) {
-    let stay = &registration.stay;
-    if !agreement.populations.contains(&stay.population) {
-        violations.add(
-            "stay.agreement_id",
-            format!(
-                "the agreement does not cover population {}",
-                stay.population
-            ),
-        );
-    }
-    if stay.start_date < agreement.start_date || stay.end_date > agreement.end_date {
-        violations.add(
-            "stay.agreement_id",
-            format!(
-                "the agreement runs from {} to {}: it does not cover the whole stay",
-                format_date(agreement.start_date),
-                format_date(agreement.end_date)
-            ),
-        );
-    }
-    if agreement.head_count_cap > 0 && agreement.head_count >= i64::from(agreement.head_count_cap) {
-        violations.add(
-            "stay.agreement_id",
-            format!(
-                "the agreement's head-count cap ({}) is reached",
-                agreement.head_count_cap
-            ),
-        );
-    }
-}
-
-fn take_place(agreements: &mut HashMap<Uuid, AgreementFacts>, agreement_id: Option<Uuid>) {
-    if let Some(agreement) = agreement_id.and_then(|id| agreements.get_mut(&id)) {
-        agreement.head_count += 1;
-    }
-}
-
 #[derive(sqlx::FromRow)]
 struct PersonStayRow {
     learner_id: Uuid,
     login: String,
-    match_key: String,
+    family_name: String,
+    birth_name: Option<String>,
+    given_names: String,
+    birth_date: Date,
     ine: Option<String>,
     stay_id: Option<Uuid>,
     population: Option<String>,
@@ -360,57 +386,62 @@ struct PersonStayRow {
     cancelled: Option<bool>,
 }
 
-/// The persons the rows may be about (same INE or same match key), locked, with
-/// their stays.
+/// The persons the rows may be about (born the same days, or holding their INEs),
+/// oldest first, with their stays.
 async fn load_persons(
     conn: &mut PgConnection,
-    keys: &[String],
-    ines: &[String],
-    by_key: &mut HashMap<String, KnownPerson>,
-    by_ine: &mut HashMap<String, String>,
-) -> Result<(), sqlx::Error> {
-    let ids: Vec<Uuid> = sqlx::query_scalar(
-        "SELECT learner_id FROM persons WHERE match_key = ANY($1) OR ine = ANY($2)
-         ORDER BY learner_id FOR UPDATE",
-    )
-    .bind(keys)
-    .bind(ines)
-    .fetch_all(&mut *conn)
-    .await?;
-    if ids.is_empty() {
-        return Ok(());
-    }
+    identities: &[Identity],
+) -> Result<KnownPersons, sqlx::Error> {
+    let mut dates: Vec<Date> = identities.iter().map(Identity::birth_date).collect();
+    dates.sort();
+    dates.dedup();
+    let ines: Vec<String> = identities
+        .iter()
+        .filter_map(|identity| identity.ine().map(str::to_owned))
+        .collect();
     let rows: Vec<PersonStayRow> = sqlx::query_as(
-        "SELECT p.learner_id, p.login, p.match_key, p.ine,
+        "SELECT p.learner_id, p.login, p.family_name, p.birth_name, p.given_names, p.birth_date, p.ine,
                 s.stay_id, s.population, s.start_date, s.end_date, s.cancelled
          FROM persons p LEFT JOIN stays s ON s.learner_id = p.learner_id
-         WHERE p.learner_id = ANY($1) ORDER BY p.created_at, s.start_date",
+         WHERE p.birth_date = ANY($1) OR p.ine = ANY($2)
+         ORDER BY p.created_at, p.learner_id, s.start_date",
     )
-    .bind(&ids)
+    .bind(&dates)
+    .bind(&ines)
     .fetch_all(&mut *conn)
     .await?;
+    let mut known = KnownPersons::default();
+    let mut current: Option<KnownPerson> = None;
     for row in rows {
-        // The oldest person wins a shared key (the registry's first record of them).
-        let person = by_key
-            .entry(row.match_key.clone())
-            .or_insert_with(|| KnownPerson {
+        if current
+            .as_ref()
+            .is_none_or(|person| person.learner_id != row.learner_id)
+        {
+            if let Some(done) = current.take() {
+                known.add(done);
+            }
+            current = Some(KnownPerson {
                 learner_id: row.learner_id,
                 login: row.login.clone(),
+                identity: Identity::new(
+                    &row.family_name,
+                    row.birth_name.as_deref(),
+                    &row.given_names,
+                    row.birth_date,
+                    row.ine.as_deref(),
+                ),
                 stays: Vec::new(),
             });
-        if person.learner_id != row.learner_id {
-            continue;
-        }
-        if let Some(ine) = &row.ine {
-            by_ine.insert(ine.clone(), row.match_key.clone());
         }
         if let (
+            Some(person),
             Some(stay_id),
             Some(population),
             Some(start_date),
             Some(end_date),
             Some(cancelled),
         ) = (
+            current.as_mut(),
             row.stay_id,
             row.population,
             row.start_date,
@@ -423,17 +454,33 @@ async fn load_persons(
                 start_date,
                 end_date,
                 cancelled,
+                from_row: None,
             });
         }
     }
-    Ok(())
+    if let Some(done) = current {
+        known.add(done);
+    }
+    Ok(known)
 }
 
-/// The agreements the rows name, locked (their caps are counted), with their head counts.
+#[derive(Debug, Clone, sqlx::FromRow)]
+struct AgreementRow {
+    agreement_id: Uuid,
+    populations: Vec<String>,
+    start_date: Date,
+    end_date: Date,
+    head_count_cap: i32,
+    stay_starts: Vec<Date>,
+    stay_ends: Vec<Date>,
+}
+
+/// The agreements the rows name, locked (their caps are counted), with the periods
+/// of their stays when they have a cap.
 async fn load_agreements(
     conn: &mut PgConnection,
     rows: &[BatchRow],
-) -> Result<HashMap<Uuid, AgreementFacts>, sqlx::Error> {
+) -> Result<HashMap<Uuid, AgreementTerms>, sqlx::Error> {
     let mut ids: Vec<Uuid> = rows
         .iter()
         .filter_map(|row| row.registration.stay.agreement_id)
@@ -449,78 +496,45 @@ async fn load_agreements(
     .bind(&ids)
     .execute(&mut *conn)
     .await?;
-    let facts: Vec<AgreementFacts> = sqlx::query_as(
+    let found: Vec<AgreementRow> = sqlx::query_as(
         "SELECT a.agreement_id, a.populations, a.start_date, a.end_date, a.head_count_cap,
-                (SELECT count(*) FROM stays s WHERE s.agreement_id = a.agreement_id AND NOT s.cancelled) AS head_count
-         FROM agreements a WHERE a.agreement_id = ANY($1)",
+                COALESCE(s.starts, '{}') AS stay_starts, COALESCE(s.ends, '{}') AS stay_ends
+         FROM agreements a
+         LEFT JOIN LATERAL (SELECT array_agg(start_date) AS starts, array_agg(end_date) AS ends
+                            FROM stays WHERE agreement_id = a.agreement_id AND NOT cancelled) s
+                ON a.head_count_cap > 0
+         WHERE a.agreement_id = ANY($1)",
     )
     .bind(&ids)
     .fetch_all(&mut *conn)
     .await?;
-    Ok(facts
+    Ok(found
         .into_iter()
-        .map(|facts| (facts.agreement_id, facts))
+        .map(|row| {
+            let stays = row.stay_starts.into_iter().zip(row.stay_ends).collect();
+            (
+                row.agreement_id,
+                AgreementTerms {
+                    populations: row.populations,
+                    start_date: row.start_date,
+                    end_date: row.end_date,
+                    head_count_cap: row.head_count_cap,
+                    stays,
+                },
+            )
+        })
         .collect())
 }
 
-/// Persons born the same day whose folded names are one edit away from a row's, for
-/// the rows that match nobody exactly.
-async fn near_matches(
-    conn: &mut PgConnection,
-    rows: &[BatchRow],
-    exact: &HashMap<String, KnownPerson>,
-) -> Result<HashMap<usize, Vec<Candidate>>, sqlx::Error> {
-    let dates: Vec<Date> = rows
-        .iter()
-        .map(|row| row.registration.person.birth_date)
-        .collect();
-    let born_same_days: Vec<(Uuid, String, String, String, Option<String>, Date)> = sqlx::query_as(
-        "SELECT learner_id, login, family_name, given_names, birth_name, birth_date FROM persons
-         WHERE birth_date = ANY($1)",
-    )
-    .bind(&dates)
-    .fetch_all(&mut *conn)
-    .await?;
-    let mut found: HashMap<usize, Vec<Candidate>> = HashMap::new();
-    if born_same_days.is_empty() {
-        return Ok(found);
-    }
-    // Folded once each, grouped by birth date: a row compares with its birthday's only.
-    let mut by_date: HashMap<Date, Vec<(Candidate, String, String)>> = HashMap::new();
-    for (learner_id, login, family_name, given_names, birth_name, birth_date) in born_same_days {
-        let name = names::fold(birth_name.as_deref().unwrap_or(&family_name));
-        let given = names::fold(names::first_given_name(&given_names));
-        by_date
-            .entry(birth_date)
-            .or_default()
-            .push((Candidate { learner_id, login }, name, given));
-    }
-    for (index, row) in rows.iter().enumerate() {
-        let person = &row.registration.person;
-        let Some(same_day) = by_date.get(&person.birth_date) else {
-            continue;
-        };
-        if exact.contains_key(&person.match_key()) {
-            continue;
-        }
-        let name = names::fold(person.birth_name.as_deref().unwrap_or(&person.family_name));
-        let given = names::fold(names::first_given_name(&person.given_names));
-        for (candidate, other_name, other_given) in same_day {
-            if names::edit_distance(&name, other_name) + names::edit_distance(&given, other_given)
-                <= 1
-            {
-                found.entry(index).or_default().push(candidate.clone());
-            }
-        }
-    }
-    Ok(found)
-}
-
-/// Hands out logins base, base2, base3… from what the registry has given, loaded at once.
+/// Hands out logins base, base2, base3… (each within the maximum length) from what the
+/// registry has given, loaded at once.
 #[derive(Debug)]
 struct LoginAllocator {
-    /// Highest suffix used per base (1 for the bare base).
-    highest: HashMap<String, u32>,
+    pattern: names::LoginPattern,
+    /// Every login given that a candidate of the rows' bases could be.
+    taken: HashSet<String>,
+    /// The next suffix to try, per base.
+    next_suffix: HashMap<String, u32>,
     reserved: HashSet<String>,
     /// Logins changed at insert time because another transaction took them.
     reassigned: HashMap<Uuid, String>,
@@ -532,58 +546,42 @@ impl LoginAllocator {
         rows: &[BatchRow],
         numbering: &Numbering,
     ) -> Result<Self, sqlx::Error> {
-        let mut bases: Vec<String> = rows
+        let pattern = numbering.login_pattern.clone();
+        let mut prefixes: Vec<String> = rows
             .iter()
-            .map(|row| row.registration.person.login_base(&numbering.login_pattern))
+            .map(|row| {
+                let base = row.registration.person.login_base(&pattern);
+                pattern.candidates_prefix(&base).to_owned()
+            })
             .collect();
-        bases.sort();
-        bases.dedup();
+        prefixes.sort();
+        prefixes.dedup();
         let taken: Vec<String> = sqlx::query_scalar(
-            // Logins are [a-z0-9.-]: every login that starts with a base sorts
-            // between the base and the base followed by '~'.
-            r#"SELECT l.login FROM unnest($1::text[]) AS b(base)
-               JOIN logins l ON l.login COLLATE "C" >= b.base COLLATE "C"
-                            AND l.login COLLATE "C" < (b.base || '~') COLLATE "C""#,
+            // Logins are [a-z0-9.-_]: every login that starts with a prefix sorts
+            // between the prefix and the prefix followed by '~'.
+            r#"SELECT DISTINCT l.login FROM unnest($1::text[]) AS b(prefix)
+               JOIN logins l ON l.login COLLATE "C" >= b.prefix COLLATE "C"
+                            AND l.login COLLATE "C" < (b.prefix || '~') COLLATE "C""#,
         )
-        .bind(&bases)
+        .bind(&prefixes)
         .fetch_all(&mut *conn)
         .await?;
-        let mut allocator = Self {
-            highest: HashMap::new(),
+        Ok(Self {
+            pattern,
+            taken: taken.into_iter().collect(),
+            next_suffix: HashMap::new(),
             reserved: numbering.reserved_logins.clone(),
             reassigned: HashMap::new(),
-        };
-        for login in taken {
-            allocator.note(&login, &bases);
-        }
-        Ok(allocator)
-    }
-
-    /// Records a login as used, under the base it derives from.
-    fn note(&mut self, login: &str, bases: &[String]) {
-        for base in bases {
-            if let Some(suffix) = login.strip_prefix(base.as_str()) {
-                let n = if suffix.is_empty() {
-                    Some(1)
-                } else if suffix.chars().all(|c| c.is_ascii_digit()) && !suffix.starts_with('0') {
-                    suffix.parse::<u32>().ok()
-                } else {
-                    None
-                };
-                if let Some(n) = n {
-                    let highest = self.highest.entry(base.clone()).or_insert(0);
-                    *highest = (*highest).max(n);
-                }
-            }
-        }
+        })
     }
 
     fn next(&mut self, base: &str) -> String {
+        let suffix = self.next_suffix.entry(base.to_owned()).or_insert(1);
         loop {
-            let highest = self.highest.entry(base.to_owned()).or_insert(0);
-            *highest += 1;
-            let candidate = login_candidate(base, *highest);
-            if !self.reserved.contains(&candidate) {
+            let candidate = self.pattern.candidate(base, *suffix);
+            *suffix += 1;
+            if !self.taken.contains(&candidate) && !self.reserved.contains(&candidate) {
+                self.taken.insert(candidate.clone());
                 return candidate;
             }
         }
@@ -593,7 +591,6 @@ impl LoginAllocator {
 async fn insert_persons(
     conn: &mut PgConnection,
     rows: &[BatchRow],
-    keys: &[String],
     new_persons: &[(usize, Uuid, String)],
     numbering: &Numbering,
     logins: &mut LoginAllocator,
@@ -653,7 +650,6 @@ async fn insert_persons(
     let mut emails = Vec::with_capacity(new_persons.len());
     let mut ines = Vec::with_capacity(new_persons.len());
     let mut phones = Vec::with_capacity(new_persons.len());
-    let mut match_keys = Vec::with_capacity(new_persons.len());
     let mut folded_names = Vec::with_capacity(new_persons.len());
     for ((index, learner_id, _), number) in new_persons.iter().zip(numbers) {
         let person = &rows[*index].registration.person;
@@ -667,14 +663,13 @@ async fn insert_persons(
         emails.push(person.email.clone());
         ines.push(person.ine.clone());
         phones.push(person.phone.clone());
-        match_keys.push(keys[*index].clone());
         folded_names.push(person.folded_names());
     }
     sqlx::query(
         "INSERT INTO persons (learner_id, learner_number, login, family_name, birth_name, given_names,
-                              birth_date, email, ine, phone, match_key, folded_names)
+                              birth_date, email, ine, phone, folded_names)
          SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                              $7::date[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[])",
+                              $7::date[], $8::text[], $9::text[], $10::text[], $11::text[])",
     )
     .bind(&learner_ids)
     .bind(&learner_numbers)
@@ -686,7 +681,6 @@ async fn insert_persons(
     .bind(&emails)
     .bind(&ines)
     .bind(&phones)
-    .bind(&match_keys)
     .bind(&folded_names)
     .execute(&mut *conn)
     .await?;

@@ -248,7 +248,7 @@ pub async fn update_person(
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE persons SET family_name = $2, birth_name = $3, given_names = $4, birth_date = $5, email = $6,
-                ine = $7, phone = $8, match_key = $9, folded_names = $10, version = version + 1, updated_at = now()
+                ine = $7, phone = $8, folded_names = $9, version = version + 1, updated_at = now()
          WHERE learner_id = $1",
     )
     .bind(learner_id)
@@ -259,7 +259,6 @@ pub async fn update_person(
     .bind(&person.email)
     .bind(&person.ine)
     .bind(&person.phone)
-    .bind(person.match_key())
     .bind(person.folded_names())
     .execute(conn)
     .await?;
@@ -381,17 +380,25 @@ pub struct Counts {
 }
 
 /// Fills `folded_names` for persons registered before it existed, in batches.
+///
+/// One pass in learner id order: each batch starts after the last id seen, so a
+/// stored value can never keep it going (a name that folded to nothing once made an
+/// earlier version of this loop run forever, and intake never started).
 pub async fn backfill_folded_names(pool: &PgPool) -> Result<u64, sqlx::Error> {
     let mut filled = 0;
+    let mut after = Uuid::nil();
     loop {
         let rows: Vec<(Uuid, String, Option<String>, String)> = sqlx::query_as(
-            "SELECT learner_id, family_name, birth_name, given_names FROM persons WHERE folded_names = '' LIMIT 1000",
+            "SELECT learner_id, family_name, birth_name, given_names FROM persons
+             WHERE folded_names = '' AND learner_id > $1 ORDER BY learner_id LIMIT 1000",
         )
+        .bind(after)
         .fetch_all(pool)
         .await?;
-        if rows.is_empty() {
+        let Some(last) = rows.last() else {
             return Ok(filled);
-        }
+        };
+        after = last.0;
         let ids: Vec<Uuid> = rows.iter().map(|row| row.0).collect();
         let folded: Vec<String> = rows
             .iter()

@@ -117,8 +117,9 @@ async fn a_stay_needs_an_agreement_covering_it_and_a_place_under_the_cap() {
     let full = register_under(&intake, &id, "Dumas", 0, 100)
         .await
         .unwrap_err();
+    assert_eq!(full.code(), Code::FailedPrecondition);
     assert!(
-        full.message().contains("head-count cap (2)"),
+        full.message().contains("head-count cap (2 at once)"),
         "{}",
         full.message()
     );

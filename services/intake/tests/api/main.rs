@@ -2,8 +2,10 @@
 #![allow(clippy::unwrap_used, unreachable_pub)]
 
 mod access;
+mod admission;
 mod agreements;
 mod helpers;
+mod identity;
 mod import;
 mod lifecycle;
 mod outbox;
