@@ -379,17 +379,28 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 let candidates: Vec<serde_json::Value> = response
                     .possible_duplicates
                     .iter()
-                    .map(|candidate| json!({ "learner_id": candidate.learner_id, "login": candidate.login }))
+                    .map(|candidate| {
+                        json!({
+                            "learner_id": candidate.learner_id,
+                            "login": candidate.login,
+                            "reason": candidate.reason,
+                            "reason_code": candidate.reason_code,
+                        })
+                    })
                     .collect();
                 if cli.json {
                     println!("{}", json!({ "possible_duplicates": candidates }));
                 } else {
                     println!("not registered: this may be a person already registered:");
                     for candidate in &response.possible_duplicates {
-                        println!("  {}  {}", candidate.login, candidate.learner_id);
+                        println!(
+                            "  {}  {}  ({})",
+                            candidate.login, candidate.learner_id, candidate.reason
+                        );
                     }
                     println!(
-                        "check with `hlctl learner LOGIN`; if it is someone else, run again with --confirm-new-person"
+                        "check with `hlctl learner LOGIN`; if it is someone else, run again with --confirm-new-person; \
+                         if it is them with a wrong INE on record, correct it with `hlctl learner amend` and register again"
                     );
                 }
                 return Ok(ExitCode::from(2));
