@@ -37,6 +37,10 @@ pub struct Delivery {
     pub subject: String,
     pub event_id: Uuid,
     pub payload: Bytes,
+    /// The trace this event's effects belong to: that of the span the event is
+    /// consumed in, a child of the context it came with. In a batch, a handler that
+    /// writes an effect for one event (an outbox event, a row a later LDAP write is
+    /// traced from) gives it this event's trace, not the batch's.
     pub trace: TraceHeaders,
     /// 1 on the first delivery.
     pub delivered: i64,
@@ -267,21 +271,14 @@ impl<H: Handler> InboxConsumer<H> {
         let mut outcomes = Vec::with_capacity(batch.len());
         let mut changed = false;
         for message in &batch {
-            let delivery = match to_delivery(message) {
+            let mut delivery = match to_delivery(message) {
                 Ok(delivery) => delivery,
                 Err(reason) => {
                     outcomes.push(Outcome::Failed(HandleError::Permanent(reason)));
                     continue;
                 }
             };
-            let span = tracing::info_span!(
-                "consume",
-                consumer = %self.spec.durable,
-                subject = %delivery.subject,
-                event_id = %delivery.event_id,
-                otel.kind = "consumer"
-            );
-            delivery.trace.adopt(&span);
+            let span = consume_span(&self.spec.durable, &mut delivery);
             let outcome = async {
                 let mut savepoint = tx.begin().await?;
                 let fresh = sqlx::query(
@@ -326,6 +323,10 @@ impl<H: Handler> InboxConsumer<H> {
     /// The whole batch through the handler's `handle_many`, behind one savepoint.
     /// None when the handler takes events one by one, or when the batch failed (then
     /// rolled back, to be applied one by one).
+    ///
+    /// Each new event is consumed in a span of its own, in the event's trace, for as
+    /// long as the batch takes; the batch's span, a trace of its own, links to every
+    /// event's context and each event's span links back to it.
     async fn apply_at_once(
         &self,
         tx: &mut PgConnection,
@@ -340,6 +341,10 @@ impl<H: Handler> InboxConsumer<H> {
             events = deliveries.len(),
             otel.kind = "consumer"
         );
+        for delivery in &deliveries {
+            delivery.trace.link(&span);
+        }
+        let batch_trace = TraceHeaders::of(&span);
         async {
             let mut savepoint = tx.begin().await?;
             let ids: Vec<Uuid> = deliveries
@@ -362,10 +367,19 @@ impl<H: Handler> InboxConsumer<H> {
             .await?
             .into_iter()
             .collect();
-            let new: Vec<Delivery> = deliveries
+            let mut new: Vec<Delivery> = deliveries
                 .iter()
                 .filter(|delivery| fresh.contains(&delivery.event_id))
                 .cloned()
+                .collect();
+            // Open until the batch is done, so that they last as long as its work.
+            let _event_spans: Vec<tracing::Span> = new
+                .iter_mut()
+                .map(|delivery| {
+                    let event_span = consume_span(&self.spec.durable, delivery);
+                    batch_trace.link(&event_span);
+                    event_span
+                })
                 .collect();
             match self.handler.handle_many(&mut savepoint, &new).await {
                 Ok(true) => {
@@ -492,6 +506,21 @@ fn truncate(text: &str, max: usize) -> String {
 
 fn header(headers: &HeaderMap, name: &str) -> Option<String> {
     headers.get(name).map(|value| value.as_str().to_owned())
+}
+
+/// The span an event is consumed in, a child of the context it came with; the
+/// delivery's trace becomes the span's, for what the handler does for this event.
+fn consume_span(consumer: &str, delivery: &mut Delivery) -> tracing::Span {
+    let span = tracing::info_span!(
+        "consume",
+        consumer = %consumer,
+        subject = %delivery.subject,
+        event_id = %delivery.event_id,
+        otel.kind = "consumer"
+    );
+    delivery.trace.adopt(&span);
+    delivery.trace = delivery.trace.within(&span);
+    span
 }
 
 fn to_delivery(message: &jetstream::Message) -> Result<Delivery, String> {

@@ -26,15 +26,31 @@ pub struct OutboxEvent {
     /// Protobuf full name of the payload, e.g. `hosted.v1.LearnerEvent`.
     pub event_type: &'static str,
     pub payload: Vec<u8>,
+    /// The trace the event belongs to when it is not the current span's: a consumer
+    /// applying a batch gives each effect the trace of the event that caused it
+    /// ([`crate::inbox::Delivery::trace`]). `None`: the current span's.
+    pub trace: Option<TraceHeaders>,
 }
 
-/// Writes events into the outbox, in the caller's transaction. The current span's
-/// trace context goes with them.
+/// Writes events into the outbox, in the caller's transaction, each with its trace
+/// context (its own, or the current span's).
 pub async fn enqueue(conn: &mut PgConnection, events: &[OutboxEvent]) -> Result<(), sqlx::Error> {
     if events.is_empty() {
         return Ok(());
     }
-    let trace = TraceHeaders::current();
+    let current = TraceHeaders::current();
+    let traces: Vec<&TraceHeaders> = events
+        .iter()
+        .map(|event| event.trace.as_ref().unwrap_or(&current))
+        .collect();
+    let traceparents: Vec<Option<&str>> = traces
+        .iter()
+        .map(|trace| trace.traceparent.as_deref())
+        .collect();
+    let tracestates: Vec<Option<&str>> = traces
+        .iter()
+        .map(|trace| trace.tracestate.as_deref())
+        .collect();
     let ids: Vec<Uuid> = events.iter().map(|event| event.event_id).collect();
     let subjects: Vec<&str> = events.iter().map(|event| event.subject.as_str()).collect();
     let types: Vec<&str> = events.iter().map(|event| event.event_type).collect();
@@ -44,15 +60,14 @@ pub async fn enqueue(conn: &mut PgConnection, events: &[OutboxEvent]) -> Result<
         .collect();
     sqlx::query(
         "INSERT INTO platform_outbox (event_id, subject, event_type, payload, traceparent, tracestate)
-         SELECT event_id, subject, event_type, payload, $5, $6
-         FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bytea[]) AS e(event_id, subject, event_type, payload)",
+         SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bytea[], $5::text[], $6::text[])",
     )
     .bind(&ids)
     .bind(&subjects)
     .bind(&types)
     .bind(&payloads)
-    .bind(&trace.traceparent)
-    .bind(&trace.tracestate)
+    .bind(&traceparents)
+    .bind(&tracestates)
     .execute(conn)
     .await?;
     Ok(())

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use opentelemetry::{
     Context, global,
     propagation::{Extractor, Injector},
-    trace::TracerProvider as _,
+    trace::{TraceContextExt as _, TracerProvider as _},
 };
 use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::SdkTracerProvider};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -137,11 +137,31 @@ impl TraceHeaders {
         }))
     }
 
-    /// Makes `span` a child of this context (no-op when there is none).
+    /// Makes `span` a child of this context (no-op when there is none). Call it before
+    /// anything reads the span's own context: from then on its parent is fixed.
     pub fn adopt(&self, span: &tracing::Span) {
         if let Some(context) = self.context() {
             // An error only means the span is disabled by the filter.
             let _ = span.set_parent(context);
+        }
+    }
+
+    /// Links `span` to this context (no-op when there is none): a span that works for
+    /// several traces at once (a consumer's batch) points to each of them.
+    pub fn link(&self, span: &tracing::Span) {
+        if let Some(context) = self.context() {
+            span.add_link(context.span().span_context().clone());
+        }
+    }
+
+    /// `span`'s own context, or this one where `span` has none (no OpenTelemetry layer,
+    /// or the span filtered out): what something done under `span` belongs to.
+    pub fn within(&self, span: &tracing::Span) -> Self {
+        let own = Self::of(span);
+        if own.traceparent.is_some() {
+            own
+        } else {
+            self.clone()
         }
     }
 }
@@ -191,6 +211,36 @@ mod tests {
                 "same trace id: {traceparent}"
             );
             assert!(!traceparent.contains("00f067aa0ba902b7"), "a new span id");
+        });
+    }
+
+    #[test]
+    fn work_for_an_event_stays_in_its_trace_whatever_span_it_runs_in() {
+        global::set_text_map_propagator(TraceContextPropagator::new());
+        let upstream = TraceHeaders {
+            traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_owned()),
+            tracestate: None,
+        };
+        // Without OpenTelemetry, the event's own context is kept.
+        let unrecorded = tracing::info_span!("consume");
+        assert_eq!(upstream.within(&unrecorded), upstream);
+
+        let provider = SdkTracerProvider::builder().build();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        with_default(subscriber, || {
+            let batch = tracing::info_span!("consume batch");
+            upstream.link(&batch);
+            let batch_trace = TraceHeaders::of(&batch);
+            let event = batch.in_scope(|| tracing::info_span!("consume"));
+            upstream.adopt(&event);
+            batch_trace.link(&event);
+            let traceparent = upstream.within(&event).traceparent.expect("a traceparent");
+            assert!(
+                traceparent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+                "the event's trace, not the batch's: {traceparent}"
+            );
+            assert_ne!(batch_trace.traceparent, Some(traceparent));
         });
     }
 }

@@ -136,6 +136,7 @@ impl Office {
                 subject: self.namespace.subject(subjects::cards::CARD_CHANGED),
                 event_type: CARD_EVENT_TYPE,
                 payload: event.encode_to_vec(),
+                trace: None,
             }],
         )
         .await?;

@@ -211,7 +211,10 @@ impl GrantsHandler {
     ) -> Result<(), HandleError> {
         let mut pending: BTreeMap<Uuid, (ProjectedLearner, Cause)> = BTreeMap::new();
         for delivery in deliveries {
-            let cause = Cause::Event(delivery.event_id);
+            let cause = Cause::Event {
+                event_id: delivery.event_id,
+                trace: delivery.trace.clone(),
+            };
             match self.decode(delivery)? {
                 Fact::Learner(learner) => {
                     let learner = self.projected_learner(&learner)?;
@@ -253,7 +256,8 @@ impl Handler for GrantsHandler {
 
     /// A batch at once: every fact projected in order (the newest version of each
     /// learner wins), then every learner they touch recomputed once, in set
-    /// statements. A burst of events for one learner publishes one grants event.
+    /// statements. A burst of events for one learner publishes one grants event, in
+    /// the trace of the newest of them (the batch's span links to the others).
     async fn handle_many(
         &self,
         conn: &mut PgConnection,

@@ -225,6 +225,8 @@ impl Recomputer {
                 subject: subject.clone(),
                 event_type: GRANTS_EVENT_TYPE,
                 payload: event.encode_to_vec(),
+                // In a consumer's batch, the trace of the event that set it off.
+                trace: change.cause.trace().cloned(),
             });
         }
         outbox::enqueue(conn, &events).await?;
@@ -239,7 +241,7 @@ impl Recomputer {
 
 fn cause_kind(cause: &Cause) -> &'static str {
     match cause {
-        Cause::Event(_) => "event",
+        Cause::Event { .. } => "event",
         Cause::Schedule => "schedule",
         Cause::Policy(_) => "policy",
     }

@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use hosted_platform::telemetry::TraceHeaders;
 use sqlx::PgConnection;
 use time::Date;
 use uuid::Uuid;
@@ -240,11 +241,11 @@ pub async fn grants(conn: &mut PgConnection, learner_id: Uuid) -> Result<Vec<Gra
     Ok(rows.into_iter().map(Grant::from).collect())
 }
 
-/// What set off a recomputation, for the audit.
+/// What set off a recomputation, for the audit and the trace.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cause {
-    /// An intake event, by its id.
-    Event(Uuid),
+    /// An intake event, by its id, with the trace what it sets off belongs to.
+    Event { event_id: Uuid, trace: TraceHeaders },
     /// The calendar: a grant starts or lapses (the due-time schedule).
     Schedule,
     /// The activation of a policy version.
@@ -254,7 +255,7 @@ pub enum Cause {
 impl Cause {
     fn label(&self) -> &'static str {
         match self {
-            Cause::Event(_) => "intake event",
+            Cause::Event { .. } => "intake event",
             Cause::Schedule => "due date",
             Cause::Policy(_) => "policy activation",
         }
@@ -262,7 +263,16 @@ impl Cause {
 
     fn event_id(&self) -> Option<Uuid> {
         match self {
-            Cause::Event(id) => Some(*id),
+            Cause::Event { event_id, .. } => Some(*event_id),
+            _ => None,
+        }
+    }
+
+    /// The trace of the event that set it off; none for the calendar or a policy,
+    /// which run in their own span.
+    pub fn trace(&self) -> Option<&TraceHeaders> {
+        match self {
+            Cause::Event { trace, .. } => Some(trace),
             _ => None,
         }
     }

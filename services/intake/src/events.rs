@@ -254,6 +254,7 @@ fn outbox_event(
         subject,
         event_type,
         payload: event.encode_to_vec(),
+        trace: None,
     }
 }
 

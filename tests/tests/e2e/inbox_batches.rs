@@ -19,6 +19,14 @@ use sqlx::PgConnection;
 struct Recorder {
     batches: Mutex<Vec<usize>>,
     applied: Mutex<Vec<String>>,
+    /// Each event handed to `handle_many`, with the trace id it is handed.
+    traces: Mutex<Vec<(String, String)>>,
+}
+
+/// The trace each test event is published in: `payload`'s bytes, in hex.
+fn trace_of(payload: &str) -> String {
+    let hex: String = payload.bytes().map(|byte| format!("{byte:02x}")).collect();
+    format!("{hex:0>32}")
 }
 
 fn apply(delivery: &Delivery) -> Result<String, HandleError> {
@@ -53,6 +61,17 @@ impl Handler for Probe {
         deliveries: &[Delivery],
     ) -> Result<bool, HandleError> {
         self.0.batches.lock().unwrap().push(deliveries.len());
+        self.0
+            .traces
+            .lock()
+            .unwrap()
+            .extend(deliveries.iter().map(|delivery| {
+                let traceparent = delivery.trace.traceparent.clone().unwrap_or_default();
+                (
+                    String::from_utf8_lossy(&delivery.payload).to_string(),
+                    traceparent.split('-').nth(1).unwrap_or_default().to_owned(),
+                )
+            }));
         let texts = deliveries
             .iter()
             .map(apply)
@@ -88,6 +107,10 @@ async fn run(payloads: &[&str]) -> (Arc<Recorder>, usize) {
     for payload in payloads {
         let mut headers = HeaderMap::new();
         headers.insert("Nats-Msg-Id", uuid::Uuid::now_v7().to_string().as_str());
+        headers.insert(
+            "traceparent",
+            format!("00-{}-00f067aa0ba902b7-01", trace_of(payload)).as_str(),
+        );
         jetstream
             .publish_with_headers(
                 format!("{}.intake.stay.registered", namespace.as_str()),
@@ -145,4 +168,19 @@ async fn a_batch_is_applied_at_once_and_a_bad_event_only_fails_itself() {
     // applied once, in order, and only the bad one is dead-lettered.
     assert_eq!(*mixed.applied.lock().unwrap(), ["a", "b", "c"]);
     assert_eq!(mixed_dead, 1);
+}
+
+/// A batch applied at once hands the handler each event in its own trace, so that
+/// what it writes for one event stays in that event's trace.
+#[tokio::test]
+async fn each_event_of_a_batch_is_handed_its_own_trace() {
+    // Act
+    let (recorder, _) = run(&["a", "b", "c", "d"]).await;
+
+    // Assert
+    let traces = recorder.traces.lock().unwrap();
+    assert!(!traces.is_empty(), "applied at once");
+    for (payload, trace) in traces.iter() {
+        assert_eq!(*trace, trace_of(payload), "event {payload}");
+    }
 }
