@@ -37,7 +37,8 @@ fn permanent(message: String) -> HandleError {
 /// Whether the stays differ between a learner's previous state (encoded) and `new`:
 /// what entitlement computes grants from. A new learner counts as changed. A status
 /// that only follows the calendar (upcoming, active, ended) does not count: it moves
-/// with the date at which intake wrote the event, and the grants do not depend on it.
+/// with the date at which intake wrote the event, and the grants do not depend on it;
+/// nor do they on the partner's UAI.
 pub fn stays_changed(previous: Option<&[u8]>, new: &v1::Learner) -> bool {
     let Some(previous) = previous.and_then(|bytes| v1::Learner::decode(bytes).ok()) else {
         return true;
@@ -50,6 +51,8 @@ pub fn stays_changed(previous: Option<&[u8]>, new: &v1::Learner) -> bool {
                 if stay.status() != v1::StayStatus::Cancelled {
                     stay.status = v1::StayStatus::Unspecified.into();
                 }
+                // The partner's UAI is published, not granted on.
+                stay.partner_uai.clear();
                 stay
             })
             .collect()

@@ -318,6 +318,15 @@ pub async fn mark_many_published(
     Ok(())
 }
 
+/// Counts one LDAP write made for an account outside the publisher (a repair).
+pub async fn count_write(conn: &mut PgConnection, learner_id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE accounts SET ldap_writes = ldap_writes + 1 WHERE learner_id = $1")
+        .bind(learner_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 /// Marks for writing the accounts whose next due day has come; returns how many.
 pub async fn mark_due(pool: &PgPool, today: time::Date) -> Result<u64, sqlx::Error> {
     Ok(sqlx::query(
