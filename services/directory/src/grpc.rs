@@ -7,7 +7,12 @@ use hosted_platform::{auth::Role, clock::wire_time, error::Violations};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use crate::{Directory, domain::entry, error::DirectoryError, store};
+use crate::{
+    Directory,
+    domain::{entry, supann},
+    error::DirectoryError,
+    store,
+};
 
 use Role::Dosi;
 
@@ -145,6 +150,15 @@ impl v1::directory_service_server::DirectoryService for Directory {
         let request = request.into_inner();
         let apply = request.apply;
         let login = request.login.trim();
+        if !login.is_empty() && !supann::valid_login(login) {
+            let mut violations = Violations::default();
+            violations.add(
+                "login",
+                "not a login: 1 to 64 ASCII letters, digits, '.', '_' or '-', \
+                 starting with a letter or a digit",
+            );
+            return Err(DirectoryError::Invalid(violations).into());
+        }
         let report = if login.is_empty() {
             self.drift().await?
         } else {

@@ -1436,6 +1436,12 @@ async fn an_account_shows_its_missing_entry_and_its_writes_then_is_republished_a
         .json();
     assert_eq!(applied["applied"], true);
     assert_eq!(subtree.search("(uid=alma.compte)").await.len(), 1);
+    let alma = hlctl
+        .run(&dosi, &["account", "alma.compte", "--json"])
+        .await
+        .json();
+    assert_eq!(alma["entry_missing"], false);
+    assert_eq!(alma["ldap_writes"], 2, "the repair is counted");
     assert!(
         subtree.search("(uid=basile.voisin)").await.is_empty(),
         "only the account named"
@@ -1445,6 +1451,14 @@ async fn an_account_shows_its_missing_entry_and_its_writes_then_is_republished_a
         .await;
     assert_eq!(unknown.code, Some(1), "{unknown:?}");
     assert!(unknown.stderr.contains("NOT_FOUND"), "{unknown:?}");
+    let forged = hlctl
+        .run(&dosi, &["reconcile", "--login", "jean,ou=evil"])
+        .await;
+    assert_eq!(forged.code, Some(1), "{forged:?}");
+    assert!(
+        forged.stderr.contains("INVALID_ARGUMENT") && forged.stderr.contains("login"),
+        "{forged:?}"
+    );
 
     // Act and assert: republish the other one; it comes back, a second write.
     let republished = hlctl.run(&dosi, &["republish", "basile.voisin"]).await;
