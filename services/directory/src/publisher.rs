@@ -142,6 +142,35 @@ pub fn desired_entry(
     desired_of(account, &decode(account)?, settings, today)
 }
 
+/// The learner with the partner UAI of each stay's agreement as intake's newest
+/// agreement facts give it: an agreement amended since the learner's last change
+/// wins over the UAI the learner's state carried.
+fn with_current_partners<'a>(
+    account: &AccountRow,
+    learner: &'a v1::Learner,
+) -> std::borrow::Cow<'a, v1::Learner> {
+    let partners: std::collections::HashMap<&str, &str> = account
+        .partner_uais
+        .iter()
+        .filter_map(|pair| pair.split_once(' '))
+        .collect();
+    let stale = |stay: &v1::Stay| {
+        partners
+            .get(stay.agreement_id.as_str())
+            .is_some_and(|uai| *uai != stay.partner_uai)
+    };
+    if !learner.stays.iter().any(stale) {
+        return std::borrow::Cow::Borrowed(learner);
+    }
+    let mut current = learner.clone();
+    for stay in &mut current.stays {
+        if let Some(uai) = partners.get(stay.agreement_id.as_str()) {
+            stay.partner_uai = (*uai).to_owned();
+        }
+    }
+    std::borrow::Cow::Owned(current)
+}
+
 /// The same, for a learner already decoded from the account.
 fn desired_of(
     account: &AccountRow,
@@ -149,6 +178,8 @@ fn desired_of(
     settings: &EntrySettings,
     today: time::Date,
 ) -> Result<Option<entry::Entry>, String> {
+    let learner = with_current_partners(account, learner);
+    let learner = learner.as_ref();
     let extras = entry::Extras {
         in_force: &account.in_force,
         card: account.card_csn.as_deref().map(|csn| entry::Card {

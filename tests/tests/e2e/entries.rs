@@ -735,6 +735,34 @@ async fn a_co_accredited_learners_entry_names_the_partner_institution() {
         values(&entry, "supannCodePopulation"),
         BTreeSet::from(["AHH".to_owned()])
     );
+
+    // Act: the legal directorate corrects the partner's UAI.
+    let mut corrected = hosted_e2e::co_accredited_agreement(&[]);
+    corrected.partner_uai = "0751717J".to_owned();
+    system
+        .intake_client()
+        .await
+        .amend_agreement(system.as_role(
+            Role::Legal,
+            v1::AmendAgreementRequest {
+                agreement_id: agreement.agreement_id.clone(),
+                expected_version: agreement.version,
+                agreement: Some(corrected),
+                reason: "UAI corrected".to_owned(),
+            },
+        ))
+        .await
+        .unwrap();
+
+    // Assert: the entry follows, with no change of the learner.
+    let entry = wait_for_entry(&system, "noe.partenaire", "the corrected UAI", |entry| {
+        values(entry, "supannEtablissement").contains("{UAI}0751717J")
+    })
+    .await;
+    assert_eq!(
+        values(&entry, "supannEtablissement"),
+        BTreeSet::from(["{UAI}0999999F".to_owned(), "{UAI}0751717J".to_owned()])
+    );
     system.stop().await;
 }
 
