@@ -326,5 +326,9 @@ mod tests {
         let mut cancelled = learner.clone();
         cancelled.stays[0].status = v1::StayStatus::Cancelled.into();
         assert!(stays_changed(Some(&encoded), &cancelled));
+        // Nor does the partner's UAI: it is published, not granted on.
+        let mut partnered = learner.clone();
+        partnered.stays[0].partner_uai = "0134009M".to_owned();
+        assert!(!stays_changed(Some(&encoded), &partnered));
     }
 }

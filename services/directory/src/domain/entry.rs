@@ -391,7 +391,7 @@ impl Composite<'_> {
 
 /// The entry a learner should have, as of `today`; `None` once the account's time is
 /// over and the entry is to be removed. Only the stays in force today make its
-/// populations and affiliations (see [`describe`]).
+/// populations and affiliations (see `describe`).
 pub fn desired(
     learner: &v1::Learner,
     extras: Extras<'_>,
