@@ -94,16 +94,7 @@ impl Default for EntriesConfig {
     }
 }
 
-/// Whether `uai` is 7 digits and the key letter SupAnn computes from them.
-pub fn valid_uai(uai: &str) -> bool {
-    const KEYS: &[u8] = b"ABCDEFGHJKLMNPRSTUVWXYZ";
-    let bytes = uai.as_bytes();
-    bytes.len() == 8
-        && bytes[..7].iter().all(u8::is_ascii_digit)
-        && uai[..7]
-            .parse::<usize>()
-            .is_ok_and(|digits| KEYS[digits % 23] == bytes[7])
-}
+pub use crate::domain::supann::valid_uai;
 
 impl Section for EntriesConfig {
     fn check(&self, section: &str, problems: &mut Vec<String>) {
@@ -120,8 +111,16 @@ impl Section for EntriesConfig {
                 "{section}.uai: 7 digits and their key letter, such as 0999999F"
             ));
         }
-        if self.sponsor_base_dn.is_empty() || !self.sponsor_base_dn.contains('=') {
-            problems.push(format!("{section}.sponsor_base_dn: required, a DN"));
+        if self.sponsor_base_dn.is_empty()
+            || !self.sponsor_base_dn.contains('=')
+            || self
+                .sponsor_base_dn
+                .contains(|c: char| c == '[' || c == ']' || c.is_control())
+        {
+            problems.push(format!(
+                "{section}.sponsor_base_dn: required, a DN without '[', ']' or control \
+                 characters (it is written inside supannExtProfil)"
+            ));
         }
     }
 }

@@ -1,7 +1,9 @@
 //! What directory consumes:
 //! - intake's learner facts, each carrying the learner's whole state;
 //! - entitlement's grants, for the resources in force (eduPersonEntitlement);
-//! - cards' card changes, for the enabled card.
+//! - cards' card changes, for the enabled card;
+//! - intake's agreement facts, for the partner institution's UAI of the stays
+//!   under each agreement (an amended UAI reaches their entries at once).
 //!
 //! Each is applied to the projection with "newest version wins" (a batch of events
 //! at a time, in set statements), and wakes the publisher.
@@ -37,7 +39,8 @@ fn permanent(message: String) -> HandleError {
 /// Whether the stays differ between a learner's previous state (encoded) and `new`:
 /// what entitlement computes grants from. A new learner counts as changed. A status
 /// that only follows the calendar (upcoming, active, ended) does not count: it moves
-/// with the date at which intake wrote the event, and the grants do not depend on it.
+/// with the date at which intake wrote the event, and the grants do not depend on it;
+/// nor do they on the partner's UAI.
 pub fn stays_changed(previous: Option<&[u8]>, new: &v1::Learner) -> bool {
     let Some(previous) = previous.and_then(|bytes| v1::Learner::decode(bytes).ok()) else {
         return true;
@@ -50,6 +53,8 @@ pub fn stays_changed(previous: Option<&[u8]>, new: &v1::Learner) -> bool {
                 if stay.status() != v1::StayStatus::Cancelled {
                     stay.status = v1::StayStatus::Unspecified.into();
                 }
+                // The partner's UAI is published, not granted on.
+                stay.partner_uai.clear();
                 stay
             })
             .collect()
@@ -72,12 +77,21 @@ enum Fact {
     Learner(Box<(store::Snapshot, v1::Learner)>),
     Grants(store::Grants),
     Card(store::Card),
+    Agreement(store::AgreementPartner),
 }
+
+/// Intake's facts whose payload is an `AgreementEvent`.
+const AGREEMENT_FACTS: [subjects::Fact; 3] = [
+    subjects::intake::AGREEMENT_CREATED,
+    subjects::intake::AGREEMENT_AMENDED,
+    subjects::intake::AGREEMENT_ENDED,
+];
 
 impl ProjectionHandler {
     fn decode(&self, delivery: &Delivery) -> Result<Option<Fact>, HandleError> {
         let known = [
             &subjects::intake::LEARNER_FACTS[..],
+            &AGREEMENT_FACTS[..],
             &[
                 subjects::entitlement::GRANTS_CHANGED,
                 subjects::cards::CARD_CHANGED,
@@ -85,7 +99,7 @@ impl ProjectionHandler {
         ]
         .concat();
         let Some(fact) = self.namespace.fact_of(&delivery.subject, &known) else {
-            // Facts this version does not use (agreements, payments) are acknowledged.
+            // Facts this version does not use (payments, populations) are acknowledged.
             tracing::debug!(subject = %delivery.subject, "fact not used by the directory");
             return Ok(None);
         };
@@ -112,6 +126,17 @@ impl ProjectionHandler {
                 learner_version: meta.learner_version,
                 effective_on,
                 in_force,
+            })));
+        }
+        if AGREEMENT_FACTS.contains(fact) {
+            let agreement = v1::AgreementEvent::decode(delivery.payload.clone())
+                .map_err(undecodable)?
+                .agreement
+                .ok_or_else(|| permanent(format!("{fact}: event without agreement")))?;
+            return Ok(Some(Fact::Agreement(store::AgreementPartner {
+                agreement_id: id(&agreement.agreement_id, "agreement id")?,
+                version: agreement.version,
+                partner_uai: agreement.partner_uai,
             })));
         }
         if *fact == subjects::cards::CARD_CHANGED {
@@ -152,12 +177,20 @@ impl ProjectionHandler {
                 "{fact}: learner {learner_id} without login"
             )));
         }
+        let mut agreement_ids: Vec<Uuid> = learner
+            .stays
+            .iter()
+            .filter_map(|stay| Uuid::parse_str(&stay.agreement_id).ok())
+            .collect();
+        agreement_ids.sort();
+        agreement_ids.dedup();
         let snapshot = store::Snapshot {
             learner_id,
             login: person.login.clone(),
             version: learner.version,
             learner: learner.encode_to_vec(),
             trace: delivery.trace.clone(),
+            agreement_ids,
         };
         Ok(Some(Fact::Learner(Box::new((snapshot, learner)))))
     }
@@ -172,6 +205,7 @@ impl ProjectionHandler {
         let mut learners: HashMap<Uuid, (store::Snapshot, v1::Learner)> = HashMap::new();
         let mut grants: HashMap<Uuid, store::Grants> = HashMap::new();
         let mut cards = Vec::new();
+        let mut agreements: HashMap<Uuid, store::AgreementPartner> = HashMap::new();
         for delivery in deliveries {
             match self.decode(delivery)? {
                 Some(Fact::Learner(fact)) => {
@@ -188,6 +222,12 @@ impl ProjectionHandler {
                     }
                 }
                 Some(Fact::Card(card)) => cards.push(card),
+                Some(Fact::Agreement(new)) => {
+                    let held = agreements.get(&new.agreement_id);
+                    if held.is_none_or(|held| held.version < new.version) {
+                        agreements.insert(new.agreement_id, new);
+                    }
+                }
                 None => {}
             }
         }
@@ -206,12 +246,16 @@ impl ProjectionHandler {
         for card in &cards {
             store::apply_card(conn, card).await?;
         }
+        let agreements: Vec<store::AgreementPartner> = agreements.into_values().collect();
+        let repartnered = store::apply_agreements(conn, &agreements).await?;
         tracing::debug!(
             learners = snapshots.len(),
             changed,
             grants = grants.len(),
             regranted,
             cards = cards.len(),
+            agreements = agreements.len(),
+            repartnered,
             "projection updated"
         );
         Ok(())
@@ -282,5 +326,9 @@ mod tests {
         let mut cancelled = learner.clone();
         cancelled.stays[0].status = v1::StayStatus::Cancelled.into();
         assert!(stays_changed(Some(&encoded), &cancelled));
+        // Nor does the partner's UAI: it is published, not granted on.
+        let mut partnered = learner.clone();
+        partnered.stays[0].partner_uai = "0134009M".to_owned();
+        assert!(!stays_changed(Some(&encoded), &partnered));
     }
 }

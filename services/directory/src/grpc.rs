@@ -7,7 +7,12 @@ use hosted_platform::{auth::Role, clock::wire_time, error::Violations};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use crate::{Directory, domain::entry, error::DirectoryError, store};
+use crate::{
+    Directory,
+    domain::{entry, supann},
+    error::DirectoryError,
+    store,
+};
 
 use Role::Dosi;
 
@@ -53,12 +58,13 @@ impl Directory {
             .unwrap_or_else(|| entry::Entry {
                 dn: entry::dn(&account.login, &self.settings.base_dn),
                 attributes: BTreeMap::new(),
+                withheld: Vec::new(),
             });
         let actual = self.ldap.read(&desired.dn).await?;
-        let differences = match &actual {
-            Some(actual) => entry::differences(&desired, actual),
-            None => Vec::new(),
-        };
+        // A missing entry is a difference too: every attribute it should hold.
+        let entry_missing = actual.is_none() && !desired.attributes.is_empty();
+        let differences =
+            entry::differences(&desired, actual.as_ref().unwrap_or(&Default::default()));
         let published = account.published_revision == Some(account.revision);
         Ok(v1::GetAccountResponse {
             learner_id: learner_id.to_string(),
@@ -92,6 +98,8 @@ impl Directory {
                 })
                 .collect(),
             published_at: account.published_at.map(wire_time),
+            entry_missing,
+            ldap_writes: i64::from(account.ldap_writes),
         })
     }
 }
@@ -139,8 +147,23 @@ impl v1::directory_service_server::DirectoryService for Directory {
         &self,
         request: Request<v1::ReconcileRequest>,
     ) -> Result<Response<v1::ReconcileResponse>, Status> {
-        let apply = request.into_inner().apply;
-        let report = self.drift().await?;
+        let request = request.into_inner();
+        let apply = request.apply;
+        let login = request.login.trim();
+        if !login.is_empty() && !supann::valid_login(login) {
+            let mut violations = Violations::default();
+            violations.add(
+                "login",
+                "not a login: 1 to 64 ASCII letters, digits, '.', '_' or '-', \
+                 starting with a letter or a digit",
+            );
+            return Err(DirectoryError::Invalid(violations).into());
+        }
+        let report = if login.is_empty() {
+            self.drift().await?
+        } else {
+            self.drift_of(login).await?
+        };
         if apply {
             self.repair(&report.drifts).await?;
         }
@@ -149,6 +172,7 @@ impl v1::directory_service_server::DirectoryService for Directory {
             accounts = report.accounts,
             entries = report.entries,
             applied = apply,
+            one_account = !login.is_empty(),
             "reconciliation"
         );
         Ok(Response::new(v1::ReconcileResponse {

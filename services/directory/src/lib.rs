@@ -49,6 +49,9 @@ pub struct Directory {
     clock: hosted_platform::clock::Clock,
     /// How long an account waits for its grants before it is written without them.
     await_grants: std::time::Duration,
+    /// Where `account.published` events go, and the relay to wake after them.
+    namespace: hosted_contracts::subjects::Namespace,
+    outbox: hosted_platform::outbox::OutboxSignal,
 }
 
 /// A started directory service.
@@ -95,6 +98,8 @@ impl Application {
                 lifecycle: config.accounts.lifecycle(),
             },
             await_grants: config.publication.await_grants,
+            namespace: foundation.namespace.clone(),
+            outbox: foundation.outbox.clone(),
             publisher,
             handler,
             dead_letters: DeadLetters::new(
@@ -150,6 +155,8 @@ impl Application {
             clock: directory.clock.clone(),
             await_grants: directory.await_grants,
             health: self.foundation.readiness(),
+            namespace: directory.namespace.clone(),
+            outbox: directory.outbox.clone(),
         };
         let publisher_shutdown = self.foundation.tasks.shutdown();
         self.foundation

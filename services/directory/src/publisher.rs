@@ -4,12 +4,20 @@
 
 use std::{sync::Arc, time::Duration};
 
-use hosted_contracts::{prost::Message, v1};
-use sqlx::PgPool;
+use hosted_contracts::{
+    prost::Message,
+    subjects::{self, Namespace},
+    v1,
+};
+use sqlx::{PgConnection, PgPool};
 use tokio::sync::{Notify, watch};
 use tracing::Instrument;
+use uuid::Uuid;
 
-use hosted_platform::outbox::Backoff;
+use hosted_platform::{
+    clock::wire_instant,
+    outbox::{self, Backoff, OutboxEvent, OutboxSignal},
+};
 
 use crate::{
     domain::entry::{self, EntrySettings},
@@ -52,6 +60,76 @@ pub struct Publisher {
     pub clock: hosted_platform::clock::Clock,
     pub await_grants: Duration,
     pub health: hosted_platform::grpc::Readiness,
+    /// Where `account.published` events are announced, and the relay to wake.
+    pub namespace: Namespace,
+    pub outbox: OutboxSignal,
+}
+
+/// The protobuf name of [`v1::AccountEvent`], for the outbox.
+pub const ACCOUNT_EVENT_TYPE: &str = "hosted.v1.AccountEvent";
+
+/// Who the account events say made the change: the publisher itself.
+const ACTOR: &str = "directory";
+
+/// What one write did to an account, for its `account.published` event.
+#[derive(Debug, Clone)]
+pub struct Announced {
+    pub written: Written,
+    /// The `{COMPTE}` state written, `None` when the entry was removed.
+    pub state: Option<entry::StateSpan>,
+}
+
+fn iso(day: Option<time::Date>) -> String {
+    day.map(hosted_platform::clock::format_day)
+        .unwrap_or_default()
+}
+
+/// Writes the `account.published` event of one account's write into the outbox, in
+/// the caller's transaction (the one that records the publication), with the
+/// current span's trace.
+pub async fn announce(
+    conn: &mut PgConnection,
+    namespace: &Namespace,
+    clock: &hosted_platform::clock::Clock,
+    account: &AccountRow,
+    dn: &str,
+    announced: &Announced,
+) -> Result<(), sqlx::Error> {
+    let event_id = Uuid::now_v7();
+    let (state, sub_state, state_from, state_to) = match announced.state {
+        Some(span) => {
+            let (letter, sub_state) = span.state.supann();
+            (letter, sub_state, iso(span.from), iso(span.to))
+        }
+        None => ("", "", String::new(), String::new()),
+    };
+    let event = v1::AccountEvent {
+        meta: Some(v1::EventMeta {
+            event_id: event_id.to_string(),
+            occurred_at: Some(wire_instant(clock.now())),
+            learner_id: account.learner_id.to_string(),
+            learner_version: account.version,
+            actor: ACTOR.to_owned(),
+        }),
+        dn: dn.to_owned(),
+        published_version: account.version,
+        state: state.to_owned(),
+        sub_state: sub_state.to_owned(),
+        state_from,
+        state_to,
+        removed: announced.written == Written::Deleted,
+        login: account.login.clone(),
+    };
+    outbox::enqueue(
+        conn,
+        &[OutboxEvent {
+            event_id,
+            subject: namespace.subject(subjects::directory::ACCOUNT_PUBLISHED),
+            event_type: ACCOUNT_EVENT_TYPE,
+            payload: event.encode_to_vec(),
+        }],
+    )
+    .await
 }
 
 /// The entry an account should have on `today`: the learner's state, their grants in
@@ -64,6 +142,35 @@ pub fn desired_entry(
     desired_of(account, &decode(account)?, settings, today)
 }
 
+/// The learner with the partner UAI of each stay's agreement as intake's newest
+/// agreement facts give it: an agreement amended since the learner's last change
+/// wins over the UAI the learner's state carried.
+fn with_current_partners<'a>(
+    account: &AccountRow,
+    learner: &'a v1::Learner,
+) -> std::borrow::Cow<'a, v1::Learner> {
+    let partners: std::collections::HashMap<&str, &str> = account
+        .partner_uais
+        .iter()
+        .filter_map(|pair| pair.split_once(' '))
+        .collect();
+    let stale = |stay: &v1::Stay| {
+        partners
+            .get(stay.agreement_id.as_str())
+            .is_some_and(|uai| *uai != stay.partner_uai)
+    };
+    if !learner.stays.iter().any(stale) {
+        return std::borrow::Cow::Borrowed(learner);
+    }
+    let mut current = learner.clone();
+    for stay in &mut current.stays {
+        if let Some(uai) = partners.get(stay.agreement_id.as_str()) {
+            stay.partner_uai = (*uai).to_owned();
+        }
+    }
+    std::borrow::Cow::Owned(current)
+}
+
 /// The same, for a learner already decoded from the account.
 fn desired_of(
     account: &AccountRow,
@@ -71,6 +178,8 @@ fn desired_of(
     settings: &EntrySettings,
     today: time::Date,
 ) -> Result<Option<entry::Entry>, String> {
+    let learner = with_current_partners(account, learner);
+    let learner = learner.as_ref();
     let extras = entry::Extras {
         in_force: &account.in_force,
         card: account.card_csn.as_deref().map(|csn| entry::Card {
@@ -79,6 +188,19 @@ fn desired_of(
         }),
     };
     entry::desired(learner, extras, settings, today).map_err(|error| error.to_string())
+}
+
+/// Says which values were left out of an entry (they could have forged or broken
+/// it), by ids only: the values themselves may be personal or hostile.
+fn log_withheld(learner_id: Uuid, desired: &entry::Entry) {
+    for withheld in &desired.withheld {
+        tracing::warn!(
+            %learner_id,
+            stay_id = %withheld.stay_id,
+            value = withheld.what,
+            "value left out of the entry: it could add a key or break a value"
+        );
+    }
 }
 
 fn decode(account: &AccountRow) -> Result<v1::Learner, String> {
@@ -174,6 +296,7 @@ impl Publisher {
         let accounts = store::claim_pending(&mut tx, BATCH, self.await_grants).await?;
         let today = self.clock.today();
         let mut writes = Vec::with_capacity(accounts.len());
+        let mut spans = Vec::with_capacity(accounts.len());
         for account in &accounts {
             let span = tracing::info_span!(
                 "publish",
@@ -182,6 +305,7 @@ impl Publisher {
                 otel.kind = "client"
             );
             account.trace().adopt(&span);
+            spans.push(span.clone());
             writes.push(self.publish(account, today).instrument(span));
         }
         let outcomes: Vec<_> = futures::stream::iter(writes)
@@ -190,16 +314,34 @@ impl Publisher {
             .await;
         let mut batch = Batch::default();
         let mut published = Vec::with_capacity(accounts.len());
-        for (account, outcome) in accounts.iter().zip(outcomes) {
+        let mut announced_any = false;
+        for ((account, outcome), span) in accounts.iter().zip(outcomes).zip(spans) {
             batch.handled += 1;
             match outcome {
-                Ok((written, next_due)) => {
+                Ok((announced, next_due)) => {
                     batch.written += 1;
+                    let wrote = announced.written != Written::Unchanged;
+                    if wrote {
+                        // Announced in the transaction that records the publication:
+                        // an event for every write, and none for a write not recorded.
+                        let dn = entry::dn(&account.login, &self.settings.base_dn);
+                        announce(
+                            &mut tx,
+                            &self.namespace,
+                            &self.clock,
+                            account,
+                            &dn,
+                            &announced,
+                        )
+                        .instrument(span)
+                        .await?;
+                        announced_any = true;
+                    }
                     published.push(store::Published {
                         learner_id: account.learner_id,
                         version: account.version,
                         revision: account.revision,
-                        wrote: written != Written::Unchanged,
+                        wrote,
                         next_due,
                     });
                 }
@@ -226,6 +368,9 @@ impl Publisher {
         }
         store::mark_many_published(&mut tx, &published).await?;
         tx.commit().await?;
+        if announced_any {
+            self.outbox.notify();
+        }
         Ok(batch)
     }
 
@@ -235,10 +380,15 @@ impl Publisher {
         &self,
         account: &AccountRow,
         today: time::Date,
-    ) -> Result<(Written, Option<time::Date>), Failure> {
+    ) -> Result<(Announced, Option<time::Date>), Failure> {
         let learner = decode(account).map_err(Failure::Refused)?;
         let desired =
             desired_of(account, &learner, &self.settings, today).map_err(Failure::Refused)?;
+        if let Some(desired) = &desired {
+            log_withheld(account.learner_id, desired);
+        }
+        let state = entry::account_state(&learner, self.settings.lifecycle, today)
+            .map_err(|error| Failure::Refused(error.to_string()))?;
         let written = match desired {
             // Never written: most likely not there, add it straight away.
             Some(desired) if account.published_revision.is_none() => {
@@ -256,6 +406,6 @@ impl Publisher {
         })?;
         tracing::info!(outcome = ?written, "account published");
         let next_due = entry::next_change(&learner, self.settings.lifecycle, today);
-        Ok((written, next_due))
+        Ok((Announced { written, state }, next_due))
     }
 }

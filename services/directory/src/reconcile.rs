@@ -11,10 +11,13 @@ use std::collections::{BTreeMap, HashMap};
 
 use uuid::Uuid;
 
+use hosted_contracts::prost::Message;
+
 use crate::{
     Directory,
     domain::entry::{self, Difference, Entry},
     error::DirectoryError,
+    ldap::Written,
     publisher, store,
 };
 
@@ -48,6 +51,9 @@ pub struct Drift {
     pub kind: Kind,
     pub differences: Vec<Difference>,
     desired: Option<Entry>,
+    /// The account the entry belongs to, if any: a repair is counted and announced
+    /// for it.
+    account: Option<store::AccountRow>,
 }
 
 /// What a reconciliation found.
@@ -66,19 +72,48 @@ fn is_account(dn: &str) -> bool {
 impl Directory {
     /// Compares every account with LDAP.
     pub async fn drift(&self) -> Result<Report, DirectoryError> {
-        let today = self.clock.today();
         let accounts = store::all_accounts(&self.pool).await?;
-        let mut actual: HashMap<String, (String, HashMap<String, Vec<String>>)> = self
-            .ldap
-            .entries_under_base()
-            .await?
+        let entries = self.ldap.entries_under_base().await?;
+        Ok(self.compare(&accounts, entries))
+    }
+
+    /// Compares one account, named by its login, with the entry at its DN (and only
+    /// that entry): an entry there without an account is extra.
+    pub async fn drift_of(&self, login: &str) -> Result<Report, DirectoryError> {
+        let account = match store::learner_id_by_login(&self.pool, login).await? {
+            Some(learner_id) => store::account(&self.pool, learner_id).await?,
+            None => None,
+        };
+        let dn = entry::dn(login, &self.settings.base_dn);
+        let entry = self.ldap.read(&dn).await?;
+        if account.is_none() && entry.is_none() {
+            return Err(DirectoryError::NotFound("account".to_owned()));
+        }
+        let accounts: Vec<store::AccountRow> = account.into_iter().collect();
+        Ok(self.compare(
+            &accounts,
+            entry
+                .map(|attributes| (dn, attributes))
+                .into_iter()
+                .collect(),
+        ))
+    }
+
+    /// The drift between `accounts` and the LDAP `entries` read for them.
+    fn compare(
+        &self,
+        accounts: &[store::AccountRow],
+        entries: Vec<(String, HashMap<String, Vec<String>>)>,
+    ) -> Report {
+        let today = self.clock.today();
+        let mut actual: HashMap<String, (String, HashMap<String, Vec<String>>)> = entries
             .into_iter()
             .filter(|(dn, _)| is_account(dn))
             .map(|(dn, attributes)| (dn.to_ascii_lowercase(), (dn, attributes)))
             .collect();
         let entries = actual.len();
         let mut drifts = Vec::new();
-        for account in &accounts {
+        for account in accounts {
             let desired = match publisher::desired_entry(account, &self.settings, today) {
                 Ok(desired) => desired,
                 Err(error) => {
@@ -96,6 +131,7 @@ impl Directory {
                     kind: Kind::Missing,
                     differences: Vec::new(),
                     desired: Some(desired),
+                    account: Some(account.clone()),
                 }),
                 (Some(desired), Some((dn, attributes))) => {
                     let mut differences = entry::differences(&desired, &attributes);
@@ -114,6 +150,7 @@ impl Directory {
                             kind: Kind::Different,
                             differences,
                             desired: Some(desired),
+                            account: Some(account.clone()),
                         });
                     }
                 }
@@ -123,6 +160,7 @@ impl Directory {
                     kind: Kind::Extra,
                     differences: Vec::new(),
                     desired: None,
+                    account: Some(account.clone()),
                 }),
                 (None, None) => {}
             }
@@ -136,24 +174,27 @@ impl Directory {
             kind: Kind::Extra,
             differences: Vec::new(),
             desired: None,
+            account: None,
         }));
-        Ok(Report {
+        Report {
             drifts,
             accounts: accounts.len(),
             entries,
-        })
+        }
     }
 
-    /// Repairs exactly `drifts`.
+    /// Repairs exactly `drifts`. A repair of an account's entry is counted in its
+    /// writes and announced (`account.published`) like any other write.
     pub async fn repair(&self, drifts: &[Drift]) -> Result<(), DirectoryError> {
         for drift in drifts {
-            match &drift.desired {
-                Some(desired) => {
-                    self.ldap.write(desired).await?;
-                }
-                None => {
-                    self.ldap.delete(&drift.dn).await?;
-                }
+            let written = match &drift.desired {
+                Some(desired) => self.ldap.write(desired).await?,
+                None => self.ldap.delete(&drift.dn).await?,
+            };
+            if let Some(account) = &drift.account
+                && written != Written::Unchanged
+            {
+                self.record_repair(account, &drift.dn, written).await?;
             }
             tracing::info!(
                 learner_id = ?drift.learner_id,
@@ -161,6 +202,33 @@ impl Directory {
                 "drift repaired"
             );
         }
+        Ok(())
+    }
+
+    /// Counts a repair in the account's writes and announces it, in one transaction.
+    async fn record_repair(
+        &self,
+        account: &store::AccountRow,
+        dn: &str,
+        written: Written,
+    ) -> Result<(), DirectoryError> {
+        let learner = hosted_contracts::v1::Learner::decode(account.learner.as_slice())
+            .map_err(|error| DirectoryError::Projection(format!("projection: {error}")))?;
+        let state = entry::account_state(&learner, self.settings.lifecycle, self.clock.today())
+            .map_err(|error| DirectoryError::Projection(error.to_string()))?;
+        let mut tx = self.pool.begin().await?;
+        store::count_write(&mut tx, account.learner_id).await?;
+        publisher::announce(
+            &mut tx,
+            &self.namespace,
+            &self.clock,
+            account,
+            dn,
+            &publisher::Announced { written, state },
+        )
+        .await?;
+        tx.commit().await?;
+        self.outbox.notify();
         Ok(())
     }
 }

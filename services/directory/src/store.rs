@@ -28,6 +28,9 @@ pub struct AccountRow {
     /// The enabled card's chip serial number and end of validity, if one is enabled.
     pub card_csn: Option<String>,
     pub card_valid_until: Option<OffsetDateTime>,
+    /// The UAI of each agreement the stays are under, as intake's newest agreement
+    /// facts say: `<agreement id> <uai>` (the UAI empty when the agreement has none).
+    pub partner_uais: Vec<String>,
 }
 
 impl AccountRow {
@@ -42,7 +45,9 @@ impl AccountRow {
 const COLUMNS: &str = "a.learner_id, a.login, a.version, a.learner, a.traceparent, a.tracestate,
     a.published_version, a.published_at, a.publish_attempts, a.revision, a.published_revision,
     a.ldap_writes, COALESCE(g.in_force, '{}') AS in_force, g.learner_version AS grants_learner_version,
-    c.csn AS card_csn, c.valid_until AS card_valid_until";
+    c.csn AS card_csn, c.valid_until AS card_valid_until,
+    ARRAY(SELECT p.agreement_id::text || ' ' || p.partner_uai FROM agreement_partners p
+          WHERE p.agreement_id = ANY(a.agreement_ids)) AS partner_uais";
 
 /// The account with its grants and its enabled card (the newest, should there be two).
 const FROM: &str = "accounts a
@@ -59,6 +64,8 @@ pub struct Snapshot {
     pub version: i64,
     pub learner: Vec<u8>,
     pub trace: TraceHeaders,
+    /// The agreements the learner's stays are under.
+    pub agreement_ids: Vec<Uuid>,
 }
 
 /// Stores learners' states, each unless the projection already holds that version or
@@ -117,16 +124,28 @@ pub async fn apply_many(
         .map(|(s, _)| s.trace.tracestate.as_deref())
         .collect();
     let awaits: Vec<bool> = newer.iter().map(|(_, awaits)| *awaits).collect();
+    // Arrays of arrays must be rectangular in PostgreSQL: each set travels as text.
+    let agreements: Vec<String> = newer
+        .iter()
+        .map(|(s, _)| {
+            s.agreement_ids
+                .iter()
+                .map(Uuid::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .collect();
     sqlx::query(
         "INSERT INTO accounts (learner_id, login, version, learner, traceparent, tracestate,
-                               awaits_grants)
-         SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::bytea[], $5::text[],
-                              $6::text[], $7::bool[])
+                               awaits_grants, agreement_ids)
+         SELECT i, l, v, b, p, t, w, COALESCE(string_to_array(NULLIF(g, ''), ',')::uuid[], '{}')
+         FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::bytea[], $5::text[],
+                     $6::text[], $7::bool[], $8::text[]) AS u(i, l, v, b, p, t, w, g)
          ON CONFLICT (learner_id) DO UPDATE
             SET login = excluded.login, version = excluded.version, learner = excluded.learner,
                 traceparent = excluded.traceparent, tracestate = excluded.tracestate,
                 revision = accounts.revision + 1, version_at = now(),
-                awaits_grants = excluded.awaits_grants,
+                awaits_grants = excluded.awaits_grants, agreement_ids = excluded.agreement_ids,
                 publish_attempts = 0, next_attempt_at = now(), last_error = NULL, updated_at = now()
           WHERE accounts.version < excluded.version",
     )
@@ -137,6 +156,7 @@ pub async fn apply_many(
     .bind(&parents)
     .bind(&states)
     .bind(&awaits)
+    .bind(&agreements)
     .execute(conn)
     .await
     .map(|done| done.rows_affected())
@@ -187,6 +207,59 @@ pub async fn apply_many_grants(
         .await?;
     }
     Ok(changed.len() as u64)
+}
+
+/// An agreement's partner institution, from one agreement fact.
+#[derive(Debug, Clone)]
+pub struct AgreementPartner {
+    pub agreement_id: Uuid,
+    pub version: i64,
+    /// Empty when the agreement names no UAI.
+    pub partner_uai: String,
+}
+
+/// Keeps agreements' partners when newer than those held (at most one per
+/// agreement), and asks for the entries of the accounts under those whose UAI
+/// changed to be written again; returns how many accounts that was.
+pub async fn apply_agreements(
+    conn: &mut PgConnection,
+    all: &[AgreementPartner],
+) -> Result<u64, sqlx::Error> {
+    if all.is_empty() {
+        return Ok(0);
+    }
+    let ids: Vec<Uuid> = all.iter().map(|a| a.agreement_id).collect();
+    let versions: Vec<i64> = all.iter().map(|a| a.version).collect();
+    let uais: Vec<&str> = all.iter().map(|a| a.partner_uai.as_str()).collect();
+    let changed: Vec<Uuid> = sqlx::query_scalar(
+        "WITH held AS (SELECT agreement_id, partner_uai FROM agreement_partners
+                       WHERE agreement_id = ANY($1) FOR UPDATE),
+              kept AS (INSERT INTO agreement_partners (agreement_id, version, partner_uai)
+                       SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::text[])
+                       ON CONFLICT (agreement_id) DO UPDATE
+                          SET version = excluded.version, partner_uai = excluded.partner_uai
+                        WHERE agreement_partners.version < excluded.version
+                       RETURNING agreement_id, partner_uai)
+         SELECT kept.agreement_id FROM kept LEFT JOIN held USING (agreement_id)
+         WHERE held.partner_uai IS DISTINCT FROM kept.partner_uai",
+    )
+    .bind(&ids)
+    .bind(&versions)
+    .bind(&uais)
+    .fetch_all(&mut *conn)
+    .await?;
+    if changed.is_empty() {
+        return Ok(0);
+    }
+    Ok(sqlx::query(
+        "UPDATE accounts SET revision = revision + 1, publish_attempts = 0,
+                next_attempt_at = now(), last_error = NULL, updated_at = now()
+         WHERE agreement_ids && $1::uuid[]",
+    )
+    .bind(&changed)
+    .execute(conn)
+    .await?
+    .rows_affected())
 }
 
 /// Asks for an account's entry to be computed and written again (its grants or its
@@ -315,6 +388,15 @@ pub async fn mark_many_published(
     .bind(&due)
     .execute(conn)
     .await?;
+    Ok(())
+}
+
+/// Counts one LDAP write made for an account outside the publisher (a repair).
+pub async fn count_write(conn: &mut PgConnection, learner_id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE accounts SET ldap_writes = ldap_writes + 1 WHERE learner_id = $1")
+        .bind(learner_id)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 

@@ -80,6 +80,7 @@ pub fn learner_message(record: &LearnerRecord, today: Date) -> v1::Learner {
                 payment_status: payment_status(&stay.payment_status).into(),
                 end_reason: stay.end_reason.clone().unwrap_or_default(),
                 requested_resources: sorted(&stay.requested_resources),
+                partner_uai: stay.partner_uai.clone().unwrap_or_default(),
             })
             .collect(),
         version: person.version,

@@ -464,7 +464,13 @@ async fn reconcile(system: &TestSystem, apply: bool) -> v1::ReconcileResponse {
     system
         .directory_client()
         .await
-        .reconcile(system.as_role(Role::Dosi, v1::ReconcileRequest { apply }))
+        .reconcile(system.as_role(
+            Role::Dosi,
+            v1::ReconcileRequest {
+                apply,
+                ..Default::default()
+            },
+        ))
         .await
         .unwrap()
         .into_inner()
@@ -622,5 +628,201 @@ async fn reconciliation_reports_hand_edits_then_repairs_exactly_them() {
     assert!(reconcile(&system, false).await.drifts.is_empty());
     let _ = ldap.delete(&elsewhere).await;
     let _ = ldap.delete(&format!("ou=staff,{base}")).await;
+    system.stop().await;
+}
+
+/// Waits until directory has published the account of `login` at `version`.
+async fn wait_published(system: &TestSystem, login: &str, version: i64) {
+    let mut conn = system.directory_database.connect().await;
+    for _ in 0..300 {
+        let published: Option<(Option<i64>, bool)> = sqlx::query_as(
+            "SELECT published_version, published_revision = revision FROM accounts WHERE login = $1",
+        )
+        .bind(login)
+        .fetch_optional(&mut conn)
+        .await
+        .unwrap()
+        .map(|(version, done): (Option<i64>, Option<bool>)| (version, done.unwrap_or(false)));
+        if published.is_some_and(|(held, done)| held == Some(version) && done) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{login} never published at version {version}");
+}
+
+#[tokio::test]
+async fn a_stay_to_come_changes_nothing_today_and_the_entry_changes_on_its_first_day() {
+    // Arrange: directory on a manual clock; an IFSI student (AX, student) now.
+    let clock =
+        hosted_platform::clock::Clock::manual("Europe/Paris", jiff::Timestamp::now()).unwrap();
+    let mut system = TestSystem::prepare(None).await;
+    system.start_intake().await;
+    system.start_directory_with_clock(clock.clone()).await;
+    system
+        .register(registration("Soignant", "Iris", "2000-03-04"))
+        .await;
+
+    // Act: a visiting doctoral stay (RHJCF: faculty, researcher) in 60 days.
+    let mut doctoral = registration("Soignant", "Iris", "2000-03-04");
+    let stay = doctoral.stay.as_mut().unwrap();
+    stay.population = "VISITING_DOCTORAL".to_owned();
+    stay.start_date = today_plus(60);
+    stay.end_date = today_plus(240);
+    let registered = system.register(doctoral).await;
+    assert_eq!(registered.learner.unwrap().version, 2);
+    wait_published(&system, "iris.soignant", 2).await;
+
+    // Assert: today's entry is the IFSI student's, and nothing of the stay to come.
+    let entry = wait_for_entry(&system, "iris.soignant", "the entry", |_| true).await;
+    assert_eq!(
+        values(&entry, "supannCodePopulation"),
+        BTreeSet::from(["AX".to_owned()])
+    );
+    assert_eq!(
+        values(&entry, "eduPersonAffiliation"),
+        BTreeSet::from(["student".to_owned()])
+    );
+    assert_eq!(
+        values(&entry, "eduPersonPrimaryAffiliation"),
+        BTreeSet::from(["student".to_owned()])
+    );
+    assert_eq!(values(&entry, "supannExtProfil").len(), 1);
+    assert_eq!(account_state(&entry), state("A:SupannActif", -10, 200));
+
+    // Act: the doctoral stay's first day comes, with no event from intake.
+    clock.advance_days(60);
+
+    // Assert: the entry changes that day.
+    let entry = wait_for_entry(&system, "iris.soignant", "the doctoral stay", |entry| {
+        values(entry, "supannCodePopulation").contains("RHJCF")
+    })
+    .await;
+    assert_eq!(
+        values(&entry, "eduPersonPrimaryAffiliation"),
+        BTreeSet::from(["faculty".to_owned()])
+    );
+    assert!(values(&entry, "eduPersonAffiliation").contains("researcher"));
+    assert_eq!(account_state(&entry), state("A:SupannActif", -10, 240));
+    system.stop().await;
+}
+
+#[tokio::test]
+async fn a_co_accredited_learners_entry_names_the_partner_institution() {
+    // Arrange: an agreement with a partner that has a UAI.
+    let system = TestSystem::start().await;
+    let mut input = hosted_e2e::co_accredited_agreement(&[]);
+    input.partner_uai = "0134009M".to_owned();
+    let agreement = system.create_agreement(input).await;
+
+    // Act
+    system
+        .register(hosted_e2e::co_accredited(
+            "Partenaire",
+            "Noé",
+            "2001-07-08",
+            &agreement.agreement_id,
+        ))
+        .await;
+
+    // Assert: the university and the partner, each as SupAnn labels an institution.
+    let entry = wait_for_entry(&system, "noe.partenaire", "the entry", |_| true).await;
+    assert_eq!(
+        values(&entry, "supannEtablissement"),
+        BTreeSet::from(["{UAI}0999999F".to_owned(), "{UAI}0134009M".to_owned()])
+    );
+    assert_eq!(
+        values(&entry, "supannCodePopulation"),
+        BTreeSet::from(["AHH".to_owned()])
+    );
+
+    // Act: the legal directorate corrects the partner's UAI.
+    let mut corrected = hosted_e2e::co_accredited_agreement(&[]);
+    corrected.partner_uai = "0751717J".to_owned();
+    system
+        .intake_client()
+        .await
+        .amend_agreement(system.as_role(
+            Role::Legal,
+            v1::AmendAgreementRequest {
+                agreement_id: agreement.agreement_id.clone(),
+                expected_version: agreement.version,
+                agreement: Some(corrected),
+                reason: "UAI corrected".to_owned(),
+            },
+        ))
+        .await
+        .unwrap();
+
+    // Assert: the entry follows, with no change of the learner.
+    let entry = wait_for_entry(&system, "noe.partenaire", "the corrected UAI", |entry| {
+        values(entry, "supannEtablissement").contains("{UAI}0751717J")
+    })
+    .await;
+    assert_eq!(
+        values(&entry, "supannEtablissement"),
+        BTreeSet::from(["{UAI}0999999F".to_owned(), "{UAI}0751717J".to_owned()])
+    );
+    system.stop().await;
+}
+
+#[tokio::test]
+async fn values_that_could_forge_a_composite_or_a_dn_are_never_written() {
+    // Arrange: a learner published as intake gives them.
+    let system = TestSystem::start().await;
+    let mut request = registration("Forge", "Yann", "1997-09-10");
+    request.stay.as_mut().unwrap().sponsor_login = "marie.curie".to_owned();
+    let registered = system.register(request).await;
+    wait_published(&system, "yann.forge", 1).await;
+
+    // Act: a newer state of the learner reaches directory (straight on NATS: directory
+    // must be safe whatever its sources let through) with a unit that would add a key
+    // to supannExtProfil and a sponsor login that would add an RDN.
+    let mut learner = registered.learner.unwrap();
+    learner.version += 1;
+    learner.stays[0].sponsor_unit = "IFSI][affil=staff".to_owned();
+    learner.stays[0].sponsor_login = "jean,ou=evil".to_owned();
+    let event_id = uuid::Uuid::now_v7().to_string();
+    let event = v1::LearnerEvent {
+        meta: Some(v1::EventMeta {
+            event_id: event_id.clone(),
+            learner_id: learner.person.as_ref().unwrap().learner_id.clone(),
+            learner_version: learner.version,
+            ..Default::default()
+        }),
+        learner: Some(learner),
+        ..Default::default()
+    };
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Msg-Id", event_id.as_str());
+    hosted_testkit::jetstream()
+        .await
+        .publish_with_headers(
+            system
+                .namespace
+                .subject(hosted_contracts::subjects::intake::STAY_AMENDED),
+            headers,
+            hosted_contracts::prost::Message::encode_to_vec(&event).into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    wait_published(&system, "yann.forge", 2).await;
+
+    // Assert: neither value is written, raw or otherwise; the rest of the profile is.
+    let entry = wait_for_entry(&system, "yann.forge", "the entry", |_| true).await;
+    let profiles = values(&entry, "supannExtProfil");
+    assert_eq!(profiles.len(), 1);
+    let profile = profiles.first().unwrap();
+    assert!(!profile.contains("staff"), "{profile}");
+    assert!(!profile.contains("[affect="), "{profile}");
+    assert!(!profile.contains("[parrain="), "{profile}");
+    assert!(profile.contains("[population=AX]"), "{profile}");
+    assert!(values(&entry, "supannParrainDN").is_empty());
+    assert_eq!(
+        values(&entry, "eduPersonAffiliation"),
+        BTreeSet::from(["student".to_owned()])
+    );
     system.stop().await;
 }

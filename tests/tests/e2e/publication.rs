@@ -180,3 +180,177 @@ async fn learners_registered_while_directory_is_stopped_are_published_once_it_st
     assert_eq!(applied, 50);
     system.stop().await;
 }
+
+/// The `account.published` events directory has announced so far, in order.
+async fn account_events(system: &TestSystem) -> Vec<hosted_contracts::v1::AccountEvent> {
+    use hosted_contracts::{prost::Message, subjects};
+    let subject = system
+        .namespace
+        .subject(subjects::directory::ACCOUNT_PUBLISHED);
+    let stream = system.namespace.stream(subjects::Service::Directory);
+    let jetstream = hosted_testkit::jetstream().await;
+    if jetstream.get_stream(&stream).await.is_err() {
+        return Vec::new();
+    }
+    hosted_testkit::stream_messages(&stream)
+        .await
+        .into_iter()
+        .filter(|message| message.subject.as_str() == subject)
+        .map(|message| hosted_contracts::v1::AccountEvent::decode(message.payload).unwrap())
+        .collect()
+}
+
+async fn wait_for_events(
+    system: &TestSystem,
+    count: usize,
+) -> Vec<hosted_contracts::v1::AccountEvent> {
+    for _ in 0..300 {
+        let events = account_events(system).await;
+        if events.len() >= count {
+            return events;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("fewer than {count} account events");
+}
+
+#[tokio::test]
+async fn each_write_and_the_removal_of_an_entry_is_announced_with_the_accounts_state() {
+    // Arrange: directory on a manual clock.
+    let clock =
+        hosted_platform::clock::Clock::manual("Europe/Paris", jiff::Timestamp::now()).unwrap();
+    let mut system = TestSystem::prepare(None).await;
+    system.start_intake().await;
+    system.start_directory_with_clock(clock.clone()).await;
+
+    // Act: a learner is registered.
+    let registered = system
+        .register(registration("Annonce", "Léa", "1996-06-07"))
+        .await;
+    let learner_id = registered.learner.unwrap().person.unwrap().learner_id;
+
+    // Assert: one event for the add, with the account's state.
+    let events = wait_for_events(&system, 1).await;
+    assert_eq!(events.len(), 1);
+    let added = &events[0];
+    assert_eq!(added.meta.as_ref().unwrap().learner_id, learner_id);
+    assert_eq!(added.published_version, 1);
+    assert_eq!(added.login, "lea.annonce");
+    assert_eq!(
+        added.dn,
+        format!("uid=lea.annonce,{}", system.subtree.base_dn)
+    );
+    assert_eq!(
+        (
+            added.state.as_str(),
+            added.sub_state.as_str(),
+            added.removed
+        ),
+        ("A", "SupannActif", false)
+    );
+    assert_eq!(
+        (added.state_from.as_str(), added.state_to.as_str()),
+        (today_plus(-10).as_str(), today_plus(200).as_str())
+    );
+
+    // Act: a republish that finds the entry as it should be writes nothing.
+    system
+        .directory_client()
+        .await
+        .republish_account(system.as_role(
+            Role::Dosi,
+            hosted_contracts::v1::RepublishAccountRequest {
+                learner_id: learner_id.clone(),
+            },
+        ))
+        .await
+        .unwrap();
+    // Then the stay and every period after it pass: the entry is removed.
+    clock.advance_days(201 + 30 + 365 + 30);
+    let filter = "(uid=lea.annonce)";
+    for _ in 0..300 {
+        if system.subtree.search(filter).await.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(system.subtree.search(filter).await.is_empty());
+
+    // Assert: one more event, the removal; none for the write that changed nothing.
+    let events = wait_for_events(&system, 2).await;
+    assert_eq!(events.len(), 2, "{events:?}");
+    let removed = &events[1];
+    assert!(removed.removed);
+    assert_eq!(
+        (removed.state.as_str(), removed.sub_state.as_str()),
+        ("", "")
+    );
+    assert_eq!(removed.meta.as_ref().unwrap().learner_id, learner_id);
+    assert_ne!(
+        removed.meta.as_ref().unwrap().event_id,
+        added.meta.as_ref().unwrap().event_id
+    );
+    system.stop().await;
+}
+
+#[tokio::test]
+async fn get_account_shows_a_missing_entry_and_the_writes_made() {
+    // Arrange: one account, published once.
+    let system = TestSystem::start().await;
+    let registered = system
+        .register(registration("Manquant", "Paul", "1995-05-05"))
+        .await;
+    let learner_id = registered.learner.unwrap().person.unwrap().learner_id;
+    system
+        .subtree
+        .wait_for_entries(1, Duration::from_secs(20))
+        .await;
+    let get = || async {
+        system
+            .directory_client()
+            .await
+            .get_account(system.as_role(
+                Role::Dosi,
+                hosted_contracts::v1::GetAccountRequest {
+                    key: Some(hosted_contracts::v1::get_account_request::Key::Login(
+                        "paul.manquant".to_owned(),
+                    )),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+    };
+    let mut account = get().await;
+    for _ in 0..100 {
+        if account.ldap_writes == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        account = get().await;
+    }
+    assert_eq!(account.learner_id, learner_id);
+    assert_eq!(account.ldap_writes, 1);
+    assert!(!account.entry_missing);
+    assert!(account.differences.is_empty());
+
+    // Act: the entry is deleted by hand.
+    let mut ldap = system.subtree.server.connect().await;
+    ldap.delete(&account.dn).await.unwrap().success().unwrap();
+
+    // Assert: the entry is missing, and every attribute it should hold differs.
+    let account = get().await;
+    assert!(account.entry_missing);
+    assert!(account.actual.is_empty());
+    let names: Vec<&str> = account
+        .differences
+        .iter()
+        .map(|d| d.name.as_str())
+        .collect();
+    assert!(names.contains(&"uid"), "{names:?}");
+    assert!(names.contains(&"supannRessourceEtatDate"), "{names:?}");
+    assert_eq!(account.differences.len(), account.desired.len());
+    assert!(account.differences.iter().all(|d| d.actual.is_empty()));
+    assert_eq!(account.ldap_writes, 1);
+    system.stop().await;
+}

@@ -140,8 +140,13 @@ enum Command {
         #[command(subcommand)]
         action: cards::EpurseAction,
     },
-    /// Shows an account as directory projects it and as LDAP holds it (role dosi).
+    /// Shows an account as directory projects it and as LDAP holds it, their
+    /// differences (a missing entry included) and the LDAP writes made for it
+    /// (role dosi).
     Account { login: String },
+    /// Writes one account again from its projection, through the publisher (role
+    /// dosi).
+    Republish { login: String },
     /// Compares every account with the entries under the managed base and reports
     /// the drift; `--apply` repairs exactly that (role dosi). Exit code 2 when a dry
     /// run finds drift.
@@ -150,6 +155,9 @@ enum Command {
         /// delete), instead of only reporting it.
         #[arg(long)]
         apply: bool,
+        /// Only this account and the entry at its DN.
+        #[arg(long)]
+        login: Option<String>,
     },
     /// Waits until a service reports SERVING (gRPC health), at most `--wait` seconds.
     Health {
@@ -545,12 +553,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        Command::Reconcile { apply } => {
+        Command::Reconcile { apply, login } => {
             let mut client = v1::directory_service_client::DirectoryServiceClient::new(
                 connect(&cli.directory).await?,
             );
+            let login = login.unwrap_or_default();
             let report = client
-                .reconcile(authorized(token, v1::ReconcileRequest { apply })?)
+                .reconcile(authorized(token, v1::ReconcileRequest { apply, login })?)
                 .await
                 .map_err(server_error)?
                 .into_inner();
@@ -626,16 +635,25 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         "status": account.status().as_str_name(),
                         "desired": attributes(&account.desired), "actual": attributes(&account.actual),
                         "differences": account.differences.iter().map(|d| d.name.clone()).collect::<Vec<_>>(),
+                        "entry_missing": account.entry_missing, "ldap_writes": account.ldap_writes,
                     })
                 );
             } else {
                 println!(
-                    "{}  version {} published {} ({})",
+                    "{}  version {} published {} ({}), {} LDAP write(s)",
                     account.dn,
                     account.version,
                     account.published_version,
-                    account.status().as_str_name()
+                    account.status().as_str_name(),
+                    account.ldap_writes
                 );
+                if account.entry_missing {
+                    println!(
+                        "  entry missing from LDAP (hlctl republish or reconcile --apply writes it)"
+                    );
+                } else if account.differences.is_empty() {
+                    println!("  no differences");
+                }
                 for attribute in &account.actual {
                     for value in &attribute.values {
                         println!("  {}: {value}", attribute.name);
@@ -647,6 +665,50 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         difference.name, difference.desired, difference.actual
                     );
                 }
+            }
+        }
+        Command::Republish { login } => {
+            let mut client = v1::directory_service_client::DirectoryServiceClient::new(
+                connect(&cli.directory).await?,
+            );
+            let account = client
+                .get_account(authorized(
+                    token,
+                    v1::GetAccountRequest {
+                        key: Some(v1::get_account_request::Key::Login(login)),
+                    },
+                )?)
+                .await
+                .map_err(server_error)?
+                .into_inner();
+            let republished = client
+                .republish_account(authorized(
+                    token,
+                    v1::RepublishAccountRequest {
+                        learner_id: account.learner_id.clone(),
+                    },
+                )?)
+                .await
+                .map_err(server_error)?
+                .into_inner()
+                .account
+                .unwrap_or(account);
+            if cli.json {
+                println!(
+                    "{}",
+                    json!({
+                        "learner_id": republished.learner_id, "dn": republished.dn,
+                        "version": republished.version,
+                        "status": republished.status().as_str_name(),
+                    })
+                );
+            } else {
+                println!(
+                    "{}  version {}: to be written again ({})",
+                    republished.dn,
+                    republished.version,
+                    republished.status().as_str_name()
+                );
             }
         }
         Command::Health {

@@ -42,6 +42,7 @@ struct Hlctl {
     address: String,
     entitlement: Option<String>,
     cards: Option<String>,
+    directory: Option<String>,
 }
 
 impl Hlctl {
@@ -50,6 +51,7 @@ impl Hlctl {
             address: services.intake.clone(),
             entitlement: services.entitlement.clone(),
             cards: services.cards.clone(),
+            directory: services.directory.clone(),
         }
     }
 
@@ -60,6 +62,7 @@ impl Hlctl {
             .env_remove("HLCTL_TOKEN")
             .env_remove("HLCTL_ENTITLEMENT")
             .env_remove("HLCTL_CARDS")
+            .env_remove("HLCTL_DIRECTORY")
             .env_remove("RUST_BACKTRACE")
             .args(["--intake", &self.address, "--token", token]);
         if let Some(entitlement) = &self.entitlement {
@@ -67,6 +70,9 @@ impl Hlctl {
         }
         if let Some(cards) = &self.cards {
             command.args(["--cards", cards]);
+        }
+        if let Some(directory) = &self.directory {
+            command.args(["--directory", directory]);
         }
         command.args(args);
         let output = tokio::task::spawn_blocking(move || command.output())
@@ -1317,4 +1323,157 @@ fn tempdir() -> PathBuf {
     let directory = std::env::temp_dir().join(format!("hlctl-cards-{}", uuid::Uuid::now_v7()));
     std::fs::create_dir_all(&directory).unwrap();
     directory
+}
+
+/// Runs `hlctl account LOGIN --json` until the account is published.
+async fn published_account(hlctl: &Hlctl, dosi: &str, login: &str) -> Value {
+    for _ in 0..200 {
+        let run = hlctl.run(dosi, &["account", login, "--json"]).await;
+        if run.code == Some(0) {
+            let account = run.json();
+            if account["status"] == "PUBLICATION_STATUS_PUBLISHED" {
+                return account;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{login} never published");
+}
+
+#[tokio::test]
+async fn an_account_shows_its_missing_entry_and_its_writes_then_is_republished_and_reconciled_alone()
+ {
+    // Arrange: intake and directory; two learners, each published once.
+    let services = Services::intake_and_directory().await;
+    let hlctl = Hlctl::new(&services);
+    let deve = services.token(Role::Deve);
+    let dosi = services.token(Role::Dosi);
+    for (family, given) in [("Compte", "Alma"), ("Voisin", "Basile")] {
+        let (start, end) = (day(-5), day(100));
+        let run = hlctl
+            .run(
+                &deve,
+                &[
+                    "register",
+                    "--family-name",
+                    family,
+                    "--given-names",
+                    given,
+                    "--birth-date",
+                    "2000-04-05",
+                    "--email",
+                    "learner@example.org",
+                    "--population",
+                    "IFSI",
+                    "--sponsor-unit",
+                    "IFSI-NORD",
+                    "--start-date",
+                    &start,
+                    "--end-date",
+                    &end,
+                ],
+            )
+            .await;
+        assert_eq!(run.code, Some(0), "{run:?}");
+    }
+    let alma = published_account(&hlctl, &dosi, "alma.compte").await;
+    assert_eq!(alma["entry_missing"], false);
+    assert_eq!(alma["ldap_writes"], 1);
+    assert_eq!(alma["differences"], serde_json::json!([]));
+    published_account(&hlctl, &dosi, "basile.voisin").await;
+
+    // Act: both entries are deleted by hand.
+    let subtree = services.subtree.as_ref().unwrap();
+    let mut ldap = subtree.server.connect().await;
+    for uid in ["alma.compte", "basile.voisin"] {
+        ldap.delete(&format!("uid={uid},{}", subtree.base_dn))
+            .await
+            .unwrap()
+            .success()
+            .unwrap();
+    }
+
+    // Assert: the account says its entry is missing, as differences, with its writes.
+    let alma = hlctl
+        .run(&dosi, &["account", "alma.compte", "--json"])
+        .await
+        .json();
+    assert_eq!(alma["entry_missing"], true);
+    assert_eq!(alma["ldap_writes"], 1);
+    let differences = alma["differences"].as_array().unwrap();
+    assert!(
+        differences.contains(&Value::from("uid"))
+            && differences.contains(&Value::from("supannRessourceEtatDate")),
+        "{alma}"
+    );
+    let text = hlctl.run(&dosi, &["account", "alma.compte"]).await;
+    assert_eq!(text.code, Some(0), "{text:?}");
+    assert!(text.stdout.contains("1 LDAP write(s)"), "{text:?}");
+    assert!(text.stdout.contains("entry missing from LDAP"), "{text:?}");
+
+    // Act and assert: reconcile one account: a dry run finds its one drift only.
+    let dry = hlctl
+        .run(&dosi, &["reconcile", "--login", "alma.compte", "--json"])
+        .await;
+    assert_eq!(dry.code, Some(2), "{dry:?}");
+    let report: Value = serde_json::from_str(&dry.stdout).unwrap();
+    assert_eq!(report["accounts"], 1);
+    let drifts = report["drifts"].as_array().unwrap();
+    assert_eq!(drifts.len(), 1, "{report}");
+    assert_eq!(drifts[0]["kind"], "missing");
+    assert!(
+        drifts[0]["dn"]
+            .as_str()
+            .unwrap()
+            .starts_with("uid=alma.compte,")
+    );
+    let applied = hlctl
+        .run(
+            &dosi,
+            &["reconcile", "--login", "alma.compte", "--apply", "--json"],
+        )
+        .await
+        .json();
+    assert_eq!(applied["applied"], true);
+    assert_eq!(subtree.search("(uid=alma.compte)").await.len(), 1);
+    let alma = hlctl
+        .run(&dosi, &["account", "alma.compte", "--json"])
+        .await
+        .json();
+    assert_eq!(alma["entry_missing"], false);
+    assert_eq!(alma["ldap_writes"], 2, "the repair is counted");
+    assert!(
+        subtree.search("(uid=basile.voisin)").await.is_empty(),
+        "only the account named"
+    );
+    let unknown = hlctl
+        .run(&dosi, &["reconcile", "--login", "nobody.here"])
+        .await;
+    assert_eq!(unknown.code, Some(1), "{unknown:?}");
+    assert!(unknown.stderr.contains("NOT_FOUND"), "{unknown:?}");
+    let forged = hlctl
+        .run(&dosi, &["reconcile", "--login", "jean,ou=evil"])
+        .await;
+    assert_eq!(forged.code, Some(1), "{forged:?}");
+    assert!(
+        forged.stderr.contains("INVALID_ARGUMENT") && forged.stderr.contains("login"),
+        "{forged:?}"
+    );
+
+    // Act and assert: republish the other one; it comes back, a second write.
+    let republished = hlctl.run(&dosi, &["republish", "basile.voisin"]).await;
+    assert_eq!(republished.code, Some(0), "{republished:?}");
+    let mut back = Vec::new();
+    for _ in 0..100 {
+        back = subtree.search("(uid=basile.voisin)").await;
+        if !back.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(back.len(), 1);
+    let basile = published_account(&hlctl, &dosi, "basile.voisin").await;
+    assert_eq!(basile["entry_missing"], false);
+    assert_eq!(basile["ldap_writes"], 2);
+    services.stop().await;
 }

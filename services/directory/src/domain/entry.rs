@@ -115,6 +115,18 @@ fn end_of_day(settings: &EntrySettings, day: Date) -> String {
 pub struct Entry {
     pub dn: String,
     pub attributes: BTreeMap<&'static str, Vec<String>>,
+    /// Values left out because writing them could forge or break a value (a key
+    /// added to a composite, a DN made of a bad login): for the log, by stay id only.
+    pub withheld: Vec<Withheld>,
+}
+
+/// One value left out of an entry, and where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Withheld {
+    /// The stay it came from (empty for the card).
+    pub stay_id: String,
+    /// The attribute, or `attribute.key` for a key of a composite.
+    pub what: &'static str,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -184,33 +196,98 @@ fn plus(day: Date, days: i64) -> Date {
         .unwrap_or(Date::MAX)
 }
 
-/// The state of the `{COMPTE}` resource and the dates it spans: those of the stays
-/// while one is to come or running, then those of each period after the last end.
-fn account_state(stays: &[DatedStay<'_>], today: Date, lifecycle: Lifecycle) -> Standing {
-    let current: Vec<&DatedStay<'_>> = stays.iter().filter(|s| s.end >= today).collect();
-    let start = current.iter().map(|s| s.start).min();
-    let Some(end) = stays.iter().map(|s| s.end).max() else {
-        return Standing::Entry(AccountState::Inactive, None, None);
-    };
-    if current.iter().any(|s| s.start <= today) {
-        return Standing::Entry(AccountState::Active, start, Some(end));
+/// What an entry says on a day: the account's standing, and the stays whose
+/// populations, profiles and sponsors it carries.
+struct Described<'s, 'a> {
+    standing: Standing,
+    stays: Vec<&'s DatedStay<'a>>,
+    /// Whether those stays give their affiliations: not before they start.
+    affiliated: bool,
+}
+
+/// Today's truth, from the stays (cancelled ones left out):
+/// - stays in force today: `SupannActif`, the days of those stays; they alone make
+///   the populations and affiliations (a stay to come changes nothing yet);
+/// - none in force, one to come, and the grace period after an ended stay still
+///   running: `SupannSursis` until the grace ends or the next stay starts, with the
+///   stays that ended last;
+/// - none in force, one to come otherwise (before the first stay, or in a gap after
+///   its grace): `SupannAnticipe`, the days of the stays that start next; the entry
+///   says what the account will be (population, profile) but gives no affiliation
+///   before the first day;
+/// - every stay ended: the grace period, the expired account, the data-deletion
+///   deadline after the last end, then nothing, with the stays that ended last.
+fn describe<'s, 'a>(
+    stays: &'s [DatedStay<'a>],
+    today: Date,
+    lifecycle: Lifecycle,
+) -> Described<'s, 'a> {
+    let in_force: Vec<&DatedStay<'_>> = stays
+        .iter()
+        .filter(|s| s.start <= today && today <= s.end)
+        .collect();
+    if !in_force.is_empty() {
+        let from = in_force.iter().map(|s| s.start).min();
+        let to = in_force.iter().map(|s| s.end).max();
+        return Described {
+            standing: Standing::Entry(AccountState::Active, from, to),
+            stays: in_force,
+            affiliated: true,
+        };
     }
-    if !current.is_empty() {
-        return Standing::Entry(AccountState::Anticipated, start, Some(end));
-    }
-    let grace_end = plus(end, lifecycle.grace_days);
-    let expired_end = plus(grace_end, lifecycle.expired_days);
-    let deletion_end = plus(expired_end, lifecycle.deletion_days);
-    let period =
-        |state, from: Date, to: Date| Standing::Entry(state, Some(plus(from, 1)), Some(to));
-    if today <= grace_end {
-        period(AccountState::Grace, end, grace_end)
-    } else if today <= expired_end {
-        period(AccountState::Expired, grace_end, expired_end)
-    } else if today <= deletion_end {
-        period(AccountState::DataDeletion, expired_end, deletion_end)
-    } else {
-        Standing::Removed
+    let last_end = stays.iter().filter(|s| s.end < today).map(|s| s.end).max();
+    let next_start = stays
+        .iter()
+        .filter(|s| s.start > today)
+        .map(|s| s.start)
+        .min();
+    let ended_on =
+        |end: Date| -> Vec<&DatedStay<'_>> { stays.iter().filter(|s| s.end == end).collect() };
+    match (last_end, next_start) {
+        (None, None) => Described {
+            standing: Standing::Entry(AccountState::Inactive, None, None),
+            stays: Vec::new(),
+            affiliated: false,
+        },
+        (Some(end), Some(next)) if today <= plus(end, lifecycle.grace_days) => Described {
+            standing: Standing::Entry(
+                AccountState::Grace,
+                Some(plus(end, 1)),
+                Some(plus(end, lifecycle.grace_days).min(plus(next, -1))),
+            ),
+            stays: ended_on(end),
+            affiliated: true,
+        },
+        (_, Some(next)) => {
+            let coming: Vec<&DatedStay<'_>> = stays.iter().filter(|s| s.start == next).collect();
+            let to = coming.iter().map(|s| s.end).max();
+            Described {
+                standing: Standing::Entry(AccountState::Anticipated, Some(next), to),
+                stays: coming,
+                affiliated: false,
+            }
+        }
+        (Some(end), None) => {
+            let grace_end = plus(end, lifecycle.grace_days);
+            let expired_end = plus(grace_end, lifecycle.expired_days);
+            let deletion_end = plus(expired_end, lifecycle.deletion_days);
+            let period =
+                |state, from: Date, to: Date| Standing::Entry(state, Some(plus(from, 1)), Some(to));
+            let standing = if today <= grace_end {
+                period(AccountState::Grace, end, grace_end)
+            } else if today <= expired_end {
+                period(AccountState::Expired, grace_end, expired_end)
+            } else if today <= deletion_end {
+                period(AccountState::DataDeletion, expired_end, deletion_end)
+            } else {
+                Standing::Removed
+            };
+            Described {
+                standing,
+                stays: ended_on(end),
+                affiliated: true,
+            }
+        }
     }
 }
 
@@ -229,8 +306,31 @@ fn dated_stays(learner: &v1::Learner) -> Result<Vec<DatedStay<'_>>, EntryError> 
         .collect()
 }
 
+/// The account's `{COMPTE}` state and the days it spans.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StateSpan {
+    pub state: AccountState,
+    pub from: Option<Date>,
+    pub to: Option<Date>,
+}
+
+/// The account's `{COMPTE}` state and the days it spans on `today`; `None` once the
+/// entry is to be removed.
+pub fn account_state(
+    learner: &v1::Learner,
+    lifecycle: Lifecycle,
+    today: Date,
+) -> Result<Option<StateSpan>, EntryError> {
+    let stays = dated_stays(learner)?;
+    Ok(match describe(&stays, today, lifecycle).standing {
+        Standing::Entry(state, from, to) => Some(StateSpan { state, from, to }),
+        Standing::Removed => None,
+    })
+}
+
 /// The next day after `today` on which the entry changes by the calendar alone: a
-/// stay starts or ends, or the account moves to its next state after the last end.
+/// stay starts or ends, a grace period after a stay ends, or the account moves to
+/// its next state after the last end.
 pub fn next_change(learner: &v1::Learner, lifecycle: Lifecycle, today: Date) -> Option<Date> {
     let stays = dated_stays(learner).ok()?;
     let end = stays.iter().map(|s| s.end).max()?;
@@ -239,7 +339,13 @@ pub fn next_change(learner: &v1::Learner, lifecycle: Lifecycle, today: Date) -> 
     let deletion_end = plus(expired_end, lifecycle.deletion_days);
     stays
         .iter()
-        .flat_map(|s| [s.start, plus(s.end, 1)])
+        .flat_map(|s| {
+            [
+                s.start,
+                plus(s.end, 1),
+                plus(s.end, lifecycle.grace_days + 1),
+            ]
+        })
         .chain([
             plus(grace_end, 1),
             plus(expired_end, 1),
@@ -249,8 +355,43 @@ pub fn next_change(learner: &v1::Learner, lifecycle: Lifecycle, today: Date) -> 
         .min()
 }
 
+/// A composite value (`[key=value]…`) built key by key: a key whose value could add
+/// a key or end the value early is left out and recorded.
+struct Composite<'w> {
+    text: String,
+    stay_id: &'w str,
+    withheld: &'w mut Vec<Withheld>,
+}
+
+impl Composite<'_> {
+    fn key(&mut self, key: &'static str, what: &'static str, value: &str) -> &mut Self {
+        if value.is_empty() {
+            return self;
+        }
+        if supann::fits_composite(value) {
+            self.text.push_str(&format!("[{key}={value}]"));
+        } else {
+            self.withheld.push(Withheld {
+                stay_id: self.stay_id.to_owned(),
+                what,
+            });
+        }
+        self
+    }
+
+    /// A key whose value is a DN this module built from checked parts (its `=` and
+    /// `,` are the DN's own).
+    fn dn_key(&mut self, key: &'static str, dn: Option<&str>) -> &mut Self {
+        if let Some(dn) = dn {
+            self.text.push_str(&format!("[{key}={dn}]"));
+        }
+        self
+    }
+}
+
 /// The entry a learner should have, as of `today`; `None` once the account's time is
-/// over and the entry is to be removed.
+/// over and the entry is to be removed. Only the stays in force today make its
+/// populations and affiliations (see `describe`).
 pub fn desired(
     learner: &v1::Learner,
     extras: Extras<'_>,
@@ -262,16 +403,12 @@ pub fn desired(
         return Err(EntryError::NoLogin);
     }
     let stays = dated_stays(learner)?;
-    let standing = account_state(&stays, today, settings.lifecycle);
-    let Standing::Entry(state, start, end) = standing else {
+    let described = describe(&stays, today, settings.lifecycle);
+    let Standing::Entry(state, start, end) = described.standing else {
         return Ok(None);
     };
-    // Populations come from the stays that are current or to come; once all have
-    // ended, from the last one, so that an expired account still says what it was.
-    let mut counted: Vec<&DatedStay<'_>> = stays.iter().filter(|s| s.end >= today).collect();
-    if counted.is_empty() {
-        counted.extend(stays.iter().max_by_key(|s| s.end));
-    }
+    let counted = &described.stays;
+    let mut withheld = Vec::new();
 
     let mut attributes: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
     let mut set = |name: &'static str, values: Vec<String>| {
@@ -308,7 +445,27 @@ pub fn desired(
     set("supannNomDeNaissance", vec![birth_name.clone()]);
     set("supannOIDCDateDeNaissance", vec![person.birth_date.clone()]);
     set("supannCodeINE", vec![person.ine.clone()]);
-    set("supannEtablissement", vec![settings.establishment.clone()]);
+    // The university, and the partner institution of each co-accredited stay the
+    // entry describes (the agreement's UAI, when it is a valid one).
+    let mut establishments = vec![settings.establishment.clone()];
+    for s in counted {
+        let uai = &s.stay.partner_uai;
+        if uai.is_empty() {
+            continue;
+        }
+        if supann::valid_uai(uai) {
+            let partner = format!("{{UAI}}{uai}");
+            if !establishments.contains(&partner) {
+                establishments.push(partner);
+            }
+        } else {
+            withheld.push(Withheld {
+                stay_id: s.stay.stay_id.clone(),
+                what: "supannEtablissement",
+            });
+        }
+    }
+    set("supannEtablissement", establishments);
     set(
         "eduPersonEntitlement",
         extras
@@ -318,18 +475,36 @@ pub fn desired(
             .collect(),
     );
     if let Some(card) = extras.card.filter(|card| !card.csn.is_empty()) {
-        set("supannRefId", vec![format!("{{ISO15693}}{}", card.csn)]);
-        set("supannCMSId", vec![format!("{{ISO15693}}{}", card.csn)]);
-        set(
-            "supannCMSDateFin",
-            card.valid_until.map(generalized).into_iter().collect(),
-        );
+        // A labelled id: `{ISO15693}` and the chip's serial number, hexadecimal.
+        if card.csn.bytes().all(|b| b.is_ascii_hexdigit()) {
+            set("supannRefId", vec![format!("{{ISO15693}}{}", card.csn)]);
+            set("supannCMSId", vec![format!("{{ISO15693}}{}", card.csn)]);
+            set(
+                "supannCMSDateFin",
+                card.valid_until.map(generalized).into_iter().collect(),
+            );
+        } else {
+            withheld.push(Withheld {
+                stay_id: String::new(),
+                what: "supannRefId",
+            });
+        }
     }
 
-    let codes: BTreeSet<String> = counted
-        .iter()
-        .map(|s| s.stay.supann_population.clone())
-        .collect();
+    // Population codes come from the catalogue (data): one that could break a
+    // composite is left out everywhere, not only in the profile.
+    let mut codes: BTreeSet<String> = BTreeSet::new();
+    for s in counted {
+        let code = &s.stay.supann_population;
+        if supann::fits_composite(code) {
+            codes.insert(code.clone());
+        } else if !code.is_empty() {
+            withheld.push(Withheld {
+                stay_id: s.stay.stay_id.clone(),
+                what: "supannCodePopulation",
+            });
+        }
+    }
     let mut affiliations = BTreeSet::new();
     let mut primary: Option<(&str, u32)> = None;
     for code in &codes {
@@ -341,44 +516,60 @@ pub fn desired(
         }
     }
     set("supannCodePopulation", codes.iter().cloned().collect());
-    set("eduPersonAffiliation", affiliations.into_iter().collect());
-    set(
-        "eduPersonPrimaryAffiliation",
-        primary
-            .map(|(affiliation, _)| affiliation.to_owned())
-            .into_iter()
-            .collect(),
-    );
-    let sponsor_dn = |login: &str| {
-        format!(
+    if described.affiliated {
+        set("eduPersonAffiliation", affiliations.into_iter().collect());
+        set(
+            "eduPersonPrimaryAffiliation",
+            primary
+                .map(|(affiliation, _)| affiliation.to_owned())
+                .into_iter()
+                .collect(),
+        );
+    }
+    // A sponsor is named only by a syntactically valid login, escaped as a DN value.
+    let mut sponsor_dn = |s: &DatedStay<'_>| -> Option<String> {
+        let login = &s.stay.sponsor_login;
+        if login.is_empty() {
+            return None;
+        }
+        if !supann::valid_login(login) {
+            withheld.push(Withheld {
+                stay_id: s.stay.stay_id.clone(),
+                what: "supannParrainDN",
+            });
+            return None;
+        }
+        Some(format!(
             "uid={},{}",
             escape::dn_value(login),
             settings.sponsor_base_dn
-        )
+        ))
     };
-    set(
-        "supannExtProfil",
-        counted
-            .iter()
-            .map(|s| {
-                let affiliation = supann::population(&s.stay.supann_population)
-                    .map(|(affiliations, _)| affiliations[0])
-                    .unwrap_or_default();
-                let sponsor = if s.stay.sponsor_login.is_empty() {
-                    String::new()
-                } else {
-                    format!("[parrain={}]", sponsor_dn(&s.stay.sponsor_login))
-                };
-                format!(
-                    "[etab={}][affil={affiliation}][affect={}]{sponsor}[population={}][datefin={}]",
-                    settings.establishment,
-                    s.stay.sponsor_unit,
-                    s.stay.supann_population,
-                    compact(s.end)
-                )
-            })
-            .collect(),
-    );
+    let sponsors: Vec<Option<String>> = counted.iter().map(|s| sponsor_dn(s)).collect();
+    let mut profiles = Vec::with_capacity(counted.len());
+    for (s, sponsor) in counted.iter().zip(&sponsors) {
+        let affiliation = supann::population(&s.stay.supann_population)
+            .map(|(affiliations, _)| affiliations[0])
+            .unwrap_or_default();
+        let mut profile = Composite {
+            text: String::new(),
+            stay_id: &s.stay.stay_id,
+            withheld: &mut withheld,
+        };
+        profile
+            .key("etab", "supannExtProfil.etab", &settings.establishment)
+            .key("affil", "supannExtProfil.affil", affiliation)
+            .key("affect", "supannExtProfil.affect", &s.stay.sponsor_unit)
+            .dn_key("parrain", sponsor.as_deref())
+            .key(
+                "population",
+                "supannExtProfil.population",
+                &s.stay.supann_population,
+            )
+            .key("datefin", "supannExtProfil.datefin", &compact(s.end));
+        profiles.push(profile.text);
+    }
+    set("supannExtProfil", profiles);
     set(
         "supannExtDateFin",
         counted
@@ -389,11 +580,7 @@ pub fn desired(
             .into_iter()
             .collect(),
     );
-    let sponsors: BTreeSet<String> = counted
-        .iter()
-        .filter(|s| !s.stay.sponsor_login.is_empty())
-        .map(|s| sponsor_dn(&s.stay.sponsor_login))
-        .collect();
+    let sponsors: BTreeSet<String> = sponsors.into_iter().flatten().collect();
     set("supannParrainDN", sponsors.into_iter().collect());
     let (letter, sub_state) = state.supann();
     set(
@@ -407,6 +594,7 @@ pub fn desired(
     Ok(Some(Entry {
         dn: dn(&person.login, &settings.base_dn),
         attributes,
+        withheld,
     }))
 }
 
@@ -683,6 +871,190 @@ mod tests {
         .unwrap();
         assert!(!values(&entry, "eduPersonAffiliation").contains(&"member".to_owned()));
         assert_eq!(values(&entry, "eduPersonPrimaryAffiliation"), ["student"]);
+    }
+
+    #[test]
+    fn a_stay_to_come_changes_nothing_today_and_everything_on_its_day() {
+        // An IFSI student (AX) with a doctoral stay (RHJCF) in 60 days.
+        let learner = learner(vec![
+            stay("AX", "2026-09-01", "2027-06-30"),
+            stay("RHJCF", "2026-11-30", "2027-09-30"),
+        ]);
+        let on = |today| {
+            desired(&learner, Extras::default(), &settings(), today)
+                .unwrap()
+                .unwrap()
+        };
+        let today = on(date!(2026 - 10 - 01));
+        assert_eq!(values(&today, "supannCodePopulation"), ["AX"]);
+        assert_eq!(values(&today, "eduPersonAffiliation"), ["student"]);
+        assert_eq!(values(&today, "eduPersonPrimaryAffiliation"), ["student"]);
+        assert_eq!(values(&today, "supannExtProfil").len(), 1);
+        assert_eq!(
+            values(&today, "supannRessourceEtatDate"),
+            ["{COMPTE}A:SupannActif:20260901:20270630"]
+        );
+        assert_eq!(values(&today, "supannExtDateFin"), ["20270630220000Z"]);
+        // The day the doctoral stay starts is a due day, and changes the entry.
+        assert_eq!(
+            next_change(&learner, Lifecycle::default(), date!(2026 - 10 - 01)),
+            Some(date!(2026 - 11 - 30))
+        );
+        let then = on(date!(2026 - 11 - 30));
+        assert_eq!(values(&then, "supannCodePopulation"), ["AX", "RHJCF"]);
+        assert_eq!(values(&then, "eduPersonPrimaryAffiliation"), ["faculty"]);
+        assert_eq!(
+            values(&then, "supannRessourceEtatDate"),
+            ["{COMPTE}A:SupannActif:20260901:20270930"]
+        );
+    }
+
+    #[test]
+    fn between_two_stays_grace_then_anticipated() {
+        let learner = learner(vec![
+            stay("AX", "2026-09-01", "2027-06-30"),
+            stay("RHJCF", "2027-10-01", "2028-03-31"),
+        ]);
+        let on = |today| {
+            desired(&learner, Extras::default(), &settings(), today)
+                .unwrap()
+                .unwrap()
+        };
+        // Right after the first stay: its grace period, still the first stay's entry.
+        let grace = on(date!(2027 - 07 - 10));
+        assert_eq!(
+            values(&grace, "supannRessourceEtatDate"),
+            ["{COMPTE}A:SupannSursis:20270701:20270730"]
+        );
+        assert_eq!(values(&grace, "supannCodePopulation"), ["AX"]);
+        assert_eq!(values(&grace, "eduPersonPrimaryAffiliation"), ["student"]);
+        // After the grace: anticipated, for the next stay, with its population but no
+        // affiliation before it starts.
+        let waiting = on(date!(2027 - 08 - 15));
+        assert_eq!(
+            values(&waiting, "supannRessourceEtatDate"),
+            ["{COMPTE}A:SupannAnticipe:20271001:20280331"]
+        );
+        assert_eq!(values(&waiting, "supannCodePopulation"), ["RHJCF"]);
+        assert!(!waiting.attributes.contains_key("eduPersonAffiliation"));
+        assert!(
+            !waiting
+                .attributes
+                .contains_key("eduPersonPrimaryAffiliation")
+        );
+        let next = |today| next_change(&learner, Lifecycle::default(), today);
+        assert_eq!(next(date!(2027 - 07 - 10)), Some(date!(2027 - 07 - 31)));
+        assert_eq!(next(date!(2027 - 08 - 15)), Some(date!(2027 - 10 - 01)));
+        // A gap shorter than the grace: in grace until the day before the next stay.
+        let close = learner_with_gap("2027-07-10");
+        let close_entry = desired(
+            &close,
+            Extras::default(),
+            &settings(),
+            date!(2027 - 07 - 05),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            values(&close_entry, "supannRessourceEtatDate"),
+            ["{COMPTE}A:SupannSursis:20270701:20270709"]
+        );
+    }
+
+    fn learner_with_gap(next_start: &str) -> v1::Learner {
+        learner(vec![
+            stay("AX", "2026-09-01", "2027-06-30"),
+            stay("AX", next_start, "2028-06-30"),
+        ])
+    }
+
+    #[test]
+    fn an_anticipated_account_says_what_it_will_be_without_affiliations() {
+        let entry = desired(
+            &learner(vec![stay("AX", "2026-09-01", "2027-06-30")]),
+            Extras::default(),
+            &settings(),
+            date!(2026 - 08 - 01),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(values(&entry, "supannCodePopulation"), ["AX"]);
+        assert_eq!(values(&entry, "supannExtProfil").len(), 1);
+        assert!(!entry.attributes.contains_key("eduPersonAffiliation"));
+        assert!(!entry.attributes.contains_key("eduPersonPrimaryAffiliation"));
+    }
+
+    #[test]
+    fn values_that_could_add_a_key_are_left_out() {
+        let mut forged = stay("AX", "2026-09-01", "2027-06-30");
+        forged.sponsor_unit = "IFSI][affil=staff".to_owned();
+        forged.sponsor_login = "jean,ou=evil".to_owned();
+        let mut newline = stay("AGG", "2026-09-01", "2027-06-30");
+        newline.sponsor_unit = "IFSI\nNORD".to_owned();
+        newline.sponsor_login = "marie.curie".to_owned();
+        let entry = desired(
+            &learner(vec![forged, newline]),
+            Extras {
+                in_force: &[],
+                card: Some(Card {
+                    csn: "04A2][x=y",
+                    valid_until: None,
+                }),
+            },
+            &settings(),
+            date!(2026 - 10 - 01),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            values(&entry, "supannExtProfil"),
+            [
+                "[etab={UAI}0999999F][affil=student][population=AX][datefin=20270630]",
+                "[etab={UAI}0999999F][affil=student]\
+                 [parrain=uid=marie.curie,ou=people,dc=univ-example,dc=fr][population=AGG][datefin=20270630]"
+            ]
+        );
+        assert_eq!(
+            values(&entry, "supannParrainDN"),
+            ["uid=marie.curie,ou=people,dc=univ-example,dc=fr"]
+        );
+        assert!(!entry.attributes.contains_key("supannRefId"));
+        let withheld: Vec<(&str, &str)> = entry
+            .withheld
+            .iter()
+            .map(|w| (w.stay_id.as_str(), w.what))
+            .collect();
+        assert_eq!(
+            withheld,
+            [
+                ("", "supannRefId"),
+                ("AX-2026-09-01", "supannParrainDN"),
+                ("AX-2026-09-01", "supannExtProfil.affect"),
+                ("AGG-2026-09-01", "supannExtProfil.affect"),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_co_accredited_stay_names_the_partner_institution() {
+        let mut co_accredited = stay("AHH", "2026-09-01", "2027-06-30");
+        co_accredited.partner_uai = "0134009M".to_owned();
+        let mut bad = stay("AX", "2026-09-01", "2027-06-30");
+        bad.partner_uai = "0134009M][x".to_owned();
+        let entry = desired(
+            &learner(vec![co_accredited, bad]),
+            Extras::default(),
+            &settings(),
+            date!(2026 - 10 - 01),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            values(&entry, "supannEtablissement"),
+            ["{UAI}0999999F", "{UAI}0134009M"]
+        );
+        assert_eq!(entry.withheld.len(), 1);
+        assert_eq!(entry.withheld[0].what, "supannEtablissement");
     }
 
     #[test]

@@ -44,6 +44,8 @@ pub struct StayRow {
     pub payment_status: String,
     pub end_reason: Option<String>,
     pub requested_resources: Vec<String>,
+    /// The UAI of the partner named by the stay's agreement, if any.
+    pub partner_uai: Option<String>,
 }
 
 /// A learner's whole state at one version.
@@ -148,8 +150,10 @@ pub async fn learner(
     };
     let stays: Vec<StayRow> = sqlx::query_as(
         "SELECT s.stay_id, s.population, p.supann_population, s.sponsor_unit, s.sponsor_login, s.agreement_id,
-                s.start_date, s.end_date, s.cancelled, s.payment_status, s.end_reason, s.requested_resources
+                s.start_date, s.end_date, s.cancelled, s.payment_status, s.end_reason, s.requested_resources,
+                a.partner_uai
          FROM stays s JOIN populations p ON p.code = s.population
+              LEFT JOIN agreements a ON a.agreement_id = s.agreement_id
          WHERE s.learner_id = $1 ORDER BY s.start_date, s.stay_id",
     )
     .bind(learner_id)
@@ -200,8 +204,9 @@ pub async fn learners(
     let stays: Vec<OwnedStay> = sqlx::query_as(
         "SELECT s.learner_id, s.stay_id, s.population, p.supann_population, s.sponsor_unit, s.sponsor_login,
                 s.agreement_id, s.start_date, s.end_date, s.cancelled, s.payment_status, s.end_reason,
-                s.requested_resources
+                s.requested_resources, a.partner_uai
          FROM stays s JOIN populations p ON p.code = s.population
+              LEFT JOIN agreements a ON a.agreement_id = s.agreement_id
          WHERE s.learner_id = ANY($1) ORDER BY s.start_date, s.stay_id",
     )
     .bind(learner_ids)

@@ -19,6 +19,9 @@ pub struct Services {
     pub intake: String,
     pub entitlement: Option<String>,
     pub cards: Option<String>,
+    pub directory: Option<String>,
+    /// Where directory publishes, when it runs.
+    pub subtree: Option<hosted_testkit::TestSubtree>,
     running: Vec<(oneshot::Sender<()>, JoinHandle<anyhow::Result<()>>)>,
 }
 
@@ -38,20 +41,26 @@ where
 impl Services {
     /// Intake alone.
     pub async fn intake() -> Self {
-        Self::start(false, false).await
+        Self::start(false, false, false).await
     }
 
     /// Intake, and entitlement with the repository's default policy.
     pub async fn intake_and_entitlement() -> Self {
-        Self::start(true, false).await
+        Self::start(true, false, false).await
     }
 
     /// Intake, entitlement and cards.
     pub async fn all_but_directory() -> Self {
-        Self::start(true, true).await
+        Self::start(true, true, false).await
     }
 
-    async fn start(with_entitlement: bool, with_cards: bool) -> Self {
+    /// Intake, and directory publishing under an LDAP subtree of the test's own
+    /// (accounts are written without waiting for grants).
+    pub async fn intake_and_directory() -> Self {
+        Self::start(false, false, true).await
+    }
+
+    async fn start(with_entitlement: bool, with_cards: bool, with_directory: bool) -> Self {
         let namespace = hosted_testkit::namespace().await;
         let callers = TestCallers::new();
         let intake_database = TestDatabase::new().await;
@@ -104,12 +113,45 @@ impl Services {
             cards = Some(format!("http://{}", app.local_addr()));
             running.push(serve(|stop| app.run_until_stopped(stop)));
         }
+        let mut directory = None;
+        let mut subtree = None;
+        if with_directory {
+            let tree = hosted_testkit::TestSubtree::new().await;
+            let server = &tree.server;
+            let app = hosted_directory::Application::build(&hosted_directory::DirectoryConfig {
+                common: hosted_testkit::common_config(
+                    &TestDatabase::new().await,
+                    hosted_testkit::nats_config(&namespace),
+                    &callers,
+                ),
+                ldap: hosted_directory::config::LdapConfig {
+                    url: server.url.clone(),
+                    bind_dn: server.bind_dn.clone(),
+                    bind_password: server.bind_password.clone(),
+                    base_dn: tree.base_dn.clone(),
+                    eppn_scope: "univ-example.fr".to_owned(),
+                    ..Default::default()
+                },
+                entries: Default::default(),
+                publication: hosted_directory::config::PublicationConfig {
+                    await_grants: std::time::Duration::ZERO,
+                },
+                accounts: Default::default(),
+            })
+            .await
+            .unwrap();
+            directory = Some(format!("http://{}", app.local_addr()));
+            running.push(serve(|stop| app.run_until_stopped(stop)));
+            subtree = Some(tree);
+        }
         Self {
             callers,
             intake_database,
             intake,
             entitlement,
             cards,
+            directory,
+            subtree,
             running,
         }
     }
