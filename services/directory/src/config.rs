@@ -254,15 +254,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn uai_keys() {
-        // 999999 mod 23 = 5: F.
-        assert!(valid_uai("0999999F"));
-        assert!(!valid_uai("0999999G"));
-        assert!(!valid_uai("099999F"));
-        assert!(!valid_uai("09a9999F"));
-    }
-
-    #[test]
     fn entries_mistakes_are_named() {
         let mut problems = Vec::new();
         EntriesConfig {

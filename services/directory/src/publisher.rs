@@ -127,6 +127,7 @@ pub async fn announce(
             subject: namespace.subject(subjects::directory::ACCOUNT_PUBLISHED),
             event_type: ACCOUNT_EVENT_TYPE,
             payload: event.encode_to_vec(),
+            trace: None,
         }],
     )
     .await

@@ -420,7 +420,7 @@ pub fn desired(
             attributes.insert(name, values);
         }
     };
-    let given_first = person.given_names.split(' ').next().unwrap_or_default();
+    let given_first = hosted_identity::names::first_given_name(&person.given_names);
     set("uid", vec![person.login.clone()]);
     set(
         "cn",

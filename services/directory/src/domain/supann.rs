@@ -46,31 +46,7 @@ impl AccountState {
     }
 }
 
-/// Whether `uai` is an establishment code: 7 digits and the key letter SupAnn
-/// computes from them (`"ABCDEFGHJKLMNPRSTUVWXYZ"[digits mod 23]`).
-pub fn valid_uai(uai: &str) -> bool {
-    const KEYS: &[u8] = b"ABCDEFGHJKLMNPRSTUVWXYZ";
-    let bytes = uai.as_bytes();
-    bytes.len() == 8
-        && bytes[..7].iter().all(u8::is_ascii_digit)
-        && uai[..7]
-            .parse::<usize>()
-            .is_ok_and(|digits| KEYS[digits % 23] == bytes[7])
-}
-
-/// Whether `login` is syntactically a login of the university, as a sponsor is
-/// named: 1 to 64 ASCII letters, digits, `.`, `_` or `-`, starting with a letter or
-/// a digit. Nothing else (a comma, an `=`, a space) can then reach a DN.
-pub fn valid_login(login: &str) -> bool {
-    (1..=64).contains(&login.len())
-        && login
-            .bytes()
-            .next()
-            .is_some_and(|first| first.is_ascii_alphanumeric())
-        && login
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-}
+pub use hosted_identity::{logins::is_login as valid_login, uai::is_valid as valid_uai};
 
 /// Whether `value` can be written as the value of one key of a SupAnn composite
 /// (`[key=value]…`) without adding a key or ending the value early: no `[`, `]` or
@@ -86,34 +62,6 @@ pub fn fits_composite(value: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn uai_keys() {
-        assert!(valid_uai("0999999F"));
-        assert!(valid_uai("0134009M"));
-        assert!(!valid_uai("0134009N"));
-        assert!(!valid_uai("013409M"));
-        assert!(!valid_uai("0134009M]"));
-    }
-
-    #[test]
-    fn sponsor_logins() {
-        for login in ["marie.curie", "jdupont", "j-p_martin2", "A.B"] {
-            assert!(valid_login(login), "{login}");
-        }
-        for login in [
-            "",
-            "jean,ou=evil",
-            "a=b",
-            ".leading",
-            "with space",
-            "crochet]",
-            "élodie",
-            &"x".repeat(65),
-        ] {
-            assert!(!valid_login(login), "{login:?}");
-        }
-    }
 
     #[test]
     fn composite_values_cannot_add_a_key() {
