@@ -1159,7 +1159,7 @@ async fn the_card_office_prints_encodes_enables_replaces_and_exports_the_epurse(
                 "--population",
                 "RECTORAT_C2I2E",
                 "--sponsor-unit",
-                "RECTORAT",
+                "INSPE",
                 "--start-date",
                 &start,
                 "--end-date",

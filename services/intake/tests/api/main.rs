@@ -4,6 +4,7 @@
 mod access;
 mod agreements;
 mod helpers;
+mod hygiene;
 mod import;
 mod lifecycle;
 mod outbox;
@@ -12,3 +13,4 @@ mod register;
 mod requested_resources;
 mod search;
 mod startup;
+mod units;
