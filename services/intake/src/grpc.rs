@@ -415,10 +415,7 @@ impl v1::intake_service_server::IntakeService for Intake {
             && self.unit(&code).await?.is_none()
         {
             let mut violations = Violations::default();
-            violations.add(
-                "sponsor_unit",
-                format!("{code:?} is not in the unit catalogue (hlctl units lists it)"),
-            );
+            violations.add("sponsor_unit", domain::unit::not_in_catalogue(&code));
             return Err(IntakeError::Invalid(violations).into());
         }
         let amendment = AmendmentInput {

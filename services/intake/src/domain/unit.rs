@@ -54,12 +54,14 @@ pub fn check_sponsor_unit(
             format!("{:?} is not a unit code: {CODE_RULE}", value.trim()),
         );
     } else if unit.is_none() {
-        violations.add(
-            field,
-            format!("{code:?} is not in the unit catalogue (hlctl units lists it)"),
-        );
+        violations.add(field, not_in_catalogue(&code));
     }
     code
+}
+
+/// Why a well-formed code is refused.
+pub fn not_in_catalogue(code: &str) -> String {
+    format!("{code:?} is not in the unit catalogue (`hlctl units` lists them)")
 }
 
 impl Unit {
