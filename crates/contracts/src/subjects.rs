@@ -62,7 +62,8 @@ const fn fact(service: Service, entity: &'static str, fact: &'static str) -> Fac
     }
 }
 
-/// Facts published by intake. Payload: `LearnerEvent`, `AgreementEvent`, `PaymentEvent`.
+/// Facts published by intake. Payload: `LearnerEvent`, `AgreementEvent`, `PaymentEvent`,
+/// `PopulationEvent`, `UnitEvent`.
 pub mod intake {
     use super::{Fact, Service::Intake, fact};
 
@@ -77,6 +78,7 @@ pub mod intake {
     pub const AGREEMENT_ENDED: Fact = fact(Intake, "agreement", "ended");
     pub const PAYMENT_RECORDED: Fact = fact(Intake, "payment", "recorded");
     pub const POPULATION_SAVED: Fact = fact(Intake, "population", "saved");
+    pub const UNIT_SAVED: Fact = fact(Intake, "unit", "saved");
 
     /// Every fact whose payload is a `LearnerEvent`.
     pub const LEARNER_FACTS: [Fact; 6] = [

@@ -55,18 +55,6 @@ pub fn first_given_word(given_names: &str) -> &str {
     words(given_names).next().unwrap_or(given_names)
 }
 
-/// The key that says two registrations are the same person by their birth name,
-/// first given name and birth date (stored for look-ups; matching itself compares
-/// [`crate::Identity`]s, which know every name a person goes by).
-pub fn match_key(birth_name: &str, given_names: &str, birth_date: time::Date) -> String {
-    format!(
-        "{}|{}|{}",
-        fold(birth_name),
-        fold(first_given_name(given_names)),
-        birth_date
-    )
-}
-
 /// Levenshtein distance, for near matches of folded names.
 pub fn edit_distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
@@ -116,18 +104,5 @@ mod tests {
         assert_eq!(edit_distance("martin", "martan"), 1);
         assert_eq!(edit_distance("martin", "mratin"), 2);
         assert_eq!(edit_distance("", "abc"), 3);
-    }
-
-    #[test]
-    fn match_key_uses_the_first_given_name() {
-        let date = time::macros::date!(2001 - 02 - 03);
-        assert_eq!(
-            match_key("Lefèvre", "Élodie Marie", date),
-            match_key("LEFEVRE", "elodie", date)
-        );
-        assert_ne!(
-            match_key("Lefèvre", "Élodie", date),
-            match_key("Lefèvre", "Marie", date)
-        );
     }
 }

@@ -53,7 +53,7 @@ fn row(index: usize) -> v1::ImportRow {
         }),
         stay: Some(v1::StayInput {
             population: ["IFSI", "RECTORAT_PAF", "VAE", "SHORT_COURSE_SUFA"][index % 4].to_owned(),
-            sponsor_unit: "BENCH".to_owned(),
+            sponsor_unit: "IFSI-NORD".to_owned(),
             start_date: day(-5),
             end_date: day(60),
             ..Default::default()

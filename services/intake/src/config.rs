@@ -30,6 +30,9 @@ pub struct RegistryConfig {
     pub login_pattern: String,
     /// Longest login, collision suffix included (a hard maximum).
     pub login_max_length: usize,
+    /// How many days after today a stay may start at the latest (730: two years).
+    /// A start beyond is a typo far more often than a plan (2099, 9999).
+    pub max_start_ahead_days: u32,
 }
 
 /// Names that must never become a person's login.
@@ -62,6 +65,7 @@ impl Default for RegistryConfig {
             reserved_logins: Vec::new(),
             login_pattern: "{given}.{family}".to_owned(),
             login_max_length: 20,
+            max_start_ahead_days: crate::domain::registration::DEFAULT_MAX_START_AHEAD_DAYS,
         }
     }
 }
@@ -97,6 +101,9 @@ impl Section for RegistryConfig {
         }
         if let Err(reason) = LoginPattern::new(&self.login_pattern, self.login_max_length) {
             problems.push(format!("{section}.login_pattern: {reason}"));
+        }
+        if !(1..=3650).contains(&self.max_start_ahead_days) {
+            problems.push(format!("{section}.max_start_ahead_days: 1 to 3650 days"));
         }
     }
 }

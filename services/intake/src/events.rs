@@ -243,6 +243,32 @@ pub fn population_event(
     )
 }
 
+pub const UNIT_EVENT_TYPE: &str = "hosted.v1.UnitEvent";
+
+pub fn unit_message(unit: &crate::domain::Unit) -> v1::Unit {
+    v1::Unit {
+        code: unit.code.clone(),
+        kind: unit.kind.clone(),
+        label: unit.label.clone(),
+    }
+}
+
+/// A unit fact for the outbox (about no learner).
+pub fn unit_event(namespace: &Namespace, unit: v1::Unit, reason: &str, actor: &str) -> OutboxEvent {
+    let event_id = Uuid::now_v7();
+    let event = v1::UnitEvent {
+        meta: Some(meta(event_id, String::new(), 0, actor)),
+        unit: Some(unit),
+        reason: reason.to_owned(),
+    };
+    outbox_event(
+        event_id,
+        namespace.subject(hosted_contracts::subjects::intake::UNIT_SAVED),
+        UNIT_EVENT_TYPE,
+        &event,
+    )
+}
+
 /// An event for the outbox, keyed by its id.
 fn outbox_event(
     event_id: Uuid,

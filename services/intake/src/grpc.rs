@@ -50,6 +50,11 @@ pub const ACCESS: &[(&str, &[Role])] = &[
     ("RecordPayment", &[Finance]),
     ("RecordCohortPayment", &[Finance]),
     ("GetStats", &[Dosi, Deve]),
+    (
+        "ListUnits",
+        &[Deve, Legal, Finance, Dosi, Integrator, CardOffice],
+    ),
+    ("SaveUnit", &[Deve]),
 ];
 
 fn person_input(person: Option<v1::PersonInput>) -> PersonInput {
@@ -189,9 +194,18 @@ impl v1::intake_service_server::IntakeService for Intake {
             .await
             .map_err(IntakeError::from)?;
         drop(conn);
-        let registration =
-            domain::registration::validate(&person, &stay, population.as_ref(), self.today())
-                .map_err(IntakeError::from)?;
+        let unit = self
+            .unit(&domain::unit::normalise_code(&stay.sponsor_unit))
+            .await?;
+        let registration = domain::registration::validate(
+            &person,
+            &stay,
+            population.as_ref(),
+            unit.as_ref(),
+            self.max_start_ahead_days,
+            self.today(),
+        )
+        .map_err(IntakeError::from)?;
         let response = self
             .register(registration, request.confirm_new_person, actor.name())
             .await?;
@@ -272,6 +286,37 @@ impl v1::intake_service_server::IntakeService for Intake {
         }))
     }
 
+    async fn list_units(
+        &self,
+        _request: Request<v1::ListUnitsRequest>,
+    ) -> Result<Response<v1::ListUnitsResponse>, Status> {
+        let units = store::units::list(&self.pool)
+            .await
+            .map_err(IntakeError::from)?;
+        Ok(Response::new(v1::ListUnitsResponse {
+            units: units.iter().map(events::unit_message).collect(),
+        }))
+    }
+
+    async fn save_unit(
+        &self,
+        request: Request<v1::SaveUnitRequest>,
+    ) -> Result<Response<v1::SaveUnitResponse>, Status> {
+        let actor = Actor::of(&request);
+        let request = request.into_inner();
+        let unit = request.unit.unwrap_or_default();
+        let unit = domain::Unit {
+            code: domain::unit::normalise_code(&unit.code),
+            kind: unit.kind.trim().to_ascii_lowercase(),
+            label: unit.label.trim().to_owned(),
+        };
+        let (unit, created) = self.save_unit(unit, &request.reason, actor.name()).await?;
+        Ok(Response::new(v1::SaveUnitResponse {
+            unit: Some(unit),
+            created,
+        }))
+    }
+
     async fn search_learners(
         &self,
         request: Request<v1::SearchLearnersRequest>,
@@ -307,7 +352,8 @@ impl v1::intake_service_server::IntakeService for Intake {
             ine: text(&request.ine).map(|ine| ine.to_ascii_uppercase()),
             population: text(&request.population),
             agreement_id,
-            sponsor_unit: text(&request.sponsor_unit),
+            sponsor_unit: text(&request.sponsor_unit)
+                .map(|unit| domain::unit::normalise_code(&unit)),
             active_on,
         };
         if !violations.is_empty() {
@@ -375,6 +421,16 @@ impl v1::intake_service_server::IntakeService for Intake {
         };
         let sponsor_unit = (!request.sponsor_unit.trim().is_empty())
             .then(|| request.sponsor_unit.trim().to_owned());
+        // The unit's form is the domain's to judge (with the rest of the amendment);
+        // a well-formed code must also be in the catalogue.
+        if let Some(code) = sponsor_unit.as_deref().map(domain::unit::normalise_code)
+            && domain::unit::is_code(&code)
+            && self.unit(&code).await?.is_none()
+        {
+            let mut violations = Violations::default();
+            violations.add("sponsor_unit", domain::unit::not_in_catalogue(&code));
+            return Err(IntakeError::Invalid(violations).into());
+        }
         let amendment = AmendmentInput {
             sponsor_unit,
             sponsor_login,
@@ -468,6 +524,7 @@ impl v1::intake_service_server::IntakeService for Intake {
             .into_iter()
             .map(|population| (population.code.clone(), population))
             .collect();
+        let units = self.unit_catalogue().await?;
         let today = self.today();
         // Rows that pass validation go to the registry together; the others are
         // answered at once. Results keep the rows' order.
@@ -478,7 +535,15 @@ impl v1::intake_service_server::IntakeService for Intake {
             let person = person_input(row.person);
             let stay = stay_input(row.stay);
             let population = catalogue.get(stay.population.trim());
-            match domain::registration::validate(&person, &stay, population, today) {
+            let unit = units.get(&domain::unit::normalise_code(&stay.sponsor_unit));
+            match domain::registration::validate(
+                &person,
+                &stay,
+                population,
+                unit,
+                self.max_start_ahead_days,
+                today,
+            ) {
                 Ok(registration) => {
                     valid_positions.push(results.len());
                     valid_rows.push(BatchRow {

@@ -9,6 +9,7 @@ pub mod events;
 pub mod grpc;
 pub mod registry;
 pub mod store;
+pub mod units;
 
 use std::{future::Future, net::SocketAddr};
 
@@ -32,6 +33,8 @@ pub struct Intake {
     outbox: OutboxSignal,
     numbering: store::batch::Numbering,
     clock: hosted_platform::clock::Clock,
+    /// How far ahead of today a stay may start.
+    max_start_ahead_days: u32,
 }
 
 impl Intake {
@@ -70,6 +73,7 @@ impl Application {
             outbox: foundation.outbox.clone(),
             numbering: config.registry.numbering(),
             clock: config.common.clock.clock(),
+            max_start_ahead_days: config.registry.max_start_ahead_days,
         };
         Ok(Self { foundation, intake })
     }

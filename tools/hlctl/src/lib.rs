@@ -1,7 +1,7 @@
 //! What `hlctl` does beyond parsing its command line: the cohort import (reading the
 //! file, sending it in chunks, accounting for every row), the generator of test
 //! cohorts, the everyday intake operations (learners, stays, agreements, payments,
-//! counts), entitlement's (checks, grants, explanations, the policy) and the card
+//! counts, the unit catalogue), entitlement's (checks, grants, explanations, the policy) and the card
 //! office's (cards, print batches, the e-purse export). `main.rs`
 //! wires these to the command line and the gRPC clients.
 
@@ -16,4 +16,5 @@ pub mod payments;
 pub mod rpc;
 pub mod stats;
 pub mod stays;
+pub mod units;
 pub mod values;

@@ -16,7 +16,7 @@ use hosted_hlctl::{
     learners::{self, print_learner},
     payments,
     rpc::{self, authorized, connect, server_error},
-    stats, stays, values,
+    stats, stays, units, values,
 };
 use rand::RngCore;
 use serde_json::json;
@@ -115,6 +115,12 @@ enum Command {
     Populations,
     /// Adds a population to the catalogue or changes one (role deve).
     SavePopulation(SavePopulationArgs),
+    /// The unit catalogue: lists it (any role), or saves a unit (`units save`, role
+    /// deve).
+    Units {
+        #[command(subcommand)]
+        action: Option<units::UnitsAction>,
+    },
     /// Whether a learner may use a resource now, or on a day (roles integrator, dosi).
     /// Exit code 0 when allowed, 3 when denied.
     Check(entitlements::CheckArgs),
@@ -451,6 +457,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Stats(args) => {
             let mut intake = rpc::Intake::new(&cli.intake, token);
             stats::run(args, &mut intake, cli.json).await?;
+        }
+        Command::Units { action } => {
+            let mut intake = rpc::Intake::new(&cli.intake, token);
+            let action = action.unwrap_or(units::UnitsAction::List);
+            units::run(action, &mut intake, cli.json).await?;
         }
         Command::Check(args) => {
             let mut entitlement = rpc::Entitlement::new(&cli.entitlement, token);

@@ -363,6 +363,50 @@ async fn an_agreement_its_learners_their_stays_and_payments() {
         .await
         .json();
     assert_eq!(saved["created"], true);
+
+    // The unit catalogue: a unit added by deve, listed for anyone.
+    let unit = hlctl
+        .run(
+            &deve,
+            &[
+                "units",
+                "save",
+                "lab-phys",
+                "--kind",
+                "lab",
+                "--label",
+                "Physics laboratory",
+                "--reason",
+                "new lab",
+            ],
+        )
+        .await;
+    assert_eq!(unit.code, Some(0), "{unit:?}");
+    assert_eq!(unit.stdout, "unit LAB-PHYS added\n");
+    let units = hlctl.run(&dosi, &["units", "--json"]).await.json_lines();
+    assert!(
+        units.contains(&serde_json::json!({
+            "code": "LAB-PHYS", "kind": "lab", "label": "Physics laboratory"
+        })),
+        "{units:?}"
+    );
+    let listed = hlctl.run(&dosi, &["units", "list"]).await;
+    assert!(
+        listed
+            .stdout
+            .contains("LAB-CHEM     lab      Chemistry laboratory\n"),
+        "{listed:?}"
+    );
+    let refused = hlctl
+        .run(
+            &deve,
+            &[
+                "units", "save", "LAB X", "--kind", "lab", "--label", "X", "--reason", "typo",
+            ],
+        )
+        .await;
+    assert_eq!(refused.code, Some(1), "{refused:?}");
+    assert!(refused.stderr.contains("unit.code"), "{refused:?}");
     let cancelled = hlctl
         .run(
             &deve,
@@ -1165,7 +1209,7 @@ async fn the_card_office_prints_encodes_enables_replaces_and_exports_the_epurse(
                 "--population",
                 "RECTORAT_C2I2E",
                 "--sponsor-unit",
-                "RECTORAT",
+                "INSPE",
                 "--start-date",
                 &start,
                 "--end-date",

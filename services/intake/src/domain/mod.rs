@@ -7,5 +7,7 @@ pub mod names;
 pub mod registration;
 pub mod resources;
 pub mod stay;
+pub mod unit;
 
 pub use registration::{NewPerson, NewStay, Population, Registration};
+pub use unit::Unit;

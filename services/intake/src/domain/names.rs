@@ -4,5 +4,5 @@
 pub use hosted_identity::{
     Identity, Likeness, NearReason,
     logins::{LoginPattern, is_login},
-    names::{edit_distance, first_given_name, fold, folded_names, match_key},
+    names::{edit_distance, first_given_name, fold, folded_names},
 };

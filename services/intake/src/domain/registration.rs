@@ -4,10 +4,15 @@ use hosted_platform::{
     clock::{format_day, parse_day},
     error::Violations,
 };
-use time::{Date, Month};
+use time::{Date, Duration, Month};
+use unicode_normalization::UnicodeNormalization;
+use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
 use uuid::Uuid;
 
-use super::{names, resources};
+use super::{
+    names, resources,
+    unit::{self, Unit},
+};
 
 /// A population of the catalogue.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,12 +111,6 @@ pub struct NewPerson {
 }
 
 impl NewPerson {
-    /// Birth name for matching: the family name when no other was given.
-    pub fn match_key(&self) -> String {
-        let birth_name = self.birth_name.as_deref().unwrap_or(&self.family_name);
-        names::match_key(birth_name, &self.given_names, self.birth_date)
-    }
-
     /// What name searches look in.
     pub fn folded_names(&self) -> String {
         names::folded_names(
@@ -152,26 +151,73 @@ fn optional(value: &str) -> Option<String> {
     (!value.is_empty()).then(|| value.to_owned())
 }
 
-/// Names are kept exactly as given (a leading space, an apostrophe, a comma are
-/// part of them); only emptiness is judged without the surrounding spaces.
+/// A name as it is stored and published: Unicode NFC (an `é` typed as `e` and a
+/// combining accent is the one character `é`), no spaces around it, one space
+/// between words (any run of white space, a no-break space included).
+pub fn normalise_name(value: &str) -> String {
+    let composed: String = value.nfc().collect();
+    composed.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// A character no one sees or that turns the text around: Unicode's format
+/// characters (category Cf: zero-width space and joiners, right-to-left override and
+/// isolates, soft hyphen, byte-order mark…).
+fn is_format(c: char) -> bool {
+    c.general_category() == GeneralCategory::Format
+}
+
+/// Checks a name and returns it normalised ([`normalise_name`]). Control characters
+/// and format characters are refused, never silently removed: a name is what the
+/// person's papers say, and a hidden character is a mistake or a forgery.
 fn check_name(field: &str, value: &str, required: bool, violations: &mut Violations) -> String {
-    if value.trim().is_empty() {
+    let name = normalise_name(value);
+    if name.is_empty() {
         if required {
             violations.add(field, "required");
         }
-    } else if value.chars().count() > NAME_MAX {
+    } else if name.chars().count() > NAME_MAX {
         violations.add(field, format!("longer than {NAME_MAX} characters"));
     } else if value.chars().any(char::is_control) {
         violations.add(field, "contains control characters");
-    } else if !value.chars().any(char::is_alphabetic) {
+    } else if let Some(hidden) = name.chars().find(|c| is_format(*c)) {
+        violations.add(
+            field,
+            format!(
+                "contains an invisible or direction-changing character (U+{:04X})",
+                u32::from(hidden)
+            ),
+        );
+    } else if !name.chars().any(char::is_alphabetic) {
         violations.add(field, "contains no letter");
     }
-    if value.trim().is_empty() {
-        String::new()
-    } else {
-        value.to_owned()
-    }
+    name
 }
+
+/// What a login of the university is, as error messages say it.
+pub const LOGIN_RULE: &str = "a login: 1 to 64 of a-z, 0-9, '.', '-' and '_', starting with a letter or a digit (e.g. jean.dupont)";
+
+/// A login of the university, as `hosted-identity` says (the rule directory applies
+/// too): nothing that could end or extend an LDAP name or a SupAnn composite (`,`,
+/// `=`, `[`, `]`, spaces).
+pub use super::names::is_login;
+
+/// Checks a sponsor's login, when one is given: trimmed and lower-cased (logins are
+/// case-insensitive: `Jean.Dupont` is `jean.dupont`), then its form. Whether the
+/// directory has such a person is not intake's to say.
+pub fn check_sponsor_login(
+    field: &str,
+    value: &str,
+    violations: &mut Violations,
+) -> Option<String> {
+    let login = optional(value)?.to_ascii_lowercase();
+    if !is_login(&login) {
+        violations.add(field, format!("{:?} is not {LOGIN_RULE}", value.trim()));
+    }
+    Some(login)
+}
+
+/// How far ahead a stay may start, by default: two years.
+pub const DEFAULT_MAX_START_AHEAD_DAYS: u32 = 730;
 
 /// Parses a `YYYY-MM-DD` day; `None` (with a violation) when absent or malformed.
 pub fn parse_date(field: &str, value: &str, violations: &mut Violations) -> Option<Date> {
@@ -289,11 +335,15 @@ fn check_person(person: &PersonInput, today: Date, violations: &mut Violations) 
 }
 
 /// Checks a registration. `population` is the catalogue's entry for
-/// `stay.population`, when there is one; `today` anchors the plausibility checks.
+/// `stay.population`, `unit` the unit catalogue's entry for `stay.sponsor_unit` (as
+/// [`unit::normalise_code`] gives it), when there is one; a stay may start at most
+/// `max_start_ahead_days` after `today`, which also anchors the plausibility checks.
 pub fn validate(
     person: &PersonInput,
     stay: &StayInput,
     population: Option<&Population>,
+    unit: Option<&Unit>,
+    max_start_ahead_days: u32,
     today: Date,
 ) -> Result<Registration, Violations> {
     let mut violations = Violations::default();
@@ -307,13 +357,14 @@ pub fn validate(
             format!("{population_code:?} is not in the population catalogue"),
         );
     }
-    let sponsor_unit = stay.sponsor_unit.trim().to_owned();
-    if sponsor_unit.is_empty() {
-        violations.add("stay.sponsor_unit", "required");
-    } else if sponsor_unit.len() > 64 {
-        violations.add("stay.sponsor_unit", "longer than 64 characters");
-    }
-    let sponsor_login = optional(&stay.sponsor_login);
+    let sponsor_unit = unit::check_sponsor_unit(
+        "stay.sponsor_unit",
+        &stay.sponsor_unit,
+        unit,
+        &mut violations,
+    );
+    let sponsor_login =
+        check_sponsor_login("stay.sponsor_login", &stay.sponsor_login, &mut violations);
     let agreement_id = match optional(&stay.agreement_id) {
         Some(id) => match Uuid::parse_str(&id) {
             Ok(id) => Some(id),
@@ -339,6 +390,18 @@ pub fn validate(
     };
     let start_date = parse_date("stay.start_date", &stay.start_date, &mut violations);
     let end_date = parse_date("stay.end_date", &stay.end_date, &mut violations);
+    if let Some(start) = start_date {
+        let latest = today + Duration::days(i64::from(max_start_ahead_days));
+        if start > latest {
+            violations.add(
+                "stay.start_date",
+                format!(
+                    "more than {max_start_ahead_days} days ahead (the latest start is {}): register the stay nearer to it",
+                    format_date(latest)
+                ),
+            );
+        }
+    }
     if let (Some(start), Some(end)) = (start_date, end_date) {
         if end < start {
             violations.add("stay.end_date", "before stay.start_date");
@@ -450,10 +513,153 @@ mod tests {
     }
 
     const TODAY: Date = date!(2026 - 08 - 15);
+    const HORIZON: u32 = DEFAULT_MAX_START_AHEAD_DAYS;
+
+    fn nord() -> Unit {
+        Unit {
+            code: "IFSI-NORD".to_owned(),
+            kind: "school".to_owned(),
+            label: "Nursing school, north site".to_owned(),
+        }
+    }
+
+    fn fields(violations: &Violations) -> Vec<&str> {
+        violations.0.iter().map(|v| v.field.as_str()).collect()
+    }
+
+    #[test]
+    fn names_are_normalised_at_the_door() {
+        let mut spaced = person();
+        spaced.family_name = "  Du  Pont\u{a0} ".to_owned();
+        // "Élodie" written with a combining acute accent (NFD).
+        spaced.given_names = " E\u{301}lodie \t  Anne".to_owned();
+        let violations = validate_person(&spaced, TODAY).expect_err("a tab is a control character");
+        assert_eq!(fields(&violations), ["person.given_names"]);
+
+        spaced.given_names = " E\u{301}lodie    Anne ".to_owned();
+        let person = validate_person(&spaced, TODAY).expect("valid");
+        assert_eq!(person.family_name, "Du Pont");
+        assert_eq!(person.given_names, "\u{c9}lodie Anne");
+        assert_eq!(normalise_name("  "), "");
+    }
+
+    #[test]
+    fn invisible_and_direction_changing_characters_are_refused() {
+        for hidden in [
+            '\u{200b}', '\u{202e}', '\u{2066}', '\u{ad}', '\u{feff}', '\u{200d}',
+        ] {
+            let mut forged = person();
+            forged.family_name = format!("Du{hidden}pont");
+            forged.birth_name = format!("{hidden}Martin");
+            let violations = validate_person(&forged, TODAY).expect_err("refused");
+            assert_eq!(
+                fields(&violations),
+                ["person.family_name", "person.birth_name"],
+                "{hidden:?}"
+            );
+            assert!(
+                violations.0[0]
+                    .reason
+                    .contains("invisible or direction-changing"),
+                "{violations:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn sponsor_fields_are_checked() {
+        for (unit, login) in [
+            ("IFSI\nNORD", "nobody here"),
+            ("ifsi nord", "jean,ou=evil"),
+            ("IFSI][affil=staff", "j"),
+        ] {
+            let mut forged = stay();
+            forged.sponsor_unit = unit.to_owned();
+            forged.sponsor_login = login.to_owned();
+            let violations = validate(&person(), &forged, Some(&ifsi()), None, HORIZON, TODAY)
+                .expect_err("refused");
+            assert_eq!(
+                fields(&violations),
+                ["stay.sponsor_unit", "stay.sponsor_login"],
+                "{unit:?} {login:?}"
+            );
+        }
+        let mut unknown = stay();
+        unknown.sponsor_unit = "LAB-NOWHERE".to_owned();
+        let violations = validate(&person(), &unknown, Some(&ifsi()), None, HORIZON, TODAY)
+            .expect_err("refused");
+        assert!(
+            violations.0[0].reason.contains("not in the unit catalogue"),
+            "{violations:?}"
+        );
+
+        let mut sponsored = stay();
+        sponsored.sponsor_unit = " ifsi-nord ".to_owned();
+        sponsored.sponsor_login = " Jean.Dupont ".to_owned();
+        let registration = validate(
+            &person(),
+            &sponsored,
+            Some(&ifsi()),
+            Some(&nord()),
+            HORIZON,
+            TODAY,
+        )
+        .expect("valid");
+        assert_eq!(registration.stay.sponsor_unit, "IFSI-NORD");
+        assert_eq!(
+            registration.stay.sponsor_login.as_deref(),
+            Some("jean.dupont")
+        );
+    }
+
+    #[test]
+    fn a_stay_starts_within_the_horizon() {
+        let mut far = stay();
+        far.start_date = "9999-01-01".to_owned();
+        far.end_date = "9999-06-30".to_owned();
+        let violations = validate(
+            &person(),
+            &far,
+            Some(&ifsi()),
+            Some(&nord()),
+            HORIZON,
+            TODAY,
+        )
+        .expect_err("refused");
+        assert_eq!(fields(&violations), ["stay.start_date"]);
+        assert!(
+            violations.0[0].reason.contains("2028-08-14"),
+            "{violations:?}"
+        );
+
+        let mut last = stay();
+        last.start_date = "2028-08-14".to_owned();
+        last.end_date = "2028-12-31".to_owned();
+        assert!(
+            validate(
+                &person(),
+                &last,
+                Some(&ifsi()),
+                Some(&nord()),
+                HORIZON,
+                TODAY
+            )
+            .is_ok()
+        );
+        assert!(validate(&person(), &last, Some(&ifsi()), Some(&nord()), 30, TODAY).is_err());
+    }
 
     #[test]
     fn a_complete_registration_is_valid() {
-        let registration = validate(&person(), &stay(), Some(&ifsi()), TODAY).expect("valid");
+        let registration = validate(
+            &person(),
+            &stay(),
+            Some(&ifsi()),
+            Some(&nord()),
+            HORIZON,
+            TODAY,
+        )
+        .expect("valid");
         assert_eq!(registration.person.birth_date, date!(2001 - 02 - 03));
         assert_eq!(registration.stay.end_date, date!(2027 - 06 - 30));
         assert_eq!(registration.person.ine, None);
@@ -476,7 +682,7 @@ mod tests {
             end_date: "2026-09-01".to_owned(),
             ..StayInput::default()
         };
-        let violations = validate(&person, &stay, Some(&ifsi()), TODAY)
+        let violations = validate(&person, &stay, Some(&ifsi()), Some(&nord()), HORIZON, TODAY)
             .expect_err("invalid")
             .0;
         let fields: Vec<&str> = violations.iter().map(|v| v.field.as_str()).collect();
@@ -497,14 +703,21 @@ mod tests {
     fn unknown_population_and_too_long_stay() {
         let mut long = stay();
         long.end_date = "2028-06-30".to_owned();
-        let violations = validate(&person(), &long, Some(&ifsi()), TODAY)
-            .expect_err("too long")
-            .0;
+        let violations = validate(
+            &person(),
+            &long,
+            Some(&ifsi()),
+            Some(&nord()),
+            HORIZON,
+            TODAY,
+        )
+        .expect_err("too long")
+        .0;
         assert!(
             violations[0].reason.contains("at most 400"),
             "{violations:?}"
         );
-        let violations = validate(&person(), &stay(), None, TODAY)
+        let violations = validate(&person(), &stay(), None, Some(&nord()), HORIZON, TODAY)
             .expect_err("unknown")
             .0;
         assert_eq!(violations[0].field, "stay.population");
@@ -514,7 +727,15 @@ mod tests {
     fn requested_resources_are_checked_with_the_rest_of_the_stay() {
         let mut asking = stay();
         asking.requested_resources = vec!["premises ".to_owned(), "library".to_owned()];
-        let registration = validate(&person(), &asking, Some(&ifsi()), TODAY).expect("valid");
+        let registration = validate(
+            &person(),
+            &asking,
+            Some(&ifsi()),
+            Some(&nord()),
+            HORIZON,
+            TODAY,
+        )
+        .expect("valid");
         assert_eq!(
             registration.stay.requested_resources,
             ["library", "premises"]
@@ -522,9 +743,16 @@ mod tests {
 
         asking.sponsor_unit = String::new();
         asking.requested_resources.push("Lab 3".to_owned());
-        let violations = validate(&person(), &asking, Some(&ifsi()), TODAY)
-            .expect_err("invalid")
-            .0;
+        let violations = validate(
+            &person(),
+            &asking,
+            Some(&ifsi()),
+            Some(&nord()),
+            HORIZON,
+            TODAY,
+        )
+        .expect_err("invalid")
+        .0;
         let fields: Vec<&str> = violations.iter().map(|v| v.field.as_str()).collect();
         assert_eq!(fields, ["stay.sponsor_unit", "stay.requested_resources[2]"]);
     }
@@ -533,9 +761,16 @@ mod tests {
     fn an_agreement_is_required_where_the_population_says_so() {
         let mut population = ifsi();
         population.agreement_required = true;
-        let violations = validate(&person(), &stay(), Some(&population), TODAY)
-            .expect_err("no agreement")
-            .0;
+        let violations = validate(
+            &person(),
+            &stay(),
+            Some(&population),
+            Some(&nord()),
+            HORIZON,
+            TODAY,
+        )
+        .expect_err("no agreement")
+        .0;
         assert_eq!(violations[0].field, "stay.agreement_id");
     }
 

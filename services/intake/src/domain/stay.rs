@@ -3,7 +3,10 @@
 use hosted_platform::error::Violations;
 use time::Date;
 
-use super::{registration::format_date, resources};
+use super::{
+    registration::{self, format_date},
+    resources, unit,
+};
 
 /// What the rules need to know of a stay.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -170,11 +173,22 @@ pub fn check_amendment(
             "nothing to change: give a sponsor_unit, a sponsor_login or set_requested_resources",
         );
     }
-    if let Some(unit) = &input.sponsor_unit
-        && unit.len() > 64
+    // The form here; whether the unit catalogue has it is checked against the
+    // catalogue, at the edge.
+    let sponsor_unit = input.sponsor_unit.as_deref().map(unit::normalise_code);
+    if let Some(code) = &sponsor_unit
+        && !unit::is_code(code)
     {
-        violations.add("sponsor_unit", "longer than 64 characters");
+        violations.add(
+            "sponsor_unit",
+            format!("{code:?} is not a unit code: {}", unit::CODE_RULE),
+        );
     }
+    let sponsor_login = input.sponsor_login.as_ref().map(|login| {
+        login.as_deref().and_then(|login| {
+            registration::check_sponsor_login("sponsor_login", login, &mut violations)
+        })
+    });
     // A list without the flag would be silently kept as it is: say so instead.
     if !input.set_requested_resources && !input.requested_resources.is_empty() {
         violations.add(
@@ -193,8 +207,8 @@ pub fn check_amendment(
         return Err(Refusal::Invalid(violations));
     }
     Ok(StayAmendment {
-        sponsor_unit: input.sponsor_unit.clone(),
-        sponsor_login: input.sponsor_login.clone(),
+        sponsor_unit,
+        sponsor_login,
         requested_resources,
     })
 }
@@ -339,6 +353,32 @@ mod tests {
             check_amendment(&cancelled, &replace, "lab work"),
             Err(Refusal::State(_))
         ));
+    }
+
+    #[test]
+    fn an_amendment_gives_a_unit_code_and_a_login() {
+        let forged = AmendmentInput {
+            sponsor_unit: Some("IFSI][affil=staff".to_owned()),
+            sponsor_login: Some(Some("jean,ou=evil".to_owned())),
+            ..AmendmentInput::default()
+        };
+        let Err(Refusal::Invalid(forged)) = check_amendment(&stay(), &forged, "moved") else {
+            panic!("a forged sponsor accepted");
+        };
+        let fields: Vec<&str> = forged.0.iter().map(|v| v.field.as_str()).collect();
+        assert_eq!(fields, ["sponsor_unit", "sponsor_login"]);
+
+        let fine = AmendmentInput {
+            sponsor_unit: Some(" lab-bio".to_owned()),
+            sponsor_login: Some(Some("Marie.Curie".to_owned())),
+            ..AmendmentInput::default()
+        };
+        let amendment = check_amendment(&stay(), &fine, "moved").expect("valid");
+        assert_eq!(amendment.sponsor_unit.as_deref(), Some("LAB-BIO"));
+        assert_eq!(
+            amendment.sponsor_login,
+            Some(Some("marie.curie".to_owned()))
+        );
     }
 
     #[test]

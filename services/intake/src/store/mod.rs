@@ -1,11 +1,12 @@
 //! The intake database: persons, stays, logins and the population catalogue;
-//! agreements, payments and the audit trail in their own modules.
+//! agreements, payments, the unit catalogue and the audit trail in their own modules.
 
 pub mod agreements;
 pub mod audit;
 pub mod batch;
 pub mod payments;
 pub mod stays;
+pub mod units;
 
 use sqlx::{PgConnection, PgPool};
 use time::{Date, OffsetDateTime};
