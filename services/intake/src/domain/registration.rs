@@ -571,7 +571,7 @@ mod tests {
         for (unit, login) in [
             ("IFSI\nNORD", "nobody here"),
             ("ifsi nord", "jean,ou=evil"),
-            ("IFSI][affil=staff", "j"),
+            ("IFSI][affil=staff", "-jean"),
         ] {
             let mut forged = stay();
             forged.sponsor_unit = unit.to_owned();
