@@ -201,7 +201,7 @@ async fn a_sponsor_unit_is_a_code_of_the_unit_catalogue() {
 #[tokio::test]
 async fn a_sponsor_login_is_a_login() {
     let intake = TestIntake::spawn().await;
-    for login in ["nobody here", "jean,ou=evil", "x"] {
+    for login in ["nobody here", "jean,ou=evil", ".x"] {
         let mut request = registration("Dupont", "Élodie");
         request.stay.as_mut().unwrap().sponsor_login = login.to_owned();
         let status = register(&intake, request).await.unwrap_err();
