@@ -910,3 +910,27 @@ async fn a_sponsor_is_named_only_once_their_entry_exists() {
     );
     system.stop().await;
 }
+
+#[tokio::test]
+async fn when_ldap_cannot_look_sponsors_up_they_are_named_on_their_login_alone() {
+    // Arrange: the sponsor base is not there, so searching it fails (an LDAP that
+    // cannot answer); the managed base is.
+    let mut system = TestSystem::prepare(None).await;
+    system.staff.base_dn = format!("ou=nowhere,{}", system.staff.base_dn);
+    system.start_intake().await;
+    system.start_directory().await;
+
+    // Act
+    let mut request = registration("Repli", "Ana", "1996-03-04");
+    request.stay.as_mut().unwrap().sponsor_login = "nobody.here".to_owned();
+    system.register(request).await;
+    wait_published(&system, "ana.repli", 1).await;
+
+    // Assert: published all the same, the sponsor named by the syntax rule.
+    let entry = wait_for_entry(&system, "ana.repli", "the entry", |_| true).await;
+    assert_eq!(
+        values(&entry, "supannParrainDN"),
+        BTreeSet::from([format!("uid=nobody.here,{}", system.staff.base_dn)])
+    );
+    system.stop().await;
+}
