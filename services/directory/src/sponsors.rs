@@ -51,11 +51,14 @@ impl SponsorEntries {
     /// The sponsor logins of `accounts`' stays (in lower case) that have no entry
     /// under the sponsor base. A login LDAP could not be asked about is not in it.
     pub async fn without_entry(&self, accounts: &[AccountRow]) -> BTreeSet<String> {
-        if !self.enabled {
-            return BTreeSet::new();
-        }
-        let logins: BTreeSet<String> = accounts.iter().flat_map(sponsor_logins).collect();
-        if logins.is_empty() {
+        self.look_up(accounts.iter().flat_map(sponsor_logins).collect())
+            .await
+    }
+
+    /// Which of `logins` (valid, in lower case) have no entry: from the answers kept,
+    /// then from LDAP, one search per [`LOGINS_PER_SEARCH`] logins.
+    async fn look_up(&self, logins: BTreeSet<String>) -> BTreeSet<String> {
+        if !self.enabled || logins.is_empty() {
             return BTreeSet::new();
         }
         let (mut missing, unknown) = {
@@ -181,6 +184,46 @@ impl SponsorCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn sponsor_entries(check_sponsors: bool) -> SponsorEntries {
+        // Nothing listens on port 1: LDAP cannot answer.
+        let ldap = LdapDirectory::new(crate::config::LdapConfig {
+            url: "ldap://127.0.0.1:1".to_owned(),
+            bind_password: "secret".to_owned(),
+            timeout: Duration::from_secs(2),
+            ..Default::default()
+        });
+        SponsorEntries::new(
+            Arc::new(ldap),
+            &EntriesConfig {
+                check_sponsors,
+                ..Default::default()
+            },
+        )
+    }
+
+    #[tokio::test]
+    async fn when_ldap_cannot_answer_every_sponsor_is_named() {
+        let sponsors = sponsor_entries(true);
+        assert!(
+            sponsors
+                .look_up(logins(&["marie.curie", "nobody.here"]))
+                .await
+                .is_empty()
+        );
+        assert!(sponsors.unanswered.load(Ordering::Relaxed), "said once");
+        assert!(
+            sponsors.cache.lock().unwrap().answers.is_empty(),
+            "no answer kept"
+        );
+    }
+
+    #[tokio::test]
+    async fn with_the_check_off_nothing_is_looked_up() {
+        let sponsors = sponsor_entries(false);
+        assert!(sponsors.look_up(logins(&["nobody.here"])).await.is_empty());
+        assert!(!sponsors.unanswered.load(Ordering::Relaxed), "never asked");
+    }
 
     fn logins(names: &[&str]) -> BTreeSet<String> {
         names.iter().map(|name| (*name).to_owned()).collect()
