@@ -57,6 +57,10 @@ pub struct TestSystem {
     pub namespace: Namespace,
     pub callers: TestCallers,
     pub subtree: TestSubtree,
+    /// Where the university's people (sponsors) are: a subtree of its own beside the
+    /// managed one, which holds accounts only. Empty until a test adds someone
+    /// ([`TestSystem::add_staff`]).
+    pub staff: TestSubtree,
     pub intake_database: TestDatabase,
     pub directory_database: TestDatabase,
     pub nats: NatsConfig,
@@ -96,10 +100,12 @@ impl TestSystem {
         if let Some(window) = duplicate_window {
             nats.duplicate_window = window;
         }
+        let staff = TestSubtree::on(subtree.server.clone()).await;
         Self {
             namespace,
             callers: TestCallers::new(),
             subtree,
+            staff,
             intake_database: TestDatabase::new().await,
             directory_database: TestDatabase::new().await,
             nats,
@@ -141,12 +147,37 @@ impl TestSystem {
                 eppn_scope: "univ-example.fr".to_owned(),
                 ..LdapConfig::default()
             },
-            entries: Default::default(),
+            entries: hosted_directory::config::EntriesConfig {
+                sponsor_base_dn: self.staff.base_dn.clone(),
+                ..Default::default()
+            },
             publication: hosted_directory::config::PublicationConfig {
                 await_grants: self.await_grants,
             },
             accounts: Default::default(),
         }
+    }
+
+    /// Adds a person of the university, who can sponsor stays: `uid=<login>` under
+    /// [`TestSystem::staff`]. Returns the entry's DN.
+    pub async fn add_staff(&self, login: &str) -> String {
+        let dn = format!("uid={login},{}", self.staff.base_dn);
+        let mut ldap = self.staff.server.connect().await;
+        ldap.add(
+            &dn,
+            vec![
+                ("objectClass", ["inetOrgPerson"].into()),
+                ("uid", [login].into()),
+                ("cn", [login].into()),
+                ("sn", [login].into()),
+            ],
+        )
+        .await
+        .unwrap()
+        .success()
+        .unwrap();
+        let _ = ldap.unbind().await;
+        dn
     }
 
     pub async fn start_intake(&mut self) {

@@ -82,6 +82,14 @@ pub struct EntriesConfig {
     pub uai: String,
     /// Where sponsors' entries are, for supannParrainDN: `uid=<login>,<this>`.
     pub sponsor_base_dn: String,
+    /// Whether a sponsor is named only when their entry exists under
+    /// `sponsor_base_dn` (false: on their login's syntax alone, for a university
+    /// whose people are not in this directory).
+    pub check_sponsors: bool,
+    /// How long an answer about a sponsor's entry is kept (0: looked up for each
+    /// batch), so that a cohort with one sponsor costs one search.
+    #[serde(rename = "sponsor_cache_ms", deserialize_with = "millis")]
+    pub sponsor_cache: Duration,
 }
 
 impl Default for EntriesConfig {
@@ -90,9 +98,14 @@ impl Default for EntriesConfig {
             entitlement_prefix: "urn:mace:univ-example.fr:entitlement:".to_owned(),
             uai: "0999999F".to_owned(),
             sponsor_base_dn: "ou=people,dc=univ-example,dc=fr".to_owned(),
+            check_sponsors: true,
+            sponsor_cache: Duration::from_secs(300),
         }
     }
 }
+
+/// The longest `entries.sponsor_cache_ms`: a day.
+const MAX_SPONSOR_CACHE: Duration = Duration::from_secs(86_400);
 
 pub use crate::domain::supann::valid_uai;
 
@@ -120,6 +133,12 @@ impl Section for EntriesConfig {
             problems.push(format!(
                 "{section}.sponsor_base_dn: required, a DN without '[', ']' or control \
                  characters (it is written inside supannExtProfil)"
+            ));
+        }
+        if self.sponsor_cache > MAX_SPONSOR_CACHE {
+            problems.push(format!(
+                "{section}.sponsor_cache_ms: at most 86400000 (a day): a sponsor's \
+                 entry that appears or goes must be seen"
             ));
         }
     }
@@ -260,12 +279,15 @@ mod tests {
             entitlement_prefix: String::new(),
             uai: "0999999G".to_owned(),
             sponsor_base_dn: "people".to_owned(),
+            check_sponsors: true,
+            sponsor_cache: Duration::from_secs(86_401),
         }
         .check("entries", &mut problems);
-        assert_eq!(problems.len(), 3);
+        assert_eq!(problems.len(), 4);
         assert!(problems[0].starts_with("entries.entitlement_prefix: "));
         assert!(problems[1].starts_with("entries.uai: "));
         assert!(problems[2].starts_with("entries.sponsor_base_dn: "));
+        assert!(problems[3].starts_with("entries.sponsor_cache_ms: "));
         assert!(EntriesConfig::default().check_ok());
     }
 

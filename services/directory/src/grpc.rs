@@ -52,14 +52,25 @@ impl Directory {
         let account = store::account(&self.pool, learner_id)
             .await?
             .ok_or_else(|| DirectoryError::NotFound("account".to_owned()))?;
-        // Once the account's time is over the entry should be gone: nothing desired.
-        let desired = crate::publisher::desired_entry(&account, &self.settings, self.clock.today())
-            .map_err(DirectoryError::Projection)?
-            .unwrap_or_else(|| entry::Entry {
-                dn: entry::dn(&account.login, &self.settings.base_dn),
-                attributes: BTreeMap::new(),
-                withheld: Vec::new(),
-            });
+        // The entry as the publisher computes it, sponsors' entries looked up the same
+        // way. Once the account's time is over the entry should be gone: nothing desired.
+        let sponsors_without_entry = self
+            .sponsors
+            .without_entry(std::slice::from_ref(&account))
+            .await;
+        let desired = crate::publisher::desired_entry(
+            &account,
+            &self.settings,
+            &sponsors_without_entry,
+            self.clock.today(),
+        )
+        .map_err(DirectoryError::Projection)?
+        .unwrap_or_else(|| entry::Entry {
+            dn: entry::dn(&account.login, &self.settings.base_dn),
+            attributes: BTreeMap::new(),
+            withheld: Vec::new(),
+            sponsors_without_entry: Vec::new(),
+        });
         let actual = self.ldap.read(&desired.dn).await?;
         // A missing entry is a difference too: every attribute it should hold.
         let entry_missing = actual.is_none() && !desired.attributes.is_empty();
@@ -131,6 +142,14 @@ impl v1::directory_service_server::DirectoryService for Directory {
         request: Request<v1::RepublishAccountRequest>,
     ) -> Result<Response<v1::RepublishAccountResponse>, Status> {
         let learner_id = learner_id("learner_id", &request.into_inner().learner_id)?;
+        // An operator's republish asks LDAP afresh about the account's sponsors (an
+        // entry made since is named now, not once the cached answer is too old).
+        if let Some(account) = store::account(&self.pool, learner_id)
+            .await
+            .map_err(DirectoryError::from)?
+        {
+            self.sponsors.forget(std::slice::from_ref(&account));
+        }
         if !store::request_republish(&self.pool, learner_id)
             .await
             .map_err(DirectoryError::from)?

@@ -1,14 +1,17 @@
 //! The LDAP side: reading an entry, and writing the desired state of one as an add
 //! or as a modify of exactly the attributes that differ.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use ldap3::{LdapConnAsync, LdapConnSettings, Mod, Scope, SearchEntry};
 use tokio::sync::Mutex;
 
 use crate::{
     config::LdapConfig,
-    domain::entry::{self, Entry, MANAGED_ATTRIBUTES},
+    domain::{
+        entry::{self, Entry, MANAGED_ATTRIBUTES},
+        escape,
+    },
 };
 
 const NO_SUCH_OBJECT: u32 = 32;
@@ -202,6 +205,37 @@ impl LdapDirectory {
         .await
     }
 
+    /// Which of `logins` have an entry named `uid=<login>` directly under `base`: one
+    /// one-level search, its filter `(|(uid=a)(uid=b)…)` escaped, no attribute read.
+    /// The answer is in lower case (uid matches without case).
+    pub async fn existing_uids(
+        &self,
+        base: &str,
+        logins: &[String],
+    ) -> Result<BTreeSet<String>, LdapError> {
+        if logins.is_empty() {
+            return Ok(BTreeSet::new());
+        }
+        let filter = uid_filter(logins);
+        let timeout = self.config.timeout;
+        self.with_connection(|mut ldap| async move {
+            let result = ldap
+                .with_timeout(timeout)
+                .search(base, Scope::OneLevel, &filter, vec!["1.1"])
+                .await
+                .map_err(LdapError::Connection)?;
+            if result.1.rc != 0 {
+                return Err(LdapError::refused("search", result.1));
+            }
+            Ok(result
+                .0
+                .into_iter()
+                .filter_map(|entry| rdn_uid(&SearchEntry::construct(entry).dn))
+                .collect())
+        })
+        .await
+    }
+
     /// Removes the entry at `dn` if it is there.
     pub async fn delete(&self, dn: &str) -> Result<Written, LdapError> {
         let timeout = self.config.timeout;
@@ -292,5 +326,59 @@ impl LdapDirectory {
             })
         })
         .await
+    }
+}
+
+/// The filter that finds the entries of `logins` by uid: `(uid=a)`, or
+/// `(|(uid=a)(uid=b)…)`, each value escaped (RFC 4515).
+pub fn uid_filter(logins: &[String]) -> String {
+    let terms: String = logins
+        .iter()
+        .map(|login| format!("(uid={})", escape::filter_value(login)))
+        .collect();
+    if logins.len() == 1 {
+        terms
+    } else {
+        format!("(|{terms})")
+    }
+}
+
+/// The uid an entry is named by (`uid=marie.curie,ou=…`), in lower case; `None` for
+/// an entry named otherwise, or by an escaped value (no valid login needs one).
+fn rdn_uid(dn: &str) -> Option<String> {
+    let (attribute, rest) = dn.split_once('=')?;
+    if !attribute.trim().eq_ignore_ascii_case("uid") {
+        return None;
+    }
+    let value = rest.split(',').next()?.trim();
+    if value.is_empty() || value.contains(['\\', '+']) {
+        return None;
+    }
+    Some(value.to_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_uid_filter_escapes_each_login() {
+        assert_eq!(uid_filter(&["marie.curie".to_owned()]), "(uid=marie.curie)");
+        assert_eq!(
+            uid_filter(&["a.b".to_owned(), "x*)(uid=*".to_owned()]),
+            "(|(uid=a.b)(uid=x\\2a\\29\\28uid=\\2a))"
+        );
+    }
+
+    #[test]
+    fn an_entry_is_a_sponsor_s_only_when_named_by_uid() {
+        assert_eq!(
+            rdn_uid("uid=Marie.Curie,ou=people,dc=univ-example,dc=fr").as_deref(),
+            Some("marie.curie")
+        );
+        assert_eq!(rdn_uid("UID = jean , ou=x").as_deref(), Some("jean"));
+        assert_eq!(rdn_uid("cn=Marie Curie,ou=people"), None);
+        assert_eq!(rdn_uid("uid=a+cn=b,ou=people"), None);
+        assert_eq!(rdn_uid("uid=a\\,b,ou=people"), None);
     }
 }

@@ -14,6 +14,7 @@ pub mod grpc;
 pub mod ldap;
 pub mod publisher;
 pub mod reconcile;
+pub mod sponsors;
 pub mod store;
 
 use std::{future::Future, net::SocketAddr, sync::Arc};
@@ -32,7 +33,7 @@ pub use config::DirectoryConfig;
 
 use crate::{
     domain::entry::EntrySettings, events::ProjectionHandler, ldap::LdapDirectory,
-    publisher::Publisher,
+    publisher::Publisher, sponsors::SponsorEntries,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -43,6 +44,9 @@ pub struct Directory {
     pool: PgPool,
     ldap: Arc<LdapDirectory>,
     settings: EntrySettings,
+    /// Which sponsors have an entry, shared with the publisher so that both compute
+    /// the same entries.
+    sponsors: Arc<SponsorEntries>,
     publisher: Arc<Notify>,
     handler: ProjectionHandler,
     dead_letters: DeadLetters,
@@ -85,9 +89,11 @@ impl Application {
             namespace: foundation.namespace.clone(),
             publisher: publisher.clone(),
         };
+        let ldap = Arc::new(LdapDirectory::new(config.ldap.clone()));
         let directory = Directory {
             pool: foundation.pool.clone(),
-            ldap: Arc::new(LdapDirectory::new(config.ldap.clone())),
+            sponsors: Arc::new(SponsorEntries::new(ldap.clone(), &config.entries)),
+            ldap,
             settings: EntrySettings {
                 base_dn: config.ldap.base_dn.clone(),
                 eppn_scope: config.ldap.eppn_scope.clone(),
@@ -151,6 +157,7 @@ impl Application {
             pool: directory.pool.clone(),
             ldap: directory.ldap.clone(),
             settings: directory.settings.clone(),
+            sponsors: directory.sponsors.clone(),
             wake: directory.publisher.clone(),
             clock: directory.clock.clone(),
             await_grants: directory.await_grants,

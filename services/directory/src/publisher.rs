@@ -2,7 +2,7 @@
 //! with bounded retries and a growing delay per account, so that a directory outage
 //! delays publication without losing anything or flooding the logs.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
 use hosted_contracts::{
     prost::Message,
@@ -22,6 +22,7 @@ use hosted_platform::{
 use crate::{
     domain::entry::{self, EntrySettings},
     ldap::{LdapDirectory, LdapError, Written},
+    sponsors::SponsorEntries,
     store::{self, AccountRow},
 };
 
@@ -56,6 +57,8 @@ pub struct Publisher {
     pub pool: PgPool,
     pub ldap: Arc<LdapDirectory>,
     pub settings: EntrySettings,
+    /// Which sponsors have an entry (a sponsor without one is not named).
+    pub sponsors: Arc<SponsorEntries>,
     pub wake: Arc<Notify>,
     pub clock: hosted_platform::clock::Clock,
     pub await_grants: Duration,
@@ -134,13 +137,21 @@ pub async fn announce(
 }
 
 /// The entry an account should have on `today`: the learner's state, their grants in
-/// force and their enabled card; `None` once the entry is to be removed.
+/// force and their enabled card, naming no sponsor in `sponsors_without_entry`
+/// ([`SponsorEntries::without_entry`]); `None` once the entry is to be removed.
 pub fn desired_entry(
     account: &AccountRow,
     settings: &EntrySettings,
+    sponsors_without_entry: &BTreeSet<String>,
     today: time::Date,
 ) -> Result<Option<entry::Entry>, String> {
-    desired_of(account, &decode(account)?, settings, today)
+    desired_of(
+        account,
+        &decode(account)?,
+        settings,
+        sponsors_without_entry,
+        today,
+    )
 }
 
 /// The learner with the partner UAI of each stay's agreement as intake's newest
@@ -177,6 +188,7 @@ fn desired_of(
     account: &AccountRow,
     learner: &v1::Learner,
     settings: &EntrySettings,
+    sponsors_without_entry: &BTreeSet<String>,
     today: time::Date,
 ) -> Result<Option<entry::Entry>, String> {
     let learner = with_current_partners(account, learner);
@@ -187,6 +199,7 @@ fn desired_of(
             csn,
             valid_until: account.card_valid_until,
         }),
+        sponsors_without_entry,
     };
     entry::desired(learner, extras, settings, today).map_err(|error| error.to_string())
 }
@@ -200,6 +213,14 @@ fn log_withheld(learner_id: Uuid, desired: &entry::Entry) {
             stay_id = %withheld.stay_id,
             value = withheld.what,
             "value left out of the entry: it could add a key or break a value"
+        );
+    }
+    // By ids only: a login is made of the sponsor's names.
+    for stay_id in &desired.sponsors_without_entry {
+        tracing::warn!(
+            %learner_id,
+            %stay_id,
+            "sponsor not named in the entry: no entry of theirs under the sponsor base"
         );
     }
 }
@@ -295,6 +316,7 @@ impl Publisher {
 
         let mut tx = self.pool.begin().await?;
         let accounts = store::claim_pending(&mut tx, BATCH, self.await_grants).await?;
+        let sponsors_without_entry = self.sponsors.without_entry(&accounts).await;
         let today = self.clock.today();
         let mut writes = Vec::with_capacity(accounts.len());
         let mut spans = Vec::with_capacity(accounts.len());
@@ -307,7 +329,10 @@ impl Publisher {
             );
             account.trace().adopt(&span);
             spans.push(span.clone());
-            writes.push(self.publish(account, today).instrument(span));
+            writes.push(
+                self.publish(account, &sponsors_without_entry, today)
+                    .instrument(span),
+            );
         }
         let outcomes: Vec<_> = futures::stream::iter(writes)
             .buffered(IN_FLIGHT)
@@ -380,11 +405,18 @@ impl Publisher {
     async fn publish(
         &self,
         account: &AccountRow,
+        sponsors_without_entry: &BTreeSet<String>,
         today: time::Date,
     ) -> Result<(Announced, Option<time::Date>), Failure> {
         let learner = decode(account).map_err(Failure::Refused)?;
-        let desired =
-            desired_of(account, &learner, &self.settings, today).map_err(Failure::Refused)?;
+        let desired = desired_of(
+            account,
+            &learner,
+            &self.settings,
+            sponsors_without_entry,
+            today,
+        )
+        .map_err(Failure::Refused)?;
         if let Some(desired) = &desired {
             log_withheld(account.learner_id, desired);
         }

@@ -7,7 +7,7 @@
 //! nothing outside the base, and nothing under it that is not an account (an `ou`
 //! someone made there), is ever touched.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use uuid::Uuid;
 
@@ -74,7 +74,8 @@ impl Directory {
     pub async fn drift(&self) -> Result<Report, DirectoryError> {
         let accounts = store::all_accounts(&self.pool).await?;
         let entries = self.ldap.entries_under_base().await?;
-        Ok(self.compare(&accounts, entries))
+        let sponsors_without_entry = self.sponsors.without_entry(&accounts).await;
+        Ok(self.compare(&accounts, &sponsors_without_entry, entries))
     }
 
     /// Compares one account, named by its login, with the entry at its DN (and only
@@ -90,8 +91,10 @@ impl Directory {
             return Err(DirectoryError::NotFound("account".to_owned()));
         }
         let accounts: Vec<store::AccountRow> = account.into_iter().collect();
+        let sponsors_without_entry = self.sponsors.without_entry(&accounts).await;
         Ok(self.compare(
             &accounts,
+            &sponsors_without_entry,
             entry
                 .map(|attributes| (dn, attributes))
                 .into_iter()
@@ -99,10 +102,12 @@ impl Directory {
         ))
     }
 
-    /// The drift between `accounts` and the LDAP `entries` read for them.
+    /// The drift between `accounts` and the LDAP `entries` read for them, the
+    /// entries naming no sponsor in `sponsors_without_entry`.
     fn compare(
         &self,
         accounts: &[store::AccountRow],
+        sponsors_without_entry: &BTreeSet<String>,
         entries: Vec<(String, HashMap<String, Vec<String>>)>,
     ) -> Report {
         let today = self.clock.today();
@@ -114,7 +119,12 @@ impl Directory {
         let entries = actual.len();
         let mut drifts = Vec::new();
         for account in accounts {
-            let desired = match publisher::desired_entry(account, &self.settings, today) {
+            let desired = match publisher::desired_entry(
+                account,
+                &self.settings,
+                sponsors_without_entry,
+                today,
+            ) {
                 Ok(desired) => desired,
                 Err(error) => {
                     tracing::warn!(learner_id = %account.learner_id, %error, "account left out of reconciliation");

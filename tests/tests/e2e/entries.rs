@@ -87,6 +87,7 @@ async fn an_entry_carries_the_grants_in_force_and_the_enabled_card() {
     system.start_entitlement().await;
     system.start_cards().await;
     system.start_directory().await;
+    let sponsor = system.add_staff("marie.curie").await;
 
     // Act: a C2i2e trainee (card and e-purse), sponsored by a person.
     let mut request = registration("Marchand", "Hugo", "2000-01-02");
@@ -114,7 +115,7 @@ async fn an_entry_carries_the_grants_in_force_and_the_enabled_card() {
     assert_eq!(values(&entry, "eduPersonEntitlement"), expected);
     assert_eq!(
         values(&entry, "supannParrainDN"),
-        BTreeSet::from(["uid=marie.curie,ou=people,dc=univ-example,dc=fr".to_owned()])
+        BTreeSet::from([sponsor.clone()])
     );
     let profile = values(&entry, "supannExtProfil");
     let profile = profile.first().unwrap();
@@ -122,7 +123,10 @@ async fn an_entry_carries_the_grants_in_force_and_the_enabled_card() {
         profile.starts_with("[etab={UAI}0999999F][affil="),
         "{profile}"
     );
-    assert!(profile.contains("[parrain=uid=marie.curie,"), "{profile}");
+    assert!(
+        profile.contains(&format!("[parrain={sponsor}]")),
+        "{profile}"
+    );
     assert_eq!(values(&entry, "supannExtDateFin").len(), 1);
     assert!(
         values(&entry, "supannRefId").is_empty(),
@@ -823,6 +827,110 @@ async fn values_that_could_forge_a_composite_or_a_dn_are_never_written() {
     assert_eq!(
         values(&entry, "eduPersonAffiliation"),
         BTreeSet::from(["student".to_owned()])
+    );
+    system.stop().await;
+}
+
+#[tokio::test]
+async fn a_sponsor_is_named_only_once_their_entry_exists() {
+    // Arrange: one person of the university has an entry; another login has none.
+    let system = TestSystem::start().await;
+    let known = system.add_staff("marie.curie").await;
+    let sponsored = |family: &str, birth_date: &str, sponsor: &str| {
+        let mut request = registration(family, "Lou", birth_date);
+        request.stay.as_mut().unwrap().sponsor_login = sponsor.to_owned();
+        request
+    };
+
+    // Act: a stay sponsored by each.
+    system
+        .register(sponsored("Connu", "1999-05-06", "marie.curie"))
+        .await;
+    let registered = system
+        .register(sponsored("Inconnu", "1998-07-08", "nobody.here"))
+        .await;
+    wait_published(&system, "lou.connu", 1).await;
+    wait_published(&system, "lou.inconnu", 1).await;
+
+    // Assert: the sponsor with an entry is named; the other is not, anywhere.
+    let entry = wait_for_entry(&system, "lou.connu", "the entry", |_| true).await;
+    assert_eq!(
+        values(&entry, "supannParrainDN"),
+        BTreeSet::from([known.clone()])
+    );
+    let profile = values(&entry, "supannExtProfil");
+    assert!(
+        profile
+            .first()
+            .unwrap()
+            .contains(&format!("[parrain={known}]")),
+        "{profile:?}"
+    );
+    let entry = wait_for_entry(&system, "lou.inconnu", "the entry", |_| true).await;
+    assert!(
+        values(&entry, "supannParrainDN").is_empty(),
+        "{:?}",
+        values(&entry, "supannParrainDN")
+    );
+    let profile = values(&entry, "supannExtProfil");
+    let profile = profile.first().unwrap();
+    assert!(!profile.contains("[parrain="), "{profile}");
+    assert!(profile.contains("[population=AX]"), "{profile}");
+    assert!(
+        reconcile(&system, false).await.drifts.is_empty(),
+        "reconciliation computes the entries as the publisher does"
+    );
+
+    // Act: the sponsor's entry is made; an operator republishes the account.
+    let made = system.add_staff("nobody.here").await;
+    let learner_id = registered.learner.unwrap().person.unwrap().learner_id;
+    system
+        .directory_client()
+        .await
+        .republish_account(system.as_role(Role::Dosi, v1::RepublishAccountRequest { learner_id }))
+        .await
+        .unwrap();
+
+    // Assert: the sponsor is named now.
+    let entry = wait_for_entry(&system, "lou.inconnu", "the sponsor", |entry| {
+        !values(entry, "supannParrainDN").is_empty()
+    })
+    .await;
+    assert_eq!(
+        values(&entry, "supannParrainDN"),
+        BTreeSet::from([made.clone()])
+    );
+    let profile = values(&entry, "supannExtProfil");
+    assert!(
+        profile
+            .first()
+            .unwrap()
+            .contains(&format!("[parrain={made}]")),
+        "{profile:?}"
+    );
+    system.stop().await;
+}
+
+#[tokio::test]
+async fn when_ldap_cannot_look_sponsors_up_they_are_named_on_their_login_alone() {
+    // Arrange: the sponsor base is not there, so searching it fails (an LDAP that
+    // cannot answer); the managed base is.
+    let mut system = TestSystem::prepare(None).await;
+    system.staff.base_dn = format!("ou=nowhere,{}", system.staff.base_dn);
+    system.start_intake().await;
+    system.start_directory().await;
+
+    // Act
+    let mut request = registration("Repli", "Ana", "1996-03-04");
+    request.stay.as_mut().unwrap().sponsor_login = "nobody.here".to_owned();
+    system.register(request).await;
+    wait_published(&system, "ana.repli", 1).await;
+
+    // Assert: published all the same, the sponsor named by the syntax rule.
+    let entry = wait_for_entry(&system, "ana.repli", "the entry", |_| true).await;
+    assert_eq!(
+        values(&entry, "supannParrainDN"),
+        BTreeSet::from([format!("uid=nobody.here,{}", system.staff.base_dn)])
     );
     system.stop().await;
 }

@@ -70,13 +70,28 @@ pub struct EntrySettings {
     pub lifecycle: Lifecycle,
 }
 
-/// What entitlement and cards add to a learner's entry.
-#[derive(Debug, Clone, Copy, Default)]
+/// What entitlement, cards and the directory itself add to a learner's entry.
+#[derive(Debug, Clone, Copy)]
 pub struct Extras<'a> {
     /// The resources in force today (from the newest grants event).
     pub in_force: &'a [String],
     /// The enabled card, if one is.
     pub card: Option<Card<'a>>,
+    /// Sponsor logins (in lower case) looked for under the sponsor base and not
+    /// found: such a sponsor is not named. A login not in it is named.
+    pub sponsors_without_entry: &'a BTreeSet<String>,
+}
+
+static NO_SPONSOR_MISSING: BTreeSet<String> = BTreeSet::new();
+
+impl Default for Extras<'_> {
+    fn default() -> Self {
+        Self {
+            in_force: &[],
+            card: None,
+            sponsors_without_entry: &NO_SPONSOR_MISSING,
+        }
+    }
 }
 
 /// An enabled card.
@@ -118,6 +133,9 @@ pub struct Entry {
     /// Values left out because writing them could forge or break a value (a key
     /// added to a composite, a DN made of a bad login): for the log, by stay id only.
     pub withheld: Vec<Withheld>,
+    /// The stays whose sponsor is not named because their entry was not found under
+    /// the sponsor base: for the log, by stay id only.
+    pub sponsors_without_entry: Vec<String>,
 }
 
 /// One value left out of an entry, and where it came from.
@@ -526,7 +544,9 @@ pub fn desired(
                 .collect(),
         );
     }
-    // A sponsor is named only by a syntactically valid login, escaped as a DN value.
+    // A sponsor is named only by a syntactically valid login, escaped as a DN value,
+    // and not when their entry was looked for and not found.
+    let mut sponsors_without_entry = Vec::new();
     let mut sponsor_dn = |s: &DatedStay<'_>| -> Option<String> {
         let login = &s.stay.sponsor_login;
         if login.is_empty() {
@@ -537,6 +557,13 @@ pub fn desired(
                 stay_id: s.stay.stay_id.clone(),
                 what: "supannParrainDN",
             });
+            return None;
+        }
+        if extras
+            .sponsors_without_entry
+            .contains(&login.to_ascii_lowercase())
+        {
+            sponsors_without_entry.push(s.stay.stay_id.clone());
             return None;
         }
         Some(format!(
@@ -595,6 +622,7 @@ pub fn desired(
         dn: dn(&person.login, &settings.base_dn),
         attributes,
         withheld,
+        sponsors_without_entry,
     }))
 }
 
@@ -754,6 +782,7 @@ mod tests {
                     csn: "04A22BCA7C4D80",
                     valid_until: Some(valid_until),
                 }),
+                ..Extras::default()
             },
             &settings(),
             date!(2026 - 10 - 01),
@@ -779,6 +808,40 @@ mod tests {
             ["[etab={UAI}0999999F][affil=student][affect=IFSI-NORD]\
               [parrain=uid=marie.curie,ou=people,dc=univ-example,dc=fr][population=AX][datefin=20270630]"]
         );
+    }
+
+    #[test]
+    fn a_sponsor_whose_entry_was_not_found_is_not_named() {
+        let mut known = stay("AX", "2026-09-01", "2027-06-30");
+        known.sponsor_login = "marie.curie".to_owned();
+        let mut unknown = stay("AGG", "2026-09-01", "2027-06-30");
+        unknown.sponsor_login = "Nobody.Here".to_owned();
+        let without_entry = BTreeSet::from(["nobody.here".to_owned()]);
+        let entry = desired(
+            &learner(vec![known, unknown]),
+            Extras {
+                sponsors_without_entry: &without_entry,
+                ..Extras::default()
+            },
+            &settings(),
+            date!(2026 - 10 - 01),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            values(&entry, "supannParrainDN"),
+            ["uid=marie.curie,ou=people,dc=univ-example,dc=fr"]
+        );
+        assert_eq!(
+            values(&entry, "supannExtProfil"),
+            [
+                "[etab={UAI}0999999F][affil=student][affect=IFSI-NORD]\
+                 [parrain=uid=marie.curie,ou=people,dc=univ-example,dc=fr][population=AX][datefin=20270630]",
+                "[etab={UAI}0999999F][affil=student][affect=IFSI-NORD][population=AGG][datefin=20270630]"
+            ]
+        );
+        assert_eq!(entry.sponsors_without_entry, ["AGG-2026-09-01"]);
+        assert!(entry.withheld.is_empty(), "a valid login: nothing withheld");
     }
 
     #[test]
@@ -1000,6 +1063,7 @@ mod tests {
                     csn: "04A2][x=y",
                     valid_until: None,
                 }),
+                ..Extras::default()
             },
             &settings(),
             date!(2026 - 10 - 01),
