@@ -97,7 +97,7 @@ impl Default for EntriesConfig {
         Self {
             entitlement_prefix: "urn:mace:univ-example.fr:entitlement:".to_owned(),
             uai: "0999999F".to_owned(),
-            sponsor_base_dn: "ou=people,dc=univ-example,dc=fr".to_owned(),
+            sponsor_base_dn: "ou=staff,dc=univ-example,dc=fr".to_owned(),
             check_sponsors: true,
             sponsor_cache: Duration::from_secs(300),
         }
@@ -247,6 +247,17 @@ impl Section for LdapConfig {
     }
 }
 
+/// The managed base holds accounts only: reconciliation takes every `uid=` entry there
+/// for one, and --apply removes one that has no learner. Sponsors (people of the
+/// university) must be elsewhere.
+fn sponsors_apart(entries: &EntriesConfig, ldap: &LdapConfig) -> Option<&'static str> {
+    let normalised = |dn: &str| dn.replace(' ', "").to_ascii_lowercase();
+    (normalised(&entries.sponsor_base_dn) == normalised(&ldap.base_dn)).then_some(
+        "entries.sponsor_base_dn: must not be ldap.base_dn, which holds the hosted learners' \
+         accounts only (reconcile --apply would remove the people there)",
+    )
+}
+
 impl ServiceConfig for DirectoryConfig {
     const ENV_PREFIX: &'static str = ENV_PREFIX;
 
@@ -259,6 +270,9 @@ impl ServiceConfig for DirectoryConfig {
             publication: loader.section("publication"),
             accounts: loader.section("accounts"),
         };
+        if let Some(problem) = sponsors_apart(&config.entries, &config.ldap) {
+            loader.problem(problem);
+        }
         loader.finish()?;
         Ok(config)
     }
@@ -271,6 +285,17 @@ impl ServiceConfig for DirectoryConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sponsors_live_outside_the_managed_base() {
+        let ldap = LdapConfig::default();
+        assert_eq!(sponsors_apart(&EntriesConfig::default(), &ldap), None);
+        let same = EntriesConfig {
+            sponsor_base_dn: "OU=People, dc=univ-example,dc=fr".to_owned(),
+            ..EntriesConfig::default()
+        };
+        assert!(sponsors_apart(&same, &ldap).is_some());
+    }
 
     #[test]
     fn entries_mistakes_are_named() {
