@@ -541,6 +541,8 @@ pub struct TcpProxy {
     address: std::net::SocketAddr,
     target: std::net::SocketAddr,
     task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// While true, connections stay open but nothing goes through (a frozen server).
+    frozen: tokio::sync::watch::Sender<bool>,
 }
 
 impl TcpProxy {
@@ -551,6 +553,7 @@ impl TcpProxy {
             address,
             target,
             task: std::sync::Mutex::new(None),
+            frozen: tokio::sync::watch::channel(false).0,
         };
         proxy.serve(listener);
         proxy
@@ -563,13 +566,20 @@ impl TcpProxy {
 
     fn serve(&self, listener: tokio::net::TcpListener) {
         let target = self.target;
+        let frozen = self.frozen.subscribe();
         let task = tokio::spawn(async move {
             // Dropped with the task when the proxy stops: every connection goes too.
             let mut connections = tokio::task::JoinSet::new();
-            while let Ok((mut inbound, _)) = listener.accept().await {
+            while let Ok((inbound, _)) = listener.accept().await {
+                let frozen = frozen.clone();
                 connections.spawn(async move {
-                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    if let Ok(outbound) = tokio::net::TcpStream::connect(target).await {
+                        let (inbound_read, inbound_write) = inbound.into_split();
+                        let (outbound_read, outbound_write) = outbound.into_split();
+                        tokio::select! {
+                            () = pump(inbound_read, outbound_write, frozen.clone()) => {}
+                            () = pump(outbound_read, inbound_write, frozen) => {}
+                        }
                     }
                 });
             }
@@ -588,7 +598,42 @@ impl TcpProxy {
 
     /// Accepts connections again, on the same port.
     pub async fn resume(&self) {
+        self.frozen.send_replace(false);
         let listener = tokio::net::TcpListener::bind(self.address).await.unwrap();
         self.serve(listener);
+    }
+
+    /// Keeps every connection open but lets nothing through, either way, as a server
+    /// stopped with SIGSTOP: what is sent is held until [`TcpProxy::thaw`], or lost
+    /// with the connections on [`TcpProxy::stop`].
+    pub fn freeze(&self) {
+        self.frozen.send_replace(true);
+    }
+
+    /// Lets what was held, and what follows, through again.
+    pub fn thaw(&self) {
+        self.frozen.send_replace(false);
+    }
+}
+
+/// Copies one direction of a connection, holding each chunk while frozen.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut frozen: tokio::sync::watch::Receiver<bool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buffer = vec![0u8; 16 * 1024];
+    loop {
+        let read = match from.read(&mut buffer).await {
+            Ok(0) | Err(_) => return,
+            Ok(read) => read,
+        };
+        if frozen.wait_for(|frozen| !*frozen).await.is_err() {
+            return;
+        }
+        if to.write_all(&buffer[..read]).await.is_err() {
+            return;
+        }
     }
 }
