@@ -448,7 +448,10 @@ pub struct NatsConfig {
     pub duplicate_window: Duration,
     /// Deliveries of one event before it goes to the dead letters.
     pub max_deliver: i64,
-    /// How long a consumer may take before an event is redelivered.
+    /// How long an event delivered to a consumer that neither acknowledges it nor says
+    /// it is still working on it waits before it is delivered again: short, so that
+    /// the events of a consumer that died come back soon; the inbox sends in-progress
+    /// acknowledgements every third of it while it works on (or retries) a batch.
     #[serde(deserialize_with = "parse_duration_millis", rename = "ack_wait_ms")]
     pub ack_wait: Duration,
     /// How long the outbox relay waits for one batch's acknowledgements, all together,
@@ -474,7 +477,7 @@ impl Default for NatsConfig {
             namespace: hosted_contracts::subjects::Namespace::DEFAULT.to_owned(),
             duplicate_window: Duration::from_secs(120),
             max_deliver: 5,
-            ack_wait: Duration::from_secs(30),
+            ack_wait: Duration::from_secs(5),
             publish_timeout: Duration::from_secs(5),
             outbox_stale_after: Duration::from_secs(60),
         }

@@ -6,7 +6,8 @@
 //! savepoint: one failing event rolls back only itself. A failing event is retried
 //! with a growing delay up to the configured number of deliveries, then published to
 //! the consumer's dead letters (under the consuming service's own prefix) and
-//! acknowledged. [`DeadLetters`] lists and replays them.
+//! acknowledged. [`DeadLetters`] lists and replays them. A batch the database refuses
+//! is kept with in-progress acks and tried again soon.
 
 use std::{future::Future, sync::Arc, time::Duration};
 
@@ -117,6 +118,9 @@ pub struct InboxConsumer<H> {
 }
 
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(60);
+
+/// The longest wait between two tries of a batch the database refused.
+const MAX_DATABASE_RETRY_DELAY: Duration = Duration::from_secs(5);
 
 /// How long a batch waits for more events once it has one.
 const LINGER: Duration = Duration::from_millis(10);
@@ -232,31 +236,94 @@ impl<H: Handler> InboxConsumer<H> {
                         _ => break,
                     }
                 }
-                match self.apply_batch(batch).await {
-                    Ok(()) => backoff.reset(),
-                    Err(error) => {
-                        let wait = backoff.next_delay();
-                        if backoff.should_log() {
-                            tracing::warn!(consumer = %self.spec.durable, %error, "batch not applied; redelivery will retry");
-                        }
-                        tokio::select! {
-                            _ = tokio::time::sleep(wait) => {}
-                            _ = shutdown.changed() => break 'reconnect,
-                        }
-                    }
+                if !self
+                    .apply_until_done(&mut batch, &mut messages, &mut shutdown)
+                    .await
+                {
+                    break 'reconnect;
                 }
+                backoff.reset();
             }
         }
         tracing::debug!(consumer = %self.spec.durable, "consumer stopped");
     }
 
-    /// Applies a batch in one transaction. On a database failure nothing is acked and
-    /// everything is redelivered after `ack_wait`.
-    async fn apply_batch(&self, batch: Vec<jetstream::Message>) -> Result<(), sqlx::Error> {
+    /// Applies a batch, keeping it (in-progress acks) while the work lasts and while a
+    /// database failure is retried, with a growing delay of at most
+    /// [`MAX_DATABASE_RETRY_DELAY`]. Events that arrive meanwhile join the batch, so
+    /// that they are kept too. Returns false when shutdown came first: what was not
+    /// applied is nak'ed without delay, for the next process to take at once.
+    ///
+    /// Why not a nak on a database failure: JetStream counts every delivery toward
+    /// `max_deliver` and stops delivering an event that reaches it, so a PostgreSQL
+    /// outage longer than the naks' delays would drop events from the consumer. Kept
+    /// here, the batch is retried as soon, and nothing is counted.
+    async fn apply_until_done(
+        &self,
+        batch: &mut Vec<jetstream::Message>,
+        messages: &mut pull::Stream,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> bool {
+        let mut backoff = Backoff::new();
+        loop {
+            let error = match self.in_progress(batch, self.apply_batch(batch)).await {
+                Ok(()) => return true,
+                Err(error) => error,
+            };
+            let wait = backoff.next_delay().min(MAX_DATABASE_RETRY_DELAY);
+            if backoff.should_log() {
+                tracing::warn!(consumer = %self.spec.durable, events = batch.len(), %error, retry_in_ms = wait.as_millis() as u64, "batch not applied; retrying");
+            }
+            let stopping = tokio::select! {
+                _ = self.in_progress(batch, tokio::time::sleep(wait)) => false,
+                _ = shutdown.changed() => true,
+            };
+            if stopping {
+                futures::future::join_all(
+                    batch
+                        .iter()
+                        .map(|message| message.ack_with(AckKind::Nak(None))),
+                )
+                .await;
+                return false;
+            }
+            while let Some(Some(Ok(message))) = messages.next().now_or_never() {
+                batch.push(message);
+            }
+        }
+    }
+
+    /// Runs `work`, telling the server every third of `ack_wait` that the batch is being
+    /// worked on, so that work longer than `ack_wait` does not get its events delivered
+    /// again meanwhile (and `ack_wait` can be short, for a dead process's events to come
+    /// back soon).
+    async fn in_progress<T>(
+        &self,
+        batch: &[jetstream::Message],
+        work: impl Future<Output = T>,
+    ) -> T {
+        let period = (self.config.ack_wait / 3).max(Duration::from_millis(100));
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                done = &mut work => return done,
+                _ = tokio::time::sleep(period) => {
+                    futures::future::join_all(
+                        batch.iter().map(|message| message.ack_with(AckKind::Progress)),
+                    )
+                    .await;
+                }
+            }
+        }
+    }
+
+    /// Applies a batch in one transaction. On a database failure nothing is acked: the
+    /// caller keeps the batch and tries again.
+    async fn apply_batch(&self, batch: &[jetstream::Message]) -> Result<(), sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         if batch.len() > 1
             && self.handler.handles_many()
-            && let Some(outcomes) = self.apply_at_once(&mut tx, &batch).await?
+            && let Some(outcomes) = self.apply_at_once(&mut tx, batch).await?
         {
             tx.commit().await?;
             if outcomes
@@ -265,12 +332,12 @@ impl<H: Handler> InboxConsumer<H> {
             {
                 self.handler.committed();
             }
-            self.settle_all(&batch, outcomes).await;
+            self.settle_all(batch, outcomes).await;
             return Ok(());
         }
         let mut outcomes = Vec::with_capacity(batch.len());
         let mut changed = false;
-        for message in &batch {
+        for message in batch {
             let mut delivery = match to_delivery(message) {
                 Ok(delivery) => delivery,
                 Err(reason) => {
@@ -316,7 +383,7 @@ impl<H: Handler> InboxConsumer<H> {
         if changed {
             self.handler.committed();
         }
-        self.settle_all(&batch, outcomes).await;
+        self.settle_all(batch, outcomes).await;
         Ok(())
     }
 

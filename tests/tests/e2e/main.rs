@@ -11,6 +11,7 @@ mod entitlement_dates;
 mod entitlement_policy;
 mod entries;
 mod inbox_batches;
+mod inbox_recovery;
 mod publication;
 mod python_client;
 mod tracing;
