@@ -53,7 +53,7 @@ impl From<OfficeError> for ApiError {
             OfficeError::NotFound(_) => ErrorCode::NotFound,
             OfficeError::FailedPrecondition(_) => ErrorCode::FailedPrecondition,
             OfficeError::Aborted(_) => ErrorCode::Aborted,
-            OfficeError::Database(_) => ErrorCode::Internal,
+            OfficeError::Database(error) => hosted_platform::error::database_code(error),
         };
         let mut violations = Violations::default();
         if let OfficeError::Invalid { field, reason } = &error {

@@ -45,6 +45,9 @@ enum ApiError {
     Aborted(String),
     #[error("{0}")]
     Internal(String),
+    /// A dependency (the database) is away: the caller may retry later.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl ServiceError for ApiError {
@@ -56,6 +59,7 @@ impl ServiceError for ApiError {
             ApiError::FailedPrecondition(_) => ErrorCode::FailedPrecondition,
             ApiError::Aborted(_) => ErrorCode::Aborted,
             ApiError::Internal(_) => ErrorCode::Internal,
+            ApiError::Unavailable(_) => ErrorCode::Unavailable,
         }
     }
 
@@ -69,7 +73,11 @@ impl ServiceError for ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
-        ApiError::Internal(format!("database: {error}"))
+        let message = format!("database: {error}");
+        match hosted_platform::error::database_code(&error) {
+            ErrorCode::Unavailable => ApiError::Unavailable(message),
+            _ => ApiError::Internal(message),
+        }
     }
 }
 
@@ -296,6 +304,7 @@ impl Entitlement {
             ActivationError::AlreadyActive(_) => ApiError::FailedPrecondition(error.to_string()),
             ActivationError::VersionTaken(_) => ApiError::AlreadyExists(error.to_string()),
             ActivationError::NotExpected { .. } => ApiError::Aborted(error.to_string()),
+            ActivationError::Recompute(crate::recompute::Error::Database(error)) => error.into(),
             ActivationError::Recompute(error) => ApiError::Internal(error.to_string()),
         })?;
         Ok(v1::ActivatePolicyResponse {

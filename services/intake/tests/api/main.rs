@@ -8,6 +8,7 @@ mod helpers;
 mod identity;
 mod import;
 mod lifecycle;
+mod outage;
 mod outbox;
 mod populations;
 mod register;
