@@ -236,9 +236,11 @@ impl<H: Handler> InboxConsumer<H> {
                         _ => break,
                     }
                 }
-                if !self
-                    .apply_until_done(&mut batch, &mut messages, &mut shutdown)
-                    .await
+                self.skip_dead_letters(&mut batch).await;
+                if !batch.is_empty()
+                    && !self
+                        .apply_until_done(&mut batch, &mut messages, &mut shutdown)
+                        .await
                 {
                     break 'reconnect;
                 }
@@ -246,6 +248,26 @@ impl<H: Handler> InboxConsumer<H> {
             }
         }
         tracing::debug!(consumer = %self.spec.durable, "consumer stopped");
+    }
+
+    /// Acknowledges and drops the dead letters of a batch: another consumer's, which
+    /// earlier versions kept among the facts this consumer takes. They are not events
+    /// (their owner lists and replays them); taken as events they would be dead-lettered
+    /// again, one becoming several.
+    async fn skip_dead_letters(&self, batch: &mut Vec<jetstream::Message>) {
+        let (dead, events): (Vec<_>, Vec<_>) =
+            std::mem::take(batch).into_iter().partition(|message| {
+                message
+                    .headers
+                    .as_ref()
+                    .is_some_and(|headers| headers.get(headers::DEAD_LETTER_CONSUMER).is_some())
+            });
+        *batch = events;
+        if dead.is_empty() {
+            return;
+        }
+        tracing::debug!(consumer = %self.spec.durable, count = dead.len(), "dead letters skipped");
+        futures::future::join_all(dead.iter().map(|message| message.double_ack())).await;
     }
 
     /// Applies a batch, keeping it (in-progress acks) while the work lasts and while a
@@ -639,7 +661,24 @@ impl DeadLetters {
         }
     }
 
+    /// Every dead letter, where this version puts them and where earlier ones did, in
+    /// stream order.
     async fn read(&self) -> Result<Vec<(DeadLetter, jetstream::Message)>, String> {
+        let mut letters = self
+            .read_under(self.namespace.all_dead_letters(self.owner))
+            .await?;
+        letters.extend(
+            self.read_under(self.namespace.former_dead_letters(self.owner))
+                .await?,
+        );
+        letters.sort_by_key(|(letter, _)| letter.sequence);
+        Ok(letters)
+    }
+
+    async fn read_under(
+        &self,
+        filter_subject: String,
+    ) -> Result<Vec<(DeadLetter, jetstream::Message)>, String> {
         let stream = self
             .jetstream
             .get_stream(self.namespace.stream(self.owner))
@@ -648,7 +687,7 @@ impl DeadLetters {
         // An ephemeral consumer that only reads: nothing is acknowledged or removed.
         let consumer = stream
             .create_consumer(pull::Config {
-                filter_subject: self.namespace.all_dead_letters(self.owner),
+                filter_subject,
                 deliver_policy: DeliverPolicy::All,
                 ack_policy: jetstream::consumer::AckPolicy::None,
                 inactive_threshold: Duration::from_secs(30),

@@ -53,7 +53,10 @@ pub fn stream_config(
 ) -> stream::Config {
     stream::Config {
         name: namespace.stream(service),
-        subjects: vec![namespace.all_of(service)],
+        subjects: vec![
+            namespace.all_of(service),
+            namespace.all_dead_letters(service),
+        ],
         retention: RetentionPolicy::Limits,
         storage: StorageType::File,
         discard: DiscardPolicy::Old,

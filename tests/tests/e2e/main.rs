@@ -4,6 +4,7 @@
 
 mod access;
 mod cards;
+mod dead_letter_cascade;
 mod dead_letters;
 mod delivery;
 mod entitlement;
