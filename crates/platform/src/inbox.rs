@@ -644,6 +644,21 @@ pub struct DeadLetter {
     pub dead_at: OffsetDateTime,
 }
 
+impl DeadLetter {
+    /// As the `ListDeadLetters` RPCs answer it.
+    pub fn to_wire(&self) -> hosted_contracts::v1::DeadLetter {
+        hosted_contracts::v1::DeadLetter {
+            sequence: self.sequence,
+            event_id: self.event_id.clone(),
+            original_subject: self.original_subject.clone(),
+            consumer: self.consumer.clone(),
+            error: self.error.clone(),
+            deliveries: self.deliveries,
+            dead_at: Some(crate::clock::wire_time(self.dead_at)),
+        }
+    }
+}
+
 /// The dead letters of one service, for operators.
 #[derive(Debug, Clone)]
 pub struct DeadLetters {
@@ -748,6 +763,29 @@ impl DeadLetters {
         handler: &H,
         sequences: &[u64],
     ) -> Result<(u32, u32), String> {
+        self.replay_where(pool, handler, sequences, None).await
+    }
+
+    /// As [`DeadLetters::replay`], for the dead letters of one consumer only: a service
+    /// with several consumers replays each one's through that consumer's handler.
+    pub async fn replay_of<H: Handler>(
+        &self,
+        pool: &PgPool,
+        consumer: &str,
+        handler: &H,
+        sequences: &[u64],
+    ) -> Result<(u32, u32), String> {
+        self.replay_where(pool, handler, sequences, Some(consumer))
+            .await
+    }
+
+    async fn replay_where<H: Handler>(
+        &self,
+        pool: &PgPool,
+        handler: &H,
+        sequences: &[u64],
+        consumer: Option<&str>,
+    ) -> Result<(u32, u32), String> {
         let stream = self
             .jetstream
             .get_stream(self.namespace.stream(self.owner))
@@ -756,6 +794,9 @@ impl DeadLetters {
         let (mut replayed, mut failed) = (0, 0);
         for (letter, message) in self.read().await? {
             if !sequences.is_empty() && !sequences.contains(&letter.sequence) {
+                continue;
+            }
+            if consumer.is_some_and(|consumer| consumer != letter.consumer) {
                 continue;
             }
             let Ok(event_id) = Uuid::parse_str(&letter.event_id) else {

@@ -22,6 +22,8 @@ pub const ACCESS: &[(&str, &[Role])] = &[
     ("TransitionCard", &[CardOffice]),
     ("ReplaceCard", &[CardOffice]),
     ("ExportEpurse", &[CardOffice]),
+    ("ListDeadLetters", &[Dosi]),
+    ("ReplayDeadLetters", &[Dosi]),
 ];
 
 /// The most cards a print batch or a queue listing holds.
@@ -76,6 +78,15 @@ impl From<sqlx::Error> for ApiError {
 impl From<ApiError> for Status {
     fn from(error: ApiError) -> Self {
         to_status(&error)
+    }
+}
+
+/// NATS could not be read: the caller may try again later.
+fn unavailable(reason: String) -> ApiError {
+    ApiError {
+        code: ErrorCode::Unavailable,
+        message: format!("dead letters: {reason}"),
+        violations: Violations::default(),
     }
 }
 
@@ -341,5 +352,53 @@ impl v1::cards_service_server::CardsService for Cards {
         Ok(Response::new(
             Cards::export_epurse(self, actor.name(), request.into_inner()).await?,
         ))
+    }
+
+    async fn list_dead_letters(
+        &self,
+        _request: Request<v1::ListDeadLettersRequest>,
+    ) -> Result<Response<v1::ListDeadLettersResponse>, Status> {
+        let letters = self.dead_letters.list().await.map_err(unavailable)?;
+        Ok(Response::new(v1::ListDeadLettersResponse {
+            dead_letters: letters.iter().map(|letter| letter.to_wire()).collect(),
+        }))
+    }
+
+    /// Each consumer's dead letters go through that consumer's handler.
+    async fn replay_dead_letters(
+        &self,
+        request: Request<v1::ReplayDeadLettersRequest>,
+    ) -> Result<Response<v1::ReplayDeadLettersResponse>, Status> {
+        let sequences = request.into_inner().sequences;
+        let pool = &self.office.pool;
+        let (people_replayed, people_failed) = self
+            .dead_letters
+            .replay_of(
+                pool,
+                crate::events::INTAKE_CONSUMER,
+                &self.people,
+                &sequences,
+            )
+            .await
+            .map_err(unavailable)?;
+        let (grants_replayed, grants_failed) = self
+            .dead_letters
+            .replay_of(
+                pool,
+                crate::events::ENTITLEMENT_CONSUMER,
+                &self.grants,
+                &sequences,
+            )
+            .await
+            .map_err(unavailable)?;
+        let (replayed, failed) = (
+            people_replayed + grants_replayed,
+            people_failed + grants_failed,
+        );
+        tracing::info!(replayed, failed, "dead letters replayed");
+        Ok(Response::new(v1::ReplayDeadLettersResponse {
+            replayed,
+            failed,
+        }))
     }
 }

@@ -28,6 +28,8 @@ pub const ACCESS: &[(&str, &[Role])] = &[
     ("ListGrants", &[Dosi, Deve, Integrator]),
     ("SimulatePolicy", &[Dosi]),
     ("ActivatePolicy", &[Dosi]),
+    ("ListDeadLetters", &[Dosi]),
+    ("ReplayDeadLetters", &[Dosi]),
 ];
 
 /// What an entitlement RPC can fail with.
@@ -359,5 +361,36 @@ impl v1::entitlement_service_server::EntitlementService for Entitlement {
         Ok(Response::new(
             self.activate(&actor.0, request.into_inner()).await?,
         ))
+    }
+
+    async fn list_dead_letters(
+        &self,
+        _request: Request<v1::ListDeadLettersRequest>,
+    ) -> Result<Response<v1::ListDeadLettersResponse>, Status> {
+        let letters = self
+            .dead_letters
+            .list()
+            .await
+            .map_err(ApiError::Unavailable)?;
+        Ok(Response::new(v1::ListDeadLettersResponse {
+            dead_letters: letters.iter().map(|letter| letter.to_wire()).collect(),
+        }))
+    }
+
+    async fn replay_dead_letters(
+        &self,
+        request: Request<v1::ReplayDeadLettersRequest>,
+    ) -> Result<Response<v1::ReplayDeadLettersResponse>, Status> {
+        let sequences = request.into_inner().sequences;
+        let (replayed, failed) = self
+            .dead_letters
+            .replay(&self.pool, &self.handler, &sequences)
+            .await
+            .map_err(ApiError::Unavailable)?;
+        tracing::info!(replayed, failed, "dead letters replayed");
+        Ok(Response::new(v1::ReplayDeadLettersResponse {
+            replayed,
+            failed,
+        }))
     }
 }

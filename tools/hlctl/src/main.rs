@@ -162,8 +162,11 @@ enum Command {
         #[arg(long, value_name = "NAME", default_value = "")]
         service: String,
     },
-    /// Dead letters of the directory's consumers (role dosi).
+    /// Dead letters of a service's consumers (role dosi).
     DeadLetters {
+        /// Whose dead letters: each service keeps those of its own consumers.
+        #[arg(long, value_enum, default_value_t = DeadLetterOwner::Directory, global = true)]
+        service: DeadLetterOwner,
         #[command(subcommand)]
         action: DeadLetterAction,
     },
@@ -221,6 +224,14 @@ struct GenerateArgs {
     /// mark, CRLF, header in capitals.
     #[arg(long)]
     spreadsheet: bool,
+}
+
+/// The services that consume events, hence keep dead letters.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum DeadLetterOwner {
+    Directory,
+    Entitlement,
+    Cards,
 }
 
 #[derive(Debug, Subcommand)]
@@ -679,18 +690,36 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        Command::DeadLetters { action } => {
-            let mut client = v1::directory_service_client::DirectoryServiceClient::new(
-                connect(&cli.directory).await?,
-            );
+        Command::DeadLetters { service, action } => {
+            let channel = connect(match service {
+                DeadLetterOwner::Directory => &cli.directory,
+                DeadLetterOwner::Entitlement => &cli.entitlement,
+                DeadLetterOwner::Cards => &cli.cards,
+            })
+            .await?;
             match action {
                 DeadLetterAction::List => {
-                    let letters = client
-                        .list_dead_letters(authorized(token, v1::ListDeadLettersRequest {})?)
-                        .await
-                        .map_err(server_error)?
-                        .into_inner()
-                        .dead_letters;
+                    let request = authorized(token, v1::ListDeadLettersRequest {})?;
+                    let letters = match service {
+                        DeadLetterOwner::Directory => {
+                            v1::directory_service_client::DirectoryServiceClient::new(channel)
+                                .list_dead_letters(request)
+                                .await
+                        }
+                        DeadLetterOwner::Entitlement => {
+                            v1::entitlement_service_client::EntitlementServiceClient::new(channel)
+                                .list_dead_letters(request)
+                                .await
+                        }
+                        DeadLetterOwner::Cards => {
+                            v1::cards_service_client::CardsServiceClient::new(channel)
+                                .list_dead_letters(request)
+                                .await
+                        }
+                    }
+                    .map_err(server_error)?
+                    .into_inner()
+                    .dead_letters;
                     for letter in letters {
                         if cli.json {
                             println!(
@@ -714,14 +743,26 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     }
                 }
                 DeadLetterAction::Replay { sequences } => {
-                    let outcome = client
-                        .replay_dead_letters(authorized(
-                            token,
-                            v1::ReplayDeadLettersRequest { sequences },
-                        )?)
-                        .await
-                        .map_err(server_error)?
-                        .into_inner();
+                    let request = authorized(token, v1::ReplayDeadLettersRequest { sequences })?;
+                    let outcome = match service {
+                        DeadLetterOwner::Directory => {
+                            v1::directory_service_client::DirectoryServiceClient::new(channel)
+                                .replay_dead_letters(request)
+                                .await
+                        }
+                        DeadLetterOwner::Entitlement => {
+                            v1::entitlement_service_client::EntitlementServiceClient::new(channel)
+                                .replay_dead_letters(request)
+                                .await
+                        }
+                        DeadLetterOwner::Cards => {
+                            v1::cards_service_client::CardsServiceClient::new(channel)
+                                .replay_dead_letters(request)
+                                .await
+                        }
+                    }
+                    .map_err(server_error)?
+                    .into_inner();
                     if cli.json {
                         println!(
                             "{}",

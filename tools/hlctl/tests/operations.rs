@@ -1318,3 +1318,57 @@ fn tempdir() -> PathBuf {
     std::fs::create_dir_all(&directory).unwrap();
     directory
 }
+
+/// Entitlement's and cards' dead letters are listed and replayed as directory's are.
+#[tokio::test]
+async fn entitlement_and_cards_dead_letters_are_listed_and_replayed() {
+    // Arrange: an event neither entitlement nor cards can read.
+    let services = Services::all_but_directory().await;
+    let hlctl = Hlctl::new(&services);
+    let dosi = services.token(Role::Dosi);
+    let jetstream = hosted_testkit::jetstream().await;
+    let mut headers = async_nats::HeaderMap::new();
+    let event_id = uuid::Uuid::now_v7().to_string();
+    headers.insert("Nats-Msg-Id", event_id.as_str());
+    jetstream
+        .publish_with_headers(
+            format!("{}.intake.stay.registered", services.namespace.as_str()),
+            headers,
+            vec![0xff, 0xff, 0xff].into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+
+    for service in ["entitlement", "cards"] {
+        // Act
+        let mut letters = Vec::new();
+        for _ in 0..100 {
+            letters = hlctl
+                .run(
+                    &dosi,
+                    &["--json", "dead-letters", "list", "--service", service],
+                )
+                .await
+                .json_lines();
+            if !letters.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let replay = hlctl
+            .run(&dosi, &["dead-letters", "replay", "--service", service])
+            .await;
+
+        // Assert: the one event, once; still failing when replayed, so still listed.
+        assert_eq!(letters.len(), 1, "{service}: {letters:?}");
+        assert_eq!(letters[0]["event_id"], event_id.as_str(), "{service}");
+        assert_eq!(replay.code, Some(0), "{service}: {replay:?}");
+        assert!(
+            replay.stdout.contains("replayed 0, still failing 1"),
+            "{service}: {replay:?}"
+        );
+    }
+    services.stop().await;
+}
