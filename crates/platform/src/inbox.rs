@@ -115,6 +115,9 @@ pub struct InboxConsumer<H> {
     jetstream: jetstream::Context,
     handler: Arc<H>,
     batch_size: usize,
+    /// Whether acks are failing (NATS away): said once when they start to, and once
+    /// when they are confirmed again, not once per event.
+    acks_failing: std::sync::atomic::AtomicBool,
 }
 
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(60);
@@ -141,6 +144,7 @@ impl<H: Handler> InboxConsumer<H> {
             jetstream,
             handler,
             batch_size: 256,
+            acks_failing: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -537,8 +541,19 @@ impl<H: Handler> InboxConsumer<H> {
                 }
             }
         };
-        if let Err(error) = result {
-            tracing::warn!(consumer = %self.spec.durable, %error, "ack not confirmed; the event may come again");
+        let failing = result.is_err();
+        if self
+            .acks_failing
+            .swap(failing, std::sync::atomic::Ordering::Relaxed)
+            == failing
+        {
+            return;
+        }
+        match result {
+            Err(error) => {
+                tracing::warn!(consumer = %self.spec.durable, %error, "ack not confirmed; the events may come again (said once until acks are confirmed)");
+            }
+            Ok(()) => tracing::info!(consumer = %self.spec.durable, "acks confirmed again"),
         }
     }
 

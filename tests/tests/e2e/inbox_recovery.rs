@@ -20,12 +20,15 @@ use hosted_testkit::TestDatabase;
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::watch;
 
-/// Counts what it applies; may hang (a process about to die) or work slowly.
+/// Counts what it applies; may hang (a process about to die), work slowly, or wait
+/// for the test to let it go on.
 #[derive(Debug, Default)]
 struct Counter {
     applied: AtomicUsize,
     hang: AtomicBool,
     slow: Option<Duration>,
+    gate: Option<watch::Receiver<bool>>,
+    started: AtomicBool,
 }
 
 struct Probe(Arc<Counter>);
@@ -41,6 +44,10 @@ impl Handler for Probe {
         }
         if let Some(slow) = self.0.slow {
             tokio::time::sleep(slow).await;
+        }
+        self.0.started.store(true, Ordering::SeqCst);
+        if let Some(gate) = &self.0.gate {
+            let _ = gate.clone().wait_for(|open| *open).await;
         }
         self.0.applied.fetch_add(1, Ordering::SeqCst);
         Ok(())
@@ -85,6 +92,16 @@ async fn setup(nats: &NatsConfig) -> Setup {
 
 impl Setup {
     async fn publish(&self) {
+        self.publish_many(1).await;
+    }
+
+    async fn publish_many(&self, count: usize) {
+        for _ in 0..count {
+            self.publish_one().await;
+        }
+    }
+
+    async fn publish_one(&self) {
         let mut headers = HeaderMap::new();
         headers.insert("Nats-Msg-Id", uuid::Uuid::now_v7().to_string().as_str());
         self.jetstream
@@ -280,4 +297,95 @@ async fn an_existing_consumer_takes_the_current_ack_wait() {
         consumer.info().await.unwrap().config.ack_wait,
         nats.ack_wait
     );
+}
+
+/// Lines written by the services' logging, for a test to read.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn count(&self, text: &str) -> usize {
+        String::from_utf8_lossy(&self.0.lock().unwrap())
+            .matches(text)
+            .count()
+    }
+}
+
+/// NATS goes away while a batch of 40 events is being applied: the acks that cannot
+/// be confirmed are said once, not once each, and their return once.
+#[tokio::test]
+async fn a_nats_outage_is_logged_once_not_once_per_ack() {
+    // Arrange: what this test's tasks log (all on this thread) is captured; the
+    // consumer reaches NATS through a proxy the test stops.
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .finish();
+    let _logging = tracing::subscriber::set_default(subscriber);
+    let namespace = hosted_testkit::namespace().await;
+    let nats = hosted_testkit::nats_config(&namespace);
+    let setup = setup(&nats).await;
+    setup.publish_many(40).await;
+    let target = hosted_testkit::nats_url()
+        .trim_start_matches("nats://")
+        .parse()
+        .unwrap();
+    let proxy = hosted_testkit::TcpProxy::start(target).await;
+    let through_proxy = NatsConfig {
+        url: format!("nats://{}", proxy.address()),
+        ..nats.clone()
+    };
+    let client = hosted_platform::nats::connect(&through_proxy, "test-outage")
+        .await
+        .unwrap();
+    let (open, gate) = watch::channel(false);
+    let counter = Arc::new(Counter {
+        gate: Some(gate),
+        ..Counter::default()
+    });
+    let consumer = InboxConsumer::new(
+        ConsumerSpec {
+            durable: "test-recovery".to_owned(),
+            source: Service::Intake,
+            owner: Service::Entitlement,
+        },
+        &through_proxy,
+        setup.pool.clone(),
+        async_nats::jetstream::new(client),
+        Arc::new(Probe(counter.clone())),
+    );
+    let (stop, mut stopped) = watch::channel(false);
+    let attached = consumer.attach(&mut stopped).await.unwrap();
+    let task = tokio::spawn(consumer.run(attached, stopped));
+    while !counter.started.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Act: NATS goes away, then the batch finishes and its acks fail.
+    proxy.stop().await;
+    open.send_replace(true);
+    assert!(applied_within(&counter, 40, Duration::from_secs(10)).await);
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    proxy.resume().await;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+
+    // Assert
+    assert_eq!(captured.count("ack not confirmed"), 1);
+    assert_eq!(captured.count("acks confirmed again"), 1);
+    let _ = stop.send(true);
+    task.await.unwrap();
 }
