@@ -86,7 +86,12 @@ enum Command {
     /// Makes a new random caller token and prints it with the hash to configure.
     NewToken,
     /// Prints the SHA-256 to configure for a token (read from standard input when absent).
-    HashToken { token: Option<String> },
+    HashToken {
+        /// The token to hash. Not named `token`: clap would fill it from the global
+        /// `--token` (`HLCTL_TOKEN`, the operator's own token).
+        #[arg(value_name = "TOKEN")]
+        input: Option<String>,
+    },
     /// Registers a person and one stay (role deve).
     Register(Box<RegisterArgs>),
     /// Shows a learner by login, hosted-learner number or id; finds learners;
@@ -346,8 +351,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("token:        {token}\ntoken_sha256: {hash}");
             }
         }
-        Command::HashToken { token } => {
-            let token = match token {
+        Command::HashToken { input } => {
+            let token = match input {
                 Some(token) => token,
                 None => {
                     let mut line = String::new();

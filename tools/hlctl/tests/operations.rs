@@ -1372,3 +1372,34 @@ async fn entitlement_and_cards_dead_letters_are_listed_and_replayed() {
     }
     services.stop().await;
 }
+
+/// `hash-token` hashes what it is given, from the argument or standard input, even
+/// when `HLCTL_TOKEN` (the operator's own token) is set.
+#[test]
+fn hash_token_hashes_its_input_not_the_operators_token() {
+    use std::io::Write;
+    let expected = hosted_platform::auth::hash_token("the-new-callers-token");
+    let from_argument = Command::new(env!("CARGO_BIN_EXE_hlctl"))
+        .env("HLCTL_TOKEN", "the-operators-own-token")
+        .args(["hash-token", "the-new-callers-token"])
+        .output()
+        .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hlctl"))
+        .env("HLCTL_TOKEN", "the-operators-own-token")
+        .arg("hash-token")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"the-new-callers-token\n")
+        .unwrap();
+    let from_stdin = child.wait_with_output().unwrap();
+    for output in [from_argument, from_stdin] {
+        assert!(output.status.success());
+        assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), expected);
+    }
+}
