@@ -356,10 +356,10 @@ impl v1::cards_service_server::CardsService for Cards {
 
     async fn list_dead_letters(
         &self,
-        _request: Request<v1::ListDeadLettersRequest>,
-    ) -> Result<Response<v1::ListDeadLettersResponse>, Status> {
+        _request: Request<v1::CardsServiceListDeadLettersRequest>,
+    ) -> Result<Response<v1::CardsServiceListDeadLettersResponse>, Status> {
         let letters = self.dead_letters.list().await.map_err(unavailable)?;
-        Ok(Response::new(v1::ListDeadLettersResponse {
+        Ok(Response::new(v1::CardsServiceListDeadLettersResponse {
             dead_letters: letters.iter().map(|letter| letter.to_wire()).collect(),
         }))
     }
@@ -367,8 +367,8 @@ impl v1::cards_service_server::CardsService for Cards {
     /// Each consumer's dead letters go through that consumer's handler.
     async fn replay_dead_letters(
         &self,
-        request: Request<v1::ReplayDeadLettersRequest>,
-    ) -> Result<Response<v1::ReplayDeadLettersResponse>, Status> {
+        request: Request<v1::CardsServiceReplayDeadLettersRequest>,
+    ) -> Result<Response<v1::CardsServiceReplayDeadLettersResponse>, Status> {
         let sequences = request.into_inner().sequences;
         let pool = &self.office.pool;
         let (people_replayed, people_failed) = self
@@ -396,7 +396,7 @@ impl v1::cards_service_server::CardsService for Cards {
             people_failed + grants_failed,
         );
         tracing::info!(replayed, failed, "dead letters replayed");
-        Ok(Response::new(v1::ReplayDeadLettersResponse {
+        Ok(Response::new(v1::CardsServiceReplayDeadLettersResponse {
             replayed,
             failed,
         }))

@@ -365,22 +365,24 @@ impl v1::entitlement_service_server::EntitlementService for Entitlement {
 
     async fn list_dead_letters(
         &self,
-        _request: Request<v1::ListDeadLettersRequest>,
-    ) -> Result<Response<v1::ListDeadLettersResponse>, Status> {
+        _request: Request<v1::EntitlementServiceListDeadLettersRequest>,
+    ) -> Result<Response<v1::EntitlementServiceListDeadLettersResponse>, Status> {
         let letters = self
             .dead_letters
             .list()
             .await
             .map_err(ApiError::Unavailable)?;
-        Ok(Response::new(v1::ListDeadLettersResponse {
-            dead_letters: letters.iter().map(|letter| letter.to_wire()).collect(),
-        }))
+        Ok(Response::new(
+            v1::EntitlementServiceListDeadLettersResponse {
+                dead_letters: letters.iter().map(|letter| letter.to_wire()).collect(),
+            },
+        ))
     }
 
     async fn replay_dead_letters(
         &self,
-        request: Request<v1::ReplayDeadLettersRequest>,
-    ) -> Result<Response<v1::ReplayDeadLettersResponse>, Status> {
+        request: Request<v1::EntitlementServiceReplayDeadLettersRequest>,
+    ) -> Result<Response<v1::EntitlementServiceReplayDeadLettersResponse>, Status> {
         let sequences = request.into_inner().sequences;
         let (replayed, failed) = self
             .dead_letters
@@ -388,9 +390,8 @@ impl v1::entitlement_service_server::EntitlementService for Entitlement {
             .await
             .map_err(ApiError::Unavailable)?;
         tracing::info!(replayed, failed, "dead letters replayed");
-        Ok(Response::new(v1::ReplayDeadLettersResponse {
-            replayed,
-            failed,
-        }))
+        Ok(Response::new(
+            v1::EntitlementServiceReplayDeadLettersResponse { replayed, failed },
+        ))
     }
 }

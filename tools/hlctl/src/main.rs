@@ -704,27 +704,36 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             .await?;
             match action {
                 DeadLetterAction::List => {
-                    let request = authorized(token, v1::ListDeadLettersRequest {})?;
                     let letters = match service {
                         DeadLetterOwner::Directory => {
                             v1::directory_service_client::DirectoryServiceClient::new(channel)
-                                .list_dead_letters(request)
+                                .list_dead_letters(authorized(
+                                    token,
+                                    v1::ListDeadLettersRequest {},
+                                )?)
                                 .await
+                                .map(|response| response.into_inner().dead_letters)
                         }
                         DeadLetterOwner::Entitlement => {
                             v1::entitlement_service_client::EntitlementServiceClient::new(channel)
-                                .list_dead_letters(request)
+                                .list_dead_letters(authorized(
+                                    token,
+                                    v1::EntitlementServiceListDeadLettersRequest {},
+                                )?)
                                 .await
+                                .map(|response| response.into_inner().dead_letters)
                         }
                         DeadLetterOwner::Cards => {
                             v1::cards_service_client::CardsServiceClient::new(channel)
-                                .list_dead_letters(request)
+                                .list_dead_letters(authorized(
+                                    token,
+                                    v1::CardsServiceListDeadLettersRequest {},
+                                )?)
                                 .await
+                                .map(|response| response.into_inner().dead_letters)
                         }
                     }
-                    .map_err(server_error)?
-                    .into_inner()
-                    .dead_letters;
+                    .map_err(server_error)?;
                     for letter in letters {
                         if cli.json {
                             println!(
@@ -748,36 +757,49 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     }
                 }
                 DeadLetterAction::Replay { sequences } => {
-                    let request = authorized(token, v1::ReplayDeadLettersRequest { sequences })?;
-                    let outcome = match service {
+                    let (replayed, failed) = match service {
                         DeadLetterOwner::Directory => {
                             v1::directory_service_client::DirectoryServiceClient::new(channel)
-                                .replay_dead_letters(request)
+                                .replay_dead_letters(authorized(
+                                    token,
+                                    v1::ReplayDeadLettersRequest { sequences },
+                                )?)
                                 .await
+                                .map(|response| {
+                                    let outcome = response.into_inner();
+                                    (outcome.replayed, outcome.failed)
+                                })
                         }
                         DeadLetterOwner::Entitlement => {
                             v1::entitlement_service_client::EntitlementServiceClient::new(channel)
-                                .replay_dead_letters(request)
+                                .replay_dead_letters(authorized(
+                                    token,
+                                    v1::EntitlementServiceReplayDeadLettersRequest { sequences },
+                                )?)
                                 .await
+                                .map(|response| {
+                                    let outcome = response.into_inner();
+                                    (outcome.replayed, outcome.failed)
+                                })
                         }
                         DeadLetterOwner::Cards => {
                             v1::cards_service_client::CardsServiceClient::new(channel)
-                                .replay_dead_letters(request)
+                                .replay_dead_letters(authorized(
+                                    token,
+                                    v1::CardsServiceReplayDeadLettersRequest { sequences },
+                                )?)
                                 .await
+                                .map(|response| {
+                                    let outcome = response.into_inner();
+                                    (outcome.replayed, outcome.failed)
+                                })
                         }
                     }
-                    .map_err(server_error)?
-                    .into_inner();
+                    .map_err(server_error)?;
                     if cli.json {
-                        println!(
-                            "{}",
-                            json!({ "replayed": outcome.replayed, "failed": outcome.failed })
-                        );
+                        println!("{}", json!({ "replayed": replayed, "failed": failed }));
                     } else {
-                        println!(
-                            "replayed {}, still failing {}",
-                            outcome.replayed, outcome.failed
-                        );
+                        println!("replayed {replayed}, still failing {failed}");
                     }
                 }
             }
