@@ -460,9 +460,13 @@ impl<H: Handler> InboxConsumer<H> {
             .await?
             .into_iter()
             .collect();
+            // Once each: a redelivered copy may sit in the batch beside the original.
+            let mut handed = std::collections::HashSet::new();
             let mut new: Vec<Delivery> = deliveries
                 .iter()
-                .filter(|delivery| fresh.contains(&delivery.event_id))
+                .filter(|delivery| {
+                    fresh.contains(&delivery.event_id) && handed.insert(delivery.event_id)
+                })
                 .cloned()
                 .collect();
             // Open until the batch is done, so that they last as long as its work.
