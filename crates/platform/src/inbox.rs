@@ -122,6 +122,9 @@ pub struct InboxConsumer<H> {
 
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(60);
 
+/// How soon the events a stopping consumer hands back are delivered again.
+const HAND_BACK_DELAY: Duration = Duration::from_secs(1);
+
 /// The longest wait between two tries of a batch the database refused.
 const MAX_DATABASE_RETRY_DELAY: Duration = Duration::from_secs(5);
 
@@ -210,9 +213,15 @@ impl<H: Handler> InboxConsumer<H> {
                 }
             };
             loop {
+                // Shutdown first: what has arrived is handed back, not started.
                 let first = tokio::select! {
-                    next = messages.next() => next,
-                    _ = shutdown.changed() => break 'reconnect,
+                    biased;
+                    _ = shutdown.changed() => None,
+                    next = messages.next() => Some(next),
+                };
+                let Some(first) = first else {
+                    self.hand_back(Vec::new(), messages).await;
+                    break 'reconnect;
                 };
                 let mut batch = match first {
                     Some(Ok(message)) => vec![message],
@@ -246,6 +255,7 @@ impl<H: Handler> InboxConsumer<H> {
                         .apply_until_done(&mut batch, &mut messages, &mut shutdown)
                         .await
                 {
+                    self.hand_back(batch, messages).await;
                     break 'reconnect;
                 }
                 backoff.reset();
@@ -277,8 +287,8 @@ impl<H: Handler> InboxConsumer<H> {
     /// Applies a batch, keeping it (in-progress acks) while the work lasts and while a
     /// database failure is retried, with a growing delay of at most
     /// [`MAX_DATABASE_RETRY_DELAY`]. Events that arrive meanwhile join the batch, so
-    /// that they are kept too. Returns false when shutdown came first: what was not
-    /// applied is nak'ed without delay, for the next process to take at once.
+    /// that they are kept too. Returns false when shutdown came first, the batch not
+    /// applied (to be handed back).
     ///
     /// Why not a nak on a database failure: JetStream counts every delivery toward
     /// `max_deliver` and stops delivering an event that reaches it, so a PostgreSQL
@@ -305,18 +315,38 @@ impl<H: Handler> InboxConsumer<H> {
                 _ = shutdown.changed() => true,
             };
             if stopping {
-                futures::future::join_all(
-                    batch
-                        .iter()
-                        .map(|message| message.ack_with(AckKind::Nak(None))),
-                )
-                .await;
                 return false;
             }
             while let Some(Some(Ok(message))) = messages.next().now_or_never() {
                 batch.push(message);
             }
         }
+    }
+
+    /// On shutdown: nak's `batch` and what has arrived but was not started, so that
+    /// the next process gets them within [`HAND_BACK_DELAY`], not after `ack_wait`.
+    async fn hand_back(&self, mut batch: Vec<jetstream::Message>, mut messages: pull::Stream) {
+        // Until nothing comes for a moment: a poll of the pull stream can be pending
+        // while it renews its request, with messages already in hand.
+        while let Ok(Some(Ok(message))) =
+            tokio::time::timeout(Duration::from_millis(50), messages.next()).await
+        {
+            batch.push(message);
+        }
+        drop(messages);
+        if batch.is_empty() {
+            return;
+        }
+        tracing::debug!(consumer = %self.spec.durable, events = batch.len(), "handed back on shutdown");
+        // Confirmed, so that they are on their way before the process exits; after
+        // HAND_BACK_DELAY, when this process's pull request has gone with its
+        // connection (NATS 2.9 cannot cancel one, and would deliver them to it again).
+        futures::future::join_all(
+            batch
+                .iter()
+                .map(|message| message.double_ack_with(AckKind::Nak(Some(HAND_BACK_DELAY)))),
+        )
+        .await;
     }
 
     /// Runs `work`, telling the server every third of `ack_wait` that the batch is being

@@ -42,10 +42,10 @@ impl Handler for Probe {
         if self.0.hang.load(Ordering::SeqCst) {
             std::future::pending::<()>().await;
         }
+        self.0.started.store(true, Ordering::SeqCst);
         if let Some(slow) = self.0.slow {
             tokio::time::sleep(slow).await;
         }
-        self.0.started.store(true, Ordering::SeqCst);
         if let Some(gate) = &self.0.gate {
             let _ = gate.clone().wait_for(|open| *open).await;
         }
@@ -122,6 +122,16 @@ impl Setup {
         nats: &NatsConfig,
         counter: Arc<Counter>,
     ) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+        self.consume_on(nats, counter, self.jetstream.clone()).await
+    }
+
+    /// As [`Setup::consume`], on the given connection.
+    async fn consume_on(
+        &self,
+        nats: &NatsConfig,
+        counter: Arc<Counter>,
+        jetstream: async_nats::jetstream::Context,
+    ) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
         let consumer = InboxConsumer::new(
             ConsumerSpec {
                 durable: "test-recovery".to_owned(),
@@ -130,7 +140,7 @@ impl Setup {
             },
             nats,
             self.pool.clone(),
-            self.jetstream.clone(),
+            jetstream,
             Arc::new(Probe(counter)),
         );
         let (stop, mut stopped) = watch::channel(false);
@@ -386,6 +396,54 @@ async fn a_nats_outage_is_logged_once_not_once_per_ack() {
     // Assert
     assert_eq!(captured.count("ack not confirmed"), 1);
     assert_eq!(captured.count("acks confirmed again"), 1);
+    let _ = stop.send(true);
+    task.await.unwrap();
+}
+
+/// A consumer stopped gracefully hands back the events it had received but not
+/// started: the next process gets them at once, not after `ack_wait`.
+#[tokio::test]
+async fn a_consumer_stopped_gracefully_hands_back_what_it_had_not_started() {
+    // Arrange: a long ack_wait; a slow consumer receives more than it works on.
+    let namespace = hosted_testkit::namespace().await;
+    let nats = NatsConfig {
+        ack_wait: Duration::from_secs(30),
+        ..hosted_testkit::nats_config(&namespace)
+    };
+    let setup = setup(&nats).await;
+    let slow = Arc::new(Counter {
+        slow: Some(Duration::from_secs(1)),
+        ..Counter::default()
+    });
+    // On a connection of its own, closed when it stops, as when its process exits.
+    let own = async_nats::jetstream::new(
+        hosted_platform::nats::connect(&nats, "test-stopping")
+            .await
+            .unwrap(),
+    );
+    let (stop, task) = setup.consume_on(&nats, slow.clone(), own).await;
+    setup.publish().await;
+    while !slow.started.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    setup.publish_many(4).await;
+    while setup.deliveries().await < 5 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Act: stopped while it works on the first.
+    let _ = stop.send(true);
+    task.await.unwrap();
+    let counter = Arc::new(Counter::default());
+    let (stop, task) = setup.consume(&nats, counter.clone()).await;
+
+    // Assert: the four others are applied well within ack_wait.
+    assert_eq!(slow.applied.load(Ordering::SeqCst), 1);
+    assert!(
+        applied_within(&counter, 4, Duration::from_secs(10)).await,
+        "events a stopped consumer had received came back after {} only",
+        counter.applied.load(Ordering::SeqCst)
+    );
     let _ = stop.send(true);
     task.await.unwrap();
 }
