@@ -4,6 +4,11 @@
 //! deployment and a unique prefix per test, so that tests share one NATS server
 //! without seeing each other's events. Each service publishes only under its own
 //! `<namespace>.<service>.>`, into its own stream.
+//!
+//! A service's dead letters are in its stream too, but under
+//! `<namespace>.deadletter.<service>.<consumer>`: outside `<namespace>.<service>.>`,
+//! the one filter subject (all NATS 2.9 allows) of the consumers of that service's
+//! facts, so that no consumer takes a dead letter for an event.
 
 use std::fmt;
 
@@ -112,8 +117,8 @@ pub mod directory {
     pub const ACCOUNT_PUBLISHED: Fact = fact(Directory, "account", "published");
 }
 
-/// The entity segment under which a service keeps its dead letters.
-const DEAD_LETTER_ENTITY: &str = "deadletter";
+/// The token after the namespace under which every service keeps its dead letters.
+const DEAD_LETTERS: &str = "deadletter";
 
 /// The first segment of every subject, and the prefix of every stream name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -157,15 +162,21 @@ impl Namespace {
             .replace('-', "_")
     }
 
-    /// Where a consumer of `service` puts the events it gave up on. The dead letters
-    /// live in the consumer's own stream, under its own prefix.
+    /// Where a consumer owned by `service` puts the events it gave up on: in the
+    /// owner's stream, outside the subjects the consumers of its facts take.
     pub fn dead_letters(&self, service: Service, consumer: &str) -> String {
-        format!("{}.{service}.{DEAD_LETTER_ENTITY}.{consumer}", self.0)
+        format!("{}.{DEAD_LETTERS}.{service}.{consumer}", self.0)
     }
 
-    /// Every dead letter of a service.
+    /// Every dead letter of a service (a subject of its stream, beside [`Self::all_of`]).
     pub fn all_dead_letters(&self, service: Service) -> String {
-        format!("{}.{service}.{DEAD_LETTER_ENTITY}.>", self.0)
+        format!("{}.{DEAD_LETTERS}.{service}.>", self.0)
+    }
+
+    /// Where earlier versions put a service's dead letters, inside the subjects the
+    /// consumers of its facts take: still listed and replayed, and skipped by consumers.
+    pub fn former_dead_letters(&self, service: Service) -> String {
+        format!("{}.{service}.{DEAD_LETTERS}.>", self.0)
     }
 
     /// The fact a subject of this namespace carries, when it is one of `known`.
@@ -207,7 +218,21 @@ mod tests {
         assert_eq!(ns.stream(Service::Intake), "HOSTED_INTAKE");
         assert_eq!(
             ns.dead_letters(Service::Directory, "directory-intake"),
-            "hosted.directory.deadletter.directory-intake"
+            "hosted.deadletter.directory.directory-intake"
+        );
+    }
+
+    #[test]
+    fn dead_letters_are_outside_the_facts_consumers_take() {
+        let ns = Namespace::default();
+        let dead = ns.dead_letters(Service::Entitlement, "entitlement-intake");
+        let facts = ns.all_of(Service::Entitlement);
+        assert!(!dead.starts_with(facts.trim_end_matches('>')), "{dead}");
+        assert!(
+            dead.starts_with(
+                ns.all_dead_letters(Service::Entitlement)
+                    .trim_end_matches('>')
+            )
         );
     }
 

@@ -448,9 +448,26 @@ pub struct NatsConfig {
     pub duplicate_window: Duration,
     /// Deliveries of one event before it goes to the dead letters.
     pub max_deliver: i64,
-    /// How long a consumer may take before an event is redelivered.
+    /// How long an event delivered to a consumer that neither acknowledges it nor says
+    /// it is still working on it waits before it is delivered again: short, so that
+    /// the events of a consumer that died come back soon; the inbox sends in-progress
+    /// acknowledgements every third of it while it works on (or retries) a batch.
     #[serde(deserialize_with = "parse_duration_millis", rename = "ack_wait_ms")]
     pub ack_wait: Duration,
+    /// How long the outbox relay waits for one batch's acknowledgements, all together,
+    /// before it gives up on the batch and tries again.
+    #[serde(
+        deserialize_with = "parse_duration_millis",
+        rename = "publish_timeout_ms"
+    )]
+    pub publish_timeout: Duration,
+    /// Age of the oldest unpublished outbox event beyond which health reports the
+    /// outbox (`hosted.<service>.outbox`) NOT_SERVING and a warning is logged.
+    #[serde(
+        deserialize_with = "parse_duration_millis",
+        rename = "outbox_stale_after_ms"
+    )]
+    pub outbox_stale_after: Duration,
 }
 
 impl Default for NatsConfig {
@@ -460,7 +477,9 @@ impl Default for NatsConfig {
             namespace: hosted_contracts::subjects::Namespace::DEFAULT.to_owned(),
             duplicate_window: Duration::from_secs(120),
             max_deliver: 5,
-            ack_wait: Duration::from_secs(30),
+            ack_wait: Duration::from_secs(5),
+            publish_timeout: Duration::from_secs(5),
+            outbox_stale_after: Duration::from_secs(60),
         }
     }
 }
@@ -483,6 +502,16 @@ impl Section for NatsConfig {
         }
         if self.ack_wait < Duration::from_secs(1) {
             problems.push(format!("{section}.ack_wait_ms: must be at least 1000"));
+        }
+        if self.publish_timeout < Duration::from_millis(100) {
+            problems.push(format!(
+                "{section}.publish_timeout_ms: must be at least 100"
+            ));
+        }
+        if self.outbox_stale_after < Duration::from_millis(100) {
+            problems.push(format!(
+                "{section}.outbox_stale_after_ms: must be at least 100"
+            ));
         }
     }
 }

@@ -40,6 +40,31 @@ impl ErrorCode {
     }
 }
 
+/// What a database error tells the caller: UNAVAILABLE when PostgreSQL cannot be
+/// reached or is not taking work (no connection in time, a connection lost, the
+/// server shutting down or starting, out of connections), so that clients retry;
+/// INTERNAL for anything else.
+pub fn database_code(error: &sqlx::Error) -> ErrorCode {
+    let unavailable = match error {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(error) => error.code().is_some_and(|code| {
+            // 08: connection exception; 57P01-57P03: shutting down, crashed, starting;
+            // 53300: too many connections.
+            code.starts_with("08") || code.starts_with("57P") || code == "53300"
+        }),
+        _ => false,
+    };
+    if unavailable {
+        ErrorCode::Unavailable
+    } else {
+        ErrorCode::Internal
+    }
+}
+
 /// One bad field of a request: its path (`stay.end_date`) and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldViolation {
@@ -196,6 +221,24 @@ mod tests {
         let details = status.get_error_details();
         let bad_request = details.bad_request().expect("bad request details");
         assert_eq!(bad_request.field_violations.len(), 2);
+    }
+
+    #[test]
+    fn an_unreachable_database_is_unavailable_and_a_bad_query_internal() {
+        assert_eq!(
+            database_code(&sqlx::Error::PoolTimedOut),
+            ErrorCode::Unavailable
+        );
+        assert_eq!(
+            database_code(&sqlx::Error::Io(std::io::Error::from(
+                std::io::ErrorKind::ConnectionRefused
+            ))),
+            ErrorCode::Unavailable
+        );
+        assert_eq!(
+            database_code(&sqlx::Error::RowNotFound),
+            ErrorCode::Internal
+        );
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! savepoint: one failing event rolls back only itself. A failing event is retried
 //! with a growing delay up to the configured number of deliveries, then published to
 //! the consumer's dead letters (under the consuming service's own prefix) and
-//! acknowledged. [`DeadLetters`] lists and replays them.
+//! acknowledged. [`DeadLetters`] lists and replays them. A batch the database refuses
+//! is kept with in-progress acks and tried again soon.
 
 use std::{future::Future, sync::Arc, time::Duration};
 
@@ -114,9 +115,18 @@ pub struct InboxConsumer<H> {
     jetstream: jetstream::Context,
     handler: Arc<H>,
     batch_size: usize,
+    /// Whether acks are failing (NATS away): said once when they start to, and once
+    /// when they are confirmed again, not once per event.
+    acks_failing: std::sync::atomic::AtomicBool,
 }
 
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(60);
+
+/// How soon the events a stopping consumer hands back are delivered again.
+const HAND_BACK_DELAY: Duration = Duration::from_secs(1);
+
+/// The longest wait between two tries of a batch the database refused.
+const MAX_DATABASE_RETRY_DELAY: Duration = Duration::from_secs(5);
 
 /// How long a batch waits for more events once it has one.
 const LINGER: Duration = Duration::from_millis(10);
@@ -137,6 +147,7 @@ impl<H: Handler> InboxConsumer<H> {
             jetstream,
             handler,
             batch_size: 256,
+            acks_failing: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -202,9 +213,15 @@ impl<H: Handler> InboxConsumer<H> {
                 }
             };
             loop {
+                // Shutdown first: what has arrived is handed back, not started.
                 let first = tokio::select! {
-                    next = messages.next() => next,
-                    _ = shutdown.changed() => break 'reconnect,
+                    biased;
+                    _ = shutdown.changed() => None,
+                    next = messages.next() => Some(next),
+                };
+                let Some(first) = first else {
+                    self.hand_back(Vec::new(), messages).await;
+                    break 'reconnect;
                 };
                 let mut batch = match first {
                     Some(Ok(message)) => vec![message],
@@ -232,31 +249,137 @@ impl<H: Handler> InboxConsumer<H> {
                         _ => break,
                     }
                 }
-                match self.apply_batch(batch).await {
-                    Ok(()) => backoff.reset(),
-                    Err(error) => {
-                        let wait = backoff.next_delay();
-                        if backoff.should_log() {
-                            tracing::warn!(consumer = %self.spec.durable, %error, "batch not applied; redelivery will retry");
-                        }
-                        tokio::select! {
-                            _ = tokio::time::sleep(wait) => {}
-                            _ = shutdown.changed() => break 'reconnect,
-                        }
-                    }
+                self.skip_dead_letters(&mut batch).await;
+                if !batch.is_empty()
+                    && !self
+                        .apply_until_done(&mut batch, &mut messages, &mut shutdown)
+                        .await
+                {
+                    self.hand_back(batch, messages).await;
+                    break 'reconnect;
                 }
+                backoff.reset();
             }
         }
         tracing::debug!(consumer = %self.spec.durable, "consumer stopped");
     }
 
-    /// Applies a batch in one transaction. On a database failure nothing is acked and
-    /// everything is redelivered after `ack_wait`.
-    async fn apply_batch(&self, batch: Vec<jetstream::Message>) -> Result<(), sqlx::Error> {
+    /// Acknowledges and drops the dead letters of a batch: another consumer's, which
+    /// earlier versions kept among the facts this consumer takes. They are not events
+    /// (their owner lists and replays them); taken as events they would be dead-lettered
+    /// again, one becoming several.
+    async fn skip_dead_letters(&self, batch: &mut Vec<jetstream::Message>) {
+        let (dead, events): (Vec<_>, Vec<_>) =
+            std::mem::take(batch).into_iter().partition(|message| {
+                message
+                    .headers
+                    .as_ref()
+                    .is_some_and(|headers| headers.get(headers::DEAD_LETTER_CONSUMER).is_some())
+            });
+        *batch = events;
+        if dead.is_empty() {
+            return;
+        }
+        tracing::debug!(consumer = %self.spec.durable, count = dead.len(), "dead letters skipped");
+        futures::future::join_all(dead.iter().map(|message| message.double_ack())).await;
+    }
+
+    /// Applies a batch, keeping it (in-progress acks) while the work lasts and while a
+    /// database failure is retried, with a growing delay of at most
+    /// [`MAX_DATABASE_RETRY_DELAY`]. Events that arrive meanwhile join the batch, so
+    /// that they are kept too. Returns false when shutdown came first, the batch not
+    /// applied (to be handed back).
+    ///
+    /// Why not a nak on a database failure: JetStream counts every delivery toward
+    /// `max_deliver` and stops delivering an event that reaches it, so a PostgreSQL
+    /// outage longer than the naks' delays would drop events from the consumer. Kept
+    /// here, the batch is retried as soon, and nothing is counted.
+    async fn apply_until_done(
+        &self,
+        batch: &mut Vec<jetstream::Message>,
+        messages: &mut pull::Stream,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> bool {
+        let mut backoff = Backoff::new();
+        loop {
+            let error = match self.in_progress(batch, self.apply_batch(batch)).await {
+                Ok(()) => return true,
+                Err(error) => error,
+            };
+            let wait = backoff.next_delay().min(MAX_DATABASE_RETRY_DELAY);
+            if backoff.should_log() {
+                tracing::warn!(consumer = %self.spec.durable, events = batch.len(), %error, retry_in_ms = wait.as_millis() as u64, "batch not applied; retrying");
+            }
+            let stopping = tokio::select! {
+                _ = self.in_progress(batch, tokio::time::sleep(wait)) => false,
+                _ = shutdown.changed() => true,
+            };
+            if stopping {
+                return false;
+            }
+            while let Some(Some(Ok(message))) = messages.next().now_or_never() {
+                batch.push(message);
+            }
+        }
+    }
+
+    /// On shutdown: nak's `batch` and what has arrived but was not started, so that
+    /// the next process gets them within [`HAND_BACK_DELAY`], not after `ack_wait`.
+    async fn hand_back(&self, mut batch: Vec<jetstream::Message>, mut messages: pull::Stream) {
+        // Until nothing comes for a moment: a poll of the pull stream can be pending
+        // while it renews its request, with messages already in hand.
+        while let Ok(Some(Ok(message))) =
+            tokio::time::timeout(Duration::from_millis(50), messages.next()).await
+        {
+            batch.push(message);
+        }
+        drop(messages);
+        if batch.is_empty() {
+            return;
+        }
+        tracing::debug!(consumer = %self.spec.durable, events = batch.len(), "handed back on shutdown");
+        // Confirmed, so that they are on their way before the process exits; after
+        // HAND_BACK_DELAY, when this process's pull request has gone with its
+        // connection (NATS 2.9 cannot cancel one, and would deliver them to it again).
+        futures::future::join_all(
+            batch
+                .iter()
+                .map(|message| message.double_ack_with(AckKind::Nak(Some(HAND_BACK_DELAY)))),
+        )
+        .await;
+    }
+
+    /// Runs `work`, telling the server every third of `ack_wait` that the batch is being
+    /// worked on, so that work longer than `ack_wait` does not get its events delivered
+    /// again meanwhile (and `ack_wait` can be short, for a dead process's events to come
+    /// back soon).
+    async fn in_progress<T>(
+        &self,
+        batch: &[jetstream::Message],
+        work: impl Future<Output = T>,
+    ) -> T {
+        let period = (self.config.ack_wait / 3).max(Duration::from_millis(100));
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                done = &mut work => return done,
+                _ = tokio::time::sleep(period) => {
+                    futures::future::join_all(
+                        batch.iter().map(|message| message.ack_with(AckKind::Progress)),
+                    )
+                    .await;
+                }
+            }
+        }
+    }
+
+    /// Applies a batch in one transaction. On a database failure nothing is acked: the
+    /// caller keeps the batch and tries again.
+    async fn apply_batch(&self, batch: &[jetstream::Message]) -> Result<(), sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         if batch.len() > 1
             && self.handler.handles_many()
-            && let Some(outcomes) = self.apply_at_once(&mut tx, &batch).await?
+            && let Some(outcomes) = self.apply_at_once(&mut tx, batch).await?
         {
             tx.commit().await?;
             if outcomes
@@ -265,12 +388,12 @@ impl<H: Handler> InboxConsumer<H> {
             {
                 self.handler.committed();
             }
-            self.settle_all(&batch, outcomes).await;
+            self.settle_all(batch, outcomes).await;
             return Ok(());
         }
         let mut outcomes = Vec::with_capacity(batch.len());
         let mut changed = false;
-        for message in &batch {
+        for message in batch {
             let mut delivery = match to_delivery(message) {
                 Ok(delivery) => delivery,
                 Err(reason) => {
@@ -316,7 +439,7 @@ impl<H: Handler> InboxConsumer<H> {
         if changed {
             self.handler.committed();
         }
-        self.settle_all(&batch, outcomes).await;
+        self.settle_all(batch, outcomes).await;
         Ok(())
     }
 
@@ -367,9 +490,13 @@ impl<H: Handler> InboxConsumer<H> {
             .await?
             .into_iter()
             .collect();
+            // Once each: a redelivered copy may sit in the batch beside the original.
+            let mut handed = std::collections::HashSet::new();
             let mut new: Vec<Delivery> = deliveries
                 .iter()
-                .filter(|delivery| fresh.contains(&delivery.event_id))
+                .filter(|delivery| {
+                    fresh.contains(&delivery.event_id) && handed.insert(delivery.event_id)
+                })
                 .cloned()
                 .collect();
             // Open until the batch is done, so that they last as long as its work.
@@ -448,8 +575,19 @@ impl<H: Handler> InboxConsumer<H> {
                 }
             }
         };
-        if let Err(error) = result {
-            tracing::warn!(consumer = %self.spec.durable, %error, "ack not confirmed; the event may come again");
+        let failing = result.is_err();
+        if self
+            .acks_failing
+            .swap(failing, std::sync::atomic::Ordering::Relaxed)
+            == failing
+        {
+            return;
+        }
+        match result {
+            Err(error) => {
+                tracing::warn!(consumer = %self.spec.durable, %error, "ack not confirmed; the events may come again (said once until acks are confirmed)");
+            }
+            Ok(()) => tracing::info!(consumer = %self.spec.durable, "acks confirmed again"),
         }
     }
 
@@ -555,6 +693,21 @@ pub struct DeadLetter {
     pub dead_at: OffsetDateTime,
 }
 
+impl DeadLetter {
+    /// As the `ListDeadLetters` RPCs answer it.
+    pub fn to_wire(&self) -> hosted_contracts::v1::DeadLetter {
+        hosted_contracts::v1::DeadLetter {
+            sequence: self.sequence,
+            event_id: self.event_id.clone(),
+            original_subject: self.original_subject.clone(),
+            consumer: self.consumer.clone(),
+            error: self.error.clone(),
+            deliveries: self.deliveries,
+            dead_at: Some(crate::clock::wire_time(self.dead_at)),
+        }
+    }
+}
+
 /// The dead letters of one service, for operators.
 #[derive(Debug, Clone)]
 pub struct DeadLetters {
@@ -572,7 +725,24 @@ impl DeadLetters {
         }
     }
 
+    /// Every dead letter, where this version puts them and where earlier ones did, in
+    /// stream order.
     async fn read(&self) -> Result<Vec<(DeadLetter, jetstream::Message)>, String> {
+        let mut letters = self
+            .read_under(self.namespace.all_dead_letters(self.owner))
+            .await?;
+        letters.extend(
+            self.read_under(self.namespace.former_dead_letters(self.owner))
+                .await?,
+        );
+        letters.sort_by_key(|(letter, _)| letter.sequence);
+        Ok(letters)
+    }
+
+    async fn read_under(
+        &self,
+        filter_subject: String,
+    ) -> Result<Vec<(DeadLetter, jetstream::Message)>, String> {
         let stream = self
             .jetstream
             .get_stream(self.namespace.stream(self.owner))
@@ -581,7 +751,7 @@ impl DeadLetters {
         // An ephemeral consumer that only reads: nothing is acknowledged or removed.
         let consumer = stream
             .create_consumer(pull::Config {
-                filter_subject: self.namespace.all_dead_letters(self.owner),
+                filter_subject,
                 deliver_policy: DeliverPolicy::All,
                 ack_policy: jetstream::consumer::AckPolicy::None,
                 inactive_threshold: Duration::from_secs(30),
@@ -642,6 +812,29 @@ impl DeadLetters {
         handler: &H,
         sequences: &[u64],
     ) -> Result<(u32, u32), String> {
+        self.replay_where(pool, handler, sequences, None).await
+    }
+
+    /// As [`DeadLetters::replay`], for the dead letters of one consumer only: a service
+    /// with several consumers replays each one's through that consumer's handler.
+    pub async fn replay_of<H: Handler>(
+        &self,
+        pool: &PgPool,
+        consumer: &str,
+        handler: &H,
+        sequences: &[u64],
+    ) -> Result<(u32, u32), String> {
+        self.replay_where(pool, handler, sequences, Some(consumer))
+            .await
+    }
+
+    async fn replay_where<H: Handler>(
+        &self,
+        pool: &PgPool,
+        handler: &H,
+        sequences: &[u64],
+        consumer: Option<&str>,
+    ) -> Result<(u32, u32), String> {
         let stream = self
             .jetstream
             .get_stream(self.namespace.stream(self.owner))
@@ -650,6 +843,9 @@ impl DeadLetters {
         let (mut replayed, mut failed) = (0, 0);
         for (letter, message) in self.read().await? {
             if !sequences.is_empty() && !sequences.contains(&letter.sequence) {
+                continue;
+            }
+            if consumer.is_some_and(|consumer| consumer != letter.consumer) {
                 continue;
             }
             let Ok(event_id) = Uuid::parse_str(&letter.event_id) else {

@@ -53,7 +53,10 @@ pub fn stream_config(
 ) -> stream::Config {
     stream::Config {
         name: namespace.stream(service),
-        subjects: vec![namespace.all_of(service)],
+        subjects: vec![
+            namespace.all_of(service),
+            namespace.all_dead_letters(service),
+        ],
         retention: RetentionPolicy::Limits,
         storage: StorageType::File,
         discard: DiscardPolicy::Old,
@@ -137,10 +140,34 @@ pub async fn ensure_consumer(
         .get_stream(stream)
         .await
         .map_err(|e| failure(e.to_string()))?;
-    stream_handle
-        .get_or_create_consumer(&consumer, config)
+    let mut existing = stream_handle
+        .get_or_create_consumer(&consumer, config.clone())
         .await
-        .map_err(|e| failure(e.to_string()))
+        .map_err(|e| failure(e.to_string()))?;
+    // A consumer made by an older version keeps its settings unless told: bring the
+    // ones that may change between versions up to date (NATS 2.9 edits them in place,
+    // the consumer keeps its position).
+    let current = existing
+        .info()
+        .await
+        .map_err(|e| failure(e.to_string()))?
+        .config
+        .clone();
+    if current.ack_wait != config.ack_wait
+        || current.max_deliver != config.max_deliver
+        || current.filter_subject != config.filter_subject
+    {
+        match stream_handle.create_consumer(config).await {
+            Ok(updated) => {
+                tracing::info!(%consumer, %stream, "consumer settings updated");
+                return Ok(updated);
+            }
+            Err(error) => {
+                tracing::warn!(%consumer, %stream, %error, "consumer settings not updated; the old ones stay");
+            }
+        }
+    }
+    Ok(existing)
 }
 
 #[cfg(test)]

@@ -1,15 +1,18 @@
 //! The transactional outbox and its relay.
 //!
 //! A service calls [`enqueue`] inside the transaction that changes its state; the
-//! [`Relay`] publishes the rows to JetStream in id order with `Nats-Msg-Id` = event id,
-//! many publishes in flight at once, and marks them published. A crash between the
-//! publish and the mark re-sends rows that JetStream's de-duplication window drops and
-//! consumers' inboxes skip; a crash before the publish loses nothing.
+//! [`Relay`] claims a batch of rows for a short lease, publishes them to JetStream in id
+//! order with `Nats-Msg-Id` = event id, many publishes in flight at once under one
+//! deadline, and marks them published. No transaction is open while NATS is waited for.
+//! A crash between the publish and the mark re-sends rows that JetStream's
+//! de-duplication window drops and consumers' inboxes skip; a crash before the publish
+//! loses nothing. [`OutboxMonitor`] makes an outbox that does not drain visible.
 
 use std::{sync::Arc, time::Duration};
 
 use async_nats::{HeaderMap, jetstream};
 use bytes::Bytes;
+use futures::StreamExt;
 use hosted_contracts::headers;
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::{Notify, watch};
@@ -103,6 +106,8 @@ pub struct Relay {
     signal: OutboxSignal,
     batch_size: i64,
     poll_interval: Duration,
+    /// How long one batch may wait for its acknowledgements, all of them together.
+    publish_timeout: Duration,
     /// Published rows are kept this long (for inspection), then deleted.
     retention: Duration,
 }
@@ -113,6 +118,7 @@ impl Relay {
         jetstream: jetstream::Context,
         stream: async_nats::jetstream::stream::Config,
         signal: OutboxSignal,
+        publish_timeout: Duration,
     ) -> Self {
         Self {
             pool,
@@ -121,8 +127,16 @@ impl Relay {
             signal,
             batch_size: 1000,
             poll_interval: Duration::from_secs(1),
+            publish_timeout,
             retention: Duration::from_secs(24 * 3600),
         }
+    }
+
+    /// How long a claimed batch stays out of other relays' reach: the publish deadline
+    /// and a margin for the statements around it. A relay that dies mid-batch delays its
+    /// rows by this much at most.
+    fn lease(&self) -> Duration {
+        self.publish_timeout + Duration::from_secs(5)
     }
 
     /// Runs until `shutdown` turns true; what is in flight is finished first.
@@ -138,8 +152,18 @@ impl Relay {
             let outcome = if provisioned {
                 self.publish_batch().await
             } else {
-                nats::ensure_stream(&self.jetstream, self.stream.clone())
-                    .await
+                let provisioning = tokio::time::timeout(
+                    self.publish_timeout,
+                    nats::ensure_stream(&self.jetstream, self.stream.clone()),
+                )
+                .await
+                .unwrap_or_else(|_| {
+                    Err(nats::NatsError::Stream {
+                        stream: self.stream.name.clone(),
+                        reason: "no answer in time".to_owned(),
+                    })
+                });
+                provisioning
                     .map(|_| {
                         provisioned = true;
                         tracing::info!(stream = %self.stream.name, "outbox relay attached to its stream");
@@ -180,63 +204,74 @@ impl Relay {
     }
 
     /// Publishes one batch of pending rows; returns how many were published.
+    ///
+    /// No transaction is open while NATS is waited for: the rows are claimed for a
+    /// lease in one statement, published with every acknowledgement awaited at once
+    /// under one deadline, then marked published (or released) in another statement.
+    /// A row published but not marked (a crash, an acknowledgement lost) goes again
+    /// later, and JetStream's de-duplication on `Nats-Msg-Id` drops the copy.
     async fn publish_batch(&self) -> Result<usize, String> {
-        let mut tx = self.pool.begin().await.map_err(|e| e.to_string())?;
-        // SKIP LOCKED: replicas share the outbox without publishing a row twice at once.
-        let rows: Vec<PendingRow> = sqlx::query_as(
-            "SELECT id, event_id, subject, event_type, payload, traceparent, tracestate
-             FROM platform_outbox WHERE published_at IS NULL
-             ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+        // SKIP LOCKED: replicas claim disjoint batches without waiting on each other.
+        let mut rows: Vec<PendingRow> = sqlx::query_as(
+            "UPDATE platform_outbox SET claimed_until = now() + make_interval(secs => $2)
+             WHERE id IN (
+                 SELECT id FROM platform_outbox
+                 WHERE published_at IS NULL AND (claimed_until IS NULL OR claimed_until < now())
+                 ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
+             RETURNING id, event_id, subject, event_type, payload, traceparent, tracestate",
         )
         .bind(self.batch_size)
-        .fetch_all(&mut *tx)
+        .bind(self.lease().as_secs_f64())
+        .fetch_all(&self.pool)
         .await
         .map_err(|e| e.to_string())?;
         if rows.is_empty() {
             return Ok(0);
         }
-        let mut acks = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let mut headers = HeaderMap::new();
-            headers.insert(headers::NATS_MSG_ID, row.event_id.to_string().as_str());
-            headers.insert(headers::EVENT_TYPE, row.event_type.as_str());
-            if let Some(traceparent) = &row.traceparent {
-                headers.insert(headers::TRACEPARENT, traceparent.as_str());
-            }
-            if let Some(tracestate) = &row.tracestate {
-                headers.insert(headers::TRACESTATE, tracestate.as_str());
-            }
-            let ack = self
-                .jetstream
-                .publish_with_headers(
-                    row.subject.clone(),
-                    headers,
-                    Bytes::from(row.payload.clone()),
-                )
-                .await
-                .map_err(|e| e.to_string());
-            acks.push(ack);
-        }
-        let mut published = Vec::with_capacity(rows.len());
-        let mut first_error = None;
-        for (row, ack) in rows.iter().zip(acks) {
-            let outcome = match ack {
-                Ok(future) => future.await.map(|_| ()).map_err(|e| e.to_string()),
-                Err(error) => Err(error),
-            };
-            match outcome {
-                Ok(()) => published.push(row.id),
-                Err(error) => {
-                    first_error.get_or_insert(error);
+        rows.sort_by_key(|row| row.id);
+        let claimed: Vec<i64> = rows.iter().map(|row| row.id).collect();
+        let mut published: Vec<i64> = Vec::with_capacity(rows.len());
+        let mut first_error: Option<String> = None;
+        // One deadline for the whole batch: sending (which waits while the client's
+        // buffers are full) and every acknowledgement, awaited together.
+        let finished = tokio::time::timeout(self.publish_timeout, async {
+            let mut acks = futures::stream::FuturesUnordered::new();
+            for row in &rows {
+                match self.publish(row).await {
+                    Ok(ack) => acks.push(async move { (row.id, ack.await.map(|_| ())) }),
+                    Err(error) => {
+                        first_error.get_or_insert(error);
+                        break;
+                    }
                 }
             }
+            while let Some((id, ack)) = acks.next().await {
+                match ack {
+                    Ok(()) => published.push(id),
+                    Err(error) => {
+                        first_error.get_or_insert(error.to_string());
+                    }
+                }
+            }
+        })
+        .await;
+        if finished.is_err() {
+            first_error.get_or_insert(format!(
+                "no acknowledgement within {} ms",
+                self.publish_timeout.as_millis()
+            ));
         }
-        sqlx::query("UPDATE platform_outbox SET published_at = now() WHERE id = ANY($1)")
-            .bind(&published)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| e.to_string())?;
-        tx.commit().await.map_err(|e| e.to_string())?;
+        // Marks what was acknowledged and releases the rest, for the next attempt.
+        sqlx::query(
+            "UPDATE platform_outbox
+             SET published_at = CASE WHEN id = ANY($1) THEN now() END, claimed_until = NULL
+             WHERE id = ANY($2) AND published_at IS NULL",
+        )
+        .bind(&published)
+        .bind(&claimed)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| e.to_string())?;
         tracing::debug!(count = published.len(), "outbox rows published");
         match first_error {
             Some(error) => Err(format!(
@@ -248,6 +283,29 @@ impl Relay {
         }
     }
 
+    async fn publish(
+        &self,
+        row: &PendingRow,
+    ) -> Result<jetstream::context::PublishAckFuture, String> {
+        let mut headers = HeaderMap::new();
+        headers.insert(headers::NATS_MSG_ID, row.event_id.to_string().as_str());
+        headers.insert(headers::EVENT_TYPE, row.event_type.as_str());
+        if let Some(traceparent) = &row.traceparent {
+            headers.insert(headers::TRACEPARENT, traceparent.as_str());
+        }
+        if let Some(tracestate) = &row.tracestate {
+            headers.insert(headers::TRACESTATE, tracestate.as_str());
+        }
+        self.jetstream
+            .publish_with_headers(
+                row.subject.clone(),
+                headers,
+                Bytes::from(row.payload.clone()),
+            )
+            .await
+            .map_err(|e| e.to_string())
+    }
+
     async fn delete_old_rows(&self) -> Result<(), sqlx::Error> {
         sqlx::query(
             "DELETE FROM platform_outbox WHERE published_at < now() - make_interval(secs => $1)",
@@ -256,6 +314,76 @@ impl Relay {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+}
+
+/// Watches the age of the oldest unpublished event, so that a relay that cannot
+/// publish (NATS away or frozen, a relay stuck) shows: the health service reports the
+/// component `hosted.<service>.outbox` NOT_SERVING while that age is over the
+/// threshold, and the crossing is logged once each way.
+#[derive(Debug)]
+pub struct OutboxMonitor {
+    pub pool: PgPool,
+    pub health: crate::grpc::Readiness,
+    /// The health service's name for the outbox, e.g. `hosted.intake.outbox`.
+    pub component: String,
+    /// Age of the oldest unpublished event beyond which the outbox is stale.
+    pub stale_after: Duration,
+}
+
+impl OutboxMonitor {
+    /// The health service's name for a service's outbox.
+    pub fn component(service: hosted_contracts::subjects::Service) -> String {
+        format!("hosted.{service}.outbox")
+    }
+
+    /// Age of the oldest unpublished event; zero when everything is published.
+    pub async fn oldest_unpublished(pool: &PgPool) -> Result<Duration, sqlx::Error> {
+        let age: Option<f64> = sqlx::query_scalar(
+            "SELECT extract(epoch FROM now() - created_at)::float8 FROM platform_outbox
+             WHERE published_at IS NULL ORDER BY id LIMIT 1",
+        )
+        .fetch_optional(pool)
+        .await?;
+        Ok(Duration::from_secs_f64(age.unwrap_or_default().max(0.0)))
+    }
+
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let period =
+            (self.stale_after / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
+        let mut stale = false;
+        self.health.report(&self.component, true).await;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(period) => {}
+                _ = shutdown.changed() => break,
+            }
+            // A database that does not answer says nothing about the outbox: the
+            // status stays as it was (the service's other checks show the database).
+            let Ok(Ok(age)) = tokio::time::timeout(
+                period.max(Duration::from_secs(1)),
+                Self::oldest_unpublished(&self.pool),
+            )
+            .await
+            else {
+                continue;
+            };
+            let now_stale = age > self.stale_after;
+            if now_stale == stale {
+                continue;
+            }
+            stale = now_stale;
+            if stale {
+                tracing::warn!(
+                    oldest_unpublished_ms = age.as_millis() as u64,
+                    threshold_ms = self.stale_after.as_millis() as u64,
+                    "outbox events wait to be published beyond the threshold"
+                );
+            } else {
+                tracing::info!("outbox caught up");
+            }
+            self.health.report(&self.component, !stale).await;
+        }
     }
 }
 

@@ -15,7 +15,7 @@ use crate::{
     db::{self, DatabaseError},
     grpc::{GrpcServer, Readiness, Tasks},
     nats::{self, NatsError},
-    outbox::{OutboxSignal, Relay},
+    outbox::{OutboxMonitor, OutboxSignal, Relay},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -89,8 +89,16 @@ impl Foundation {
             jetstream.clone(),
             nats::stream_config(&namespace, service, &config.nats),
             outbox.clone(),
+            config.nats.publish_timeout,
         );
         tasks.spawn(relay.run(tasks.shutdown()));
+        let monitor = OutboxMonitor {
+            pool: pool.clone(),
+            health: server.readiness(),
+            component: OutboxMonitor::component(service),
+            stale_after: config.nats.outbox_stale_after,
+        };
+        tasks.spawn(monitor.run(tasks.shutdown()));
 
         Ok(Self {
             service,

@@ -541,6 +541,11 @@ pub struct TcpProxy {
     address: std::net::SocketAddr,
     target: std::net::SocketAddr,
     task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// While true, connections stay open but nothing goes through (a frozen server).
+    frozen: tokio::sync::watch::Sender<bool>,
+    /// When not 0, the next connection is cut once this many bytes have gone to the
+    /// server (a server that dies in the middle of a call).
+    cut_after: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl TcpProxy {
@@ -551,6 +556,8 @@ impl TcpProxy {
             address,
             target,
             task: std::sync::Mutex::new(None),
+            frozen: tokio::sync::watch::channel(false).0,
+            cut_after: std::sync::Arc::default(),
         };
         proxy.serve(listener);
         proxy
@@ -563,13 +570,23 @@ impl TcpProxy {
 
     fn serve(&self, listener: tokio::net::TcpListener) {
         let target = self.target;
+        let frozen = self.frozen.subscribe();
+        let cut_after = self.cut_after.clone();
         let task = tokio::spawn(async move {
             // Dropped with the task when the proxy stops: every connection goes too.
             let mut connections = tokio::task::JoinSet::new();
-            while let Ok((mut inbound, _)) = listener.accept().await {
+            while let Ok((inbound, _)) = listener.accept().await {
+                let frozen = frozen.clone();
+                let limit = cut_after.swap(0, std::sync::atomic::Ordering::SeqCst);
+                let limit = (limit > 0).then_some(limit);
                 connections.spawn(async move {
-                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    if let Ok(outbound) = tokio::net::TcpStream::connect(target).await {
+                        let (inbound_read, inbound_write) = inbound.into_split();
+                        let (outbound_read, outbound_write) = outbound.into_split();
+                        tokio::select! {
+                            () = pump(inbound_read, outbound_write, frozen.clone(), limit) => {}
+                            () = pump(outbound_read, inbound_write, frozen, None) => {}
+                        }
                     }
                 });
             }
@@ -588,7 +605,57 @@ impl TcpProxy {
 
     /// Accepts connections again, on the same port.
     pub async fn resume(&self) {
+        self.frozen.send_replace(false);
         let listener = tokio::net::TcpListener::bind(self.address).await.unwrap();
         self.serve(listener);
+    }
+
+    /// Keeps every connection open but lets nothing through, either way, as a server
+    /// stopped with SIGSTOP: what is sent is held until [`TcpProxy::thaw`], or lost
+    /// with the connections on [`TcpProxy::stop`].
+    pub fn freeze(&self) {
+        self.frozen.send_replace(true);
+    }
+
+    /// Lets what was held, and what follows, through again.
+    pub fn thaw(&self) {
+        self.frozen.send_replace(false);
+    }
+
+    /// Cuts the next connection once `bytes` have gone through it to the server, as a
+    /// server that dies in the middle of a call; the connections after it are whole.
+    pub fn cut_next_after(&self, bytes: usize) {
+        self.cut_after
+            .store(bytes.max(1), std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Copies one direction of a connection, holding each chunk while frozen; with
+/// `cut_after`, ends once that many bytes have gone through.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut frozen: tokio::sync::watch::Receiver<bool>,
+    cut_after: Option<usize>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buffer = vec![0u8; 16 * 1024];
+    let mut forwarded = 0;
+    loop {
+        let room = cut_after.map_or(buffer.len(), |limit| (limit - forwarded).min(buffer.len()));
+        if room == 0 {
+            return;
+        }
+        let read = match from.read(&mut buffer[..room]).await {
+            Ok(0) | Err(_) => return,
+            Ok(read) => read,
+        };
+        forwarded += read;
+        if frozen.wait_for(|frozen| !*frozen).await.is_err() {
+            return;
+        }
+        if to.write_all(&buffer[..read]).await.is_err() {
+            return;
+        }
     }
 }

@@ -22,6 +22,8 @@ pub const ACCESS: &[(&str, &[Role])] = &[
     ("TransitionCard", &[CardOffice]),
     ("ReplaceCard", &[CardOffice]),
     ("ExportEpurse", &[CardOffice]),
+    ("ListDeadLetters", &[Dosi]),
+    ("ReplayDeadLetters", &[Dosi]),
 ];
 
 /// The most cards a print batch or a queue listing holds.
@@ -53,7 +55,7 @@ impl From<OfficeError> for ApiError {
             OfficeError::NotFound(_) => ErrorCode::NotFound,
             OfficeError::FailedPrecondition(_) => ErrorCode::FailedPrecondition,
             OfficeError::Aborted(_) => ErrorCode::Aborted,
-            OfficeError::Database(_) => ErrorCode::Internal,
+            OfficeError::Database(error) => hosted_platform::error::database_code(error),
         };
         let mut violations = Violations::default();
         if let OfficeError::Invalid { field, reason } = &error {
@@ -76,6 +78,15 @@ impl From<sqlx::Error> for ApiError {
 impl From<ApiError> for Status {
     fn from(error: ApiError) -> Self {
         to_status(&error)
+    }
+}
+
+/// NATS could not be read: the caller may try again later.
+fn unavailable(reason: String) -> ApiError {
+    ApiError {
+        code: ErrorCode::Unavailable,
+        message: format!("dead letters: {reason}"),
+        violations: Violations::default(),
     }
 }
 
@@ -341,5 +352,53 @@ impl v1::cards_service_server::CardsService for Cards {
         Ok(Response::new(
             Cards::export_epurse(self, actor.name(), request.into_inner()).await?,
         ))
+    }
+
+    async fn list_dead_letters(
+        &self,
+        _request: Request<v1::CardsServiceListDeadLettersRequest>,
+    ) -> Result<Response<v1::CardsServiceListDeadLettersResponse>, Status> {
+        let letters = self.dead_letters.list().await.map_err(unavailable)?;
+        Ok(Response::new(v1::CardsServiceListDeadLettersResponse {
+            dead_letters: letters.iter().map(|letter| letter.to_wire()).collect(),
+        }))
+    }
+
+    /// Each consumer's dead letters go through that consumer's handler.
+    async fn replay_dead_letters(
+        &self,
+        request: Request<v1::CardsServiceReplayDeadLettersRequest>,
+    ) -> Result<Response<v1::CardsServiceReplayDeadLettersResponse>, Status> {
+        let sequences = request.into_inner().sequences;
+        let pool = &self.office.pool;
+        let (people_replayed, people_failed) = self
+            .dead_letters
+            .replay_of(
+                pool,
+                crate::events::INTAKE_CONSUMER,
+                &self.people,
+                &sequences,
+            )
+            .await
+            .map_err(unavailable)?;
+        let (grants_replayed, grants_failed) = self
+            .dead_letters
+            .replay_of(
+                pool,
+                crate::events::ENTITLEMENT_CONSUMER,
+                &self.grants,
+                &sequences,
+            )
+            .await
+            .map_err(unavailable)?;
+        let (replayed, failed) = (
+            people_replayed + grants_replayed,
+            people_failed + grants_failed,
+        );
+        tracing::info!(replayed, failed, "dead letters replayed");
+        Ok(Response::new(v1::CardsServiceReplayDeadLettersResponse {
+            replayed,
+            failed,
+        }))
     }
 }

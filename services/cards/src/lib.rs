@@ -21,7 +21,7 @@ use anyhow::Context;
 use hosted_contracts::{subjects::Service, v1::cards_service_server::CardsServiceServer};
 use hosted_platform::{
     clock::Clock,
-    inbox::{ConsumerSpec, Handler, InboxConsumer},
+    inbox::{ConsumerSpec, DeadLetters, Handler, InboxConsumer},
     service::Foundation,
 };
 use tonic::service::Routes;
@@ -39,6 +39,10 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 #[derive(Debug, Clone)]
 pub struct Cards {
     office: Office,
+    /// The dead letters of both consumers, and the handlers that apply them again.
+    dead_letters: DeadLetters,
+    people: PeopleHandler,
+    grants: GrantsHandler,
 }
 
 /// A started cards service.
@@ -72,9 +76,27 @@ impl Application {
             clock,
             outbox: foundation.outbox.clone(),
         };
+        let people = PeopleHandler {
+            namespace: foundation.namespace.clone(),
+            office: office.clone(),
+        };
+        let grants = GrantsHandler {
+            namespace: foundation.namespace.clone(),
+            office: office.clone(),
+        };
+        let dead_letters = DeadLetters::new(
+            foundation.namespace.clone(),
+            Service::Cards,
+            foundation.jetstream.clone(),
+        );
         Ok(Self {
             foundation,
-            state: Cards { office },
+            state: Cards {
+                office,
+                dead_letters,
+                people,
+                grants,
+            },
         })
     }
 
@@ -101,22 +123,15 @@ impl Application {
         mut self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let namespace = self.foundation.namespace.clone();
         let people = self.consumer(
             events::INTAKE_CONSUMER,
             Service::Intake,
-            PeopleHandler {
-                namespace: namespace.clone(),
-                office: self.state.office.clone(),
-            },
+            self.state.people.clone(),
         );
         let grants = self.consumer(
             events::ENTITLEMENT_CONSUMER,
             Service::Entitlement,
-            GrantsHandler {
-                namespace,
-                office: self.state.office.clone(),
-            },
+            self.state.grants.clone(),
         );
         let readiness = self.foundation.readiness();
         let mut shutdown_rx = self.foundation.tasks.shutdown();

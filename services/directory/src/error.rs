@@ -24,7 +24,8 @@ impl ServiceError for DirectoryError {
             DirectoryError::Invalid(_) => ErrorCode::InvalidArgument,
             DirectoryError::NotFound(_) => ErrorCode::NotFound,
             DirectoryError::Ldap(_) | DirectoryError::Events(_) => ErrorCode::Unavailable,
-            DirectoryError::Database(_) | DirectoryError::Projection(_) => ErrorCode::Internal,
+            DirectoryError::Database(error) => hosted_platform::error::database_code(error),
+            DirectoryError::Projection(_) => ErrorCode::Internal,
         }
     }
 

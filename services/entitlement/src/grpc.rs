@@ -28,6 +28,8 @@ pub const ACCESS: &[(&str, &[Role])] = &[
     ("ListGrants", &[Dosi, Deve, Integrator]),
     ("SimulatePolicy", &[Dosi]),
     ("ActivatePolicy", &[Dosi]),
+    ("ListDeadLetters", &[Dosi]),
+    ("ReplayDeadLetters", &[Dosi]),
 ];
 
 /// What an entitlement RPC can fail with.
@@ -45,6 +47,9 @@ enum ApiError {
     Aborted(String),
     #[error("{0}")]
     Internal(String),
+    /// A dependency (the database) is away: the caller may retry later.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl ServiceError for ApiError {
@@ -56,6 +61,7 @@ impl ServiceError for ApiError {
             ApiError::FailedPrecondition(_) => ErrorCode::FailedPrecondition,
             ApiError::Aborted(_) => ErrorCode::Aborted,
             ApiError::Internal(_) => ErrorCode::Internal,
+            ApiError::Unavailable(_) => ErrorCode::Unavailable,
         }
     }
 
@@ -69,7 +75,11 @@ impl ServiceError for ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
-        ApiError::Internal(format!("database: {error}"))
+        let message = format!("database: {error}");
+        match hosted_platform::error::database_code(&error) {
+            ErrorCode::Unavailable => ApiError::Unavailable(message),
+            _ => ApiError::Internal(message),
+        }
     }
 }
 
@@ -296,6 +306,7 @@ impl Entitlement {
             ActivationError::AlreadyActive(_) => ApiError::FailedPrecondition(error.to_string()),
             ActivationError::VersionTaken(_) => ApiError::AlreadyExists(error.to_string()),
             ActivationError::NotExpected { .. } => ApiError::Aborted(error.to_string()),
+            ActivationError::Recompute(crate::recompute::Error::Database(error)) => error.into(),
             ActivationError::Recompute(error) => ApiError::Internal(error.to_string()),
         })?;
         Ok(v1::ActivatePolicyResponse {
@@ -349,6 +360,38 @@ impl v1::entitlement_service_server::EntitlementService for Entitlement {
         let actor = Actor::of(&request);
         Ok(Response::new(
             self.activate(&actor.0, request.into_inner()).await?,
+        ))
+    }
+
+    async fn list_dead_letters(
+        &self,
+        _request: Request<v1::EntitlementServiceListDeadLettersRequest>,
+    ) -> Result<Response<v1::EntitlementServiceListDeadLettersResponse>, Status> {
+        let letters = self
+            .dead_letters
+            .list()
+            .await
+            .map_err(ApiError::Unavailable)?;
+        Ok(Response::new(
+            v1::EntitlementServiceListDeadLettersResponse {
+                dead_letters: letters.iter().map(|letter| letter.to_wire()).collect(),
+            },
+        ))
+    }
+
+    async fn replay_dead_letters(
+        &self,
+        request: Request<v1::EntitlementServiceReplayDeadLettersRequest>,
+    ) -> Result<Response<v1::EntitlementServiceReplayDeadLettersResponse>, Status> {
+        let sequences = request.into_inner().sequences;
+        let (replayed, failed) = self
+            .dead_letters
+            .replay(&self.pool, &self.handler, &sequences)
+            .await
+            .map_err(ApiError::Unavailable)?;
+        tracing::info!(replayed, failed, "dead letters replayed");
+        Ok(Response::new(
+            v1::EntitlementServiceReplayDeadLettersResponse { replayed, failed },
         ))
     }
 }

@@ -23,7 +23,7 @@ use hosted_contracts::{
 };
 use hosted_platform::{
     clock::Clock,
-    inbox::{ConsumerSpec, InboxConsumer},
+    inbox::{ConsumerSpec, DeadLetters, InboxConsumer},
     service::Foundation,
 };
 use tonic::service::Routes;
@@ -46,6 +46,9 @@ pub struct Entitlement {
     clock: Clock,
     cache: GrantsCache,
     recomputer: Recomputer,
+    /// The dead letters of the consumer of intake's facts, and what applies them again.
+    dead_letters: DeadLetters,
+    handler: GrantsHandler,
 }
 
 /// A started entitlement service.
@@ -107,6 +110,12 @@ impl Application {
             clock,
             cache: GrantsCache::new(config.check.cache_learners),
             recomputer,
+            dead_letters: DeadLetters::new(
+                foundation.namespace.clone(),
+                Service::Entitlement,
+                foundation.jetstream.clone(),
+            ),
+            handler: handler.clone(),
         };
         Ok(Self {
             foundation,

@@ -39,7 +39,8 @@ impl ServiceError for IntakeError {
                 ErrorCode::FailedPrecondition
             }
             IntakeError::Aborted(_) => ErrorCode::Aborted,
-            IntakeError::Database(_) | IntakeError::Encoding(_) => ErrorCode::Internal,
+            IntakeError::Database(error) => hosted_platform::error::database_code(error),
+            IntakeError::Encoding(_) => ErrorCode::Internal,
         }
     }
 

@@ -82,8 +82,25 @@ impl Handler for Probe {
 }
 
 async fn run(payloads: &[&str]) -> (Arc<Recorder>, usize) {
+    let events: Vec<(&str, uuid::Uuid)> = payloads
+        .iter()
+        .map(|payload| (*payload, uuid::Uuid::now_v7()))
+        .collect();
+    run_events(&events, None).await
+}
+
+/// As [`run`], each event with its id; with `duplicate_window`, JetStream keeps two
+/// events of the same id published further apart than that (a redelivery's copy).
+async fn run_events(
+    events: &[(&str, uuid::Uuid)],
+    duplicate_window: Option<Duration>,
+) -> (Arc<Recorder>, usize) {
+    let payloads: Vec<&str> = events.iter().map(|(payload, _)| *payload).collect();
     let namespace = hosted_testkit::namespace().await;
-    let nats = hosted_testkit::nats_config(&namespace);
+    let mut nats = hosted_testkit::nats_config(&namespace);
+    if let Some(window) = duplicate_window {
+        nats.duplicate_window = window;
+    }
     let database = hosted_testkit::TestDatabase::new().await;
     let pool = hosted_platform::db::connect(&DatabaseConfig {
         url: database.url.clone(),
@@ -104,9 +121,12 @@ async fn run(payloads: &[&str]) -> (Arc<Recorder>, usize) {
         .unwrap();
     }
     // Everything is in the stream before the consumer attaches: one pull brings it.
-    for payload in payloads {
+    for (payload, event_id) in events {
+        if duplicate_window.is_some() {
+            tokio::time::sleep(duplicate_window.unwrap_or_default() * 2).await;
+        }
         let mut headers = HeaderMap::new();
-        headers.insert("Nats-Msg-Id", uuid::Uuid::now_v7().to_string().as_str());
+        headers.insert("Nats-Msg-Id", event_id.to_string().as_str());
         headers.insert(
             "traceparent",
             format!("00-{}-00f067aa0ba902b7-01", trace_of(payload)).as_str(),
@@ -138,6 +158,13 @@ async fn run(payloads: &[&str]) -> (Arc<Recorder>, usize) {
     let attached = consumer.attach(&mut stopped).await.unwrap();
     let task = tokio::spawn(consumer.run(attached, stopped));
     let good = payloads.iter().filter(|payload| **payload != "bad").count();
+    let good = good.min(
+        events
+            .iter()
+            .map(|(_, id)| *id)
+            .collect::<std::collections::HashSet<_>>()
+            .len(),
+    );
     for _ in 0..200 {
         if recorder.applied.lock().unwrap().len() >= good {
             break;
@@ -183,4 +210,25 @@ async fn each_event_of_a_batch_is_handed_its_own_trace() {
     for (payload, trace) in traces.iter() {
         assert_eq!(*trace, trace_of(payload), "event {payload}");
     }
+}
+
+/// The same event twice in one batch (a redelivery's copy beside the original) is
+/// applied once.
+#[tokio::test]
+async fn an_event_twice_in_a_batch_is_applied_once() {
+    // Arrange
+    let twice = uuid::Uuid::now_v7();
+    let events = [
+        ("a", uuid::Uuid::now_v7()),
+        ("b", twice),
+        ("b", twice),
+        ("c", uuid::Uuid::now_v7()),
+    ];
+
+    // Act
+    let (recorder, dead) = run_events(&events, Some(Duration::from_millis(100))).await;
+
+    // Assert
+    assert_eq!(*recorder.applied.lock().unwrap(), ["a", "b", "c"]);
+    assert_eq!(dead, 0);
 }

@@ -4,6 +4,7 @@
 
 mod access;
 mod cards;
+mod dead_letter_cascade;
 mod dead_letters;
 mod delivery;
 mod entitlement;
@@ -11,6 +12,7 @@ mod entitlement_dates;
 mod entitlement_policy;
 mod entries;
 mod inbox_batches;
+mod inbox_recovery;
 mod publication;
 mod python_client;
 mod tracing;

@@ -484,7 +484,13 @@ where
                 options.timeout.as_secs()
             )),
         };
-        let transient = matches!(status.code(), Code::Unavailable | Code::DeadlineExceeded);
+        // A connection cut in the middle of a call (intake restarting) comes back as
+        // UNKNOWN "transport error": intake itself never answers UNKNOWN, and sending a
+        // chunk again is harmless (the import is idempotent).
+        let transient = matches!(
+            status.code(),
+            Code::Unavailable | Code::DeadlineExceeded | Code::Unknown
+        );
         if !transient || attempt > options.retries {
             let attempts = if attempt > 1 {
                 format!(" after {attempt} attempts")

@@ -86,7 +86,12 @@ enum Command {
     /// Makes a new random caller token and prints it with the hash to configure.
     NewToken,
     /// Prints the SHA-256 to configure for a token (read from standard input when absent).
-    HashToken { token: Option<String> },
+    HashToken {
+        /// The token to hash. Not named `token`: clap would fill it from the global
+        /// `--token` (`HLCTL_TOKEN`, the operator's own token).
+        #[arg(value_name = "TOKEN")]
+        input: Option<String>,
+    },
     /// Registers a person and one stay (role deve).
     Register(Box<RegisterArgs>),
     /// Shows a learner by login, hosted-learner number or id; finds learners;
@@ -176,8 +181,11 @@ enum Command {
         #[arg(long, value_name = "NAME", default_value = "")]
         service: String,
     },
-    /// Dead letters of the directory's consumers (role dosi).
+    /// Dead letters of a service's consumers (role dosi).
     DeadLetters {
+        /// Whose dead letters: each service keeps those of its own consumers.
+        #[arg(long, value_enum, default_value_t = DeadLetterOwner::Directory, global = true)]
+        service: DeadLetterOwner,
         #[command(subcommand)]
         action: DeadLetterAction,
     },
@@ -235,6 +243,14 @@ struct GenerateArgs {
     /// mark, CRLF, header in capitals.
     #[arg(long)]
     spreadsheet: bool,
+}
+
+/// The services that consume events, hence keep dead letters.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum DeadLetterOwner {
+    Directory,
+    Entitlement,
+    Cards,
 }
 
 #[derive(Debug, Subcommand)]
@@ -349,8 +365,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("token:        {token}\ntoken_sha256: {hash}");
             }
         }
-        Command::HashToken { token } => {
-            let token = match token {
+        Command::HashToken { input } => {
+            let token = match input {
                 Some(token) => token,
                 None => {
                     let mut line = String::new();
@@ -752,18 +768,45 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        Command::DeadLetters { action } => {
-            let mut client = v1::directory_service_client::DirectoryServiceClient::new(
-                connect(&cli.directory).await?,
-            );
+        Command::DeadLetters { service, action } => {
+            let channel = connect(match service {
+                DeadLetterOwner::Directory => &cli.directory,
+                DeadLetterOwner::Entitlement => &cli.entitlement,
+                DeadLetterOwner::Cards => &cli.cards,
+            })
+            .await?;
             match action {
                 DeadLetterAction::List => {
-                    let letters = client
-                        .list_dead_letters(authorized(token, v1::ListDeadLettersRequest {})?)
-                        .await
-                        .map_err(server_error)?
-                        .into_inner()
-                        .dead_letters;
+                    let letters = match service {
+                        DeadLetterOwner::Directory => {
+                            v1::directory_service_client::DirectoryServiceClient::new(channel)
+                                .list_dead_letters(authorized(
+                                    token,
+                                    v1::ListDeadLettersRequest {},
+                                )?)
+                                .await
+                                .map(|response| response.into_inner().dead_letters)
+                        }
+                        DeadLetterOwner::Entitlement => {
+                            v1::entitlement_service_client::EntitlementServiceClient::new(channel)
+                                .list_dead_letters(authorized(
+                                    token,
+                                    v1::EntitlementServiceListDeadLettersRequest {},
+                                )?)
+                                .await
+                                .map(|response| response.into_inner().dead_letters)
+                        }
+                        DeadLetterOwner::Cards => {
+                            v1::cards_service_client::CardsServiceClient::new(channel)
+                                .list_dead_letters(authorized(
+                                    token,
+                                    v1::CardsServiceListDeadLettersRequest {},
+                                )?)
+                                .await
+                                .map(|response| response.into_inner().dead_letters)
+                        }
+                    }
+                    .map_err(server_error)?;
                     for letter in letters {
                         if cli.json {
                             println!(
@@ -787,24 +830,49 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     }
                 }
                 DeadLetterAction::Replay { sequences } => {
-                    let outcome = client
-                        .replay_dead_letters(authorized(
-                            token,
-                            v1::ReplayDeadLettersRequest { sequences },
-                        )?)
-                        .await
-                        .map_err(server_error)?
-                        .into_inner();
+                    let (replayed, failed) = match service {
+                        DeadLetterOwner::Directory => {
+                            v1::directory_service_client::DirectoryServiceClient::new(channel)
+                                .replay_dead_letters(authorized(
+                                    token,
+                                    v1::ReplayDeadLettersRequest { sequences },
+                                )?)
+                                .await
+                                .map(|response| {
+                                    let outcome = response.into_inner();
+                                    (outcome.replayed, outcome.failed)
+                                })
+                        }
+                        DeadLetterOwner::Entitlement => {
+                            v1::entitlement_service_client::EntitlementServiceClient::new(channel)
+                                .replay_dead_letters(authorized(
+                                    token,
+                                    v1::EntitlementServiceReplayDeadLettersRequest { sequences },
+                                )?)
+                                .await
+                                .map(|response| {
+                                    let outcome = response.into_inner();
+                                    (outcome.replayed, outcome.failed)
+                                })
+                        }
+                        DeadLetterOwner::Cards => {
+                            v1::cards_service_client::CardsServiceClient::new(channel)
+                                .replay_dead_letters(authorized(
+                                    token,
+                                    v1::CardsServiceReplayDeadLettersRequest { sequences },
+                                )?)
+                                .await
+                                .map(|response| {
+                                    let outcome = response.into_inner();
+                                    (outcome.replayed, outcome.failed)
+                                })
+                        }
+                    }
+                    .map_err(server_error)?;
                     if cli.json {
-                        println!(
-                            "{}",
-                            json!({ "replayed": outcome.replayed, "failed": outcome.failed })
-                        );
+                        println!("{}", json!({ "replayed": replayed, "failed": failed }));
                     } else {
-                        println!(
-                            "replayed {}, still failing {}",
-                            outcome.replayed, outcome.failed
-                        );
+                        println!("replayed {replayed}, still failing {failed}");
                     }
                 }
             }

@@ -256,3 +256,59 @@ async fn requested_resources_come_from_their_column() {
     services.stop().await;
     std::fs::remove_dir_all(&folder).unwrap();
 }
+
+/// Intake's connection drops in the middle of a chunk (intake restarting): the chunk
+/// is sent again, as docs/cohort-import.md promises, and the import completes.
+#[tokio::test]
+async fn a_chunk_cut_off_in_the_middle_is_sent_again() {
+    // Arrange: hlctl reaches intake through a proxy that cuts the first connection
+    // once part of the first chunk has gone through.
+    let services = Services::intake().await;
+    let target = services
+        .intake
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap();
+    let proxy = hosted_testkit::TcpProxy::start(target).await;
+    proxy.cut_next_after(2000);
+    let folder = std::env::temp_dir().join(format!("hlctl-cut-{}", uuid::Uuid::now_v7()));
+    std::fs::create_dir_all(&folder).unwrap();
+    let file = folder.join("cohort.csv");
+    let generated = hlctl()
+        .args(["import", "generate"])
+        .arg(&file)
+        .args(["--rows", "100", "--bad", "0", "--seed", "11"])
+        .output()
+        .unwrap();
+    assert!(generated.status.success());
+
+    // Act
+    let address = format!("http://{}", proxy.address());
+    let token = services.token(Role::Deve);
+    let output = {
+        let file = file.clone();
+        tokio::task::spawn_blocking(move || {
+            hlctl()
+                .args(["--intake", &address, "--token", &token, "import", "stays"])
+                .arg(&file)
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap()
+    };
+
+    // Assert: one retry reported, every row imported once.
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("retry 1 of"), "{stderr}");
+    let mut conn = services.intake_database.connect().await;
+    let stays: i64 = sqlx::query_scalar("SELECT count(*) FROM stays")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(stays, 100);
+    proxy.stop().await;
+    services.stop().await;
+    std::fs::remove_dir_all(&folder).unwrap();
+}

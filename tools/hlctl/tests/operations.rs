@@ -1521,3 +1521,88 @@ async fn an_account_shows_its_missing_entry_and_its_writes_then_is_republished_a
     assert_eq!(basile["ldap_writes"], 2);
     services.stop().await;
 }
+
+/// Entitlement's and cards' dead letters are listed and replayed as directory's are.
+#[tokio::test]
+async fn entitlement_and_cards_dead_letters_are_listed_and_replayed() {
+    // Arrange: an event neither entitlement nor cards can read.
+    let services = Services::all_but_directory().await;
+    let hlctl = Hlctl::new(&services);
+    let dosi = services.token(Role::Dosi);
+    let jetstream = hosted_testkit::jetstream().await;
+    let mut headers = async_nats::HeaderMap::new();
+    let event_id = uuid::Uuid::now_v7().to_string();
+    headers.insert("Nats-Msg-Id", event_id.as_str());
+    jetstream
+        .publish_with_headers(
+            format!("{}.intake.stay.registered", services.namespace.as_str()),
+            headers,
+            vec![0xff, 0xff, 0xff].into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+
+    for service in ["entitlement", "cards"] {
+        // Act
+        let mut letters = Vec::new();
+        for _ in 0..100 {
+            letters = hlctl
+                .run(
+                    &dosi,
+                    &["--json", "dead-letters", "list", "--service", service],
+                )
+                .await
+                .json_lines();
+            if !letters.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let replay = hlctl
+            .run(&dosi, &["dead-letters", "replay", "--service", service])
+            .await;
+
+        // Assert: the one event, once; still failing when replayed, so still listed.
+        assert_eq!(letters.len(), 1, "{service}: {letters:?}");
+        assert_eq!(letters[0]["event_id"], event_id.as_str(), "{service}");
+        assert_eq!(replay.code, Some(0), "{service}: {replay:?}");
+        assert!(
+            replay.stdout.contains("replayed 0, still failing 1"),
+            "{service}: {replay:?}"
+        );
+    }
+    services.stop().await;
+}
+
+/// `hash-token` hashes what it is given, from the argument or standard input, even
+/// when `HLCTL_TOKEN` (the operator's own token) is set.
+#[test]
+fn hash_token_hashes_its_input_not_the_operators_token() {
+    use std::io::Write;
+    let expected = hosted_platform::auth::hash_token("the-new-callers-token");
+    let from_argument = Command::new(env!("CARGO_BIN_EXE_hlctl"))
+        .env("HLCTL_TOKEN", "the-operators-own-token")
+        .args(["hash-token", "the-new-callers-token"])
+        .output()
+        .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hlctl"))
+        .env("HLCTL_TOKEN", "the-operators-own-token")
+        .arg("hash-token")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"the-new-callers-token\n")
+        .unwrap();
+    let from_stdin = child.wait_with_output().unwrap();
+    for output in [from_argument, from_stdin] {
+        assert!(output.status.success());
+        assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), expected);
+    }
+}

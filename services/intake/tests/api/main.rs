@@ -9,6 +9,7 @@ mod hygiene;
 mod identity;
 mod import;
 mod lifecycle;
+mod outage;
 mod outbox;
 mod populations;
 mod register;

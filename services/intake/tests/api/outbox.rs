@@ -2,6 +2,7 @@ use std::collections::HashSet;
 
 use hosted_contracts::{subjects::Service, v1};
 use hosted_platform::config::NatsConfig;
+use tonic_health::pb::health_check_response::ServingStatus;
 
 use crate::{
     helpers::{TestIntake, config, person, stay},
@@ -125,4 +126,120 @@ pub fn letters(mut n: usize) -> String {
     }
     name.reverse();
     String::from_utf8(name).unwrap()
+}
+
+/// NATS freezes (SIGSTOP) with events in flight, then dies and comes back: the relay
+/// holds no transaction open while it waits for acknowledgements, gives up on the
+/// batch after one deadline (not one per event), and publishes everything soon after
+/// NATS is back.
+#[tokio::test]
+async fn a_frozen_then_killed_nats_neither_holds_the_outbox_nor_stalls_the_relay() {
+    // Arrange: intake reaches NATS through a proxy the test freezes and stops.
+    let database = hosted_testkit::TestDatabase::new().await;
+    let namespace = hosted_testkit::namespace().await;
+    let callers = hosted_testkit::TestCallers::new();
+    let nats = hosted_testkit::nats_url();
+    let target = nats
+        .trim_start_matches("nats://")
+        .parse()
+        .expect("the test NATS url is nats://ip:port");
+    let proxy = hosted_testkit::TcpProxy::start(target).await;
+    let through_proxy = NatsConfig {
+        url: format!("nats://{}", proxy.address()),
+        publish_timeout: std::time::Duration::from_secs(2),
+        outbox_stale_after: std::time::Duration::from_secs(1),
+        ..hosted_testkit::nats_config(&namespace)
+    };
+    let intake = TestIntake::spawn_with(
+        config(&database, through_proxy, &callers),
+        database.clone(),
+        namespace.clone(),
+        callers.clone(),
+    )
+    .await;
+    let mut client = intake.client().await;
+    let stream = namespace.stream(Service::Intake);
+    let register = |i: usize| {
+        intake.deve(v1::RegisterStayRequest {
+            person: Some(person(
+                &format!("Moreau{}", letters(i)),
+                "Anne",
+                &format!("1999-05-{:02}", i + 1),
+            )),
+            stay: Some(stay("IFSI")),
+            confirm_new_person: false,
+        })
+    };
+    client.register_stay(register(0)).await.unwrap();
+    wait_for_messages(&stream, 1).await;
+    wait_for_outbox_health(intake.address, ServingStatus::Serving).await;
+
+    // Act: NATS freezes while 20 events leave.
+    proxy.freeze();
+    for i in 1..=20 {
+        client.register_stay(register(i)).await.unwrap();
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(8)).await;
+
+    // Assert: the relay waits for acknowledgements without a transaction open.
+    let mut conn = database.connect().await;
+    let idle_in_transaction: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity
+         WHERE datname = current_database() AND state LIKE 'idle in transaction%'",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(
+        idle_in_transaction, 0,
+        "a transaction is held open across the network wait"
+    );
+    // And the stuck outbox shows in health.
+    wait_for_outbox_health(intake.address, ServingStatus::NotServing).await;
+
+    // Act: NATS dies (what it held is lost) and comes back.
+    proxy.stop().await;
+    proxy.resume().await;
+
+    // Assert: everything is published within a few deadlines, each event once.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let pending: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM platform_outbox WHERE published_at IS NULL")
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
+        if pending == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{pending} events still unpublished 30 s after NATS came back"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(hosted_testkit::stream_messages(&stream).await.len(), 21);
+    wait_for_outbox_health(intake.address, ServingStatus::Serving).await;
+    intake.stop().await;
+}
+
+async fn wait_for_outbox_health(address: std::net::SocketAddr, wanted: ServingStatus) {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let mut client = HealthClient::new(hosted_testkit::channel(address).await);
+    let component = hosted_platform::outbox::OutboxMonitor::component(Service::Intake);
+    let mut status = None;
+    for _ in 0..100 {
+        status = client
+            .check(HealthCheckRequest {
+                service: component.clone(),
+            })
+            .await
+            .ok()
+            .map(|response| response.into_inner().status());
+        if status == Some(wanted) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("{component} is {status:?}, not {wanted:?}");
 }

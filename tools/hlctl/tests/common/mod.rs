@@ -13,6 +13,7 @@ use tokio::{sync::oneshot, task::JoinHandle};
 
 /// Running services, stopped (last started first) by [`Services::stop`].
 pub struct Services {
+    pub namespace: hosted_contracts::subjects::Namespace,
     pub callers: TestCallers,
     pub intake_database: TestDatabase,
     /// `http://…` addresses, as hlctl takes them.
@@ -145,6 +146,7 @@ impl Services {
             subtree = Some(tree);
         }
         Self {
+            namespace,
             callers,
             intake_database,
             intake,
