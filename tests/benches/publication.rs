@@ -244,7 +244,7 @@ async fn main() {
         at(projected),
         pipeline.as_secs_f64()
     );
-    let writes: i64 = sqlx::query_scalar("SELECT sum(ldap_writes) FROM accounts")
+    let writes: i64 = sqlx::query_scalar("SELECT COALESCE(sum(writes), 0)::int8 FROM ldap_writes")
         .fetch_one(&mut conn)
         .await
         .unwrap();

@@ -338,6 +338,17 @@ impl Publisher {
             .buffered(IN_FLIGHT)
             .collect()
             .await;
+        // Counted now, apart from the transaction below: LDAP has taken these writes
+        // whatever becomes of it.
+        let taken: Vec<uuid::Uuid> = accounts
+            .iter()
+            .zip(&outcomes)
+            .filter(|(_, outcome)| {
+                matches!(outcome, Ok((announced, _)) if announced.written != Written::Unchanged)
+            })
+            .map(|(account, _)| account.learner_id)
+            .collect();
+        store::count_writes(&self.pool, &taken).await?;
         let mut batch = Batch::default();
         let mut published = Vec::with_capacity(accounts.len());
         let mut announced_any = false;
@@ -367,7 +378,6 @@ impl Publisher {
                         learner_id: account.learner_id,
                         version: account.version,
                         revision: account.revision,
-                        wrote,
                         next_due,
                     });
                 }

@@ -215,7 +215,7 @@ impl Directory {
         Ok(())
     }
 
-    /// Counts a repair in the account's writes and announces it, in one transaction.
+    /// Counts a repair in the account's writes (at once) and announces it.
     async fn record_repair(
         &self,
         account: &store::AccountRow,
@@ -226,8 +226,8 @@ impl Directory {
             .map_err(|error| DirectoryError::Projection(format!("projection: {error}")))?;
         let state = entry::account_state(&learner, self.settings.lifecycle, self.clock.today())
             .map_err(|error| DirectoryError::Projection(error.to_string()))?;
+        store::count_writes(&self.pool, &[account.learner_id]).await?;
         let mut tx = self.pool.begin().await?;
-        store::count_write(&mut tx, account.learner_id).await?;
         publisher::announce(
             &mut tx,
             &self.namespace,

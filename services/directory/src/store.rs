@@ -44,7 +44,8 @@ impl AccountRow {
 
 const COLUMNS: &str = "a.learner_id, a.login, a.version, a.learner, a.traceparent, a.tracestate,
     a.published_version, a.published_at, a.publish_attempts, a.revision, a.published_revision,
-    a.ldap_writes, COALESCE(g.in_force, '{}') AS in_force, g.learner_version AS grants_learner_version,
+    COALESCE((SELECT w.writes FROM ldap_writes w WHERE w.learner_id = a.learner_id), 0)::int4 AS ldap_writes,
+    COALESCE(g.in_force, '{}') AS in_force, g.learner_version AS grants_learner_version,
     c.csn AS card_csn, c.valid_until AS card_valid_until,
     ARRAY(SELECT p.agreement_id::text || ' ' || p.partner_uai FROM agreement_partners p
           WHERE p.agreement_id = ANY(a.agreement_ids)) AS partner_uais";
@@ -355,13 +356,12 @@ pub struct Published {
     pub learner_id: Uuid,
     pub version: i64,
     pub revision: i64,
-    pub wrote: bool,
     pub next_due: Option<time::Date>,
 }
 
 /// Records that LDAP holds each account's revision (and the learner version it came
-/// from), whether it had to be written, and its next due day: a whole batch in one
-/// statement.
+/// from) and its next due day: a whole batch in one statement. (The writes themselves
+/// are counted apart, by [`count_writes`].)
 pub async fn mark_many_published(
     conn: &mut PgConnection,
     published: &[Published],
@@ -372,31 +372,37 @@ pub async fn mark_many_published(
     let ids: Vec<Uuid> = published.iter().map(|p| p.learner_id).collect();
     let versions: Vec<i64> = published.iter().map(|p| p.version).collect();
     let revisions: Vec<i64> = published.iter().map(|p| p.revision).collect();
-    let wrote: Vec<i32> = published.iter().map(|p| i32::from(p.wrote)).collect();
     let due: Vec<Option<time::Date>> = published.iter().map(|p| p.next_due).collect();
     sqlx::query(
         "UPDATE accounts a SET published_version = u.v, published_revision = u.r,
-                published_at = now(), publish_attempts = 0, last_error = NULL, next_due = u.d,
-                ldap_writes = a.ldap_writes + u.w
-         FROM unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::int[], $5::date[]) AS u(i, v, r, w, d)
+                published_at = now(), publish_attempts = 0, last_error = NULL, next_due = u.d
+         FROM unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::date[]) AS u(i, v, r, d)
          WHERE a.learner_id = u.i",
     )
     .bind(&ids)
     .bind(&versions)
     .bind(&revisions)
-    .bind(&wrote)
     .bind(&due)
     .execute(conn)
     .await?;
     Ok(())
 }
 
-/// Counts one LDAP write made for an account outside the publisher (a repair).
-pub async fn count_write(conn: &mut PgConnection, learner_id: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE accounts SET ldap_writes = ldap_writes + 1 WHERE learner_id = $1")
-        .bind(learner_id)
-        .execute(conn)
-        .await?;
+/// Counts one LDAP write for each of `learner_ids`, as soon as LDAP has taken them:
+/// on the pool, in a statement of its own, so that nothing rolled back later (the
+/// publication's transaction, a crash) loses the count.
+pub async fn count_writes(pool: &PgPool, learner_ids: &[Uuid]) -> Result<(), sqlx::Error> {
+    if learner_ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO ldap_writes (learner_id, writes)
+         SELECT id, count(*) FROM unnest($1::uuid[]) AS id GROUP BY id
+         ON CONFLICT (learner_id) DO UPDATE SET writes = ldap_writes.writes + excluded.writes",
+    )
+    .bind(learner_ids)
+    .execute(pool)
+    .await?;
     Ok(())
 }
 

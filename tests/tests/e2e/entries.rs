@@ -54,10 +54,13 @@ async fn writes(system: &TestSystem) -> Vec<(String, i32)> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    sqlx::query_as("SELECT login, ldap_writes FROM accounts ORDER BY login")
-        .fetch_all(&mut conn)
-        .await
-        .unwrap()
+    sqlx::query_as(
+        "SELECT a.login, COALESCE(w.writes, 0)::int4 FROM accounts a
+         LEFT JOIN ldap_writes w USING (learner_id) ORDER BY a.login",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap()
 }
 
 async fn move_card(system: &TestSystem, card_id: &str, to: v1::CardState, reason: &str, csn: &str) {

@@ -365,3 +365,73 @@ async fn get_account_shows_a_missing_entry_and_the_writes_made() {
     assert_eq!(account.ldap_writes, 1);
     system.stop().await;
 }
+
+#[tokio::test]
+async fn a_write_ldap_took_is_counted_even_when_its_publication_is_rolled_back() {
+    // Arrange: directory reaches slapd through a proxy the test can freeze.
+    let mut system = TestSystem::prepare(None).await;
+    system.await_grants = Duration::from_millis(100);
+    let slapd = system
+        .subtree
+        .server
+        .url
+        .trim_start_matches("ldap://")
+        .parse()
+        .unwrap();
+    let proxy = hosted_testkit::TcpProxy::start(slapd).await;
+    system.ldap_url = Some(format!("ldap://{}", proxy.address()));
+    system.start_intake().await;
+    system.start_directory().await;
+
+    // Act: the write is held on its way to LDAP while the publisher's claim (its
+    // transaction) is open; that transaction dies (as in a crash), then LDAP takes the
+    // write. (pg_stat_activity keeps the start of the claim's statement only.)
+    proxy.freeze();
+    system
+        .register(registration("Compte", "Rémi", "1991-01-01"))
+        .await;
+    let mut conn = system.directory_database.connect().await;
+    let mut killed = false;
+    for _ in 0..200 {
+        killed = sqlx::query_scalar::<_, bool>(
+            "SELECT COALESCE(bool_or(pg_terminate_backend(pid)), false) FROM pg_stat_activity
+             WHERE datname = current_database() AND pid <> pg_backend_pid()
+               AND state = 'idle in transaction' AND query LIKE 'SELECT a.learner_id, a.login, a.version%'",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        if killed {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(killed, "the publisher's claim was never seen open");
+    proxy.thaw();
+
+    // Assert: the entry is there, written once, and that one write is counted, though
+    // the publication that made it was rolled back and done again.
+    system
+        .subtree
+        .wait_for_entries(1, Duration::from_secs(30))
+        .await;
+    let mut writes = 0;
+    let mut published = false;
+    for _ in 0..200 {
+        (writes, published) = sqlx::query_as::<_, (i64, bool)>(
+            "SELECT COALESCE((SELECT writes FROM ldap_writes w WHERE w.learner_id = a.learner_id), 0),
+                    a.published_revision IS NOT NULL
+             FROM accounts a",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        if published {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(published);
+    assert_eq!(writes, 1);
+    system.stop().await;
+}
