@@ -146,7 +146,8 @@ pub fn parse(bytes: &[u8]) -> anyhow::Result<CohortFile> {
 
 /// Line numbers from byte offsets. The reader's own line count lags by one after a
 /// CRLF line end (it counts the `\n` when the next record begins), and spreadsheets
-/// on Windows write CRLF.
+/// on Windows write CRLF. A line ends as the reader ends a record: `\n`, `\r\n`, or
+/// a `\r` alone (old Mac spreadsheets write CR).
 #[derive(Debug, Default)]
 struct LineCounter {
     offset: usize,
@@ -167,15 +168,23 @@ impl LineCounter {
             offset += 1;
         }
         if offset >= self.offset {
-            let newlines = bytes[self.offset..offset]
-                .iter()
-                .filter(|byte| **byte == b'\n')
-                .count();
+            let newlines = line_ends(&bytes[self.offset..offset]);
             self.newlines += newlines as u64;
             self.offset = offset;
         }
         self.newlines + 1
     }
+}
+
+/// How many lines `bytes` ends: each `\n`, and each `\r` not followed by `\n`.
+fn line_ends(bytes: &[u8]) -> usize {
+    bytes
+        .iter()
+        .enumerate()
+        .filter(|(index, byte)| {
+            **byte == b'\n' || (**byte == b'\r' && bytes.get(index + 1) != Some(&b'\n'))
+        })
+        .count()
 }
 
 /// `;` when the header line has more of them than commas (outside quotes): French
@@ -601,6 +610,19 @@ mod tests {
         assert_eq!(person(&file.rows[1]).family_name, "Le\nGall");
         let numbers: Vec<i64> = file.readable().map(|row| row.row_number).collect();
         assert_eq!(numbers, [2, 5, 7]);
+    }
+
+    #[test]
+    fn row_numbers_with_cr_line_ends() {
+        // Found by the property tests: with CR alone (old Mac spreadsheets), every row
+        // was numbered 2.
+        let text = format!(
+            "{HEADER}\rMartin,Paul,1990-01-01,p@example.org,VAE,SUFA,2026-09-01,2027-06-30\r\r\
+             Curie,Marie,1990-01-01,m@example.org,VAE,SUFA,2026-09-01,2027-06-30\r"
+        );
+        let file = parse(text.as_bytes()).expect("parsed");
+        let lines: Vec<u64> = file.rows.iter().map(|row| row.line).collect();
+        assert_eq!(lines, [2, 4]);
     }
 
     #[test]
