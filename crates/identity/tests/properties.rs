@@ -178,6 +178,21 @@ proptest! {
     }
 
     #[test]
+    fn any_configured_pattern_is_refused_or_keeps_its_promises(
+        pattern in prop_oneof![
+            "(\\{given\\}|\\{family\\}|\\{g\\}|[a-z0-9._{}-]){0,6}",
+            "\\PC{0,20}",
+        ],
+        max_length in prop_oneof![0usize..80, any::<usize>()],
+        family in name(), given in name(),
+    ) {
+        if let Ok(pattern) = LoginPattern::new(&pattern, max_length) {
+            let base = pattern.base(&family, &given);
+            prop_assert!(is_login_text(&base) && base.len() <= max_length, "{:?}", base);
+        }
+    }
+
+    #[test]
     fn uai_validation_never_panics(value in prop_oneof!["[0-9]{7}[A-Z]", "\\PC{0,10}", any::<String>()]) {
         let valid = uai::is_valid(&value);
         if valid {
