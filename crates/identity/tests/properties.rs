@@ -81,8 +81,9 @@ proptest! {
 
     #[test]
     fn a_name_with_a_letter_never_folds_to_nothing(name in name()) {
-        prop_assume!(name.chars().any(char::is_alphanumeric));
-        prop_assert!(!fold(&name).is_empty());
+        if name.chars().any(char::is_alphanumeric) {
+            prop_assert!(!fold(&name).is_empty());
+        }
     }
 
     #[test]
@@ -150,7 +151,7 @@ proptest! {
         pattern in login_pattern(), family in name(), given in name(),
         a in 1u32..100_000, b in 1u32..100_000,
     ) {
-        prop_assume!(a != b);
+        let b = if a == b { a + 1 } else { b };
         let base = pattern.base(&family, &given);
         prop_assert_ne!(pattern.candidate(&base, a), pattern.candidate(&base, b));
     }
@@ -169,12 +170,13 @@ proptest! {
         prop_assert_eq!(a.likeness(&b), b.likeness(&a));
         // Case does not count, for names whose capitals are the same letters. (Greek
         // `ᾳ` has the capitals `ΑΙ`, the micro sign `µ` the Greek `Μ`: other letters.)
-        prop_assume!(family_b.to_uppercase().to_lowercase() == family_b.to_lowercase());
-        let same_b_born_a = Identity::new(&family_b, birth_b.as_deref(), &given_b, born_a, None);
-        let same_b_born_a_upper = Identity::new(
-            &family_b.to_uppercase(), birth_b.as_deref(), &given_b, born_a, None,
-        );
-        prop_assert_eq!(same_b_born_a.likeness(&same_b_born_a_upper), Likeness::Same);
+        if family_b.to_uppercase().to_lowercase() == family_b.to_lowercase() {
+            let same_b_born_a = Identity::new(&family_b, birth_b.as_deref(), &given_b, born_a, None);
+            let same_b_born_a_upper = Identity::new(
+                &family_b.to_uppercase(), birth_b.as_deref(), &given_b, born_a, None,
+            );
+            prop_assert_eq!(same_b_born_a.likeness(&same_b_born_a_upper), Likeness::Same);
+        }
     }
 
     #[test]
