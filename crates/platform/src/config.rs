@@ -540,7 +540,7 @@ impl Default for TelemetryConfig {
 
 impl Section for TelemetryConfig {
     fn check(&self, section: &str, problems: &mut Vec<String>) {
-        if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.filter) {
+        if let Err(error) = crate::telemetry::log_filter(&self.filter) {
             problems.push(format!("{section}.filter: {error}"));
         }
         let http =
@@ -931,6 +931,22 @@ mod properties {
     }
 
     proptest! {
+        #[test]
+        fn any_log_filter_is_read_or_refused(
+            text in prop_oneof![
+                "[ \t,=a-zé¡_:\\[\\]{}.0-9\"]{0,24}",
+                "\\PC{0,24}",
+                any::<String>(),
+            ],
+        ) {
+            // A filter read is the filter of the same directives without spaces.
+            if let Ok(filter) = crate::telemetry::log_filter(&text) {
+                let compact: String = text.split(',').map(str::trim).collect::<Vec<_>>().join(",");
+                let again = crate::telemetry::log_filter(&compact).map(|filter| filter.to_string());
+                prop_assert_eq!(again.ok(), Some(filter.to_string()));
+            }
+        }
+
         #[test]
         fn any_file_and_environment_load_or_say_why(
             file in proptest::option::of(file_text()),
