@@ -252,6 +252,34 @@ proptest! {
     }
 
     #[test]
+    fn a_uid_filter_reads_back_as_its_logins(
+        logins in prop::collection::vec(outside_text(), 1..4),
+    ) {
+        let filter = crate::ldap::uid_filter(&logins);
+        let terms = if logins.len() == 1 {
+            filter.as_str()
+        } else {
+            let inner = filter.strip_prefix("(|").and_then(|rest| rest.strip_suffix(')'));
+            prop_assert!(inner.is_some(), "{:?}", filter);
+            inner.unwrap_or_default()
+        };
+        // Escaped values hold no bare parenthesis: every term ends at the first `)`.
+        let mut read = Vec::new();
+        let mut rest = terms;
+        while !rest.is_empty() {
+            let term = rest.strip_prefix("(uid=");
+            prop_assert!(term.is_some(), "{:?}", filter);
+            let term = term.unwrap_or_default();
+            let close = term.find(')');
+            prop_assert!(close.is_some(), "{:?}", filter);
+            let close = close.unwrap_or_default();
+            read.push(unescape_filter(&term[..close]));
+            rest = &term[close + 1..];
+        }
+        prop_assert_eq!(read, logins.into_iter().map(Some).collect::<Vec<_>>());
+    }
+
+    #[test]
     fn a_value_that_fits_a_composite_adds_no_key(value in outside_text()) {
         if supann::fits_composite(&value) {
             prop_assert!(!value.contains(['[', ']', '=']));
