@@ -136,13 +136,12 @@ impl LoginPattern {
 
     /// What every candidate of `base` starts with, for looking up the logins taken.
     pub fn candidates_prefix<'b>(&self, base: &'b str) -> &'b str {
-        // Suffixes of up to six digits; shorter bases are their own prefix.
-        let room = self.max_length.saturating_sub(7).max(1);
-        if base.len() <= room {
-            base
-        } else {
-            &base[..room]
-        }
+        // Suffixes of up to six digits. A candidate is the base cut to the room its
+        // suffix leaves, and a cut to less room is never longer (both are prefixes of
+        // the base): the cut for six digits starts them all. A plain `max - 7` did
+        // not, as a cut may drop a short last word (`…-in` for `…-in100000`).
+        let room = self.max_length.saturating_sub(6).max(1);
+        &base[..cut(base, room).len()]
     }
 }
 
@@ -212,6 +211,20 @@ mod tests {
                 .candidate(&base, 123)
                 .starts_with(pattern.candidates_prefix(&base))
         );
+    }
+
+    #[test]
+    fn every_candidate_starts_with_the_prefix() {
+        // Found by the property tests: a six-digit suffix cut the base before its short
+        // last word, and the candidate no longer started with `max - 7` characters.
+        let pattern = LoginPattern::new("{given}{given}", 24).expect("valid");
+        let base = "yhrrm1-haman-in-sab";
+        let prefix = pattern.candidates_prefix(base);
+        for n in [1, 2, 99, 10_000, 100_000, 999_999] {
+            let candidate = pattern.candidate(base, n);
+            assert!(candidate.starts_with(prefix), "{candidate} {prefix}");
+        }
+        assert_eq!(pattern.candidate(base, 100_000), "yhrrm1-haman-in100000");
     }
 
     #[test]

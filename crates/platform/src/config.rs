@@ -68,6 +68,15 @@ impl Loader {
             }
         }
         let env_prefix = format!("{}__", env_prefix.to_ascii_uppercase());
+        // Named, never shown: the value may be a secret.
+        for (name, value) in std::env::vars_os() {
+            let lossy = name.to_string_lossy();
+            if lossy.starts_with(&env_prefix)
+                && (name.to_str().is_none() || value.to_str().is_none())
+            {
+                problems.push(format!("{lossy}: not UTF-8 text"));
+            }
+        }
         figment = figment.merge(RawEnv {
             prefix: env_prefix.clone(),
         });
@@ -232,7 +241,12 @@ impl Provider for RawEnv {
 
     fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
         let mut dict = Dict::new();
-        for (name, value) in std::env::vars() {
+        // `vars()` would panic on any variable that is not UTF-8, ours or not; ours
+        // that are not are reported by `Loader::new`.
+        for (name, value) in std::env::vars_os() {
+            let (Some(name), Some(value)) = (name.to_str(), value.into_string().ok()) else {
+                continue;
+            };
             let Some(rest) = name.strip_prefix(&self.prefix) else {
                 continue;
             };
@@ -277,16 +291,17 @@ pub fn config_file_from_args(env_prefix: &str) -> Result<Option<PathBuf>, String
         env_prefix,
         env_prefix
     );
-    let mut args = std::env::args().skip(1);
+    // `args()` would panic on an argument that is not UTF-8 (a file name, say).
+    let mut args = std::env::args_os().skip(1);
     let mut file = std::env::var_os(format!("{env_prefix}_CONFIG")).map(PathBuf::from);
     while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--config" | "-c" => match args.next() {
+        match arg.to_str() {
+            Some("--config" | "-c") => match args.next() {
                 Some(path) => file = Some(PathBuf::from(path)),
                 None => return Err(format!("--config needs a file\n\n{usage}")),
             },
-            "--help" | "-h" => return Err(usage),
-            other => return Err(format!("unexpected argument {other:?}\n\n{usage}")),
+            Some("--help" | "-h") => return Err(usage),
+            _ => return Err(format!("unexpected argument {arg:?}\n\n{usage}")),
         }
     }
     Ok(file)
@@ -554,7 +569,7 @@ impl Default for TelemetryConfig {
 
 impl Section for TelemetryConfig {
     fn check(&self, section: &str, problems: &mut Vec<String>) {
-        if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.filter) {
+        if let Err(error) = crate::telemetry::log_filter(&self.filter) {
             problems.push(format!("{section}.filter: {error}"));
         }
         let http =
@@ -774,5 +789,223 @@ mod tests {
             "postgres://u:***@h:5432/db"
         );
         assert_eq!(redact_url("postgres://h/db"), "postgres://h/db");
+    }
+}
+
+/// Property tests: whatever an operator puts in the configuration file and the
+/// environment, loading gives a configuration whose checks hold or every problem,
+/// never a panic. Cases: proptest's (256, or `PROPTEST_CASES`).
+#[cfg(test)]
+#[allow(clippy::result_large_err)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// The fields of the common sections, as environment variables name them.
+    const FIELDS: [&str; 15] = [
+        "GRPC__LISTEN",
+        "GRPC__GRACE_PERIOD_MS",
+        "DATABASE__URL",
+        "DATABASE__MAX_CONNECTIONS",
+        "DATABASE__CREATE_IF_MISSING",
+        "NATS__URL",
+        "NATS__NAMESPACE",
+        "NATS__DUPLICATE_WINDOW_MS",
+        "NATS__MAX_DELIVER",
+        "NATS__ACK_WAIT_MS",
+        "TELEMETRY__FILTER",
+        "TELEMETRY__FORMAT",
+        "TELEMETRY__OTLP_ENDPOINT",
+        "AUTH__CALLERS__PORTAL__ROLES",
+        "CLOCK__TIME_ZONE",
+    ];
+
+    /// A value as the environment holds it: text without NUL.
+    fn env_value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "-?[0-9]{1,25}",
+            prop::sample::select(vec![
+                "",
+                "0",
+                "true",
+                "yes",
+                "127.0.0.1:0",
+                "[::1]:50051",
+                "postgres://u:p@h/db",
+                "json",
+                "Europe/Paris",
+                "Mars/Olympus",
+                "deve,legal",
+                "hosted",
+                "debug,x=",
+                "1e3",
+                "NaN",
+                "-0",
+            ])
+            .prop_map(str::to_owned),
+            "[^\\x00]{0,20}",
+        ]
+    }
+
+    fn env_name() -> impl Strategy<Value = String> {
+        prop_oneof![
+            8 => prop::sample::select(FIELDS.to_vec()).prop_map(str::to_owned),
+            1 => "[A-Z_]{0,12}(__[A-Z_]{0,8}){0,3}",
+        ]
+    }
+
+    /// A TOML basic string (JSON's escapes are TOML's, but for DEL, which makes the
+    /// file invalid: also worth a case).
+    fn quoted(text: &str) -> String {
+        serde_json::to_string(text).unwrap_or_default()
+    }
+
+    /// A configuration file: sections and fields right or wrong, values of any type,
+    /// or any text.
+    fn file_text() -> impl Strategy<Value = String> {
+        let value = prop_oneof![
+            any::<i64>().prop_map(|n| n.to_string()),
+            any::<bool>().prop_map(|b| b.to_string()),
+            "\\PC{0,12}".prop_map(|text| quoted(&text)),
+            Just("[1, \"a\"]".to_owned()),
+            Just("{ x = 1 }".to_owned()),
+            Just("1.5".to_owned()),
+        ];
+        prop_oneof![
+            4 => prop::collection::vec((env_name(), value), 0..6).prop_map(|fields| {
+                fields
+                    .into_iter()
+                    .map(|(name, value)| {
+                        let path: Vec<String> =
+                            name.split("__").map(|part| quoted(&part.to_lowercase())).collect();
+                        let (key, table) = path.split_last().map(|(key, table)| (key.clone(), table.join("."))).unwrap_or_default();
+                        if table.is_empty() {
+                            format!("{key} = {value}\n")
+                        } else {
+                            format!("[{table}]\n{key} = {value}\n")
+                        }
+                    })
+                    .collect::<String>()
+            }),
+            1 => "\\PC{0,100}",
+        ]
+    }
+
+    /// What a loaded configuration promises when no problem was found.
+    fn checks_hold(config: &CommonConfig) -> bool {
+        !config.grpc.grace_period.is_zero()
+            && (config.database.url.starts_with("postgres://")
+                || config.database.url.starts_with("postgresql://"))
+            && config.database.max_connections >= 1
+            && config.nats.max_deliver >= 1
+            && config.nats.ack_wait >= Duration::from_secs(1)
+            && crate::clock::Clock::new(&config.clock.time_zone).is_ok()
+    }
+
+    /// Set for the child process of the test below.
+    const CHILD: &str = "HOSTED_CONFIG_TEST_CHILD";
+
+    /// Found by looking for what the properties cannot generate: `std::env::vars()`
+    /// panics on any variable that is not UTF-8, ours or another program's. Setting
+    /// one here would take `unsafe`: a child process of this test binary loads with
+    /// two such variables.
+    #[cfg(unix)]
+    #[test]
+    fn a_variable_that_is_not_utf8_is_a_problem_not_a_panic() {
+        use std::os::unix::ffi::OsStringExt;
+
+        let exe = std::env::current_exe().expect("the test binary");
+        let output = std::process::Command::new(exe)
+            .args([
+                "--exact",
+                "config::properties::loading_with_variables_that_are_not_utf8",
+                "--ignored",
+            ])
+            .env(CHILD, "1")
+            .env(
+                "PROPTEST__CLOCK__TIME_ZONE",
+                std::ffi::OsString::from_vec(b"Europe/Par\xC9s".to_vec()),
+            )
+            .env(
+                "SOME_OTHER_PROGRAM",
+                std::ffi::OsString::from_vec(b"caf\xE9".to_vec()),
+            )
+            .output()
+            .expect("the child runs");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+        assert!(String::from_utf8_lossy(&output.stdout).contains("1 passed"));
+    }
+
+    #[test]
+    #[ignore = "run as a child process by a_variable_that_is_not_utf8_is_a_problem_not_a_panic"]
+    fn loading_with_variables_that_are_not_utf8() {
+        if std::env::var_os(CHILD).is_none() {
+            return;
+        }
+        let mut loader = Loader::new("PROPTEST", None);
+        let config = CommonConfig::load(&mut loader);
+        let problems = loader.finish().expect_err("a problem").0;
+        assert!(
+            problems
+                .iter()
+                .any(|problem| problem == "PROPTEST__CLOCK__TIME_ZONE: not UTF-8 text"),
+            "{problems:?}"
+        );
+        assert_eq!(config.clock.time_zone, DEFAULT_TIME_ZONE);
+    }
+
+    proptest! {
+        #[test]
+        fn any_log_filter_is_read_or_refused(
+            text in prop_oneof![
+                "[ \t,=a-zé¡_:\\[\\]{}.0-9\"]{0,24}",
+                "\\PC{0,24}",
+                any::<String>(),
+            ],
+        ) {
+            // A filter read is the filter of the same directives without spaces.
+            if let Ok(filter) = crate::telemetry::log_filter(&text) {
+                let compact: String = text.split(',').map(str::trim).collect::<Vec<_>>().join(",");
+                let again = crate::telemetry::log_filter(&compact).map(|filter| filter.to_string());
+                prop_assert_eq!(again.ok(), Some(filter.to_string()));
+            }
+        }
+
+        #[test]
+        fn any_file_and_environment_load_or_say_why(
+            file in proptest::option::of(file_text()),
+            env in prop::collection::vec((env_name(), env_value()), 0..6),
+        ) {
+            let mut outcome = Ok(());
+            figment::Jail::expect_with(|jail| {
+                // The URL is required: most configurations give it, as services do.
+                jail.set_env("PROPTEST__DATABASE__URL", "postgres://u:p@h/db");
+                for (name, value) in &env {
+                    jail.set_env(format!("PROPTEST__{name}"), value);
+                }
+                if let Some(text) = &file {
+                    jail.create_file("service.toml", text)?;
+                }
+                let mut loader = Loader::new(
+                    "PROPTEST",
+                    file.as_ref().map(|_| Path::new("service.toml")),
+                );
+                let config = CommonConfig::load(&mut loader);
+                let callers = config.auth.callers("auth", &mut Vec::new());
+                if loader.finish().is_ok() && !checks_hold(&config) {
+                    outcome = Err(TestCaseError::fail(format!("accepted: {config:?}")));
+                }
+                if callers.len() > config.auth.callers.len() {
+                    outcome = Err(TestCaseError::fail("more callers than configured"));
+                }
+                Ok(())
+            });
+            outcome?;
+        }
     }
 }

@@ -34,6 +34,19 @@ impl Drop for TelemetryGuard {
     }
 }
 
+/// A log filter (`info,hosted_directory=debug`), its directives trimmed first:
+/// tracing-subscriber 0.3 slices a directive with the indices of its trimmed text,
+/// so that a space before a directive shifts them, and with a non-ASCII character
+/// (`\t0¡=`) panics instead of refusing.
+pub fn log_filter(text: &str) -> Result<EnvFilter, tracing_subscriber::filter::ParseError> {
+    let directives: Vec<&str> = text
+        .split(',')
+        .map(str::trim)
+        .filter(|directive| !directive.is_empty())
+        .collect();
+    EnvFilter::try_new(directives.join(","))
+}
+
 /// Installs the global subscriber. Call once, from `main`.
 pub fn init(
     service: &'static str,
@@ -55,8 +68,10 @@ pub fn init(
 
     // The log filter applies to the logs only: spans stay enabled for OpenTelemetry at
     // INFO and above whatever the log level, or a quiet log would break propagation.
-    let filter =
-        EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new(&config.filter))?;
+    let filter = match std::env::var(EnvFilter::DEFAULT_ENV) {
+        Ok(text) => log_filter(&text).or_else(|_| log_filter(&config.filter))?,
+        Err(_) => log_filter(&config.filter)?,
+    };
     let otel = tracing_opentelemetry::layer()
         .with_tracer(tracer)
         .with_filter(LevelFilter::INFO);
@@ -188,6 +203,20 @@ pub fn grpc_span(request: &http::Request<()>) -> tracing::Span {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_filters_with_spaces_and_any_text_are_read_or_refused() {
+        // Found by the configuration's property test: this panicked in
+        // `EnvFilter::try_new`.
+        assert_eq!(
+            log_filter("\t0¡=").map(|filter| filter.to_string()).ok(),
+            EnvFilter::try_new("0¡=")
+                .map(|filter| filter.to_string())
+                .ok()
+        );
+        assert!(log_filter(" info, hosted_intake=debug ,").is_ok());
+        assert!(log_filter(" é=info").is_ok());
+    }
     use tracing::subscriber::with_default;
 
     #[test]

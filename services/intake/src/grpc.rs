@@ -57,7 +57,7 @@ pub const ACCESS: &[(&str, &[Role])] = &[
     ("SaveUnit", &[Deve]),
 ];
 
-fn person_input(person: Option<v1::PersonInput>) -> PersonInput {
+pub(crate) fn person_input(person: Option<v1::PersonInput>) -> PersonInput {
     let person = person.unwrap_or_default();
     PersonInput {
         family_name: person.family_name,
@@ -70,7 +70,7 @@ fn person_input(person: Option<v1::PersonInput>) -> PersonInput {
     }
 }
 
-fn stay_input(stay: Option<v1::StayInput>) -> StayInput {
+pub(crate) fn stay_input(stay: Option<v1::StayInput>) -> StayInput {
     let stay = stay.unwrap_or_default();
     StayInput {
         population: stay.population,

@@ -146,7 +146,8 @@ pub fn parse(bytes: &[u8]) -> anyhow::Result<CohortFile> {
 
 /// Line numbers from byte offsets. The reader's own line count lags by one after a
 /// CRLF line end (it counts the `\n` when the next record begins), and spreadsheets
-/// on Windows write CRLF.
+/// on Windows write CRLF. A line ends as the reader ends a record: `\n`, `\r\n`, or
+/// a `\r` alone (old Mac spreadsheets write CR).
 #[derive(Debug, Default)]
 struct LineCounter {
     offset: usize,
@@ -167,15 +168,23 @@ impl LineCounter {
             offset += 1;
         }
         if offset >= self.offset {
-            let newlines = bytes[self.offset..offset]
-                .iter()
-                .filter(|byte| **byte == b'\n')
-                .count();
+            let newlines = line_ends(&bytes[self.offset..offset]);
             self.newlines += newlines as u64;
             self.offset = offset;
         }
         self.newlines + 1
     }
+}
+
+/// How many lines `bytes` ends: each `\n`, and each `\r` not followed by `\n`.
+fn line_ends(bytes: &[u8]) -> usize {
+    bytes
+        .iter()
+        .enumerate()
+        .filter(|(index, byte)| {
+            **byte == b'\n' || (**byte == b'\r' && bytes.get(index + 1) != Some(&b'\n'))
+        })
+        .count()
 }
 
 /// `;` when the header line has more of them than commas (outside quotes): French
@@ -604,6 +613,19 @@ mod tests {
     }
 
     #[test]
+    fn row_numbers_with_cr_line_ends() {
+        // Found by the property tests: with CR alone (old Mac spreadsheets), every row
+        // was numbered 2.
+        let text = format!(
+            "{HEADER}\rMartin,Paul,1990-01-01,p@example.org,VAE,SUFA,2026-09-01,2027-06-30\r\r\
+             Curie,Marie,1990-01-01,m@example.org,VAE,SUFA,2026-09-01,2027-06-30\r"
+        );
+        let file = parse(text.as_bytes()).expect("parsed");
+        let lines: Vec<u64> = file.rows.iter().map(|row| row.line).collect();
+        assert_eq!(lines, [2, 4]);
+    }
+
+    #[test]
     fn row_numbers_with_crlf_line_ends() {
         let valid = "Martin;Paul;01/01/1990;paul@example.org;VAE;SUFA;01/09/2026;30/06/2027";
         let text = format!(
@@ -671,5 +693,231 @@ mod tests {
             "{outcomes:?}"
         );
         assert_eq!(file.readable().count(), 1);
+    }
+}
+
+/// Property tests: any bytes given as a cohort file are read or refused, never a
+/// panic; every row is numbered by the line it starts on; a file a spreadsheet could
+/// have written reads back as the rows it was made of. Cases: proptest's (256, or
+/// `PROPTEST_CASES`).
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// A cell as a person fills it in: trimmed (reading trims), anything inside,
+    /// separators, quotes and line ends included.
+    fn cell() -> impl Strategy<Value = String> {
+        prop_oneof![
+            4 => "[A-Za-zÀ-ÿ0-9' .-]{0,12}",
+            2 => "[a-z ,;\"\r\n]{0,8}",
+            1 => "\\PC{0,12}",
+        ]
+        .prop_map(|value| value.trim().to_owned())
+    }
+
+    /// A date as a spreadsheet writes it, and as intake is to receive it.
+    fn date() -> impl Strategy<Value = (String, String)> {
+        (1950u32..2040, 1u32..=12, 1u32..=28, any::<bool>()).prop_map(
+            |(year, month, day, french)| {
+                let iso = format!("{year}-{month:02}-{day:02}");
+                if french {
+                    (format!("{day}/{month}/{year}"), iso)
+                } else {
+                    (iso.clone(), iso)
+                }
+            },
+        )
+    }
+
+    /// A `requested_resources` cell, and the names it asks for.
+    fn resources() -> impl Strategy<Value = (String, Vec<String>)> {
+        (
+            prop::collection::vec("[a-z][a-z-]{0,8}", 0..3),
+            any::<bool>(),
+        )
+            .prop_map(|(names, pipes)| (names.join(if pipes { "|" } else { " ; " }), names))
+    }
+
+    /// The values of one row, column by column as `COLUMNS` names them, and the row
+    /// intake is to receive.
+    fn row() -> impl Strategy<Value = (Vec<String>, v1::ImportRow)> {
+        (
+            (
+                "[A-Za-zÀ-ÿ][A-Za-zÀ-ÿ' -]{0,10}[a-z]",
+                cell(),
+                cell(),
+                date(),
+                cell(),
+                cell(),
+                cell(),
+            ),
+            (cell(), cell(), cell(), cell(), date(), date()),
+            (
+                resources(),
+                prop::sample::select(vec![("", false), ("Oui", true), ("no", false), ("x", true)]),
+            ),
+        )
+            .prop_map(
+                |(
+                    (family_name, birth_name, given_names, birth_date, email, ine, phone),
+                    (population, sponsor_unit, sponsor_login, agreement_id, start_date, end_date),
+                    ((resources_cell, requested_resources), (confirm_cell, confirm_new_person)),
+                )| {
+                    let cells = vec![
+                        family_name.clone(),
+                        birth_name.clone(),
+                        given_names.clone(),
+                        birth_date.0,
+                        email.clone(),
+                        ine.clone(),
+                        phone.clone(),
+                        population.clone(),
+                        sponsor_unit.clone(),
+                        sponsor_login.clone(),
+                        agreement_id.clone(),
+                        start_date.0,
+                        end_date.0,
+                        resources_cell,
+                        confirm_cell.to_owned(),
+                    ];
+                    let row = v1::ImportRow {
+                        row_number: 0,
+                        person: Some(v1::PersonInput {
+                            family_name,
+                            birth_name,
+                            given_names,
+                            birth_date: birth_date.1,
+                            email,
+                            ine,
+                            phone,
+                        }),
+                        stay: Some(v1::StayInput {
+                            population,
+                            sponsor_unit,
+                            sponsor_login,
+                            agreement_id,
+                            start_date: start_date.1,
+                            end_date: end_date.1,
+                            requested_resources,
+                        }),
+                        confirm_new_person,
+                    };
+                    (cells, row)
+                },
+            )
+    }
+
+    /// A whole file: the columns in some order and case, a separator, a BOM or not,
+    /// CRLF or LF, blank lines here and there; and the rows it holds, each with the
+    /// line it starts on.
+    fn cohort_file() -> impl Strategy<Value = (Vec<u8>, Vec<v1::ImportRow>)> {
+        (
+            Just((0..COLUMNS.len()).collect::<Vec<usize>>()).prop_shuffle(),
+            any::<bool>(),
+            any::<bool>(),
+            prop::sample::select(vec![&b"\n"[..], b"\r\n", b"\r"]),
+            any::<bool>(),
+            prop::collection::vec((row(), prop::bool::weighted(0.1)), 0..6),
+        )
+            .prop_map(|(order, semicolons, bom, end, upper, rows)| {
+                let separator = if semicolons { b';' } else { b',' };
+                // One record as a spreadsheet writes it: quoted when it must be.
+                let record = |cells: Vec<&str>| {
+                    let mut writer = csv::WriterBuilder::new()
+                        .delimiter(separator)
+                        .terminator(csv::Terminator::Any(b'\n'))
+                        .from_writer(Vec::new());
+                    writer.write_record(cells).expect("in memory");
+                    let mut bytes = writer.into_inner().expect("in memory");
+                    bytes.pop();
+                    bytes.extend(end);
+                    bytes
+                };
+                let mut bytes = if bom { UTF8_BOM.to_vec() } else { Vec::new() };
+                let header: Vec<String> = order
+                    .iter()
+                    .map(|index| {
+                        let name = COLUMNS[*index];
+                        if upper {
+                            name.to_uppercase()
+                        } else {
+                            name.to_owned()
+                        }
+                    })
+                    .collect();
+                bytes.extend(record(header.iter().map(String::as_str).collect()));
+                let mut expected = Vec::new();
+                for ((cells, mut row), blank_before) in rows {
+                    if blank_before {
+                        bytes.extend(end);
+                    }
+                    let line = line_ends(&bytes) + 1;
+                    row.row_number = i64::try_from(line).expect("small");
+                    bytes.extend(record(
+                        order.iter().map(|index| cells[*index].as_str()).collect(),
+                    ));
+                    expected.push(row);
+                }
+                (bytes, expected)
+            })
+    }
+
+    /// Lines counted as a person does, for the bound of every row's number.
+    fn line_count(bytes: &[u8]) -> u64 {
+        line_ends(bytes) as u64 + 1
+    }
+
+    fn rows_are_numbered_by_their_lines(
+        bytes: &[u8],
+        file: &CohortFile,
+    ) -> Result<(), TestCaseError> {
+        let mut previous = 1;
+        for row in &file.rows {
+            prop_assert!(row.line > previous, "{} after {}", row.line, previous);
+            prop_assert!(row.line <= line_count(bytes));
+            previous = row.line;
+            if let Ok(content) = &row.content {
+                prop_assert_eq!(u64::try_from(content.row_number).ok(), Some(row.line));
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #[test]
+        fn any_bytes_are_read_or_refused(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
+            if let Ok(file) = parse(&bytes) {
+                rows_are_numbered_by_their_lines(&bytes, &file)?;
+            }
+        }
+
+        #[test]
+        fn any_rows_under_a_good_header_are_read_or_refused(
+            semicolons in any::<bool>(),
+            body in prop_oneof![
+                prop::collection::vec(any::<u8>(), 0..300),
+                "[a-zé0-9,;\"\r\n /|-]{0,300}".prop_map(String::into_bytes),
+            ],
+        ) {
+            let separator = if semicolons { ";" } else { "," };
+            let mut bytes = REQUIRED_COLUMNS.join(separator).into_bytes();
+            bytes.extend(format!("{separator}confirm_new_person{separator}requested_resources\n").bytes());
+            bytes.extend(body);
+            if let Ok(file) = parse(&bytes) {
+                rows_are_numbered_by_their_lines(&bytes, &file)?;
+            }
+        }
+
+        #[test]
+        fn a_spreadsheet_file_reads_back_as_its_rows((bytes, expected) in cohort_file()) {
+            let file = parse(&bytes);
+            prop_assert!(file.is_ok(), "{:?}", file);
+            let file = file.expect("checked");
+            rows_are_numbered_by_their_lines(&bytes, &file)?;
+            let read: Vec<v1::ImportRow> = file.readable().cloned().collect();
+            prop_assert_eq!(read, expected, "{:?}", String::from_utf8_lossy(&bytes));
+        }
     }
 }

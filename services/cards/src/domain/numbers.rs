@@ -187,3 +187,78 @@ mod tests {
         assert!(csn("04a22bca7").is_err());
     }
 }
+
+/// Property tests of the numbers made from configuration and of the serial numbers
+/// operators type. Cases: proptest's (256, or `PROPTEST_CASES`).
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #[test]
+        fn a_card_number_is_luhn_valid_and_16_digits_while_the_sequence_fits(
+            prefix in "[0-9]{1,9}",
+            sequence in prop_oneof![0u64..1_000_000, any::<u64>()],
+        ) {
+            let number = card_number(&prefix, sequence);
+            prop_assert!(valid_prefix(&prefix));
+            prop_assert!(luhn_valid(&number), "{}", number);
+            prop_assert!(number.starts_with(&prefix));
+            // The sequence has the room the prefix leaves (6 digits for a 9-digit
+            // prefix, 11 for the default `9250`); beyond, the number is longer.
+            if sequence.to_string().len() <= CARD_NUMBER_LENGTH - 1 - prefix.len() {
+                prop_assert_eq!(number.len(), CARD_NUMBER_LENGTH);
+            }
+        }
+
+        #[test]
+        fn a_changed_digit_is_caught(
+            prefix in "[0-9]{1,9}", sequence in 0u64..1_000_000,
+            at in any::<prop::sample::Index>(), digit in 0u8..10,
+        ) {
+            let number = card_number(&prefix, sequence);
+            let at = at.index(number.len());
+            let mut changed = number.clone().into_bytes();
+            changed[at] = b'0' + digit;
+            let changed = String::from_utf8(changed).unwrap_or_default();
+            prop_assert_eq!(luhn_valid(&changed), changed == number);
+        }
+
+        #[test]
+        fn any_text_is_a_serial_number_or_a_reason(
+            input in prop_oneof![
+                "([0-9a-fA-F]{2}[:\\- ]?){3,11}",
+                "\\PC{0,24}",
+                any::<String>(),
+            ],
+        ) {
+            if let Ok(csn) = csn(&input) {
+                prop_assert!(csn.bytes().all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b)));
+                prop_assert!(csn.len() % 2 == 0 && (8..=20).contains(&csn.len()));
+                prop_assert_eq!(super::csn(&csn), Ok(csn.clone()));
+            }
+            if luhn_valid(&input) {
+                prop_assert!(input.bytes().all(|b| b.is_ascii_digit()));
+            }
+        }
+
+        #[test]
+        fn an_escn_carries_the_generator_and_the_pic(
+            generator in prop_oneof!["[0-9]{3}", "\\PC{0,4}"],
+            pic in prop_oneof!["[0-9]{9}", "\\PC{0,10}"],
+            seconds in prop_oneof![0i64..4_102_444_800, any::<i64>()],
+            sequence in any::<u64>(),
+        ) {
+            let at = jiff::Timestamp::from_second(seconds).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+            let escn = escn(&generator, &pic, at, sequence);
+            prop_assert_eq!(escn.is_some(), valid_generator(&generator) && valid_pic(&pic) && at >= jiff::Timestamp::UNIX_EPOCH);
+            if let Some(escn) = escn {
+                let text = escn.to_string();
+                prop_assert_eq!(escn.get_version_num(), 1);
+                prop_assert!(text.ends_with(&format!("{generator}{pic}")), "{}", text);
+            }
+        }
+    }
+}

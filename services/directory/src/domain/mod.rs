@@ -4,3 +4,6 @@
 pub mod entry;
 pub mod escape;
 pub mod supann;
+
+#[cfg(test)]
+mod properties;

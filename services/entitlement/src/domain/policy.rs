@@ -535,3 +535,184 @@ wifi = { when = "always", grace_days = -3 }
         assert_eq!(errors.problems[0].line, 2, "{errors}");
     }
 }
+
+/// Property tests: whatever text an operator loads (a typo, a truncated file, a
+/// binary), the loader answers a policy or its problems, never a panic, and a policy
+/// it accepts keeps its rules' promises. Cases: proptest's (256, or `PROPTEST_CASES`).
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const DEFAULT: &str = include_str!("../../../../policy/default.toml");
+
+    /// Problems name lines of the file (or the line after its end, for what is missing).
+    fn lines_are_in_the_file(text: &str, errors: &PolicyErrors) -> bool {
+        let lines = text.matches('\n').count() + 1;
+        !errors.problems.is_empty()
+            && errors
+                .problems
+                .iter()
+                .all(|problem| (1..=lines).contains(&problem.line))
+    }
+
+    /// What an accepted policy promises of every rule.
+    fn rules_keep_their_promises(policy: &Policy) -> bool {
+        let rules = policy
+            .defaults
+            .iter()
+            .chain(policy.populations.values().flat_map(|rules| rules.iter()));
+        !policy.version.is_empty()
+            && !policy.resources.is_empty()
+            && rules.into_iter().all(|(resource, rule)| {
+                policy.resources.contains_key(resource)
+                    && !rule.conditions.is_empty()
+                    && rule.grace_days >= 0
+                    && (-365..=365).contains(&rule.start_offset_days)
+                    && rule.conditions.iter().all(|condition| match condition {
+                        Condition::Any(alternatives) => !alternatives.contains(&Condition::Never),
+                        _ => true,
+                    })
+            })
+    }
+
+    fn condition_text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            6 => prop::sample::select(vec!["always", "never", "paid", "requested", " paid "])
+                .prop_map(str::to_owned),
+            3 => "option:[a-z0-9-]{0,8}",
+            1 => "\\PC{0,10}",
+        ]
+    }
+
+    /// A TOML string literal of `text`, whatever it holds.
+    fn quoted(text: &str) -> String {
+        toml::Value::String(text.to_owned()).to_string()
+    }
+
+    fn conditions() -> impl Strategy<Value = String> {
+        prop::collection::vec(condition_text(), 0..3).prop_map(|all| {
+            let items: Vec<String> = all.iter().map(|text| quoted(text)).collect();
+            format!("[{}]", items.join(", "))
+        })
+    }
+
+    fn days() -> impl Strategy<Value = i64> {
+        prop_oneof![8 => -30i64..60, 1 => -400i64..400, 1 => any::<i64>()]
+    }
+
+    fn grant() -> impl Strategy<Value = String> {
+        prop_oneof![
+            3 => condition_text().prop_map(|text| quoted(&text)),
+            2 => conditions(),
+            4 =>
+            (
+                prop::sample::select(vec!["when", "any"]),
+                conditions(),
+                proptest::option::of(days()),
+                proptest::option::of(days()),
+                proptest::option::of(prop_oneof![
+                    4 => Just("sponsor_unit".to_owned()),
+                    1 => "\\PC{0,8}"
+                ]),
+            )
+                .prop_map(|(key, conditions, offset, grace, scope)| {
+                    let mut table = vec![format!("{key} = {conditions}")];
+                    table.extend(offset.map(|days| format!("start_offset_days = {days}")));
+                    table.extend(grace.map(|days| format!("grace_days = {days}")));
+                    table.extend(scope.map(|scope| format!("scope = {}", quoted(&scope))));
+                    format!("{{ {} }}", table.join(", "))
+                }),
+            1 => "\\PC{0,12}",
+        ]
+    }
+
+    /// Policies as an operator might write them: names right or wrong, grants of every
+    /// shape.
+    fn policy_text() -> impl Strategy<Value = String> {
+        let resource = prop_oneof![
+            8 => prop::sample::select(vec!["wifi", "library", "premises"]).prop_map(str::to_owned),
+            1 => "[a-z][a-z0-9-]{0,10}",
+            1 => "[A-Za-z0-9_ -]{0,6}",
+        ];
+        let population = prop_oneof![4 => "[A-Z][A-Z0-9_]{0,10}", 1 => "[a-z0-9 -]{0,6}"];
+        (
+            prop_oneof![4 => Just("2026.1".to_owned()), 1 => "\\PC{0,6}"],
+            prop::collection::vec(resource.clone(), 0..4),
+            prop::collection::vec((resource.clone(), grant()), 0..3),
+            prop::collection::vec(
+                (population, prop::collection::vec((resource, grant()), 0..3)),
+                0..3,
+            ),
+        )
+            .prop_map(|(version, resources, defaults, populations)| {
+                let mut text = format!("version = {}\n[resources]\n", quoted(&version));
+                // Most policies declare the resources their grants name.
+                let resources: BTreeMap<&str, ()> = ["wifi", "library", "premises"]
+                    .into_iter()
+                    .chain(resources.iter().map(String::as_str))
+                    .map(|name| (name, ()))
+                    .collect();
+                let resources = resources.keys();
+                for name in resources {
+                    text.push_str(&format!("{} = \"described\"\n", quoted(name)));
+                }
+                text.push_str("[defaults]\n");
+                for (name, grant) in &defaults {
+                    text.push_str(&format!("{} = {grant}\n", quoted(name)));
+                }
+                for (code, grants) in &populations {
+                    text.push_str(&format!("[populations.{}]\n", quoted(code)));
+                    for (name, grant) in grants {
+                        text.push_str(&format!("{} = {grant}\n", quoted(name)));
+                    }
+                }
+                text
+            })
+    }
+
+    /// The default policy with a few characters changed, cut or inserted.
+    fn damaged_default() -> impl Strategy<Value = String> {
+        prop::collection::vec((0..DEFAULT.len(), 0usize..3, "\\PC{0,3}"), 1..4).prop_map(|edits| {
+            let mut text = DEFAULT.to_owned();
+            for (at, cut, insert) in edits {
+                let mut start = at.min(text.len());
+                while !text.is_char_boundary(start) {
+                    start -= 1;
+                }
+                let mut end = (start + cut).min(text.len());
+                while !text.is_char_boundary(end) {
+                    end += 1;
+                }
+                text.replace_range(start..end, &insert);
+            }
+            text
+        })
+    }
+
+    fn check(text: &str) -> Result<(), TestCaseError> {
+        match load("policy.toml", text) {
+            Ok(policy) => prop_assert!(rules_keep_their_promises(&policy), "{:?}", policy),
+            Err(errors) => prop_assert!(lines_are_in_the_file(text, &errors), "{:?}", errors),
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #[test]
+        fn any_text_is_a_policy_or_its_problems(text in prop_oneof!["\\PC{0,200}", any::<String>()]) {
+            check(&text)?;
+        }
+
+        #[test]
+        fn a_damaged_policy_is_a_policy_or_its_problems(text in damaged_default()) {
+            check(&text)?;
+        }
+
+        #[test]
+        fn a_generated_policy_is_a_policy_or_its_problems(text in policy_text()) {
+            check(&text)?;
+        }
+    }
+}

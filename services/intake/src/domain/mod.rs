@@ -9,5 +9,8 @@ pub mod resources;
 pub mod stay;
 pub mod unit;
 
+#[cfg(test)]
+mod properties;
+
 pub use registration::{NewPerson, NewStay, Population, Registration};
 pub use unit::Unit;
