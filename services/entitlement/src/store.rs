@@ -188,7 +188,8 @@ struct StayRow {
 }
 
 const STAY_FACTS: &str = "SELECT s.learner_id, s.stay_id, s.population, s.start_date, s.end_date,
-        s.cancelled, s.paid, a.options, s.sponsor_unit, s.requested
+        s.cancelled, s.paid, array_remove(a.options, NULL) AS options, s.sponsor_unit,
+        array_remove(s.requested, NULL) AS requested
      FROM stays s LEFT JOIN agreements a ON a.agreement_id = s.agreement_id";
 
 impl From<StayRow> for StayFacts {
@@ -288,12 +289,13 @@ pub struct LearnerState {
 }
 
 pub async fn state(conn: &mut PgConnection, learner_id: Uuid) -> Result<LearnerState, sqlx::Error> {
-    let (in_force, next_due): (Vec<String>, Option<Date>) =
-        sqlx::query_as("SELECT in_force, next_due FROM learners WHERE learner_id = $1")
-            .bind(learner_id)
-            .fetch_optional(&mut *conn)
-            .await?
-            .unwrap_or_default();
+    let (in_force, next_due): (Vec<String>, Option<Date>) = sqlx::query_as(
+        "SELECT array_remove(in_force, NULL), next_due FROM learners WHERE learner_id = $1",
+    )
+    .bind(learner_id)
+    .fetch_optional(&mut *conn)
+    .await?
+    .unwrap_or_default();
     Ok(LearnerState {
         grants: grants(conn, learner_id).await?,
         in_force,
@@ -315,7 +317,7 @@ pub async fn states_of(
 ) -> Result<HashMap<Uuid, LearnerState>, sqlx::Error> {
     let mut states: HashMap<Uuid, LearnerState> =
         sqlx::query_as::<_, (Uuid, Vec<String>, Option<Date>)>(
-            "SELECT learner_id, in_force, next_due FROM learners
+            "SELECT learner_id, array_remove(in_force, NULL), next_due FROM learners
              WHERE $1::uuid[] IS NULL OR learner_id = ANY($1)",
         )
         .bind(only)
@@ -686,6 +688,42 @@ pub async fn due_learners(
     .bind(limit)
     .fetch_all(conn)
     .await
+}
+
+/// Whether a stored date lies beyond what the code's date type holds: PostgreSQL's
+/// `date` also takes `infinity`, `-infinity` and years after 9999, which an older
+/// version or a hand-made fix may have left, and decoding them panics.
+fn unreadable(date: &str) -> String {
+    format!("COALESCE(NOT isfinite({date}) OR {date} > '9999-12-31', false)")
+}
+
+/// One page of learners for the Check cache's warm-up, in id order after `after`:
+/// each learner's id, login, and whether any of their stored dates (next due day,
+/// stays, grants) cannot be read, so that the caller skips them rather than fail.
+pub async fn learners_page(
+    conn: &mut PgConnection,
+    after: Uuid,
+    limit: i64,
+) -> Result<Vec<(Uuid, String, bool)>, sqlx::Error> {
+    let query = format!(
+        "SELECT l.learner_id, l.login,
+                {next_due}
+                OR EXISTS (SELECT 1 FROM stays s WHERE s.learner_id = l.learner_id
+                           AND ({start} OR {end}))
+                OR EXISTS (SELECT 1 FROM grants g WHERE g.learner_id = l.learner_id
+                           AND ({from} OR {until}))
+         FROM learners l WHERE l.learner_id > $1 ORDER BY l.learner_id LIMIT $2",
+        next_due = unreadable("l.next_due"),
+        start = unreadable("s.start_date"),
+        end = unreadable("s.end_date"),
+        from = unreadable("g.valid_from"),
+        until = unreadable("g.valid_until"),
+    );
+    sqlx::query_as(&query)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(conn)
+        .await
 }
 
 /// The learner id and login behind a login or an id.

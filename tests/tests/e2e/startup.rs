@@ -1,0 +1,76 @@
+//! Start-up never hangs on data: a service restarted over hostile stored rows (dates
+//! beyond what the code reads, NULLs inside arrays, many rows) reaches SERVING and
+//! still serves its good rows. The 60 s bounds detect a hang; they measure nothing.
+
+use std::time::Duration;
+
+use hosted_e2e::{TestSystem, component_health, registration};
+use tonic_health::pb::health_check_response::ServingStatus;
+
+use crate::entitlement::{check, wait_for};
+
+/// Generous: a start-up that has not finished by then is hung.
+const HANG: Duration = Duration::from_secs(60);
+
+/// Waits until the health component `component` of `address` is SERVING.
+async fn wait_for_component(address: std::net::SocketAddr, component: &str) {
+    let serving = async {
+        while component_health(address, component).await != ServingStatus::Serving {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::time::timeout(HANG, serving)
+        .await
+        .unwrap_or_else(|_| panic!("{component} not SERVING within {HANG:?}"));
+}
+
+#[tokio::test]
+async fn entitlement_starts_whatever_its_learners_hold() {
+    // Arrange: one learner registered the ordinary way, then, straight into the
+    // database, one whose stay and grant end at `infinity`, one whose arrays hold
+    // NULLs, and 2,500 more (more than one page of the Check cache's warm-up).
+    let mut system = TestSystem::prepare(None).await;
+    system.start_intake().await;
+    system.start_entitlement().await;
+    system
+        .register(registration("Garnier", "Léa", "2002-09-10"))
+        .await;
+    wait_for(&system, "lea.garnier", "library", true).await;
+    system.stop_entitlement().await;
+    let mut conn =
+        <sqlx::PgConnection as sqlx::Connection>::connect(&system.entitlement_database.url)
+            .await
+            .unwrap();
+    for statement in [
+        "INSERT INTO learners (learner_id, login, version, in_force) VALUES
+            ('00000000-0000-0000-0000-0000000000a1', 'hostile.dates', 1, '{}'),
+            ('00000000-0000-0000-0000-0000000000a2', 'hostile.nulls', 1, '{NULL,library}')",
+        "INSERT INTO stays (stay_id, learner_id, population, start_date, end_date, cancelled,
+                            paid, requested)
+         VALUES ('00000000-0000-0000-0000-0000000000b1', '00000000-0000-0000-0000-0000000000a1',
+                 'IFSI', '2020-01-01', 'infinity', false, true, '{}'),
+                ('00000000-0000-0000-0000-0000000000b2', '00000000-0000-0000-0000-0000000000a2',
+                 'IFSI', '2020-01-01', '2020-06-30', false, true, '{NULL}')",
+        "INSERT INTO grants (learner_id, resource, stay_id, valid_from, valid_until, rule,
+                             policy_version)
+         VALUES ('00000000-0000-0000-0000-0000000000a1', 'library',
+                 '00000000-0000-0000-0000-0000000000b1', '2020-01-01', 'infinity', 'old', '2026.1')",
+        "INSERT INTO learners (learner_id, login, version)
+         SELECT gen_random_uuid(), 'seeded.' || n, 1 FROM generate_series(1, 2500) AS n",
+    ] {
+        sqlx::query(statement).execute(&mut conn).await.unwrap();
+    }
+
+    // Act: start again.
+    tokio::time::timeout(HANG, system.start_entitlement())
+        .await
+        .expect("entitlement reaches SERVING");
+    let address = system.entitlement.as_ref().unwrap().address;
+
+    // Assert: the Check cache is warmed despite them, and the good rows answer.
+    wait_for_component(address, hosted_entitlement::cache::CACHE_HEALTH).await;
+    assert!(check(&system, "lea.garnier", "library").await.allowed);
+    assert!(!check(&system, "seeded.2500", "library").await.allowed);
+    assert!(!check(&system, "hostile.nulls", "library").await.allowed);
+    system.stop().await;
+}
