@@ -74,3 +74,78 @@ async fn entitlement_starts_whatever_its_learners_hold() {
     assert!(!check(&system, "hostile.nulls", "library").await.allowed);
     system.stop().await;
 }
+
+/// Waits until directory has written every change of `login`'s account to LDAP.
+async fn wait_caught_up(system: &TestSystem, login: &str) {
+    let mut conn = system.directory_database.connect().await;
+    let caught_up = async {
+        loop {
+            let done: Option<bool> = sqlx::query_scalar(
+                "SELECT published_revision = revision FROM accounts WHERE login = $1",
+            )
+            .bind(login)
+            .fetch_optional(&mut conn)
+            .await
+            .unwrap()
+            .flatten();
+            if done == Some(true) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::time::timeout(HANG, caught_up)
+        .await
+        .unwrap_or_else(|_| panic!("{login} not published within {HANG:?}"));
+}
+
+#[tokio::test]
+async fn directory_starts_and_publishes_whatever_its_accounts_hold() {
+    // Arrange: one account published the ordinary way; then, straight into the
+    // database, an account whose learner blob does not decode, whose grants hold a
+    // NULL and whose enabled card is valid until `infinity`, and the good account
+    // changed so that both wait in the same publication batch.
+    let mut system = TestSystem::start().await;
+    system
+        .register(registration("Garnier", "Léa", "2002-09-10"))
+        .await;
+    wait_caught_up(&system, "lea.garnier").await;
+    system.stop_directory().await;
+    let mut conn = system.directory_database.connect().await;
+    for statement in [
+        "INSERT INTO accounts (learner_id, login, version, learner, revision)
+         VALUES ('00000000-0000-0000-0000-0000000000c1', 'hostile.blob', 1, '\\xdeadbeefff', 2)",
+        "INSERT INTO grants (learner_id, grants_version, learner_version, effective_on, in_force)
+         VALUES ('00000000-0000-0000-0000-0000000000c1', 1, 1, '2026-01-01', '{NULL,library}')",
+        "INSERT INTO cards (card_id, learner_id, version, state, csn, valid_until)
+         VALUES ('00000000-0000-0000-0000-0000000000d1', '00000000-0000-0000-0000-0000000000c1',
+                 1, 'enabled', '04A1B2C3', 'infinity')",
+        "UPDATE accounts SET revision = revision + 1, next_attempt_at = now()
+         WHERE login = 'lea.garnier'",
+    ] {
+        sqlx::query(statement).execute(&mut conn).await.unwrap();
+    }
+
+    // Act: start again.
+    tokio::time::timeout(HANG, system.start_directory())
+        .await
+        .expect("directory reaches SERVING");
+
+    // Assert: the good account is written again; the hostile one is refused, on
+    // its own, with its error kept.
+    wait_caught_up(&system, "lea.garnier").await;
+    let address = system.directory.as_ref().unwrap().address;
+    assert_eq!(
+        component_health(address, "hosted.directory.publisher").await,
+        ServingStatus::Serving
+    );
+    let refused: (i32, Option<String>) = sqlx::query_as(
+        "SELECT publish_attempts, last_error FROM accounts WHERE login = 'hostile.blob'",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert!(refused.0 >= 1, "{refused:?}");
+    assert!(refused.1.is_some_and(|error| error.contains("projection")));
+    system.stop().await;
+}
