@@ -66,6 +66,23 @@ async fn recorded(
         .transpose()?)
 }
 
+/// Whether the stored document of the active `version` still loads with this code;
+/// when it does not (a rule an older version accepted), says so, naming the version.
+async fn active_readable(conn: &mut PgConnection, version: &str) -> Result<bool, ActivationError> {
+    match recorded(conn, version).await {
+        Ok(_) => Ok(true),
+        Err(ActivationError::Recompute(recompute::Error::Policy(error))) => {
+            tracing::warn!(
+                policy_version = %version,
+                %error,
+                "the active policy's stored document no longer loads; activating the configured one"
+            );
+            Ok(false)
+        }
+        Err(error) => Err(error),
+    }
+}
+
 /// Makes `candidate` the active policy inside the caller's transaction (which holds
 /// [`POLICY_LOCK`]): records it, recomputes every learner, audits the activation.
 async fn activate_in(
@@ -214,7 +231,7 @@ pub async fn bootstrap(
             }
             Arc::new(configured)
         }
-        (Some(version), Some(_)) => {
+        (Some(version), Some(_)) if active_readable(&mut tx, &version).await? => {
             tracing::warn!(
                 configured = %configured.version,
                 active = %version,
@@ -225,14 +242,20 @@ pub async fn bootstrap(
                 .ok_or(ActivationError::AlreadyActive(version))?;
             Arc::new(known)
         }
-        _ => {
+        (active, known) => {
+            // Also when the active version's stored document no longer loads with
+            // this code (said by `active_readable`): the configured one replaces it.
+            let reason = match (&active, &known) {
+                (Some(_), Some(_)) => "configured: the active policy no longer loads",
+                _ => "configured",
+            };
             let activation = activate_in(
                 &mut tx,
                 recomputer,
                 &configured,
                 document,
                 &by,
-                "configured",
+                reason,
                 None,
             )
             .await?;

@@ -4,10 +4,15 @@
 
 use std::time::Duration;
 
-use hosted_e2e::{TestSystem, component_health, registration};
+use hosted_contracts::v1;
+use hosted_e2e::{TestSystem, component_health, default_policy, registration};
+use hosted_platform::{auth::Role, clock::Clock};
 use tonic_health::pb::health_check_response::ServingStatus;
 
-use crate::entitlement::{check, wait_for};
+use crate::{
+    entitlement::{check, wait_for},
+    entitlement_policy::candidate,
+};
 
 /// Generous: a start-up that has not finished by then is hung.
 const HANG: Duration = Duration::from_secs(60);
@@ -147,5 +152,61 @@ async fn directory_starts_and_publishes_whatever_its_accounts_hold() {
     .unwrap();
     assert!(refused.0 >= 1, "{refused:?}");
     assert!(refused.1.is_some_and(|error| error.contains("projection")));
+    system.stop().await;
+}
+
+#[tokio::test]
+async fn entitlement_starts_when_the_active_policy_no_longer_loads() {
+    // Arrange: 2026.2 activated through the API, then its stored document changed
+    // into one this code does not load (as a rule an older version accepted).
+    let mut system = TestSystem::prepare(None).await;
+    system.start_intake().await;
+    system.start_entitlement().await;
+    system
+        .register(registration("Garnier", "Léa", "2002-09-10"))
+        .await;
+    wait_for(&system, "lea.garnier", "grades", true).await;
+    system
+        .entitlement_client()
+        .await
+        .activate_policy(system.as_role(
+            Role::Dosi,
+            v1::ActivatePolicyRequest {
+                policy: candidate(),
+                reason: "test".to_owned(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap();
+    system.stop_entitlement().await;
+    let mut conn =
+        <sqlx::PgConnection as sqlx::Connection>::connect(&system.entitlement_database.url)
+            .await
+            .unwrap();
+    sqlx::query(
+        "UPDATE policy_versions SET document = 'version = \"2026.2\"\n[an older rule' WHERE version = '2026.2'",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+
+    // Act: start again with the file that says 2026.1.
+    tokio::time::timeout(
+        HANG,
+        system.start_entitlement_with(default_policy(), Clock::default()),
+    )
+    .await
+    .expect("entitlement reaches SERVING");
+
+    // Assert: the configured policy is in force again, and recorded as activated.
+    let answer = wait_for(&system, "lea.garnier", "grades", true).await;
+    assert_eq!(answer.policy_version, "2026.1");
+    let reason: String =
+        sqlx::query_scalar("SELECT reason FROM policy_activations ORDER BY id DESC LIMIT 1")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(reason, "configured: the active policy no longer loads");
     system.stop().await;
 }
