@@ -675,19 +675,46 @@ pub async fn store_states(
 
 /// Learners whose next due day has come, locked for this transaction; those another
 /// replica is handling are skipped.
+/// Locks up to `limit` learners whose next due day has come. Returns how many were
+/// taken, and those whose stored dates can be read: the others (see
+/// [`unreadable_learner`]) are named in a warning and taken off the schedule, so
+/// that the schedule neither fails on them every day nor takes them again.
 pub async fn due_learners(
     conn: &mut PgConnection,
     today: Date,
     limit: i64,
-) -> Result<Vec<Uuid>, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT learner_id FROM learners WHERE next_due <= $1
-         ORDER BY next_due, learner_id LIMIT $2 FOR UPDATE SKIP LOCKED",
-    )
+) -> Result<(usize, Vec<Uuid>), sqlx::Error> {
+    let taken: Vec<(Uuid, bool)> = sqlx::query_as(&format!(
+        "SELECT l.learner_id, {unreadable} FROM learners l WHERE l.next_due <= $1
+         ORDER BY l.next_due, l.learner_id LIMIT $2 FOR UPDATE SKIP LOCKED",
+        unreadable = unreadable_learner(),
+    ))
     .bind(today)
     .bind(limit)
-    .fetch_all(conn)
-    .await
+    .fetch_all(&mut *conn)
+    .await?;
+    let (unreadable, readable): (Vec<_>, Vec<_>) =
+        taken.iter().partition(|(_, unreadable)| *unreadable);
+    if !unreadable.is_empty() {
+        let ids: Vec<Uuid> = unreadable
+            .iter()
+            .map(|(learner_id, _)| *learner_id)
+            .collect();
+        for learner_id in &ids {
+            tracing::warn!(
+                learner_id = %learner_id,
+                "stored dates out of range: learner taken off the due-time schedule"
+            );
+        }
+        sqlx::query("UPDATE learners SET next_due = NULL WHERE learner_id = ANY($1)")
+            .bind(&ids)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok((
+        taken.len(),
+        readable.iter().map(|(learner_id, _)| *learner_id).collect(),
+    ))
 }
 
 /// Whether a stored date lies beyond what the code's date type holds: PostgreSQL's
@@ -706,24 +733,32 @@ pub async fn learners_page(
     limit: i64,
 ) -> Result<Vec<(Uuid, String, bool)>, sqlx::Error> {
     let query = format!(
-        "SELECT l.learner_id, l.login,
-                {next_due}
-                OR EXISTS (SELECT 1 FROM stays s WHERE s.learner_id = l.learner_id
-                           AND ({start} OR {end}))
-                OR EXISTS (SELECT 1 FROM grants g WHERE g.learner_id = l.learner_id
-                           AND ({from} OR {until}))
+        "SELECT l.learner_id, l.login, {unreadable}
          FROM learners l WHERE l.learner_id > $1 ORDER BY l.learner_id LIMIT $2",
-        next_due = unreadable("l.next_due"),
-        start = unreadable("s.start_date"),
-        end = unreadable("s.end_date"),
-        from = unreadable("g.valid_from"),
-        until = unreadable("g.valid_until"),
+        unreadable = unreadable_learner(),
     );
     sqlx::query_as(&query)
         .bind(after)
         .bind(limit)
         .fetch_all(conn)
         .await
+}
+
+/// Whether any stored date of the learner `l` (next due day, stays, grants) cannot
+/// be read (see [`unreadable`]).
+fn unreadable_learner() -> String {
+    format!(
+        "({next_due}
+          OR EXISTS (SELECT 1 FROM stays s WHERE s.learner_id = l.learner_id
+                     AND ({start} OR {end}))
+          OR EXISTS (SELECT 1 FROM grants g WHERE g.learner_id = l.learner_id
+                     AND ({from} OR {until})))",
+        next_due = unreadable("l.next_due"),
+        start = unreadable("s.start_date"),
+        end = unreadable("s.end_date"),
+        from = unreadable("g.valid_from"),
+        until = unreadable("g.valid_until"),
+    )
 }
 
 /// The learner id and login behind a login or an id.

@@ -210,3 +210,58 @@ async fn entitlement_starts_when_the_active_policy_no_longer_loads() {
     assert_eq!(reason, "configured: the active policy no longer loads");
     system.stop().await;
 }
+
+#[tokio::test]
+async fn the_due_time_schedule_runs_whatever_its_learners_hold() {
+    // Arrange: a learner registered the ordinary way, made due; and, straight into
+    // the database, a learner due since `-infinity` whose stay ends at `infinity`.
+    let mut system = TestSystem::prepare(None).await;
+    system.start_intake().await;
+    system.start_entitlement().await;
+    system
+        .register(registration("Garnier", "Léa", "2002-09-10"))
+        .await;
+    wait_for(&system, "lea.garnier", "library", true).await;
+    system.stop_entitlement().await;
+    let mut conn =
+        <sqlx::PgConnection as sqlx::Connection>::connect(&system.entitlement_database.url)
+            .await
+            .unwrap();
+    for statement in [
+        "UPDATE learners SET next_due = '2000-01-01' WHERE login = 'lea.garnier'",
+        "INSERT INTO learners (learner_id, login, version, next_due)
+         VALUES ('00000000-0000-0000-0000-0000000000e1', 'hostile.due', 1, '-infinity')",
+        "INSERT INTO stays (stay_id, learner_id, population, start_date, end_date, cancelled, paid)
+         VALUES ('00000000-0000-0000-0000-0000000000f1', '00000000-0000-0000-0000-0000000000e1',
+                 'IFSI', '2020-01-01', 'infinity', false, true)",
+    ] {
+        sqlx::query(statement).execute(&mut conn).await.unwrap();
+    }
+
+    // Act: start again; the schedule runs at once.
+    tokio::time::timeout(HANG, system.start_entitlement())
+        .await
+        .expect("entitlement reaches SERVING");
+
+    // Assert: the good learner is recomputed (no longer due), the hostile one is
+    // taken off the schedule.
+    let recomputed = async {
+        loop {
+            let due: Vec<String> = sqlx::query_scalar(
+                "SELECT login FROM learners WHERE next_due <= '2000-01-01' ORDER BY login",
+            )
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+            if due.is_empty() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::time::timeout(HANG, recomputed)
+        .await
+        .expect("due learners taken within the bound");
+    assert!(check(&system, "lea.garnier", "library").await.allowed);
+    system.stop().await;
+}
