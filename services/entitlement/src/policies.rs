@@ -22,6 +22,9 @@ use crate::{
 /// recomputation (shared).
 pub const POLICY_LOCK: i64 = 0x656e_7469_746c_656d;
 
+/// Learners an activation recomputes per page.
+const ACTIVATION_PAGE: i64 = 5_000;
+
 /// Why an activation was refused or failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ActivationError {
@@ -132,25 +135,48 @@ async fn activate_in(
     .bind(&candidate.version)
     .execute(&mut *conn)
     .await?;
-    let facts = store::all_stay_facts(conn).await?;
-    let states = store::all_states(conn).await?;
     let cause = Cause::Policy(candidate.version.clone());
     let none = LearnerState::default();
-    let everyone: Vec<(Uuid, &[StayFacts], &LearnerState, &Cause)> = facts
-        .iter()
-        .map(|(learner_id, stays)| {
-            (
-                *learner_id,
-                stays.as_slice(),
-                states.get(learner_id).unwrap_or(&none),
-                &cause,
-            )
-        })
-        .collect();
     let mut learners_changed = 0;
-    // In slices, so that no statement carries an unbounded number of rows.
-    for slice in everyone.chunks(5_000) {
-        learners_changed += recomputer.apply_many(conn, candidate, slice).await?;
+    // A page of learners at a time, so that neither memory nor a statement holds
+    // every learner; a learner whose stored dates cannot be read is left as it is,
+    // named in a warning, rather than failing the activation (or the start).
+    let mut after = Uuid::nil();
+    loop {
+        let page = store::learners_page(conn, after, ACTIVATION_PAGE).await?;
+        let Some(&(last, _, _)) = page.last() else {
+            break;
+        };
+        after = last;
+        let mut ids = Vec::with_capacity(page.len());
+        for (learner_id, _, unreadable) in &page {
+            if *unreadable {
+                tracing::warn!(
+                    learner_id = %learner_id,
+                    policy_version = %candidate.version,
+                    "stored dates out of range: learner not recomputed by the activation"
+                );
+            } else {
+                ids.push(*learner_id);
+            }
+        }
+        let facts = store::stay_facts_of(conn, Some(&ids)).await?;
+        let states = store::states_of(conn, Some(&ids)).await?;
+        let slice: Vec<(Uuid, &[StayFacts], &LearnerState, &Cause)> = facts
+            .iter()
+            .map(|(learner_id, stays)| {
+                (
+                    *learner_id,
+                    stays.as_slice(),
+                    states.get(learner_id).unwrap_or(&none),
+                    &cause,
+                )
+            })
+            .collect();
+        learners_changed += recomputer.apply_many(conn, candidate, &slice).await?;
+        if page.len() < usize::try_from(ACTIVATION_PAGE).unwrap_or(usize::MAX) {
+            break;
+        }
     }
     sqlx::query(
         "INSERT INTO policy_activations (version, previous_version, activated_by, reason, learners_changed)

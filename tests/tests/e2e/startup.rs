@@ -265,3 +265,49 @@ async fn the_due_time_schedule_runs_whatever_its_learners_hold() {
     assert!(check(&system, "lea.garnier", "library").await.allowed);
     system.stop().await;
 }
+
+#[tokio::test]
+async fn a_policy_activated_at_start_skips_learners_it_cannot_read() {
+    // Arrange: an IFSI learner with grades under 2026.1 and, straight into the
+    // database, a learner whose stay ends at `infinity`.
+    let mut system = TestSystem::prepare(None).await;
+    system.start_intake().await;
+    system.start_entitlement().await;
+    system
+        .register(registration("Garnier", "Léa", "2002-09-10"))
+        .await;
+    wait_for(&system, "lea.garnier", "grades", true).await;
+    system.stop_entitlement().await;
+    let mut conn =
+        <sqlx::PgConnection as sqlx::Connection>::connect(&system.entitlement_database.url)
+            .await
+            .unwrap();
+    for statement in [
+        "INSERT INTO learners (learner_id, login, version)
+         VALUES ('00000000-0000-0000-0000-000000000101', 'hostile.stay', 1)",
+        "INSERT INTO stays (stay_id, learner_id, population, start_date, end_date, cancelled, paid)
+         VALUES ('00000000-0000-0000-0000-000000000201', '00000000-0000-0000-0000-000000000101',
+                 'IFSI', '2020-01-01', 'infinity', false, true)",
+    ] {
+        sqlx::query(statement).execute(&mut conn).await.unwrap();
+    }
+    let file = std::env::temp_dir().join(format!("policy-{}.toml", uuid::Uuid::now_v7()));
+    std::fs::write(&file, candidate()).unwrap();
+
+    // Act: start again with 2026.2 configured, which the start activates.
+    tokio::time::timeout(
+        HANG,
+        system.start_entitlement_with(
+            hosted_entitlement::config::PolicyConfig { file: file.clone() },
+            Clock::default(),
+        ),
+    )
+    .await
+    .expect("entitlement reaches SERVING");
+
+    // Assert: 2026.2 is in force for the learners it could read.
+    let answer = wait_for(&system, "lea.garnier", "grades", false).await;
+    assert_eq!(answer.policy_version, "2026.2");
+    std::fs::remove_file(file).unwrap();
+    system.stop().await;
+}
