@@ -42,11 +42,19 @@ impl AccountRow {
     }
 }
 
+/// Stored values the code cannot take are read as the nearest it can, so that one
+/// row left by an older version or a hand-made fix never stops a whole batch (nor
+/// panics the publisher): NULLs inside the resources in force are dropped, and a
+/// timestamp at `±infinity` or beyond year 9999 is read as the first or last instant
+/// the code's time type holds.
 const COLUMNS: &str = "a.learner_id, a.login, a.version, a.learner, a.traceparent, a.tracestate,
-    a.published_version, a.published_at, a.publish_attempts, a.revision, a.published_revision,
+    a.published_version,
+    GREATEST(LEAST(a.published_at, '9999-12-31 23:59:59+00'), '0001-01-01 00:00:00+00') AS published_at,
+    a.publish_attempts, a.revision, a.published_revision,
     COALESCE((SELECT w.writes FROM ldap_writes w WHERE w.learner_id = a.learner_id), 0)::int4 AS ldap_writes,
-    COALESCE(g.in_force, '{}') AS in_force, g.learner_version AS grants_learner_version,
-    c.csn AS card_csn, c.valid_until AS card_valid_until,
+    COALESCE(array_remove(g.in_force, NULL), '{}') AS in_force,
+    g.learner_version AS grants_learner_version, c.csn AS card_csn,
+    GREATEST(LEAST(c.valid_until, '9999-12-31 23:59:59+00'), '0001-01-01 00:00:00+00') AS card_valid_until,
     ARRAY(SELECT p.agreement_id::text || ' ' || p.partner_uai FROM agreement_partners p
           WHERE p.agreement_id = ANY(a.agreement_ids)) AS partner_uais";
 

@@ -18,6 +18,7 @@ use std::{
     time::Duration,
 };
 
+use hosted_platform::grpc::Readiness;
 use sqlx::{PgPool, postgres::PgListener};
 use time::Date;
 use tokio::sync::watch;
@@ -101,6 +102,19 @@ struct Inner {
     capacity: usize,
 }
 
+/// Learners read per query when the cache warms up.
+const WARM_PAGE: i64 = 1_000;
+
+/// The health component that says whether the cache is warmed and listening.
+pub const CACHE_HEALTH: &str = "hosted.entitlement.check_cache";
+
+/// What a warm-up held, and how many learners it skipped as unreadable.
+#[derive(Debug, Default, Clone, Copy)]
+struct Warmed {
+    held: usize,
+    skipped: usize,
+}
+
 /// The grants cache, shared by every RPC of a replica.
 #[derive(Debug, Clone)]
 pub struct GrantsCache(Arc<Inner>);
@@ -172,38 +186,67 @@ impl GrantsCache {
         Ok(Some(learner))
     }
 
-    /// Loads every learner (up to the capacity) in a few set queries, so that the first
-    /// asks after a start do not each go to the database. Returns how many are held.
-    async fn warm(&self, pool: &PgPool) -> Result<usize, sqlx::Error> {
-        let mut conn = pool.acquire().await?;
-        let logins: Vec<(Uuid, String)> =
-            sqlx::query_as("SELECT learner_id, login FROM learners ORDER BY learner_id LIMIT $1")
-                .bind(i64::try_from(self.0.capacity).unwrap_or(i64::MAX))
-                .fetch_all(&mut *conn)
-                .await?;
-        let mut stays = store::all_stay_facts(&mut conn).await?;
-        let mut states = store::all_states(&mut conn).await?;
-        drop(conn);
-        let mut entries = self.write();
-        for (learner_id, login) in logins {
-            if entries.by_id.contains_key(&learner_id) {
-                continue;
+    /// Loads every learner (up to the capacity), a page at a time in id order, so
+    /// that the first asks after a start do not each go to the database and the
+    /// warm-up holds one page of rows at most beside the cache itself. A learner
+    /// whose stored rows cannot be read is skipped (named in a warning) and counted;
+    /// Check reads them from the database when asked.
+    async fn warm(&self, pool: &PgPool) -> Result<Warmed, sqlx::Error> {
+        let mut warmed = Warmed::default();
+        let mut after = Uuid::nil();
+        loop {
+            let room = self.0.capacity.saturating_sub(self.read().by_id.len());
+            if room == 0 {
+                break;
             }
-            let grants = states
-                .remove(&learner_id)
-                .map(|state| state.grants)
-                .unwrap_or_default();
-            let grants = grants.iter().map(|grant| entries.cached(grant)).collect();
-            let learner = Arc::new(CachedLearner {
-                learner_id,
-                login: login.clone(),
-                grants,
-                stays: stays.remove(&learner_id).unwrap_or_default(),
-            });
-            entries.by_login.insert(login, learner_id);
-            entries.by_id.insert(learner_id, learner);
+            let limit = WARM_PAGE.min(i64::try_from(room).unwrap_or(i64::MAX));
+            let mut conn = pool.acquire().await?;
+            let page = store::learners_page(&mut conn, after, limit).await?;
+            let Some(&(last, _, _)) = page.last() else {
+                break;
+            };
+            after = last;
+            let mut readable = Vec::with_capacity(page.len());
+            for (learner_id, login, unreadable) in page.iter() {
+                if *unreadable {
+                    warmed.skipped += 1;
+                    tracing::warn!(
+                        learner_id = %learner_id,
+                        "stored dates out of range: learner not held in the Check cache"
+                    );
+                } else {
+                    readable.push((*learner_id, login.clone()));
+                }
+            }
+            let ids: Vec<Uuid> = readable.iter().map(|(learner_id, _)| *learner_id).collect();
+            let mut stays = store::stay_facts_of(&mut conn, Some(&ids)).await?;
+            let mut states = store::states_of(&mut conn, Some(&ids)).await?;
+            drop(conn);
+            let mut entries = self.write();
+            for (learner_id, login) in readable {
+                if entries.by_id.contains_key(&learner_id) {
+                    continue;
+                }
+                let grants = states
+                    .remove(&learner_id)
+                    .map(|state| state.grants)
+                    .unwrap_or_default();
+                let grants = grants.iter().map(|grant| entries.cached(grant)).collect();
+                let learner = Arc::new(CachedLearner {
+                    learner_id,
+                    login: login.clone(),
+                    grants,
+                    stays: stays.remove(&learner_id).unwrap_or_default(),
+                });
+                entries.by_login.insert(login, learner_id);
+                entries.by_id.insert(learner_id, learner);
+            }
+            warmed.held = entries.by_id.len();
+            if page.len() < usize::try_from(limit).unwrap_or(usize::MAX) {
+                break;
+            }
         }
-        Ok(entries.by_id.len())
+        Ok(warmed)
     }
 
     /// Forgets one learner (their grants or login changed).
@@ -230,13 +273,21 @@ impl GrantsCache {
 
     /// Listens for changes until `shutdown` turns true, reconnecting with a growing
     /// delay; the cache holds nothing while it is not listening.
-    pub async fn listen(self, pool: PgPool, mut shutdown: watch::Receiver<bool>) {
+    /// Reports [`CACHE_HEALTH`] SERVING while it is warmed and listening.
+    pub async fn listen(
+        self,
+        pool: PgPool,
+        health: Readiness,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
         let mut failures = 0u32;
+        health.report(CACHE_HEALTH, false).await;
         while !*shutdown.borrow() {
-            match self.listen_once(&pool, &mut shutdown).await {
+            match self.listen_once(&pool, &health, &mut shutdown).await {
                 Ok(()) => return,
                 Err(error) => {
                     self.stop_listening();
+                    health.report(CACHE_HEALTH, false).await;
                     failures += 1;
                     if failures == 1 || failures.is_power_of_two() {
                         tracing::warn!(%error, failures, "grants cache listener lost; Check reads the database meanwhile");
@@ -254,6 +305,7 @@ impl GrantsCache {
     async fn listen_once(
         &self,
         pool: &PgPool,
+        health: &Readiness,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<(), sqlx::Error> {
         let mut listener = PgListener::connect_with(pool).await?;
@@ -263,10 +315,18 @@ impl GrantsCache {
         // the database and keep nothing.
         let warming = std::time::Instant::now();
         self.forget_all();
-        let held = self.warm(pool).await?;
+        let warmed = self.warm(pool).await?;
         self.0.listening.store(true, Ordering::Release);
+        health.report(CACHE_HEALTH, true).await;
+        if warmed.skipped > 0 {
+            tracing::warn!(
+                skipped = warmed.skipped,
+                "learners with unreadable stored rows left out of the Check cache"
+            );
+        }
         tracing::info!(
-            learners = held,
+            learners = warmed.held,
+            skipped = warmed.skipped,
             millis = warming.elapsed().as_millis() as u64,
             "Check cache warmed"
         );

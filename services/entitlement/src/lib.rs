@@ -158,12 +158,11 @@ impl Application {
             self.state.recomputer.clone(),
             self.foundation.tasks.shutdown(),
         ));
-        self.foundation.tasks.spawn(
-            self.state
-                .cache
-                .clone()
-                .listen(self.state.pool.clone(), self.foundation.tasks.shutdown()),
-        );
+        self.foundation.tasks.spawn(self.state.cache.clone().listen(
+            self.state.pool.clone(),
+            self.foundation.readiness(),
+            self.foundation.tasks.shutdown(),
+        ));
         let routes = Routes::new(EntitlementServiceServer::new(self.state));
         self.foundation
             .serve(routes, grpc::ACCESS, shutdown)

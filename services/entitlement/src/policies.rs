@@ -22,6 +22,9 @@ use crate::{
 /// recomputation (shared).
 pub const POLICY_LOCK: i64 = 0x656e_7469_746c_656d;
 
+/// Learners an activation recomputes per page.
+const ACTIVATION_PAGE: i64 = 5_000;
+
 /// Why an activation was refused or failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ActivationError {
@@ -64,6 +67,23 @@ async fn recorded(
     Ok(document
         .map(|document| parse_stored(version, &document))
         .transpose()?)
+}
+
+/// Whether the stored document of the active `version` still loads with this code;
+/// when it does not (a rule an older version accepted), says so, naming the version.
+async fn active_readable(conn: &mut PgConnection, version: &str) -> Result<bool, ActivationError> {
+    match recorded(conn, version).await {
+        Ok(_) => Ok(true),
+        Err(ActivationError::Recompute(recompute::Error::Policy(error))) => {
+            tracing::warn!(
+                policy_version = %version,
+                %error,
+                "the active policy's stored document no longer loads; activating the configured one"
+            );
+            Ok(false)
+        }
+        Err(error) => Err(error),
+    }
 }
 
 /// Makes `candidate` the active policy inside the caller's transaction (which holds
@@ -115,25 +135,48 @@ async fn activate_in(
     .bind(&candidate.version)
     .execute(&mut *conn)
     .await?;
-    let facts = store::all_stay_facts(conn).await?;
-    let states = store::all_states(conn).await?;
     let cause = Cause::Policy(candidate.version.clone());
     let none = LearnerState::default();
-    let everyone: Vec<(Uuid, &[StayFacts], &LearnerState, &Cause)> = facts
-        .iter()
-        .map(|(learner_id, stays)| {
-            (
-                *learner_id,
-                stays.as_slice(),
-                states.get(learner_id).unwrap_or(&none),
-                &cause,
-            )
-        })
-        .collect();
     let mut learners_changed = 0;
-    // In slices, so that no statement carries an unbounded number of rows.
-    for slice in everyone.chunks(5_000) {
-        learners_changed += recomputer.apply_many(conn, candidate, slice).await?;
+    // A page of learners at a time, so that neither memory nor a statement holds
+    // every learner; a learner whose stored dates cannot be read is left as it is,
+    // named in a warning, rather than failing the activation (or the start).
+    let mut after = Uuid::nil();
+    loop {
+        let page = store::learners_page(conn, after, ACTIVATION_PAGE).await?;
+        let Some(&(last, _, _)) = page.last() else {
+            break;
+        };
+        after = last;
+        let mut ids = Vec::with_capacity(page.len());
+        for (learner_id, _, unreadable) in &page {
+            if *unreadable {
+                tracing::warn!(
+                    learner_id = %learner_id,
+                    policy_version = %candidate.version,
+                    "stored dates out of range: learner not recomputed by the activation"
+                );
+            } else {
+                ids.push(*learner_id);
+            }
+        }
+        let facts = store::stay_facts_of(conn, Some(&ids)).await?;
+        let states = store::states_of(conn, Some(&ids)).await?;
+        let slice: Vec<(Uuid, &[StayFacts], &LearnerState, &Cause)> = facts
+            .iter()
+            .map(|(learner_id, stays)| {
+                (
+                    *learner_id,
+                    stays.as_slice(),
+                    states.get(learner_id).unwrap_or(&none),
+                    &cause,
+                )
+            })
+            .collect();
+        learners_changed += recomputer.apply_many(conn, candidate, &slice).await?;
+        if page.len() < usize::try_from(ACTIVATION_PAGE).unwrap_or(usize::MAX) {
+            break;
+        }
     }
     sqlx::query(
         "INSERT INTO policy_activations (version, previous_version, activated_by, reason, learners_changed)
@@ -214,7 +257,7 @@ pub async fn bootstrap(
             }
             Arc::new(configured)
         }
-        (Some(version), Some(_)) => {
+        (Some(version), Some(_)) if active_readable(&mut tx, &version).await? => {
             tracing::warn!(
                 configured = %configured.version,
                 active = %version,
@@ -225,14 +268,20 @@ pub async fn bootstrap(
                 .ok_or(ActivationError::AlreadyActive(version))?;
             Arc::new(known)
         }
-        _ => {
+        (active, known) => {
+            // Also when the active version's stored document no longer loads with
+            // this code (said by `active_readable`): the configured one replaces it.
+            let reason = match (&active, &known) {
+                (Some(_), Some(_)) => "configured: the active policy no longer loads",
+                _ => "configured",
+            };
             let activation = activate_in(
                 &mut tx,
                 recomputer,
                 &configured,
                 document,
                 &by,
-                "configured",
+                reason,
                 None,
             )
             .await?;

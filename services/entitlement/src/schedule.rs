@@ -25,7 +25,7 @@ pub async fn run_due(
     loop {
         let mut tx = pool.begin().await?;
         let policy = recomputer.policy(&mut tx).await?;
-        let due = store::due_learners(&mut tx, recomputer.today(), BATCH).await?;
+        let (taken, due) = store::due_learners(&mut tx, recomputer.today(), BATCH).await?;
         let facts = store::stay_facts_of(&mut tx, Some(&due)).await?;
         let states = store::states_of(&mut tx, Some(&due)).await?;
         let none = store::LearnerState::default();
@@ -43,7 +43,7 @@ pub async fn run_due(
         published += recomputer.apply_many(&mut tx, &policy, &learners).await?;
         tx.commit().await?;
         recomputer.outbox.notify();
-        if due.len() < BATCH as usize {
+        if taken < BATCH as usize {
             return Ok(published);
         }
     }

@@ -188,7 +188,8 @@ struct StayRow {
 }
 
 const STAY_FACTS: &str = "SELECT s.learner_id, s.stay_id, s.population, s.start_date, s.end_date,
-        s.cancelled, s.paid, a.options, s.sponsor_unit, s.requested
+        s.cancelled, s.paid, array_remove(a.options, NULL) AS options, s.sponsor_unit,
+        array_remove(s.requested, NULL) AS requested
      FROM stays s LEFT JOIN agreements a ON a.agreement_id = s.agreement_id";
 
 impl From<StayRow> for StayFacts {
@@ -288,12 +289,13 @@ pub struct LearnerState {
 }
 
 pub async fn state(conn: &mut PgConnection, learner_id: Uuid) -> Result<LearnerState, sqlx::Error> {
-    let (in_force, next_due): (Vec<String>, Option<Date>) =
-        sqlx::query_as("SELECT in_force, next_due FROM learners WHERE learner_id = $1")
-            .bind(learner_id)
-            .fetch_optional(&mut *conn)
-            .await?
-            .unwrap_or_default();
+    let (in_force, next_due): (Vec<String>, Option<Date>) = sqlx::query_as(
+        "SELECT array_remove(in_force, NULL), next_due FROM learners WHERE learner_id = $1",
+    )
+    .bind(learner_id)
+    .fetch_optional(&mut *conn)
+    .await?
+    .unwrap_or_default();
     Ok(LearnerState {
         grants: grants(conn, learner_id).await?,
         in_force,
@@ -315,7 +317,7 @@ pub async fn states_of(
 ) -> Result<HashMap<Uuid, LearnerState>, sqlx::Error> {
     let mut states: HashMap<Uuid, LearnerState> =
         sqlx::query_as::<_, (Uuid, Vec<String>, Option<Date>)>(
-            "SELECT learner_id, in_force, next_due FROM learners
+            "SELECT learner_id, array_remove(in_force, NULL), next_due FROM learners
              WHERE $1::uuid[] IS NULL OR learner_id = ANY($1)",
         )
         .bind(only)
@@ -673,19 +675,90 @@ pub async fn store_states(
 
 /// Learners whose next due day has come, locked for this transaction; those another
 /// replica is handling are skipped.
+/// Locks up to `limit` learners whose next due day has come. Returns how many were
+/// taken, and those whose stored dates can be read: the others (see
+/// [`unreadable_learner`]) are named in a warning and taken off the schedule, so
+/// that the schedule neither fails on them every day nor takes them again.
 pub async fn due_learners(
     conn: &mut PgConnection,
     today: Date,
     limit: i64,
-) -> Result<Vec<Uuid>, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT learner_id FROM learners WHERE next_due <= $1
-         ORDER BY next_due, learner_id LIMIT $2 FOR UPDATE SKIP LOCKED",
-    )
+) -> Result<(usize, Vec<Uuid>), sqlx::Error> {
+    let taken: Vec<(Uuid, bool)> = sqlx::query_as(&format!(
+        "SELECT l.learner_id, {unreadable} FROM learners l WHERE l.next_due <= $1
+         ORDER BY l.next_due, l.learner_id LIMIT $2 FOR UPDATE SKIP LOCKED",
+        unreadable = unreadable_learner(),
+    ))
     .bind(today)
     .bind(limit)
-    .fetch_all(conn)
-    .await
+    .fetch_all(&mut *conn)
+    .await?;
+    let (unreadable, readable): (Vec<_>, Vec<_>) =
+        taken.iter().partition(|(_, unreadable)| *unreadable);
+    if !unreadable.is_empty() {
+        let ids: Vec<Uuid> = unreadable
+            .iter()
+            .map(|(learner_id, _)| *learner_id)
+            .collect();
+        for learner_id in &ids {
+            tracing::warn!(
+                learner_id = %learner_id,
+                "stored dates out of range: learner taken off the due-time schedule"
+            );
+        }
+        sqlx::query("UPDATE learners SET next_due = NULL WHERE learner_id = ANY($1)")
+            .bind(&ids)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok((
+        taken.len(),
+        readable.iter().map(|(learner_id, _)| *learner_id).collect(),
+    ))
+}
+
+/// Whether a stored date lies beyond what the code's date type holds: PostgreSQL's
+/// `date` also takes `infinity`, `-infinity` and years after 9999, which an older
+/// version or a hand-made fix may have left, and decoding them panics.
+fn unreadable(date: &str) -> String {
+    format!("COALESCE(NOT isfinite({date}) OR {date} > '9999-12-31', false)")
+}
+
+/// One page of learners for the Check cache's warm-up, in id order after `after`:
+/// each learner's id, login, and whether any of their stored dates (next due day,
+/// stays, grants) cannot be read, so that the caller skips them rather than fail.
+pub async fn learners_page(
+    conn: &mut PgConnection,
+    after: Uuid,
+    limit: i64,
+) -> Result<Vec<(Uuid, String, bool)>, sqlx::Error> {
+    let query = format!(
+        "SELECT l.learner_id, l.login, {unreadable}
+         FROM learners l WHERE l.learner_id > $1 ORDER BY l.learner_id LIMIT $2",
+        unreadable = unreadable_learner(),
+    );
+    sqlx::query_as(&query)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(conn)
+        .await
+}
+
+/// Whether any stored date of the learner `l` (next due day, stays, grants) cannot
+/// be read (see [`unreadable`]).
+fn unreadable_learner() -> String {
+    format!(
+        "({next_due}
+          OR EXISTS (SELECT 1 FROM stays s WHERE s.learner_id = l.learner_id
+                     AND ({start} OR {end}))
+          OR EXISTS (SELECT 1 FROM grants g WHERE g.learner_id = l.learner_id
+                     AND ({from} OR {until})))",
+        next_due = unreadable("l.next_due"),
+        start = unreadable("s.start_date"),
+        end = unreadable("s.end_date"),
+        from = unreadable("g.valid_from"),
+        until = unreadable("g.valid_until"),
+    )
 }
 
 /// The learner id and login behind a login or an id.

@@ -24,7 +24,7 @@ async fn event_learners(system: &TestSystem) -> Vec<String> {
 
 /// The default policy, as version 2026.2 with IFSI losing grades and C2i2e trainees
 /// gaining the library.
-fn candidate() -> String {
+pub(crate) fn candidate() -> String {
     let default = std::fs::read_to_string(default_policy().file).unwrap();
     let changed = default
         .replace(r#"version = "2026.1""#, r#"version = "2026.2""#)

@@ -15,4 +15,5 @@ mod inbox_batches;
 mod inbox_recovery;
 mod publication;
 mod python_client;
+mod startup;
 mod tracing;
