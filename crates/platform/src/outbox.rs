@@ -216,7 +216,8 @@ impl Relay {
             "UPDATE platform_outbox SET claimed_until = now() + make_interval(secs => $2)
              WHERE id IN (
                  SELECT id FROM platform_outbox
-                 WHERE published_at IS NULL AND (claimed_until IS NULL OR claimed_until < now())
+                 WHERE published_at IS NULL AND refused_at IS NULL
+                   AND (claimed_until IS NULL OR claimed_until < now())
                  ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
              RETURNING id, event_id, subject, event_type, payload, traceparent, tracestate",
         )
@@ -231,6 +232,7 @@ impl Relay {
         rows.sort_by_key(|row| row.id);
         let claimed: Vec<i64> = rows.iter().map(|row| row.id).collect();
         let mut published: Vec<i64> = Vec::with_capacity(rows.len());
+        let mut refused: Vec<(&PendingRow, String)> = Vec::new();
         let mut first_error: Option<String> = None;
         // One deadline for the whole batch: sending (which waits while the client's
         // buffers are full) and every acknowledgement, awaited together.
@@ -239,7 +241,9 @@ impl Relay {
             for row in &rows {
                 match self.publish(row).await {
                     Ok(ack) => acks.push(async move { (row.id, ack.await.map(|_| ())) }),
-                    Err(error) => {
+                    // This event alone can never go: set aside, the others go on.
+                    Err(PublishFailure::Refused(reason)) => refused.push((row, reason)),
+                    Err(PublishFailure::Failed(error)) => {
                         first_error.get_or_insert(error);
                         break;
                     }
@@ -261,6 +265,24 @@ impl Relay {
                 self.publish_timeout.as_millis()
             ));
         }
+        for (row, reason) in &refused {
+            tracing::error!(
+                event_id = %row.event_id,
+                subject = %row.subject,
+                bytes = row.payload.len(),
+                reason = %reason,
+                "outbox event refused by NATS for good: set aside, not published"
+            );
+            sqlx::query(
+                "UPDATE platform_outbox SET refused_at = now(), refusal = $2, claimed_until = NULL
+                 WHERE id = $1",
+            )
+            .bind(row.id)
+            .bind(reason)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| e.to_string())?;
+        }
         // Marks what was acknowledged and releases the rest, for the next attempt.
         sqlx::query(
             "UPDATE platform_outbox
@@ -279,14 +301,15 @@ impl Relay {
                 rows.len() - published.len(),
                 rows.len()
             )),
-            None => Ok(published.len()),
+            // Events set aside count as handled (a full batch is followed at once).
+            None => Ok(published.len() + refused.len()),
         }
     }
 
     async fn publish(
         &self,
         row: &PendingRow,
-    ) -> Result<jetstream::context::PublishAckFuture, String> {
+    ) -> Result<jetstream::context::PublishAckFuture, PublishFailure> {
         let mut headers = HeaderMap::new();
         headers.insert(headers::NATS_MSG_ID, row.event_id.to_string().as_str());
         headers.insert(headers::EVENT_TYPE, row.event_type.as_str());
@@ -303,7 +326,12 @@ impl Relay {
                 Bytes::from(row.payload.clone()),
             )
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|error| match error.kind() {
+                jetstream::context::PublishErrorKind::MaxPayloadExceeded => {
+                    PublishFailure::Refused(error.to_string())
+                }
+                _ => PublishFailure::Failed(error.to_string()),
+            })
     }
 
     async fn delete_old_rows(&self) -> Result<(), sqlx::Error> {
@@ -315,6 +343,16 @@ impl Relay {
         .await?;
         Ok(())
     }
+}
+
+/// Why one event was not sent.
+#[derive(Debug)]
+enum PublishFailure {
+    /// NATS can never take this event (it is larger than the server's maximum
+    /// payload): it is set aside.
+    Refused(String),
+    /// Sending failed (NATS away, a full buffer…): tried again later.
+    Failed(String),
 }
 
 /// Watches the age of the oldest unpublished event, so that a relay that cannot
@@ -341,7 +379,7 @@ impl OutboxMonitor {
     pub async fn oldest_unpublished(pool: &PgPool) -> Result<Duration, sqlx::Error> {
         let age: Option<f64> = sqlx::query_scalar(
             "SELECT extract(epoch FROM now() - created_at)::float8 FROM platform_outbox
-             WHERE published_at IS NULL ORDER BY id LIMIT 1",
+             WHERE published_at IS NULL AND refused_at IS NULL ORDER BY id LIMIT 1",
         )
         .fetch_optional(pool)
         .await?;

@@ -102,7 +102,9 @@ async fn events_committed_while_nats_is_away_are_published_after_restart() {
 async fn wait_until_published(conn: &mut sqlx::PgConnection) {
     for _ in 0..100 {
         let pending: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM platform_outbox WHERE published_at IS NULL")
+            sqlx::query_scalar(
+                "SELECT count(*) FROM platform_outbox WHERE published_at IS NULL AND refused_at IS NULL",
+            )
                 .fetch_one(&mut *conn)
                 .await
                 .unwrap();
@@ -205,7 +207,9 @@ async fn a_frozen_then_killed_nats_neither_holds_the_outbox_nor_stalls_the_relay
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
         let pending: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM platform_outbox WHERE published_at IS NULL")
+            sqlx::query_scalar(
+                "SELECT count(*) FROM platform_outbox WHERE published_at IS NULL AND refused_at IS NULL",
+            )
                 .fetch_one(&mut conn)
                 .await
                 .unwrap();
@@ -242,4 +246,52 @@ async fn wait_for_outbox_health(address: std::net::SocketAddr, wanted: ServingSt
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     panic!("{component} is {status:?}, not {wanted:?}");
+}
+
+/// An event NATS can never take (larger than the server's maximum payload) is set
+/// aside, said once, and never holds back the events written after it.
+#[tokio::test]
+async fn an_event_nats_refuses_outright_does_not_hold_back_the_others() {
+    // Arrange: an oversized event at the head of the outbox.
+    let intake = TestIntake::spawn().await;
+    let mut conn = intake.database.connect().await;
+    let poisoned = uuid::Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO platform_outbox (event_id, subject, event_type, payload)
+         VALUES ($1, $2, 'hosted.v1.LearnerEvent', $3)",
+    )
+    .bind(poisoned)
+    .bind(intake.subject(hosted_contracts::subjects::intake::STAY_REGISTERED))
+    .bind(vec![0u8; 16 * 1024 * 1024])
+    .execute(&mut conn)
+    .await
+    .unwrap();
+
+    // Act: a registration after it.
+    let mut client = intake.client().await;
+    client
+        .register_stay(intake.deve(v1::RegisterStayRequest {
+            person: Some(person("Derrière", "Zoé", "2000-01-01")),
+            stay: Some(stay("IFSI")),
+            confirm_new_person: false,
+        }))
+        .await
+        .unwrap();
+
+    // Assert: the registration's event is published; the oversized one is set aside
+    // with the reason, and the outbox counts as drained.
+    let stream = intake.namespace.stream(Service::Intake);
+    let messages = wait_for_messages(&stream, 1).await;
+    assert_eq!(messages.len(), 1);
+    wait_until_published(&mut conn).await;
+    let (refused, refusal): (bool, Option<String>) = sqlx::query_as(
+        "SELECT refused_at IS NOT NULL, refusal FROM platform_outbox WHERE event_id = $1",
+    )
+    .bind(poisoned)
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert!(refused);
+    assert!(refusal.unwrap().contains("payload"));
+    intake.stop().await;
 }
