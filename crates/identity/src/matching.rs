@@ -127,8 +127,6 @@ impl Identity {
     fn given_partly(&self, other: &Identity) -> bool {
         self.given_names == other.given_names
             || self.first_given_word == other.first_given_word
-            || self.first_given == other.first_given_word
-            || self.first_given_word == other.first_given
             || edit_distance(&self.first_given, &other.first_given) <= 1
     }
 

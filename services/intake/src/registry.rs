@@ -246,15 +246,10 @@ impl Intake {
             },
             input,
         );
-        let validated = domain::registration::validate_person(&merged, self.today());
-        let mut violations = validated.as_ref().err().cloned().unwrap_or_default();
-        if reason.trim().is_empty() {
-            violations.add("reason", "required: say why");
-        }
-        if !violations.is_empty() {
-            return Err(IntakeError::Invalid(violations));
-        }
-        let amended = validated?;
+        let amended = domain::with_reason(
+            domain::registration::validate_person(&merged, self.today()),
+            reason,
+        )?;
         let lock_keys = batch::identity_lock_keys([
             (before.birth_date, before.ine.as_deref()),
             (amended.birth_date, amended.ine.as_deref()),
@@ -493,15 +488,8 @@ impl Intake {
             )));
         }
         let catalogue = self.catalogue(&mut tx).await?;
-        let amended = domain::agreement::validate(&input, &catalogue);
-        let mut violations = amended.as_ref().err().cloned().unwrap_or_default();
-        if reason.trim().is_empty() {
-            violations.add("reason", "required: say why");
-        }
-        if !violations.is_empty() {
-            return Err(IntakeError::Invalid(violations));
-        }
-        let amended: NewAgreement = amended?;
+        let amended: NewAgreement =
+            domain::with_reason(domain::agreement::validate(&input, &catalogue), reason)?;
         self.check_amendment_keeps_stays(&mut tx, agreement_id, &amended)
             .await?;
         let row = agreements::update(&mut tx, agreement_id, &amended).await?;
@@ -590,9 +578,7 @@ impl Intake {
     ) -> Result<(v1::Agreement, Vec<String>), IntakeError> {
         let mut violations = Violations::default();
         let end = parse_date("end_date", end_date, &mut violations);
-        if reason.trim().is_empty() {
-            violations.add("reason", "required: say why");
-        }
+        domain::require_reason(reason, &mut violations);
         let today = self.today();
         if let Some(end) = end
             && end < today
@@ -871,13 +857,7 @@ impl Intake {
         reason: &str,
         actor: &str,
     ) -> Result<(v1::Population, bool), IntakeError> {
-        let mut violations = population.check().err().unwrap_or_default();
-        if reason.trim().is_empty() {
-            violations.add("reason", "required: say why");
-        }
-        if !violations.is_empty() {
-            return Err(IntakeError::Invalid(violations));
-        }
+        domain::with_reason(population.check(), reason)?;
         let mut tx = self.pool.begin().await?;
         let before = store::population(&mut tx, &population.code).await?;
         let created = store::save_population(&mut tx, &population).await?;

@@ -40,13 +40,7 @@ impl Intake {
         reason: &str,
         actor: &str,
     ) -> Result<(v1::Unit, bool), IntakeError> {
-        let mut violations = unit.check().err().unwrap_or_default();
-        if reason.trim().is_empty() {
-            violations.add("reason", "required: say why");
-        }
-        if !violations.is_empty() {
-            return Err(IntakeError::Invalid(violations));
-        }
+        crate::domain::with_reason(unit.check(), reason)?;
         let mut tx = self.pool.begin().await?;
         let before = units::get(&mut tx, &unit.code).await?;
         let created = units::save(&mut tx, &unit).await?;

@@ -366,12 +366,15 @@ where
         };
         match outcome {
             Ok(results) => {
+                let by_number: HashMap<i64, &v1::ImportRow> = chunk_rows
+                    .iter()
+                    .map(|row| (row.row_number, *row))
+                    .collect();
                 for (row_number, result) in &results {
                     if matches!(
                         result.outcome,
                         Outcome::Created | Outcome::StayAdded | Outcome::Unchanged
-                    ) && let Some(row) =
-                        chunk_rows.iter().find(|row| row.row_number == *row_number)
+                    ) && let Some(row) = by_number.get(row_number)
                     {
                         registered.add(row);
                     }

@@ -5,7 +5,7 @@ use time::Date;
 
 use super::{
     registration::{self, format_date},
-    resources, unit,
+    require_reason, resources, unit,
 };
 
 /// What the rules need to know of a stay.
@@ -27,14 +27,6 @@ pub enum Refusal {
     Invalid(Violations),
     /// The request is fine but the stay's state forbids it (FAILED_PRECONDITION).
     State(String),
-}
-
-fn require_reason(reason: &str, violations: &mut Violations) {
-    if reason.trim().is_empty() {
-        violations.add("reason", "required: say why");
-    } else if reason.chars().count() > 500 {
-        violations.add("reason", "longer than 500 characters");
-    }
 }
 
 fn live(stay: &StayFacts) -> Result<(), Refusal> {

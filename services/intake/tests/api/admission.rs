@@ -5,7 +5,10 @@ use hosted_contracts::v1;
 use hosted_platform::auth::Role;
 use tonic::Code;
 
-use crate::helpers::{TestIntake, day, person, stay};
+use crate::{
+    helpers::{TestIntake, day, person, stay},
+    import::import,
+};
 
 async fn agreement(intake: &TestIntake, cap: i32, end: i64) -> String {
     intake
@@ -95,21 +98,6 @@ fn row(row_number: i64, family_name: &str, given_names: &str, population: &str) 
         stay: Some(stay(population)),
         confirm_new_person: false,
     }
-}
-
-async fn import(
-    intake: &TestIntake,
-    rows: Vec<v1::ImportRow>,
-    dry_run: bool,
-) -> Vec<v1::ImportResult> {
-    intake
-        .client()
-        .await
-        .import_stays(intake.deve(v1::ImportStaysRequest { rows, dry_run }))
-        .await
-        .unwrap()
-        .into_inner()
-        .results
 }
 
 #[tokio::test]

@@ -26,7 +26,7 @@ fn cohort() -> Vec<v1::ImportRow> {
     rows
 }
 
-async fn import(
+pub async fn import(
     intake: &TestIntake,
     rows: Vec<v1::ImportRow>,
     dry_run: bool,
