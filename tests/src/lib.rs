@@ -3,6 +3,8 @@
 //! directory publishing under an LDAP subtree of the test's own.
 #![allow(clippy::unwrap_used, unreachable_pub)]
 
+pub mod isolated;
+
 use std::{future::Future, net::SocketAddr, time::Duration};
 
 use hosted_contracts::{subjects::Namespace, v1};

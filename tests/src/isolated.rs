@@ -1,0 +1,1103 @@
+//! An isolated copy of the whole system, as processes: its own PostgreSQL cluster,
+//! NATS server and slapd on free loopback ports, the four services and hlctl run
+//! from the workspace's build. For what only real processes show: a `kill -9`, a
+//! server stopped or frozen under running services (the fault suite, the crash
+//! tests, the soak).
+//!
+//! The binaries are the ones `cargo build --bins` made (dev/test and dev/faults
+//! build them first). Everything lives in one directory under the system's
+//! temporary directory, removed when the [`Isolated`] is dropped, unless
+//! `HOSTED_FAULTS_KEEP=1` asks to keep it for a post-mortem (its path is printed).
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fmt::Write as _,
+    fs,
+    net::TcpListener,
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::atomic::{AtomicUsize, Ordering},
+    time::{Duration, Instant},
+};
+
+use sqlx::{Connection, PgConnection, Row};
+
+/// The four services, in the order they start.
+pub const SERVICES: [&str; 4] = ["intake", "entitlement", "cards", "directory"];
+
+/// The caller every service knows, with every role (this isolated copy only).
+pub const TOKEN: &str = "isolated-token";
+const ROLES: &str = "deve,legal,finance,card-office,dosi,integrator";
+
+pub const SUFFIX: &str = "dc=univ-example,dc=fr";
+pub const ROOT_DN: &str = "cn=admin,dc=univ-example,dc=fr";
+pub const ROOT_PASSWORD: &str = "secret";
+/// Where directory publishes the accounts.
+pub const PEOPLE: &str = "ou=people,dc=univ-example,dc=fr";
+const STAFF: &str = "ou=staff,dc=univ-example,dc=fr";
+
+/// The workspace's root.
+pub fn repository() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is in the workspace")
+        .to_path_buf()
+}
+
+/// A binary of the workspace, from the profile directory this test runs from.
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test's own path");
+    // target/<profile>/deps/<test>-<hash>
+    let profile = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("a test binary lives in target/<profile>/deps");
+    let path = profile.join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: build the binaries first (cargo build --bins; dev/test and dev/faults do)",
+        path.display()
+    );
+    path
+}
+
+/// A port nothing listens on now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .expect("a free loopback port")
+}
+
+/// Sends `signal` (`KILL`, `STOP`, `CONT`, `TERM`, `QUIT`) to a process.
+pub fn signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("kill(1)");
+    assert!(status.success(), "kill -{signal} {pid} failed");
+}
+
+fn run(command: &mut Command) -> Output {
+    let output = command
+        .output()
+        .unwrap_or_else(|error| panic!("{command:?}: {error}"));
+    assert!(
+        output.status.success(),
+        "{command:?} failed ({}):\n{}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+fn log_file(path: &Path) -> fs::File {
+    fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap_or_else(|error| panic!("{}: {error}", path.display()))
+}
+
+/// Waits until `ready` holds, at most `limit`; false when it never did.
+fn wait_until(limit: Duration, mut ready: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if ready() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    ready()
+}
+
+/// A PostgreSQL cluster of its own (initdb), on a free port, its socket in its own
+/// directory. Run as the `postgres` user when we are root (PostgreSQL refuses root).
+#[derive(Debug)]
+pub struct Postgres {
+    pub port: u16,
+    bin: PathBuf,
+    dir: PathBuf,
+    as_postgres: bool,
+}
+
+impl Postgres {
+    fn bin_dir() -> PathBuf {
+        let mut versions: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .filter_map(|entry| {
+                        let version = entry.file_name().to_str()?.parse().ok()?;
+                        let bin = entry.path().join("bin");
+                        bin.join("initdb").is_file().then_some((version, bin))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        versions.sort();
+        versions
+            .pop()
+            .map(|(_, bin)| bin)
+            .expect("PostgreSQL's server binaries (/usr/lib/postgresql/<version>/bin): dev/deps installs them")
+    }
+
+    fn init(root: &Path) -> Self {
+        let as_postgres = is_root();
+        let dir = root.join("postgres");
+        fs::create_dir_all(&dir).unwrap();
+        if as_postgres {
+            run(Command::new("chown").arg("postgres:postgres").arg(&dir));
+        }
+        let postgres = Self {
+            port: free_port(),
+            bin: Self::bin_dir(),
+            dir,
+            as_postgres,
+        };
+        run(postgres
+            .command("initdb")
+            .arg("-D")
+            .arg(postgres.dir.join("data"))
+            .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync"])
+            .arg("--locale=C.UTF-8"));
+        postgres
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let path = self.bin.join(program);
+        if self.as_postgres {
+            let mut command = Command::new("runuser");
+            command.args(["-u", "postgres", "--"]).arg(path);
+            command
+        } else {
+            Command::new(path)
+        }
+    }
+
+    /// Starts the cluster and waits until it accepts connections.
+    pub fn start(&self) {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=off \
+             -c full_page_writes=off",
+            self.port,
+            self.dir.display()
+        );
+        run(self
+            .command("pg_ctl")
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .arg("-l")
+            .arg(self.dir.join("postgres.log"))
+            .args(["-w", "-t", "60", "-o", &options, "start"])
+            .stdout(Stdio::null()));
+    }
+
+    /// Stops it in immediate mode: every server process quits at once, without a
+    /// checkpoint, as in a crash (the next start recovers from the WAL).
+    pub fn stop_immediately(&self) {
+        run(self
+            .command("pg_ctl")
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .args(["-m", "immediate", "-w", "stop"])
+            .stdout(Stdio::null()));
+    }
+
+    pub fn url(&self, database: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// The log (checked for a PANIC).
+    pub fn log(&self) -> PathBuf {
+        self.dir.join("postgres.log")
+    }
+
+    fn running(&self) -> bool {
+        self.dir.join("data/postmaster.pid").exists()
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        if self.running() {
+            let _ = self
+                .command("pg_ctl")
+                .arg("-D")
+                .arg(self.dir.join("data"))
+                .args(["-m", "immediate", "stop"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|output| output.stdout.trim_ascii() == b"0")
+}
+
+/// A NATS server with JetStream, its store in its own directory.
+#[derive(Debug)]
+pub struct Nats {
+    pub port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Nats {
+    fn new(root: &Path) -> Self {
+        let dir = root.join("nats");
+        fs::create_dir_all(&dir).unwrap();
+        Self {
+            port: free_port(),
+            dir,
+            child: None,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts it (on the same port and store as before) and waits until it answers.
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "NATS is already running");
+        let program = ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
+            .into_iter()
+            .find(|path| Path::new(path).is_file())
+            .unwrap_or("nats-server");
+        let child = Command::new(program)
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
+            .arg(self.dir.join("store"))
+            .stdout(log_file(&self.dir.join("nats.log")))
+            .stderr(log_file(&self.dir.join("nats.log")))
+            .spawn()
+            .unwrap_or_else(|error| panic!("{program}: {error} (dev/deps installs it)"));
+        self.child = Some(child);
+        let port = self.port;
+        assert!(
+            wait_until(Duration::from_secs(30), || nats_answers(port)),
+            "NATS did not answer on port {port}"
+        );
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("NATS is running").id()
+    }
+
+    /// `kill -9`.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGSTOP: the server stays connected and answers nothing.
+    pub fn freeze(&self) {
+        signal(self.pid(), "STOP");
+    }
+
+    pub fn thaw(&self) {
+        signal(self.pid(), "CONT");
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        if let Some(child) = &self.child {
+            let _ = Command::new("kill")
+                .args(["-CONT", &child.id().to_string()])
+                .status();
+        }
+        self.kill();
+    }
+}
+
+fn nats_answers(port: u16) -> bool {
+    use std::io::Read;
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut line = [0_u8; 4];
+    stream.read_exact(&mut line).is_ok() && &line == b"INFO"
+}
+
+/// Our own slapd, configured from deploy/ldap as dev/deps configures the development
+/// one (without sync to disk at each commit), with the suffix, ou=people and ou=staff.
+#[derive(Debug)]
+pub struct Slapd {
+    pub port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+    populated: bool,
+}
+
+impl Slapd {
+    fn new(root: &Path) -> Self {
+        let dir = root.join("slapd");
+        fs::create_dir_all(dir.join("data")).unwrap();
+        let source = repository().join("deploy/ldap");
+        let template = fs::read_to_string(source.join("slapd.conf.in")).unwrap();
+        let config = template
+            .replace("@STATE_DIR@", &dir.display().to_string())
+            .replace("@SCHEMA_DIR@", &source.join("schema").display().to_string())
+            .replace("@SUFFIX@", SUFFIX)
+            .replace("@ROOTDN@", ROOT_DN)
+            .replace("@ROOTPW@", ROOT_PASSWORD)
+            .replace("@DBNOSYNC@", "dbnosync");
+        fs::write(dir.join("slapd.conf"), config).unwrap();
+        Self {
+            port: free_port(),
+            dir,
+            child: None,
+            populated: false,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("ldap://127.0.0.1:{}", self.port)
+    }
+
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "slapd is already running");
+        let child = Command::new("/usr/sbin/slapd")
+            .arg("-f")
+            .arg(self.dir.join("slapd.conf"))
+            .arg("-h")
+            .arg(format!("{}/", self.url()))
+            .args(["-n", "hosted-faults-slapd", "-d", "none"])
+            .stdin(Stdio::null())
+            .stdout(log_file(&self.dir.join("slapd.log")))
+            .stderr(log_file(&self.dir.join("slapd.log")))
+            .spawn()
+            .unwrap_or_else(|error| panic!("/usr/sbin/slapd: {error} (dev/deps installs it)"));
+        self.child = Some(child);
+        let url = self.url();
+        assert!(
+            wait_until(Duration::from_secs(30), || ldap_answers(&url)),
+            "slapd did not answer on {url}"
+        );
+        if !self.populated {
+            let base = format!(
+                "dn: {SUFFIX}\nobjectClass: top\nobjectClass: dcObject\nobjectClass: organization\n\
+                 dc: univ-example\no: Univ-example\n\n\
+                 dn: {PEOPLE}\nobjectClass: organizationalUnit\nou: people\n\n\
+                 dn: {STAFF}\nobjectClass: organizationalUnit\nou: staff\n"
+            );
+            let mut add = Command::new("ldapadd");
+            add.args(["-x", "-H", &url, "-D", ROOT_DN, "-w", ROOT_PASSWORD])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null());
+            let mut child = add.spawn().expect("ldapadd (ldap-utils)");
+            std::io::Write::write_all(child.stdin.as_mut().unwrap(), base.as_bytes()).unwrap();
+            drop(child.stdin.take());
+            assert!(
+                child.wait().unwrap().success(),
+                "ldapadd of the base entries"
+            );
+            self.populated = true;
+        }
+    }
+
+    /// Stops it the way an operator does (SIGTERM: it finishes what it writes).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            signal(child.id(), "TERM");
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Slapd {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn ldap_answers(url: &str) -> bool {
+    Command::new("ldapsearch")
+        .args([
+            "-x",
+            "-H",
+            url,
+            "-o",
+            "nettimeout=2",
+            "-b",
+            "",
+            "-s",
+            "base",
+            "-LLL",
+            "1.1",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
+/// One service's process and where it logs.
+#[derive(Debug)]
+struct ServiceProcess {
+    port: u16,
+    child: Option<Child>,
+    /// Settings added to the ones [`Isolated`] gives every start (`NATS__ACK_WAIT_MS`…,
+    /// without the service's prefix).
+    settings: BTreeMap<String, String>,
+}
+
+/// The whole system, isolated. Dropping it kills every process and removes its
+/// directory.
+#[derive(Debug)]
+pub struct Isolated {
+    pub root: PathBuf,
+    pub postgres: Postgres,
+    pub nats: Nats,
+    pub slapd: Slapd,
+    services: BTreeMap<&'static str, ServiceProcess>,
+}
+
+static INSTANCES: AtomicUsize = AtomicUsize::new(0);
+
+impl Isolated {
+    /// Starts the three servers and the four services, and waits until every service
+    /// is SERVING.
+    pub fn start() -> Self {
+        let mut system = Self::servers();
+        for service in SERVICES {
+            system.start_service(service);
+        }
+        for service in SERVICES {
+            system.wait_serving(service);
+        }
+        system
+    }
+
+    /// The servers only; the services are configured but not started.
+    pub fn servers() -> Self {
+        let root = std::env::temp_dir().join(format!(
+            "hosted-isolated-{}-{}",
+            std::process::id(),
+            INSTANCES.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = fs::remove_dir_all(&root);
+        fs::create_dir_all(root.join("logs")).unwrap();
+        let postgres = Postgres::init(&root);
+        postgres.start();
+        let mut nats = Nats::new(&root);
+        nats.start();
+        let mut slapd = Slapd::new(&root);
+        slapd.start();
+        let services = SERVICES
+            .into_iter()
+            .map(|name| {
+                (
+                    name,
+                    ServiceProcess {
+                        port: free_port(),
+                        child: None,
+                        settings: BTreeMap::new(),
+                    },
+                )
+            })
+            .collect();
+        Self {
+            root,
+            postgres,
+            nats,
+            slapd,
+            services,
+        }
+    }
+
+    /// A setting for a service's next starts, as its configuration's environment
+    /// variable without the prefix (`NATS__ACK_WAIT_MS`).
+    pub fn set(&mut self, service: &str, key: &str, value: &str) {
+        self.process(service)
+            .settings
+            .insert(key.to_owned(), value.to_owned());
+    }
+
+    fn process(&mut self, service: &str) -> &mut ServiceProcess {
+        self.services
+            .get_mut(service)
+            .unwrap_or_else(|| panic!("no service {service}"))
+    }
+
+    pub fn port(&self, service: &str) -> u16 {
+        self.services[service].port
+    }
+
+    pub fn address(&self, service: &str) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], self.port(service)))
+    }
+
+    pub fn endpoint(&self, service: &str) -> String {
+        format!("http://127.0.0.1:{}", self.port(service))
+    }
+
+    pub fn database_url(&self, service: &str) -> String {
+        self.postgres.url(&format!("hosted_{service}"))
+    }
+
+    pub fn log(&self, service: &str) -> PathBuf {
+        self.root.join("logs").join(format!("{service}.log"))
+    }
+
+    /// Starts a service's process (not waiting for it to serve).
+    pub fn start_service(&mut self, service: &str) {
+        let upper = service.to_uppercase();
+        let database = self.database_url(service);
+        let nats = self.nats.url();
+        let ldap = self.slapd.url();
+        let log = self.log(service);
+        let hash = token_hash();
+        let process = self.process(service);
+        assert!(process.child.is_none(), "{service} is already running");
+        let mut command = Command::new(binary(service));
+        command
+            .current_dir(repository())
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env(
+                format!("{upper}__GRPC__LISTEN"),
+                format!("127.0.0.1:{}", process.port),
+            )
+            .env(format!("{upper}__DATABASE__URL"), database)
+            .env(format!("{upper}__DATABASE__CREATE_IF_MISSING"), "true")
+            .env(format!("{upper}__NATS__URL"), nats)
+            .env(
+                format!("{upper}__AUTH__CALLERS__FAULTS__TOKEN_SHA256"),
+                hash,
+            )
+            .env(format!("{upper}__AUTH__CALLERS__FAULTS__ROLES"), ROLES)
+            .env(format!("{upper}__TELEMETRY__FILTER"), "info");
+        if service == "directory" {
+            command
+                .env("DIRECTORY__LDAP__URL", ldap)
+                .env("DIRECTORY__LDAP__BIND_DN", ROOT_DN)
+                .env("DIRECTORY__LDAP__BIND_PASSWORD", ROOT_PASSWORD)
+                .env("DIRECTORY__LDAP__BASE_DN", PEOPLE)
+                .env("DIRECTORY__LDAP__EPPN_SCOPE", "univ-example.fr")
+                .env("DIRECTORY__ENTRIES__SPONSOR_BASE_DN", STAFF);
+        }
+        for (key, value) in &process.settings {
+            command.env(format!("{upper}__{key}"), value);
+        }
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(log_file(&log))
+            .stderr(log_file(&log))
+            .spawn()
+            .unwrap_or_else(|error| panic!("{service}: {error}"));
+        process.child = Some(child);
+    }
+
+    /// Waits until a service answers SERVING (60 s at most).
+    pub fn wait_serving(&self, service: &str) {
+        let output = self
+            .hlctl()
+            .args(["health", "--wait", "60"])
+            .arg(self.endpoint(service))
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{service} did not become SERVING; the end of its log:\n{}",
+            self.log_tail(service, 30)
+        );
+    }
+
+    pub fn pid(&self, service: &str) -> u32 {
+        self.services[service]
+            .child
+            .as_ref()
+            .unwrap_or_else(|| panic!("{service} is not running"))
+            .id()
+    }
+
+    /// `kill -9` of a service.
+    pub fn kill(&mut self, service: &str) {
+        if let Some(mut child) = self.process(service).child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then waits until it has exited (it drains its work first).
+    pub fn stop(&mut self, service: &str) {
+        if let Some(mut child) = self.process(service).child.take() {
+            signal(child.id(), "TERM");
+            let _ = child.wait();
+        }
+    }
+
+    pub fn is_running(&mut self, service: &str) -> bool {
+        self.process(service)
+            .child
+            .as_mut()
+            .is_some_and(|child| child.try_wait().is_ok_and(|status| status.is_none()))
+    }
+
+    /// hlctl, pointed at this system's services with the caller's token.
+    pub fn hlctl(&self) -> Command {
+        let mut command = Command::new(binary("hlctl"));
+        command
+            .current_dir(&self.root)
+            .env("HLCTL_TOKEN", TOKEN)
+            .env("HLCTL_INTAKE", self.endpoint("intake"))
+            .env("HLCTL_ENTITLEMENT", self.endpoint("entitlement"))
+            .env("HLCTL_CARDS", self.endpoint("cards"))
+            .env("HLCTL_DIRECTORY", self.endpoint("directory"))
+            .stdin(Stdio::null());
+        command
+    }
+
+    /// The last `lines` lines of a service's log.
+    pub fn log_tail(&self, service: &str, lines: usize) -> String {
+        let text = fs::read_to_string(self.log(service)).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// Lines of the services' logs that tell of a panic, and PostgreSQL's PANICs.
+    pub fn panics(&self) -> Vec<String> {
+        let mut found = Vec::new();
+        for service in SERVICES {
+            let text = fs::read_to_string(self.log(service)).unwrap_or_default();
+            found.extend(
+                text.lines()
+                    .filter(|line| line.contains("panicked at") || line.contains("RUST_BACKTRACE"))
+                    .map(|line| format!("{service}: {line}")),
+            );
+        }
+        let text = fs::read_to_string(self.postgres.log()).unwrap_or_default();
+        found.extend(
+            text.lines()
+                .filter(|line| line.contains("PANIC:"))
+                .map(|line| format!("postgres: {line}")),
+        );
+        found
+    }
+
+    /// Writes a generated cohort (`hlctl import generate`) into this system's
+    /// directory and returns its path.
+    pub fn generate_cohort(&self, name: &str, rows: usize, bad: usize, seed: u64) -> PathBuf {
+        let path = self.root.join(format!("{name}.csv"));
+        run(self
+            .hlctl()
+            .args(["import", "generate"])
+            .arg(&path)
+            .args(["--rows", &rows.to_string(), "--bad", &bad.to_string()])
+            .args(["--seed", &seed.to_string()])
+            .stdout(Stdio::null()));
+        path
+    }
+
+    /// Starts `hlctl import stays FILE` in the background (its output in
+    /// `<FILE>.import.log`, its results beside the file).
+    pub fn start_import(&self, file: &Path) -> Child {
+        let log = file.with_extension("import.log");
+        self.hlctl()
+            .args(["import", "stays"])
+            .arg(file)
+            .stdout(log_file(&log))
+            .stderr(log_file(&log))
+            .spawn()
+            .unwrap()
+    }
+
+    /// Runs the import of `file` until it completes (an operator runs it again after
+    /// a failure, as docs/cohort-import.md says), at most `attempts` times, and
+    /// returns what the results file says was accepted.
+    pub fn import_until_done(&self, file: &Path, mut first: Option<Child>) -> Accepted {
+        for attempt in 1..=10 {
+            let mut child = first.take().unwrap_or_else(|| self.start_import(file));
+            let status = child.wait().unwrap();
+            // 0: every row accepted; 2: some rows refused (the generated bad ones).
+            if matches!(status.code(), Some(0 | 2)) {
+                let accepted = Accepted::read(&file.with_extension("results.csv"));
+                if accepted.no_result == 0 {
+                    return accepted;
+                }
+            }
+            eprintln!(
+                "import of {} stopped ({status}), attempt {attempt}: running it again",
+                file.display()
+            );
+            std::thread::sleep(Duration::from_secs(2));
+        }
+        panic!(
+            "the import of {} never completed; its log:\n{}",
+            file.display(),
+            fs::read_to_string(file.with_extension("import.log")).unwrap_or_default()
+        );
+    }
+}
+
+impl Drop for Isolated {
+    fn drop(&mut self) {
+        for service in SERVICES {
+            self.kill(service);
+        }
+        self.slapd.stop();
+        self.nats.kill();
+        if std::env::var("HOSTED_FAULTS_KEEP").is_ok_and(|keep| keep == "1") {
+            eprintln!("isolated system kept in {}", self.root.display());
+        } else {
+            // Stopped by its own Drop, after this one; the files can go now.
+            let _ = self
+                .postgres
+                .command("pg_ctl")
+                .arg("-D")
+                .arg(self.postgres.dir.join("data"))
+                .args(["-m", "immediate", "-w", "stop"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+            let _ = fs::remove_dir_all(&self.root);
+        }
+    }
+}
+
+fn token_hash() -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(TOKEN.as_bytes())
+        .iter()
+        .fold(String::new(), |mut hex, byte| {
+            let _ = write!(hex, "{byte:02x}");
+            hex
+        })
+}
+
+/// What an import's results file says was accepted.
+#[derive(Debug, Default, Clone)]
+pub struct Accepted {
+    pub learners: BTreeSet<String>,
+    pub stays: BTreeSet<String>,
+    pub rejected: usize,
+    pub no_result: usize,
+}
+
+impl Accepted {
+    pub fn read(path: &Path) -> Self {
+        let text =
+            fs::read_to_string(path).unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+        let mut accepted = Self::default();
+        let mut lines = text.lines();
+        let header: Vec<&str> = lines.next().unwrap_or_default().split(',').collect();
+        let column = |name: &str| {
+            header
+                .iter()
+                .position(|field| *field == name)
+                .unwrap_or_else(|| panic!("{}: no column {name}", path.display()))
+        };
+        let (outcome, learner, stay) = (column("outcome"), column("learner_id"), column("stay_id"));
+        for line in lines {
+            // The ids and the outcome come before any free text that could hold a comma.
+            let fields: Vec<&str> = line.split(',').collect();
+            match fields.get(outcome).copied() {
+                Some("created" | "stay_added" | "unchanged" | "duplicate_row") => {
+                    accepted.learners.insert(fields[learner].to_owned());
+                    accepted.stays.insert(fields[stay].to_owned());
+                }
+                Some("no_result") => accepted.no_result += 1,
+                _ => accepted.rejected += 1,
+            }
+        }
+        accepted
+    }
+
+    pub fn add(&mut self, other: &Self) {
+        self.learners.extend(other.learners.iter().cloned());
+        self.stays.extend(other.stays.iter().cloned());
+    }
+}
+
+/// What differs from a converged system, empty when nothing does.
+pub type Gaps = Vec<String>;
+
+impl Isolated {
+    async fn connect(&self, service: &str) -> Result<PgConnection, String> {
+        PgConnection::connect(&self.database_url(service))
+            .await
+            .map_err(|error| format!("{service}'s database: {error}"))
+    }
+
+    /// Everything that must hold once the system has converged on `expected`: each
+    /// accepted row one person and one stay in intake and nothing else, one learner in
+    /// entitlement, one account in directory holding the grants entitlement computed
+    /// last and published, no outbox row left, no dead letter, every consumer caught
+    /// up. What does not hold yet is returned; reconciliation with LDAP is
+    /// [`Isolated::drift`], asked for once this holds.
+    pub async fn gaps(&self, expected: &Accepted) -> Gaps {
+        let mut gaps = Gaps::new();
+        if let Err(error) = self.database_gaps(expected, &mut gaps).await {
+            gaps.push(error);
+        }
+        if let Err(error) = self.stream_gaps(&mut gaps).await {
+            gaps.push(error);
+        }
+        gaps
+    }
+
+    async fn database_gaps(&self, expected: &Accepted, gaps: &mut Gaps) -> Result<(), String> {
+        let mut intake = self.connect("intake").await?;
+        let persons: Vec<String> = ids(&mut intake, "SELECT learner_id::text FROM persons").await?;
+        let stays: Vec<String> = ids(&mut intake, "SELECT stay_id::text FROM stays").await?;
+        let persons: BTreeSet<String> = persons.into_iter().collect();
+        let stays: BTreeSet<String> = stays.into_iter().collect();
+        if persons != expected.learners {
+            gaps.push(format!(
+                "intake holds {} persons, the imports accepted {} ({} not in intake, {} not accepted)",
+                persons.len(),
+                expected.learners.len(),
+                expected.learners.difference(&persons).count(),
+                persons.difference(&expected.learners).count()
+            ));
+        }
+        if stays != expected.stays {
+            gaps.push(format!(
+                "intake holds {} stays, the imports accepted {}",
+                stays.len(),
+                expected.stays.len()
+            ));
+        }
+
+        let mut entitlement = self.connect("entitlement").await?;
+        let grants: BTreeMap<String, i64> = pairs(
+            &mut entitlement,
+            "SELECT learner_id::text, grants_version FROM learners",
+        )
+        .await?;
+        if grants.keys().cloned().collect::<BTreeSet<_>>() != persons {
+            gaps.push(format!(
+                "entitlement knows {} learners, intake {}",
+                grants.len(),
+                persons.len()
+            ));
+        }
+
+        let mut directory = self.connect("directory").await?;
+        let accounts: BTreeMap<String, i64> = pairs(
+            &mut directory,
+            "SELECT a.learner_id::text, coalesce(g.grants_version, -1) FROM accounts a \
+             LEFT JOIN grants g USING (learner_id)",
+        )
+        .await?;
+        if accounts.keys().cloned().collect::<BTreeSet<_>>() != persons {
+            gaps.push(format!(
+                "directory has {} accounts, intake {} persons",
+                accounts.len(),
+                persons.len()
+            ));
+        }
+        let behind = grants
+            .iter()
+            .filter(|(learner, version)| accounts.get(*learner) != Some(version))
+            .count();
+        if behind > 0 {
+            gaps.push(format!(
+                "{behind} accounts do not hold the grants entitlement computed last"
+            ));
+        }
+        let unpublished: i64 = scalar(
+            &mut directory,
+            "SELECT count(*) FROM accounts WHERE published_revision IS DISTINCT FROM revision",
+        )
+        .await?;
+        if unpublished > 0 {
+            gaps.push(format!("{unpublished} accounts not yet written to LDAP"));
+        }
+
+        for (service, connection) in [
+            ("intake", &mut intake),
+            ("entitlement", &mut entitlement),
+            ("directory", &mut directory),
+            ("cards", &mut self.connect("cards").await?),
+        ] {
+            let waiting: i64 = scalar(
+                connection,
+                "SELECT count(*) FROM platform_outbox WHERE published_at IS NULL",
+            )
+            .await?;
+            if waiting > 0 {
+                gaps.push(format!("{waiting} events in {service}'s outbox"));
+            }
+        }
+        Ok(())
+    }
+
+    async fn stream_gaps(&self, gaps: &mut Gaps) -> Result<(), String> {
+        use futures::TryStreamExt as _;
+        let client = async_nats::connect(self.nats.url())
+            .await
+            .map_err(|error| format!("NATS: {error}"))?;
+        let jetstream = async_nats::jetstream::new(client);
+        let names: Vec<String> = jetstream
+            .stream_names()
+            .try_collect()
+            .await
+            .map_err(|error| format!("NATS streams: {error}"))?;
+        for name in names {
+            let stream = jetstream
+                .get_stream(&name)
+                .await
+                .map_err(|error| format!("stream {name}: {error}"))?;
+            let subjects: Vec<(String, usize)> = stream
+                .info_with_subjects("*.deadletter.>")
+                .await
+                .map_err(|error| format!("stream {name}: {error}"))?
+                .try_collect()
+                .await
+                .map_err(|error| format!("stream {name}: {error}"))?;
+            let dead: usize = subjects.iter().map(|(_, count)| count).sum();
+            if dead > 0 {
+                gaps.push(format!("{dead} dead letters in {name}"));
+            }
+            let consumers: Vec<String> = stream
+                .consumer_names()
+                .try_collect()
+                .await
+                .map_err(|error| format!("consumers of {name}: {error}"))?;
+            for consumer in consumers {
+                let info = stream
+                    .consumer_info(&consumer)
+                    .await
+                    .map_err(|error| format!("consumer {consumer}: {error}"))?;
+                if info.num_pending > 0 || info.num_ack_pending > 0 {
+                    gaps.push(format!(
+                        "consumer {consumer} of {name}: {} pending, {} unacknowledged",
+                        info.num_pending, info.num_ack_pending
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Directory's reconciliation (`hlctl reconcile`, a dry run): the drifts between
+    /// its projection and LDAP, empty when there is none.
+    pub fn drift(&self) -> Vec<String> {
+        let output = self.hlctl().args(["--json", "reconcile"]).output().unwrap();
+        let report: serde_json::Value =
+            serde_json::from_slice(&output.stdout).unwrap_or_else(|_| {
+                panic!(
+                    "hlctl reconcile answered no report:\n{}",
+                    String::from_utf8_lossy(&output.stderr)
+                )
+            });
+        report["drifts"]
+            .as_array()
+            .map(|drifts| {
+                drifts
+                    .iter()
+                    .map(|drift| format!("{} {}", drift["kind"], drift["dn"]))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The number of entries under the managed base (by `uid`).
+    pub fn ldap_entries(&self) -> usize {
+        let output = run(Command::new("ldapsearch")
+            .args([
+                "-x",
+                "-LLL",
+                "-H",
+                &self.slapd.url(),
+                "-D",
+                ROOT_DN,
+                "-w",
+                ROOT_PASSWORD,
+            ])
+            .args(["-b", PEOPLE, "-s", "one", "(uid=*)", "1.1"]));
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter(|line| line.starts_with("dn:"))
+            .count()
+    }
+
+    /// Waits until the system has converged on `expected` (see [`Isolated::gaps`]),
+    /// LDAP included (no drift, one entry per account), and returns how long it took;
+    /// panics with what still differs after `limit`, or at once on a panic in a log.
+    pub async fn converge(&self, expected: &Accepted, limit: Duration) -> Duration {
+        let start = Instant::now();
+        loop {
+            let panics = self.panics();
+            assert!(
+                panics.is_empty(),
+                "panics in the logs:\n{}",
+                panics.join("\n")
+            );
+            let mut gaps = self.gaps(expected).await;
+            if gaps.is_empty() {
+                let drift = self.drift();
+                let entries = self.ldap_entries();
+                if drift.is_empty() && entries == expected.learners.len() {
+                    return start.elapsed();
+                }
+                gaps.push(format!(
+                    "{entries} entries in LDAP for {} learners; {} drifts: {}",
+                    expected.learners.len(),
+                    drift.len(),
+                    drift.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
+                ));
+            }
+            if start.elapsed() > limit {
+                panic!(
+                    "not converged {:.0?} after the last recovery:\n  {}\n(logs in {})",
+                    start.elapsed(),
+                    gaps.join("\n  "),
+                    self.root.join("logs").display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}
+
+async fn ids(connection: &mut PgConnection, query: &str) -> Result<Vec<String>, String> {
+    sqlx::query_scalar(query)
+        .fetch_all(connection)
+        .await
+        .map_err(|error| format!("{query}: {error}"))
+}
+
+async fn scalar(connection: &mut PgConnection, query: &str) -> Result<i64, String> {
+    sqlx::query_scalar(query)
+        .fetch_one(connection)
+        .await
+        .map_err(|error| format!("{query}: {error}"))
+}
+
+async fn pairs(
+    connection: &mut PgConnection,
+    query: &str,
+) -> Result<BTreeMap<String, i64>, String> {
+    let rows = sqlx::query(query)
+        .fetch_all(connection)
+        .await
+        .map_err(|error| format!("{query}: {error}"))?;
+    Ok(rows
+        .iter()
+        .map(|row| (row.get::<String, _>(0), row.get::<i64, _>(1)))
+        .collect())
+}

@@ -1,0 +1,274 @@
+//! The fault suite: an isolated copy of the whole system (its own PostgreSQL
+//! cluster, NATS server and slapd, the four services as processes), a cohort
+//! imported with `hlctl import stays` for each scenario, one fault in the middle of
+//! it, and then everything that must hold once the system has recovered (see
+//! `Isolated::converge`): every accepted row one person, one stay, one learner in
+//! entitlement, one account and exactly one LDAP entry holding the grants in force,
+//! no outbox row left, no dead letter, every consumer caught up, no drift, no panic.
+//!
+//! The scenarios run one after the other on the same system, each with a cohort of
+//! its own, so that each also checks that the earlier ones left nothing behind.
+//! Sizes: `HOSTED_FAULTS_ROWS` learners per scenario (300 by default, as in CI;
+//! `dev/faults` runs 10,000) and the outages of the issue scaled by
+//! `HOSTED_FAULTS_FULL=1` (NATS 20 s, slapd 60 s, PostgreSQL 20 s; a few seconds
+//! otherwise). `HOSTED_FAULTS_ONLY=a,b` runs some scenarios only. Each prints the
+//! time from the last recovery to convergence, and a table at the end.
+#![allow(clippy::unwrap_used, clippy::print_stderr)]
+
+use std::{
+    fmt::Write as _,
+    time::{Duration, Instant},
+};
+
+use hosted_e2e::isolated::{self, Isolated};
+use sqlx::Connection as _;
+
+/// How big and how long: CI's size unless `HOSTED_FAULTS_FULL=1`.
+#[derive(Debug, Clone, Copy)]
+struct Size {
+    rows: usize,
+    nats_down: Duration,
+    slapd_down: Duration,
+    postgres_down: Duration,
+    /// How long a killed service stays down before it is started again.
+    service_down: Duration,
+    /// How long a scenario may take to converge before it fails.
+    limit: Duration,
+}
+
+impl Size {
+    fn from_env() -> Self {
+        let full = std::env::var("HOSTED_FAULTS_FULL").is_ok_and(|value| value == "1");
+        let rows = std::env::var("HOSTED_FAULTS_ROWS")
+            .ok()
+            .and_then(|rows| rows.parse().ok())
+            .unwrap_or(if full { 10_000 } else { 300 });
+        let seconds =
+            |full_size: u64, ci: u64| Duration::from_secs(if full { full_size } else { ci });
+        Self {
+            rows,
+            nats_down: seconds(20, 3),
+            slapd_down: seconds(60, 5),
+            postgres_down: seconds(20, 3),
+            service_down: seconds(2, 1),
+            limit: seconds(180, 120),
+        }
+    }
+}
+
+/// One fault, applied while a cohort is being imported and published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    Kill(&'static str),
+    /// Killed and started again within one second (a Kubernetes restart).
+    QuickRestart(&'static str),
+    KillNats,
+    StopSlapd,
+    StopPostgres,
+    FreezeThenKillNats,
+    /// Directory and NATS killed at the same moment.
+    DirectoryAndNats,
+}
+
+impl Fault {
+    fn name(self) -> String {
+        match self {
+            Self::Kill(service) => format!("kill -9 {service}"),
+            Self::QuickRestart(service) => format!("{service} restarted within 1 s"),
+            Self::KillNats => "kill -9 NATS".to_owned(),
+            Self::StopSlapd => "slapd stopped".to_owned(),
+            Self::StopPostgres => "PostgreSQL stopped (immediate)".to_owned(),
+            Self::FreezeThenKillNats => "NATS frozen, then killed".to_owned(),
+            Self::DirectoryAndNats => "kill -9 directory and NATS".to_owned(),
+        }
+    }
+
+    fn key(self) -> String {
+        self.name()
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '_'
+                }
+            })
+            .collect::<String>()
+            .split('_')
+            .filter(|part| !part.is_empty())
+            .collect::<Vec<_>>()
+            .join("_")
+    }
+
+    /// Applies the fault and recovers from it; returns when the last recovery is done.
+    fn apply(self, system: &mut Isolated, size: Size) {
+        match self {
+            Self::Kill(service) => {
+                system.kill(service);
+                std::thread::sleep(size.service_down);
+                system.start_service(service);
+            }
+            Self::QuickRestart(service) => {
+                system.kill(service);
+                std::thread::sleep(Duration::from_millis(500));
+                system.start_service(service);
+            }
+            Self::KillNats => {
+                system.nats.kill();
+                std::thread::sleep(size.nats_down);
+                system.nats.start();
+            }
+            Self::StopSlapd => {
+                system.slapd.stop();
+                std::thread::sleep(size.slapd_down);
+                system.slapd.start();
+            }
+            Self::StopPostgres => {
+                system.postgres.stop_immediately();
+                std::thread::sleep(size.postgres_down);
+                system.postgres.start();
+            }
+            Self::FreezeThenKillNats => {
+                system.nats.freeze();
+                std::thread::sleep(size.nats_down.min(Duration::from_secs(10)));
+                system.nats.kill();
+                std::thread::sleep(Duration::from_secs(1));
+                system.nats.start();
+            }
+            Self::DirectoryAndNats => {
+                system.kill("directory");
+                system.nats.kill();
+                std::thread::sleep(size.nats_down);
+                system.nats.start();
+                system.start_service("directory");
+            }
+        }
+    }
+}
+
+const SCENARIOS: [Fault; 10] = [
+    Fault::Kill("intake"),
+    Fault::Kill("entitlement"),
+    Fault::Kill("cards"),
+    Fault::Kill("directory"),
+    Fault::QuickRestart("entitlement"),
+    Fault::KillNats,
+    Fault::FreezeThenKillNats,
+    Fault::StopSlapd,
+    Fault::StopPostgres,
+    Fault::DirectoryAndNats,
+];
+
+async fn persons(system: &Isolated) -> Option<i64> {
+    let mut connection = sqlx::PgConnection::connect(&system.database_url("intake"))
+        .await
+        .ok()?;
+    sqlx::query_scalar("SELECT count(*) FROM persons")
+        .fetch_one(&mut connection)
+        .await
+        .ok()
+}
+
+/// The login of the first accepted row of an import's results.
+fn first_login(file: &std::path::Path) -> String {
+    let results = std::fs::read_to_string(file.with_extension("results.csv")).unwrap();
+    results
+        .lines()
+        .skip(1)
+        .map(|line| line.split(',').collect::<Vec<_>>())
+        .find(|fields| fields[1] == "created")
+        .map(|fields| fields[3].to_owned())
+        .expect("a created row")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_system_recovers_from_every_fault() {
+    let size = Size::from_env();
+    let only: Vec<String> = std::env::var("HOSTED_FAULTS_ONLY")
+        .map(|only| only.split(',').map(str::to_owned).collect())
+        .unwrap_or_default();
+    let mut system = tokio::task::block_in_place(Isolated::start);
+    eprintln!("faults: isolated system in {}", system.root.display());
+
+    // A first cohort with nothing wrong: the baseline every scenario adds to.
+    let file = system.generate_cohort("baseline", size.rows.min(200), 3, 1);
+    let mut expected = system.import_until_done(&file, None);
+    let settled = system.converge(&expected, size.limit).await;
+    eprintln!("faults: baseline converged in {settled:.1?}");
+    // The checks see what they are there for: an entry deleted behind directory's
+    // back is drift, until reconciliation puts it back.
+    let deleted = format!("uid={},{}", first_login(&file), isolated::PEOPLE);
+    let status = std::process::Command::new("ldapdelete")
+        .args([
+            "-x",
+            "-H",
+            &system.slapd.url(),
+            "-D",
+            isolated::ROOT_DN,
+            "-w",
+            isolated::ROOT_PASSWORD,
+        ])
+        .arg(&deleted)
+        .status()
+        .unwrap();
+    assert!(status.success(), "ldapdelete {deleted}");
+    assert_eq!(system.drift().len(), 1, "the deleted entry is drift");
+    let repaired = system
+        .hlctl()
+        .args(["reconcile", "--apply"])
+        .output()
+        .unwrap();
+    assert!(
+        repaired.status.success(),
+        "{}",
+        String::from_utf8_lossy(&repaired.stderr)
+    );
+    system.converge(&expected, size.limit).await;
+
+    let mut report = String::from(
+        "| scenario | learners | converged after the last recovery |\n|---|---|---|\n",
+    );
+    for (index, fault) in SCENARIOS.into_iter().enumerate() {
+        if !only.is_empty() && !only.iter().any(|key| fault.key().contains(key.as_str())) {
+            continue;
+        }
+        let seed = 100 + index as u64;
+        let file = system.generate_cohort(&fault.key(), size.rows, size.rows / 100, seed);
+        let before = persons(&system).await.unwrap_or_default();
+        let import = system.start_import(&file);
+        // The fault strikes once about a third of the cohort is in intake: events are
+        // on their way through NATS, entitlement and directory.
+        let third = before + (size.rows / 3) as i64;
+        let started = Instant::now();
+        while persons(&system).await.unwrap_or_default() < third
+            && started.elapsed() < Duration::from_secs(120)
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        eprintln!(
+            "faults: {}: striking at {:.1?}",
+            fault.name(),
+            started.elapsed()
+        );
+        tokio::task::block_in_place(|| fault.apply(&mut system, size));
+        let recovered = Instant::now();
+        let accepted =
+            tokio::task::block_in_place(|| system.import_until_done(&file, Some(import)));
+        expected.add(&accepted);
+        system.converge(&expected, size.limit).await;
+        let since_recovery = recovered.elapsed();
+        eprintln!(
+            "faults: {}: {} learners in all, converged {since_recovery:.1?} after the last recovery",
+            fault.name(),
+            expected.learners.len()
+        );
+        let _ = writeln!(
+            report,
+            "| {} | {} | {:.1} s |",
+            fault.name(),
+            expected.learners.len(),
+            since_recovery.as_secs_f64()
+        );
+    }
+    eprintln!("\n{report}");
+}
