@@ -1101,3 +1101,116 @@ async fn pairs(
         .map(|row| (row.get::<String, _>(0), row.get::<i64, _>(1)))
         .collect())
 }
+
+/// Looking inside the stores while an operation runs: for the crash tests, which
+/// strike when the stores show an operation under way rather than after a sleep.
+impl Isolated {
+    /// A connection to a service's database.
+    pub async fn database(&self, service: &str) -> PgConnection {
+        self.connect(service)
+            .await
+            .unwrap_or_else(|error| panic!("{error}"))
+    }
+
+    /// One number a query of a service's database gives (a `count(*)`…).
+    pub async fn number(&self, service: &str, query: &str) -> i64 {
+        scalar(&mut self.database(service).await, query)
+            .await
+            .unwrap_or_else(|error| panic!("{service}: {error}"))
+    }
+
+    /// The last identity the service's outbox gave out. It moves with every event
+    /// enqueued, committed or not (a sequence is outside transactions), so it shows
+    /// the progress of a transaction that other sessions cannot see into.
+    pub async fn outbox_sequence(&self, service: &str) -> i64 {
+        self.number(
+            service,
+            "SELECT coalesce(last_value, 0) FROM pg_sequences \
+             WHERE sequencename = 'platform_outbox_id_seq'",
+        )
+        .await
+    }
+
+    /// How long the oldest transaction on a service's database that has written
+    /// something has been open, when one is (another session's: not the caller's);
+    /// only those whose current (or last) statement contains `statement`, unless it
+    /// is empty.
+    pub async fn writing_transaction(&self, service: &str, statement: &str) -> Option<Duration> {
+        let seconds: Option<f64> = sqlx::query_scalar(
+            "SELECT extract(epoch FROM now() - min(xact_start))::float8 FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid() \
+             AND backend_xid IS NOT NULL AND strpos(query, $1) > 0",
+        )
+        .bind(statement)
+        .fetch_one(&mut self.database(service).await)
+        .await
+        .unwrap_or_else(|error| panic!("{service}'s open transactions: {error}"));
+        seconds.map(|seconds| Duration::from_secs_f64(seconds.max(0.0)))
+    }
+
+    /// An OpenLDAP client tool (`ldapadd`, `ldapmodify`, `ldapdelete`, `ldapsearch`)
+    /// pointed at this system's slapd, bound as its administrator.
+    pub fn ldap_tool(&self, tool: &str) -> Command {
+        let mut command = Command::new(tool);
+        command.args([
+            "-x",
+            "-H",
+            &self.slapd.url(),
+            "-D",
+            ROOT_DN,
+            "-w",
+            ROOT_PASSWORD,
+        ]);
+        command
+    }
+
+    /// Runs an OpenLDAP client tool with `input` (LDIF, or DNs one a line) on its
+    /// standard input; panics when it fails.
+    pub fn ldap_input(&self, tool: &str, extra: &[&str], input: &str) {
+        let mut child = self
+            .ldap_tool(tool)
+            .args(extra)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|error| panic!("{tool}: {error} (ldap-utils)"));
+        std::io::Write::write_all(child.stdin.as_mut().unwrap(), input.as_bytes()).unwrap();
+        drop(child.stdin.take());
+        let output = child.wait_with_output().unwrap();
+        assert!(
+            output.status.success(),
+            "{tool} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    /// The entries under the managed base (by `uid`), each with the values of
+    /// `attributes` (LDIF as ldapsearch gives it, lines unwrapped), by DN in lower case.
+    pub fn ldap_values(&self, attributes: &[&str]) -> BTreeMap<String, Vec<String>> {
+        let output = run(self
+            .ldap_tool("ldapsearch")
+            .args([
+                "-LLL",
+                "-o",
+                "ldif-wrap=no",
+                "-b",
+                PEOPLE,
+                "-s",
+                "one",
+                "(uid=*)",
+            ])
+            .args(attributes));
+        let mut entries = BTreeMap::new();
+        for block in String::from_utf8_lossy(&output.stdout).split("\n\n") {
+            let mut lines = block.lines().filter(|line| !line.is_empty());
+            let Some(dn) = lines.next().and_then(|line| line.strip_prefix("dn: ")) else {
+                continue;
+            };
+            let mut values: Vec<String> = lines.map(str::to_owned).collect();
+            values.sort();
+            entries.insert(dn.to_ascii_lowercase(), values);
+        }
+        entries
+    }
+}
