@@ -178,6 +178,10 @@ impl v1::directory_service_server::DirectoryService for Directory {
             );
             return Err(DirectoryError::Invalid(violations).into());
         }
+        if apply {
+            // First what an earlier reconciliation wrote and did not record.
+            self.finish_repairs().await?;
+        }
         let report = if login.is_empty() {
             self.drift().await?
         } else {

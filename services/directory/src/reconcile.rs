@@ -194,17 +194,36 @@ impl Directory {
     }
 
     /// Repairs exactly `drifts`. A repair of an account's entry is counted in its
-    /// writes and announced (`account.published`) like any other write.
+    /// writes and announced (`account.published`) like any other write. It is recorded
+    /// as under way before its LDAP write, and recorded as done (counted, announced) in
+    /// one transaction after it: a repair that stops in between is found again by
+    /// [`Directory::finish_repairs`].
     pub async fn repair(&self, drifts: &[Drift]) -> Result<(), DirectoryError> {
         for drift in drifts {
+            let repair = drift.account.as_ref().map(|account| store::Repair {
+                learner_id: account.learner_id,
+                dn: drift.dn.clone(),
+                written: match drift.kind {
+                    Kind::Missing => "added",
+                    Kind::Different => "modified",
+                    Kind::Extra => "deleted",
+                }
+                .to_owned(),
+                attributes: drift.differences.len() as i64,
+            });
+            if let Some(repair) = &repair {
+                store::begin_repair(&self.pool, repair).await?;
+            }
             let written = match &drift.desired {
                 Some(desired) => self.ldap.write(desired).await?,
                 None => self.ldap.delete(&drift.dn).await?,
             };
-            if let Some(account) = &drift.account
-                && written != Written::Unchanged
-            {
-                self.record_repair(account, &drift.dn, written).await?;
+            if let Some(account) = &drift.account {
+                if written == Written::Unchanged {
+                    store::end_repair(&mut *self.pool.acquire().await?, account.learner_id).await?;
+                } else {
+                    self.record_repair(account, &drift.dn, written).await?;
+                }
             }
             tracing::info!(
                 learner_id = ?drift.learner_id,
@@ -215,7 +234,69 @@ impl Directory {
         Ok(())
     }
 
-    /// Counts a repair in the account's writes (at once) and announces it.
+    /// Finishes the repairs an earlier reconciliation began and did not record (it
+    /// stopped between an LDAP write and its record): one whose entry LDAP now holds
+    /// as the account wants it was taken, and is counted and announced now; any other
+    /// is forgotten (its drift is still there, and repaired again). Returns how many
+    /// were recorded.
+    pub async fn finish_repairs(&self) -> Result<usize, DirectoryError> {
+        let unfinished = store::unfinished_repairs(&self.pool).await?;
+        if unfinished.is_empty() {
+            return Ok(0);
+        }
+        let mut accounts = Vec::with_capacity(unfinished.len());
+        for repair in &unfinished {
+            if let Some(account) = store::account(&self.pool, repair.learner_id).await? {
+                accounts.push(account);
+            }
+        }
+        let sponsors_without_entry = self.sponsors.without_entry(&accounts).await;
+        let today = self.clock.today();
+        let mut recorded = 0;
+        for repair in unfinished {
+            let account = accounts
+                .iter()
+                .find(|account| account.learner_id == repair.learner_id);
+            let desired = account.map(|account| {
+                publisher::desired_entry(account, &self.settings, &sponsors_without_entry, today)
+            });
+            let taken = match desired {
+                Some(Ok(Some(desired))) if desired.dn.eq_ignore_ascii_case(&repair.dn) => {
+                    self.ldap.read(&repair.dn).await?.is_some_and(|actual| {
+                        entry::differences(&desired, &actual).is_empty()
+                            && entry::missing_object_classes(&actual).is_empty()
+                    })
+                }
+                Some(Ok(None)) => self.ldap.read(&repair.dn).await?.is_none(),
+                _ => false,
+            };
+            match account {
+                Some(account) if taken => {
+                    let written = match repair.written.as_str() {
+                        "added" => Written::Added,
+                        "deleted" => Written::Deleted,
+                        _ => Written::Modified {
+                            attributes: usize::try_from(repair.attributes).unwrap_or_default(),
+                        },
+                    };
+                    self.record_repair(account, &repair.dn, written).await?;
+                    recorded += 1;
+                    tracing::info!(learner_id = %repair.learner_id, "unfinished repair recorded");
+                }
+                _ => {
+                    store::end_repair(&mut *self.pool.acquire().await?, repair.learner_id).await?;
+                    tracing::info!(
+                        learner_id = %repair.learner_id,
+                        "unfinished repair not taken by ldap: forgotten"
+                    );
+                }
+            }
+        }
+        Ok(recorded)
+    }
+
+    /// Counts a repair in the account's writes, announces it and ends its record as
+    /// under way, in one transaction.
     async fn record_repair(
         &self,
         account: &store::AccountRow,
@@ -226,8 +307,8 @@ impl Directory {
             .map_err(|error| DirectoryError::Projection(format!("projection: {error}")))?;
         let state = entry::account_state(&learner, self.settings.lifecycle, self.clock.today())
             .map_err(|error| DirectoryError::Projection(error.to_string()))?;
-        store::count_writes(&self.pool, &[account.learner_id]).await?;
         let mut tx = self.pool.begin().await?;
+        store::count_write_in(&mut tx, account.learner_id).await?;
         publisher::announce(
             &mut tx,
             &self.namespace,
@@ -237,6 +318,7 @@ impl Directory {
             &publisher::Announced { written, state },
         )
         .await?;
+        store::end_repair(&mut tx, account.learner_id).await?;
         tx.commit().await?;
         self.outbox.notify();
         Ok(())

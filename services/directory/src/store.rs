@@ -396,6 +396,66 @@ pub async fn mark_many_published(
     Ok(())
 }
 
+/// A reconciliation's repair of an account's entry, recorded before its LDAP write
+/// (`reconcile_repairs`).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Repair {
+    pub learner_id: Uuid,
+    pub dn: String,
+    /// `added`, `modified` or `deleted`.
+    pub written: String,
+    pub attributes: i64,
+}
+
+/// Records, before its LDAP write, that a repair of `repair.learner_id`'s entry is
+/// under way (replacing one an earlier reconciliation left).
+pub async fn begin_repair(pool: &PgPool, repair: &Repair) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO reconcile_repairs (learner_id, dn, written, attributes) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (learner_id) DO UPDATE
+         SET dn = excluded.dn, written = excluded.written, attributes = excluded.attributes,
+             started_at = now()",
+    )
+    .bind(repair.learner_id)
+    .bind(&repair.dn)
+    .bind(&repair.written)
+    .bind(repair.attributes)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Forgets a repair: recorded (in the caller's transaction), or not taken by LDAP.
+pub async fn end_repair(conn: &mut PgConnection, learner_id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM reconcile_repairs WHERE learner_id = $1")
+        .bind(learner_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// The repairs an earlier reconciliation began and never recorded, oldest first.
+pub async fn unfinished_repairs(pool: &PgPool) -> Result<Vec<Repair>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT learner_id, dn, written, attributes FROM reconcile_repairs ORDER BY started_at",
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// Counts one LDAP write of an account in the caller's transaction (a repair's, with
+/// its announcement).
+pub async fn count_write_in(conn: &mut PgConnection, learner_id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO ldap_writes (learner_id, writes) VALUES ($1, 1)
+         ON CONFLICT (learner_id) DO UPDATE SET writes = ldap_writes.writes + 1",
+    )
+    .bind(learner_id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// Counts one LDAP write for each of `learner_ids`, as soon as LDAP has taken them:
 /// on the pool, in a statement of its own, so that nothing rolled back later (the
 /// publication's transaction, a crash) loses the count.

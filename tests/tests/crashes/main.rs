@@ -520,8 +520,11 @@ async fn a_reconciliation_killed_midway_repaired_each_drift_whole_or_not_then_th
         .map(|(learner, _)| learner)
         .collect();
     assert!(twice.is_empty(), "accounts written twice: {twice:?}");
+    let unfinished = "SELECT count(*) FROM reconcile_repairs";
+    let in_flight = system.number("directory", unfinished).await;
+    assert!(in_flight <= 1, "{in_flight} repairs in flight at once");
     eprintln!(
-        "crashes: reconciliation struck with {} of {} drifts left",
+        "crashes: reconciliation struck with {} of {} drifts left, {in_flight} repair left unrecorded",
         remaining.len(),
         drifted.len()
     );
@@ -580,6 +583,7 @@ async fn a_reconciliation_killed_midway_repaired_each_drift_whole_or_not_then_th
         )
         .await as usize;
     assert_eq!(announced, repairs, "one announcement per repair");
+    assert_eq!(system.number("directory", unfinished).await, 0);
     let entries = system.ldap_values(&["1.1"]);
     assert!(
         extra

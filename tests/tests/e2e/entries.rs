@@ -638,6 +638,88 @@ async fn reconciliation_reports_hand_edits_then_repairs_exactly_them() {
     system.stop().await;
 }
 
+#[tokio::test]
+async fn a_repair_left_unrecorded_by_a_crash_is_recorded_by_the_next_reconciliation() {
+    // Arrange: two accounts published. A reconciliation stopped (a crash) after LDAP
+    // took its repair of zoe.un, before recording it; and before LDAP took its repair
+    // of zoe.deux, whose entry is still missing.
+    let system = TestSystem::start().await;
+    for (family, birth) in [("Un", "1991-01-01"), ("Deux", "1992-02-02")] {
+        system.register(registration(family, "Zoé", birth)).await;
+    }
+    system
+        .subtree
+        .wait_for_entries(2, Duration::from_secs(20))
+        .await;
+    let before = writes(&system).await;
+    let base = system.subtree.base_dn.clone();
+    let mut ldap = system.subtree.server.connect().await;
+    ldap.delete(&format!("uid=zoe.deux,{base}"))
+        .await
+        .unwrap()
+        .success()
+        .unwrap();
+    let mut conn = system.directory_database.connect().await;
+    for (login, written) in [("zoe.un", "modified"), ("zoe.deux", "added")] {
+        sqlx::query(
+            "INSERT INTO reconcile_repairs (learner_id, dn, written, attributes)
+             SELECT learner_id, $2, $3, 1 FROM accounts WHERE login = $1",
+        )
+        .bind(login)
+        .bind(format!("uid={login},{base}"))
+        .bind(written)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
+    let announced = "SELECT count(*) FROM platform_outbox WHERE subject LIKE '%.account.published'";
+    let announced_before: i64 = sqlx::query_scalar(announced)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+
+    // Act
+    let applied = reconcile(&system, true).await;
+
+    // Assert: zoe.un's repair recorded (counted, announced) without a new write;
+    // zoe.deux's forgotten, its drift repaired now; each counted once.
+    let kinds: Vec<(String, String)> = applied
+        .drifts
+        .iter()
+        .map(|drift| (drift.kind.clone(), drift.dn.to_ascii_lowercase()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [(
+            "missing".to_owned(),
+            format!("uid=zoe.deux,{}", base.to_ascii_lowercase())
+        )]
+    );
+    let after = writes(&system).await;
+    let added: Vec<(String, i32)> = after
+        .iter()
+        .zip(&before)
+        .map(|((login, now), (_, then))| (login.clone(), now - then))
+        .collect();
+    assert_eq!(
+        added,
+        [("zoe.deux".to_owned(), 1), ("zoe.un".to_owned(), 1)]
+    );
+    let announced_after: i64 = sqlx::query_scalar(announced)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(announced_after - announced_before, 2);
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM reconcile_repairs")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
+    assert_eq!(system.subtree.search("(uid=zoe.deux)").await.len(), 1);
+    assert!(reconcile(&system, false).await.drifts.is_empty());
+    system.stop().await;
+}
+
 /// Waits until directory has published the account of `login` at `version`.
 async fn wait_published(system: &TestSystem, login: &str, version: i64) {
     let mut conn = system.directory_database.connect().await;
