@@ -284,15 +284,15 @@ async fn a_policy_activation_killed_midway_happened_not_at_all_then_once() {
     let file = system.generate_cohort("activation", size.learners, 0, 21);
     let expected = import(&system, &file, size.learners).await;
     let learners = expected.learners.len();
-    let candidate = candidate_policy(&system);
-    let candidate = candidate.to_str().unwrap();
+    let candidate_file = candidate_policy(&system);
+    let candidate = candidate_file.to_str().unwrap();
     let before = policy_state(&system).await;
     assert_eq!(before.active, ACTIVE);
     let outbox_before = system.outbox_sequence("entitlement").await;
 
     // Act: activate, and kill entitlement while it recomputes the learners: once
-    // half of them are enqueued, or (all of them in one page of 5,000) while it
-    // writes their grants.
+    // half of them are enqueued, or (all of them in one page of 5,000) once its
+    // transaction has recorded the version and works on their grants.
     let reason = "wifi for two weeks after a stay";
     let mut activation = spawn({
         let mut command = system.hlctl();
@@ -530,7 +530,9 @@ async fn a_reconciliation_killed_midway_repaired_each_drift_whole_or_not_then_th
     );
 
     // Act: the operator runs it again.
+    let rerun_started = Instant::now();
     let report = hlctl_json(&system, &["--json", "reconcile", "--apply"]);
+    let rerun = rerun_started.elapsed();
 
     // Assert: it repaired exactly what remained, and nothing drifts any more; each
     // drifted account was written, counted and announced once in all, the repair
@@ -591,7 +593,11 @@ async fn a_reconciliation_killed_midway_repaired_each_drift_whole_or_not_then_th
             .all(|dn| !entries.contains_key(&dn.to_ascii_lowercase()))
     );
 
-    system.converge(&expected, Size::limit(size.rows)).await;
+    let converged = system.converge(&expected, Size::limit(size.rows)).await;
+    eprintln!(
+        "crashes: reconciliation of {} drifts: the rest repaired in {rerun:.1?}, converged {converged:.1?} later",
+        drifted.len()
+    );
 }
 
 // ---------------------------------------------------------------------------------
@@ -681,6 +687,7 @@ async fn a_print_batch_killed_midway_exported_nothing_then_each_card_once() {
     );
 
     // Act: export again, until nothing is left to print.
+    let rerun_started = Instant::now();
     let mut exported: Vec<String> = Vec::new();
     let mut batches = Vec::new();
     for n in 2.. {
@@ -706,6 +713,8 @@ async fn a_print_batch_killed_midway_exported_nothing_then_each_card_once() {
         exported.extend(numbers);
         batches.push((output["batch_id"].as_str().unwrap().to_owned(), path));
     }
+
+    let rerun = rerun_started.elapsed();
 
     // Assert: each card in exactly one batch, and the batches kept as exported.
     let distinct: BTreeSet<&String> = exported.iter().collect();
@@ -747,7 +756,11 @@ async fn a_print_batch_killed_midway_exported_nothing_then_each_card_once() {
         assert_eq!(std::fs::read(&again).unwrap(), std::fs::read(path).unwrap());
     }
 
-    system.converge(&expected, Size::limit(size.rows)).await;
+    let converged = system.converge(&expected, Size::limit(size.rows)).await;
+    eprintln!(
+        "crashes: {cards} cards exported again in {} batches in {rerun:.1?}, converged {converged:.1?} later",
+        batches.len()
+    );
 }
 
 // ---------------------------------------------------------------------------------
@@ -863,9 +876,11 @@ async fn a_cohort_payment_killed_midway_booked_nothing_then_each_stay_once() {
     );
 
     // Act: the finance office records it again.
-    let mut rerun = vec!["--json"];
-    rerun.extend(payment);
-    let recorded = hlctl_json(&system, &rerun);
+    let mut with_json = vec!["--json"];
+    with_json.extend(payment);
+    let rerun_started = Instant::now();
+    let recorded = hlctl_json(&system, &with_json);
+    let rerun = rerun_started.elapsed();
 
     // Assert: once, every stay, each learner's version moved once.
     assert_eq!(
@@ -914,5 +929,8 @@ async fn a_cohort_payment_killed_midway_booked_nothing_then_each_stay_once() {
     );
     assert_eq!(booked(&system, &agreement_id).await, after);
 
-    system.converge(&expected, Size::limit(size.rows)).await;
+    let converged = system.converge(&expected, Size::limit(size.rows)).await;
+    eprintln!(
+        "crashes: cohort payment of {stays} stays recorded again in {rerun:.1?}, converged {converged:.1?} later"
+    );
 }
