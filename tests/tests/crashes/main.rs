@@ -758,7 +758,7 @@ async fn a_print_batch_killed_midway_exported_nothing_then_each_card_once() {
 
     let converged = system.converge(&expected, Size::limit(size.rows)).await;
     eprintln!(
-        "crashes: {cards} cards exported again in {} batches in {rerun:.1?}, converged {converged:.1?} later",
+        "crashes: {cards} cards exported again in {} batch(es) in {rerun:.1?}, converged {converged:.1?} later",
         batches.len()
     );
 }
