@@ -64,6 +64,8 @@ impl Size {
 /// One fault, applied while a cohort is being imported and published.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Fault {
+    /// Nothing: the reference the other figures compare with.
+    None,
     Kill(&'static str),
     /// Killed and started again within one second (a Kubernetes restart).
     QuickRestart(&'static str),
@@ -78,6 +80,7 @@ enum Fault {
 impl Fault {
     fn name(self) -> String {
         match self {
+            Self::None => "no fault (reference)".to_owned(),
             Self::Kill(service) => format!("kill -9 {service}"),
             Self::QuickRestart(service) => format!("{service} restarted within 1 s"),
             Self::KillNats => "kill -9 NATS".to_owned(),
@@ -108,6 +111,7 @@ impl Fault {
     /// Applies the fault and recovers from it; returns when the last recovery is done.
     fn apply(self, system: &mut Isolated, size: Size) {
         match self {
+            Self::None => {}
             Self::Kill(service) => {
                 system.kill(service);
                 std::thread::sleep(size.service_down);
@@ -151,7 +155,8 @@ impl Fault {
     }
 }
 
-const SCENARIOS: [Fault; 10] = [
+const SCENARIOS: [Fault; 11] = [
+    Fault::None,
     Fault::Kill("intake"),
     Fault::Kill("entitlement"),
     Fault::Kill("cards"),
