@@ -657,9 +657,14 @@ pub async fn store_states(
         .iter()
         .map(|change| change.after.next_due)
         .collect();
+    // The version is the commit's millisecond (or one more than the last, if that is
+    // higher): it grows at every change as a counter would, and it keeps growing when
+    // this database is lost and rebuilt (a counter would start again at 1, below what
+    // directory and cards hold, and they would ignore every change until it caught up).
     sqlx::query_as(
         "UPDATE learners l
-         SET grants_version = l.grants_version + 1,
+         SET grants_version = GREATEST(l.grants_version + 1,
+                                       (extract(epoch FROM clock_timestamp()) * 1000)::bigint),
              in_force = COALESCE(string_to_array(NULLIF(u.f, ''), ','), '{}'),
              next_due = u.d
          FROM unnest($1::uuid[], $2::text[], $3::date[]) AS u(id, f, d)
