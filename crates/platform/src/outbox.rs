@@ -76,6 +76,33 @@ pub async fn enqueue(conn: &mut PgConnection, events: &[OutboxEvent]) -> Result<
     Ok(())
 }
 
+/// Waits, at most `timeout`, until the relay has published every one of `event_ids`
+/// (or set it aside); says whether it has. A restatement answers once its events are
+/// in NATS, so that whoever drives it knows when consumers can have seen them.
+pub async fn wait_published(
+    pool: &PgPool,
+    event_ids: &[Uuid],
+    timeout: Duration,
+) -> Result<bool, sqlx::Error> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM platform_outbox
+             WHERE event_id = ANY($1) AND published_at IS NULL AND refused_at IS NULL",
+        )
+        .bind(event_ids)
+        .fetch_one(pool)
+        .await?;
+        if waiting == 0 {
+            return Ok(true);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(false);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Wakes the relay after a commit, so that events leave without waiting for the poll.
 #[derive(Debug, Clone, Default)]
 pub struct OutboxSignal(Arc<Notify>);

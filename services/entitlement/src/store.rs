@@ -678,6 +678,22 @@ pub async fn store_states(
     .await
 }
 
+/// The learners among `ids` whose grants were ever published (a grants version above
+/// 0), with that version, their login and the learner version the grants are from, in
+/// id order: what a restatement publishes again.
+pub async fn published_of(
+    conn: &mut PgConnection,
+    ids: &[Uuid],
+) -> Result<Vec<Stored>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT learner_id, grants_version, login, version FROM learners
+         WHERE learner_id = ANY($1) AND grants_version > 0 ORDER BY learner_id",
+    )
+    .bind(ids)
+    .fetch_all(conn)
+    .await
+}
+
 /// Learners whose next due day has come, locked for this transaction; those another
 /// replica is handling are skipped.
 /// Locks up to `limit` learners whose next due day has come. Returns how many were
