@@ -763,9 +763,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             if let Some(owner) = owner {
                 let services = rebuild::Services {
-                    intake: connect(&cli.intake).await?,
-                    entitlement: connect(&cli.entitlement).await?,
-                    cards: connect(&cli.cards).await?,
+                    intake: rpc::lazy(&cli.intake)?,
+                    entitlement: rpc::lazy(&cli.entitlement)?,
+                    cards: rpc::lazy(&cli.cards)?,
                     token,
                 };
                 let json = cli.json;
@@ -1095,86 +1095,81 @@ async fn rebuild_derived(
     json: bool,
 ) -> anyhow::Result<()> {
     let services = rebuild::Services {
-        intake: connect(&addresses.intake).await?,
-        entitlement: connect(&addresses.entitlement).await?,
-        cards: connect(&addresses.cards).await?,
+        intake: rpc::lazy(&addresses.intake)?,
+        entitlement: rpc::lazy(&addresses.entitlement)?,
+        cards: rpc::lazy(&addresses.cards)?,
         token,
     };
     let publication = if args.service == Derived::Directory {
-        let publication = rebuild::Publication {
+        Some(rebuild::Publication {
             directory: connect(&addresses.directory).await?,
             token,
-        };
-        publication.hold().await?;
-        if !json {
-            println!(
-                "directory: publication held (it resumes by itself {} s after the last renewal)",
-                rebuild::HOLD.as_secs()
-            );
-        }
-        Some(publication)
+        })
     } else {
         None
     };
-    let mut summary = Vec::new();
-    for owner in args.service.sources() {
-        let totals = services
-            .restate(*owner, None, args.page, async |totals| {
-                if let Some(publication) = &publication {
-                    publication.hold().await?;
-                }
-                if !json {
-                    print_restated(*owner, totals);
-                }
-                Ok(())
-            })
-            .await?;
-        summary.push(restated_json(*owner, &totals));
-    }
-    let patience = Duration::from_secs(args.wait);
-    let mut outcome =
-        json!({ "service": format!("{:?}", args.service).to_lowercase(), "restated": summary });
-    if let Some(publication) = publication {
-        publication
-            .wait_consumed(patience, |state| {
-                if !json && state.events_pending > 0 {
-                    println!(
-                        "directory: {} event(s) still to apply",
-                        state.events_pending
-                    );
-                }
-            })
-            .await?;
-        publication.release().await?;
-        if !json {
-            println!("directory: every restated event applied; publication resumed");
-        }
-        let state = publication
-            .wait_published(patience, |state| {
-                if !json && state.accounts_pending > 0 {
-                    println!(
-                        "directory: {} account(s) to compare with LDAP",
-                        state.accounts_pending
-                    );
-                }
-            })
-            .await?;
-        outcome["accounts_pending"] = json!(state.accounts_pending);
-        if !json {
-            if state.accounts_pending == 0 {
-                println!(
-                    "directory: every account compared with LDAP (written only where it differed)"
-                );
-            } else {
-                println!(
-                    "directory: {} account(s) still to compare with LDAP (hlctl reconcile shows the drift)",
-                    state.accounts_pending
-                );
+    let rebuilt = rebuild::rebuild(
+        &services,
+        publication.as_ref(),
+        args.service,
+        args.page,
+        Duration::from_secs(args.wait),
+        |progress| {
+            if json {
+                return;
             }
+            match progress {
+                rebuild::Progress::Held => println!(
+                    "directory: publication held (it resumes by itself {} s after the last renewal)",
+                    rebuild::HOLD.as_secs()
+                ),
+                rebuild::Progress::Restated(owner, totals) => print_restated(owner, totals),
+                rebuild::Progress::EventsPending(0) | rebuild::Progress::AccountsPending(0) => {}
+                rebuild::Progress::EventsPending(events) => {
+                    println!("directory: {events} event(s) still to apply");
+                }
+                rebuild::Progress::Resumed => {
+                    println!("directory: every restated event applied; publication resumed");
+                }
+                rebuild::Progress::AccountsPending(accounts) => {
+                    println!("directory: {accounts} account(s) to compare with LDAP");
+                }
+            }
+        },
+    )
+    .await?;
+    let restated: Vec<serde_json::Value> = rebuilt
+        .restated
+        .iter()
+        .map(|(owner, totals)| restated_json(*owner, totals))
+        .collect();
+    match rebuilt.accounts_pending {
+        _ if json => println!(
+            "{}",
+            json!({
+                "service": format!("{:?}", args.service).to_lowercase(),
+                "restated": restated,
+                "accounts_pending": rebuilt.accounts_pending,
+            })
+        ),
+        Some(0) => {
+            println!(
+                "directory: every account compared with LDAP (written only where it differed)"
+            );
         }
-    }
-    if json {
-        println!("{outcome}");
+        Some(accounts) => println!(
+            "directory: {accounts} account(s) still to compare with LDAP (hlctl reconcile shows the drift)"
+        ),
+        None => println!(
+            "{}: restated by {}; it applies them as its consumers take them",
+            format!("{:?}", args.service).to_lowercase(),
+            args.service
+                .sources()
+                .iter()
+                .map(|owner| owner.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     }
     Ok(())
 }

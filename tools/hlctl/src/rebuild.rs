@@ -299,3 +299,76 @@ impl Publication<'_> {
         }
     }
 }
+
+/// What a rebuild says as it goes.
+#[derive(Debug, Clone, Copy)]
+pub enum Progress<'a> {
+    /// Directory's publication is held.
+    Held,
+    /// A page more of a source restated: the totals so far.
+    Restated(Owner, &'a Restated),
+    /// Directory's consumers still have these events to apply.
+    EventsPending(i64),
+    /// Directory applied everything; its publication resumed.
+    Resumed,
+    /// Accounts still to compare with LDAP.
+    AccountsPending(i64),
+}
+
+/// What a rebuild did.
+#[derive(Debug, Clone, Default)]
+pub struct Rebuilt {
+    pub restated: Vec<(Owner, Restated)>,
+    /// Directory: accounts still to compare with LDAP when the command stopped waiting.
+    pub accounts_pending: Option<i64>,
+}
+
+/// Rebuilds `derived`'s database from its sources, restating `page` items per call;
+/// for directory (`publication` given), with its publication held until it has
+/// applied every restated event, then waits (at most `patience`) for its accounts to
+/// be compared with LDAP.
+pub async fn rebuild(
+    services: &Services<'_>,
+    publication: Option<&Publication<'_>>,
+    derived: Derived,
+    page: i32,
+    patience: Duration,
+    mut progress: impl FnMut(Progress<'_>),
+) -> anyhow::Result<Rebuilt> {
+    if derived == Derived::Directory && publication.is_none() {
+        bail!("rebuilding directory needs directory's address");
+    }
+    if let Some(publication) = publication {
+        publication.hold().await?;
+        progress(Progress::Held);
+    }
+    let mut rebuilt = Rebuilt::default();
+    for owner in derived.sources() {
+        let totals = services
+            .restate(*owner, None, page, async |totals| {
+                if let Some(publication) = publication {
+                    publication.hold().await?;
+                }
+                progress(Progress::Restated(*owner, totals));
+                Ok(())
+            })
+            .await?;
+        rebuilt.restated.push((*owner, totals));
+    }
+    if let Some(publication) = publication {
+        publication
+            .wait_consumed(patience, |state| {
+                progress(Progress::EventsPending(state.events_pending));
+            })
+            .await?;
+        publication.release().await?;
+        progress(Progress::Resumed);
+        let state = publication
+            .wait_published(patience, |state| {
+                progress(Progress::AccountsPending(state.accounts_pending));
+            })
+            .await?;
+        rebuilt.accounts_pending = Some(state.accounts_pending);
+    }
+    Ok(rebuilt)
+}
