@@ -137,6 +137,9 @@ pub struct Relay {
     publish_timeout: Duration,
     /// Published rows are kept this long (for inspection), then deleted.
     retention: Duration,
+    /// Set when NATS said no stream takes the subjects (the stream was deleted): the
+    /// relay provisions it again before its next batch.
+    stream_lost: std::sync::atomic::AtomicBool,
 }
 
 impl Relay {
@@ -156,6 +159,7 @@ impl Relay {
             poll_interval: Duration::from_secs(1),
             publish_timeout,
             retention: Duration::from_secs(24 * 3600),
+            stream_lost: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -175,6 +179,13 @@ impl Relay {
         loop {
             if *shutdown.borrow() {
                 break;
+            }
+            if self
+                .stream_lost
+                .swap(false, std::sync::atomic::Ordering::Relaxed)
+            {
+                tracing::warn!(stream = %self.stream.name, "the stream is gone: provisioning it again");
+                provisioned = false;
             }
             let outcome = if provisioned {
                 self.publish_batch().await
@@ -280,6 +291,10 @@ impl Relay {
                 match ack {
                     Ok(()) => published.push(id),
                     Err(error) => {
+                        if error.kind() == jetstream::context::PublishErrorKind::StreamNotFound {
+                            self.stream_lost
+                                .store(true, std::sync::atomic::Ordering::Relaxed);
+                        }
                         first_error.get_or_insert(error.to_string());
                     }
                 }

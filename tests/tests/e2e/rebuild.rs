@@ -603,3 +603,67 @@ async fn entitlement_rebuilt_gives_the_same_grants_and_directory_takes_what_foll
     .await;
     system.stop().await;
 }
+
+#[tokio::test]
+async fn a_lost_stream_is_made_again_and_republished() {
+    // Arrange: two learners published.
+    let mut system = TestSystem::prepare(None).await;
+    system.start_intake().await;
+    system.start_entitlement().await;
+    system.await_grants = Duration::from_secs(10);
+    system.start_directory().await;
+    system
+        .register(registration("Durand", "Léa", "2000-01-02"))
+        .await;
+    system
+        .register(registration("Petit", "Jean", "2001-03-04"))
+        .await;
+    for login in ["lea.durand", "jean.petit"] {
+        wait_for_entry(&system, login, "the grants", |entry| {
+            has(entry, "eduPersonEntitlement", ":library")
+        })
+        .await;
+    }
+    wait_until_published(&system).await;
+    let before = entries(&system).await;
+
+    // Act: intake's stream is lost, with every fact it held; a learner is registered
+    // after that; then intake restates what it holds (`hlctl republish --service
+    // intake`).
+    let stream = system.namespace.stream(Service::Intake);
+    hosted_testkit::jetstream()
+        .await
+        .delete_stream(&stream)
+        .await
+        .unwrap();
+    system
+        .register(registration("Martin", "Zoé", "2002-05-06"))
+        .await;
+
+    // Assert: the relay made the stream again and the consumers attached to it again:
+    // the new learner's entry comes, with the grants entitlement computed.
+    wait_for_entry(&system, "zoe.martin", "the grants", |entry| {
+        has(entry, "eduPersonEntitlement", ":library")
+    })
+    .await;
+    let token = system.callers.token(Role::Dosi).to_owned();
+    let totals = sources(&system, &token)
+        .restate(Owner::Intake, None, 1000, async |_| Ok(()))
+        .await
+        .unwrap();
+    assert_eq!(totals.items, 3);
+    assert_eq!(
+        published(&system, Service::Intake, subjects::intake::LEARNER_RESTATED).await,
+        3,
+        "the stream holds every learner's state again"
+    );
+    wait_consumed(&system, Service::Intake, "entitlement-intake").await;
+    wait_consumed(&system, Service::Intake, "directory-intake").await;
+    wait_until_published(&system).await;
+    let after = entries(&system).await;
+    assert_eq!(after.len(), 3);
+    for (dn, attributes) in &before {
+        assert_eq!(after.get(dn), Some(attributes), "{dn} changed");
+    }
+    system.stop().await;
+}
