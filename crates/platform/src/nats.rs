@@ -174,7 +174,8 @@ pub async fn ensure_consumer(
 }
 
 /// How many events of `stream` the durable consumer `durable` has not applied yet:
-/// those not yet delivered and those delivered but not acknowledged.
+/// those not yet delivered and those delivered but not acknowledged; none when the
+/// stream does not exist (nothing was published there yet).
 pub async fn consumer_backlog(
     jetstream: &jetstream::Context,
     stream: &str,
@@ -185,10 +186,12 @@ pub async fn consumer_backlog(
         consumer: durable.to_owned(),
         reason,
     };
-    let info = jetstream
-        .get_stream(stream)
-        .await
-        .map_err(|e| failure(e.to_string()))?
+    let stream_handle = match jetstream.get_stream(stream).await {
+        Ok(handle) => handle,
+        Err(error) if is_stream_not_found(&error) => return Ok(0),
+        Err(error) => return Err(failure(error.to_string())),
+    };
+    let info = stream_handle
         .consumer_info(durable)
         .await
         .map_err(|e| failure(e.to_string()))?;

@@ -327,7 +327,7 @@ impl Directory {
             match hosted_platform::nats::consumer_backlog(&self.jetstream, &stream, durable).await {
                 Ok(count) => pending += count,
                 Err(error) => {
-                    tracing::warn!(%error, consumer = durable, "consumer backlog unknown");
+                    tracing::debug!(%error, consumer = durable, "consumer backlog unknown");
                     known = false;
                 }
             }
