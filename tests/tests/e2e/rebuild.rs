@@ -119,6 +119,10 @@ fn publication<'a>(system: &TestSystem, token: &'a str) -> Publication<'a> {
 
 /// `hlctl rebuild <derived>`, as the command runs it.
 async fn rebuild(system: &TestSystem, derived: Derived) -> rebuild::Rebuilt {
+    try_rebuild(system, derived).await.unwrap()
+}
+
+async fn try_rebuild(system: &TestSystem, derived: Derived) -> anyhow::Result<rebuild::Rebuilt> {
     let token = system.callers.token(Role::Dosi).to_owned();
     let publication = publication(system, &token);
     rebuild::rebuild(
@@ -127,10 +131,10 @@ async fn rebuild(system: &TestSystem, derived: Derived) -> rebuild::Rebuilt {
         derived,
         2,
         Duration::from_secs(60),
+        false,
         |_| {},
     )
     .await
-    .unwrap()
 }
 
 /// Drops a service's database, as if it were lost (the service stopped first).
@@ -665,5 +669,66 @@ async fn a_lost_stream_is_made_again_and_republished() {
     for (dn, attributes) in &before {
         assert_eq!(after.get(dn), Some(attributes), "{dn} changed");
     }
+    system.stop().await;
+}
+
+#[tokio::test]
+async fn cards_restored_from_an_old_backup_catches_up_and_an_empty_one_is_refused() {
+    // Arrange: cards' database as an older backup would have it: the trainee's INE and
+    // e-purse grant not known yet, no e-purse right.
+    let mut system = populated().await;
+    let cards_changed = published(&system, Service::Cards, subjects::cards::CARD_CHANGED).await;
+    system.stop_cards().await;
+    let mut conn = system.cards_database.connect().await;
+    sqlx::query("DELETE FROM epurse_rights")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    sqlx::query(
+        "UPDATE learners SET person_version = 0, ine = '', grants_version = 0,
+                epurse_until = NULL, epurse_in_force = false",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    drop(conn);
+    system.start_cards().await;
+
+    // Act
+    let rebuilt = rebuild(&system, Derived::Cards).await;
+    wait_consumed(&system, Service::Intake, "cards-intake").await;
+    wait_consumed(&system, Service::Entitlement, "cards-entitlement").await;
+
+    // Assert: who the trainee is and what they hold are back, and the e-purse right
+    // with them; the card, which had not changed, is not changed.
+    let restated: Vec<Owner> = rebuilt.restated.iter().map(|(owner, _)| *owner).collect();
+    assert_eq!(restated, [Owner::Intake, Owner::Entitlement]);
+    let export = system
+        .cards_client()
+        .await
+        .export_epurse(system.as_role(Role::CardOffice, v1::ExportEpurseRequest { full: true }))
+        .await
+        .unwrap()
+        .into_inner();
+    let holders: Vec<&str> = export
+        .right_holders
+        .iter()
+        .map(|holder| holder.identifier.as_str())
+        .collect();
+    assert_eq!(holders, ["223456789AB"]);
+    assert_eq!(
+        published(&system, Service::Cards, subjects::cards::CARD_CHANGED).await,
+        cards_changed
+    );
+
+    // And a cards database lost with every card is not "rebuilt": its cards are its own.
+    system.stop_cards().await;
+    drop_database(&system.cards_database).await;
+    system.start_cards().await;
+    let refused = try_rebuild(&system, Derived::Cards).await.unwrap_err();
+    assert!(
+        refused.to_string().contains("cards holds no card"),
+        "{refused:#}"
+    );
     system.stop().await;
 }

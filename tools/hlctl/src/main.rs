@@ -282,6 +282,10 @@ struct RebuildArgs {
     /// accounts to be compared with LDAP.
     #[arg(long, value_name = "SECONDS", default_value_t = 600)]
     wait: u64,
+    /// Rebuild cards even though it holds no card (none was ever made): otherwise
+    /// refused, a lost cards database comes back from its backup.
+    #[arg(long)]
+    no_cards_yet: bool,
 }
 
 /// Whose state `republish --service` publishes again.
@@ -1114,6 +1118,7 @@ async fn rebuild_derived(
         args.service,
         args.page,
         Duration::from_secs(args.wait),
+        args.no_cards_yet,
         |progress| {
             if json {
                 return;

@@ -327,16 +327,33 @@ pub struct Rebuilt {
 /// for directory (`publication` given), with its publication held until it has
 /// applied every restated event, then waits (at most `patience`) for its accounts to
 /// be compared with LDAP.
+///
+/// Cards' own records (the cards, their numbers and history, print batches, e-purse
+/// exports) are derived from nothing: a cards database holding no card is refused
+/// (it would request a new card, with a new number, for every holder of the
+/// smart-card grant) unless `no_cards_yet` says none was ever made.
 pub async fn rebuild(
     services: &Services<'_>,
     publication: Option<&Publication<'_>>,
     derived: Derived,
     page: i32,
     patience: Duration,
+    no_cards_yet: bool,
     mut progress: impl FnMut(Progress<'_>),
 ) -> anyhow::Result<Rebuilt> {
     if derived == Derived::Directory && publication.is_none() {
         bail!("rebuilding directory needs directory's address");
+    }
+    if derived == Derived::Cards && !no_cards_yet {
+        // One card restated, which changes nothing anywhere, says whether it holds any.
+        let probe = services.page(Owner::Cards, "", String::new(), 1).await?;
+        if probe.items == 0 {
+            bail!(
+                "cards holds no card: its cards, their numbers and history are its own, \
+                 derived from nothing; restore cards' database from its backup, then \
+                 rebuild it (--no-cards-yet if no card was ever made)"
+            );
+        }
     }
     if let Some(publication) = publication {
         publication.hold().await?;
