@@ -460,7 +460,7 @@ pub async fn next_attempt_in(
                              CASE WHEN a.awaits_grants AND COALESCE(g.learner_version, 0) < a.version
                                   THEN a.version_at + make_interval(secs => $1)
                                   ELSE a.next_attempt_at END)),
-                    (SELECT until FROM publication_hold)) - now()))::float8
+                    (SELECT until FROM publication_hold WHERE until > now())) - now()))::float8
          FROM accounts a LEFT JOIN grants g USING (learner_id)
          WHERE a.published_revision IS DISTINCT FROM a.revision",
     )
