@@ -1152,7 +1152,7 @@ async fn rebuild_derived(
         _ if json => println!(
             "{}",
             json!({
-                "service": format!("{:?}", args.service).to_lowercase(),
+                "service": args.service.as_str(),
                 "restated": restated,
                 "accounts_pending": rebuilt.accounts_pending,
             })
@@ -1167,7 +1167,7 @@ async fn rebuild_derived(
         ),
         None => println!(
             "{}: restated by {}; it applies them as its consumers take them",
-            format!("{:?}", args.service).to_lowercase(),
+            args.service.as_str(),
             args.service
                 .sources()
                 .iter()

@@ -45,6 +45,14 @@ pub enum Derived {
 }
 
 impl Derived {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Derived::Directory => "directory",
+            Derived::Entitlement => "entitlement",
+            Derived::Cards => "cards",
+        }
+    }
+
     /// Whose state it is rebuilt from, in this order.
     pub fn sources(self) -> &'static [Owner] {
         match self {
