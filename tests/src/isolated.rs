@@ -286,6 +286,7 @@ impl Nats {
             .stderr(log_file(&self.dir.join("nats.log")))
             .spawn()
             .unwrap_or_else(|error| panic!("{program}: {error} (dev/deps installs it)"));
+        record_pid(self.dir.parent().unwrap_or(&self.dir), "nats", child.id());
         self.child = Some(child);
         let port = self.port;
         assert!(
@@ -386,6 +387,7 @@ impl Slapd {
             .stderr(log_file(&self.dir.join("slapd.log")))
             .spawn()
             .unwrap_or_else(|error| panic!("/usr/sbin/slapd: {error} (dev/deps installs it)"));
+        record_pid(self.dir.parent().unwrap_or(&self.dir), "slapd", child.id());
         self.child = Some(child);
         let url = self.url();
         assert!(
@@ -476,6 +478,64 @@ pub struct Isolated {
 
 static INSTANCES: AtomicUsize = AtomicUsize::new(0);
 
+/// The isolated systems' directories: `<prefix><test process id>-<n>`.
+const ROOT_PREFIX: &str = "hosted-isolated-";
+
+/// Notes a process started for the system in `root`, for [`sweep_abandoned`].
+fn record_pid(root: &Path, name: &str, pid: u32) {
+    let dir = root.join("pids");
+    let _ = fs::create_dir_all(&dir);
+    let _ = fs::write(dir.join(name), pid.to_string());
+}
+
+/// Stops what an interrupted run left behind (a test killed before its `Drop`): the
+/// processes of every isolated system whose test process is gone, its PostgreSQL
+/// cluster, and its directory.
+fn sweep_abandoned() {
+    let Ok(entries) = fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.filter_map(Result::ok) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(owner) = name
+            .strip_prefix(ROOT_PREFIX)
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if Path::new(&format!("/proc/{owner}")).exists() {
+            continue;
+        }
+        let root = entry.path();
+        for pid in fs::read_dir(root.join("pids"))
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+            .filter_map(|file| fs::read_to_string(file.path()).ok())
+            .filter_map(|pid| pid.trim().parse::<u32>().ok())
+        {
+            // Only a process that still runs one of our programs from that system.
+            let environment = fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+            let command = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let ours = [environment, command]
+                .iter()
+                .any(|text| String::from_utf8_lossy(text).contains(&name));
+            if ours {
+                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            }
+        }
+        let postgres = Postgres {
+            port: 0,
+            bin: Postgres::bin_dir(),
+            dir: root.join("postgres"),
+            as_postgres: is_root(),
+        };
+        drop(postgres);
+        let _ = fs::remove_dir_all(&root);
+    }
+}
+
 impl Isolated {
     /// Starts the three servers and the four services, and waits until every service
     /// is SERVING.
@@ -492,8 +552,9 @@ impl Isolated {
 
     /// The servers only; the services are configured but not started.
     pub fn servers() -> Self {
+        sweep_abandoned();
         let root = std::env::temp_dir().join(format!(
-            "hosted-isolated-{}-{}",
+            "{ROOT_PREFIX}{}-{}",
             std::process::id(),
             INSTANCES.fetch_add(1, Ordering::Relaxed)
         ));
@@ -569,6 +630,7 @@ impl Isolated {
         let ldap = self.slapd.url();
         let log = self.log(service);
         let hash = token_hash();
+        let root = self.root.clone();
         let process = self.process(service);
         assert!(process.child.is_none(), "{service} is already running");
         let mut command = Command::new(binary(service));
@@ -576,6 +638,8 @@ impl Isolated {
             .current_dir(repository())
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            // Not read by the service: names its system, for [`sweep_abandoned`].
+            .env("HOSTED_ISOLATED_ROOT", &root)
             .env(
                 format!("{upper}__GRPC__LISTEN"),
                 format!("127.0.0.1:{}", process.port),
@@ -607,7 +671,8 @@ impl Isolated {
             .stderr(log_file(&log))
             .spawn()
             .unwrap_or_else(|error| panic!("{service}: {error}"));
-        process.child = Some(child);
+        record_pid(&self.root, service, child.id());
+        self.process(service).child = Some(child);
     }
 
     /// Waits until a service answers SERVING (60 s at most).

@@ -84,15 +84,29 @@ pub mod intake {
     pub const PAYMENT_RECORDED: Fact = fact(Intake, "payment", "recorded");
     pub const POPULATION_SAVED: Fact = fact(Intake, "population", "saved");
     pub const UNIT_SAVED: Fact = fact(Intake, "unit", "saved");
+    /// A learner's current state, published again (`RestateLearners`): what a
+    /// consumer that lost its database needs, ignored by one that holds it.
+    pub const LEARNER_RESTATED: Fact = fact(Intake, "learner", "restated");
+    /// An agreement's current state, published again.
+    pub const AGREEMENT_RESTATED: Fact = fact(Intake, "agreement", "restated");
 
     /// Every fact whose payload is a `LearnerEvent`.
-    pub const LEARNER_FACTS: [Fact; 6] = [
+    pub const LEARNER_FACTS: [Fact; 7] = [
         STAY_REGISTERED,
         STAY_AMENDED,
         STAY_EXTENDED,
         STAY_ENDED,
         STAY_CANCELLED,
         PERSON_AMENDED,
+        LEARNER_RESTATED,
+    ];
+
+    /// Every fact whose payload is an `AgreementEvent`.
+    pub const AGREEMENT_FACTS: [Fact; 4] = [
+        AGREEMENT_CREATED,
+        AGREEMENT_AMENDED,
+        AGREEMENT_ENDED,
+        AGREEMENT_RESTATED,
     ];
 }
 
@@ -101,6 +115,11 @@ pub mod entitlement {
     use super::{Fact, Service::Entitlement, fact};
 
     pub const GRANTS_CHANGED: Fact = fact(Entitlement, "grants", "changed");
+    /// A learner's current grants, published again (`RestateGrants`), same version.
+    pub const GRANTS_RESTATED: Fact = fact(Entitlement, "grants", "restated");
+
+    /// Every fact whose payload is a `GrantsEvent`.
+    pub const GRANTS_FACTS: [Fact; 2] = [GRANTS_CHANGED, GRANTS_RESTATED];
 }
 
 /// Facts published by cards. Payload: `CardEvent`.
@@ -108,6 +127,11 @@ pub mod cards {
     use super::{Fact, Service::Cards, fact};
 
     pub const CARD_CHANGED: Fact = fact(Cards, "card", "changed");
+    /// A card's current state, published again (`RestateCards`), same version.
+    pub const CARD_RESTATED: Fact = fact(Cards, "card", "restated");
+
+    /// Every fact whose payload is a `CardEvent`.
+    pub const CARD_FACTS: [Fact; 2] = [CARD_CHANGED, CARD_RESTATED];
 }
 
 /// Facts published by directory. Payload: `AccountEvent`.

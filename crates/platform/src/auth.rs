@@ -229,7 +229,8 @@ enum Decision {
     Open,
     Allowed(Arc<str>),
     Unauthenticated(&'static str),
-    Denied,
+    /// Refused, with what the method needs (the roles it accepts).
+    Denied(String),
 }
 
 #[derive(Debug)]
@@ -246,10 +247,13 @@ impl Authorizer {
         let Some(authorization) = authorization else {
             return Decision::Unauthenticated("missing bearer credential");
         };
+        // The scheme is case-insensitive (RFC 7235): `BEARER x` is `Bearer x`.
         let token = match std::str::from_utf8(authorization).ok().and_then(|value| {
             value
-                .strip_prefix("Bearer ")
-                .or_else(|| value.strip_prefix("bearer "))
+                .trim_start()
+                .split_once(char::is_whitespace)
+                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                .map(|(_, token)| token)
         }) {
             Some(token) if !token.trim().is_empty() => token.trim(),
             _ => {
@@ -266,7 +270,15 @@ impl Authorizer {
             Some(accepted) if caller.roles.iter().any(|role| accepted.contains(role)) => {
                 Decision::Allowed(Arc::from(caller.name.as_str()))
             }
-            _ => Decision::Denied,
+            Some(accepted) => Decision::Denied(format!(
+                "the caller's roles do not allow this call: it needs one of: {}",
+                accepted
+                    .iter()
+                    .map(|role| role.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+            None => Decision::Denied("no role may call this method".to_owned()),
         }
     }
 }
@@ -343,11 +355,9 @@ where
                 tracing::info!(method = %path, reason, "call refused: unauthenticated");
                 Some(Status::unauthenticated(reason))
             }
-            Decision::Denied => {
+            Decision::Denied(reason) => {
                 tracing::info!(method = %path, "call refused: permission denied");
-                Some(Status::permission_denied(
-                    "the caller's roles do not allow this call",
-                ))
+                Some(Status::permission_denied(reason))
             }
         };
         if let Some(status) = refusal {
@@ -379,7 +389,12 @@ mod tests {
             hex::decode(hash_token("s3cret")).expect("hex"),
             vec![Role::Deve],
         );
-        let layer = AuthLayer::new(policy, vec![caller]);
+        let bank = Caller::new(
+            "bank".to_owned(),
+            hex::decode(hash_token("finance-only")).expect("hex"),
+            vec![Role::Finance],
+        );
+        let layer = AuthLayer::new(policy, vec![caller, bank]);
         Arc::try_unwrap(layer.authorizer).expect("single owner")
     }
 
@@ -403,16 +418,37 @@ mod tests {
             authorizer.decide(register, Some(b"Bearer wrong")),
             Decision::Unauthenticated(_)
         ));
+        for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+            assert_eq!(
+                authorizer.decide(register, Some(format!("{scheme} s3cret").as_bytes())),
+                Decision::Allowed(Arc::from("portal")),
+                "{scheme}"
+            );
+        }
         assert_eq!(
-            authorizer.decide(register, Some(b"Bearer s3cret")),
+            authorizer.decide(register, Some(b"Bearer\ts3cret")),
             Decision::Allowed(Arc::from("portal"))
         );
+        assert_eq!(
+            authorizer.decide(register, Some(b"Bearer finance-only")),
+            Decision::Denied(
+                "the caller's roles do not allow this call: it needs one of: deve".to_owned()
+            )
+        );
+        assert!(matches!(
+            authorizer.decide(register, Some(b"Bearers3cret")),
+            Decision::Unauthenticated(_)
+        ));
+        assert!(matches!(
+            authorizer.decide(register, Some(b"Bearer ")),
+            Decision::Unauthenticated(_)
+        ));
         assert_eq!(
             authorizer.decide(
                 "/hosted.v1.IntakeService/Undeclared",
                 Some(b"Bearer s3cret")
             ),
-            Decision::Denied
+            Decision::Denied("no role may call this method".to_owned())
         );
     }
 

@@ -187,11 +187,21 @@ impl<H: Handler> InboxConsumer<H> {
     /// Consumes until `shutdown` turns true; the batch in hand is finished first.
     pub async fn run(
         self,
-        consumer: jetstream::consumer::Consumer<pull::Config>,
+        mut consumer: jetstream::consumer::Consumer<pull::Config>,
         mut shutdown: watch::Receiver<bool>,
     ) {
         let mut backoff = Backoff::new();
+        // Set when the server says the durable consumer is gone (its stream was
+        // deleted): it is made again, on the stream made again, before the next pull.
+        let mut consumer_lost = false;
         'reconnect: loop {
+            if std::mem::take(&mut consumer_lost) {
+                tracing::warn!(consumer = %self.spec.durable, "the consumer is gone: attaching again");
+                match self.attach(&mut shutdown).await {
+                    Some(attached) => consumer = attached,
+                    None => break 'reconnect,
+                }
+            }
             let mut messages = match consumer
                 .stream()
                 .max_messages_per_batch(self.batch_size)
@@ -227,6 +237,16 @@ impl<H: Handler> InboxConsumer<H> {
                     Some(Ok(message)) => vec![message],
                     Some(Err(error)) => {
                         tracing::debug!(consumer = %self.spec.durable, %error, "pull interrupted");
+                        // Deleted while pulling, or already gone when asked (no
+                        // responder for it): attached again, which waits for the stream.
+                        if matches!(
+                            error.kind(),
+                            pull::MessagesErrorKind::ConsumerDeleted
+                                | pull::MessagesErrorKind::NoResponders
+                        ) {
+                            consumer_lost = true;
+                            continue 'reconnect;
+                        }
                         continue;
                     }
                     None => continue 'reconnect,

@@ -16,6 +16,9 @@ use hosted_contracts::subjects::{Namespace, Service};
 
 use crate::config::NatsConfig;
 
+/// A JetStream context, for services that do not depend on the client themselves.
+pub type JetStream = jetstream::Context;
+
 #[derive(Debug, thiserror::Error)]
 pub enum NatsError {
     #[error("connecting to NATS: {0}")]
@@ -168,6 +171,31 @@ pub async fn ensure_consumer(
         }
     }
     Ok(existing)
+}
+
+/// How many events of `stream` the durable consumer `durable` has not applied yet:
+/// those not yet delivered and those delivered but not acknowledged; none when the
+/// stream does not exist (nothing was published there yet).
+pub async fn consumer_backlog(
+    jetstream: &jetstream::Context,
+    stream: &str,
+    durable: &str,
+) -> Result<u64, NatsError> {
+    let failure = |reason: String| NatsError::Consumer {
+        stream: stream.to_owned(),
+        consumer: durable.to_owned(),
+        reason,
+    };
+    let stream_handle = match jetstream.get_stream(stream).await {
+        Ok(handle) => handle,
+        Err(error) if is_stream_not_found(&error) => return Ok(0),
+        Err(error) => return Err(failure(error.to_string())),
+    };
+    let info = stream_handle
+        .consumer_info(durable)
+        .await
+        .map_err(|e| failure(e.to_string()))?;
+    Ok(info.num_pending + info.num_ack_pending as u64)
 }
 
 #[cfg(test)]

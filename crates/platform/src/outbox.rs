@@ -76,6 +76,33 @@ pub async fn enqueue(conn: &mut PgConnection, events: &[OutboxEvent]) -> Result<
     Ok(())
 }
 
+/// Waits, at most `timeout`, until the relay has published every one of `event_ids`
+/// (or set it aside); says whether it has. A restatement answers once its events are
+/// in NATS, so that whoever drives it knows when consumers can have seen them.
+pub async fn wait_published(
+    pool: &PgPool,
+    event_ids: &[Uuid],
+    timeout: Duration,
+) -> Result<bool, sqlx::Error> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM platform_outbox
+             WHERE event_id = ANY($1) AND published_at IS NULL AND refused_at IS NULL",
+        )
+        .bind(event_ids)
+        .fetch_one(pool)
+        .await?;
+        if waiting == 0 {
+            return Ok(true);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(false);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Wakes the relay after a commit, so that events leave without waiting for the poll.
 #[derive(Debug, Clone, Default)]
 pub struct OutboxSignal(Arc<Notify>);
@@ -110,6 +137,9 @@ pub struct Relay {
     publish_timeout: Duration,
     /// Published rows are kept this long (for inspection), then deleted.
     retention: Duration,
+    /// Set when NATS said no stream takes the subjects (the stream was deleted): the
+    /// relay provisions it again before its next batch.
+    stream_lost: std::sync::atomic::AtomicBool,
 }
 
 impl Relay {
@@ -129,6 +159,7 @@ impl Relay {
             poll_interval: Duration::from_secs(1),
             publish_timeout,
             retention: Duration::from_secs(24 * 3600),
+            stream_lost: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -148,6 +179,13 @@ impl Relay {
         loop {
             if *shutdown.borrow() {
                 break;
+            }
+            if self
+                .stream_lost
+                .swap(false, std::sync::atomic::Ordering::Relaxed)
+            {
+                tracing::warn!(stream = %self.stream.name, "the stream is gone: provisioning it again");
+                provisioned = false;
             }
             let outcome = if provisioned {
                 self.publish_batch().await
@@ -253,6 +291,10 @@ impl Relay {
                 match ack {
                     Ok(()) => published.push(id),
                     Err(error) => {
+                        if error.kind() == jetstream::context::PublishErrorKind::StreamNotFound {
+                            self.stream_lost
+                                .store(true, std::sync::atomic::Ordering::Relaxed);
+                        }
                         first_error.get_or_insert(error.to_string());
                     }
                 }

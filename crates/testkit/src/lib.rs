@@ -461,6 +461,22 @@ pub async fn raw_call(
     method: &str,
     token: Option<&str>,
 ) -> Result<(), tonic::Status> {
+    raw_call_with(
+        channel,
+        service,
+        method,
+        token.map(|token| format!("Bearer {token}")),
+    )
+    .await
+}
+
+/// As [`raw_call`], with the `authorization` header's whole value.
+pub async fn raw_call_with(
+    channel: tonic::transport::Channel,
+    service: &str,
+    method: &str,
+    authorization: Option<String>,
+) -> Result<(), tonic::Status> {
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready()
         .await
@@ -469,10 +485,10 @@ pub async fn raw_call(
         format!("/{service}/{method}").parse().unwrap();
     let codec = tonic_prost::ProstCodec::<(), ()>::default();
     let mut request = tonic::Request::new(());
-    if let Some(token) = token {
+    if let Some(authorization) = authorization {
         request.metadata_mut().insert(
             hosted_contracts::headers::AUTHORIZATION,
-            format!("Bearer {token}").parse().unwrap(),
+            authorization.parse().unwrap(),
         );
     }
     grpc.unary(request, path, codec).await.map(|_| ())
@@ -480,7 +496,8 @@ pub async fn raw_call(
 
 /// Checks that every RPC of `access` refuses a call without a credential
 /// (UNAUTHENTICATED) and a call from a caller whose roles it does not accept
-/// (PERMISSION_DENIED), and lets an accepted role through the access check.
+/// (PERMISSION_DENIED, saying which roles it accepts), and lets an accepted role
+/// through the access check, whatever the case of the `Bearer` scheme.
 pub async fn assert_every_rpc_guarded(
     address: SocketAddr,
     service: &str,
@@ -514,11 +531,26 @@ pub async fn assert_every_rpc_guarded(
                 tonic::Code::PermissionDenied,
                 "{method} as {role}"
             );
+            let needs = accepted
+                .iter()
+                .map(|role| role.as_str())
+                .collect::<Vec<_>>()
+                .join(", ");
+            assert!(
+                denied
+                    .message()
+                    .ends_with(&format!("needs one of: {needs}")),
+                "{method} as {role}: {}",
+                denied.message()
+            );
         }
-        for role in *accepted {
-            // Past the access check the call fails (or not) on its merits, never on access.
+        for (index, role) in accepted.iter().enumerate() {
+            // Past the access check the call fails (or not) on its merits, never on
+            // access; the scheme's case does not count (RFC 7235).
+            let scheme = ["BEARER", "bearer", "Bearer"][index % 3];
+            let authorization = format!("{scheme} {}", callers.token(*role));
             let outcome =
-                raw_call(channel.clone(), service, method, Some(callers.token(*role))).await;
+                raw_call_with(channel.clone(), service, method, Some(authorization)).await;
             if let Err(status) = outcome {
                 assert!(
                     !matches!(

@@ -133,7 +133,7 @@ impl Handler for GrantsHandler {
         conn: &mut PgConnection,
         delivery: &Delivery,
     ) -> Result<(), HandleError> {
-        let known = [subjects::entitlement::GRANTS_CHANGED];
+        let known = subjects::entitlement::GRANTS_FACTS;
         if self.namespace.fact_of(&delivery.subject, &known).is_none() {
             return Ok(());
         }

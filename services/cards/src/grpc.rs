@@ -24,6 +24,7 @@ pub const ACCESS: &[(&str, &[Role])] = &[
     ("ExportEpurse", &[CardOffice]),
     ("ListDeadLetters", &[Dosi]),
     ("ReplayDeadLetters", &[Dosi]),
+    ("RestateCards", &[Dosi]),
 ];
 
 /// The most cards a print batch or a queue listing holds.
@@ -167,6 +168,40 @@ impl Cards {
                 .iter()
                 .map(|card| self.office.card_message(card))
                 .collect(),
+        })
+    }
+
+    async fn restate_cards(
+        &self,
+        request: v1::RestateCardsRequest,
+    ) -> Result<v1::RestateCardsResponse, ApiError> {
+        use crate::restate::{DEFAULT_PAGE, Selection};
+        let key = request.learner.trim();
+        let selection = if !key.is_empty() {
+            let mut conn = self.office.pool.acquire().await?;
+            let Some(learner_id) = store::find_learner(&mut conn, key).await? else {
+                return Err(
+                    OfficeError::NotFound(format!("learner {key:?} not known here")).into(),
+                );
+            };
+            Selection::Learner(learner_id)
+        } else if request.after.trim().is_empty() {
+            Selection::After(uuid::Uuid::nil())
+        } else {
+            Selection::After(
+                uuid::Uuid::parse_str(request.after.trim())
+                    .map_err(|_| invalid("after", "not a card id"))?,
+            )
+        };
+        let limit = match request.limit {
+            limit if limit <= 0 => DEFAULT_PAGE,
+            limit => i64::from(limit),
+        };
+        let page = self.office.restate(selection, limit).await?;
+        Ok(v1::RestateCardsResponse {
+            cards: page.cards,
+            next_after: page.next_after.map(|id| id.to_string()).unwrap_or_default(),
+            published: page.published,
         })
     }
 
@@ -400,5 +435,14 @@ impl v1::cards_service_server::CardsService for Cards {
             replayed,
             failed,
         }))
+    }
+
+    async fn restate_cards(
+        &self,
+        request: Request<v1::RestateCardsRequest>,
+    ) -> Result<Response<v1::RestateCardsResponse>, Status> {
+        Ok(Response::new(
+            Cards::restate_cards(self, request.into_inner()).await?,
+        ))
     }
 }

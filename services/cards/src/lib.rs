@@ -13,6 +13,7 @@ pub mod domain;
 pub mod events;
 pub mod grpc;
 pub mod office;
+pub mod restate;
 pub mod store;
 
 use std::{future::Future, net::SocketAddr, sync::Arc};

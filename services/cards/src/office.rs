@@ -108,6 +108,28 @@ impl Office {
         }
     }
 
+    /// The card's whole state as `fact`, for the outbox.
+    pub fn card_event(&self, card: &CardRow, actor: &str, fact: subjects::Fact) -> OutboxEvent {
+        let event_id = Uuid::now_v7();
+        let event = v1::CardEvent {
+            meta: Some(v1::EventMeta {
+                event_id: event_id.to_string(),
+                occurred_at: Some(wire_instant(self.clock.now())),
+                learner_id: card.learner_id.to_string(),
+                learner_version: card.version,
+                actor: actor.to_owned(),
+            }),
+            card: Some(self.card_message(card)),
+        };
+        OutboxEvent {
+            event_id,
+            subject: self.namespace.subject(fact),
+            event_type: CARD_EVENT_TYPE,
+            payload: event.encode_to_vec(),
+            trace: None,
+        }
+    }
+
     /// Publishes the card's whole state as it now is (in the caller's transaction).
     async fn publish(
         &self,
@@ -118,26 +140,9 @@ impl Office {
         let card = store::card(conn, &card_id.to_string(), false)
             .await?
             .ok_or_else(|| OfficeError::NotFound(format!("card {card_id} not found")))?;
-        let event_id = Uuid::now_v7();
-        let event = v1::CardEvent {
-            meta: Some(v1::EventMeta {
-                event_id: event_id.to_string(),
-                occurred_at: Some(wire_instant(self.clock.now())),
-                learner_id: card.learner_id.to_string(),
-                learner_version: card.version,
-                actor: actor.to_owned(),
-            }),
-            card: Some(self.card_message(&card)),
-        };
         outbox::enqueue(
             conn,
-            &[OutboxEvent {
-                event_id,
-                subject: self.namespace.subject(subjects::cards::CARD_CHANGED),
-                event_type: CARD_EVENT_TYPE,
-                payload: event.encode_to_vec(),
-                trace: None,
-            }],
+            &[self.card_event(&card, actor, subjects::cards::CARD_CHANGED)],
         )
         .await?;
         tracing::info!(

@@ -237,6 +237,22 @@ pub async fn cards_of(
     .await
 }
 
+/// Up to `limit` cards after `after`, in id order: a page of a restatement.
+pub async fn cards_after(
+    conn: &mut PgConnection,
+    after: Uuid,
+    limit: i64,
+) -> Result<Vec<CardRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {CARD_COLUMNS} FROM cards c JOIN learners l USING (learner_id)
+         WHERE c.card_id > $1 ORDER BY c.card_id LIMIT $2"
+    ))
+    .bind(after)
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+}
+
 /// Approved cards, oldest approval first; locked (and others' locks skipped) when
 /// `take`.
 pub async fn print_queue(

@@ -80,22 +80,16 @@ enum Fact {
     Agreement(store::AgreementPartner),
 }
 
-/// Intake's facts whose payload is an `AgreementEvent`.
-const AGREEMENT_FACTS: [subjects::Fact; 3] = [
-    subjects::intake::AGREEMENT_CREATED,
-    subjects::intake::AGREEMENT_AMENDED,
-    subjects::intake::AGREEMENT_ENDED,
-];
+/// Intake's facts whose payload is an `AgreementEvent` (a restatement included).
+const AGREEMENT_FACTS: [subjects::Fact; 4] = subjects::intake::AGREEMENT_FACTS;
 
 impl ProjectionHandler {
     fn decode(&self, delivery: &Delivery) -> Result<Option<Fact>, HandleError> {
         let known = [
             &subjects::intake::LEARNER_FACTS[..],
             &AGREEMENT_FACTS[..],
-            &[
-                subjects::entitlement::GRANTS_CHANGED,
-                subjects::cards::CARD_CHANGED,
-            ],
+            &subjects::entitlement::GRANTS_FACTS[..],
+            &subjects::cards::CARD_FACTS[..],
         ]
         .concat();
         let Some(fact) = self.namespace.fact_of(&delivery.subject, &known) else {
@@ -109,7 +103,7 @@ impl ProjectionHandler {
         let id = |value: &str, what: &str| {
             Uuid::parse_str(value).map_err(|_| permanent(format!("{fact}: bad {what}")))
         };
-        if *fact == subjects::entitlement::GRANTS_CHANGED {
+        if subjects::entitlement::GRANTS_FACTS.contains(fact) {
             let event = v1::GrantsEvent::decode(delivery.payload.clone()).map_err(undecodable)?;
             let meta = event
                 .meta
@@ -139,7 +133,7 @@ impl ProjectionHandler {
                 partner_uai: agreement.partner_uai,
             })));
         }
-        if *fact == subjects::cards::CARD_CHANGED {
+        if subjects::cards::CARD_FACTS.contains(fact) {
             let card = v1::CardEvent::decode(delivery.payload.clone())
                 .map_err(undecodable)?
                 .card

@@ -23,7 +23,11 @@ pub const ACCESS: &[(&str, &[Role])] = &[
     ("Reconcile", &[Dosi]),
     ("ListDeadLetters", &[Dosi]),
     ("ReplayDeadLetters", &[Dosi]),
+    ("HoldPublication", &[Dosi]),
 ];
+
+/// The longest hold on publication one call asks for.
+const MAX_HOLD_SECONDS: i32 = 3600;
 
 fn attributes<'a>(map: impl IntoIterator<Item = (&'a str, &'a Vec<String>)>) -> Vec<v1::Attribute> {
     let sorted: BTreeMap<&str, &Vec<String>> = map.into_iter().collect();
@@ -266,5 +270,72 @@ impl v1::directory_service_server::DirectoryService for Directory {
             replayed,
             failed,
         }))
+    }
+
+    async fn hold_publication(
+        &self,
+        request: Request<v1::HoldPublicationRequest>,
+    ) -> Result<Response<v1::HoldPublicationResponse>, Status> {
+        let request = request.into_inner();
+        let held_until = if request.status_only {
+            store::held_until(&self.pool)
+                .await
+                .map_err(DirectoryError::from)?
+        } else {
+            if !(0..=MAX_HOLD_SECONDS).contains(&request.seconds) {
+                let mut violations = Violations::default();
+                violations.add("seconds", "from 0 (end the hold) to 3600");
+                return Err(DirectoryError::Invalid(violations).into());
+            }
+            let held_until = store::hold_publication(&self.pool, request.seconds.unsigned_abs())
+                .await
+                .map_err(DirectoryError::from)?;
+            if held_until.is_none() {
+                self.publisher.notify_one();
+            }
+            held_until
+        };
+        let (events_pending, consumers_known) = self.backlog().await;
+        let accounts_pending = store::pending_accounts(&self.pool)
+            .await
+            .map_err(DirectoryError::from)?;
+        tracing::debug!(
+            held = held_until.is_some(),
+            events_pending,
+            accounts_pending,
+            "publication hold"
+        );
+        Ok(Response::new(v1::HoldPublicationResponse {
+            held_until: held_until.map(wire_time),
+            events_pending: i64::try_from(events_pending).unwrap_or(i64::MAX),
+            accounts_pending,
+            consumers_known,
+        }))
+    }
+}
+
+impl Directory {
+    /// The events of intake, entitlement and cards that directory's consumers have not
+    /// applied yet, and whether every consumer could be asked.
+    async fn backlog(&self) -> (u64, bool) {
+        use hosted_contracts::subjects::Service;
+        let consumers = [
+            (crate::events::INTAKE_CONSUMER, Service::Intake),
+            (crate::events::ENTITLEMENT_CONSUMER, Service::Entitlement),
+            (crate::events::CARDS_CONSUMER, Service::Cards),
+        ];
+        let mut pending = 0;
+        let mut known = true;
+        for (durable, source) in consumers {
+            let stream = self.namespace.stream(source);
+            match hosted_platform::nats::consumer_backlog(&self.jetstream, &stream, durable).await {
+                Ok(count) => pending += count,
+                Err(error) => {
+                    tracing::debug!(%error, consumer = durable, "consumer backlog unknown");
+                    known = false;
+                }
+            }
+        }
+        (pending, known)
     }
 }

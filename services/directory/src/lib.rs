@@ -56,6 +56,8 @@ pub struct Directory {
     /// Where `account.published` events go, and the relay to wake after them.
     namespace: hosted_contracts::subjects::Namespace,
     outbox: hosted_platform::outbox::OutboxSignal,
+    /// Where the consumers' backlogs are asked (a rebuild waits for them to drain).
+    jetstream: hosted_platform::nats::JetStream,
 }
 
 /// A started directory service.
@@ -106,6 +108,7 @@ impl Application {
             await_grants: config.publication.await_grants,
             namespace: foundation.namespace.clone(),
             outbox: foundation.outbox.clone(),
+            jetstream: foundation.jetstream.clone(),
             publisher,
             handler,
             dead_letters: DeadLetters::new(

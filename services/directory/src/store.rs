@@ -338,7 +338,8 @@ pub async fn apply_card(conn: &mut PgConnection, card: &Card) -> Result<bool, sq
 const PENDING: &str = "a.published_revision IS DISTINCT FROM a.revision
     AND a.next_attempt_at <= now()
     AND (NOT a.awaits_grants OR g.learner_version >= a.version
-         OR a.version_at <= now() - make_interval(secs => $2))";
+         OR a.version_at <= now() - make_interval(secs => $2))
+    AND NOT EXISTS (SELECT 1 FROM publication_hold h WHERE h.until > now())";
 
 /// Claims up to `limit` accounts that wait for publication, locked until `conn`'s
 /// transaction ends, so that replicas never write one entry at the same time.
@@ -507,17 +508,19 @@ pub async fn mark_failed(
 }
 
 /// How soon an account waits again: the earliest moment a pending account may be
-/// written (its retry time, or the end of its wait for grants), if any is pending.
+/// written (its retry time, or the end of its wait for grants, or the end of a hold on
+/// publication), if any is pending.
 pub async fn next_attempt_in(
     pool: &PgPool,
     await_grants: std::time::Duration,
 ) -> Result<Option<std::time::Duration>, sqlx::Error> {
     let seconds: Option<f64> = sqlx::query_scalar(
-        "SELECT GREATEST(0, EXTRACT(EPOCH FROM min(
+        "SELECT GREATEST(0, EXTRACT(EPOCH FROM GREATEST(min(
                     GREATEST(a.next_attempt_at,
                              CASE WHEN a.awaits_grants AND COALESCE(g.learner_version, 0) < a.version
                                   THEN a.version_at + make_interval(secs => $1)
-                                  ELSE a.next_attempt_at END)) - now()))::float8
+                                  ELSE a.next_attempt_at END)),
+                    (SELECT until FROM publication_hold WHERE until > now())) - now()))::float8
          FROM accounts a LEFT JOIN grants g USING (learner_id)
          WHERE a.published_revision IS DISTINCT FROM a.revision",
     )
@@ -548,6 +551,46 @@ pub async fn learner_id_by_login(pool: &PgPool, login: &str) -> Result<Option<Uu
         .bind(login)
         .fetch_optional(pool)
         .await
+}
+
+/// Holds publication until `seconds` from now, or ends the hold (0); returns when
+/// the hold ends, if publication is held.
+pub async fn hold_publication(
+    pool: &PgPool,
+    seconds: u32,
+) -> Result<Option<OffsetDateTime>, sqlx::Error> {
+    if seconds == 0 {
+        sqlx::query("DELETE FROM publication_hold")
+            .execute(pool)
+            .await?;
+        return Ok(None);
+    }
+    sqlx::query_scalar(
+        "INSERT INTO publication_hold (singleton, until)
+         VALUES (true, now() + make_interval(secs => $1))
+         ON CONFLICT (singleton) DO UPDATE SET until = excluded.until
+         RETURNING until",
+    )
+    .bind(f64::from(seconds))
+    .fetch_one(pool)
+    .await
+    .map(Some)
+}
+
+/// When the hold on publication ends, if publication is held.
+pub async fn held_until(pool: &PgPool) -> Result<Option<OffsetDateTime>, sqlx::Error> {
+    sqlx::query_scalar("SELECT until FROM publication_hold WHERE until > now()")
+        .fetch_optional(pool)
+        .await
+}
+
+/// How many accounts wait to be computed again and compared with LDAP.
+pub async fn pending_accounts(pool: &PgPool) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM accounts WHERE published_revision IS DISTINCT FROM revision",
+    )
+    .fetch_one(pool)
+    .await
 }
 
 /// Asks for an account to be written again.

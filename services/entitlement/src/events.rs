@@ -85,12 +85,8 @@ impl GrantsHandler {
     fn decode(&self, delivery: &Delivery) -> Result<Fact, HandleError> {
         let known = [
             &subjects::intake::LEARNER_FACTS[..],
-            &[
-                subjects::intake::PAYMENT_RECORDED,
-                subjects::intake::AGREEMENT_CREATED,
-                subjects::intake::AGREEMENT_AMENDED,
-                subjects::intake::AGREEMENT_ENDED,
-            ],
+            &[subjects::intake::PAYMENT_RECORDED],
+            &subjects::intake::AGREEMENT_FACTS[..],
         ]
         .concat();
         let Some(fact) = self.namespace.fact_of(&delivery.subject, &known) else {

@@ -30,6 +30,7 @@ pub const ACCESS: &[(&str, &[Role])] = &[
     ("ActivatePolicy", &[Dosi]),
     ("ListDeadLetters", &[Dosi]),
     ("ReplayDeadLetters", &[Dosi]),
+    ("RestateGrants", &[Dosi]),
 ];
 
 /// What an entitlement RPC can fail with.
@@ -263,6 +264,38 @@ impl Entitlement {
         })
     }
 
+    async fn restate_grants(
+        &self,
+        request: v1::RestateGrantsRequest,
+    ) -> Result<v1::RestateGrantsResponse, ApiError> {
+        use crate::restate::{DEFAULT_PAGE, Selection};
+        let key = request.learner.trim();
+        let selection = if !key.is_empty() {
+            let mut conn = self.pool.acquire().await?;
+            let Some((learner_id, _, _)) = store::learner(&mut conn, key).await? else {
+                return Err(ApiError::NotFound(format!("learner {key:?} not found")));
+            };
+            Selection::One(learner_id)
+        } else if request.after.trim().is_empty() {
+            Selection::After(uuid::Uuid::nil())
+        } else {
+            Selection::After(
+                uuid::Uuid::parse_str(request.after.trim())
+                    .map_err(|_| invalid("after", "not a learner id"))?,
+            )
+        };
+        let limit = match request.limit {
+            limit if limit <= 0 => DEFAULT_PAGE,
+            limit => i64::from(limit),
+        };
+        let page = self.restate(selection, limit).await?;
+        Ok(v1::RestateGrantsResponse {
+            learners: page.learners,
+            next_after: page.next_after.map(|id| id.to_string()).unwrap_or_default(),
+            published: page.published,
+        })
+    }
+
     async fn simulate(
         &self,
         request: v1::SimulatePolicyRequest,
@@ -392,6 +425,15 @@ impl v1::entitlement_service_server::EntitlementService for Entitlement {
         tracing::info!(replayed, failed, "dead letters replayed");
         Ok(Response::new(
             v1::EntitlementServiceReplayDeadLettersResponse { replayed, failed },
+        ))
+    }
+
+    async fn restate_grants(
+        &self,
+        request: Request<v1::RestateGrantsRequest>,
+    ) -> Result<Response<v1::RestateGrantsResponse>, Status> {
+        Ok(Response::new(
+            Entitlement::restate_grants(self, request.into_inner()).await?,
         ))
     }
 }

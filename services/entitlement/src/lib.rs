@@ -12,6 +12,7 @@ pub mod events;
 pub mod grpc;
 pub mod policies;
 pub mod recompute;
+pub mod restate;
 pub mod schedule;
 pub mod store;
 

@@ -657,9 +657,14 @@ pub async fn store_states(
         .iter()
         .map(|change| change.after.next_due)
         .collect();
+    // The version is the commit's millisecond (or one more than the last, if that is
+    // higher): it grows at every change as a counter would, and it keeps growing when
+    // this database is lost and rebuilt (a counter would start again at 1, below what
+    // directory and cards hold, and they would ignore every change until it caught up).
     sqlx::query_as(
         "UPDATE learners l
-         SET grants_version = l.grants_version + 1,
+         SET grants_version = GREATEST(l.grants_version + 1,
+                                       (extract(epoch FROM clock_timestamp()) * 1000)::bigint),
              in_force = COALESCE(string_to_array(NULLIF(u.f, ''), ','), '{}'),
              next_due = u.d
          FROM unnest($1::uuid[], $2::text[], $3::date[]) AS u(id, f, d)
@@ -669,6 +674,22 @@ pub async fn store_states(
     .bind(&ids)
     .bind(&in_force)
     .bind(&due)
+    .fetch_all(conn)
+    .await
+}
+
+/// The learners among `ids` whose grants were ever published (a grants version above
+/// 0), with that version, their login and the learner version the grants are from, in
+/// id order: what a restatement publishes again.
+pub async fn published_of(
+    conn: &mut PgConnection,
+    ids: &[Uuid],
+) -> Result<Vec<Stored>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT learner_id, grants_version, login, version FROM learners
+         WHERE learner_id = ANY($1) AND grants_version > 0 ORDER BY learner_id",
+    )
+    .bind(ids)
     .fetch_all(conn)
     .await
 }

@@ -55,6 +55,7 @@ pub const ACCESS: &[(&str, &[Role])] = &[
         &[Deve, Legal, Finance, Dosi, Integrator, CardOffice],
     ),
     ("SaveUnit", &[Deve]),
+    ("RestateLearners", &[Dosi]),
 ];
 
 pub(crate) fn person_input(person: Option<v1::PersonInput>) -> PersonInput {
@@ -751,6 +752,39 @@ impl v1::intake_service_server::IntakeService for Intake {
             by_population: to_counts(counts.by_population),
             by_agreement: to_counts(counts.by_agreement),
             by_sponsor_unit: to_counts(counts.by_sponsor_unit),
+        }))
+    }
+
+    async fn restate_learners(
+        &self,
+        request: Request<v1::RestateLearnersRequest>,
+    ) -> Result<Response<v1::RestateLearnersResponse>, Status> {
+        use crate::restate::{DEFAULT_PAGE, Selection};
+        let request = request.into_inner();
+        let learner = request.learner.trim();
+        let selection = if !learner.is_empty() {
+            let learner_id = match Uuid::parse_str(learner) {
+                Ok(id) => Some(id),
+                Err(_) => store::learner_id_by(&self.pool, LookupKey::Login, learner)
+                    .await
+                    .map_err(IntakeError::from)?,
+            };
+            Selection::One(learner_id.ok_or_else(|| IntakeError::NotFound("learner".to_owned()))?)
+        } else if request.after.trim().is_empty() {
+            Selection::After(Uuid::nil())
+        } else {
+            Selection::After(registry::parse_id("after", &request.after)?)
+        };
+        let limit = match request.limit {
+            limit if limit <= 0 => DEFAULT_PAGE,
+            limit => i64::from(limit),
+        };
+        let page = self.restate(selection, limit).await?;
+        Ok(Response::new(v1::RestateLearnersResponse {
+            learners: page.learners,
+            agreements: page.agreements,
+            next_after: page.next_after.map(|id| id.to_string()).unwrap_or_default(),
+            published: page.published,
         }))
     }
 }

@@ -8,6 +8,7 @@ pub mod error;
 pub mod events;
 pub mod grpc;
 pub mod registry;
+pub mod restate;
 pub mod store;
 pub mod units;
 

@@ -15,5 +15,6 @@ mod inbox_batches;
 mod inbox_recovery;
 mod publication;
 mod python_client;
+mod rebuild;
 mod startup;
 mod tracing;

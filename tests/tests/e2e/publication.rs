@@ -76,21 +76,29 @@ async fn a_registered_learner_appears_in_ldap() {
         format!("{{COMPTE}}A:SupannActif:{start}:{end}")
     );
 
-    // The operators' view agrees: published, no difference.
-    let account = system
-        .directory_client()
-        .await
-        .get_account(system.as_role(
-            Role::Dosi,
-            hosted_contracts::v1::GetAccountRequest {
-                key: Some(hosted_contracts::v1::get_account_request::Key::LearnerId(
-                    person.learner_id.clone(),
-                )),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    // The operators' view agrees: published, no difference. Directory records the
+    // write once LDAP has taken it, so the entry can be read a moment before.
+    let mut account = Default::default();
+    for _ in 0..100 {
+        account = system
+            .directory_client()
+            .await
+            .get_account(system.as_role(
+                Role::Dosi,
+                hosted_contracts::v1::GetAccountRequest {
+                    key: Some(hosted_contracts::v1::get_account_request::Key::LearnerId(
+                        person.learner_id.clone(),
+                    )),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        if account.published_version == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert_eq!(account.version, 1);
     assert_eq!(account.published_version, 1);
     assert!(account.differences.is_empty(), "{:?}", account.differences);

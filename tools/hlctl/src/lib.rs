@@ -13,6 +13,7 @@ pub mod generate;
 pub mod import;
 pub mod learners;
 pub mod payments;
+pub mod rebuild;
 pub mod rpc;
 pub mod stats;
 pub mod stays;

@@ -15,6 +15,7 @@ use hosted_hlctl::{
     agreements, cards, entitlements, generate, import,
     learners::{self, print_learner},
     payments,
+    rebuild::{self, Derived, Owner},
     rpc::{self, authorized, connect, server_error},
     stats, stays, units, values,
 };
@@ -155,9 +156,32 @@ enum Command {
     /// differences (a missing entry included) and the LDAP writes made for it
     /// (role dosi).
     Account { login: String },
-    /// Writes one account again from its projection, through the publisher (role
-    /// dosi).
-    Republish { login: String },
+    /// Writes one account again from its projection, through the publisher; with
+    /// `--service`, publishes that service's current state again, all of it or one
+    /// learner's, for the consumers that lost it (a lost stream) (role dosi).
+    Republish {
+        /// The account to write again (directory), or the learner whose state to
+        /// publish again (as --login).
+        login: Option<String>,
+        /// Publish this service's current state again: intake's learners and
+        /// agreements, entitlement's grants, cards' cards; directory writes one
+        /// account again (a login is needed).
+        #[arg(long, value_enum)]
+        service: Option<RepublishService>,
+        /// Only this learner (login or id).
+        #[arg(long = "login", value_name = "LOGIN")]
+        only: Option<String>,
+        /// Learners (or cards) per call.
+        #[arg(long, default_value_t = 1000,
+              value_parser = clap::value_parser!(i32).range(1..=5000))]
+        page: i32,
+    },
+    /// Rebuilds a service's database, lost or restored from an old backup, from the
+    /// services it derives from, each restating its current state: entitlement from
+    /// intake; cards from intake and entitlement; directory from intake, entitlement
+    /// and cards, with its publication held meanwhile (role dosi). Safe to run again
+    /// and to interrupt.
+    Rebuild(RebuildArgs),
     /// Compares every account with the entries under the managed base and reports
     /// the drift; `--apply` repairs exactly that (role dosi). Exit code 2 when a dry
     /// run finds drift.
@@ -243,6 +267,34 @@ struct GenerateArgs {
     /// mark, CRLF, header in capitals.
     #[arg(long)]
     spreadsheet: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct RebuildArgs {
+    /// The service whose database is to be rebuilt.
+    #[arg(value_enum)]
+    service: Derived,
+    /// Learners (or cards) per call.
+    #[arg(long, default_value_t = 1000,
+          value_parser = clap::value_parser!(i32).range(1..=5000))]
+    page: i32,
+    /// Seconds to wait for directory to apply the restated events, then for its
+    /// accounts to be compared with LDAP.
+    #[arg(long, value_name = "SECONDS", default_value_t = 600)]
+    wait: u64,
+    /// Rebuild cards even though it holds no card (none was ever made): otherwise
+    /// refused, a lost cards database comes back from its backup.
+    #[arg(long)]
+    no_cards_yet: bool,
+}
+
+/// Whose state `republish --service` publishes again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum RepublishService {
+    Intake,
+    Entitlement,
+    Cards,
+    Directory,
 }
 
 /// The services that consume events, hence keep dead letters.
@@ -353,6 +405,7 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let token = cli.token.as_deref();
+    let addresses = cli_addresses(&cli);
     match cli.command {
         Command::NewToken => {
             let mut bytes = [0u8; 32];
@@ -694,7 +747,48 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        Command::Republish { login } => {
+        Command::Republish {
+            login,
+            service,
+            only,
+            page,
+        } => {
+            let owner = match service {
+                Some(RepublishService::Intake) => Some(Owner::Intake),
+                Some(RepublishService::Entitlement) => Some(Owner::Entitlement),
+                Some(RepublishService::Cards) => Some(Owner::Cards),
+                Some(RepublishService::Directory) | None => None,
+            };
+            let learner = match (login, only) {
+                (Some(_), Some(_)) => {
+                    return rpc::usage("give the login once: LOGIN or --login LOGIN");
+                }
+                (one, other) => one.or(other),
+            };
+            if let Some(owner) = owner {
+                let services = rebuild::Services {
+                    intake: rpc::lazy(&cli.intake)?,
+                    entitlement: rpc::lazy(&cli.entitlement)?,
+                    cards: rpc::lazy(&cli.cards)?,
+                    token,
+                };
+                let json = cli.json;
+                let totals = services
+                    .restate(owner, learner.as_deref(), page, async |totals| {
+                        if !json {
+                            print_restated(owner, totals);
+                        }
+                        Ok(())
+                    })
+                    .await?;
+                if json {
+                    println!("{}", restated_json(owner, &totals));
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            let Some(login) = learner else {
+                return rpc::usage("a login is needed: hlctl republish LOGIN");
+            };
             let mut client = v1::directory_service_client::DirectoryServiceClient::new(
                 connect(&cli.directory).await?,
             );
@@ -738,6 +832,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 );
             }
         }
+        Command::Rebuild(args) => rebuild_derived(&addresses, token, &args, cli.json).await?,
         Command::Health {
             address,
             wait,
@@ -952,4 +1047,134 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The services' addresses, apart from the parsed command line.
+struct Addresses {
+    intake: String,
+    entitlement: String,
+    cards: String,
+    directory: String,
+}
+
+fn cli_addresses(cli: &Cli) -> Addresses {
+    Addresses {
+        intake: cli.intake.clone(),
+        entitlement: cli.entitlement.clone(),
+        cards: cli.cards.clone(),
+        directory: cli.directory.clone(),
+    }
+}
+
+fn print_restated(owner: Owner, totals: &rebuild::Restated) {
+    let agreements = if totals.agreements > 0 {
+        format!(" and {} agreement(s)", totals.agreements)
+    } else {
+        String::new()
+    };
+    println!(
+        "{}: {} {}{agreements} restated",
+        owner.as_str(),
+        totals.items,
+        rebuild::items_of(owner)
+    );
+}
+
+fn restated_json(owner: Owner, totals: &rebuild::Restated) -> serde_json::Value {
+    json!({
+        "service": owner.as_str(),
+        rebuild::items_of(owner): totals.items,
+        "agreements": totals.agreements,
+        "pages": totals.pages,
+        "unpublished_pages": totals.unpublished_pages,
+    })
+}
+
+/// `hlctl rebuild SERVICE`: the sources restate their state, in order; for directory,
+/// with its publication held until it has applied them all.
+async fn rebuild_derived(
+    addresses: &Addresses,
+    token: Option<&str>,
+    args: &RebuildArgs,
+    json: bool,
+) -> anyhow::Result<()> {
+    let services = rebuild::Services {
+        intake: rpc::lazy(&addresses.intake)?,
+        entitlement: rpc::lazy(&addresses.entitlement)?,
+        cards: rpc::lazy(&addresses.cards)?,
+        token,
+    };
+    let publication = if args.service == Derived::Directory {
+        Some(rebuild::Publication {
+            directory: connect(&addresses.directory).await?,
+            token,
+        })
+    } else {
+        None
+    };
+    let rebuilt = rebuild::rebuild(
+        &services,
+        publication.as_ref(),
+        args.service,
+        args.page,
+        Duration::from_secs(args.wait),
+        args.no_cards_yet,
+        |progress| {
+            if json {
+                return;
+            }
+            match progress {
+                rebuild::Progress::Held => println!(
+                    "directory: publication held (it resumes by itself {} s after the last renewal)",
+                    rebuild::HOLD.as_secs()
+                ),
+                rebuild::Progress::Restated(owner, totals) => print_restated(owner, totals),
+                rebuild::Progress::EventsPending(0) | rebuild::Progress::AccountsPending(0) => {}
+                rebuild::Progress::EventsPending(events) => {
+                    println!("directory: {events} event(s) still to apply");
+                }
+                rebuild::Progress::Resumed => {
+                    println!("directory: every restated event applied; publication resumed");
+                }
+                rebuild::Progress::AccountsPending(accounts) => {
+                    println!("directory: {accounts} account(s) to compare with LDAP");
+                }
+            }
+        },
+    )
+    .await?;
+    let restated: Vec<serde_json::Value> = rebuilt
+        .restated
+        .iter()
+        .map(|(owner, totals)| restated_json(*owner, totals))
+        .collect();
+    match rebuilt.accounts_pending {
+        _ if json => println!(
+            "{}",
+            json!({
+                "service": args.service.as_str(),
+                "restated": restated,
+                "accounts_pending": rebuilt.accounts_pending,
+            })
+        ),
+        Some(0) => {
+            println!(
+                "directory: every account compared with LDAP (written only where it differed)"
+            );
+        }
+        Some(accounts) => println!(
+            "directory: {accounts} account(s) still to compare with LDAP (hlctl reconcile shows the drift)"
+        ),
+        None => println!(
+            "{}: restated by {}; it applies them as its consumers take them",
+            args.service.as_str(),
+            args.service
+                .sources()
+                .iter()
+                .map(|owner| owner.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+    Ok(())
 }

@@ -104,6 +104,14 @@ pub async fn connect(address: &str) -> anyhow::Result<Channel> {
         .with_context(|| format!("connecting to {address}"))
 }
 
+/// A channel to `address` that connects at its first call: a command that may not
+/// need every service it is given does not fail on one that is away.
+pub fn lazy(address: &str) -> anyhow::Result<Channel> {
+    Ok(Channel::from_shared(address.to_owned())
+        .context("address")?
+        .connect_lazy())
+}
+
 /// A service at an address, for a caller. Nothing is checked or connected until the
 /// first call: a command line that turns out wrong after clap (nothing to amend…)
 /// is said before a missing token or a service that is away.

@@ -1606,3 +1606,108 @@ fn hash_token_hashes_its_input_not_the_operators_token() {
         assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), expected);
     }
 }
+
+#[tokio::test]
+async fn a_service_republished_and_entitlement_rebuilt_from_the_command_line() {
+    // Arrange: intake and entitlement; two learners with their grants.
+    let services = Services::intake_and_entitlement().await;
+    let hlctl = Hlctl::new(&services);
+    let deve = services.token(Role::Deve);
+    let dosi = services.token(Role::Dosi);
+    for (family, given) in [("Restat", "Alma"), ("Restat", "Basile")] {
+        let (start, end) = (day(-5), day(100));
+        let run = hlctl
+            .run(
+                &deve,
+                &[
+                    "register",
+                    "--family-name",
+                    family,
+                    "--given-names",
+                    given,
+                    "--birth-date",
+                    "2000-04-05",
+                    "--email",
+                    "learner@example.org",
+                    "--population",
+                    "IFSI",
+                    "--sponsor-unit",
+                    "IFSI-NORD",
+                    "--start-date",
+                    &start,
+                    "--end-date",
+                    &end,
+                ],
+            )
+            .await;
+        assert_eq!(run.code, Some(0), "{run:?}");
+    }
+    for login in ["alma.restat", "basile.restat"] {
+        hlctl.run_until(0, &dosi, &["grants", login]).await;
+    }
+
+    // Act and assert: a login given twice, or none, is a usage error.
+    let none = hlctl.run(&dosi, &["republish"]).await;
+    assert_eq!(none.code, Some(64), "{none:?}");
+    let twice = hlctl
+        .run(
+            &dosi,
+            &[
+                "republish",
+                "alma.restat",
+                "--login",
+                "alma.restat",
+                "--service",
+                "intake",
+            ],
+        )
+        .await;
+    assert_eq!(twice.code, Some(64), "{twice:?}");
+
+    // Intake's learners, a page of one at a time, with the running total.
+    let all = hlctl
+        .run(&dosi, &["republish", "--service", "intake", "--page", "1"])
+        .await;
+    assert_eq!(all.code, Some(0), "{all:?}");
+    assert_eq!(
+        all.stdout.lines().last(),
+        Some("intake: 2 learners restated"),
+        "{all:?}"
+    );
+    // Entitlement's grants, and one learner of intake's.
+    let grants = hlctl
+        .run(&dosi, &["--json", "republish", "--service", "entitlement"])
+        .await
+        .json();
+    assert_eq!(grants["learners"], 2, "{grants}");
+    let one = hlctl
+        .run(
+            &dosi,
+            &[
+                "--json",
+                "republish",
+                "--service",
+                "intake",
+                "--login",
+                "basile.restat",
+            ],
+        )
+        .await
+        .json();
+    assert_eq!(one["learners"], 1, "{one}");
+    // Only dosi restates.
+    let refused = hlctl
+        .run(&deve, &["republish", "--service", "intake"])
+        .await;
+    assert_eq!(refused.code, Some(1), "{refused:?}");
+    assert!(refused.stderr.contains("PERMISSION_DENIED"), "{refused:?}");
+
+    // Entitlement rebuilt: intake restates its learners (and agreements) for it.
+    let rebuilt = hlctl.run(&dosi, &["rebuild", "entitlement"]).await;
+    assert_eq!(rebuilt.code, Some(0), "{rebuilt:?}");
+    assert!(
+        rebuilt.stdout.contains("intake: 2 learners restated"),
+        "{rebuilt:?}"
+    );
+    services.stop().await;
+}

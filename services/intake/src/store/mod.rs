@@ -233,6 +233,21 @@ pub async fn learners(
     Ok(records)
 }
 
+/// Up to `limit` learner ids after `after`, in id order: a page of a restatement.
+pub async fn learner_ids_after(
+    conn: &mut PgConnection,
+    after: Uuid,
+    limit: i64,
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT learner_id FROM persons WHERE learner_id > $1 ORDER BY learner_id LIMIT $2",
+    )
+    .bind(after)
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+}
+
 /// A person, locked for the caller's transaction.
 pub async fn lock_person(
     conn: &mut PgConnection,
