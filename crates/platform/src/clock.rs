@@ -385,7 +385,10 @@ mod tests {
         // A day a second, started now: a midnight comes within a real second.
         let clock = Clock::rehearsal("Europe/Paris", jiff::Timestamp::now(), 60).expect("zone");
         assert!(clock.is_rehearsal());
-        assert!(!clock.set(at("2026-07-01T10:00:00Z")), "only a manual clock is set");
+        assert!(
+            !clock.set(at("2026-07-01T10:00:00Z")),
+            "only a manual clock is set"
+        );
         let mut change = clock.day_change();
         let mut day = clock.today();
         for _ in 0..3 {
