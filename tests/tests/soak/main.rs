@@ -483,6 +483,8 @@ where
 struct Memory {
     /// (seconds since the start, KiB per service in [`isolated::SERVICES`]' order).
     samples: Vec<(f64, Vec<u64>)>,
+    /// The learners registered by then, at each sample.
+    learners: Vec<usize>,
 }
 
 impl Memory {
@@ -498,6 +500,18 @@ impl Memory {
             .find(|(seconds, _)| *seconds >= at.as_secs_f64())
             .or_else(|| self.series(service).last())
             .map_or(0, |(_, kib)| kib)
+    }
+
+    /// The learners registered at the first sample at or after `at`.
+    fn learners_at(&self, at: Duration) -> usize {
+        self.samples
+            .iter()
+            .zip(&self.learners)
+            .find(|((seconds, _), _)| *seconds >= at.as_secs_f64())
+            .map_or_else(
+                || self.learners.last().copied().unwrap_or(0),
+                |(_, learners)| *learners,
+            )
     }
 
     fn last(&self, service: usize) -> u64 {
@@ -732,6 +746,7 @@ async fn the_system_holds_a_steady_load_as_the_days_pass() {
                 .join(", "),
         );
         memory.samples.push((seconds, kib));
+        memory.learners.push(learners);
     }
     let unanswered =
         registrations.await.unwrap() + amendments.await.unwrap() + checks.await.unwrap();
@@ -745,25 +760,31 @@ async fn the_system_holds_a_steady_load_as_the_days_pass() {
     let mut report = format!(
         "\nsoak: {:.0} s, {} days a minute ({first_day} to {last_day}); {} learners registered; \
          converged {converged:.1?} after the load stopped\n\nmemory (VmRSS, KiB; warmed up at {:.0} s):\n\
-         | service | warmed up | end | max | end / warmed up | slope, second half (KiB/min) |\n|---|---|---|---|---|---|\n",
+         | service | warmed up | end | max | end / warmed up | slope, second half (KiB/min) | growth a learner registered since warm-up (bytes) |\n|---|---|---|---|---|---|---|\n",
         settings.duration.as_secs_f64(),
         settings.days_per_minute,
         record.learners.len(),
         settings.warm_up.as_secs_f64(),
     );
     let mut too_much = Vec::new();
+    let learners_since = record
+        .learners
+        .len()
+        .saturating_sub(memory.learners_at(settings.warm_up))
+        .max(1);
     for (index, service) in isolated::SERVICES.iter().enumerate() {
         let warm = memory.at(index, settings.warm_up);
         let last = memory.last(index);
         let max = memory.series(index).map(|(_, kib)| kib).max().unwrap_or(0);
         let _ = writeln!(
             report,
-            "| {service} | {} | {} | {} | {:.2} | {:+.0} |",
+            "| {service} | {} | {} | {} | {:.2} | {:+.0} | {:.0} |",
             grouped(warm),
             grouped(last),
             grouped(max),
             last as f64 / warm.max(1) as f64,
-            memory.slope(index)
+            memory.slope(index),
+            (last as f64 - warm as f64) * 1_024.0 / learners_since as f64,
         );
         if last > MEMORY_BOUND.limit(warm) {
             too_much.push(format!(
