@@ -30,7 +30,10 @@ use std::{
 
 use hosted_contracts::v1;
 use hosted_e2e::isolated::{self, Accepted, Isolated};
-use hosted_platform::clock::{Clock, format_day, parse_day};
+use hosted_platform::{
+    clock::{Clock, format_day, parse_day},
+    config::DEFAULT_TIME_ZONE,
+};
 use sqlx::Connection as _;
 use time::Date;
 use tokio::{task::JoinSet, time::MissedTickBehavior};
@@ -38,7 +41,7 @@ use tonic::transport::Channel;
 
 /// How much above its RSS once warmed up a service may end: generous, for the
 /// allocator's noise over a short run and for what the data itself adds (the Check
-/// cache holds every learner, about half a KiB each). For services of about 20 MiB
+/// cache holds every learner: about 1.15 KiB of RSS each). For services of about 20 MiB
 /// it catches a leak of some 4 KiB a Check in the CI run, 150 bytes in 30 minutes;
 /// the printed slope shows less.
 const MEMORY_BOUND: Bound = Bound {
@@ -639,8 +642,8 @@ async fn the_system_holds_a_steady_load_as_the_days_pass() {
         );
     }
     // A short grace, so that accounts also move on to expired while the soak runs;
-    // the longest expiry (ten years), so that none is removed (each accepted learner keeps an entry,
-    // which is what convergence counts).
+    // the longest expiry (ten years), so that none is removed: each accepted learner
+    // keeps an entry, which is what convergence counts.
     system.set("directory", "ACCOUNTS__GRACE_DAYS", "3");
     system.set("directory", "ACCOUNTS__EXPIRED_DAYS", "3650");
     tokio::task::block_in_place(|| {
@@ -651,7 +654,7 @@ async fn the_system_holds_a_steady_load_as_the_days_pass() {
             system.wait_serving(service);
         }
     });
-    let clock = Clock::rehearsal("Europe/Paris", started_at, settings.days_per_minute).unwrap();
+    let clock = Clock::rehearsal(DEFAULT_TIME_ZONE, started_at, settings.days_per_minute).unwrap();
     let first_day = clock.today();
     eprintln!(
         "soak: isolated system in {}; {:?} at {} registrations, {} amendments, {} Checks a second; \
