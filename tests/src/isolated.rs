@@ -1279,3 +1279,52 @@ impl Isolated {
         entries
     }
 }
+
+/// A process's resident memory (VmRSS in `/proc/<pid>/status`), in KiB; None when
+/// the process is gone.
+pub fn resident_kib(pid: u32) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+impl Isolated {
+    /// A service's resident memory in KiB (see [`resident_kib`]).
+    pub fn resident_kib(&self, service: &str) -> Option<u64> {
+        resident_kib(self.pid(service))
+    }
+
+    /// The account state of each entry under the managed base: the sub-state of its
+    /// `supannRessourceEtatDate` (`SupannActif`, `SupannSursis`, `SupannExpire`…).
+    pub fn account_states(&self) -> Vec<String> {
+        let output = run(Command::new("ldapsearch")
+            .args([
+                "-x",
+                "-LLL",
+                "-o",
+                "ldif-wrap=no",
+                "-H",
+                &self.slapd.url(),
+                "-D",
+                ROOT_DN,
+                "-w",
+                ROOT_PASSWORD,
+            ])
+            .args([
+                "-b",
+                PEOPLE,
+                "-s",
+                "one",
+                "(uid=*)",
+                "supannRessourceEtatDate",
+            ]));
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter_map(|line| line.strip_prefix("supannRessourceEtatDate: {COMPTE}"))
+            .filter_map(|value| value.split(':').nth(1))
+            .map(str::to_owned)
+            .collect()
+    }
+}

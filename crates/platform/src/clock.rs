@@ -6,6 +6,14 @@
 //! A clock is the system's, or manual: tests set a manual clock to any instant and
 //! whatever waits for the next day ([`DayChange`]) wakes at once, so that what happens
 //! on a future date is shown without waiting for it.
+//!
+//! A third kind, the **rehearsal** clock, is for soak runs of whole processes, where a
+//! test cannot move a manual clock: from a configured real instant on, it runs a
+//! configured number of days per real minute, so that stays start and end, grants
+//! take effect and lapse and accounts move on while the soak runs. Every process given
+//! the same two settings shows the same instant. Never in production: it is off unless
+//! both `[clock] rehearsal_days_per_minute` and `rehearsal_started_at` are set, and a
+//! service that runs on it says so in a warning at start.
 
 use std::{sync::Arc, time::Duration};
 
@@ -47,7 +55,38 @@ pub struct Clock {
     zone: jiff::tz::TimeZone,
     /// Set for a manual clock: the instant it shows.
     manual: Option<Arc<watch::Sender<jiff::Timestamp>>>,
+    /// Set for a rehearsal clock: when it started and how fast it runs.
+    rehearsal: Option<Rehearsal>,
 }
+
+/// An accelerated calendar: at `started_at` (a real instant) the clock shows
+/// `started_at`; each real second after it, `speed` seconds pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Rehearsal {
+    started_at: jiff::Timestamp,
+    speed: i128,
+}
+
+impl Rehearsal {
+    /// The instant the rehearsal shows at the real instant `real`.
+    fn shows_at(self, real: jiff::Timestamp) -> jiff::Timestamp {
+        let elapsed = real.as_nanosecond() - self.started_at.as_nanosecond();
+        elapsed
+            .checked_mul(self.speed)
+            .and_then(|shown| shown.checked_add(self.started_at.as_nanosecond()))
+            .and_then(|shown| jiff::Timestamp::from_nanosecond(shown).ok())
+            .unwrap_or(jiff::Timestamp::MAX)
+    }
+
+    /// How long, in real time, the rehearsal takes to show `shown` more.
+    fn real(self, shown: Duration) -> Duration {
+        let speed = u32::try_from(self.speed).unwrap_or(u32::MAX).max(1);
+        shown / speed
+    }
+}
+
+/// The fastest a rehearsal clock may run: a day a second.
+pub const MAX_REHEARSAL_DAYS_PER_MINUTE: u32 = 60;
 
 /// The longest a [`DayChange`] sleeps before looking at the system clock again, so
 /// that a clock stepped by NTP or by hand is noticed.
@@ -57,7 +96,11 @@ impl Clock {
     /// A clock in `zone`, an IANA name such as `Europe/Paris` or `Indian/Reunion`.
     pub fn new(zone: &str) -> Result<Self, String> {
         jiff::tz::TimeZone::get(zone)
-            .map(|zone| Self { zone, manual: None })
+            .map(|zone| Self {
+                zone,
+                manual: None,
+                rehearsal: None,
+            })
             .map_err(|error| format!("{zone:?} is not a known time zone ({error})"))
     }
 
@@ -66,6 +109,34 @@ impl Clock {
         let mut clock = Self::new(zone)?;
         clock.manual = Some(Arc::new(watch::Sender::new(instant)));
         Ok(clock)
+    }
+
+    /// A rehearsal clock (soak runs only, see the module's documentation): it shows
+    /// `started_at` at the real instant `started_at`, and from then on runs
+    /// `days_per_minute` days per real minute (1 to
+    /// [`MAX_REHEARSAL_DAYS_PER_MINUTE`]).
+    pub fn rehearsal(
+        zone: &str,
+        started_at: jiff::Timestamp,
+        days_per_minute: u32,
+    ) -> Result<Self, String> {
+        if !(1..=MAX_REHEARSAL_DAYS_PER_MINUTE).contains(&days_per_minute) {
+            return Err(format!(
+                "{days_per_minute} days per minute: from 1 to {MAX_REHEARSAL_DAYS_PER_MINUTE}"
+            ));
+        }
+        let mut clock = Self::new(zone)?;
+        clock.rehearsal = Some(Rehearsal {
+            started_at,
+            // A day a minute is 1,440 times as fast as real time.
+            speed: i128::from(days_per_minute) * 1_440,
+        });
+        Ok(clock)
+    }
+
+    /// Whether this is a rehearsal clock.
+    pub fn is_rehearsal(&self) -> bool {
+        self.rehearsal.is_some()
     }
 
     /// Moves a manual clock (and every clone of it) to `instant`, waking whatever
@@ -90,7 +161,10 @@ impl Clock {
     pub fn now(&self) -> jiff::Timestamp {
         match &self.manual {
             Some(manual) => *manual.borrow(),
-            None => jiff::Timestamp::now(),
+            None => match self.rehearsal {
+                Some(rehearsal) => rehearsal.shows_at(jiff::Timestamp::now()),
+                None => jiff::Timestamp::now(),
+            },
         }
     }
 
@@ -152,7 +226,8 @@ impl Clock {
 }
 
 /// Waits for the date to change: the next local midnight on the system clock (or a
-/// few minutes, whichever comes first), the next [`Clock::set`] on a manual one.
+/// few minutes, whichever comes first), the next [`Clock::set`] on a manual one, the
+/// rehearsal's next midnight, as soon as it comes in real time, on a rehearsal clock.
 #[derive(Debug)]
 pub struct DayChange {
     clock: Clock,
@@ -169,10 +244,12 @@ impl DayChange {
                 }
             }
             None => {
-                let sleep = self
-                    .clock
-                    .until_next_day(jiff::Timestamp::now())
-                    .min(LONGEST_SLEEP);
+                let until_midnight = self.clock.until_next_day(self.clock.now());
+                let sleep = match self.clock.rehearsal {
+                    Some(rehearsal) => rehearsal.real(until_midnight),
+                    None => until_midnight,
+                }
+                .min(LONGEST_SLEEP);
                 // Just past midnight, so that the date has changed when it wakes.
                 tokio::time::sleep(sleep + Duration::from_millis(50)).await;
             }
@@ -185,6 +262,7 @@ impl Default for Clock {
         Self::new(crate::config::DEFAULT_TIME_ZONE).unwrap_or(Self {
             zone: jiff::tz::TimeZone::UTC,
             manual: None,
+            rehearsal: None,
         })
     }
 }
@@ -267,6 +345,60 @@ mod tests {
             .expect("woken by the change");
         assert_eq!(clone.today(), date!(2026 - 07 - 04));
         assert!(!Clock::default().set(at("2026-07-01T10:00:00Z")));
+    }
+
+    #[test]
+    fn a_rehearsal_runs_its_days_per_minute_from_its_start() {
+        let rehearsal = Rehearsal {
+            started_at: at("2026-07-01T10:00:00Z"),
+            speed: 10 * 1_440,
+        };
+        assert_eq!(
+            rehearsal.shows_at(at("2026-07-01T10:00:00Z")),
+            at("2026-07-01T10:00:00Z")
+        );
+        // Ten days a minute: one real minute later, ten days later.
+        assert_eq!(
+            rehearsal.shows_at(at("2026-07-01T10:01:00Z")),
+            at("2026-07-11T10:00:00Z")
+        );
+        assert_eq!(
+            rehearsal.shows_at(at("2026-07-01T10:00:06Z")),
+            at("2026-07-02T10:00:00Z")
+        );
+        assert_eq!(
+            rehearsal.real(Duration::from_secs(86_400)),
+            Duration::from_secs(6)
+        );
+        assert_eq!(
+            rehearsal.shows_at(jiff::Timestamp::MAX),
+            jiff::Timestamp::MAX,
+            "no overflow"
+        );
+        assert!(Clock::rehearsal("Europe/Paris", at("2026-07-01T10:00:00Z"), 0).is_err());
+        assert!(Clock::rehearsal("Europe/Paris", at("2026-07-01T10:00:00Z"), 61).is_err());
+        assert!(!Clock::default().is_rehearsal());
+    }
+
+    #[tokio::test]
+    async fn a_rehearsal_clock_wakes_its_waiters_at_each_of_its_midnights() {
+        // A day a second, started now: a midnight comes within a real second.
+        let clock = Clock::rehearsal("Europe/Paris", jiff::Timestamp::now(), 60).expect("zone");
+        assert!(clock.is_rehearsal());
+        assert!(
+            !clock.set(at("2026-07-01T10:00:00Z")),
+            "only a manual clock is set"
+        );
+        let mut change = clock.day_change();
+        let mut day = clock.today();
+        for _ in 0..3 {
+            tokio::time::timeout(Duration::from_secs(30), change.wait())
+                .await
+                .expect("woken at the rehearsal's midnight, not minutes later");
+            // Woken past its midnight, never before: the date has changed.
+            assert!(clock.today() > day, "{} after {day}", clock.today());
+            day = clock.today();
+        }
     }
 
     #[test]

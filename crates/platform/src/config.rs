@@ -192,12 +192,20 @@ pub const DEFAULT_TIME_ZONE: &str = "Europe/Paris";
 pub struct ClockConfig {
     /// An IANA time zone, e.g. `Europe/Paris`, `Indian/Reunion`, `Pacific/Noumea`.
     pub time_zone: String,
+    /// Soak runs only, never production: days that pass per real minute (0, the
+    /// default: the real calendar). Needs `rehearsal_started_at`.
+    pub rehearsal_days_per_minute: u32,
+    /// Soak runs only: the real instant (RFC 3339) the rehearsal's calendar starts
+    /// running faster from; every process of one rehearsal is given the same.
+    pub rehearsal_started_at: String,
 }
 
 impl Default for ClockConfig {
     fn default() -> Self {
         Self {
             time_zone: DEFAULT_TIME_ZONE.to_owned(),
+            rehearsal_days_per_minute: 0,
+            rehearsal_started_at: String::new(),
         }
     }
 }
@@ -207,12 +215,53 @@ impl Section for ClockConfig {
         if let Err(reason) = crate::clock::Clock::new(&self.time_zone) {
             problems.push(format!("{section}.time_zone: {reason}"));
         }
+        if let Err(reason) = self.rehearsal() {
+            problems.push(format!("{section}.{reason}"));
+        }
     }
 }
 
 impl ClockConfig {
+    /// The configured clock: the system's, or a rehearsal's (said in a warning).
     pub fn clock(&self) -> crate::clock::Clock {
+        if let Ok(Some((started_at, days_per_minute))) = self.rehearsal()
+            && let Ok(clock) =
+                crate::clock::Clock::rehearsal(&self.time_zone, started_at, days_per_minute)
+        {
+            tracing::warn!(
+                days_per_minute,
+                %started_at,
+                shows = %clock.now(),
+                "REHEARSAL CLOCK: days pass {days_per_minute} per minute; for soak runs only, \
+                 never in production (unset clock.rehearsal_days_per_minute)"
+            );
+            return clock;
+        }
         crate::clock::Clock::new(&self.time_zone).unwrap_or_default()
+    }
+
+    /// The rehearsal asked for, if any, or what is wrong with it (a field and why).
+    fn rehearsal(&self) -> Result<Option<(jiff::Timestamp, u32)>, String> {
+        let started_at = self.rehearsal_started_at.trim();
+        match (self.rehearsal_days_per_minute, started_at.is_empty()) {
+            (0, true) => Ok(None),
+            (0, false) => Err(
+                "rehearsal_started_at: set without rehearsal_days_per_minute (both, or neither)"
+                    .to_owned(),
+            ),
+            (_, true) => Err(
+                "rehearsal_days_per_minute: set without rehearsal_started_at (both, or neither)"
+                    .to_owned(),
+            ),
+            (days, false) => {
+                let started_at: jiff::Timestamp = started_at.parse().map_err(|error| {
+                    format!("rehearsal_started_at: not an RFC 3339 instant ({error})")
+                })?;
+                crate::clock::Clock::rehearsal(&self.time_zone, started_at, days)
+                    .map_err(|reason| format!("rehearsal_days_per_minute: {reason}"))?;
+                Ok(Some((started_at, days)))
+            }
+        }
     }
 }
 
@@ -783,6 +832,61 @@ mod tests {
     }
 
     #[test]
+    fn a_rehearsal_clock_takes_both_settings_and_nothing_else() {
+        let load = |env: &[(&str, &str)]| {
+            let mut outcome = None;
+            figment::Jail::expect_with(|jail| {
+                for (name, value) in env {
+                    jail.set_env(name, value);
+                }
+                let mut loader = Loader::new("SVC", None);
+                let clock: ClockConfig = loader.section("clock");
+                outcome = Some(loader.finish().map(|()| clock).map_err(|e| e.0));
+                Ok(())
+            });
+            outcome.expect("loaded")
+        };
+        let off = load(&[]).expect("the default");
+        assert!(!off.clock().is_rehearsal());
+        let on = load(&[
+            ("SVC__CLOCK__REHEARSAL_DAYS_PER_MINUTE", "10"),
+            ("SVC__CLOCK__REHEARSAL_STARTED_AT", "2026-12-01T09:00:00Z"),
+        ])
+        .expect("both settings");
+        assert!(on.clock().is_rehearsal());
+        for (env, field) in [
+            (
+                &[("SVC__CLOCK__REHEARSAL_DAYS_PER_MINUTE", "10")][..],
+                "clock.rehearsal_days_per_minute: set without rehearsal_started_at",
+            ),
+            (
+                &[("SVC__CLOCK__REHEARSAL_STARTED_AT", "2026-12-01T09:00:00Z")][..],
+                "clock.rehearsal_started_at: set without rehearsal_days_per_minute",
+            ),
+            (
+                &[
+                    ("SVC__CLOCK__REHEARSAL_DAYS_PER_MINUTE", "10"),
+                    ("SVC__CLOCK__REHEARSAL_STARTED_AT", "yesterday"),
+                ][..],
+                "clock.rehearsal_started_at: not an RFC 3339 instant",
+            ),
+            (
+                &[
+                    ("SVC__CLOCK__REHEARSAL_DAYS_PER_MINUTE", "1000"),
+                    ("SVC__CLOCK__REHEARSAL_STARTED_AT", "2026-12-01T09:00:00Z"),
+                ][..],
+                "clock.rehearsal_days_per_minute: 1000 days per minute: from 1 to 60",
+            ),
+        ] {
+            let problems = load(env).expect_err(field);
+            assert!(
+                problems.iter().any(|problem| problem.starts_with(field)),
+                "{field}: {problems:?}"
+            );
+        }
+    }
+
+    #[test]
     fn passwords_are_redacted() {
         assert_eq!(
             redact_url("postgres://u:pw@h:5432/db"),
@@ -803,7 +907,7 @@ mod properties {
     use super::*;
 
     /// The fields of the common sections, as environment variables name them.
-    const FIELDS: [&str; 15] = [
+    const FIELDS: [&str; 17] = [
         "GRPC__LISTEN",
         "GRPC__GRACE_PERIOD_MS",
         "DATABASE__URL",
@@ -819,6 +923,8 @@ mod properties {
         "TELEMETRY__OTLP_ENDPOINT",
         "AUTH__CALLERS__PORTAL__ROLES",
         "CLOCK__TIME_ZONE",
+        "CLOCK__REHEARSAL_DAYS_PER_MINUTE",
+        "CLOCK__REHEARSAL_STARTED_AT",
     ];
 
     /// A value as the environment holds it: text without NUL.
@@ -841,6 +947,7 @@ mod properties {
                 "debug,x=",
                 "1e3",
                 "NaN",
+                "2026-12-01T09:00:00Z",
                 "-0",
             ])
             .prop_map(str::to_owned),
@@ -901,6 +1008,7 @@ mod properties {
             && config.nats.max_deliver >= 1
             && config.nats.ack_wait >= Duration::from_secs(1)
             && crate::clock::Clock::new(&config.clock.time_zone).is_ok()
+            && config.clock.rehearsal().is_ok()
     }
 
     /// Set for the child process of the test below.
