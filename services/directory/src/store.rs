@@ -547,8 +547,9 @@ pub async fn all_accounts(pool: &PgPool) -> Result<Vec<AccountRow>, sqlx::Error>
 }
 
 pub async fn learner_id_by_login(pool: &PgPool, login: &str) -> Result<Option<Uuid>, sqlx::Error> {
+    // Logins are lower-case; `PAUL.DURAND` is `paul.durand`, as in LDAP's uid.
     sqlx::query_scalar("SELECT learner_id FROM accounts WHERE login = $1")
-        .bind(login)
+        .bind(login.to_ascii_lowercase())
         .fetch_optional(pool)
         .await
 }

@@ -154,7 +154,11 @@ impl GrantsCache {
             let entries = self.read();
             let id = match Uuid::parse_str(login_or_id) {
                 Ok(id) => Some(id),
-                Err(_) => entries.by_login.get(login_or_id).copied(),
+                // Logins are lower-case; LDAP's uid, and so users, are not case-sensitive.
+                Err(_) => entries
+                    .by_login
+                    .get(login_or_id.to_ascii_lowercase().as_str())
+                    .copied(),
             };
             if let Some(found) = id.and_then(|id| entries.by_id.get(&id)) {
                 return Ok(Some(found.clone()));

@@ -795,8 +795,9 @@ pub async fn learner(
                 .await
         }
         Err(_) => {
+            // Logins are lower-case; `PAUL.DURAND` is `paul.durand`, as in LDAP's uid.
             sqlx::query_as("SELECT learner_id, login, version FROM learners WHERE login = $1")
-                .bind(login_or_id)
+                .bind(login_or_id.to_ascii_lowercase())
                 .fetch_optional(conn)
                 .await
         }

@@ -55,6 +55,8 @@ async fn grants_follow_the_policy_and_check_denies_by_default() {
     assert_eq!(library.rule, "populations.IFSI.library");
     assert_eq!(library.policy_version, "2026.1");
     assert!(check(&system, "manon.fontaine", "grades").await.allowed);
+    // A login as a user types it in CAS: LDAP's uid is not case-sensitive, nor Check.
+    assert!(check(&system, "Manon.FONTAINE", "grades").await.allowed);
     let card = check(&system, "manon.fontaine", "smart-card").await;
     assert!(!card.allowed);
     assert!(card.reason.contains("never"), "{}", card.reason);

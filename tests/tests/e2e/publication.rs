@@ -102,6 +102,22 @@ async fn a_registered_learner_appears_in_ldap() {
     assert_eq!(account.version, 1);
     assert_eq!(account.published_version, 1);
     assert!(account.differences.is_empty(), "{:?}", account.differences);
+    // A login in any case is the same account, as LDAP's uid is.
+    let shouted = system
+        .directory_client()
+        .await
+        .get_account(system.as_role(
+            Role::Dosi,
+            hosted_contracts::v1::GetAccountRequest {
+                key: Some(hosted_contracts::v1::get_account_request::Key::Login(
+                    "Elodie.LEFEVRE".to_owned(),
+                )),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(shouted.learner_id, person.learner_id);
     system.stop().await;
 }
 

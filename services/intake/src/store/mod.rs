@@ -173,8 +173,13 @@ pub async fn learner_id_by(
         LookupKey::Login => "SELECT learner_id FROM persons WHERE login = $1",
         LookupKey::LearnerNumber => "SELECT learner_id FROM persons WHERE learner_number = $1",
     };
+    let value = match column {
+        // Logins are lower-case; `PAUL.DURAND` is `paul.durand`, as in LDAP's uid.
+        LookupKey::Login => value.trim().to_ascii_lowercase(),
+        LookupKey::LearnerNumber => value.trim().to_owned(),
+    };
     sqlx::query_scalar(sql)
-        .bind(value.trim())
+        .bind(value)
         .fetch_optional(pool)
         .await
 }

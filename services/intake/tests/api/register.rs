@@ -44,6 +44,19 @@ async fn register_stay_creates_a_learner_and_publishes_the_fact() {
         .learner
         .unwrap();
     assert_eq!(fetched.person, learner.person);
+    // A login in any case is the same login, as in LDAP's uid.
+    let shouted = client
+        .get_learner(intake.deve(v1::GetLearnerRequest {
+            key: Some(v1::get_learner_request::Key::Login(
+                "ELODIE.Lefevre".to_owned(),
+            )),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .learner
+        .unwrap();
+    assert_eq!(shouted.person, learner.person);
 
     let stream = intake
         .namespace
