@@ -220,18 +220,26 @@ impl Postgres {
     }
 }
 
-impl Drop for Postgres {
-    fn drop(&mut self) {
+impl Postgres {
+    /// Stops it in immediate mode if it runs, waiting until it has, ignoring failures
+    /// (clean-up).
+    fn stop_quietly(&self) {
         if self.running() {
             let _ = self
                 .command("pg_ctl")
                 .arg("-D")
                 .arg(self.dir.join("data"))
-                .args(["-m", "immediate", "stop"])
+                .args(["-m", "immediate", "-w", "stop"])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .status();
         }
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        self.stop_quietly();
     }
 }
 
@@ -827,16 +835,8 @@ impl Drop for Isolated {
         if std::env::var("HOSTED_FAULTS_KEEP").is_ok_and(|keep| keep == "1") {
             eprintln!("isolated system kept in {}", self.root.display());
         } else {
-            // Stopped by its own Drop, after this one; the files can go now.
-            let _ = self
-                .postgres
-                .command("pg_ctl")
-                .arg("-D")
-                .arg(self.postgres.dir.join("data"))
-                .args(["-m", "immediate", "-w", "stop"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
+            // Stopped before its files go (its own Drop then finds it stopped).
+            self.postgres.stop_quietly();
             let _ = fs::remove_dir_all(&self.root);
         }
     }
@@ -1082,17 +1082,9 @@ impl Isolated {
 
     /// The number of entries under the managed base (by `uid`).
     pub fn ldap_entries(&self) -> usize {
-        let output = run(Command::new("ldapsearch")
-            .args([
-                "-x",
-                "-LLL",
-                "-H",
-                &self.slapd.url(),
-                "-D",
-                ROOT_DN,
-                "-w",
-                ROOT_PASSWORD,
-            ])
+        let output = run(self
+            .ldap_tool("ldapsearch")
+            .arg("-LLL")
             .args(["-b", PEOPLE, "-s", "one", "(uid=*)", "1.1"]));
         String::from_utf8_lossy(&output.stdout)
             .lines()
@@ -1299,19 +1291,9 @@ impl Isolated {
     /// The account state of each entry under the managed base: the sub-state of its
     /// `supannRessourceEtatDate` (`SupannActif`, `SupannSursis`, `SupannExpire`…).
     pub fn account_states(&self) -> Vec<String> {
-        let output = run(Command::new("ldapsearch")
-            .args([
-                "-x",
-                "-LLL",
-                "-o",
-                "ldif-wrap=no",
-                "-H",
-                &self.slapd.url(),
-                "-D",
-                ROOT_DN,
-                "-w",
-                ROOT_PASSWORD,
-            ])
+        let output = run(self
+            .ldap_tool("ldapsearch")
+            .args(["-LLL", "-o", "ldif-wrap=no"])
             .args([
                 "-b",
                 PEOPLE,

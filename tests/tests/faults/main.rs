@@ -204,13 +204,7 @@ async fn fresh_system(size: Size, check_the_checks: bool) -> (Isolated, Accepted
     eprintln!("faults: baseline converged in {settled:.1?}");
     if check_the_checks {
         let deleted = format!("uid={},{}", first_login(&file), isolated::PEOPLE);
-        let status = std::process::Command::new("ldapdelete")
-            .args(["-x", "-H", &system.slapd.url(), "-D", isolated::ROOT_DN])
-            .args(["-w", isolated::ROOT_PASSWORD])
-            .arg(&deleted)
-            .status()
-            .unwrap();
-        assert!(status.success(), "ldapdelete {deleted}");
+        system.ldap_input("ldapdelete", &[&deleted], "");
         assert_eq!(system.drift().len(), 1, "the deleted entry is drift");
         let repaired = system
             .hlctl()
