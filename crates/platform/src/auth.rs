@@ -117,6 +117,10 @@ pub fn hash_token(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
+/// The actor of what the calendar does (a stay starts, a grant lapses): no caller
+/// asked for it. No caller may be configured under this name.
+pub const SYSTEM: &str = "system";
+
 /// The authenticated caller of the current request, in the request's extensions.
 #[derive(Debug, Clone)]
 pub struct Actor(pub Arc<str>);

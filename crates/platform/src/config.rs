@@ -696,6 +696,13 @@ impl AuthConfig {
         for (name, caller) in &self.callers {
             let field = format!("{section}.callers.{name}");
             let mut ok = true;
+            if name == crate::auth::SYSTEM {
+                problems.push(format!(
+                    "{field}: {:?} is the actor of what the calendar does, not a caller's name",
+                    crate::auth::SYSTEM
+                ));
+                ok = false;
+            }
             let hash = match hex::decode(&caller.token_sha256) {
                 Ok(hash) if hash.len() == 32 => hash,
                 _ => {
@@ -808,6 +815,23 @@ mod tests {
             let callers = auth.callers("auth", &mut more);
             assert_eq!(callers.len(), 1);
             assert_eq!(callers[0].roles(), &[Role::Deve, Role::Dosi]);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn no_caller_may_take_the_calendars_name() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("SVC__AUTH__CALLERS__SYSTEM__TOKEN_SHA256", "ab".repeat(32));
+            jail.set_env("SVC__AUTH__CALLERS__SYSTEM__ROLES", "dosi");
+            let mut loader = Loader::new("SVC", None);
+            let auth: AuthConfig = loader.section("auth");
+            let problems = loader.finish().expect_err("a caller named system").0;
+            assert!(
+                problems.iter().any(|p| p.contains("callers.system")),
+                "{problems:?}"
+            );
+            assert!(auth.callers("auth", &mut Vec::new()).is_empty());
             Ok(())
         });
     }

@@ -63,15 +63,15 @@ impl Handler for PeopleHandler {
         };
         let undecodable =
             |error: hosted_contracts::prost::DecodeError| permanent(format!("{fact}: {error}"));
-        let learner = if *fact == subjects::intake::PAYMENT_RECORDED {
-            v1::PaymentEvent::decode(delivery.payload.clone())
-                .map_err(undecodable)?
-                .learner
+        let (learner, meta) = if *fact == subjects::intake::PAYMENT_RECORDED {
+            let event = v1::PaymentEvent::decode(delivery.payload.clone()).map_err(undecodable)?;
+            (event.learner, event.meta)
         } else {
-            v1::LearnerEvent::decode(delivery.payload.clone())
-                .map_err(undecodable)?
-                .learner
+            let event = v1::LearnerEvent::decode(delivery.payload.clone()).map_err(undecodable)?;
+            (event.learner, event.meta)
         };
+        // Who caused the change: what it sets off here says so too.
+        let actor = meta.map(|meta| meta.actor).unwrap_or_default();
         let learner = learner.ok_or_else(|| permanent("event without learner"))?;
         let person = learner
             .person
@@ -90,7 +90,7 @@ impl Handler for PeopleHandler {
             version: learner.version,
         };
         if store::save_person(conn, &person).await? && !person.ine.is_empty() {
-            self.office.person_changed(conn, learner_id).await?;
+            self.office.person_changed(conn, learner_id, &actor).await?;
         }
         Ok(())
     }
@@ -158,7 +158,7 @@ impl Handler for GrantsHandler {
         .await?
         {
             self.office
-                .follow(conn, learner_id, on, Some(delivery.event_id))
+                .follow(conn, learner_id, on, Some(delivery.event_id), &meta.actor)
                 .await?;
         }
         Ok(())

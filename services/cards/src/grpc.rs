@@ -173,6 +173,7 @@ impl Cards {
 
     async fn restate_cards(
         &self,
+        actor: &str,
         request: v1::RestateCardsRequest,
     ) -> Result<v1::RestateCardsResponse, ApiError> {
         use crate::restate::{DEFAULT_PAGE, Selection};
@@ -197,7 +198,7 @@ impl Cards {
             limit if limit <= 0 => DEFAULT_PAGE,
             limit => i64::from(limit),
         };
-        let page = self.office.restate(selection, limit).await?;
+        let page = self.office.restate(selection, limit, actor).await?;
         Ok(v1::RestateCardsResponse {
             cards: page.cards,
             next_after: page.next_after.map(|id| id.to_string()).unwrap_or_default(),
@@ -441,8 +442,9 @@ impl v1::cards_service_server::CardsService for Cards {
         &self,
         request: Request<v1::RestateCardsRequest>,
     ) -> Result<Response<v1::RestateCardsResponse>, Status> {
+        let actor = Actor::of(&request);
         Ok(Response::new(
-            Cards::restate_cards(self, request.into_inner()).await?,
+            Cards::restate_cards(self, actor.name(), request.into_inner()).await?,
         ))
     }
 }

@@ -29,9 +29,6 @@ use crate::{
 
 pub const CARD_EVENT_TYPE: &str = "hosted.v1.CardEvent";
 
-/// The actor of what the service does by itself.
-pub const SYSTEM: &str = "system";
-
 /// Why an operation of the card office was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum OfficeError {
@@ -246,11 +243,12 @@ impl Office {
         learner_id: Uuid,
         on: Date,
         cause_event_id: Option<Uuid>,
+        actor: &str,
     ) -> Result<(), OfficeError> {
         let Some((person, holding)) = store::lock_learner(conn, learner_id).await? else {
             return Ok(());
         };
-        self.follow_card(conn, &person, &holding, cause_event_id)
+        self.follow_card(conn, &person, &holding, cause_event_id, actor)
             .await?;
         self.follow_epurse(conn, learner_id, &holding, on).await
     }
@@ -261,6 +259,7 @@ impl Office {
         person: &Person,
         holding: &Holding,
         cause: Option<Uuid>,
+        actor: &str,
     ) -> Result<(), OfficeError> {
         let cards = store::cards_of(conn, person.learner_id).await?;
         let live = cards.iter().find(|card| card.state().is_live());
@@ -271,7 +270,7 @@ impl Office {
                     reason: Some(EXPIRED_REASON),
                     ..Default::default()
                 };
-                self.apply(conn, card, change, SYSTEM, cause).await?;
+                self.apply(conn, card, change, actor, cause).await?;
             }
             return Ok(());
         };
@@ -287,7 +286,7 @@ impl Office {
                 last_day: Some(until),
                 ..Default::default()
             };
-            self.apply(conn, card, change, SYSTEM, cause).await?;
+            self.apply(conn, card, change, actor, cause).await?;
             return Ok(());
         }
         if let Some(card) = live {
@@ -301,7 +300,7 @@ impl Office {
                 last_day: Some(until),
                 ..Default::default()
             };
-            self.apply(conn, card, change, SYSTEM, cause).await?;
+            self.apply(conn, card, change, actor, cause).await?;
             return Ok(());
         }
         match cards.first() {
@@ -314,7 +313,7 @@ impl Office {
                         last_day: Some(until),
                         ..Default::default()
                     };
-                    self.apply(conn, newest, change, SYSTEM, cause).await?;
+                    self.apply(conn, newest, change, actor, cause).await?;
                 }
             }
             // Disabled or destroyed: the card office decides on a replacement.
@@ -332,7 +331,7 @@ impl Office {
                 };
                 let step = Step {
                     reason,
-                    actor: SYSTEM,
+                    actor,
                     cause_event_id: cause,
                 };
                 self.new_card(conn, person, card, step).await?;
@@ -378,6 +377,7 @@ impl Office {
         &self,
         conn: &mut PgConnection,
         learner_id: Uuid,
+        actor: &str,
     ) -> Result<(), OfficeError> {
         let Some((person, _)) = store::lock_learner(conn, learner_id).await? else {
             return Ok(());
@@ -391,7 +391,7 @@ impl Office {
                     escn: Some(escn),
                     ..Default::default()
                 };
-                self.apply(conn, &card, change, SYSTEM, None).await?;
+                self.apply(conn, &card, change, actor, None).await?;
             }
         }
         Ok(())

@@ -11,7 +11,7 @@ use hosted_platform::outbox;
 use uuid::Uuid;
 
 use crate::{
-    office::{Office, OfficeError, SYSTEM},
+    office::{Office, OfficeError},
     store,
 };
 
@@ -40,8 +40,13 @@ pub struct Page {
 }
 
 impl Office {
-    /// Restates one page of cards.
-    pub async fn restate(&self, selection: Selection, limit: i64) -> Result<Page, OfficeError> {
+    /// Restates one page of cards; the events name `actor`, the caller who asked.
+    pub async fn restate(
+        &self,
+        selection: Selection,
+        limit: i64,
+        actor: &str,
+    ) -> Result<Page, OfficeError> {
         let limit = limit.clamp(1, MAX_PAGE);
         let mut tx = self.pool.begin().await?;
         let (cards, next_after) = match selection {
@@ -56,7 +61,7 @@ impl Office {
         };
         let outgoing: Vec<_> = cards
             .iter()
-            .map(|card| self.card_event(card, SYSTEM, subjects::cards::CARD_RESTATED))
+            .map(|card| self.card_event(card, actor, subjects::cards::CARD_RESTATED))
             .collect();
         outbox::enqueue(&mut tx, &outgoing).await?;
         tx.commit().await?;

@@ -120,22 +120,26 @@ impl ProjectionHandler {
                 learner_version: meta.learner_version,
                 effective_on,
                 in_force,
+                actor: meta.actor.clone(),
             })));
         }
         if AGREEMENT_FACTS.contains(fact) {
-            let agreement = v1::AgreementEvent::decode(delivery.payload.clone())
-                .map_err(undecodable)?
+            let event =
+                v1::AgreementEvent::decode(delivery.payload.clone()).map_err(undecodable)?;
+            let agreement = event
                 .agreement
                 .ok_or_else(|| permanent(format!("{fact}: event without agreement")))?;
             return Ok(Some(Fact::Agreement(store::AgreementPartner {
                 agreement_id: id(&agreement.agreement_id, "agreement id")?,
                 version: agreement.version,
                 partner_uai: agreement.partner_uai,
+                actor: event.meta.map(|meta| meta.actor).unwrap_or_default(),
             })));
         }
         if subjects::cards::CARD_FACTS.contains(fact) {
-            let card = v1::CardEvent::decode(delivery.payload.clone())
-                .map_err(undecodable)?
+            let event = v1::CardEvent::decode(delivery.payload.clone()).map_err(undecodable)?;
+            let actor = event.meta.map(|meta| meta.actor).unwrap_or_default();
+            let card = event
                 .card
                 .ok_or_else(|| permanent(format!("{fact}: event without card")))?;
             let state = match card.state() {
@@ -155,10 +159,12 @@ impl ProjectionHandler {
                     .valid_until
                     .as_ref()
                     .and_then(|at| time::OffsetDateTime::from_unix_timestamp(at.seconds).ok()),
+                actor,
             })));
         }
-        let learner = v1::LearnerEvent::decode(delivery.payload.clone())
-            .map_err(undecodable)?
+        let event = v1::LearnerEvent::decode(delivery.payload.clone()).map_err(undecodable)?;
+        let actor = event.meta.map(|meta| meta.actor).unwrap_or_default();
+        let learner = event
             .learner
             .ok_or_else(|| permanent(format!("{fact}: event without learner")))?;
         let person = learner
@@ -185,6 +191,7 @@ impl ProjectionHandler {
             learner: learner.encode_to_vec(),
             trace: delivery.trace.clone(),
             agreement_ids,
+            actor,
         };
         Ok(Some(Fact::Learner(Box::new((snapshot, learner)))))
     }

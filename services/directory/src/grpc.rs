@@ -3,7 +3,11 @@
 use std::collections::BTreeMap;
 
 use hosted_contracts::v1;
-use hosted_platform::{auth::Role, clock::wire_time, error::Violations};
+use hosted_platform::{
+    auth::{Actor, Role},
+    clock::wire_time,
+    error::Violations,
+};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
@@ -145,6 +149,7 @@ impl v1::directory_service_server::DirectoryService for Directory {
         &self,
         request: Request<v1::RepublishAccountRequest>,
     ) -> Result<Response<v1::RepublishAccountResponse>, Status> {
+        let actor = Actor::of(&request);
         let learner_id = learner_id("learner_id", &request.into_inner().learner_id)?;
         // An operator's republish asks LDAP afresh about the account's sponsors (an
         // entry made since is named now, not once the cached answer is too old).
@@ -154,7 +159,7 @@ impl v1::directory_service_server::DirectoryService for Directory {
         {
             self.sponsors.forget(std::slice::from_ref(&account));
         }
-        if !store::request_republish(&self.pool, learner_id)
+        if !store::request_republish(&self.pool, learner_id, actor.name())
             .await
             .map_err(DirectoryError::from)?
         {
@@ -170,6 +175,7 @@ impl v1::directory_service_server::DirectoryService for Directory {
         &self,
         request: Request<v1::ReconcileRequest>,
     ) -> Result<Response<v1::ReconcileResponse>, Status> {
+        let actor = Actor::of(&request);
         let request = request.into_inner();
         let apply = request.apply;
         let login = request.login.trim();
@@ -184,7 +190,7 @@ impl v1::directory_service_server::DirectoryService for Directory {
         }
         if apply {
             // First what an earlier reconciliation wrote and did not record.
-            self.finish_repairs().await?;
+            self.finish_repairs(actor.name()).await?;
         }
         let report = if login.is_empty() {
             self.drift().await?
@@ -192,7 +198,7 @@ impl v1::directory_service_server::DirectoryService for Directory {
             self.drift_of(login).await?
         };
         if apply {
-            self.repair(&report.drifts).await?;
+            self.repair(&report.drifts, actor.name()).await?;
         }
         tracing::info!(
             drifts = report.drifts.len(),

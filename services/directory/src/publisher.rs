@@ -71,9 +71,6 @@ pub struct Publisher {
 /// The protobuf name of [`v1::AccountEvent`], for the outbox.
 pub const ACCOUNT_EVENT_TYPE: &str = "hosted.v1.AccountEvent";
 
-/// Who the account events say made the change: the publisher itself.
-const ACTOR: &str = "directory";
-
 /// What one write did to an account, for its `account.published` event.
 #[derive(Debug, Clone)]
 pub struct Announced {
@@ -89,7 +86,7 @@ fn iso(day: Option<time::Date>) -> String {
 
 /// Writes the `account.published` event of one account's write into the outbox, in
 /// the caller's transaction (the one that records the publication), with the
-/// current span's trace.
+/// current span's trace, naming `actor` as who caused it.
 pub async fn announce(
     conn: &mut PgConnection,
     namespace: &Namespace,
@@ -97,6 +94,7 @@ pub async fn announce(
     account: &AccountRow,
     dn: &str,
     announced: &Announced,
+    actor: &str,
 ) -> Result<(), sqlx::Error> {
     let event_id = Uuid::now_v7();
     let (state, sub_state, state_from, state_to) = match announced.state {
@@ -112,7 +110,7 @@ pub async fn announce(
             occurred_at: Some(wire_instant(clock.now())),
             learner_id: account.learner_id.to_string(),
             learner_version: account.version,
-            actor: ACTOR.to_owned(),
+            actor: actor.to_owned(),
         }),
         dn: dn.to_owned(),
         published_version: account.version,
@@ -369,6 +367,7 @@ impl Publisher {
                             account,
                             &dn,
                             &announced,
+                            &account.actor,
                         )
                         .instrument(span)
                         .await?;

@@ -197,8 +197,9 @@ impl Directory {
     /// writes and announced (`account.published`) like any other write. It is recorded
     /// as under way before its LDAP write, and recorded as done (counted, announced) in
     /// one transaction after it: a repair that stops in between is found again by
-    /// [`Directory::finish_repairs`].
-    pub async fn repair(&self, drifts: &[Drift]) -> Result<(), DirectoryError> {
+    /// [`Directory::finish_repairs`]. The announcements name `actor`, the caller who
+    /// asked for the repair.
+    pub async fn repair(&self, drifts: &[Drift], actor: &str) -> Result<(), DirectoryError> {
         for drift in drifts {
             let repair = drift.account.as_ref().map(|account| store::Repair {
                 learner_id: account.learner_id,
@@ -222,7 +223,8 @@ impl Directory {
                 if written == Written::Unchanged {
                     store::end_repair(&mut *self.pool.acquire().await?, account.learner_id).await?;
                 } else {
-                    self.record_repair(account, &drift.dn, written).await?;
+                    self.record_repair(account, &drift.dn, written, actor)
+                        .await?;
                 }
             }
             tracing::info!(
@@ -238,8 +240,9 @@ impl Directory {
     /// stopped between an LDAP write and its record): one whose entry LDAP now holds
     /// as the account wants it was taken, and is counted and announced now; any other
     /// is forgotten (its drift is still there, and repaired again). Returns how many
-    /// were recorded.
-    pub async fn finish_repairs(&self) -> Result<usize, DirectoryError> {
+    /// were recorded, announced on behalf of `actor` (the caller of this
+    /// reconciliation).
+    pub async fn finish_repairs(&self, actor: &str) -> Result<usize, DirectoryError> {
         let unfinished = store::unfinished_repairs(&self.pool).await?;
         if unfinished.is_empty() {
             return Ok(0);
@@ -279,7 +282,8 @@ impl Directory {
                             attributes: usize::try_from(repair.attributes).unwrap_or_default(),
                         },
                     };
-                    self.record_repair(account, &repair.dn, written).await?;
+                    self.record_repair(account, &repair.dn, written, actor)
+                        .await?;
                     recorded += 1;
                     tracing::info!(learner_id = %repair.learner_id, "unfinished repair recorded");
                 }
@@ -302,6 +306,7 @@ impl Directory {
         account: &store::AccountRow,
         dn: &str,
         written: Written,
+        actor: &str,
     ) -> Result<(), DirectoryError> {
         let learner = hosted_contracts::v1::Learner::decode(account.learner.as_slice())
             .map_err(|error| DirectoryError::Projection(format!("projection: {error}")))?;
@@ -316,6 +321,7 @@ impl Directory {
             account,
             dn,
             &publisher::Announced { written, state },
+            actor,
         )
         .await?;
         store::end_repair(&mut tx, account.learner_id).await?;

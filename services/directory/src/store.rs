@@ -4,7 +4,7 @@ use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use hosted_platform::telemetry::TraceHeaders;
+use hosted_platform::{auth::SYSTEM, telemetry::TraceHeaders};
 
 /// One learner's latest state, with what entitlement and cards say of them.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -31,6 +31,9 @@ pub struct AccountRow {
     /// The UAI of each agreement the stays are under, as intake's newest agreement
     /// facts say: `<agreement id> <uai>` (the UAI empty when the agreement has none).
     pub partner_uais: Vec<String>,
+    /// Who caused the account's last change: the caller carried by the event that
+    /// changed it, `system` for the calendar.
+    pub actor: String,
 }
 
 impl AccountRow {
@@ -56,7 +59,7 @@ const COLUMNS: &str = "a.learner_id, a.login, a.version, a.learner, a.traceparen
     g.learner_version AS grants_learner_version, c.csn AS card_csn,
     GREATEST(LEAST(c.valid_until, '9999-12-31 23:59:59+00'), '0001-01-01 00:00:00+00') AS card_valid_until,
     ARRAY(SELECT p.agreement_id::text || ' ' || p.partner_uai FROM agreement_partners p
-          WHERE p.agreement_id = ANY(a.agreement_ids)) AS partner_uais";
+          WHERE p.agreement_id = ANY(a.agreement_ids)) AS partner_uais, a.actor";
 
 /// The account with its grants and its enabled card (the newest, should there be two).
 const FROM: &str = "accounts a
@@ -75,6 +78,8 @@ pub struct Snapshot {
     pub trace: TraceHeaders,
     /// The agreements the learner's stays are under.
     pub agreement_ids: Vec<Uuid>,
+    /// The caller who caused the change (the event's actor).
+    pub actor: String,
 }
 
 /// Stores learners' states, each unless the projection already holds that version or
@@ -133,6 +138,7 @@ pub async fn apply_many(
         .map(|(s, _)| s.trace.tracestate.as_deref())
         .collect();
     let awaits: Vec<bool> = newer.iter().map(|(_, awaits)| *awaits).collect();
+    let actors: Vec<&str> = newer.iter().map(|(s, _)| s.actor.as_str()).collect();
     // Arrays of arrays must be rectangular in PostgreSQL: each set travels as text.
     let agreements: Vec<String> = newer
         .iter()
@@ -146,13 +152,14 @@ pub async fn apply_many(
         .collect();
     sqlx::query(
         "INSERT INTO accounts (learner_id, login, version, learner, traceparent, tracestate,
-                               awaits_grants, agreement_ids)
-         SELECT i, l, v, b, p, t, w, COALESCE(string_to_array(NULLIF(g, ''), ',')::uuid[], '{}')
+                               awaits_grants, agreement_ids, actor)
+         SELECT i, l, v, b, p, t, w, COALESCE(string_to_array(NULLIF(g, ''), ',')::uuid[], '{}'), c
          FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::bytea[], $5::text[],
-                     $6::text[], $7::bool[], $8::text[]) AS u(i, l, v, b, p, t, w, g)
+                     $6::text[], $7::bool[], $8::text[], $9::text[]) AS u(i, l, v, b, p, t, w, g, c)
          ON CONFLICT (learner_id) DO UPDATE
             SET login = excluded.login, version = excluded.version, learner = excluded.learner,
                 traceparent = excluded.traceparent, tracestate = excluded.tracestate,
+                actor = excluded.actor,
                 revision = accounts.revision + 1, version_at = now(),
                 awaits_grants = excluded.awaits_grants, agreement_ids = excluded.agreement_ids,
                 publish_attempts = 0, next_attempt_at = now(), last_error = NULL, updated_at = now()
@@ -166,6 +173,7 @@ pub async fn apply_many(
     .bind(&states)
     .bind(&awaits)
     .bind(&agreements)
+    .bind(&actors)
     .execute(conn)
     .await
     .map(|done| done.rows_affected())
@@ -206,11 +214,16 @@ pub async fn apply_many_grants(
     .fetch_all(&mut *conn)
     .await?;
     if !changed.is_empty() {
+        let actors: Vec<&str> = all.iter().map(|g| g.actor.as_str()).collect();
         sqlx::query(
-            "UPDATE accounts SET revision = revision + 1, publish_attempts = 0,
-                    next_attempt_at = now(), last_error = NULL, updated_at = now()
-             WHERE learner_id = ANY($1)",
+            "UPDATE accounts a SET revision = a.revision + 1, publish_attempts = 0,
+                    next_attempt_at = now(), last_error = NULL, updated_at = now(),
+                    actor = u.actor
+             FROM unnest($1::uuid[], $2::text[]) AS u(learner_id, actor)
+             WHERE a.learner_id = u.learner_id AND a.learner_id = ANY($3)",
         )
+        .bind(&ids)
+        .bind(&actors)
         .bind(&changed)
         .execute(conn)
         .await?;
@@ -225,6 +238,8 @@ pub struct AgreementPartner {
     pub version: i64,
     /// Empty when the agreement names no UAI.
     pub partner_uai: String,
+    /// The caller who caused the change (the event's actor).
+    pub actor: String,
 }
 
 /// Keeps agreements' partners when newer than those held (at most one per
@@ -260,26 +275,32 @@ pub async fn apply_agreements(
     if changed.is_empty() {
         return Ok(0);
     }
+    let actors: Vec<&str> = all.iter().map(|a| a.actor.as_str()).collect();
     Ok(sqlx::query(
-        "UPDATE accounts SET revision = revision + 1, publish_attempts = 0,
-                next_attempt_at = now(), last_error = NULL, updated_at = now()
+        "UPDATE accounts a SET revision = revision + 1, publish_attempts = 0,
+                next_attempt_at = now(), last_error = NULL, updated_at = now(),
+                actor = COALESCE((SELECT u.actor FROM unnest($2::uuid[], $3::text[]) AS u(id, actor)
+                                  WHERE u.id = ANY(a.agreement_ids) LIMIT 1), a.actor)
          WHERE agreement_ids && $1::uuid[]",
     )
     .bind(&changed)
+    .bind(&ids)
+    .bind(&actors)
     .execute(conn)
     .await?
     .rows_affected())
 }
 
-/// Asks for an account's entry to be computed and written again (its grants or its
-/// card changed), if the account exists.
-async fn touch(conn: &mut PgConnection, learner_id: Uuid) -> Result<(), sqlx::Error> {
+/// Asks for an account's entry to be computed and written again (its card changed),
+/// if the account exists, on behalf of `actor`.
+async fn touch(conn: &mut PgConnection, learner_id: Uuid, actor: &str) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE accounts SET revision = revision + 1, publish_attempts = 0,
-                next_attempt_at = now(), last_error = NULL, updated_at = now()
+                next_attempt_at = now(), last_error = NULL, updated_at = now(), actor = $2
          WHERE learner_id = $1",
     )
     .bind(learner_id)
+    .bind(actor)
     .execute(conn)
     .await?;
     Ok(())
@@ -293,6 +314,8 @@ pub struct Grants {
     pub learner_version: i64,
     pub effective_on: time::Date,
     pub in_force: Vec<String>,
+    /// The caller who caused the change (the event's actor).
+    pub actor: String,
 }
 
 /// One card, as cards published it.
@@ -304,6 +327,8 @@ pub struct Card {
     pub state: String,
     pub csn: String,
     pub valid_until: Option<OffsetDateTime>,
+    /// The caller who caused the change (the event's actor).
+    pub actor: String,
 }
 
 /// Keeps a card when newer than the one held; says whether it was.
@@ -327,7 +352,7 @@ pub async fn apply_card(conn: &mut PgConnection, card: &Card) -> Result<bool, sq
     .rows_affected()
         == 1;
     if changed {
-        touch(conn, card.learner_id).await?;
+        touch(conn, card.learner_id, &card.actor).await?;
     }
     Ok(changed)
 }
@@ -479,10 +504,11 @@ pub async fn count_writes(pool: &PgPool, learner_ids: &[Uuid]) -> Result<(), sql
 pub async fn mark_due(pool: &PgPool, today: time::Date) -> Result<u64, sqlx::Error> {
     Ok(sqlx::query(
         "UPDATE accounts SET revision = revision + 1, next_due = NULL, publish_attempts = 0,
-                next_attempt_at = now(), awaits_grants = false
+                next_attempt_at = now(), awaits_grants = false, actor = $2
          WHERE next_due <= $1",
     )
     .bind(today)
+    .bind(SYSTEM)
     .execute(pool)
     .await?
     .rows_affected())
@@ -594,14 +620,19 @@ pub async fn pending_accounts(pool: &PgPool) -> Result<i64, sqlx::Error> {
     .await
 }
 
-/// Asks for an account to be written again.
-pub async fn request_republish(pool: &PgPool, learner_id: Uuid) -> Result<bool, sqlx::Error> {
+/// Asks for an account to be written again, on behalf of `actor`.
+pub async fn request_republish(
+    pool: &PgPool,
+    learner_id: Uuid,
+    actor: &str,
+) -> Result<bool, sqlx::Error> {
     let updated = sqlx::query(
         "UPDATE accounts SET published_version = NULL, published_revision = NULL,
-                next_attempt_at = now(), publish_attempts = 0, awaits_grants = false
+                next_attempt_at = now(), publish_attempts = 0, awaits_grants = false, actor = $2
          WHERE learner_id = $1",
     )
     .bind(learner_id)
+    .bind(actor)
     .execute(pool)
     .await?
     .rows_affected();

@@ -82,7 +82,8 @@ enum Fact {
 }
 
 impl GrantsHandler {
-    fn decode(&self, delivery: &Delivery) -> Result<Fact, HandleError> {
+    /// The fact and the caller who caused it (its meta's actor).
+    fn decode(&self, delivery: &Delivery) -> Result<(Fact, String), HandleError> {
         let known = [
             &subjects::intake::LEARNER_FACTS[..],
             &[subjects::intake::PAYMENT_RECORDED],
@@ -90,29 +91,29 @@ impl GrantsHandler {
         ]
         .concat();
         let Some(fact) = self.namespace.fact_of(&delivery.subject, &known) else {
-            return Ok(Fact::Ignored);
+            return Ok((Fact::Ignored, String::new()));
         };
         let undecodable = |error: hosted_contracts::prost::DecodeError| {
             HandleError::Permanent(format!("{fact}: {error}"))
         };
-        let learner = if subjects::intake::LEARNER_FACTS.contains(fact) {
-            v1::LearnerEvent::decode(delivery.payload.clone())
-                .map_err(undecodable)?
-                .learner
+        let actor_of =
+            |meta: Option<v1::EventMeta>| meta.map(|meta| meta.actor).unwrap_or_default();
+        let (learner, actor) = if subjects::intake::LEARNER_FACTS.contains(fact) {
+            let event = v1::LearnerEvent::decode(delivery.payload.clone()).map_err(undecodable)?;
+            (event.learner, actor_of(event.meta))
         } else if *fact == subjects::intake::PAYMENT_RECORDED {
-            v1::PaymentEvent::decode(delivery.payload.clone())
-                .map_err(undecodable)?
-                .learner
+            let event = v1::PaymentEvent::decode(delivery.payload.clone()).map_err(undecodable)?;
+            (event.learner, actor_of(event.meta))
         } else {
-            let agreement = v1::AgreementEvent::decode(delivery.payload.clone())
-                .map_err(undecodable)?
+            let event =
+                v1::AgreementEvent::decode(delivery.payload.clone()).map_err(undecodable)?;
+            let agreement = event
                 .agreement
                 .ok_or_else(|| permanent("event without agreement"))?;
-            return Ok(Fact::Agreement(agreement));
+            return Ok((Fact::Agreement(agreement), actor_of(event.meta)));
         };
-        learner
-            .map(Fact::Learner)
-            .ok_or_else(|| permanent("event without learner"))
+        let learner = learner.ok_or_else(|| permanent("event without learner"))?;
+        Ok((Fact::Learner(learner), actor))
     }
 
     /// A learner's snapshot, as projected.
@@ -207,11 +208,13 @@ impl GrantsHandler {
     ) -> Result<(), HandleError> {
         let mut pending: BTreeMap<Uuid, (ProjectedLearner, Cause)> = BTreeMap::new();
         for delivery in deliveries {
+            let (fact, actor) = self.decode(delivery)?;
             let cause = Cause::Event {
                 event_id: delivery.event_id,
                 trace: delivery.trace.clone(),
+                actor,
             };
-            match self.decode(delivery)? {
+            match fact {
                 Fact::Learner(learner) => {
                     let learner = self.projected_learner(&learner)?;
                     let newer = pending

@@ -266,6 +266,7 @@ impl Entitlement {
 
     async fn restate_grants(
         &self,
+        actor: &str,
         request: v1::RestateGrantsRequest,
     ) -> Result<v1::RestateGrantsResponse, ApiError> {
         use crate::restate::{DEFAULT_PAGE, Selection};
@@ -288,7 +289,7 @@ impl Entitlement {
             limit if limit <= 0 => DEFAULT_PAGE,
             limit => i64::from(limit),
         };
-        let page = self.restate(selection, limit).await?;
+        let page = self.restate(selection, limit, actor).await?;
         Ok(v1::RestateGrantsResponse {
             learners: page.learners,
             next_after: page.next_after.map(|id| id.to_string()).unwrap_or_default(),
@@ -432,8 +433,9 @@ impl v1::entitlement_service_server::EntitlementService for Entitlement {
         &self,
         request: Request<v1::RestateGrantsRequest>,
     ) -> Result<Response<v1::RestateGrantsResponse>, Status> {
+        let actor = Actor::of(&request);
         Ok(Response::new(
-            Entitlement::restate_grants(self, request.into_inner()).await?,
+            Entitlement::restate_grants(self, actor.name(), request.into_inner()).await?,
         ))
     }
 }

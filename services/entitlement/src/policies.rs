@@ -135,7 +135,10 @@ async fn activate_in(
     .bind(&candidate.version)
     .execute(&mut *conn)
     .await?;
-    let cause = Cause::Policy(candidate.version.clone());
+    let cause = Cause::Policy {
+        version: candidate.version.clone(),
+        actor: by.to_owned(),
+    };
     let none = LearnerState::default();
     let mut learners_changed = 0;
     // A page of learners at a time, so that neither memory nor a statement holds

@@ -199,7 +199,7 @@ impl Recomputer {
                     occurred_at: Some(occurred_at),
                     learner_id: learner.learner_id.to_string(),
                     learner_version: learner.version,
-                    actor: "entitlement".to_owned(),
+                    actor: change.cause.actor().to_owned(),
                 }),
                 grants: state
                     .grants
@@ -243,6 +243,6 @@ fn cause_kind(cause: &Cause) -> &'static str {
     match cause {
         Cause::Event { .. } => "event",
         Cause::Schedule => "schedule",
-        Cause::Policy(_) => "policy",
+        Cause::Policy { .. } => "policy",
     }
 }

@@ -42,8 +42,13 @@ pub struct Page {
 impl Entitlement {
     /// Restates one page of learners' grants. A learner whose grants were never
     /// published (none, ever) is passed over, and so is one whose stored dates cannot
-    /// be read (named in a warning).
-    pub async fn restate(&self, selection: Selection, limit: i64) -> Result<Page, sqlx::Error> {
+    /// be read (named in a warning). The events name `actor`, the caller who asked.
+    pub async fn restate(
+        &self,
+        selection: Selection,
+        limit: i64,
+        actor: &str,
+    ) -> Result<Page, sqlx::Error> {
         let limit = limit.clamp(1, MAX_PAGE);
         let mut tx = self.pool.begin().await?;
         let (ids, next_after) = match selection {
@@ -88,7 +93,7 @@ impl Entitlement {
                     occurred_at: Some(occurred_at),
                     learner_id: learner.learner_id.to_string(),
                     learner_version: learner.version,
-                    actor: "restatement".to_owned(),
+                    actor: actor.to_owned(),
                 }),
                 grants: state
                     .grants

@@ -245,20 +245,34 @@ pub async fn grants(conn: &mut PgConnection, learner_id: Uuid) -> Result<Vec<Gra
 /// What set off a recomputation, for the audit and the trace.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cause {
-    /// An intake event, by its id, with the trace what it sets off belongs to.
-    Event { event_id: Uuid, trace: TraceHeaders },
+    /// An intake event, by its id, with the trace what it sets off belongs to and
+    /// the caller who caused it (the event's actor).
+    Event {
+        event_id: Uuid,
+        trace: TraceHeaders,
+        actor: String,
+    },
     /// The calendar: a grant starts or lapses (the due-time schedule).
     Schedule,
-    /// The activation of a policy version.
-    Policy(String),
+    /// The activation of a policy version, by a caller.
+    Policy { version: String, actor: String },
 }
 
 impl Cause {
+    /// Who caused the change: the caller along the whole chain, `system` for the
+    /// calendar.
+    pub fn actor(&self) -> &str {
+        match self {
+            Cause::Event { actor, .. } | Cause::Policy { actor, .. } => actor,
+            Cause::Schedule => hosted_platform::auth::SYSTEM,
+        }
+    }
+
     fn label(&self) -> &'static str {
         match self {
             Cause::Event { .. } => "intake event",
             Cause::Schedule => "due date",
-            Cause::Policy(_) => "policy activation",
+            Cause::Policy { .. } => "policy activation",
         }
     }
 
@@ -615,6 +629,10 @@ pub async fn store_states(
             .iter()
             .map(|(change, _)| change.cause.event_id())
             .collect();
+        let actors: Vec<&str> = audit
+            .iter()
+            .map(|(change, _)| change.cause.actor())
+            .collect();
         let changes: Vec<&str> = audit.iter().map(|(_, line)| line.change).collect();
         let stays: Vec<Uuid> = audit
             .iter()
@@ -630,9 +648,9 @@ pub async fn store_states(
             .collect();
         sqlx::query(
             "INSERT INTO grant_audit (learner_id, resource, stay_id, change, valid_from, valid_until, rule,
-                                      policy_version, cause, cause_event_id)
+                                      policy_version, cause, cause_event_id, actor)
              SELECT * FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::date[], $6::date[],
-                                  $7::text[], $8::text[], $9::text[], $10::uuid[])",
+                                  $7::text[], $8::text[], $9::text[], $10::uuid[], $11::text[])",
         )
         .bind(&learners)
         .bind(text(|grant| &grant.resource))
@@ -644,6 +662,7 @@ pub async fn store_states(
         .bind(text(|grant| &grant.policy_version))
         .bind(&causes)
         .bind(&cause_events)
+        .bind(&actors)
         .execute(&mut *conn)
         .await?;
     }

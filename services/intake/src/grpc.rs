@@ -760,6 +760,7 @@ impl v1::intake_service_server::IntakeService for Intake {
         request: Request<v1::RestateLearnersRequest>,
     ) -> Result<Response<v1::RestateLearnersResponse>, Status> {
         use crate::restate::{DEFAULT_PAGE, Selection};
+        let actor = Actor::of(&request);
         let request = request.into_inner();
         let learner = request.learner.trim();
         let selection = if !learner.is_empty() {
@@ -779,7 +780,7 @@ impl v1::intake_service_server::IntakeService for Intake {
             limit if limit <= 0 => DEFAULT_PAGE,
             limit => i64::from(limit),
         };
-        let page = self.restate(selection, limit).await?;
+        let page = self.restate(selection, limit, actor.name()).await?;
         Ok(Response::new(v1::RestateLearnersResponse {
             learners: page.learners,
             agreements: page.agreements,

@@ -25,9 +25,6 @@ pub const MAX_PAGE: i64 = 5_000;
 /// How long a page waits for its events to leave the outbox before it answers.
 const PUBLISH_WAIT: Duration = Duration::from_secs(30);
 
-/// Who the restated events say made them.
-const ACTOR: &str = "restatement";
-
 /// Which learners a page restates.
 #[derive(Debug, Clone, Copy)]
 pub enum Selection {
@@ -51,8 +48,13 @@ pub struct Page {
 
 impl Intake {
     /// Restates one page of learners (with every agreement first, on the first page
-    /// of a whole restatement).
-    pub async fn restate(&self, selection: Selection, limit: i64) -> Result<Page, IntakeError> {
+    /// of a whole restatement). The events name `actor`, the caller who asked.
+    pub async fn restate(
+        &self,
+        selection: Selection,
+        limit: i64,
+        actor: &str,
+    ) -> Result<Page, IntakeError> {
         let limit = limit.clamp(1, MAX_PAGE);
         let today = self.today();
         let mut tx = self.pool.begin().await?;
@@ -70,7 +72,7 @@ impl Intake {
                         intake::AGREEMENT_RESTATED,
                         events::agreement_message(row),
                         "",
-                        ACTOR,
+                        actor,
                     ));
                 }
                 page.agreements += rows.len() as i64;
@@ -97,7 +99,7 @@ impl Intake {
                 events::learner_message(record, today),
                 None,
                 "",
-                ACTOR,
+                actor,
             ));
             page.learners += 1;
         }

@@ -228,7 +228,7 @@ async fn a_card_exists_only_with_the_grant_and_only_once_paid_where_the_policy_s
     assert_ne!(paid.card_number, card.card_number);
     let history = get_card(&system, &paid.card_number).await.history;
     assert_eq!(history.len(), 1);
-    assert_eq!(history[0].actor, "system");
+    assert_eq!(history[0].actor, "finance", "who recorded the payment");
     assert!(
         !history[0].cause_event_id.is_empty(),
         "caused by a grants event"
@@ -327,7 +327,11 @@ async fn every_allowed_transition_and_the_refusal_of_every_other_one() {
         .map(|step| (step.to(), step.actor.clone()))
         .collect();
     assert_eq!(steps.len(), 12);
-    assert_eq!(steps[0], (v1::CardState::Requested, "system".to_owned()));
+    assert_eq!(
+        steps[0],
+        (v1::CardState::Requested, "deve".to_owned()),
+        "requested on behalf of the registrar"
+    );
     assert!(steps[1..].iter().all(|(_, actor)| actor == "card-office"));
     assert_eq!(history[3].reason, "misprint");
     let events = wait_for_events(&system, 12).await;

@@ -1,0 +1,4 @@
+-- Who caused an account's last change, announced with its next publication: the
+-- caller carried along the chain of events, `system` for the calendar. Empty for
+-- accounts not changed since the column exists.
+ALTER TABLE accounts ADD COLUMN actor text NOT NULL DEFAULT '';
