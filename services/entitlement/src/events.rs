@@ -75,7 +75,7 @@ pub fn grant_message(grant: &Grant, clock: &Clock) -> v1::Grant {
 
 /// An intake fact, decoded.
 enum Fact {
-    Learner(v1::Learner),
+    Learner(Box<v1::Learner>),
     Agreement(v1::Agreement),
     /// Something entitlement does not follow.
     Ignored,
@@ -111,7 +111,7 @@ impl GrantsHandler {
             return Ok(Fact::Agreement(agreement));
         };
         learner
-            .map(Fact::Learner)
+            .map(|learner| Fact::Learner(Box::new(learner)))
             .ok_or_else(|| permanent("event without learner"))
     }
 
