@@ -158,7 +158,13 @@ impl Handler for GrantsHandler {
         .await?
         {
             self.office
-                .follow(conn, learner_id, on, Some(delivery.event_id))
+                .follow(
+                    conn,
+                    learner_id,
+                    on,
+                    Some(delivery.event_id),
+                    event.lock.as_ref(),
+                )
                 .await?;
         }
         Ok(())

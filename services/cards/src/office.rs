@@ -240,27 +240,42 @@ impl Office {
     /// a request when they gain the smart-card grant, approval when it is in force,
     /// the card's last day with the grant's, expiry when it ends (and re-enabling of
     /// an encoded card when it comes back); the e-purse right opened, moved or closed.
+    /// Follows the learner's grants: `lock`, when the grants event says the learner is
+    /// locked, is why the card stops (its reason code and who locked).
     pub async fn follow(
         &self,
         conn: &mut PgConnection,
         learner_id: Uuid,
         on: Date,
         cause_event_id: Option<Uuid>,
+        lock: Option<&v1::LearnerLock>,
     ) -> Result<(), OfficeError> {
         let Some((person, holding)) = store::lock_learner(conn, learner_id).await? else {
             return Ok(());
         };
-        self.follow_card(conn, &person, &holding, cause_event_id)
+        // A lock stops the card like the end of its grant, and the card comes back the
+        // same way when the grant does; the history says it was the lock, and who.
+        let lock_reason = lock.map(|lock| format!("locked: {}", lock.reason));
+        let stop = match (&lock_reason, lock) {
+            (Some(reason), Some(lock)) if !lock.by.is_empty() => {
+                (reason.as_str(), lock.by.as_str())
+            }
+            (Some(reason), _) => (reason.as_str(), SYSTEM),
+            _ => (EXPIRED_REASON, SYSTEM),
+        };
+        self.follow_card(conn, &person, &holding, cause_event_id, stop)
             .await?;
         self.follow_epurse(conn, learner_id, &holding, on).await
     }
 
+    /// `stop` is the reason and actor of an expiry.
     async fn follow_card(
         &self,
         conn: &mut PgConnection,
         person: &Person,
         holding: &Holding,
         cause: Option<Uuid>,
+        (stop_reason, stop_actor): (&str, &str),
     ) -> Result<(), OfficeError> {
         let cards = store::cards_of(conn, person.learner_id).await?;
         let live = cards.iter().find(|card| card.state().is_live());
@@ -268,10 +283,10 @@ impl Office {
             if let Some(card) = live {
                 let change = Move {
                     to: Some(State::Expired),
-                    reason: Some(EXPIRED_REASON),
+                    reason: Some(stop_reason),
                     ..Default::default()
                 };
-                self.apply(conn, card, change, SYSTEM, cause).await?;
+                self.apply(conn, card, change, stop_actor, cause).await?;
             }
             return Ok(());
         };
@@ -283,11 +298,11 @@ impl Office {
         {
             let change = Move {
                 to: Some(State::Expired),
-                reason: Some(EXPIRED_REASON),
+                reason: Some(stop_reason),
                 last_day: Some(until),
                 ..Default::default()
             };
-            self.apply(conn, card, change, SYSTEM, cause).await?;
+            self.apply(conn, card, change, stop_actor, cause).await?;
             return Ok(());
         }
         if let Some(card) = live {
