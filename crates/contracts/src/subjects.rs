@@ -89,9 +89,13 @@ pub mod intake {
     pub const LEARNER_RESTATED: Fact = fact(Intake, "learner", "restated");
     /// An agreement's current state, published again.
     pub const AGREEMENT_RESTATED: Fact = fact(Intake, "agreement", "restated");
+    /// A learner was locked (suspended), or their lock's reason changed (`LockLearner`).
+    pub const LEARNER_LOCKED: Fact = fact(Intake, "learner", "locked");
+    /// A learner's lock was lifted (`UnlockLearner`).
+    pub const LEARNER_UNLOCKED: Fact = fact(Intake, "learner", "unlocked");
 
     /// Every fact whose payload is a `LearnerEvent`.
-    pub const LEARNER_FACTS: [Fact; 7] = [
+    pub const LEARNER_FACTS: [Fact; 9] = [
         STAY_REGISTERED,
         STAY_AMENDED,
         STAY_EXTENDED,
@@ -99,6 +103,8 @@ pub mod intake {
         STAY_CANCELLED,
         PERSON_AMENDED,
         LEARNER_RESTATED,
+        LEARNER_LOCKED,
+        LEARNER_UNLOCKED,
     ];
 
     /// Every fact whose payload is an `AgreementEvent`.

@@ -158,7 +158,14 @@ impl Handler for GrantsHandler {
         .await?
         {
             self.office
-                .follow(conn, learner_id, on, Some(delivery.event_id), &meta.actor)
+                .follow(
+                    conn,
+                    learner_id,
+                    on,
+                    Some(delivery.event_id),
+                    &meta.actor,
+                    event.lock.as_ref(),
+                )
                 .await?;
         }
         Ok(())

@@ -237,6 +237,8 @@ impl Office {
     /// a request when they gain the smart-card grant, approval when it is in force,
     /// the card's last day with the grant's, expiry when it ends (and re-enabling of
     /// an encoded card when it comes back); the e-purse right opened, moved or closed.
+    /// Follows the learner's grants: `lock`, when the grants event says the learner is
+    /// locked, is why the card stops (its reason code and who locked).
     pub async fn follow(
         &self,
         conn: &mut PgConnection,
@@ -244,15 +246,22 @@ impl Office {
         on: Date,
         cause_event_id: Option<Uuid>,
         actor: &str,
+        lock: Option<&v1::LearnerLock>,
     ) -> Result<(), OfficeError> {
         let Some((person, holding)) = store::lock_learner(conn, learner_id).await? else {
             return Ok(());
         };
-        self.follow_card(conn, &person, &holding, cause_event_id, actor)
+        // A lock stops the card like the end of its grant, and the card comes back the
+        // same way when the grant does; the history says it was the lock (and, as for
+        // every step that follows the grants, who caused it: the locking caller).
+        let lock_reason = lock.map(|lock| format!("locked: {}", lock.reason));
+        let stop_reason = lock_reason.as_deref().unwrap_or(EXPIRED_REASON);
+        self.follow_card(conn, &person, &holding, cause_event_id, actor, stop_reason)
             .await?;
         self.follow_epurse(conn, learner_id, &holding, on).await
     }
 
+    /// `stop` is the reason and actor of an expiry.
     async fn follow_card(
         &self,
         conn: &mut PgConnection,
@@ -260,6 +269,7 @@ impl Office {
         holding: &Holding,
         cause: Option<Uuid>,
         actor: &str,
+        stop_reason: &str,
     ) -> Result<(), OfficeError> {
         let cards = store::cards_of(conn, person.learner_id).await?;
         let live = cards.iter().find(|card| card.state().is_live());
@@ -267,7 +277,7 @@ impl Office {
             if let Some(card) = live {
                 let change = Move {
                     to: Some(State::Expired),
-                    reason: Some(EXPIRED_REASON),
+                    reason: Some(stop_reason),
                     ..Default::default()
                 };
                 self.apply(conn, card, change, actor, cause).await?;
@@ -282,7 +292,7 @@ impl Office {
         {
             let change = Move {
                 to: Some(State::Expired),
-                reason: Some(EXPIRED_REASON),
+                reason: Some(stop_reason),
                 last_day: Some(until),
                 ..Default::default()
             };

@@ -429,8 +429,13 @@ impl Publisher {
         if let Some(desired) = &desired {
             log_withheld(account.learner_id, desired);
         }
-        let state = entry::account_state(&learner, self.settings.lifecycle, today)
-            .map_err(|error| Failure::Refused(error.to_string()))?;
+        let state = entry::account_state(
+            &learner,
+            self.settings.lifecycle,
+            &self.settings.clock,
+            today,
+        )
+        .map_err(|error| Failure::Refused(error.to_string()))?;
         let written = match desired {
             // Never written: most likely not there, add it straight away.
             Some(desired) if account.published_revision.is_none() => {

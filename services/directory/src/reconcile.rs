@@ -310,8 +310,13 @@ impl Directory {
     ) -> Result<(), DirectoryError> {
         let learner = hosted_contracts::v1::Learner::decode(account.learner.as_slice())
             .map_err(|error| DirectoryError::Projection(format!("projection: {error}")))?;
-        let state = entry::account_state(&learner, self.settings.lifecycle, self.clock.today())
-            .map_err(|error| DirectoryError::Projection(error.to_string()))?;
+        let state = entry::account_state(
+            &learner,
+            self.settings.lifecycle,
+            &self.settings.clock,
+            self.clock.today(),
+        )
+        .map_err(|error| DirectoryError::Projection(error.to_string()))?;
         let mut tx = self.pool.begin().await?;
         store::count_write_in(&mut tx, account.learner_id).await?;
         publisher::announce(

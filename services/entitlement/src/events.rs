@@ -16,7 +16,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::{
-    domain::grants::Grant,
+    domain::grants::{Grant, Lock},
     recompute::Recomputer,
     store::{self, Cause, LearnerState, ProjectedLearner, ProjectedStay},
 };
@@ -73,9 +73,24 @@ pub fn grant_message(grant: &Grant, clock: &Clock) -> v1::Grant {
     }
 }
 
+/// The wire form of a learner's lock, as a grants event carries it.
+pub fn lock_message(lock: &Lock) -> v1::LearnerLock {
+    v1::LearnerLock {
+        kind: match lock.kind.as_str() {
+            "administrative" => v1::LockKind::Administrative,
+            "technical" => v1::LockKind::Technical,
+            _ => v1::LockKind::Unspecified,
+        }
+        .into(),
+        reason: lock.reason.clone(),
+        since: lock.since.map(hosted_platform::clock::wire_time),
+        by: lock.by.clone(),
+    }
+}
+
 /// An intake fact, decoded.
 enum Fact {
-    Learner(v1::Learner),
+    Learner(Box<v1::Learner>),
     Agreement(v1::Agreement),
     /// Something entitlement does not follow.
     Ignored,
@@ -113,7 +128,7 @@ impl GrantsHandler {
             return Ok((Fact::Agreement(agreement), actor_of(event.meta)));
         };
         let learner = learner.ok_or_else(|| permanent("event without learner"))?;
-        Ok((Fact::Learner(learner), actor))
+        Ok((Fact::Learner(Box::new(learner)), actor))
     }
 
     /// A learner's snapshot, as projected.
@@ -128,6 +143,38 @@ impl GrantsHandler {
             login: person.login.clone(),
             version: learner.version,
             stays: projected(learner)?,
+            lock: self.projected_lock(learner),
+        })
+    }
+
+    /// The learner's lock, its instant taken as a day where the university is.
+    fn projected_lock(&self, learner: &v1::Learner) -> Option<Lock> {
+        let lock = learner.lock.as_ref()?;
+        let since = lock.since.as_ref().and_then(|since| {
+            jiff::Timestamp::new(since.seconds, since.nanos.clamp(0, 999_999_999)).ok()
+        });
+        let on = match since {
+            Some(since) => self.recomputer.clock.date_at(since),
+            // A lock without an instant is taken as of today: never later than it is.
+            None => self.recomputer.clock.today(),
+        };
+        Some(Lock {
+            on,
+            kind: match lock.kind() {
+                v1::LockKind::Administrative => "administrative",
+                v1::LockKind::Technical => "technical",
+                v1::LockKind::Unspecified => "unspecified",
+            }
+            .to_owned(),
+            reason: lock.reason.clone(),
+            since: lock.since.as_ref().and_then(|since| {
+                time::OffsetDateTime::from_unix_timestamp_nanos(
+                    i128::from(since.seconds) * 1_000_000_000
+                        + i128::from(since.nanos.clamp(0, 999_999_999)),
+                )
+                .ok()
+            }),
+            by: lock.by.clone(),
         })
     }
 

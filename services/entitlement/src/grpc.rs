@@ -185,6 +185,12 @@ impl Entitlement {
                 "unknown learner".to_owned(),
             ));
         };
+        let known_resource = policy.resources.contains_key(grants::split(resource).0);
+        if let Some(lock) = grants::locked(&learner.stays, on)
+            && known_resource
+        {
+            return Ok(deny(v1::Denial::Locked, lock.describe()));
+        }
         // Allowed: answered from the index. Denied: the rules say why.
         if let Some(grant) = learner.holding(resource, on) {
             return Ok(v1::CheckResponse {
@@ -198,7 +204,7 @@ impl Entitlement {
                 last_day: format_day(grant.valid_until),
             });
         }
-        let denial = if policy.resources.contains_key(grants::split(resource).0) {
+        let denial = if known_resource {
             v1::Denial::NotGranted
         } else {
             v1::Denial::UnknownResource

@@ -162,6 +162,13 @@ impl Recomputer {
                     learner_id: *learner_id,
                     before,
                     cause,
+                    lock: stays.iter().find_map(|stay| stay.lock.as_ref()),
+                    why: stays
+                        .iter()
+                        .find_map(|stay| stay.lock.as_ref())
+                        .map(|lock| {
+                            format!("locked on {}: {} lock, {}", lock.on, lock.kind, lock.reason)
+                        }),
                     after: LearnerState {
                         in_force: grants::in_force(&wanted, today),
                         next_due: grants::next_change(&wanted, today),
@@ -211,6 +218,7 @@ impl Recomputer {
                 login: learner.login.clone(),
                 effective_on: effective_on.clone(),
                 in_force: state.in_force.clone(),
+                lock: change.lock.map(crate::events::lock_message),
             };
             tracing::info!(
                 learner_id = %learner.learner_id,

@@ -74,6 +74,8 @@ impl Entitlement {
         };
         let published = store::published_of(&mut tx, &ids).await?;
         let states = store::states_of(&mut tx, Some(&ids)).await?;
+        // The learners' locks, which their stays carry.
+        let stays = store::stay_facts_of(&mut tx, Some(&ids)).await?;
         let policy_version = self.policy.get().version.clone();
         let effective_on = format_day(self.clock.today());
         let occurred_at = wire_instant(self.clock.now());
@@ -105,6 +107,10 @@ impl Entitlement {
                 login: learner.login.clone(),
                 effective_on: effective_on.clone(),
                 in_force: state.in_force.clone(),
+                lock: stays
+                    .get(&learner.learner_id)
+                    .and_then(|stays| stays.iter().find_map(|stay| stay.lock.as_ref()))
+                    .map(crate::events::lock_message),
             };
             outgoing.push(OutboxEvent {
                 event_id,

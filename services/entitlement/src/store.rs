@@ -7,7 +7,7 @@ use sqlx::PgConnection;
 use time::Date;
 use uuid::Uuid;
 
-use crate::domain::grants::{Grant, StayFacts, same_grants};
+use crate::domain::grants::{Grant, Lock, StayFacts, same_grants};
 
 /// A stay as projected, with its agreement.
 #[derive(Debug, Clone)]
@@ -30,6 +30,8 @@ pub struct ProjectedLearner {
     pub login: String,
     pub version: i64,
     pub stays: Vec<ProjectedStay>,
+    /// The learner's lock, while there is one.
+    pub lock: Option<Lock>,
 }
 
 /// Stores learners' stays, each unless the projection holds that version or a newer
@@ -48,16 +50,40 @@ pub async fn apply_learners(
         .map(|learner| learner.login.as_str())
         .collect();
     let versions: Vec<i64> = learners.iter().map(|learner| learner.version).collect();
+    let lock = |field: fn(&Lock) -> &str| -> Vec<Option<&str>> {
+        learners
+            .iter()
+            .map(|learner| learner.lock.as_ref().map(field))
+            .collect()
+    };
+    let locked_on: Vec<Option<Date>> = learners
+        .iter()
+        .map(|learner| learner.lock.as_ref().map(|lock| lock.on))
+        .collect();
+    let locked_at: Vec<Option<time::OffsetDateTime>> = learners
+        .iter()
+        .map(|learner| learner.lock.as_ref().and_then(|lock| lock.since))
+        .collect();
     let changed: Vec<Uuid> = sqlx::query_scalar(
-        "INSERT INTO learners (learner_id, login, version)
-         SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[])
-         ON CONFLICT (learner_id) DO UPDATE SET login = excluded.login, version = excluded.version, updated_at = now()
+        "INSERT INTO learners (learner_id, login, version, locked_on, lock_kind, lock_reason, locked_at,
+                               locked_by)
+         SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::date[], $5::text[], $6::text[],
+                              $7::timestamptz[], $8::text[])
+         ON CONFLICT (learner_id) DO UPDATE SET login = excluded.login, version = excluded.version,
+                locked_on = excluded.locked_on, lock_kind = excluded.lock_kind,
+                lock_reason = excluded.lock_reason, locked_at = excluded.locked_at,
+                locked_by = excluded.locked_by, updated_at = now()
          WHERE learners.version < excluded.version
          RETURNING learner_id",
     )
     .bind(&ids)
     .bind(&logins)
     .bind(&versions)
+    .bind(&locked_on)
+    .bind(lock(|lock| &lock.kind))
+    .bind(lock(|lock| &lock.reason))
+    .bind(&locked_at)
+    .bind(lock(|lock| &lock.by))
     .fetch_all(&mut *conn)
     .await?;
     if changed.is_empty() {
@@ -185,12 +211,19 @@ struct StayRow {
     options: Option<Vec<String>>,
     sponsor_unit: String,
     requested: Vec<String>,
+    locked_on: Option<Date>,
+    lock_kind: Option<String>,
+    lock_reason: Option<String>,
+    locked_at: Option<time::OffsetDateTime>,
+    locked_by: Option<String>,
 }
 
 const STAY_FACTS: &str = "SELECT s.learner_id, s.stay_id, s.population, s.start_date, s.end_date,
         s.cancelled, s.paid, array_remove(a.options, NULL) AS options, s.sponsor_unit,
-        array_remove(s.requested, NULL) AS requested
-     FROM stays s LEFT JOIN agreements a ON a.agreement_id = s.agreement_id";
+        array_remove(s.requested, NULL) AS requested, l.locked_on, l.lock_kind, l.lock_reason,
+        l.locked_at, l.locked_by
+     FROM stays s LEFT JOIN agreements a ON a.agreement_id = s.agreement_id
+          JOIN learners l ON l.learner_id = s.learner_id";
 
 impl From<StayRow> for StayFacts {
     fn from(row: StayRow) -> Self {
@@ -204,6 +237,13 @@ impl From<StayRow> for StayFacts {
             agreement_options: row.options.unwrap_or_default(),
             sponsor_unit: row.sponsor_unit,
             requested: row.requested,
+            lock: row.locked_on.map(|on| Lock {
+                on,
+                kind: row.lock_kind.unwrap_or_default(),
+                reason: row.lock_reason.unwrap_or_default(),
+                since: row.locked_at,
+                by: row.locked_by.unwrap_or_default(),
+            }),
         }
     }
 }
@@ -506,6 +546,10 @@ pub struct Change<'a> {
     pub after: LearnerState,
     /// What set it off, for the audit.
     pub cause: &'a Cause,
+    /// What more the audit says of why, when there is more: the lock that closed them.
+    pub why: Option<String>,
+    /// The learner's lock, while there is one: published with the grants.
+    pub lock: Option<&'a Lock>,
 }
 
 impl Change<'_> {
@@ -634,6 +678,10 @@ pub async fn store_states(
             .map(|(change, _)| change.cause.actor())
             .collect();
         let changes: Vec<&str> = audit.iter().map(|(_, line)| line.change).collect();
+        let whys: Vec<Option<&str>> = audit
+            .iter()
+            .map(|(change, _)| change.why.as_deref())
+            .collect();
         let stays: Vec<Uuid> = audit
             .iter()
             .map(|(_, line)| Uuid::parse_str(&line.grant.stay_id).unwrap_or_default())
@@ -648,9 +696,10 @@ pub async fn store_states(
             .collect();
         sqlx::query(
             "INSERT INTO grant_audit (learner_id, resource, stay_id, change, valid_from, valid_until, rule,
-                                      policy_version, cause, cause_event_id, actor)
+                                      policy_version, cause, cause_event_id, actor, why)
              SELECT * FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::date[], $6::date[],
-                                  $7::text[], $8::text[], $9::text[], $10::uuid[], $11::text[])",
+                                  $7::text[], $8::text[], $9::text[], $10::uuid[], $11::text[],
+                                  $12::text[])",
         )
         .bind(&learners)
         .bind(text(|grant| &grant.resource))
@@ -663,6 +712,7 @@ pub async fn store_states(
         .bind(&causes)
         .bind(&cause_events)
         .bind(&actors)
+        .bind(&whys)
         .execute(&mut *conn)
         .await?;
     }

@@ -11,7 +11,10 @@ use time::{Date, OffsetDateTime};
 use uuid::Uuid;
 
 use crate::{
-    domain::registration::format_date,
+    domain::{
+        lock::{LockKind, LockReason},
+        registration::format_date,
+    },
     store::{LearnerRecord, StayRow},
 };
 
@@ -86,7 +89,23 @@ pub fn learner_message(record: &LearnerRecord, today: Date) -> v1::Learner {
         version: person.version,
         created_at: Some(wire_time(person.created_at)),
         updated_at: Some(wire_time(person.updated_at)),
+        lock: lock_message(person),
     }
+}
+
+/// The learner's lock, while there is one.
+fn lock_message(person: &crate::store::PersonRow) -> Option<v1::LearnerLock> {
+    let reason = LockReason::from_code(person.lock_reason.as_deref()?)?;
+    Some(v1::LearnerLock {
+        kind: match reason.kind() {
+            LockKind::Administrative => v1::LockKind::Administrative,
+            LockKind::Technical => v1::LockKind::Technical,
+        }
+        .into(),
+        reason: reason.code().to_owned(),
+        since: person.locked_at.map(wire_time),
+        by: person.locked_by.clone().unwrap_or_default(),
+    })
 }
 
 /// A learner fact for the outbox.

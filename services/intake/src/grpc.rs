@@ -56,6 +56,8 @@ pub const ACCESS: &[(&str, &[Role])] = &[
     ),
     ("SaveUnit", &[Deve]),
     ("RestateLearners", &[Dosi]),
+    ("LockLearner", &[Deve, Dosi]),
+    ("UnlockLearner", &[Deve, Dosi]),
 ];
 
 pub(crate) fn person_input(person: Option<v1::PersonInput>) -> PersonInput {
@@ -787,5 +789,74 @@ impl v1::intake_service_server::IntakeService for Intake {
             next_after: page.next_after.map(|id| id.to_string()).unwrap_or_default(),
             published: page.published,
         }))
+    }
+
+    async fn lock_learner(
+        &self,
+        request: Request<v1::LockLearnerRequest>,
+    ) -> Result<Response<v1::LockLearnerResponse>, Status> {
+        let actor = Actor::of(&request);
+        let request = request.into_inner();
+        let mut violations = Violations::default();
+        let reason = domain::lock::parse_reason(&request.reason, &mut violations);
+        domain::lock::check_note(&request.note, &mut violations);
+        let learner_id = self
+            .learner_named(&request.learner, &mut violations)
+            .await?;
+        let (Some(reason), true) = (reason, violations.is_empty()) else {
+            return Err(IntakeError::Invalid(violations).into());
+        };
+        let learner_id = learner_id.ok_or_else(|| IntakeError::NotFound("learner".to_owned()))?;
+        let (learner, changed) = self
+            .lock_learner(learner_id, reason, &request.note, actor.name())
+            .await?;
+        Ok(Response::new(v1::LockLearnerResponse {
+            learner: Some(learner),
+            changed,
+        }))
+    }
+
+    async fn unlock_learner(
+        &self,
+        request: Request<v1::UnlockLearnerRequest>,
+    ) -> Result<Response<v1::UnlockLearnerResponse>, Status> {
+        let actor = Actor::of(&request);
+        let request = request.into_inner();
+        let mut violations = Violations::default();
+        domain::lock::check_note(&request.note, &mut violations);
+        let learner_id = self
+            .learner_named(&request.learner, &mut violations)
+            .await?;
+        if !violations.is_empty() {
+            return Err(IntakeError::Invalid(violations).into());
+        }
+        let learner_id = learner_id.ok_or_else(|| IntakeError::NotFound("learner".to_owned()))?;
+        let (learner, changed) = self
+            .unlock_learner(learner_id, &request.note, actor.name())
+            .await?;
+        Ok(Response::new(v1::UnlockLearnerResponse {
+            learner: Some(learner),
+            changed,
+        }))
+    }
+}
+
+impl Intake {
+    /// The learner a request names by login (any case) or learner id: None when no
+    /// learner has it; a violation on `learner` when it is empty.
+    async fn learner_named(
+        &self,
+        learner: &str,
+        violations: &mut Violations,
+    ) -> Result<Option<Uuid>, IntakeError> {
+        let learner = learner.trim();
+        if learner.is_empty() {
+            violations.add("learner", "required: a login or a learner id");
+            return Ok(None);
+        }
+        if let Ok(id) = Uuid::parse_str(learner) {
+            return Ok(Some(id));
+        }
+        Ok(store::learner_id_by(&self.pool, LookupKey::Login, learner).await?)
     }
 }

@@ -16,6 +16,7 @@ use crate::{
     domain::{
         self,
         agreement::{AgreementInput, NewAgreement},
+        lock::{LockKind, LockReason},
         registration::{PersonInput, format_date, parse_date},
         stay::Refusal,
     },
@@ -664,6 +665,115 @@ impl Intake {
         self.outbox.notify();
         tracing::info!(%agreement_id, stays = affected.len(), "agreement ended");
         Ok((message, affected))
+    }
+
+    /// Locks a learner for `reason`, or changes the reason of their lock; nothing
+    /// written when they are locked for that reason already. Returns the learner and
+    /// whether it changed.
+    pub(crate) async fn lock_learner(
+        &self,
+        learner_id: Uuid,
+        reason: LockReason,
+        note: &str,
+        actor: &str,
+    ) -> Result<(v1::Learner, bool), IntakeError> {
+        let mut tx = self.pool.begin().await?;
+        let current = store::lock_person(&mut tx, learner_id)
+            .await?
+            .ok_or_else(|| IntakeError::NotFound("learner".to_owned()))?;
+        let before = current.lock_reason.as_deref();
+        if before == Some(reason.code()) {
+            let record = store::learner(&mut tx, learner_id)
+                .await?
+                .ok_or_else(|| IntakeError::NotFound("learner".to_owned()))?;
+            return Ok((events::learner_message(&record, self.today()), false));
+        }
+        store::set_lock(&mut tx, learner_id, reason.code(), actor).await?;
+        let kind = match reason.kind() {
+            LockKind::Administrative => "administrative",
+            LockKind::Technical => "technical",
+        };
+        audit::record(
+            &mut tx,
+            AuditEntry {
+                actor,
+                action: "learner.locked",
+                learner_id: Some(learner_id),
+                reason: Some(reason.code()),
+                changes: json!({
+                    "lock": change(before.map(str::to_owned), reason.code()),
+                    "kind": kind,
+                    "note": note.trim(),
+                }),
+                ..AuditEntry::default()
+            },
+        )
+        .await?;
+        let learner = self
+            .publish_learner(
+                &mut tx,
+                learner_id,
+                intake::LEARNER_LOCKED,
+                None,
+                reason.code(),
+                actor,
+            )
+            .await?;
+        tx.commit().await?;
+        self.outbox.notify();
+        tracing::info!(%learner_id, version = learner.version, reason = reason.code(), "learner locked");
+        Ok((learner, true))
+    }
+
+    /// Lifts a learner's lock; nothing written when they are not locked.
+    pub(crate) async fn unlock_learner(
+        &self,
+        learner_id: Uuid,
+        note: &str,
+        actor: &str,
+    ) -> Result<(v1::Learner, bool), IntakeError> {
+        let mut tx = self.pool.begin().await?;
+        let current = store::lock_person(&mut tx, learner_id)
+            .await?
+            .ok_or_else(|| IntakeError::NotFound("learner".to_owned()))?;
+        let Some(before) = current.lock_reason else {
+            let record = store::learner(&mut tx, learner_id)
+                .await?
+                .ok_or_else(|| IntakeError::NotFound("learner".to_owned()))?;
+            return Ok((events::learner_message(&record, self.today()), false));
+        };
+        store::clear_lock(&mut tx, learner_id).await?;
+        audit::record(
+            &mut tx,
+            AuditEntry {
+                actor,
+                action: "learner.unlocked",
+                learner_id: Some(learner_id),
+                reason: Some(before.as_str()),
+                changes: json!({
+                    "lock": change(before.as_str(), serde_json::Value::Null),
+                    "locked_at": current.locked_at.map(|at| at.unix_timestamp()),
+                    "locked_by": current.locked_by,
+                    "note": note.trim(),
+                }),
+                ..AuditEntry::default()
+            },
+        )
+        .await?;
+        let learner = self
+            .publish_learner(
+                &mut tx,
+                learner_id,
+                intake::LEARNER_UNLOCKED,
+                None,
+                &before,
+                actor,
+            )
+            .await?;
+        tx.commit().await?;
+        self.outbox.notify();
+        tracing::info!(%learner_id, version = learner.version, "learner unlocked");
+        Ok((learner, true))
     }
 
     pub(crate) async fn record_payment(

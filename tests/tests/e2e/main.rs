@@ -14,6 +14,7 @@ mod entitlement_policy;
 mod entries;
 mod inbox_batches;
 mod inbox_recovery;
+mod locking;
 mod publication;
 mod python_client;
 mod rebuild;

@@ -193,6 +193,7 @@ fn denial_name(answer: &v1::CheckResponse) -> Option<&'static str> {
         Ok(v1::Denial::UnknownLearner) => "unknown_learner",
         Ok(v1::Denial::UnknownResource) => "unknown_resource",
         Ok(v1::Denial::NotGranted) => "not_granted",
+        Ok(v1::Denial::Locked) => "locked",
         // A server older or newer than this hlctl: denied for a reason it cannot name.
         Ok(v1::Denial::Unspecified) | Err(_) => "unspecified",
     })

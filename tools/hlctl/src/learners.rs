@@ -33,6 +33,35 @@ pub enum LearnerAction {
     /// Corrects a person's identity data; the other fields keep their value (role
     /// deve).
     Amend(AmendArgs),
+    /// Locks (suspends) a learner at once: Check denies every resource, grants close,
+    /// the directory entry is suspended, the card stops (roles deve, dosi).
+    Lock(LockArgs),
+    /// Lifts a learner's lock: what their stays give comes back (roles deve, dosi).
+    Unlock(UnlockArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LockArgs {
+    /// The learner: login or id.
+    #[arg(value_name = "LEARNER")]
+    learner: String,
+    /// Why: misconduct, fraud, unpaid (an administrative lock), compromised or
+    /// namesake (technical).
+    #[arg(long, value_parser = ["misconduct", "fraud", "unpaid", "compromised", "namesake"])]
+    reason: String,
+    /// Free text for the audit trail (never published), e.g. a case number.
+    #[arg(long, default_value = "")]
+    note: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct UnlockArgs {
+    /// The learner: login or id.
+    #[arg(value_name = "LEARNER")]
+    learner: String,
+    /// Free text for the audit trail.
+    #[arg(long, default_value = "")]
+    note: String,
 }
 
 #[derive(Debug, clap::Args)]
@@ -168,6 +197,47 @@ pub async fn run(args: LearnerArgs, intake: &mut Intake, json: bool) -> anyhow::
         }
         (Some(LearnerAction::Search(search_args)), _) => search(search_args, intake, json).await,
         (Some(LearnerAction::Amend(amend_args)), _) => amend(amend_args, intake, json).await,
+        (Some(LearnerAction::Lock(lock_args)), _) => {
+            let answer = intake
+                .client()
+                .await?
+                .lock_learner(v1::LockLearnerRequest {
+                    learner: lock_args.learner,
+                    reason: lock_args.reason,
+                    note: lock_args.note,
+                })
+                .await
+                .map_err(server_error)?
+                .into_inner();
+            print_locking(
+                answer.learner.unwrap_or_default(),
+                answer.changed,
+                "locked",
+                "already locked for this reason",
+                json,
+            );
+            Ok(())
+        }
+        (Some(LearnerAction::Unlock(unlock_args)), _) => {
+            let answer = intake
+                .client()
+                .await?
+                .unlock_learner(v1::UnlockLearnerRequest {
+                    learner: unlock_args.learner,
+                    note: unlock_args.note,
+                })
+                .await
+                .map_err(server_error)?
+                .into_inner();
+            print_locking(
+                answer.learner.unwrap_or_default(),
+                answer.changed,
+                "unlocked",
+                "not locked",
+                json,
+            );
+            Ok(())
+        }
         (None, None) => usage("give a learner (login, number or id) or a subcommand"),
     }
 }
@@ -305,6 +375,37 @@ async fn amend(args: AmendArgs, intake: &mut Intake, json: bool) -> anyhow::Resu
     Ok(())
 }
 
+/// A lock's or an unlock's answer: whether it changed anything, then the learner.
+fn print_locking(learner: v1::Learner, changed: bool, done: &str, unchanged: &str, json: bool) {
+    if json {
+        println!(
+            "{}",
+            json!({ "changed": changed, "learner": learner_json(&learner) })
+        );
+        return;
+    }
+    println!("{}:", if changed { done } else { unchanged });
+    print_learner(&learner, false);
+}
+
+/// The lock's kind as hlctl names it.
+fn lock_kind(lock: &v1::LearnerLock) -> &'static str {
+    match lock.kind() {
+        v1::LockKind::Administrative => "administrative",
+        v1::LockKind::Technical => "technical",
+        v1::LockKind::Unspecified => "unspecified",
+    }
+}
+
+fn lock_json(lock: &v1::LearnerLock) -> serde_json::Value {
+    json!({
+        "kind": lock_kind(lock),
+        "reason": lock.reason,
+        "since": lock.since.as_ref().map(|at| values::instant(at.seconds, at.nanos)),
+        "by": lock.by,
+    })
+}
+
 pub fn learner_json(learner: &v1::Learner) -> serde_json::Value {
     let person = learner.person.clone().unwrap_or_default();
     json!({
@@ -319,6 +420,7 @@ pub fn learner_json(learner: &v1::Learner) -> serde_json::Value {
         "ine": person.ine,
         "phone": person.phone,
         "version": learner.version,
+        "lock": learner.lock.as_ref().map(lock_json),
         "stays": learner.stays.iter().map(|stay| json!({
             "stay_id": stay.stay_id,
             "population": stay.population,
@@ -371,6 +473,19 @@ pub fn learner_text(learner: &v1::Learner) -> String {
     }
     lines.push(format!("  {}", contact.join("  ")));
     lines.push(format!("  version {}", learner.version));
+    if let Some(lock) = &learner.lock {
+        let since = lock
+            .since
+            .as_ref()
+            .map(|at| format!(" since {}", values::instant(at.seconds, at.nanos)))
+            .unwrap_or_default();
+        lines.push(format!(
+            "  LOCKED ({} lock: {}){since} by {}",
+            lock_kind(lock),
+            lock.reason,
+            lock.by
+        ));
+    }
     for stay in &learner.stays {
         let payment = match stay.payment_status() {
             v1::PaymentStatus::Due => ", payment due",
@@ -511,6 +626,27 @@ mod tests {
             learner_json(&silent)["stays"][0]["requested_resources"],
             json!([])
         );
+    }
+
+    #[test]
+    fn a_lock_is_shown_with_its_kind_reason_and_who() {
+        let mut learner = sponsored_stay(&[]);
+        learner.lock = Some(v1::LearnerLock {
+            kind: v1::LockKind::Technical.into(),
+            reason: "compromised".to_owned(),
+            since: None,
+            by: "dosi".to_owned(),
+        });
+        let text = learner_text(&learner);
+        assert!(
+            text.contains("\n  LOCKED (technical lock: compromised) by dosi\n"),
+            "{text}"
+        );
+        assert_eq!(
+            learner_json(&learner)["lock"]["reason"],
+            json!("compromised")
+        );
+        assert_eq!(learner_json(&sponsored_stay(&[]))["lock"], json!(null));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use hosted_contracts::v1;
+use hosted_platform::clock::Clock;
 use time::{Date, format_description::BorrowedFormatItem, macros::format_description};
 
 use super::{
@@ -324,6 +325,37 @@ fn dated_stays(learner: &v1::Learner) -> Result<Vec<DatedStay<'_>>, EntryError> 
         .collect()
 }
 
+/// A locked learner's state (`S:SupannVerrouAdministratif` or
+/// `S:SupannVerrouTechnique`) and the lock's day where the university is; none when
+/// the learner is not locked.
+fn lock_state(learner: &v1::Learner, clock: &Clock) -> Option<(AccountState, Date)> {
+    let lock = learner.lock.as_ref()?;
+    let state = match lock.kind() {
+        v1::LockKind::Technical => AccountState::LockedTechnical,
+        v1::LockKind::Administrative | v1::LockKind::Unspecified => {
+            AccountState::LockedAdministrative
+        }
+    };
+    let since = lock
+        .since
+        .as_ref()
+        .and_then(|since| {
+            jiff::Timestamp::new(since.seconds, since.nanos.clamp(0, 999_999_999)).ok()
+        })
+        .unwrap_or_else(|| clock.now());
+    Some((state, clock.date_at(since)))
+}
+
+/// The standing with the learner's lock over it: a locked account is suspended from
+/// the lock's day, with no end (until unlocked). An account whose time is over is
+/// removed all the same.
+fn with_lock(standing: Standing, learner: &v1::Learner, clock: &Clock) -> Standing {
+    match (standing, lock_state(learner, clock)) {
+        (Standing::Entry(..), Some((state, on))) => Standing::Entry(state, Some(on), None),
+        (standing, _) => standing,
+    }
+}
+
 /// The account's `{COMPTE}` state and the days it spans.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StateSpan {
@@ -337,10 +369,12 @@ pub struct StateSpan {
 pub fn account_state(
     learner: &v1::Learner,
     lifecycle: Lifecycle,
+    clock: &Clock,
     today: Date,
 ) -> Result<Option<StateSpan>, EntryError> {
     let stays = dated_stays(learner)?;
-    Ok(match describe(&stays, today, lifecycle).standing {
+    let standing = describe(&stays, today, lifecycle).standing;
+    Ok(match with_lock(standing, learner, clock) {
         Standing::Entry(state, from, to) => Some(StateSpan { state, from, to }),
         Standing::Removed => None,
     })
@@ -422,7 +456,10 @@ pub fn desired(
     }
     let stays = dated_stays(learner)?;
     let described = describe(&stays, today, settings.lifecycle);
-    let Standing::Entry(state, start, end) = described.standing else {
+    let locked = lock_state(learner, &settings.clock).is_some();
+    let Standing::Entry(state, start, end) =
+        with_lock(described.standing, learner, &settings.clock)
+    else {
         return Ok(None);
     };
     let counted = &described.stays;
@@ -484,15 +521,18 @@ pub fn desired(
         }
     }
     set("supannEtablissement", establishments);
+    // A locked account publishes no entitlement and no card, whatever the grants
+    // and cards events that follow the lock have yet to say.
+    let in_force: &[String] = if locked { &[] } else { extras.in_force };
     set(
         "eduPersonEntitlement",
-        extras
-            .in_force
+        in_force
             .iter()
             .map(|resource| format!("{}{resource}", settings.entitlement_prefix))
             .collect(),
     );
-    if let Some(card) = extras.card.filter(|card| !card.csn.is_empty()) {
+    let card = extras.card.filter(|card| !locked && !card.csn.is_empty());
+    if let Some(card) = card {
         // A labelled id: `{ISO15693}` and the chip's serial number, hexadecimal.
         if card.csn.bytes().all(|b| b.is_ascii_hexdigit()) {
             set("supannRefId", vec![format!("{{ISO15693}}{}", card.csn)]);
@@ -1149,5 +1189,71 @@ mod tests {
             .map(|d| d.name)
             .collect();
         assert_eq!(found, ["mail", "supannCodeINE"]);
+    }
+
+    #[test]
+    fn a_locked_account_is_suspended_without_entitlements_nor_card_until_unlocked() {
+        let settings = settings();
+        let mut locked = learner(vec![stay("AX", "2026-09-01", "2027-06-30")]);
+        let since =
+            settings.clock.start_of(date!(2026 - 10 - 01)) + jiff::SignedDuration::from_hours(10);
+        locked.lock = Some(v1::LearnerLock {
+            kind: v1::LockKind::Technical.into(),
+            reason: "compromised".to_owned(),
+            since: Some(hosted_platform::clock::wire_instant(since)),
+            by: "dosi".to_owned(),
+        });
+        let in_force = ["wifi".to_owned()];
+        let extras = Extras {
+            in_force: &in_force,
+            card: Some(Card {
+                csn: "04112233445566",
+                valid_until: None,
+            }),
+            ..Extras::default()
+        };
+        let entry = desired(&locked, extras, &settings, date!(2026 - 10 - 02))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            values(&entry, "supannRessourceEtatDate"),
+            ["{COMPTE}S:SupannVerrouTechnique:20261001:"]
+        );
+        assert!(values(&entry, "eduPersonEntitlement").is_empty());
+        assert!(values(&entry, "supannRefId").is_empty());
+        assert_eq!(values(&entry, "uid"), ["elodie.lefevre"], "the entry stays");
+        let state = account_state(
+            &locked,
+            Lifecycle::default(),
+            &settings.clock,
+            date!(2026 - 10 - 02),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(state.state.supann(), ("S", "SupannVerrouTechnique"));
+        locked.lock.as_mut().unwrap().kind = v1::LockKind::Administrative.into();
+        let administrative = desired(&locked, extras, &settings, date!(2026 - 10 - 02))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            values(&administrative, "supannRessourceEtatDate"),
+            ["{COMPTE}S:SupannVerrouAdministratif:20261001:"]
+        );
+        locked.lock = None;
+        let unlocked = desired(&locked, extras, &settings, date!(2026 - 10 - 02))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            values(&unlocked, "supannRessourceEtatDate"),
+            ["{COMPTE}A:SupannActif:20260901:20270630"]
+        );
+        assert_eq!(
+            values(&unlocked, "eduPersonEntitlement"),
+            ["urn:mace:univ-example.fr:entitlement:wifi"]
+        );
+        assert_eq!(
+            values(&unlocked, "supannRefId"),
+            ["{ISO15693}04112233445566"]
+        );
     }
 }

@@ -31,6 +31,10 @@ pub enum AccountState {
     DataDeletion,
     /// No stay that counts (all cancelled).
     Inactive,
+    /// Locked (suspended) for administrative reasons: misconduct, fraud, unpaid.
+    LockedAdministrative,
+    /// Locked for technical reasons: a compromised account, a namesake.
+    LockedTechnical,
 }
 
 impl AccountState {
@@ -42,6 +46,8 @@ impl AccountState {
             AccountState::Expired => ("I", "SupannExpire"),
             AccountState::DataDeletion => ("I", "SupannSupprDonnees"),
             AccountState::Inactive => ("I", "SupannInactif"),
+            AccountState::LockedAdministrative => ("S", "SupannVerrouAdministratif"),
+            AccountState::LockedTechnical => ("S", "SupannVerrouTechnique"),
         }
     }
 }

@@ -21,6 +21,55 @@ pub struct StayFacts {
     pub sponsor_unit: String,
     /// The resources the sponsor asked for.
     pub requested: Vec<String>,
+    /// The learner's lock, while there is one (the same on each of their stays).
+    pub lock: Option<Lock>,
+}
+
+/// A learner's lock (suspension), as the rules see it: from its day on, nothing is
+/// granted, whatever the stays and without grace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lock {
+    /// The day of the lock, where the university is.
+    pub on: Date,
+    /// "administrative" or "technical".
+    pub kind: String,
+    /// The reason code, e.g. "fraud".
+    pub reason: String,
+    /// The instant of the lock and who locked (a caller's name), as intake says.
+    pub since: Option<time::OffsetDateTime>,
+    pub by: String,
+}
+
+impl Lock {
+    /// What Check and the audit say of it: no personal data, the codes only.
+    pub fn describe(&self) -> String {
+        format!(
+            "the account is locked since {} ({} lock: {}): every resource is denied",
+            self.on, self.kind, self.reason
+        )
+    }
+}
+
+/// The lock in force on `on`, if the learner is locked by then.
+pub fn locked(stays: &[StayFacts], on: Date) -> Option<&Lock> {
+    stays
+        .iter()
+        .find_map(|stay| stay.lock.as_ref())
+        .filter(|lock| lock.on <= on)
+}
+
+/// A grant cut by a lock: it ends the day before the lock's day, with no grace; a
+/// grant that would start on that day or later is not given at all.
+fn closed_by_lock(mut grant: Grant, lock: Option<&Lock>) -> Option<Grant> {
+    let Some(lock) = lock else {
+        return Some(grant);
+    };
+    let last_day = lock.on.previous_day()?;
+    if grant.valid_from > last_day {
+        return None;
+    }
+    grant.valid_until = grant.valid_until.min(last_day);
+    Some(grant)
 }
 
 /// One resource granted for a time by one stay.
@@ -94,14 +143,15 @@ pub fn grants(policy: &Policy, stays: &[StayFacts]) -> Vec<Grant> {
             if unmet(rule, stay, resource).is_some() {
                 continue;
             }
-            grants.push(Grant {
+            let grant = Grant {
                 resource: granted_name(resource, rule, stay),
                 valid_from: stay.start_date + Duration::days(i64::from(rule.start_offset_days)),
                 valid_until: stay.end_date + Duration::days(i64::from(rule.grace_days)),
                 stay_id: stay.stay_id.clone(),
                 rule: origin,
                 policy_version: policy.version.clone(),
-            });
+            };
+            grants.extend(closed_by_lock(grant, stay.lock.as_ref()));
         }
     }
     grants.sort_by(|a, b| {
@@ -177,6 +227,9 @@ pub fn check(policy: &Policy, stays: &[StayFacts], asked: &str, on: Date) -> Dec
     let (resource, scope) = split(asked);
     if !policy.resources.contains_key(resource) {
         return deny(format!("unknown resource {resource:?}"));
+    }
+    if let Some(lock) = locked(stays, on) {
+        return deny(lock.describe());
     }
     let all = grants(policy, stays);
     let holding = all
@@ -307,6 +360,7 @@ mod tests {
             agreement_options: Vec::new(),
             sponsor_unit: "UNIT".to_owned(),
             requested: Vec::new(),
+            lock: None,
         }
     }
 
@@ -534,5 +588,52 @@ mod tests {
         assert_eq!(unpaid.reason, "the stay is not paid");
         doctoral.paid = true;
         assert!(check(&policy, &[doctoral], "smart-card", DURING).allowed);
+    }
+
+    #[test]
+    fn a_lock_closes_every_grant_the_day_before_without_grace_and_denies_from_its_day() {
+        let policy = policy();
+        let lock = Lock {
+            on: DURING,
+            kind: "administrative".to_owned(),
+            reason: "fraud".to_owned(),
+            since: None,
+            by: "dosi".to_owned(),
+        };
+        let mut locked_stay = stay("IFSI");
+        locked_stay.lock = Some(lock.clone());
+        let mut later = stay("IFSI");
+        later.stay_id = "IFSI-2".to_owned();
+        later.start_date = date!(2027 - 09 - 01);
+        later.end_date = date!(2027 - 12 - 20);
+        later.lock = Some(lock);
+
+        let all = grants(&policy, &[locked_stay.clone(), later]);
+
+        assert!(!all.is_empty());
+        assert!(
+            all.iter().all(
+                |grant| grant.valid_until == date!(2026 - 09 - 30) && grant.stay_id == "IFSI-1"
+            ),
+            "every grant ends the day before the lock, none of the later stay: {all:?}"
+        );
+        assert!(in_force(&all, DURING).is_empty());
+        assert_eq!(next_change(&all, DURING), None);
+        let stays = [locked_stay];
+        let denied = check(&policy, &stays, "wifi", DURING);
+        assert!(!denied.allowed);
+        assert_eq!(
+            denied.reason,
+            "the account is locked since 2026-10-01 (administrative lock: fraud): every resource is denied"
+        );
+        assert!(
+            check(&policy, &stays, "wifi", date!(2026 - 09 - 30)).allowed,
+            "before the lock"
+        );
+        assert!(
+            !check(&policy, &stays, "spaceship", DURING)
+                .reason
+                .contains("locked")
+        );
     }
 }

@@ -29,6 +29,10 @@ pub struct PersonRow {
     pub version: i64,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
+    /// The lock's reason code, while the learner is locked.
+    pub lock_reason: Option<String>,
+    pub locked_at: Option<OffsetDateTime>,
+    pub locked_by: Option<String>,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -134,7 +138,7 @@ pub async fn populations(pool: &PgPool) -> Result<Vec<Population>, sqlx::Error> 
 }
 
 const PERSON_COLUMNS: &str = "learner_id, learner_number, login, family_name, birth_name, given_names, \
-     birth_date, email, ine, phone, version, created_at, updated_at";
+     birth_date, email, ine, phone, version, created_at, updated_at, lock_reason, locked_at, locked_by";
 
 pub async fn learner(
     conn: &mut PgConnection,
@@ -286,6 +290,41 @@ pub async fn update_person(
     .bind(&person.ine)
     .bind(&person.phone)
     .bind(person.folded_names())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Sets a learner's lock (a new one, or another reason for the one in place, which
+/// keeps its instant), one more version.
+pub async fn set_lock(
+    conn: &mut PgConnection,
+    learner_id: Uuid,
+    reason: &str,
+    actor: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE persons SET lock_reason = $2, locked_at = COALESCE(locked_at, now()),
+                locked_by = CASE WHEN locked_at IS NULL THEN $3 ELSE locked_by END,
+                version = version + 1, updated_at = now()
+         WHERE learner_id = $1",
+    )
+    .bind(learner_id)
+    .bind(reason)
+    .bind(actor)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Lifts a learner's lock, one more version.
+pub async fn clear_lock(conn: &mut PgConnection, learner_id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE persons SET lock_reason = NULL, locked_at = NULL, locked_by = NULL,
+                version = version + 1, updated_at = now()
+         WHERE learner_id = $1",
+    )
+    .bind(learner_id)
     .execute(conn)
     .await?;
     Ok(())

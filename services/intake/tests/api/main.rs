@@ -9,6 +9,7 @@ mod hygiene;
 mod identity;
 mod import;
 mod lifecycle;
+mod locking;
 mod outage;
 mod outbox;
 mod populations;
