@@ -14,8 +14,7 @@ use crate::{
 #[derive(Debug, clap::Args)]
 #[command(args_conflicts_with_subcommands = true, arg_required_else_help = true)]
 pub struct LearnerArgs {
-    /// Shows this learner: login, hosted-learner number or id (roles deve, dosi,
-    /// integrator).
+    /// Shows this learner: login, hosted-learner number or id (roles deve, dosi).
     key: Option<String>,
     #[command(subcommand)]
     action: Option<LearnerAction>,
@@ -23,12 +22,13 @@ pub struct LearnerArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum LearnerAction {
-    /// Shows a learner, as `hlctl learner KEY` does (roles deve, dosi, integrator).
+    /// Shows a learner, as `hlctl learner KEY` does (roles deve, dosi).
     Show {
         /// Login, hosted-learner number or id.
         key: String,
     },
-    /// Finds learners; every filter given must match (roles deve, dosi, integrator).
+    /// Finds learners; every filter given must match, and at least one is needed
+    /// (roles deve, dosi).
     Search(SearchArgs),
     /// Corrects a person's identity data; the other fields keep their value (role
     /// deve).

@@ -458,6 +458,8 @@ async fn an_agreement_its_learners_their_stays_and_payments() {
                 "1000",
                 "--paid-on",
                 &day(0),
+                "--reference",
+                "VIR-1",
                 "--json",
             ],
         )

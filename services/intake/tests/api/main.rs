@@ -11,6 +11,7 @@ mod import;
 mod lifecycle;
 mod outage;
 mod outbox;
+mod payments;
 mod populations;
 mod register;
 mod requested_resources;
