@@ -16,5 +16,6 @@ mod inbox_recovery;
 mod publication;
 mod python_client;
 mod rebuild;
+mod role_matrix;
 mod startup;
 mod tracing;
