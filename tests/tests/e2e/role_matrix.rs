@@ -2,11 +2,11 @@
 //! roles that may call it. It is NOT read from the services' ACCESS tables, so a
 //! change of what a service accepts fails here until someone decides it on purpose
 //! (and changes docs/hlctl.md's "Roles by RPC", which lists the same rows in the
-//! same order).
+//! same order). Beside it, what the card office reads of cards.
 
 use std::collections::BTreeSet;
 
-use hosted_contracts::{FILE_DESCRIPTOR_SET, prost::Message, prost_types::FileDescriptorSet};
+use hosted_contracts::{FILE_DESCRIPTOR_SET, prost::Message, prost_types::FileDescriptorSet, v1};
 use hosted_e2e::TestSystem;
 use hosted_platform::auth::Role::{self, CardOffice, Deve, Dosi, Finance, Integrator, Legal};
 
@@ -163,5 +163,162 @@ async fn each_role_is_let_through_exactly_where_the_matrix_says() {
         }
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    system.stop().await;
+}
+
+/// Whether `needle` is in `haystack`.
+fn holds(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|window| window == needle.as_bytes())
+}
+
+/// The card office works from cards' queue: what cards answers it names the card's
+/// holder and the card's dates, never the stay or its payment.
+#[tokio::test]
+async fn the_card_office_sees_the_holder_and_the_card_dates_never_the_stay_or_its_payment() {
+    // Arrange: a visiting doctoral student whose card comes once the stay is paid.
+    let mut system = TestSystem::prepare(None).await;
+    system.start_intake().await;
+    system.start_entitlement().await;
+    system.start_cards().await;
+    let mut doctoral = hosted_e2e::registration("Moreau", "Lucas", "1994-05-06");
+    doctoral.stay.as_mut().unwrap().population = "VISITING_DOCTORAL".to_owned();
+    let registered = system.register(doctoral).await;
+    // And a C2i2e trainee with an INE (a card and the e-purse right), whose stay a
+    // third party paid too.
+    let mut trainee = hosted_e2e::registration("Girard", "Alex", "2000-07-08");
+    trainee.person.as_mut().unwrap().ine = "123456789AB".to_owned();
+    trainee.stay.as_mut().unwrap().population = "RECTORAT_C2I2E".to_owned();
+    let trainee = system.register(trainee).await;
+    let mut payments = Vec::new();
+    for (stay_id, reference) in [
+        (&registered.stay_id, "FAC-2026-4417"),
+        (&trainee.stay_id, "FAC-2026-4418"),
+    ] {
+        let payment = system
+            .intake_client()
+            .await
+            .record_payment(system.as_role(
+                Finance,
+                v1::RecordPaymentRequest {
+                    stay_id: stay_id.clone(),
+                    amount_cents: 1200,
+                    paid_on: hosted_e2e::today_plus(0),
+                    payer: v1::Payer::Partner.into(),
+                    payer_name: "rectorat".to_owned(),
+                    reference: reference.to_owned(),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .payment
+            .unwrap();
+        payments.push((payment.payment_id, reference));
+    }
+    let mut cards = system.cards_client().await;
+    let mut listed = None;
+    for _ in 0..200 {
+        let trainee_has_one = cards
+            .list_cards(system.as_role(
+                CardOffice,
+                v1::ListCardsRequest {
+                    learner: "alex.girard".to_owned(),
+                },
+            ))
+            .await
+            .is_ok_and(|answer| !answer.get_ref().cards.is_empty());
+        let answer = cards
+            .list_cards(system.as_role(
+                CardOffice,
+                v1::ListCardsRequest {
+                    learner: "lucas.moreau".to_owned(),
+                },
+            ))
+            .await;
+        if let Ok(answer) = answer
+            && !answer.get_ref().cards.is_empty()
+            && trainee_has_one
+        {
+            listed = Some(answer.into_inner());
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let listed = listed.expect("a card once paid");
+    let card = listed.cards[0].clone();
+
+    // Act: everything the card office reads of it.
+    let got = cards
+        .get_card(system.as_role(
+            CardOffice,
+            v1::GetCardRequest {
+                card: card.card_id.clone(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let queue = cards
+        .list_print_queue(system.as_role(CardOffice, v1::ListPrintQueueRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    let batch = cards
+        .export_print_batch(system.as_role(
+            CardOffice,
+            v1::ExportPrintBatchRequest {
+                format: v1::DocumentFormat::Json.into(),
+                limit: 0,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let epurse = cards
+        .export_epurse(system.as_role(CardOffice, v1::ExportEpurseRequest { full: true }))
+        .await
+        .unwrap()
+        .into_inner();
+
+    // Assert: the holder and the card's last day are there; no stay, population,
+    // unit or payment.
+    assert_eq!(card.login, "lucas.moreau");
+    assert_eq!(card.last_day, hosted_e2e::today_plus(200));
+    assert_eq!(queue.cards.len(), 2);
+    assert_eq!(batch.cards.len(), 2);
+    let answers = [
+        ("ListCards", listed.encode_to_vec()),
+        ("GetCard", got.encode_to_vec()),
+        ("ListPrintQueue", queue.encode_to_vec()),
+        ("ExportPrintBatch", batch.encode_to_vec()),
+        ("ExportEpurse", epurse.encode_to_vec()),
+    ];
+    let mut stays_and_payments = vec![
+        registered.stay_id.as_str(),
+        trainee.stay_id.as_str(),
+        "VISITING_DOCTORAL",
+        "RECTORAT_C2I2E",
+        "IFSI-NORD",
+        "rectorat",
+    ];
+    for (payment_id, reference) in &payments {
+        stays_and_payments.extend([payment_id.as_str(), *reference]);
+    }
+    for (rpc, answer) in &answers {
+        assert!(
+            ["lucas.moreau", "alex.girard", "Girard"]
+                .iter()
+                .any(|holder| holds(answer, holder)),
+            "{rpc}: a holder, as a control"
+        );
+        for stay_or_payment in &stays_and_payments {
+            assert!(
+                !holds(answer, stay_or_payment),
+                "{rpc} shows {stay_or_payment}"
+            );
+        }
+    }
     system.stop().await;
 }
