@@ -15,6 +15,10 @@ pub enum IntakeError {
     /// that is another learner's, an agreement's cap reached).
     #[error("refused: {}", .0.listed())]
     Refused(Violations),
+    /// What the request would create exists already, otherwise than asked (a cohort
+    /// payment's reference booked with another amount).
+    #[error("{0}")]
+    AlreadyExists(String),
     /// A concurrent change won (stale version).
     #[error("{0}")]
     Aborted(String),
@@ -38,6 +42,7 @@ impl ServiceError for IntakeError {
             IntakeError::FailedPrecondition(_) | IntakeError::Refused(_) => {
                 ErrorCode::FailedPrecondition
             }
+            IntakeError::AlreadyExists(_) => ErrorCode::AlreadyExists,
             IntakeError::Aborted(_) => ErrorCode::Aborted,
             IntakeError::Database(error) => hosted_platform::error::database_code(error),
             IntakeError::Encoding(_) => ErrorCode::Internal,

@@ -108,6 +108,57 @@ fn lock_message(person: &crate::store::PersonRow) -> Option<v1::LearnerLock> {
     })
 }
 
+/// What an integrator may know of a learner: login, display name (first given name
+/// and family name, as the directory's displayName) and the days of validity.
+pub fn identity_message(record: &LearnerRecord, today: Date) -> v1::LearnerIdentity {
+    let person = &record.person;
+    let stays: Vec<(Date, Date)> = record
+        .stays
+        .iter()
+        .filter(|stay| !stay.cancelled)
+        .map(|stay| (stay.start_date, stay.end_date))
+        .collect();
+    let validity = crate::domain::validity::validity(&stays, today);
+    let day = |pick: fn(&crate::domain::validity::Validity) -> Date| {
+        validity
+            .as_ref()
+            .map(pick)
+            .map(format_date)
+            .unwrap_or_default()
+    };
+    v1::LearnerIdentity {
+        learner_id: person.learner_id.to_string(),
+        login: person.login.clone(),
+        display_name: format!(
+            "{} {}",
+            crate::domain::names::first_given_name(&person.given_names),
+            person.family_name
+        ),
+        valid_from: day(|validity| validity.from),
+        valid_until: day(|validity| validity.until),
+        current: validity.is_some_and(|validity| validity.current),
+    }
+}
+
+/// A stay due, as finance lists it.
+pub fn payment_due_message(row: crate::store::payments::DueRow) -> v1::PaymentDue {
+    v1::PaymentDue {
+        stay_id: row.stay_id.to_string(),
+        login: row.login,
+        learner_number: row.learner_number,
+        family_name: row.family_name,
+        given_names: row.given_names,
+        population: row.population,
+        agreement_id: row
+            .agreement_id
+            .map(|id| id.to_string())
+            .unwrap_or_default(),
+        start_date: format_date(row.start_date),
+        end_date: format_date(row.end_date),
+        fee_cents: row.fee_cents,
+    }
+}
+
 /// A learner fact for the outbox.
 pub fn learner_event(
     namespace: &Namespace,
@@ -238,6 +289,7 @@ pub fn population_message(population: &crate::domain::Population) -> v1::Populat
         default_duration_days: population.default_duration_days,
         max_duration_days: population.max_duration_days,
         payment_required: population.payment_required,
+        fee_cents: population.fee_cents,
     }
 }
 

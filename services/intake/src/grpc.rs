@@ -29,8 +29,9 @@ use Role::{CardOffice, Deve, Dosi, Finance, Integrator, Legal};
 /// The roles each RPC accepts; the platform refuses everything else.
 pub const ACCESS: &[(&str, &[Role])] = &[
     ("RegisterStay", &[Deve]),
-    ("GetLearner", &[Deve, Dosi, Integrator]),
-    ("SearchLearners", &[Deve, Dosi, Integrator]),
+    ("GetLearner", &[Deve, Dosi]),
+    ("SearchLearners", &[Deve, Dosi]),
+    ("IdentifyLearner", &[Deve, Dosi, Integrator]),
     ("AmendPerson", &[Deve]),
     ("AmendStay", &[Deve]),
     ("ExtendStay", &[Deve]),
@@ -49,6 +50,7 @@ pub const ACCESS: &[(&str, &[Role])] = &[
     ("ListAgreements", &[Deve, Legal, Finance, Dosi]),
     ("RecordPayment", &[Finance]),
     ("RecordCohortPayment", &[Finance]),
+    ("ListPaymentsDue", &[Finance, Deve]),
     ("GetStats", &[Dosi, Deve]),
     (
         "ListUnits",
@@ -279,6 +281,7 @@ impl v1::intake_service_server::IntakeService for Intake {
             default_duration_days: population.default_duration_days,
             max_duration_days: population.max_duration_days,
             payment_required: population.payment_required,
+            fee_cents: population.fee_cents,
         };
         let (population, created) = self
             .save_population(population, &request.reason, actor.name())
@@ -343,13 +346,20 @@ impl v1::intake_service_server::IntakeService for Intake {
             }
             parsed
         });
+        let name_words: Vec<String> = request
+            .name
+            .split([' ', '-', '\'', ','])
+            .map(domain::names::fold)
+            .filter(|word| !word.is_empty())
+            .collect();
+        if name_words.is_empty() && !request.name.trim().is_empty() {
+            violations.add(
+                "name",
+                "needs at least one letter or digit: punctuation alone (*, %, _) matches nobody",
+            );
+        }
         let filter = store::SearchFilter {
-            name_words: request
-                .name
-                .split([' ', '-', '\'', ','])
-                .map(domain::names::fold)
-                .filter(|word| !word.is_empty())
-                .collect(),
+            name_words,
             login: text(&request.login).map(|login| login.to_ascii_lowercase()),
             learner_number: text(&request.learner_number),
             ine: text(&request.ine).map(|ine| ine.to_ascii_uppercase()),
@@ -359,6 +369,13 @@ impl v1::intake_service_server::IntakeService for Intake {
                 .map(|unit| domain::unit::normalise_code(&unit)),
             active_on,
         };
+        if violations.is_empty() && filter.is_empty() {
+            violations.add(
+                "name",
+                "needs at least one letter or digit, or give another filter (login, learner_number, \
+                 ine, population, agreement_id, sponsor_unit, active_on): a search never lists everyone",
+            );
+        }
         if !violations.is_empty() {
             return Err(IntakeError::Invalid(violations).into());
         }
@@ -720,11 +737,95 @@ impl v1::intake_service_server::IntakeService for Intake {
         request: Request<v1::RecordCohortPaymentRequest>,
     ) -> Result<Response<v1::RecordCohortPaymentResponse>, Status> {
         let actor = Actor::of(&request);
-        let paid_stay_ids = self
+        let booking = self
             .record_cohort_payment(request.into_inner(), actor.name())
             .await?;
-        Ok(Response::new(v1::RecordCohortPaymentResponse {
-            paid_stay_ids,
+        Ok(Response::new(booking))
+    }
+
+    async fn list_payments_due(
+        &self,
+        request: Request<v1::ListPaymentsDueRequest>,
+    ) -> Result<Response<v1::ListPaymentsDueResponse>, Status> {
+        let request = request.into_inner();
+        let mut violations = Violations::default();
+        let text = |value: &str| (!value.trim().is_empty()).then(|| value.trim().to_owned());
+        let agreement_id = text(&request.agreement_id).and_then(|id| {
+            let parsed = Uuid::parse_str(&id).ok();
+            if parsed.is_none() {
+                violations.add("agreement_id", "not an id");
+            }
+            parsed
+        });
+        let after = text(&request.page_token).and_then(|token| {
+            let parsed = Uuid::parse_str(&token).ok();
+            if parsed.is_none() {
+                violations.add("page_token", "not a token this service gave");
+            }
+            parsed
+        });
+        let population = text(&request.population);
+        let mut conn = self.pool.acquire().await.map_err(IntakeError::from)?;
+        if let Some(code) = &population
+            && store::population(&mut conn, code)
+                .await
+                .map_err(IntakeError::from)?
+                .is_none()
+        {
+            violations.add("population", "not a population of the catalogue");
+        }
+        if !violations.is_empty() {
+            return Err(IntakeError::Invalid(violations).into());
+        }
+        let limit = page_size(request.page_size);
+        let mut rows = store::payments::due(
+            &mut conn,
+            agreement_id,
+            population.as_deref(),
+            after,
+            limit + 1,
+        )
+        .await
+        .map_err(IntakeError::from)?;
+        let next_page_token = if rows.len() as i64 > limit {
+            rows.truncate(limit as usize);
+            rows.last()
+                .map(|row| row.stay_id.to_string())
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(v1::ListPaymentsDueResponse {
+            payments_due: rows.into_iter().map(events::payment_due_message).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn identify_learner(
+        &self,
+        request: Request<v1::IdentifyLearnerRequest>,
+    ) -> Result<Response<v1::IdentifyLearnerResponse>, Status> {
+        use v1::identify_learner_request::Key;
+        let not_found = || IntakeError::NotFound("learner".to_owned());
+        let learner_id = match request.into_inner().key {
+            Some(Key::LearnerId(id)) => Uuid::parse_str(id.trim()).ok(),
+            Some(Key::Login(login)) => store::learner_id_by(&self.pool, LookupKey::Login, &login)
+                .await
+                .map_err(IntakeError::from)?,
+            None => {
+                let mut violations = Violations::default();
+                violations.add("key", "one of learner_id or login is required");
+                return Err(IntakeError::Invalid(violations).into());
+            }
+        };
+        let learner_id = learner_id.ok_or_else(not_found)?;
+        let mut conn = self.pool.acquire().await.map_err(IntakeError::from)?;
+        let record = store::learner(&mut conn, learner_id)
+            .await
+            .map_err(IntakeError::from)?
+            .ok_or_else(not_found)?;
+        Ok(Response::new(v1::IdentifyLearnerResponse {
+            identity: Some(events::identity_message(&record, self.today())),
         }))
     }
 

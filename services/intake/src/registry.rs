@@ -885,7 +885,7 @@ impl Intake {
         &self,
         request: v1::RecordCohortPaymentRequest,
         actor: &str,
-    ) -> Result<Vec<String>, IntakeError> {
+    ) -> Result<v1::RecordCohortPaymentResponse, IntakeError> {
         let mut violations = Violations::default();
         let agreement_id = Uuid::parse_str(request.agreement_id.trim()).ok();
         if agreement_id.is_none() {
@@ -895,24 +895,48 @@ impl Intake {
             violations.add("amount_cents", "0 or more");
         }
         let paid_on = parse_date("paid_on", &request.paid_on, &mut violations);
+        let reference = request.reference.trim().to_owned();
+        if reference.is_empty() {
+            violations.add(
+                "reference",
+                "required: the bank transfer's reference, so that the same transfer is never booked twice",
+            );
+        } else if reference.chars().count() > 200 {
+            violations.add("reference", "longer than 200 characters");
+        }
         let (Some(agreement_id), Some(paid_on), true) =
             (agreement_id, paid_on, violations.is_empty())
         else {
             return Err(IntakeError::Invalid(violations));
         };
         let mut tx = self.pool.begin().await?;
+        // The agreement's row lock makes two bookings under one agreement take turns:
+        // the second sees the first's reference.
         let agreement = agreements::get(&mut tx, agreement_id, true)
             .await?
             .ok_or_else(|| IntakeError::NotFound("agreement".to_owned()))?;
         let optional = |text: &str| (!text.trim().is_empty()).then(|| text.trim().to_owned());
-        let reference = optional(&request.reference);
-        if let Some(reference) = &reference
-            && payments::cohort_reference_exists(&mut tx, agreement_id, reference).await?
+        if let Some(booked) =
+            payments::cohort_by_reference(&mut tx, agreement_id, &reference).await?
         {
-            return Err(IntakeError::FailedPrecondition(format!(
-                "a cohort payment with reference {reference:?} is already recorded for this agreement"
-            )));
+            if booked.amount_cents != request.amount_cents || booked.paid_on != paid_on {
+                return Err(IntakeError::AlreadyExists(format!(
+                    "reference: a cohort payment with this reference is already booked for this agreement, \
+                     of {} cents paid on {}: give the transfer's own reference",
+                    booked.amount_cents,
+                    format_date(booked.paid_on)
+                )));
+            }
+            let paid = payments::cohort_stays(&mut tx, booked.cohort_payment_id).await?;
+            tracing::info!(%agreement_id, cohort_payment_id = %booked.cohort_payment_id,
+                "cohort payment already booked: nothing booked again");
+            return Ok(v1::RecordCohortPaymentResponse {
+                paid_stay_ids: paid.iter().map(Uuid::to_string).collect(),
+                cohort_payment_id: booked.cohort_payment_id.to_string(),
+                repeat: true,
+            });
         }
+        let reference = Some(reference);
         let due = agreements::due_stays(&mut tx, agreement_id).await?;
         if due.is_empty() {
             return Err(IntakeError::FailedPrecondition(
@@ -957,8 +981,12 @@ impl Intake {
         }
         tx.commit().await?;
         self.outbox.notify();
-        tracing::info!(%agreement_id, stays = paid.len(), "cohort payment recorded");
-        Ok(paid)
+        tracing::info!(%agreement_id, %cohort_payment_id, stays = paid.len(), "cohort payment recorded");
+        Ok(v1::RecordCohortPaymentResponse {
+            paid_stay_ids: paid,
+            cohort_payment_id: cohort_payment_id.to_string(),
+            repeat: false,
+        })
     }
 
     pub(crate) async fn save_population(

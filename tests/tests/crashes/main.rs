@@ -12,7 +12,7 @@
 //! - cards' print-batch export (`hlctl card print-batch`) moved no card and kept no
 //!   batch, and exporting again takes each card into exactly one batch;
 //! - intake's cohort payment (`hlctl payment cohort`) booked nothing, and recording it
-//!   again books each stay once, a third time nothing.
+//!   again books each stay once, a third time (the same reference) nothing.
 //!
 //! After each, the whole system converges (`Isolated::converge`). Sizes:
 //! `HOSTED_CRASH_LEARNERS` learners for the activation (2,000 by default, as in CI;
@@ -913,15 +913,18 @@ async fn a_cohort_payment_killed_midway_booked_nothing_then_each_stay_once() {
         .await;
     assert_eq!(amount, 12_000_000);
 
-    // Act and assert: a third run books nothing (the reference is already recorded),
-    // nor does one without the reference (nothing is due).
+    // Act and assert: a third run books nothing (the reference is already booked:
+    // the first booking is answered again), nor does one with another reference
+    // (nothing is due).
     let again = hlctl(&system, &payment);
     assert!(
-        !again.status.success() && text(&again).contains("already recorded"),
+        again.status.success() && text(&again).contains("already booked"),
         "{}",
         text(&again)
     );
-    let again = hlctl(&system, &payment[..7]);
+    let mut other_reference = payment;
+    other_reference[8] = "VIR-CRASH-2";
+    let again = hlctl(&system, &other_reference);
     assert!(
         !again.status.success() && text(&again).contains("nothing to pay"),
         "{}",

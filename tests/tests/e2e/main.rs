@@ -18,5 +18,6 @@ mod locking;
 mod publication;
 mod python_client;
 mod rebuild;
+mod role_matrix;
 mod startup;
 mod tracing;

@@ -14,8 +14,7 @@ use crate::{
 #[derive(Debug, clap::Args)]
 #[command(args_conflicts_with_subcommands = true, arg_required_else_help = true)]
 pub struct LearnerArgs {
-    /// Shows this learner: login, hosted-learner number or id (roles deve, dosi,
-    /// integrator).
+    /// Shows this learner: login, hosted-learner number or id (roles deve, dosi).
     key: Option<String>,
     #[command(subcommand)]
     action: Option<LearnerAction>,
@@ -23,13 +22,20 @@ pub struct LearnerArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum LearnerAction {
-    /// Shows a learner, as `hlctl learner KEY` does (roles deve, dosi, integrator).
+    /// Shows a learner, as `hlctl learner KEY` does (roles deve, dosi).
     Show {
         /// Login, hosted-learner number or id.
         key: String,
     },
-    /// Finds learners; every filter given must match (roles deve, dosi, integrator).
+    /// Finds learners; every filter given must match, and at least one is needed
+    /// (roles deve, dosi).
     Search(SearchArgs),
+    /// Who a login or learner id is: login, display name and validity, nothing else
+    /// of the person (roles integrator, deve, dosi).
+    Identify {
+        /// Login or learner id.
+        key: String,
+    },
     /// Corrects a person's identity data; the other fields keep their value (role
     /// deve).
     Amend(AmendArgs),
@@ -196,6 +202,7 @@ pub async fn run(args: LearnerArgs, intake: &mut Intake, json: bool) -> anyhow::
             Ok(())
         }
         (Some(LearnerAction::Search(search_args)), _) => search(search_args, intake, json).await,
+        (Some(LearnerAction::Identify { key }), _) => identify(intake, &key, json).await,
         (Some(LearnerAction::Amend(amend_args)), _) => amend(amend_args, intake, json).await,
         (Some(LearnerAction::Lock(lock_args)), _) => {
             let answer = intake
@@ -240,6 +247,67 @@ pub async fn run(args: LearnerArgs, intake: &mut Intake, json: bool) -> anyhow::
         }
         (None, None) => usage("give a learner (login, number or id) or a subcommand"),
     }
+}
+
+async fn identify(intake: &mut Intake, key: &str, json: bool) -> anyhow::Result<()> {
+    use v1::identify_learner_request::Key as IdentityKey;
+    let key = match learner_key(key) {
+        Key::LearnerId(id) => IdentityKey::LearnerId(id),
+        Key::Login(login) => IdentityKey::Login(login),
+        Key::LearnerNumber(_) => {
+            return usage(
+                "give a login or a learner id: a hosted-learner number is not an identity key",
+            );
+        }
+    };
+    let identity = intake
+        .client()
+        .await?
+        .identify_learner(v1::IdentifyLearnerRequest { key: Some(key) })
+        .await
+        .map_err(server_error)?
+        .into_inner()
+        .identity
+        .unwrap_or_default();
+    if json {
+        println!("{}", identity_json(&identity));
+    } else {
+        println!("{}", identity_line(&identity));
+    }
+    Ok(())
+}
+
+pub fn identity_json(identity: &v1::LearnerIdentity) -> serde_json::Value {
+    json!({
+        "learner_id": identity.learner_id,
+        "login": identity.login,
+        "display_name": identity.display_name,
+        "valid_from": identity.valid_from,
+        "valid_until": identity.valid_until,
+        "current": identity.current,
+    })
+}
+
+/// Login, display name, and the validity: `valid 2026-09-01..2027-06-30 (current)`.
+pub fn identity_line(identity: &v1::LearnerIdentity) -> String {
+    let validity = if identity.valid_from.is_empty() {
+        "no stay".to_owned()
+    } else {
+        format!(
+            "valid {}..{} ({})",
+            identity.valid_from,
+            identity.valid_until,
+            if identity.current {
+                "current"
+            } else {
+                "not current"
+            }
+        )
+    };
+    format!(
+        "{:<24} {:<32} {validity}",
+        identity.login, identity.display_name
+    )
 }
 
 pub async fn get(intake: &mut Intake, key: &str) -> anyhow::Result<v1::Learner> {
@@ -521,6 +589,24 @@ pub fn learner_text(learner: &v1::Learner) -> String {
 mod tests {
     use super::*;
     use crate::rpc::Usage;
+
+    #[test]
+    fn an_identity_reads_as_one_line() {
+        let mut identity = v1::LearnerIdentity {
+            learner_id: "id".to_owned(),
+            login: "elodie.lefevre".to_owned(),
+            display_name: "Élodie Lefèvre".to_owned(),
+            valid_from: "2026-09-01".to_owned(),
+            valid_until: "2027-06-30".to_owned(),
+            current: true,
+        };
+        assert!(identity_line(&identity).ends_with("valid 2026-09-01..2027-06-30 (current)"));
+        assert_eq!(identity_json(&identity)["current"], true);
+        identity.valid_from.clear();
+        identity.valid_until.clear();
+        identity.current = false;
+        assert!(identity_line(&identity).ends_with(" no stay"));
+    }
 
     #[test]
     fn keys_are_ids_numbers_or_logins() {

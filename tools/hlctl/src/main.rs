@@ -109,7 +109,8 @@ enum Command {
         #[command(subcommand)]
         action: agreements::AgreementAction,
     },
-    /// Records payments, for one stay or a cohort (role finance).
+    /// Lists the stays whose payment is due (roles finance, deve) and records payments,
+    /// for one stay or a cohort (role finance).
     Payment {
         #[command(subcommand)]
         action: payments::PaymentAction,
@@ -329,6 +330,10 @@ struct SavePopulationArgs {
     /// Stays without an agreement must be paid for.
     #[arg(long)]
     payment_required: bool,
+    /// What a stay costs, in euros (170.00, 170,50): `payment due` gives it as the
+    /// amount owed. Not stated when left out.
+    #[arg(long, value_name = "EUROS", value_parser = values::cents)]
+    fee: Option<i64>,
     #[arg(long)]
     default_days: i32,
     #[arg(long)]
@@ -569,6 +574,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     default_duration_days: args.default_days,
                     max_duration_days: args.max_days,
                     payment_required: args.payment_required,
+                    fee_cents: args.fee,
                 }),
                 reason: args.reason,
             };
@@ -609,17 +615,21 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                             "supann_population": population.supann_population,
                             "agreement_required": population.agreement_required,
                             "payment_required": population.payment_required,
+                            "fee_cents": population.fee_cents,
                             "default_duration_days": population.default_duration_days,
                             "max_duration_days": population.max_duration_days,
                         })
                     );
                 } else {
-                    let mut notes = Vec::new();
+                    let mut notes: Vec<String> = Vec::new();
                     if population.agreement_required {
-                        notes.push("agreement required");
+                        notes.push("agreement required".to_owned());
                     }
                     if population.payment_required {
-                        notes.push("payment required");
+                        notes.push("payment required".to_owned());
+                    }
+                    if let Some(fee) = population.fee_cents {
+                        notes.push(format!("fee {} €", values::euros(fee)));
                     }
                     let notes = if notes.is_empty() {
                         String::new()

@@ -237,6 +237,32 @@ async fn an_agreement_its_learners_their_stays_and_payments() {
         .await;
     assert!(by_name.stdout.starts_with(&login), "{by_name:?}");
     assert!(by_name.stdout.contains("IFSI until"), "{by_name:?}");
+    // An integrator identifies a learner and may not search or show one.
+    let integrator = services.token(Role::Integrator);
+    let identity = hlctl
+        .run(&integrator, &["learner", "identify", &login, "--json"])
+        .await
+        .json();
+    assert_eq!(identity["display_name"], "Élodie Lefèvre");
+    assert_eq!(identity["valid_from"], day(-5).as_str());
+    assert_eq!(identity["current"], true);
+    assert!(identity.get("birth_date").is_none(), "{identity}");
+    let refused = hlctl.run(&integrator, &["learner", &login]).await;
+    assert!(
+        refused.stderr.starts_with("Error: PERMISSION_DENIED"),
+        "{refused:?}"
+    );
+    // A search without a filter is refused, whoever asks.
+    let everyone = hlctl
+        .run(&deve, &["learner", "search", "--name", "%"])
+        .await;
+    assert_eq!(everyone.code, Some(1), "{everyone:?}");
+    assert!(
+        everyone
+            .stderr
+            .contains("needs at least one letter or digit"),
+        "{everyone:?}"
+    );
 
     // Amend by login, at the current version; then a stale version is refused.
     let amended = hlctl
@@ -423,6 +449,21 @@ async fn an_agreement_its_learners_their_stays_and_payments() {
         .await;
     assert_eq!(bad_date.code, Some(64), "{bad_date:?}");
 
+    // Finance finds what is due under the agreement: the stay there now (the coming
+    // one was cancelled), with what matches a transfer and nothing more.
+    let due = hlctl
+        .run(
+            &finance,
+            &["payment", "due", "--agreement", &agreement_id, "--json"],
+        )
+        .await
+        .json_lines();
+    assert_eq!(due.len(), 1, "{due:?}");
+    assert_eq!(due[0]["stay_id"], stay.as_str());
+    assert_eq!(due[0]["login"], login.as_str());
+    assert_eq!(due[0]["family_name"], "Lefèvre");
+    assert!(due[0].get("birth_date").is_none() && due[0].get("email").is_none());
+
     // Payments: euros with a comma, sent as cents.
     let payment = hlctl
         .run(
@@ -446,6 +487,11 @@ async fn an_agreement_its_learners_their_stays_and_payments() {
         .json();
     assert_eq!(payment["amount_cents"], 17050);
     assert_eq!(payment["payer"], "partner");
+    let none_due = hlctl
+        .run(&finance, &["payment", "due", "--agreement", &agreement_id])
+        .await;
+    assert_eq!(none_due.code, Some(0), "{none_due:?}");
+    assert!(none_due.stderr.contains("no stay is due"), "{none_due:?}");
     // Every stay under the agreement is paid now: a cohort payment is refused.
     let cohort = hlctl
         .run(
@@ -458,6 +504,8 @@ async fn an_agreement_its_learners_their_stays_and_payments() {
                 "1000",
                 "--paid-on",
                 &day(0),
+                "--reference",
+                "VIR-1",
                 "--json",
             ],
         )

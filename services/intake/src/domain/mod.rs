@@ -9,6 +9,7 @@ pub mod registration;
 pub mod resources;
 pub mod stay;
 pub mod unit;
+pub mod validity;
 
 #[cfg(test)]
 mod properties;

@@ -34,6 +34,7 @@ fn population(code: &str) -> Option<Population> {
             default_duration_days: 365,
             max_duration_days: 400,
             payment_required: false,
+            fee_cents: None,
         })
 }
 

@@ -24,6 +24,8 @@ pub struct Population {
     pub default_duration_days: i32,
     pub max_duration_days: i32,
     pub payment_required: bool,
+    /// What a stay costs, in euro cents, when the university states it.
+    pub fee_cents: Option<i64>,
 }
 
 impl Population {
@@ -68,6 +70,9 @@ impl Population {
                 "population.max_duration_days",
                 "at least the default duration, at most 3650 days",
             );
+        }
+        if self.fee_cents.is_some_and(|fee| fee < 0) {
+            violations.add("population.fee_cents", "0 or more (euro cents)");
         }
         violations.into_result(())
     }
@@ -458,6 +463,7 @@ mod tests {
             default_duration_days: 365,
             max_duration_days: 400,
             payment_required: false,
+            fee_cents: Some(17_000),
         }
     }
 
@@ -472,6 +478,7 @@ mod tests {
             default_duration_days: 0,
             max_duration_days: 5000,
             payment_required: false,
+            fee_cents: Some(-1),
         };
         let fields: Vec<String> = bad
             .check()
@@ -487,7 +494,8 @@ mod tests {
                 "population.label",
                 "population.supann_population",
                 "population.default_duration_days",
-                "population.max_duration_days"
+                "population.max_duration_days",
+                "population.fee_cents"
             ]
         );
     }

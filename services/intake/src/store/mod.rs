@@ -69,6 +69,7 @@ struct PopulationRow {
     default_duration_days: i32,
     max_duration_days: i32,
     payment_required: bool,
+    fee_cents: Option<i64>,
 }
 
 impl From<PopulationRow> for Population {
@@ -81,6 +82,7 @@ impl From<PopulationRow> for Population {
             default_duration_days: row.default_duration_days,
             max_duration_days: row.max_duration_days,
             payment_required: row.payment_required,
+            fee_cents: row.fee_cents,
         }
     }
 }
@@ -92,12 +94,13 @@ pub async fn save_population(
 ) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar(
         "INSERT INTO populations (code, label, supann_population, agreement_required, default_duration_days,
-                                  max_duration_days, payment_required)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)
+                                  max_duration_days, payment_required, fee_cents)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
          ON CONFLICT (code) DO UPDATE SET label = excluded.label, supann_population = excluded.supann_population,
                 agreement_required = excluded.agreement_required,
                 default_duration_days = excluded.default_duration_days,
-                max_duration_days = excluded.max_duration_days, payment_required = excluded.payment_required
+                max_duration_days = excluded.max_duration_days, payment_required = excluded.payment_required,
+                fee_cents = excluded.fee_cents
          RETURNING (xmax = 0)",
     )
     .bind(&population.code)
@@ -107,6 +110,7 @@ pub async fn save_population(
     .bind(population.default_duration_days)
     .bind(population.max_duration_days)
     .bind(population.payment_required)
+    .bind(population.fee_cents)
     .fetch_one(conn)
     .await
 }
@@ -117,7 +121,7 @@ pub async fn population(
 ) -> Result<Option<Population>, sqlx::Error> {
     let row: Option<PopulationRow> = sqlx::query_as(
         "SELECT code, label, supann_population, agreement_required, default_duration_days, max_duration_days,
-                payment_required
+                payment_required, fee_cents
          FROM populations WHERE code = $1",
     )
     .bind(code.trim())
@@ -129,7 +133,7 @@ pub async fn population(
 pub async fn populations(pool: &PgPool) -> Result<Vec<Population>, sqlx::Error> {
     let rows: Vec<PopulationRow> = sqlx::query_as(
         "SELECT code, label, supann_population, agreement_required, default_duration_days, max_duration_days,
-                payment_required
+                payment_required, fee_cents
          FROM populations ORDER BY code",
     )
     .fetch_all(pool)
@@ -356,6 +360,20 @@ pub struct SearchFilter {
     pub active_on: Option<Date>,
 }
 
+impl SearchFilter {
+    /// True when nothing filters: such a search would list everyone.
+    pub fn is_empty(&self) -> bool {
+        self.name_words.is_empty()
+            && self.login.is_none()
+            && self.learner_number.is_none()
+            && self.ine.is_none()
+            && self.population.is_none()
+            && self.agreement_id.is_none()
+            && self.sponsor_unit.is_none()
+            && self.active_on.is_none()
+    }
+}
+
 /// Learner ids matching the filter, in id order after `after`.
 pub async fn search(
     conn: &mut PgConnection,
@@ -364,10 +382,11 @@ pub async fn search(
     limit: i64,
 ) -> Result<Vec<Uuid>, sqlx::Error> {
     // Words match at the start of a word of the folded names: " durand" in " paul durand".
+    // A word is matched literally: LIKE's wildcards in it are escaped.
     let patterns: Vec<String> = filter
         .name_words
         .iter()
-        .map(|word| format!("% {word}%"))
+        .map(|word| format!("% {}%", escape_like(word)))
         .collect();
     sqlx::query_scalar(
         "SELECT p.learner_id FROM persons p
@@ -396,6 +415,18 @@ pub async fn search(
     .bind(limit)
     .fetch_all(conn)
     .await
+}
+
+/// `text` for a LIKE pattern that matches it literally (`\` is LIKE's escape).
+fn escape_like(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
 }
 
 /// Counts of learners with a stay (not cancelled) covering `on`.
@@ -480,5 +511,16 @@ pub async fn backfill_folded_names(pool: &PgPool) -> Result<u64, sqlx::Error> {
         .execute(pool)
         .await?;
         filled += rows.len() as u64;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape_like;
+
+    #[test]
+    fn like_wildcards_are_escaped() {
+        assert_eq!(escape_like("durand"), "durand");
+        assert_eq!(escape_like("50%_a\\b"), "50\\%\\_a\\\\b");
     }
 }

@@ -1,4 +1,4 @@
-//! Payments of stays, one by one or for a whole cohort.
+//! Payments of stays, one by one or for a whole cohort, and the stays still due.
 
 use sqlx::PgConnection;
 use time::{Date, OffsetDateTime};
@@ -85,16 +85,83 @@ pub async fn record_cohort(
     .await
 }
 
-pub async fn cohort_reference_exists(
+/// A cohort payment already booked, found by its reference.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct CohortBooking {
+    pub cohort_payment_id: Uuid,
+    pub amount_cents: i64,
+    pub paid_on: Date,
+}
+
+/// The cohort payment booked under `agreement_id` with this reference, if any.
+pub async fn cohort_by_reference(
     conn: &mut PgConnection,
     agreement_id: Uuid,
     reference: &str,
-) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM cohort_payments WHERE agreement_id = $1 AND reference = $2)",
+) -> Result<Option<CohortBooking>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT cohort_payment_id, amount_cents, paid_on FROM cohort_payments
+         WHERE agreement_id = $1 AND reference = $2",
     )
     .bind(agreement_id)
     .bind(reference)
-    .fetch_one(conn)
+    .fetch_optional(conn)
+    .await
+}
+
+/// The stays a cohort payment paid, in the order it paid them.
+pub async fn cohort_stays(
+    conn: &mut PgConnection,
+    cohort_payment_id: Uuid,
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT p.stay_id FROM payments p JOIN stays s ON s.stay_id = p.stay_id
+         WHERE p.cohort_payment_id = $1 ORDER BY s.learner_id, s.stay_id",
+    )
+    .bind(cohort_payment_id)
+    .fetch_all(conn)
+    .await
+}
+
+/// A stay whose payment is due, with the least of its learner that matches a transfer.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DueRow {
+    pub stay_id: Uuid,
+    pub login: String,
+    pub learner_number: String,
+    pub family_name: String,
+    pub given_names: String,
+    pub population: String,
+    pub agreement_id: Option<Uuid>,
+    pub start_date: Date,
+    pub end_date: Date,
+    pub fee_cents: Option<i64>,
+}
+
+/// Up to `limit` stays due (not cancelled) after `after`, in stay id order, under the
+/// agreement and of the population when given.
+pub async fn due(
+    conn: &mut PgConnection,
+    agreement_id: Option<Uuid>,
+    population: Option<&str>,
+    after: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<DueRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT s.stay_id, p.login, p.learner_number, p.family_name, p.given_names, s.population,
+                s.agreement_id, s.start_date, s.end_date, c.fee_cents
+         FROM stays s JOIN persons p ON p.learner_id = s.learner_id
+              JOIN populations c ON c.code = s.population
+         WHERE s.payment_status = 'due' AND NOT s.cancelled
+           AND ($1::uuid IS NULL OR s.agreement_id = $1)
+           AND ($2::text IS NULL OR s.population = $2)
+           AND ($3::uuid IS NULL OR s.stay_id > $3)
+         ORDER BY s.stay_id LIMIT $4",
+    )
+    .bind(agreement_id)
+    .bind(population)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(conn)
     .await
 }

@@ -12,6 +12,7 @@ mod lifecycle;
 mod locking;
 mod outage;
 mod outbox;
+mod payments;
 mod populations;
 mod register;
 mod requested_resources;

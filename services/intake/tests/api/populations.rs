@@ -12,6 +12,7 @@ fn erasmus() -> v1::Population {
         default_duration_days: 150,
         max_duration_days: 365,
         payment_required: true,
+        fee_cents: Some(12_000),
     }
 }
 
@@ -89,6 +90,7 @@ async fn a_population_definition_is_checked_field_by_field() {
                 code: "erasmus".to_owned(),
                 default_duration_days: 10,
                 max_duration_days: 5,
+                fee_cents: Some(-1),
                 ..Default::default()
             }),
             reason: String::new(),
@@ -101,6 +103,7 @@ async fn a_population_definition_is_checked_field_by_field() {
         "population.label",
         "population.supann_population",
         "population.max_duration_days",
+        "population.fee_cents",
         "reason",
     ] {
         assert!(

@@ -1,5 +1,6 @@
 use hosted_contracts::v1;
 use hosted_platform::auth::Role;
+use tonic_types::StatusExt;
 
 use crate::helpers::{TestIntake, day, person, stay};
 
@@ -104,11 +105,12 @@ async fn learners_are_found_by_folded_names_and_by_their_stays() {
     .await;
     assert_eq!(logins(&by_login), ["lea.martin"]);
 
-    // Pages of one, all four seen once.
+    // Pages of one, all four (hosted in 50 days) seen once.
     let mut seen = Vec::new();
     let mut page_token = String::new();
     loop {
         let page = search(v1::SearchLearnersRequest {
+            active_on: day(50),
             page_size: 1,
             page_token: page_token.clone(),
             ..Default::default()
@@ -126,12 +128,69 @@ async fn learners_are_found_by_folded_names_and_by_their_stays() {
         seen,
         logins(
             &search(v1::SearchLearnersRequest {
+                active_on: day(50),
                 page_size: 10,
                 ..Default::default()
             })
             .await
         )
     );
+    intake.stop().await;
+}
+
+#[tokio::test]
+async fn a_search_without_a_letter_or_digit_is_refused_for_every_role_never_everyone() {
+    // Arrange
+    let intake = TestIntake::spawn().await;
+    seed(&intake).await;
+    let client = intake.client().await;
+    let search = |role: Role, name: &str| {
+        let request = intake.as_role(
+            role,
+            v1::SearchLearnersRequest {
+                name: name.to_owned(),
+                ..Default::default()
+            },
+        );
+        let mut client = client.clone();
+        async move { client.search_learners(request).await }
+    };
+
+    for role in [Role::Deve, Role::Dosi] {
+        for name in ["", "   ", "*", "%", "'", "\\", "_", "%_%", " - , ' "] {
+            // Act
+            let refused = search(role, name).await.unwrap_err();
+
+            // Assert
+            assert_eq!(
+                refused.code(),
+                tonic::Code::InvalidArgument,
+                "{role} {name:?}"
+            );
+            let violations = refused
+                .get_error_details()
+                .bad_request()
+                .map(|bad| bad.field_violations.clone())
+                .unwrap_or_default();
+            assert_eq!(violations.len(), 1, "{role} {name:?}: {violations:?}");
+            assert_eq!(violations[0].field, "name");
+            assert!(
+                violations[0]
+                    .description
+                    .starts_with("needs at least one letter or digit"),
+                "{role} {name:?}: {}",
+                violations[0].description
+            );
+        }
+    }
+    // LIKE's wildcards are never wildcards: "d_rand" and "dur%nd" find nobody,
+    // "durand" finds Paul Durand.
+    for name in ["d_rand", "dur%nd", "%urand", "_urand"] {
+        let found = search(Role::Deve, name).await.unwrap().into_inner();
+        assert_eq!(logins(&found), Vec::<String>::new(), "{name:?}");
+    }
+    let found = search(Role::Deve, "durand").await.unwrap().into_inner();
+    assert_eq!(logins(&found), ["paul.durand"]);
     intake.stop().await;
 }
 
