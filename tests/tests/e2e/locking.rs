@@ -216,6 +216,24 @@ async fn a_lock_stops_everything_within_seconds_and_an_unlock_brings_it_back() {
         closed.iter().all(|grant| grant.last_day == today_plus(-1)),
         "{closed:?}"
     );
+    // grant_audit says why each grant changed: the lock, from intake's locked event.
+    let mut entitlement_db = system.entitlement_database.connect().await;
+    let whys: Vec<(String, Option<String>)> = sqlx::query_as(
+        "SELECT DISTINCT cause, why FROM grant_audit WHERE change IN ('changed', 'revoked')",
+    )
+    .fetch_all(&mut entitlement_db)
+    .await
+    .unwrap();
+    assert_eq!(
+        whys,
+        [(
+            "intake event".to_owned(),
+            Some(format!(
+                "locked on {}: administrative lock, fraud",
+                today_plus(0)
+            ))
+        )]
+    );
     // The entry is suspended and publishes no entitlement, nor the card.
     let entry = wait_for_entry(&system, "the lock", |entry| {
         values(entry, "supannRessourceEtatDate")
@@ -304,6 +322,28 @@ async fn a_lock_stops_everything_within_seconds_and_an_unlock_brings_it_back() {
             today_plus(-10).replace('-', ""),
             today_plus(200).replace('-', "")
         )])
+    );
+    let mut intake_db = system.intake_database.connect().await;
+    let audit: Vec<(String, String, Option<String>)> = sqlx::query_as(
+        "SELECT action, actor, reason FROM audit_trail WHERE action LIKE 'learner.%' ORDER BY id",
+    )
+    .fetch_all(&mut intake_db)
+    .await
+    .unwrap();
+    assert_eq!(
+        audit,
+        [
+            (
+                "learner.locked".to_owned(),
+                "dosi".to_owned(),
+                Some("fraud".to_owned())
+            ),
+            (
+                "learner.unlocked".to_owned(),
+                "deve".to_owned(),
+                Some("fraud".to_owned())
+            ),
+        ]
     );
     let reopened = epurse_delta(&system).await;
     assert_eq!(reopened.len(), 1);

@@ -1759,3 +1759,123 @@ async fn a_service_republished_and_entitlement_rebuilt_from_the_command_line() {
     );
     services.stop().await;
 }
+
+#[tokio::test]
+async fn a_learner_is_locked_then_unlocked_and_check_says_so() {
+    // Arrange: an IFSI student with the library.
+    let services = Services::intake_and_entitlement().await;
+    let entitlement_address = services.entitlement.clone().unwrap();
+    let hlctl = Hlctl::new(&services);
+    let deve = services.token(Role::Deve);
+    let dosi = services.token(Role::Dosi);
+    let integrator = services.token(Role::Integrator);
+    let ready = hlctl
+        .run("", &["health", "--wait", "30", &entitlement_address])
+        .await;
+    assert_eq!(ready.code, Some(0), "{ready:?}");
+    let registered = hlctl
+        .run(
+            &deve,
+            &[
+                "register",
+                "--family-name",
+                "Roux",
+                "--given-names",
+                "Théo",
+                "--birth-date",
+                "2000-05-06",
+                "--email",
+                "theo@example.org",
+                "--population",
+                "IFSI",
+                "--sponsor-unit",
+                "IFSI-NORD",
+                "--start-date",
+                &day(-5),
+                "--end-date",
+                &day(100),
+                "--json",
+            ],
+        )
+        .await
+        .json();
+    let login = registered["learner"]["login"].as_str().unwrap().to_owned();
+    hlctl
+        .run_until(0, &integrator, &["check", &login, "library"])
+        .await;
+
+    // Act
+    let locked = hlctl
+        .run(
+            &dosi,
+            &[
+                "learner", "lock", &login, "--reason", "fraud", "--note", "case 7", "--json",
+            ],
+        )
+        .await
+        .json();
+    let again = hlctl
+        .run(&deve, &["learner", "lock", &login, "--reason", "fraud"])
+        .await;
+    let unknown = hlctl
+        .run(&deve, &["learner", "lock", &login, "--reason", "vandalism"])
+        .await;
+    let refused = hlctl
+        .run(
+            &integrator,
+            &["learner", "lock", &login, "--reason", "fraud"],
+        )
+        .await;
+
+    // Assert
+    assert_eq!(locked["changed"], true);
+    assert_eq!(locked["learner"]["lock"]["kind"], "administrative");
+    assert_eq!(locked["learner"]["lock"]["reason"], "fraud");
+    assert_eq!(locked["learner"]["lock"]["by"], "dosi");
+    assert_eq!(again.code, Some(0), "{again:?}");
+    assert!(
+        again
+            .stdout
+            .starts_with("already locked for this reason:\n"),
+        "{again:?}"
+    );
+    assert!(
+        again
+            .stdout
+            .contains("  LOCKED (administrative lock: fraud) since "),
+        "{again:?}"
+    );
+    assert_eq!(unknown.code, Some(64), "{unknown:?}");
+    assert_eq!(refused.code, Some(1), "{refused:?}");
+    assert!(refused.stderr.contains("PERMISSION_DENIED"), "{refused:?}");
+    let denied = hlctl
+        .run_until(3, &integrator, &["check", &login, "library", "--json"])
+        .await;
+    let denied: Value = serde_json::from_str(&denied.stdout).unwrap();
+    assert_eq!(denied["denial"], "locked");
+    assert!(
+        denied["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("the account is locked since "),
+        "{denied}"
+    );
+
+    // Act: deve unlocks, twice.
+    let unlocked = hlctl.run(&deve, &["learner", "unlock", &login]).await;
+    let not_locked = hlctl
+        .run(&deve, &["learner", "unlock", &login, "--json"])
+        .await
+        .json();
+
+    // Assert
+    assert_eq!(unlocked.code, Some(0), "{unlocked:?}");
+    assert!(unlocked.stdout.starts_with("unlocked:\n"), "{unlocked:?}");
+    assert!(!unlocked.stdout.contains("LOCKED"), "{unlocked:?}");
+    assert_eq!(not_locked["changed"], false);
+    assert_eq!(not_locked["learner"]["lock"], Value::Null);
+    hlctl
+        .run_until(0, &integrator, &["check", &login, "library"])
+        .await;
+    services.stop().await;
+}
