@@ -22,6 +22,8 @@ const MATRIX: &[(&str, &str, &[Role])] = &[
     (INTAKE, "GetLearner", &[Deve, Dosi]),
     (INTAKE, "SearchLearners", &[Deve, Dosi]),
     (INTAKE, "IdentifyLearner", &[Deve, Dosi, Integrator]),
+    (INTAKE, "LockLearner", &[Deve, Dosi]),
+    (INTAKE, "UnlockLearner", &[Deve, Dosi]),
     (INTAKE, "AmendPerson", &[Deve]),
     (INTAKE, "AmendStay", &[Deve]),
     (INTAKE, "ExtendStay", &[Deve]),
