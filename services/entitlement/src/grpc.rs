@@ -153,6 +153,21 @@ fn impact_message(impact: &Impact, active: &str, candidate: &str) -> v1::Simulat
     }
 }
 
+/// A denial as the contract says it. A decision denied without a code (none is
+/// expected) is `NOT_GRANTED`, the code for any other case.
+fn denial_message(denial: Option<grants::Denial>) -> v1::Denial {
+    match denial {
+        None | Some(grants::Denial::NotGranted) => v1::Denial::NotGranted,
+        Some(grants::Denial::UnknownResource) => v1::Denial::UnknownResource,
+        Some(grants::Denial::NotStarted) => v1::Denial::NotStarted,
+        Some(grants::Denial::Ended) => v1::Denial::Ended,
+        Some(grants::Denial::NotForPopulation) => v1::Denial::NotForPopulation,
+        Some(grants::Denial::NotPaid) => v1::Denial::NotPaid,
+        Some(grants::Denial::OptionMissing) => v1::Denial::OptionMissing,
+        Some(grants::Denial::NotRequested) => v1::Denial::NotRequested,
+    }
+}
+
 impl Entitlement {
     async fn check(&self, request: v1::CheckRequest) -> Result<v1::CheckResponse, ApiError> {
         let key = match request.learner {
@@ -198,15 +213,10 @@ impl Entitlement {
                 last_day: format_day(grant.valid_until),
             });
         }
-        let denial = if policy.resources.contains_key(grants::split(resource).0) {
-            v1::Denial::NotGranted
-        } else {
-            v1::Denial::UnknownResource
-        };
-        Ok(deny(
-            denial,
-            grants::check(&policy, &learner.stays, resource, on).reason,
-        ))
+        // The same rules as the database path: the code comes from the stays, held or
+        // read, never from where they came from.
+        let decision = grants::check(&policy, &learner.stays, resource, on);
+        Ok(deny(denial_message(decision.denial), decision.reason))
     }
 
     async fn explain(&self, request: v1::ExplainRequest) -> Result<v1::ExplainResponse, ApiError> {
@@ -229,6 +239,11 @@ impl Entitlement {
                     description: one.description,
                     granted: one.decision.allowed,
                     reason: one.decision.reason,
+                    denial: if one.decision.allowed {
+                        v1::Denial::Unspecified.into()
+                    } else {
+                        denial_message(one.decision.denial).into()
+                    },
                     grant: one
                         .grant
                         .as_ref()

@@ -9,6 +9,7 @@ mod dead_letters;
 mod delivery;
 mod entitlement;
 mod entitlement_dates;
+mod entitlement_denials;
 mod entitlement_policy;
 mod entries;
 mod inbox_batches;

@@ -186,16 +186,26 @@ pub fn check_text(learner: &str, resource: &str, answer: &v1::CheckResponse) -> 
 /// Why a check was denied, as `--json` names it (`unknown_learner`); none when
 /// allowed.
 fn denial_name(answer: &v1::CheckResponse) -> Option<&'static str> {
-    if answer.allowed {
-        return None;
-    }
-    Some(match v1::Denial::try_from(answer.denial) {
+    (!answer.allowed).then(|| denial_code(answer.denial))
+}
+
+/// A denial code as `--json` names it: the contract's name without `DENIAL_`, in
+/// lower case (`not_paid`).
+fn denial_code(denial: i32) -> &'static str {
+    match v1::Denial::try_from(denial) {
         Ok(v1::Denial::UnknownLearner) => "unknown_learner",
         Ok(v1::Denial::UnknownResource) => "unknown_resource",
         Ok(v1::Denial::NotGranted) => "not_granted",
+        Ok(v1::Denial::NotStarted) => "not_started",
+        Ok(v1::Denial::Ended) => "ended",
+        Ok(v1::Denial::NotForPopulation) => "not_for_population",
+        Ok(v1::Denial::NotPaid) => "not_paid",
+        Ok(v1::Denial::OptionMissing) => "option_missing",
+        Ok(v1::Denial::NotRequested) => "not_requested",
+        Ok(v1::Denial::Locked) => "locked",
         // A server older or newer than this hlctl: denied for a reason it cannot name.
         Ok(v1::Denial::Unspecified) | Err(_) => "unspecified",
-    })
+    }
 }
 
 pub fn check_json(resource: &str, answer: &v1::CheckResponse) -> serde_json::Value {
@@ -331,6 +341,7 @@ pub fn explain_json(explained: &v1::ExplainResponse) -> serde_json::Value {
             "resource": one.resource,
             "description": one.description,
             "granted": one.granted,
+            "denial": (!one.granted).then(|| denial_code(one.denial)),
             "reason": one.reason,
             "grant": one.grant.as_ref().map(grant_json),
         })).collect::<Vec<_>>(),
@@ -629,7 +640,7 @@ mod tests {
     #[test]
     fn a_denied_check_says_why_and_names_a_typo_as_such() {
         let not_granted = denied(
-            v1::Denial::NotGranted,
+            v1::Denial::NotForPopulation,
             "the policy never grants it to this population",
         );
         assert_eq!(
@@ -637,7 +648,18 @@ mod tests {
             "denied on 2027-06-15: the policy never grants it to this population (policy 2026.1)"
         );
         let json = check_json("smart-card", &not_granted);
-        assert_eq!(json["denial"], "not_granted");
+        assert_eq!(json["denial"], "not_for_population");
+        for (denial, name) in [
+            (v1::Denial::NotGranted, "not_granted"),
+            (v1::Denial::NotStarted, "not_started"),
+            (v1::Denial::Ended, "ended"),
+            (v1::Denial::NotPaid, "not_paid"),
+            (v1::Denial::OptionMissing, "option_missing"),
+            (v1::Denial::NotRequested, "not_requested"),
+            (v1::Denial::Locked, "locked"),
+        ] {
+            assert_eq!(check_json("wifi", &denied(denial, "why"))["denial"], name);
+        }
         assert_eq!(json["on"], "2027-06-15");
         assert_eq!(json["last_day"], json!(null));
         assert_eq!(json["allowed_until"], json!(null));

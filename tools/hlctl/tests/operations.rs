@@ -818,7 +818,7 @@ async fn a_learners_checks_grants_explanation_and_a_policy_change() {
     assert_eq!(denied.code, Some(3), "{denied:?}");
     let denied: Value = serde_json::from_str(&denied.stdout).unwrap();
     assert_eq!(denied["allowed"], false);
-    assert_eq!(denied["denial"], "not_granted");
+    assert_eq!(denied["denial"], "not_for_population");
     assert_eq!(denied["on"], today.as_str());
     assert_eq!(denied["last_day"], Value::Null);
     let during = hlctl
