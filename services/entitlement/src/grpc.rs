@@ -150,6 +150,7 @@ fn impact_message(impact: &Impact, active: &str, candidate: &str) -> v1::Simulat
         candidate_version: candidate.to_owned(),
         learners_examined: i64::try_from(impact.examined).unwrap_or(i64::MAX),
         learners_changed: i64::try_from(impact.changed_learners.len()).unwrap_or(i64::MAX),
+        warnings: Vec::new(),
     }
 }
 
@@ -317,8 +318,12 @@ impl Entitlement {
     ) -> Result<v1::SimulatePolicyResponse, ApiError> {
         let candidate = candidate("policy", &request.policy)?;
         let active = self.policy.get();
+        let warnings = policies::version_warnings(&self.pool, &candidate).await?;
         let impact = policies::simulate(&self.pool, &candidate).await?;
-        Ok(impact_message(&impact, &active.version, &candidate.version))
+        Ok(v1::SimulatePolicyResponse {
+            warnings,
+            ..impact_message(&impact, &active.version, &candidate.version)
+        })
     }
 
     async fn activate(
@@ -361,6 +366,7 @@ impl Entitlement {
             policy_version: activation.version,
             learners_changed: i64::try_from(activation.learners_changed).unwrap_or(i64::MAX),
             previous_version: activation.previous.unwrap_or_default(),
+            already_active: activation.already_active,
         })
     }
 }

@@ -424,6 +424,7 @@ pub async fn policy(
                         "policy_version": activation.policy_version,
                         "previous_version": activation.previous_version,
                         "learners_changed": activation.learners_changed,
+                        "already_active": activation.already_active,
                     })
                 );
             } else {
@@ -452,6 +453,7 @@ fn activation_refused(status: tonic::Status) -> anyhow::Error {
 fn activation_hint(file: &Path, simulation: &v1::SimulatePolicyResponse) -> Option<String> {
     if simulation.active_version.is_empty()
         || simulation.active_version == simulation.candidate_version
+        || !simulation.warnings.is_empty()
     {
         return None;
     }
@@ -472,6 +474,7 @@ pub fn simulation_json(simulation: &v1::SimulatePolicyResponse) -> serde_json::V
         "candidate_version": simulation.candidate_version,
         "learners_examined": simulation.learners_examined,
         "learners_changed": simulation.learners_changed,
+        "warnings": simulation.warnings,
         "impacts": simulation.impacts.iter().map(|impact| json!({
             "resource": impact.resource,
             "gained": impact.gained,
@@ -501,6 +504,9 @@ pub fn simulation_text(simulation: &v1::SimulatePolicyResponse) -> String {
         learners(simulation.learners_examined),
         learners(simulation.learners_changed),
     );
+    for warning in &simulation.warnings {
+        text.push_str(&format!("warning: {warning}\n"));
+    }
     if simulation.impacts.is_empty() {
         text.push_str("no learner's grants would change\n");
         return text;
@@ -537,6 +543,12 @@ pub fn simulation_text(simulation: &v1::SimulatePolicyResponse) -> String {
 }
 
 pub fn activation_text(activation: &v1::ActivatePolicyResponse) -> String {
+    if activation.already_active {
+        return format!(
+            "policy {} was already active with this same document: nothing changed",
+            activation.policy_version
+        );
+    }
     let previous = if activation.previous_version.is_empty() {
         String::new()
     } else {
@@ -788,6 +800,7 @@ mod tests {
             candidate_version: "2026.2".to_owned(),
             learners_examined: 40,
             learners_changed: 13,
+            warnings: Vec::new(),
         };
         assert_eq!(
             simulation_text(&simulation),
@@ -814,6 +827,7 @@ mod tests {
             policy_version: "2026.2".to_owned(),
             learners_changed: 1,
             previous_version: "2026.1".to_owned(),
+            already_active: false,
         };
         assert_eq!(
             activation_text(&activation),
@@ -864,5 +878,48 @@ mod tests {
             ..simulation
         };
         assert_eq!(activation_hint(Path::new("candidate.toml"), &same), None);
+    }
+
+    #[test]
+    fn a_version_recorded_with_another_document_is_said_before_activating() {
+        let simulation = v1::SimulatePolicyResponse {
+            active_version: "2026.2".to_owned(),
+            candidate_version: "2026.1".to_owned(),
+            learners_examined: 1,
+            warnings: vec![
+                "version 2026.1 is already recorded with another document: activating this one \
+                 will be refused (ALREADY_EXISTS); change `version` in the document"
+                    .to_owned(),
+            ],
+            ..v1::SimulatePolicyResponse::default()
+        };
+        let text = simulation_text(&simulation);
+        assert!(
+            text.contains("\nwarning: version 2026.1 is already recorded with another document"),
+            "{text}"
+        );
+        assert_eq!(
+            simulation_json(&simulation)["warnings"][0],
+            simulation.warnings[0]
+        );
+        assert_eq!(
+            activation_hint(Path::new("candidate.toml"), &simulation),
+            None,
+            "no command for an activation that would be refused"
+        );
+    }
+
+    #[test]
+    fn the_active_document_again_is_said_to_change_nothing() {
+        let again = v1::ActivatePolicyResponse {
+            policy_version: "2026.2".to_owned(),
+            learners_changed: 0,
+            previous_version: "2026.2".to_owned(),
+            already_active: true,
+        };
+        assert_eq!(
+            activation_text(&again),
+            "policy 2026.2 was already active with this same document: nothing changed"
+        );
     }
 }

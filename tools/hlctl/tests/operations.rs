@@ -1167,10 +1167,36 @@ async fn a_learners_checks_grants_explanation_and_a_policy_change() {
             &["policy", "activate", candidate.path(), "--reason", "twice"],
         )
         .await;
-    assert_eq!(again.code, Some(1), "{again:?}");
+    assert_eq!(again.code, Some(0), "{again:?}");
+    assert_eq!(
+        again.stdout,
+        "policy 2026.2 was already active with this same document: nothing changed\n"
+    );
+    // Another document still under 2026.2: warned by the simulation, refused.
+    let edited = PolicyFile::new(&changed.replace("grace_days = 7", "grace_days = 8"));
+    let warned = hlctl
+        .run(&dosi, &["policy", "simulate", edited.path()])
+        .await;
+    assert_eq!(warned.code, Some(0), "{warned:?}");
     assert!(
-        again.stderr.starts_with("Error: FAILED_PRECONDITION: "),
-        "{again:?}"
+        warned.stdout.contains(
+            "\nwarning: version 2026.2 is already recorded with another document: activating \
+             this one will be refused (ALREADY_EXISTS); change `version` in the document\n"
+        ),
+        "{warned:?}"
+    );
+    assert!(!warned.stderr.contains("to activate it"), "{warned:?}");
+    let taken = hlctl
+        .run(
+            &dosi,
+            &["policy", "activate", edited.path(), "--reason", "edited"],
+        )
+        .await;
+    assert_eq!(taken.code, Some(1), "{taken:?}");
+    assert!(
+        taken.stderr.starts_with("Error: ALREADY_EXISTS: ")
+            && taken.stderr.contains("change `version`"),
+        "{taken:?}"
     );
 
     services.stop().await;
