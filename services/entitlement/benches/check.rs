@@ -231,6 +231,7 @@ fn seed_stays(learners: usize, today: time::Date) -> Vec<(Uuid, StayFacts)> {
                     agreement_options: Vec::new(),
                     sponsor_unit: "BENCH".to_owned(),
                     requested: Vec::new(),
+                    early_end: None,
                 },
             )
         })

@@ -186,6 +186,7 @@ async fn check_is_never_left_stale_when_the_cache_loses_its_listener() {
                 stay_id,
                 end_date: today_plus(0),
                 reason: "left".to_owned(),
+                early_end: v1::EarlyEnd::Unspecified.into(),
             },
         ))
         .await

@@ -544,6 +544,39 @@ async fn an_agreement_its_learners_their_stays_and_payments() {
             .starts_with(&format!("stay {stay} now ends on {}", day(20))),
         "{ended_early:?}"
     );
+    // The learner left today, said with the code.
+    let left = hlctl
+        .run(
+            &deve,
+            &[
+                "stay",
+                "end",
+                &stay,
+                "--on",
+                &day(0),
+                "--early-end",
+                "left",
+                "--reason",
+                "resigned by letter",
+            ],
+        )
+        .await;
+    assert_eq!(left.code, Some(0), "{left:?}");
+    assert!(
+        left.stdout
+            .starts_with(&format!("stay {stay} ended early (left) on {}", day(0))),
+        "{left:?}"
+    );
+    assert!(
+        left.stdout.contains("\n    ended early: left\n"),
+        "{left:?}"
+    );
+    let after = hlctl
+        .run(&deve, &["learner", &login, "--json"])
+        .await
+        .json();
+    assert_eq!(after["stays"][0]["early_end"], "left");
+    assert_eq!(after["stays"][0]["end_reason"], "resigned by letter");
 
     services.stop().await;
 }

@@ -21,6 +21,9 @@ pub struct StayFacts {
     pub sponsor_unit: String,
     /// The resources the sponsor asked for.
     pub requested: Vec<String>,
+    /// Why the stay ended early (`left`, `expelled`, `deceased`, `transferred`), when
+    /// it did: the policy's grace then applies only as `[grace_after_early_end]` says.
+    pub early_end: Option<String>,
 }
 
 /// One resource granted for a time by one stay.
@@ -150,7 +153,12 @@ pub fn grants(policy: &Policy, stays: &[StayFacts]) -> Vec<Grant> {
             grants.push(Grant {
                 resource: granted_name(resource, rule, stay),
                 valid_from: stay.start_date + Duration::days(i64::from(rule.start_offset_days)),
-                valid_until: stay.end_date + Duration::days(i64::from(rule.grace_days)),
+                valid_until: stay.end_date
+                    + Duration::days(i64::from(policy.grace_days(
+                        rule,
+                        resource,
+                        stay.early_end.as_deref(),
+                    ))),
                 stay_id: stay.stay_id.clone(),
                 rule: origin,
                 policy_version: policy.version.clone(),
@@ -290,10 +298,16 @@ pub fn check(policy: &Policy, stays: &[StayFacts], asked: &str, on: Date) -> Dec
         );
     }
     if let Some(grant) = asked_grants.max_by_key(|grant| grant.valid_until) {
+        let early = stays
+            .iter()
+            .find(|stay| stay.stay_id == grant.stay_id)
+            .and_then(|stay| stay.early_end.as_deref())
+            .map(|code| format!(" (the stay ended early: {code})"))
+            .unwrap_or_default();
         return deny(
             Denial::Ended,
             format!(
-                "the grant from stay {} ended: it holds from {} to {}",
+                "the grant from stay {} ended: it holds from {} to {}{early}",
                 grant.stay_id, grant.valid_from, grant.valid_until
             ),
         );
@@ -390,6 +404,7 @@ mod tests {
             agreement_options: Vec::new(),
             sponsor_unit: "UNIT".to_owned(),
             requested: Vec::new(),
+            early_end: None,
         }
     }
 
@@ -688,5 +703,44 @@ mod tests {
             "{}",
             decision.reason
         );
+    }
+
+    #[test]
+    fn an_early_end_has_no_grace_unless_the_policy_gives_some() {
+        let mut left = stay("IFSI");
+        left.end_date = date!(2026 - 11 - 15);
+        left.early_end = Some("left".to_owned());
+        let policy = policy();
+        let all = grants(&policy, std::slice::from_ref(&left));
+        let until = |resource: &str| {
+            all.iter()
+                .find(|grant| grant.resource == resource)
+                .map(|grant| grant.valid_until)
+        };
+        assert_eq!(until("wifi"), Some(date!(2026 - 11 - 15)), "no 7 days");
+        assert_eq!(until("ent"), Some(date!(2026 - 11 - 15)), "no 30 days");
+        let after = check(
+            &policy,
+            std::slice::from_ref(&left),
+            "wifi",
+            date!(2026 - 11 - 16),
+        );
+        assert_eq!(after.denial, Some(Denial::Ended));
+        assert!(
+            after.reason.ends_with("(the stay ended early: left)"),
+            "{}",
+            after.reason
+        );
+
+        let mut generous = policy.clone();
+        generous
+            .grace_after_early_end
+            .insert("left".to_owned(), [("ent".to_owned(), 7)].into());
+        let all = grants(&generous, &[left]);
+        let ent = all
+            .iter()
+            .find(|grant| grant.resource == "ent")
+            .expect("ent");
+        assert_eq!(ent.valid_until, date!(2026 - 11 - 22));
     }
 }
