@@ -5,8 +5,12 @@
 use std::time::Duration;
 
 use hosted_contracts::v1;
-use hosted_e2e::{TestSystem, co_accredited, co_accredited_agreement, registration};
+use hosted_e2e::{
+    TestSystem, co_accredited, co_accredited_agreement, component_health, registration,
+};
+use hosted_entitlement::cache::CACHE_HEALTH;
 use hosted_platform::{auth::Role, clock::wire_instant};
+use tonic_health::pb::health_check_response::ServingStatus;
 
 use crate::entitlement::wait_for;
 
@@ -105,8 +109,8 @@ async fn check_gives_a_code_for_each_reason_from_memory_and_from_the_database() 
     // Act + Assert: held in memory (each learner was just loaded by wait_for).
     assert_codes(&system, "memory").await;
 
-    // Act: the cache's listening connection is killed: it forgets everything and
-    // Check reads the database until it listens again.
+    // Act: the cache's listening connection is killed: it forgets everything, so the
+    // next ask for each learner reads the database.
     let mut conn =
         <sqlx::PgConnection as sqlx::Connection>::connect(&system.entitlement_database.url)
             .await
@@ -119,7 +123,18 @@ async fn check_gives_a_code_for_each_reason_from_memory_and_from_the_database() 
     .await
     .unwrap();
     assert_eq!(killed, [true], "one listening connection");
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let address = system.entitlement.as_ref().unwrap().address;
+    for _ in 0..200 {
+        if component_health(address, CACHE_HEALTH).await != ServingStatus::Serving {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_ne!(
+        component_health(address, CACHE_HEALTH).await,
+        ServingStatus::Serving,
+        "the cache saw its listener go, and forgot every learner"
+    );
 
     // Assert: the same codes.
     assert_codes(&system, "database").await;
