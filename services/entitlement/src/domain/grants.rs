@@ -365,10 +365,22 @@ pub fn explain(policy: &Policy, stays: &[StayFacts], on: Date) -> Vec<Explanatio
                 })
                 .max_by_key(|grant| grant.valid_until)
                 .cloned();
-            let decision = match &grant {
-                Some(grant) => check(policy, stays, &grant.resource, on),
-                None => check(policy, stays, resource, on),
-            };
+            // Nothing holds: a resource granted per site or lab is explained by its
+            // grant that is to come or ended, so that the code says which.
+            let scoped = all.iter().filter(
+                |other| matches!(split(&other.resource), (base, Some(_)) if base == resource),
+            );
+            let asked = grant
+                .as_ref()
+                .or_else(|| {
+                    scoped
+                        .clone()
+                        .filter(|other| on < other.valid_from)
+                        .min_by_key(|other| other.valid_from)
+                })
+                .or_else(|| scoped.max_by_key(|other| other.valid_until))
+                .map_or(resource.as_str(), |grant| grant.resource.as_str());
+            let decision = check(policy, stays, asked, on);
             Explanation {
                 resource: resource.clone(),
                 description: description.clone(),
@@ -742,5 +754,25 @@ mod tests {
             .find(|grant| grant.resource == "ent")
             .expect("ent");
         assert_eq!(ent.valid_until, date!(2026 - 11 - 22));
+    }
+
+    #[test]
+    fn explain_says_when_a_lab_grant_ended() {
+        let policy = policy();
+        let mut doctoral = stay("VISITING_DOCTORAL");
+        doctoral.sponsor_unit = "LAB-CHEM".to_owned();
+        doctoral.requested = vec!["premises".to_owned()];
+        let explained = explain(&policy, &[doctoral], date!(2027 - 08 - 01));
+        let premises = explained
+            .iter()
+            .find(|one| one.resource == "premises")
+            .expect("premises");
+        assert!(!premises.decision.allowed);
+        assert_eq!(premises.decision.denial, Some(Denial::Ended));
+        assert!(
+            premises.decision.reason.contains("ended"),
+            "{}",
+            premises.decision.reason
+        );
     }
 }
