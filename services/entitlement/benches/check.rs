@@ -232,6 +232,7 @@ fn seed_stays(learners: usize, today: time::Date) -> Vec<(Uuid, StayFacts)> {
                     sponsor_unit: "BENCH".to_owned(),
                     requested: Vec::new(),
                     lock: None,
+                    early_end: None,
                 },
             )
         })

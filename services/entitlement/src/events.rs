@@ -35,6 +35,18 @@ fn permanent(what: &str) -> HandleError {
     HandleError::Permanent(what.to_owned())
 }
 
+/// An early end as the policy names it (`left`); None when the stay ends as planned.
+fn early_end_code(early_end: v1::EarlyEnd) -> Option<String> {
+    let code = match early_end {
+        v1::EarlyEnd::Unspecified => return None,
+        v1::EarlyEnd::Left => "left",
+        v1::EarlyEnd::Expelled => "expelled",
+        v1::EarlyEnd::Deceased => "deceased",
+        v1::EarlyEnd::Transferred => "transferred",
+    };
+    Some(code.to_owned())
+}
+
 fn projected(learner: &v1::Learner) -> Result<Vec<ProjectedStay>, HandleError> {
     learner
         .stays
@@ -53,6 +65,7 @@ fn projected(learner: &v1::Learner) -> Result<Vec<ProjectedStay>, HandleError> {
                 agreement_id: Uuid::parse_str(&stay.agreement_id).ok(),
                 sponsor_unit: stay.sponsor_unit.clone(),
                 requested: stay.requested_resources.clone(),
+                early_end: early_end_code(stay.early_end()),
             })
         })
         .collect()

@@ -150,6 +150,23 @@ fn impact_message(impact: &Impact, active: &str, candidate: &str) -> v1::Simulat
         candidate_version: candidate.to_owned(),
         learners_examined: i64::try_from(impact.examined).unwrap_or(i64::MAX),
         learners_changed: i64::try_from(impact.changed_learners.len()).unwrap_or(i64::MAX),
+        warnings: Vec::new(),
+    }
+}
+
+/// A denial as the contract says it. A decision denied without a code (none is
+/// expected) is `NOT_GRANTED`, the code for any other case.
+fn denial_message(denial: Option<grants::Denial>) -> v1::Denial {
+    match denial {
+        None | Some(grants::Denial::NotGranted) => v1::Denial::NotGranted,
+        Some(grants::Denial::UnknownResource) => v1::Denial::UnknownResource,
+        Some(grants::Denial::NotStarted) => v1::Denial::NotStarted,
+        Some(grants::Denial::Ended) => v1::Denial::Ended,
+        Some(grants::Denial::NotForPopulation) => v1::Denial::NotForPopulation,
+        Some(grants::Denial::NotPaid) => v1::Denial::NotPaid,
+        Some(grants::Denial::OptionMissing) => v1::Denial::OptionMissing,
+        Some(grants::Denial::NotRequested) => v1::Denial::NotRequested,
+        Some(grants::Denial::Locked) => v1::Denial::Locked,
     }
 }
 
@@ -204,15 +221,10 @@ impl Entitlement {
                 last_day: format_day(grant.valid_until),
             });
         }
-        let denial = if known_resource {
-            v1::Denial::NotGranted
-        } else {
-            v1::Denial::UnknownResource
-        };
-        Ok(deny(
-            denial,
-            grants::check(&policy, &learner.stays, resource, on).reason,
-        ))
+        // The same rules as the database path: the code comes from the stays, held or
+        // read, never from where they came from.
+        let decision = grants::check(&policy, &learner.stays, resource, on);
+        Ok(deny(denial_message(decision.denial), decision.reason))
     }
 
     async fn explain(&self, request: v1::ExplainRequest) -> Result<v1::ExplainResponse, ApiError> {
@@ -235,6 +247,11 @@ impl Entitlement {
                     description: one.description,
                     granted: one.decision.allowed,
                     reason: one.decision.reason,
+                    denial: if one.decision.allowed {
+                        v1::Denial::Unspecified.into()
+                    } else {
+                        denial_message(one.decision.denial).into()
+                    },
                     grant: one
                         .grant
                         .as_ref()
@@ -309,8 +326,12 @@ impl Entitlement {
     ) -> Result<v1::SimulatePolicyResponse, ApiError> {
         let candidate = candidate("policy", &request.policy)?;
         let active = self.policy.get();
+        let warnings = policies::version_warnings(&self.pool, &candidate).await?;
         let impact = policies::simulate(&self.pool, &candidate).await?;
-        Ok(impact_message(&impact, &active.version, &candidate.version))
+        Ok(v1::SimulatePolicyResponse {
+            warnings,
+            ..impact_message(&impact, &active.version, &candidate.version)
+        })
     }
 
     async fn activate(
@@ -353,6 +374,7 @@ impl Entitlement {
             policy_version: activation.version,
             learners_changed: i64::try_from(activation.learners_changed).unwrap_or(i64::MAX),
             previous_version: activation.previous.unwrap_or_default(),
+            already_active: activation.already_active,
         })
     }
 }

@@ -33,7 +33,8 @@ pub enum ActivationError {
     #[error("the active policy is {active}, not {expected}: simulate against it again")]
     NotExpected { expected: String, active: String },
     #[error(
-        "policy version {0} was recorded with a different document: give the changed policy a new version"
+        "policy version {0} is already recorded with another document: change `version` in the \
+         document (a version never recorded) to activate this one"
     )]
     VersionTaken(String),
     #[error(transparent)]
@@ -52,6 +53,8 @@ pub struct Activation {
     pub version: String,
     pub previous: Option<String>,
     pub learners_changed: u64,
+    /// The same document was already active under its version: nothing was done.
+    pub already_active: bool,
 }
 
 /// The version a document was recorded under, if any, loaded.
@@ -101,6 +104,23 @@ async fn activate_in(
         sqlx::query_scalar("SELECT version FROM active_policy FOR UPDATE")
             .fetch_optional(&mut *conn)
             .await?;
+    let known = recorded(conn, &candidate.version).await?;
+    if let Some(known) = &known
+        && known != candidate
+    {
+        return Err(ActivationError::VersionTaken(candidate.version.clone()));
+    }
+    // The same document again under the active version: what was asked already holds,
+    // whatever version the caller expected (an activation whose answer was lost and
+    // that is run again).
+    if previous.as_deref() == Some(candidate.version.as_str()) {
+        return Ok(Activation {
+            version: candidate.version.clone(),
+            previous,
+            learners_changed: 0,
+            already_active: true,
+        });
+    }
     if let Some(expected) = expected
         && previous.as_deref() != Some(expected)
     {
@@ -109,13 +129,7 @@ async fn activate_in(
             active: previous.unwrap_or_default(),
         });
     }
-    if previous.as_deref() == Some(candidate.version.as_str()) {
-        return Err(ActivationError::AlreadyActive(candidate.version.clone()));
-    }
-    match recorded(conn, &candidate.version).await? {
-        Some(known) if known != *candidate => {
-            return Err(ActivationError::VersionTaken(candidate.version.clone()));
-        }
+    match known {
         Some(_) => {}
         None => {
             sqlx::query(
@@ -196,6 +210,7 @@ async fn activate_in(
         version: candidate.version.clone(),
         previous,
         learners_changed,
+        already_active: false,
     })
 }
 
@@ -220,6 +235,13 @@ pub async fn activate(
     )
     .await?;
     tx.commit().await?;
+    if activation.already_active {
+        tracing::info!(
+            policy_version = %activation.version,
+            "policy activated again with the same document: nothing changed"
+        );
+        return Ok(activation);
+    }
     recomputer.policy.set(Arc::new(candidate));
     recomputer.outbox.notify();
     tracing::info!(
@@ -301,6 +323,37 @@ pub async fn bootstrap(
     recomputer.policy.set(policy.clone());
     recomputer.outbox.notify();
     Ok(policy)
+}
+
+/// What activating `candidate` would meet about its version, said before it is
+/// activated: refused when the version is recorded with another document, nothing to
+/// do when it is the active document.
+pub async fn version_warnings(
+    pool: &PgPool,
+    candidate: &Policy,
+) -> Result<Vec<String>, sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    let active: Option<String> = sqlx::query_scalar("SELECT version FROM active_policy")
+        .fetch_optional(&mut *conn)
+        .await?;
+    let version = &candidate.version;
+    // Whether the version is recorded with another document, when it is recorded.
+    let taken = match recorded(&mut conn, version).await {
+        Ok(known) => known.map(|known| known != *candidate),
+        Err(ActivationError::Recompute(recompute::Error::Database(error))) => return Err(error),
+        // A stored document this code no longer loads cannot be the candidate.
+        Err(_) => Some(true),
+    };
+    Ok(match taken {
+        Some(true) => vec![format!(
+            "version {version} is already recorded with another document: activating this one \
+             will be refused (ALREADY_EXISTS); change `version` in the document"
+        )],
+        Some(false) if active.as_deref() == Some(version.as_str()) => vec![format!(
+            "this document is the active policy {version}: activating it again changes nothing"
+        )],
+        _ => Vec::new(),
+    })
 }
 
 /// What activating `candidate` would change, against every learner's grants now.

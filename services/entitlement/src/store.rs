@@ -21,6 +21,8 @@ pub struct ProjectedStay {
     pub agreement_id: Option<Uuid>,
     pub sponsor_unit: String,
     pub requested: Vec<String>,
+    /// Why the stay ended early (`left`), when it did.
+    pub early_end: Option<String>,
 }
 
 /// A learner's snapshot, as projected.
@@ -119,13 +121,17 @@ pub async fn apply_learners(
         .iter()
         .map(|(_, stay)| stay.requested.join(","))
         .collect();
+    let early_ends: Vec<Option<&str>> = stays
+        .iter()
+        .map(|(_, stay)| stay.early_end.as_deref())
+        .collect();
     sqlx::query(
         "INSERT INTO stays (stay_id, learner_id, population, start_date, end_date, cancelled, paid,
-                            agreement_id, sponsor_unit, requested)
-         SELECT s, l, p, b, e, c, pd, a, su, COALESCE(string_to_array(NULLIF(r, ''), ','), '{}')
+                            agreement_id, sponsor_unit, requested, early_end)
+         SELECT s, l, p, b, e, c, pd, a, su, COALESCE(string_to_array(NULLIF(r, ''), ','), '{}'), ee
          FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::date[], $5::date[], $6::bool[], $7::bool[],
-                     $8::uuid[], $9::text[], $10::text[])
-              AS u(s, l, p, b, e, c, pd, a, su, r)",
+                     $8::uuid[], $9::text[], $10::text[], $11::text[])
+              AS u(s, l, p, b, e, c, pd, a, su, r, ee)",
     )
     .bind(&ids)
     .bind(&owners)
@@ -137,6 +143,7 @@ pub async fn apply_learners(
     .bind(&agreements)
     .bind(&units)
     .bind(&requested)
+    .bind(&early_ends)
     .execute(conn)
     .await?;
     Ok(changed)
@@ -216,12 +223,13 @@ struct StayRow {
     lock_reason: Option<String>,
     locked_at: Option<time::OffsetDateTime>,
     locked_by: Option<String>,
+    early_end: Option<String>,
 }
 
 const STAY_FACTS: &str = "SELECT s.learner_id, s.stay_id, s.population, s.start_date, s.end_date,
         s.cancelled, s.paid, array_remove(a.options, NULL) AS options, s.sponsor_unit,
-        array_remove(s.requested, NULL) AS requested, l.locked_on, l.lock_kind, l.lock_reason,
-        l.locked_at, l.locked_by
+        array_remove(s.requested, NULL) AS requested, s.early_end, l.locked_on, l.lock_kind,
+        l.lock_reason, l.locked_at, l.locked_by
      FROM stays s LEFT JOIN agreements a ON a.agreement_id = s.agreement_id
           JOIN learners l ON l.learner_id = s.learner_id";
 
@@ -244,6 +252,7 @@ impl From<StayRow> for StayFacts {
                 since: row.locked_at,
                 by: row.locked_by.unwrap_or_default(),
             }),
+            early_end: row.early_end,
         }
     }
 }

@@ -82,6 +82,7 @@ pub fn learner_message(record: &LearnerRecord, today: Date) -> v1::Learner {
                 status: stay_status(stay, today).into(),
                 payment_status: payment_status(&stay.payment_status).into(),
                 end_reason: stay.end_reason.clone().unwrap_or_default(),
+                early_end: early_end_message(stay.early_end.as_deref()).into(),
                 requested_resources: sorted(&stay.requested_resources),
                 partner_uai: stay.partner_uai.clone().unwrap_or_default(),
             })
@@ -156,6 +157,19 @@ pub fn payment_due_message(row: crate::store::payments::DueRow) -> v1::PaymentDu
         start_date: format_date(row.start_date),
         end_date: format_date(row.end_date),
         fee_cents: row.fee_cents,
+    }
+}
+
+/// A stored early end's code on the wire; an unknown one (none is stored: the column
+/// is checked) as unspecified.
+fn early_end_message(code: Option<&str>) -> v1::EarlyEnd {
+    use crate::domain::stay::EarlyEnd;
+    match code.and_then(EarlyEnd::from_code) {
+        None => v1::EarlyEnd::Unspecified,
+        Some(EarlyEnd::Left) => v1::EarlyEnd::Left,
+        Some(EarlyEnd::Expelled) => v1::EarlyEnd::Expelled,
+        Some(EarlyEnd::Deceased) => v1::EarlyEnd::Deceased,
+        Some(EarlyEnd::Transferred) => v1::EarlyEnd::Transferred,
     }
 }
 

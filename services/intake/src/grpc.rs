@@ -11,7 +11,7 @@ use crate::{
         self,
         agreement::{AgreementInput, Payer},
         registration::{PersonInput, StayInput},
-        stay::AmendmentInput,
+        stay::{AmendmentInput, EarlyEnd},
     },
     error::IntakeError,
     events,
@@ -499,10 +499,25 @@ impl v1::intake_service_server::IntakeService for Intake {
         let request = request.into_inner();
         let stay_id = registry::parse_id("stay_id", &request.stay_id)?;
         let end_date = self.day("end_date", &request.end_date)?;
+        let early_end = match v1::EarlyEnd::try_from(request.early_end) {
+            Ok(v1::EarlyEnd::Unspecified) => None,
+            Ok(v1::EarlyEnd::Left) => Some(EarlyEnd::Left),
+            Ok(v1::EarlyEnd::Expelled) => Some(EarlyEnd::Expelled),
+            Ok(v1::EarlyEnd::Deceased) => Some(EarlyEnd::Deceased),
+            Ok(v1::EarlyEnd::Transferred) => Some(EarlyEnd::Transferred),
+            Err(_) => {
+                let mut violations = Violations::default();
+                violations.add(
+                    "early_end",
+                    "unknown code (left, expelled, deceased or transferred)",
+                );
+                return Err(IntakeError::Invalid(violations).into());
+            }
+        };
         let learner = self
             .change_stay(
                 stay_id,
-                StayChange::End(end_date),
+                StayChange::End(end_date, early_end),
                 &request.reason,
                 actor.name(),
             )

@@ -385,13 +385,20 @@ impl Intake {
             StayChange::Extend(new_end) => {
                 domain::stay::check_extension(&stay.facts, new_end, reason, today)?;
                 stays::set_end_date(&mut tx, stay_id, new_end, None).await?;
+                // The stay goes on: whatever ended it early no longer holds.
+                stays::set_early_end(&mut tx, stay_id, None).await?;
                 let changes = json!({ "end_date": change(format_date(stay.facts.end_date), format_date(new_end)) });
                 (intake::STAY_EXTENDED, "stay.extended", changes)
             }
-            StayChange::End(end_date) => {
-                domain::stay::check_end(&stay.facts, end_date, reason, today)?;
+            StayChange::End(end_date, early_end) => {
+                domain::stay::check_end(&stay.facts, end_date, early_end, reason, today)?;
                 stays::set_end_date(&mut tx, stay_id, end_date, Some(reason)).await?;
-                let changes = json!({ "end_date": change(format_date(stay.facts.end_date), format_date(end_date)) });
+                let code = early_end.map(domain::stay::EarlyEnd::code);
+                stays::set_early_end(&mut tx, stay_id, code).await?;
+                let changes = json!({
+                    "end_date": change(format_date(stay.facts.end_date), format_date(end_date)),
+                    "early_end": code,
+                });
                 (intake::STAY_ENDED, "stay.ended", changes)
             }
             StayChange::Cancel => {
@@ -1054,7 +1061,8 @@ pub enum StayChange {
     /// Another sponsoring unit, sponsor person or requested resources.
     Amend(domain::stay::AmendmentInput),
     Extend(Date),
-    End(Date),
+    /// The new last day, and why the stay ends early (None: a shortening).
+    End(Date, Option<domain::stay::EarlyEnd>),
     Cancel,
 }
 

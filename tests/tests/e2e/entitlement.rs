@@ -60,7 +60,7 @@ async fn grants_follow_the_policy_and_check_denies_by_default() {
     let card = check(&system, "manon.fontaine", "smart-card").await;
     assert!(!card.allowed);
     assert!(card.reason.contains("never"), "{}", card.reason);
-    assert_eq!(card.denial(), v1::Denial::NotGranted);
+    assert_eq!(card.denial(), v1::Denial::NotForPopulation);
     assert_eq!(library.denial(), v1::Denial::Unspecified);
     assert_eq!(library.on, today_plus(0));
     assert_eq!(library.last_day, today_plus(200));
@@ -186,6 +186,7 @@ async fn check_is_never_left_stale_when_the_cache_loses_its_listener() {
                 stay_id,
                 end_date: today_plus(0),
                 reason: "left".to_owned(),
+                early_end: v1::EarlyEnd::Unspecified.into(),
             },
         ))
         .await

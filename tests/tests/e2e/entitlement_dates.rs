@@ -105,6 +105,8 @@ async fn a_future_stay_comes_into_force_by_itself_and_lapses_after_its_grace() {
                 stay_id,
                 end_date: today_plus(25),
                 reason: "training interrupted".to_owned(),
+                // A shortening, not an early end: the grace applies.
+                early_end: v1::EarlyEnd::Unspecified.into(),
             },
         ))
         .await

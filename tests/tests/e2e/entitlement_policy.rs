@@ -192,8 +192,8 @@ async fn simulate_then_activate_changes_exactly_the_predicted_learners() {
     assert_eq!(granted.rule, "populations.RECTORAT_C2I2E.library");
     assert_eq!(granted.policy_version, "2026.2");
 
-    // The same version again, another document under a recorded version, and an
-    // invalid document are refused, each with its reason.
+    // The same document again succeeds and changes nothing; another document under a
+    // recorded version and an invalid document are refused, each with its reason.
     let again = client
         .activate_policy(system.as_role(
             Role::Dosi,
@@ -204,8 +204,10 @@ async fn simulate_then_activate_changes_exactly_the_predicted_learners() {
             },
         ))
         .await
-        .unwrap_err();
-    assert_eq!(again.code(), Code::FailedPrecondition);
+        .unwrap()
+        .into_inner();
+    assert!(again.already_active);
+    assert_eq!(again.learners_changed, 0);
     let default = std::fs::read_to_string(default_policy().file).unwrap();
     let taken = client
         .activate_policy(system.as_role(
@@ -374,5 +376,112 @@ async fn explain_gives_every_resource_with_its_reason() {
         .await
         .unwrap_err();
     assert_eq!(unknown.code(), Code::NotFound);
+    system.stop().await;
+}
+
+/// The number of activations recorded.
+async fn activations(system: &TestSystem) -> i64 {
+    let mut conn =
+        <sqlx::PgConnection as sqlx::Connection>::connect(&system.entitlement_database.url)
+            .await
+            .unwrap();
+    sqlx::query_scalar("SELECT count(*) FROM policy_activations")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_changed_document_under_a_recorded_version_is_refused_and_the_same_one_is_done_already() {
+    // Arrange: the default policy 2026.1 is active.
+    let mut system = TestSystem::prepare(None).await;
+    system.start_intake().await;
+    system.start_entitlement().await;
+    let mut client = system.entitlement_client().await;
+    let default = std::fs::read_to_string(default_policy().file).unwrap();
+    let changed = default.replace("grace_days = 7", "grace_days = 8");
+    assert_ne!(changed, default);
+    let recorded = activations(&system).await;
+
+    // Act: simulate, then activate, the changed document still under 2026.1.
+    let simulation = client
+        .simulate_policy(system.as_role(
+            Role::Dosi,
+            v1::SimulatePolicyRequest {
+                policy: changed.clone(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let refused = client
+        .activate_policy(system.as_role(
+            Role::Dosi,
+            v1::ActivatePolicyRequest {
+                policy: changed,
+                reason: "a week and a day of wifi".to_owned(),
+                expected_active_version: "2026.1".to_owned(),
+            },
+        ))
+        .await
+        .unwrap_err();
+
+    // Assert: warned first, then refused, telling to change the version.
+    assert_eq!(simulation.warnings.len(), 1, "{:?}", simulation.warnings);
+    assert!(
+        simulation.warnings[0].contains("2026.1 is already recorded with another document")
+            && simulation.warnings[0].contains("change `version`"),
+        "{}",
+        simulation.warnings[0]
+    );
+    assert_eq!(refused.code(), Code::AlreadyExists, "{}", refused.message());
+    assert!(
+        refused.message().contains("change `version`"),
+        "{}",
+        refused.message()
+    );
+    assert!(
+        !refused.message().contains("is already active"),
+        "{}",
+        refused.message()
+    );
+
+    // Act: the active document itself, simulated, then activated again against a
+    // version that is no longer expected.
+    let same = client
+        .simulate_policy(system.as_role(
+            Role::Dosi,
+            v1::SimulatePolicyRequest {
+                policy: default.clone(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let again = client
+        .activate_policy(system.as_role(
+            Role::Dosi,
+            v1::ActivatePolicyRequest {
+                policy: format!("# the file as deployed\n{default}"),
+                reason: "run again after a lost answer".to_owned(),
+                expected_active_version: "2025.9".to_owned(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+
+    // Assert: said to change nothing, and done already: nothing recorded.
+    assert_eq!(same.warnings.len(), 1, "{:?}", same.warnings);
+    assert!(
+        same.warnings[0].contains("changes nothing"),
+        "{}",
+        same.warnings[0]
+    );
+    assert_eq!(same.learners_changed, 0);
+    assert!(again.already_active);
+    assert_eq!(again.policy_version, "2026.1");
+    assert_eq!(again.learners_changed, 0);
+    assert_eq!(activations(&system).await, recorded);
     system.stop().await;
 }

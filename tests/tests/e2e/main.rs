@@ -10,6 +10,8 @@ mod dead_letters;
 mod delivery;
 mod entitlement;
 mod entitlement_dates;
+mod entitlement_denials;
+mod entitlement_early_end;
 mod entitlement_policy;
 mod entries;
 mod inbox_batches;

@@ -97,6 +97,43 @@ async fn a_python_grpcio_client_lists_services_and_registers_a_stay() {
     system.stop().await;
 }
 
+#[tokio::test]
+async fn a_python_client_reads_checks_denial_code_by_name() {
+    // Arrange: an IFSI student, whom the policy never gives a card.
+    let mut system = TestSystem::prepare(None).await;
+    system.start_intake().await;
+    system.start_entitlement().await;
+    system
+        .register(hosted_e2e::registration("Blanc", "Camille", "1999-09-09"))
+        .await;
+    crate::entitlement::wait_for(&system, "camille.blanc", "wifi", true).await;
+    let address = system.entitlement.as_ref().unwrap().address;
+    let token = system.callers.token(Role::Integrator).to_owned();
+
+    // Act: Check through reflection, the types learned from the server.
+    let response = tokio::task::spawn_blocking(move || {
+        client(
+            address,
+            Some(&token),
+            &[
+                "call",
+                "hosted.v1.EntitlementService/Check",
+                r#"{"login": "camille.blanc", "resource": "smart-card"}"#,
+            ],
+        )
+    })
+    .await
+    .unwrap();
+
+    // Assert: the code by its name, beside the sentence.
+    assert!(
+        response.contains("\"denial\": \"DENIAL_NOT_FOR_POPULATION\""),
+        "{response}"
+    );
+    assert!(response.contains("\"reason\": "), "{response}");
+    system.stop().await;
+}
+
 fn serde_json_request() -> String {
     format!(
         r#"{{"person": {{"family_name": "Rousseau", "given_names": "Amélie", "birth_date": "1998-07-14",

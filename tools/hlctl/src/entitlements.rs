@@ -186,17 +186,26 @@ pub fn check_text(learner: &str, resource: &str, answer: &v1::CheckResponse) -> 
 /// Why a check was denied, as `--json` names it (`unknown_learner`); none when
 /// allowed.
 fn denial_name(answer: &v1::CheckResponse) -> Option<&'static str> {
-    if answer.allowed {
-        return None;
-    }
-    Some(match v1::Denial::try_from(answer.denial) {
+    (!answer.allowed).then(|| denial_code(answer.denial))
+}
+
+/// A denial code as `--json` names it: the contract's name without `DENIAL_`, in
+/// lower case (`not_paid`).
+fn denial_code(denial: i32) -> &'static str {
+    match v1::Denial::try_from(denial) {
         Ok(v1::Denial::UnknownLearner) => "unknown_learner",
         Ok(v1::Denial::UnknownResource) => "unknown_resource",
         Ok(v1::Denial::NotGranted) => "not_granted",
+        Ok(v1::Denial::NotStarted) => "not_started",
+        Ok(v1::Denial::Ended) => "ended",
+        Ok(v1::Denial::NotForPopulation) => "not_for_population",
+        Ok(v1::Denial::NotPaid) => "not_paid",
+        Ok(v1::Denial::OptionMissing) => "option_missing",
+        Ok(v1::Denial::NotRequested) => "not_requested",
         Ok(v1::Denial::Locked) => "locked",
         // A server older or newer than this hlctl: denied for a reason it cannot name.
         Ok(v1::Denial::Unspecified) | Err(_) => "unspecified",
-    })
+    }
 }
 
 pub fn check_json(resource: &str, answer: &v1::CheckResponse) -> serde_json::Value {
@@ -332,6 +341,7 @@ pub fn explain_json(explained: &v1::ExplainResponse) -> serde_json::Value {
             "resource": one.resource,
             "description": one.description,
             "granted": one.granted,
+            "denial": (!one.granted).then(|| denial_code(one.denial)),
             "reason": one.reason,
             "grant": one.grant.as_ref().map(grant_json),
         })).collect::<Vec<_>>(),
@@ -414,6 +424,7 @@ pub async fn policy(
                         "policy_version": activation.policy_version,
                         "previous_version": activation.previous_version,
                         "learners_changed": activation.learners_changed,
+                        "already_active": activation.already_active,
                     })
                 );
             } else {
@@ -442,6 +453,7 @@ fn activation_refused(status: tonic::Status) -> anyhow::Error {
 fn activation_hint(file: &Path, simulation: &v1::SimulatePolicyResponse) -> Option<String> {
     if simulation.active_version.is_empty()
         || simulation.active_version == simulation.candidate_version
+        || !simulation.warnings.is_empty()
     {
         return None;
     }
@@ -462,6 +474,7 @@ pub fn simulation_json(simulation: &v1::SimulatePolicyResponse) -> serde_json::V
         "candidate_version": simulation.candidate_version,
         "learners_examined": simulation.learners_examined,
         "learners_changed": simulation.learners_changed,
+        "warnings": simulation.warnings,
         "impacts": simulation.impacts.iter().map(|impact| json!({
             "resource": impact.resource,
             "gained": impact.gained,
@@ -491,6 +504,9 @@ pub fn simulation_text(simulation: &v1::SimulatePolicyResponse) -> String {
         learners(simulation.learners_examined),
         learners(simulation.learners_changed),
     );
+    for warning in &simulation.warnings {
+        text.push_str(&format!("warning: {warning}\n"));
+    }
     if simulation.impacts.is_empty() {
         text.push_str("no learner's grants would change\n");
         return text;
@@ -527,6 +543,12 @@ pub fn simulation_text(simulation: &v1::SimulatePolicyResponse) -> String {
 }
 
 pub fn activation_text(activation: &v1::ActivatePolicyResponse) -> String {
+    if activation.already_active {
+        return format!(
+            "policy {} was already active with this same document: nothing changed",
+            activation.policy_version
+        );
+    }
     let previous = if activation.previous_version.is_empty() {
         String::new()
     } else {
@@ -630,7 +652,7 @@ mod tests {
     #[test]
     fn a_denied_check_says_why_and_names_a_typo_as_such() {
         let not_granted = denied(
-            v1::Denial::NotGranted,
+            v1::Denial::NotForPopulation,
             "the policy never grants it to this population",
         );
         assert_eq!(
@@ -638,7 +660,18 @@ mod tests {
             "denied on 2027-06-15: the policy never grants it to this population (policy 2026.1)"
         );
         let json = check_json("smart-card", &not_granted);
-        assert_eq!(json["denial"], "not_granted");
+        assert_eq!(json["denial"], "not_for_population");
+        for (denial, name) in [
+            (v1::Denial::NotGranted, "not_granted"),
+            (v1::Denial::NotStarted, "not_started"),
+            (v1::Denial::Ended, "ended"),
+            (v1::Denial::NotPaid, "not_paid"),
+            (v1::Denial::OptionMissing, "option_missing"),
+            (v1::Denial::NotRequested, "not_requested"),
+            (v1::Denial::Locked, "locked"),
+        ] {
+            assert_eq!(check_json("wifi", &denied(denial, "why"))["denial"], name);
+        }
         assert_eq!(json["on"], "2027-06-15");
         assert_eq!(json["last_day"], json!(null));
         assert_eq!(json["allowed_until"], json!(null));
@@ -767,6 +800,7 @@ mod tests {
             candidate_version: "2026.2".to_owned(),
             learners_examined: 40,
             learners_changed: 13,
+            warnings: Vec::new(),
         };
         assert_eq!(
             simulation_text(&simulation),
@@ -793,6 +827,7 @@ mod tests {
             policy_version: "2026.2".to_owned(),
             learners_changed: 1,
             previous_version: "2026.1".to_owned(),
+            already_active: false,
         };
         assert_eq!(
             activation_text(&activation),
@@ -843,5 +878,48 @@ mod tests {
             ..simulation
         };
         assert_eq!(activation_hint(Path::new("candidate.toml"), &same), None);
+    }
+
+    #[test]
+    fn a_version_recorded_with_another_document_is_said_before_activating() {
+        let simulation = v1::SimulatePolicyResponse {
+            active_version: "2026.2".to_owned(),
+            candidate_version: "2026.1".to_owned(),
+            learners_examined: 1,
+            warnings: vec![
+                "version 2026.1 is already recorded with another document: activating this one \
+                 will be refused (ALREADY_EXISTS); change `version` in the document"
+                    .to_owned(),
+            ],
+            ..v1::SimulatePolicyResponse::default()
+        };
+        let text = simulation_text(&simulation);
+        assert!(
+            text.contains("\nwarning: version 2026.1 is already recorded with another document"),
+            "{text}"
+        );
+        assert_eq!(
+            simulation_json(&simulation)["warnings"][0],
+            simulation.warnings[0]
+        );
+        assert_eq!(
+            activation_hint(Path::new("candidate.toml"), &simulation),
+            None,
+            "no command for an activation that would be refused"
+        );
+    }
+
+    #[test]
+    fn the_active_document_again_is_said_to_change_nothing() {
+        let again = v1::ActivatePolicyResponse {
+            policy_version: "2026.2".to_owned(),
+            learners_changed: 0,
+            previous_version: "2026.2".to_owned(),
+            already_active: true,
+        };
+        assert_eq!(
+            activation_text(&again),
+            "policy 2026.2 was already active with this same document: nothing changed"
+        );
     }
 }

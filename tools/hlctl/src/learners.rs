@@ -500,9 +500,22 @@ pub fn learner_json(learner: &v1::Learner) -> serde_json::Value {
             "status": stay.status().as_str_name(),
             "payment_status": stay.payment_status().as_str_name(),
             "end_reason": stay.end_reason,
+            "early_end": early_end_code(stay),
             "requested_resources": stay.requested_resources,
         })).collect::<Vec<_>>(),
     })
+}
+
+/// Why a stay ended early, as EndStay's code (`left`); None when it ends as planned.
+fn early_end_code(stay: &v1::Stay) -> Option<String> {
+    match stay.early_end() {
+        v1::EarlyEnd::Unspecified => None,
+        code => Some(
+            code.as_str_name()
+                .trim_start_matches("EARLY_END_")
+                .to_ascii_lowercase(),
+        ),
+    }
 }
 
 pub fn print_learner(learner: &v1::Learner, as_json: bool) {
@@ -577,6 +590,9 @@ pub fn learner_text(learner: &v1::Learner) -> String {
                 "    requested resources: {}",
                 stay.requested_resources.join(", ")
             ));
+        }
+        if let Some(code) = early_end_code(stay) {
+            lines.push(format!("    ended early: {code}"));
         }
         if !stay.end_reason.is_empty() {
             lines.push(format!("    end reason: {}", stay.end_reason));

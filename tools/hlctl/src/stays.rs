@@ -3,7 +3,7 @@
 //! them after the change.
 #![allow(clippy::print_stdout)]
 
-use clap::Subcommand;
+use clap::{Subcommand, ValueEnum};
 use hosted_contracts::v1;
 
 use crate::{
@@ -29,7 +29,9 @@ pub enum StayAction {
         #[arg(long)]
         reason: String,
     },
-    /// Ends a stay early: its last day becomes --on, today at the earliest (role
+    /// Ends a stay early: its last day becomes --on. With --early-end the learner
+    /// left before the end (a past day is allowed, and the policy's grace after the
+    /// stay does not apply); without it, a shortening, today at the earliest (role
     /// deve).
     End {
         /// The stay's id (`hlctl learner KEY` lists them).
@@ -37,7 +39,10 @@ pub enum StayAction {
         /// The new last day (YYYY-MM-DD).
         #[arg(long, value_name = "DAY", value_parser = values::day)]
         on: String,
-        /// Why (kept in the audit trail).
+        /// Why the stay ends early, as a code.
+        #[arg(long, value_enum, value_name = "CODE")]
+        early_end: Option<EarlyEnd>,
+        /// Why (kept in the audit trail and as the stay's end reason).
         #[arg(long)]
         reason: String,
     },
@@ -49,6 +54,30 @@ pub enum StayAction {
         #[arg(long)]
         reason: String,
     },
+}
+
+/// Why a stay ended early (intake's `EarlyEnd`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EarlyEnd {
+    /// The learner left of their own will (resigned, gave up, stopped coming).
+    Left,
+    /// Excluded by a decision of the university.
+    Expelled,
+    /// The learner died.
+    Deceased,
+    /// The learner went on to another institution.
+    Transferred,
+}
+
+impl From<EarlyEnd> for v1::EarlyEnd {
+    fn from(early_end: EarlyEnd) -> Self {
+        match early_end {
+            EarlyEnd::Left => v1::EarlyEnd::Left,
+            EarlyEnd::Expelled => v1::EarlyEnd::Expelled,
+            EarlyEnd::Deceased => v1::EarlyEnd::Deceased,
+            EarlyEnd::Transferred => v1::EarlyEnd::Transferred,
+        }
+    }
 }
 
 /// `hlctl stay sponsor`: every part of a stay that `AmendStay` changes, so that
@@ -158,9 +187,18 @@ pub async fn run(action: StayAction, intake: &mut Intake, json: bool) -> anyhow:
         StayAction::End {
             stay_id,
             on,
+            early_end,
             reason,
         } => {
-            let done = format!("stay {stay_id} now ends on {on}");
+            let done = match early_end {
+                Some(code) => format!(
+                    "stay {stay_id} ended early ({}) on {on}",
+                    code.to_possible_value()
+                        .map(|value| value.get_name().to_owned())
+                        .unwrap_or_default()
+                ),
+                None => format!("stay {stay_id} now ends on {on}"),
+            };
             let learner = intake
                 .client()
                 .await?
@@ -168,6 +206,9 @@ pub async fn run(action: StayAction, intake: &mut Intake, json: bool) -> anyhow:
                     stay_id,
                     end_date: on,
                     reason,
+                    early_end: early_end
+                        .map_or(v1::EarlyEnd::Unspecified, v1::EarlyEnd::from)
+                        .into(),
                 })
                 .await
                 .map_err(server_error)?

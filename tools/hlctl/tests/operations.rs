@@ -592,6 +592,39 @@ async fn an_agreement_its_learners_their_stays_and_payments() {
             .starts_with(&format!("stay {stay} now ends on {}", day(20))),
         "{ended_early:?}"
     );
+    // The learner left today, said with the code.
+    let left = hlctl
+        .run(
+            &deve,
+            &[
+                "stay",
+                "end",
+                &stay,
+                "--on",
+                &day(0),
+                "--early-end",
+                "left",
+                "--reason",
+                "resigned by letter",
+            ],
+        )
+        .await;
+    assert_eq!(left.code, Some(0), "{left:?}");
+    assert!(
+        left.stdout
+            .starts_with(&format!("stay {stay} ended early (left) on {}", day(0))),
+        "{left:?}"
+    );
+    assert!(
+        left.stdout.contains("\n    ended early: left\n"),
+        "{left:?}"
+    );
+    let after = hlctl
+        .run(&deve, &["learner", &login, "--json"])
+        .await
+        .json();
+    assert_eq!(after["stays"][0]["early_end"], "left");
+    assert_eq!(after["stays"][0]["end_reason"], "resigned by letter");
 
     services.stop().await;
 }
@@ -866,7 +899,7 @@ async fn a_learners_checks_grants_explanation_and_a_policy_change() {
     assert_eq!(denied.code, Some(3), "{denied:?}");
     let denied: Value = serde_json::from_str(&denied.stdout).unwrap();
     assert_eq!(denied["allowed"], false);
-    assert_eq!(denied["denial"], "not_granted");
+    assert_eq!(denied["denial"], "not_for_population");
     assert_eq!(denied["on"], today.as_str());
     assert_eq!(denied["last_day"], Value::Null);
     let during = hlctl
@@ -1215,10 +1248,36 @@ async fn a_learners_checks_grants_explanation_and_a_policy_change() {
             &["policy", "activate", candidate.path(), "--reason", "twice"],
         )
         .await;
-    assert_eq!(again.code, Some(1), "{again:?}");
+    assert_eq!(again.code, Some(0), "{again:?}");
+    assert_eq!(
+        again.stdout,
+        "policy 2026.2 was already active with this same document: nothing changed\n"
+    );
+    // Another document still under 2026.2: warned by the simulation, refused.
+    let edited = PolicyFile::new(&changed.replace("grace_days = 7", "grace_days = 8"));
+    let warned = hlctl
+        .run(&dosi, &["policy", "simulate", edited.path()])
+        .await;
+    assert_eq!(warned.code, Some(0), "{warned:?}");
     assert!(
-        again.stderr.starts_with("Error: FAILED_PRECONDITION: "),
-        "{again:?}"
+        warned.stdout.contains(
+            "\nwarning: version 2026.2 is already recorded with another document: activating \
+             this one will be refused (ALREADY_EXISTS); change `version` in the document\n"
+        ),
+        "{warned:?}"
+    );
+    assert!(!warned.stderr.contains("to activate it"), "{warned:?}");
+    let taken = hlctl
+        .run(
+            &dosi,
+            &["policy", "activate", edited.path(), "--reason", "edited"],
+        )
+        .await;
+    assert_eq!(taken.code, Some(1), "{taken:?}");
+    assert!(
+        taken.stderr.starts_with("Error: ALREADY_EXISTS: ")
+            && taken.stderr.contains("change `version`"),
+        "{taken:?}"
     );
 
     services.stop().await;

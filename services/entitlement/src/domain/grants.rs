@@ -21,6 +21,9 @@ pub struct StayFacts {
     pub sponsor_unit: String,
     /// The resources the sponsor asked for.
     pub requested: Vec<String>,
+    /// Why the stay ended early (`left`, `expelled`, `deceased`, `transferred`), when
+    /// it did: the policy's grace then applies only as `[grace_after_early_end]` says.
+    pub early_end: Option<String>,
     /// The learner's lock, while there is one (the same on each of their stays).
     pub lock: Option<Lock>,
 }
@@ -85,30 +88,85 @@ pub struct Grant {
     pub policy_version: String,
 }
 
+/// Why a resource is denied, for programs; [`Decision::reason`] says it for people.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Denial {
+    /// The policy has no such resource.
+    UnknownResource,
+    /// A grant of the resource starts later (its stay, or the rule's offset).
+    NotStarted,
+    /// The grant ended, its grace included.
+    Ended,
+    /// The policy never grants it to the learner's population: `never`, or no rule.
+    NotForPopulation,
+    /// The rule needs the stay paid, and it is not.
+    NotPaid,
+    /// The rule needs an option the stay's agreement does not include.
+    OptionMissing,
+    /// The rule needs the sponsor's request, and the sponsor did not ask for it.
+    NotRequested,
+    /// The learner is locked: every resource of the policy, from the lock's day.
+    Locked,
+    /// Any other case: no stay (or only cancelled ones), another site or lab than the
+    /// one granted, a resource granted per site or lab asked for without one, a stay
+    /// without the sponsoring unit a per-unit rule needs.
+    NotGranted,
+}
+
 /// Why a condition does not hold for a stay and a resource, when it does not.
-fn unmet_condition(condition: &Condition, stay: &StayFacts, resource: &str) -> Option<String> {
+fn unmet_condition(
+    condition: &Condition,
+    stay: &StayFacts,
+    resource: &str,
+) -> Option<(Denial, String)> {
     match condition {
         Condition::Always => None,
-        Condition::Never => Some("the policy never grants it to this population".to_owned()),
-        Condition::Paid => (!stay.paid).then(|| "the stay is not paid".to_owned()),
-        Condition::Option(option) => (!stay.agreement_options.contains(option))
-            .then(|| format!("the stay's agreement does not include the option {option:?}")),
-        Condition::Requested => (!stay.requested.iter().any(|asked| asked == resource))
-            .then(|| "the stay's sponsor did not ask for it".to_owned()),
+        Condition::Never => Some((
+            Denial::NotForPopulation,
+            "the policy never grants it to this population".to_owned(),
+        )),
+        Condition::Paid => {
+            (!stay.paid).then(|| (Denial::NotPaid, "the stay is not paid".to_owned()))
+        }
+        Condition::Option(option) => (!stay.agreement_options.contains(option)).then(|| {
+            (
+                Denial::OptionMissing,
+                format!("the stay's agreement does not include the option {option:?}"),
+            )
+        }),
+        Condition::Requested => {
+            (!stay.requested.iter().any(|asked| asked == resource)).then(|| {
+                (
+                    Denial::NotRequested,
+                    "the stay's sponsor did not ask for it".to_owned(),
+                )
+            })
+        }
+        // None holds: the code of the first alternative as written (the policy's
+        // author puts the usual way first), every alternative's reason in the text.
         Condition::Any(alternatives) => {
-            let reasons: Option<Vec<String>> = alternatives
+            let unmet: Option<Vec<(Denial, String)>> = alternatives
                 .iter()
                 .map(|alternative| unmet_condition(alternative, stay, resource))
                 .collect();
-            reasons.map(|reasons| format!("none holds: {}", reasons.join("; ")))
+            unmet.map(|unmet| {
+                let denial = unmet
+                    .first()
+                    .map_or(Denial::NotGranted, |(denial, _)| *denial);
+                let reasons: Vec<String> = unmet.into_iter().map(|(_, reason)| reason).collect();
+                (denial, format!("none holds: {}", reasons.join("; ")))
+            })
         }
     }
 }
 
 /// Why a rule does not grant, when it does not.
-fn unmet(rule: &Rule, stay: &StayFacts, resource: &str) -> Option<String> {
+fn unmet(rule: &Rule, stay: &StayFacts, resource: &str) -> Option<(Denial, String)> {
     if rule.scope == Some(Scope::SponsorUnit) && stay.sponsor_unit.trim().is_empty() {
-        return Some("granted per sponsoring unit, and the stay has none".to_owned());
+        return Some((
+            Denial::NotGranted,
+            "granted per sponsoring unit, and the stay has none".to_owned(),
+        ));
     }
     rule.conditions
         .iter()
@@ -146,7 +204,12 @@ pub fn grants(policy: &Policy, stays: &[StayFacts]) -> Vec<Grant> {
             let grant = Grant {
                 resource: granted_name(resource, rule, stay),
                 valid_from: stay.start_date + Duration::days(i64::from(rule.start_offset_days)),
-                valid_until: stay.end_date + Duration::days(i64::from(rule.grace_days)),
+                valid_until: stay.end_date
+                    + Duration::days(i64::from(policy.grace_days(
+                        rule,
+                        resource,
+                        stay.early_end.as_deref(),
+                    ))),
                 stay_id: stay.stay_id.clone(),
                 rule: origin,
                 policy_version: policy.version.clone(),
@@ -213,23 +276,29 @@ pub struct Decision {
     pub until: Option<Date>,
     pub reason: String,
     pub rule: Option<String>,
+    /// Why not, when denied.
+    pub denial: Option<Denial>,
 }
 
 /// Checks one resource on one day, denying by default, with the reason either way. A
 /// resource granted per site or lab is asked for as `<resource>:<unit>`.
 pub fn check(policy: &Policy, stays: &[StayFacts], asked: &str, on: Date) -> Decision {
-    let deny = |reason: String| Decision {
+    let deny = |denial: Denial, reason: String| Decision {
         allowed: false,
         until: None,
         reason,
         rule: None,
+        denial: Some(denial),
     };
     let (resource, scope) = split(asked);
     if !policy.resources.contains_key(resource) {
-        return deny(format!("unknown resource {resource:?}"));
+        return deny(
+            Denial::UnknownResource,
+            format!("unknown resource {resource:?}"),
+        );
     }
     if let Some(lock) = locked(stays, on) {
-        return deny(lock.describe());
+        return deny(Denial::Locked, lock.describe());
     }
     let all = grants(policy, stays);
     let holding = all
@@ -244,12 +313,13 @@ pub fn check(policy: &Policy, stays: &[StayFacts], asked: &str, on: Date) -> Dec
             until: Some(grant.valid_until),
             reason: format!("granted by stay {} under {}", grant.stay_id, grant.rule),
             rule: Some(grant.rule.clone()),
+            denial: None,
         };
     }
     // Denied: say the most useful why.
     let live: Vec<&StayFacts> = stays.iter().filter(|stay| !stay.cancelled).collect();
     if live.is_empty() {
-        return deny("no stay".to_owned());
+        return deny(Denial::NotGranted, "no stay".to_owned());
     }
     let mut scoped: Vec<&str> = all
         .iter()
@@ -258,40 +328,69 @@ pub fn check(policy: &Policy, stays: &[StayFacts], asked: &str, on: Date) -> Dec
         .collect();
     scoped.dedup();
     if !scoped.is_empty() && scope.is_none() {
-        return deny(format!(
-            "{resource} is granted per site or lab: ask for {}",
-            scoped.join(" or ")
-        ));
+        return deny(
+            Denial::NotGranted,
+            format!(
+                "{resource} is granted per site or lab: ask for {}",
+                scoped.join(" or ")
+            ),
+        );
     }
-    if let Some(grant) = all.iter().find(|grant| grant.resource == asked) {
-        let when = if on < grant.valid_from {
-            "starts"
-        } else {
-            "ended"
-        };
-        return deny(format!(
-            "the grant from stay {} {when}: it holds from {} to {}",
-            grant.stay_id, grant.valid_from, grant.valid_until
-        ));
+    // A grant to come says more than one that ended: the nearest to come, else the
+    // last to end.
+    let asked_grants = all.iter().filter(|grant| grant.resource == asked);
+    let upcoming = asked_grants
+        .clone()
+        .filter(|grant| on < grant.valid_from)
+        .min_by_key(|grant| grant.valid_from);
+    if let Some(grant) = upcoming {
+        return deny(
+            Denial::NotStarted,
+            format!(
+                "the grant from stay {} starts: it holds from {} to {}",
+                grant.stay_id, grant.valid_from, grant.valid_until
+            ),
+        );
+    }
+    if let Some(grant) = asked_grants.max_by_key(|grant| grant.valid_until) {
+        let early = stays
+            .iter()
+            .find(|stay| stay.stay_id == grant.stay_id)
+            .and_then(|stay| stay.early_end.as_deref())
+            .map(|code| format!(" (the stay ended early: {code})"))
+            .unwrap_or_default();
+        return deny(
+            Denial::Ended,
+            format!(
+                "the grant from stay {} ended: it holds from {} to {}{early}",
+                grant.stay_id, grant.valid_from, grant.valid_until
+            ),
+        );
     }
     if !scoped.is_empty() {
-        return deny(format!("granted for {} only", scoped.join(", ")));
+        return deny(
+            Denial::NotGranted,
+            format!("granted for {} only", scoped.join(", ")),
+        );
     }
     for stay in &live {
         if let Some(rule) = policy.rule(&stay.population, resource)
-            && let Some(why) = unmet(rule, stay, resource)
+            && let Some((denial, why)) = unmet(rule, stay, resource)
         {
-            return deny(why);
+            return deny(denial, why);
         }
     }
-    deny(format!(
-        "no rule of policy {} grants {resource:?} to population {}",
-        policy.version,
-        live.iter()
-            .map(|stay| stay.population.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    ))
+    deny(
+        Denial::NotForPopulation,
+        format!(
+            "no rule of policy {} grants {resource:?} to population {}",
+            policy.version,
+            live.iter()
+                .map(|stay| stay.population.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    )
 }
 
 /// One resource of the policy, explained for one learner on one day.
@@ -321,10 +420,22 @@ pub fn explain(policy: &Policy, stays: &[StayFacts], on: Date) -> Vec<Explanatio
                 })
                 .max_by_key(|grant| grant.valid_until)
                 .cloned();
-            let decision = match &grant {
-                Some(grant) => check(policy, stays, &grant.resource, on),
-                None => check(policy, stays, resource, on),
-            };
+            // Nothing holds: a resource granted per site or lab is explained by its
+            // grant that is to come or ended, so that the code says which.
+            let scoped = all.iter().filter(
+                |other| matches!(split(&other.resource), (base, Some(_)) if base == resource),
+            );
+            let asked = grant
+                .as_ref()
+                .or_else(|| {
+                    scoped
+                        .clone()
+                        .filter(|other| on < other.valid_from)
+                        .min_by_key(|other| other.valid_from)
+                })
+                .or_else(|| scoped.max_by_key(|other| other.valid_until))
+                .map_or(resource.as_str(), |grant| grant.resource.as_str());
+            let decision = check(policy, stays, asked, on);
             Explanation {
                 resource: resource.clone(),
                 description: description.clone(),
@@ -361,6 +472,7 @@ mod tests {
             sponsor_unit: "UNIT".to_owned(),
             requested: Vec::new(),
             lock: None,
+            early_end: None,
         }
     }
 
@@ -589,6 +701,136 @@ mod tests {
         doctoral.paid = true;
         assert!(check(&policy, &[doctoral], "smart-card", DURING).allowed);
     }
+    #[test]
+    fn every_denial_has_its_code() {
+        let policy = policy();
+        let code =
+            |stays: &[StayFacts], asked: &str, on: Date| check(&policy, stays, asked, on).denial;
+        let ifsi = [stay("IFSI")];
+        assert_eq!(code(&ifsi, "library", DURING), None);
+        assert_eq!(
+            code(&ifsi, "spaceship", DURING),
+            Some(Denial::UnknownResource)
+        );
+        assert_eq!(
+            code(&ifsi, "wifi", date!(2026 - 08 - 01)),
+            Some(Denial::NotStarted)
+        );
+        assert_eq!(
+            code(&ifsi, "wifi", date!(2027 - 07 - 08)),
+            Some(Denial::Ended)
+        );
+        assert_eq!(
+            code(&ifsi, "smart-card", DURING),
+            Some(Denial::NotForPopulation)
+        );
+        assert_eq!(
+            code(&ifsi, "premises", DURING),
+            Some(Denial::NotForPopulation),
+            "no rule"
+        );
+        let doctoral = [stay("VISITING_DOCTORAL")];
+        assert_eq!(code(&doctoral, "smart-card", DURING), Some(Denial::NotPaid));
+        assert_eq!(
+            code(&doctoral, "premises:UNIT", DURING),
+            Some(Denial::NotRequested)
+        );
+        let co_accredited = [stay("CO_ACCREDITED")];
+        assert_eq!(
+            code(&co_accredited, "library", DURING),
+            Some(Denial::OptionMissing)
+        );
+        // None of the alternatives holds: the first one's code.
+        let trainee = [stay("RECTORAT_C2I2E")];
+        assert_eq!(
+            code(&trainee, "library", DURING),
+            Some(Denial::OptionMissing)
+        );
+        assert_eq!(
+            code(&[], "wifi", DURING),
+            Some(Denial::NotGranted),
+            "no stay"
+        );
+    }
+
+    #[test]
+    fn a_grant_to_come_says_more_than_one_that_ended() {
+        let mut next = stay("IFSI");
+        next.stay_id = "IFSI-2".to_owned();
+        next.start_date = date!(2027 - 09 - 01);
+        next.end_date = date!(2028 - 06 - 30);
+        let decision = check(
+            &policy(),
+            &[stay("IFSI"), next],
+            "library",
+            date!(2027 - 08 - 01),
+        );
+        assert_eq!(decision.denial, Some(Denial::NotStarted));
+        assert!(
+            decision.reason.contains("IFSI-2 starts"),
+            "{}",
+            decision.reason
+        );
+    }
+
+    #[test]
+    fn an_early_end_has_no_grace_unless_the_policy_gives_some() {
+        let mut left = stay("IFSI");
+        left.end_date = date!(2026 - 11 - 15);
+        left.early_end = Some("left".to_owned());
+        let policy = policy();
+        let all = grants(&policy, std::slice::from_ref(&left));
+        let until = |resource: &str| {
+            all.iter()
+                .find(|grant| grant.resource == resource)
+                .map(|grant| grant.valid_until)
+        };
+        assert_eq!(until("wifi"), Some(date!(2026 - 11 - 15)), "no 7 days");
+        assert_eq!(until("ent"), Some(date!(2026 - 11 - 15)), "no 30 days");
+        let after = check(
+            &policy,
+            std::slice::from_ref(&left),
+            "wifi",
+            date!(2026 - 11 - 16),
+        );
+        assert_eq!(after.denial, Some(Denial::Ended));
+        assert!(
+            after.reason.ends_with("(the stay ended early: left)"),
+            "{}",
+            after.reason
+        );
+
+        let mut generous = policy.clone();
+        generous
+            .grace_after_early_end
+            .insert("left".to_owned(), [("ent".to_owned(), 7)].into());
+        let all = grants(&generous, &[left]);
+        let ent = all
+            .iter()
+            .find(|grant| grant.resource == "ent")
+            .expect("ent");
+        assert_eq!(ent.valid_until, date!(2026 - 11 - 22));
+    }
+
+    #[test]
+    fn explain_says_when_a_lab_grant_ended() {
+        let policy = policy();
+        let mut doctoral = stay("VISITING_DOCTORAL");
+        doctoral.sponsor_unit = "LAB-CHEM".to_owned();
+        doctoral.requested = vec!["premises".to_owned()];
+        let explained = explain(&policy, &[doctoral], date!(2027 - 08 - 01));
+        let premises = explained
+            .iter()
+            .find(|one| one.resource == "premises")
+            .expect("premises");
+        assert!(!premises.decision.allowed);
+        assert_eq!(premises.decision.denial, Some(Denial::Ended));
+        assert!(
+            premises.decision.reason.contains("ended"),
+            "{}",
+            premises.decision.reason
+        );
+    }
 
     #[test]
     fn a_lock_closes_every_grant_the_day_before_without_grace_and_denies_from_its_day() {
@@ -622,6 +864,7 @@ mod tests {
         let stays = [locked_stay];
         let denied = check(&policy, &stays, "wifi", DURING);
         assert!(!denied.allowed);
+        assert_eq!(denied.denial, Some(Denial::Locked));
         assert_eq!(
             denied.reason,
             "the account is locked since 2026-10-01 (administrative lock: fraud): every resource is denied"

@@ -59,7 +59,13 @@ pub struct Policy {
     pub defaults: BTreeMap<String, Rule>,
     /// Population code → resource → rule.
     pub populations: BTreeMap<String, BTreeMap<String, Rule>>,
+    /// Early end's code (`left`) → resource → days of grace after a stay that ended
+    /// early for that reason; none for what is not listed.
+    pub grace_after_early_end: BTreeMap<String, BTreeMap<String, i32>>,
 }
+
+/// The codes of an early end (intake's EarlyEnd) a policy can give grace for.
+pub const EARLY_ENDS: [&str; 4] = ["left", "expelled", "deceased", "transferred"];
 
 impl Policy {
     /// The rule for a population's stays and a resource, if any grants it.
@@ -80,6 +86,21 @@ impl Policy {
         self.defaults
             .get(resource)
             .map(|rule| (format!("defaults.{resource}"), rule))
+    }
+
+    /// The days a grant of `resource` by `rule` holds after its stay's last day: the
+    /// rule's grace when the stay ends as planned; after an early end, only what
+    /// `[grace_after_early_end]` gives for its code and resource (none by default).
+    pub fn grace_days(&self, rule: &Rule, resource: &str, early_end: Option<&str>) -> i32 {
+        match early_end {
+            None => rule.grace_days,
+            Some(code) => self
+                .grace_after_early_end
+                .get(code)
+                .and_then(|resources| resources.get(resource))
+                .copied()
+                .unwrap_or(0),
+        }
     }
 }
 
@@ -118,6 +139,8 @@ struct PolicyFile {
     defaults: BTreeMap<Spanned<String>, Spanned<toml::Value>>,
     #[serde(default)]
     populations: BTreeMap<Spanned<String>, BTreeMap<Spanned<String>, Spanned<toml::Value>>>,
+    #[serde(default)]
+    grace_after_early_end: BTreeMap<Spanned<String>, Spanned<toml::Value>>,
 }
 
 /// A grant as written: a condition, a list of conditions that must all hold, or a
@@ -390,6 +413,45 @@ pub fn load(file: &str, text: &str) -> Result<Policy, PolicyErrors> {
         let checked = rules(&format!("populations.{code}"), grants, &mut problem);
         populations.insert(code.clone(), checked);
     }
+    let mut grace_after_early_end = BTreeMap::new();
+    for (code, grants) in &parsed.grace_after_early_end {
+        let code_text = code.get_ref();
+        let path = format!("grace_after_early_end.{code_text}");
+        if !EARLY_ENDS.contains(&code_text.as_str()) {
+            problem(
+                code.span(),
+                format!("{path}: unknown early end ({})", EARLY_ENDS.join(", ")),
+            );
+            continue;
+        }
+        let Some(table) = grants.get_ref().as_table() else {
+            problem(
+                grants.span(),
+                format!("{path}: a table of resource = days, e.g. {{ ent = 7 }}"),
+            );
+            continue;
+        };
+        let mut days_by_resource = BTreeMap::new();
+        for (resource, days) in table {
+            if !resources.contains_key(resource) {
+                problem(
+                    grants.span(),
+                    format!("{path}.{resource}: unknown resource (known: {known})"),
+                );
+                continue;
+            }
+            match days.as_integer().and_then(|days| i32::try_from(days).ok()) {
+                Some(days) if days >= 0 => {
+                    days_by_resource.insert(resource.clone(), days);
+                }
+                _ => problem(
+                    grants.span(),
+                    format!("{path}.{resource}: a whole number of days, 0 or more"),
+                ),
+            }
+        }
+        grace_after_early_end.insert(code_text.clone(), days_by_resource);
+    }
     if !problems.is_empty() {
         // In the file's order, as a reader goes through it.
         problems.sort_by_key(|problem| problem.line);
@@ -400,6 +462,7 @@ pub fn load(file: &str, text: &str) -> Result<Policy, PolicyErrors> {
         resources,
         defaults,
         populations,
+        grace_after_early_end,
     })
 }
 
@@ -524,6 +587,66 @@ wifi = { when = "always", grace_days = -3 }
         );
         assert!(
             rendered.contains("grace_days must be 0 or more"),
+            "{rendered}"
+        );
+    }
+
+    #[test]
+    fn grace_after_an_early_end_is_given_per_reason_and_resource() {
+        let text = r#"version = "1"
+
+[resources]
+wifi = "Wifi"
+ent = "ENT"
+
+[defaults]
+wifi = { when = "always", grace_days = 7 }
+ent = { when = "always", grace_days = 30 }
+
+[grace_after_early_end]
+left = { ent = 7 }
+transferred = { ent = 30, wifi = 0 }
+"#;
+        let policy = load("p.toml", text).expect("valid");
+        let ent = policy.rule("IFSI", "ent").expect("rule");
+        let wifi = policy.rule("IFSI", "wifi").expect("rule");
+        assert_eq!(policy.grace_days(ent, "ent", None), 30, "as planned");
+        assert_eq!(policy.grace_days(ent, "ent", Some("left")), 7);
+        assert_eq!(
+            policy.grace_days(wifi, "wifi", Some("left")),
+            0,
+            "not listed"
+        );
+        assert_eq!(policy.grace_days(ent, "ent", Some("expelled")), 0);
+        assert_eq!(policy.grace_days(ent, "ent", Some("transferred")), 30);
+
+        let broken = r#"version = "1"
+
+[resources]
+ent = "ENT"
+
+[grace_after_early_end]
+quit = { ent = 7 }
+left = { ent = -1, lbrary = 3 }
+deceased = 4
+"#;
+        let rendered = load("p.toml", broken).expect_err("invalid").to_string();
+        assert!(
+            rendered.contains("p.toml:7: grace_after_early_end.quit: unknown early end (left, expelled, deceased, transferred)"),
+            "{rendered}"
+        );
+        assert!(
+            rendered.contains(
+                "p.toml:8: grace_after_early_end.left.ent: a whole number of days, 0 or more"
+            ),
+            "{rendered}"
+        );
+        assert!(
+            rendered.contains("grace_after_early_end.left.lbrary: unknown resource"),
+            "{rendered}"
+        );
+        assert!(
+            rendered.contains("p.toml:9: grace_after_early_end.deceased: a table"),
             "{rendered}"
         );
     }

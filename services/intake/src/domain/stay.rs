@@ -89,10 +89,49 @@ pub fn check_extension(
     Ok(())
 }
 
-/// An earlier end date: not before the start (cancel instead), not in the past.
+/// Why a stay ended before its planned end: the codes a university records when a
+/// learner goes before the end of their stay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EarlyEnd {
+    /// Left of their own will: resigned, gave up, stopped coming.
+    Left,
+    /// Excluded by a decision of the university.
+    Expelled,
+    Deceased,
+    /// Went on to another institution.
+    Transferred,
+}
+
+impl EarlyEnd {
+    /// The code as stored and as the policy names it (`left`).
+    pub fn code(self) -> &'static str {
+        match self {
+            EarlyEnd::Left => "left",
+            EarlyEnd::Expelled => "expelled",
+            EarlyEnd::Deceased => "deceased",
+            EarlyEnd::Transferred => "transferred",
+        }
+    }
+
+    pub fn from_code(code: &str) -> Option<Self> {
+        [
+            EarlyEnd::Left,
+            EarlyEnd::Expelled,
+            EarlyEnd::Deceased,
+            EarlyEnd::Transferred,
+        ]
+        .into_iter()
+        .find(|early| early.code() == code)
+    }
+}
+
+/// An earlier end date, not before the start (cancel instead). With an early end's
+/// code it may be a past day (the learner left last week); without one, a shortening,
+/// today at the earliest.
 pub fn check_end(
     stay: &StayFacts,
     end_date: Date,
+    early_end: Option<EarlyEnd>,
     reason: &str,
     today: Date,
 ) -> Result<(), Refusal> {
@@ -113,10 +152,11 @@ pub fn check_end(
             "end_date",
             "before the stay's start: cancel the stay instead",
         );
-    } else if end_date < today {
+    } else if end_date < today && early_end.is_none() {
         violations.add(
             "end_date",
-            "in the past: a stay can be ended today at the earliest",
+            "in the past: give early_end (left, expelled, deceased or transferred) to end a \
+             stay on a past day; without it, today at the earliest",
         );
     }
     if violations.is_empty() {
@@ -274,17 +314,55 @@ mod tests {
     #[test]
     fn early_end() {
         assert_eq!(
-            check_end(&stay(), date!(2026 - 12 - 31), "left", TODAY),
+            check_end(&stay(), date!(2026 - 12 - 31), None, "shortened", TODAY),
             Ok(())
         );
-        assert!(
-            check_end(&stay(), date!(2026 - 09 - 15), "left", TODAY).is_err(),
-            "in the past"
+        let Err(Refusal::Invalid(past)) =
+            check_end(&stay(), date!(2026 - 09 - 15), None, "left", TODAY)
+        else {
+            panic!("a past day accepted without a code");
+        };
+        assert_eq!(past.0[0].field, "end_date");
+        assert!(past.0[0].reason.contains("early_end"), "{:?}", past.0);
+        assert_eq!(
+            check_end(
+                &stay(),
+                date!(2026 - 09 - 15),
+                Some(EarlyEnd::Left),
+                "left last month",
+                TODAY
+            ),
+            Ok(()),
+            "a past day with a code"
         );
         assert!(
-            check_end(&stay(), date!(2027 - 06 - 30), "left", TODAY).is_err(),
+            check_end(
+                &stay(),
+                date!(2026 - 08 - 31),
+                Some(EarlyEnd::Expelled),
+                "x",
+                TODAY
+            )
+            .is_err(),
+            "before the start"
+        );
+        assert!(
+            check_end(&stay(), date!(2027 - 06 - 30), None, "left", TODAY).is_err(),
             "not earlier"
         );
+    }
+
+    #[test]
+    fn early_end_codes_read_back() {
+        for early in [
+            EarlyEnd::Left,
+            EarlyEnd::Expelled,
+            EarlyEnd::Deceased,
+            EarlyEnd::Transferred,
+        ] {
+            assert_eq!(EarlyEnd::from_code(early.code()), Some(early));
+        }
+        assert_eq!(EarlyEnd::from_code("Left"), None);
     }
 
     #[test]

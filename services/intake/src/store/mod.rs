@@ -48,6 +48,8 @@ pub struct StayRow {
     pub cancelled: bool,
     pub payment_status: String,
     pub end_reason: Option<String>,
+    /// Why the stay ended early, as a code (`left`), when it did.
+    pub early_end: Option<String>,
     pub requested_resources: Vec<String>,
     /// The UAI of the partner named by the stay's agreement, if any.
     pub partner_uai: Option<String>,
@@ -159,7 +161,7 @@ pub async fn learner(
     };
     let stays: Vec<StayRow> = sqlx::query_as(
         "SELECT s.stay_id, s.population, p.supann_population, s.sponsor_unit, s.sponsor_login, s.agreement_id,
-                s.start_date, s.end_date, s.cancelled, s.payment_status, s.end_reason, s.requested_resources,
+                s.start_date, s.end_date, s.cancelled, s.payment_status, s.end_reason, s.early_end, s.requested_resources,
                 a.partner_uai
          FROM stays s JOIN populations p ON p.code = s.population
               LEFT JOIN agreements a ON a.agreement_id = s.agreement_id
@@ -217,7 +219,7 @@ pub async fn learners(
     }
     let stays: Vec<OwnedStay> = sqlx::query_as(
         "SELECT s.learner_id, s.stay_id, s.population, p.supann_population, s.sponsor_unit, s.sponsor_login,
-                s.agreement_id, s.start_date, s.end_date, s.cancelled, s.payment_status, s.end_reason,
+                s.agreement_id, s.start_date, s.end_date, s.cancelled, s.payment_status, s.end_reason, s.early_end,
                 s.requested_resources, a.partner_uai
          FROM stays s JOIN populations p ON p.code = s.population
               LEFT JOIN agreements a ON a.agreement_id = s.agreement_id

@@ -87,6 +87,20 @@ pub async fn set_end_date(
     Ok(())
 }
 
+/// Records why a stay ended early, or that it ends as planned (None).
+pub async fn set_early_end(
+    conn: &mut PgConnection,
+    stay_id: Uuid,
+    early_end: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE stays SET early_end = $2 WHERE stay_id = $1")
+        .bind(stay_id)
+        .bind(early_end)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 pub async fn cancel(
     conn: &mut PgConnection,
     stay_id: Uuid,

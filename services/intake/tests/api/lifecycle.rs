@@ -1,3 +1,4 @@
+use hosted_contracts::prost::Message;
 use hosted_contracts::{subjects::intake, v1};
 use tonic::Code;
 
@@ -42,6 +43,7 @@ async fn a_stay_is_extended_ended_early_and_audited_with_its_events() {
             stay_id: stay_id.clone(),
             end_date: day(5),
             reason: "left the programme".to_owned(),
+            early_end: v1::EarlyEnd::Unspecified.into(),
         }))
         .await
         .unwrap()
@@ -89,6 +91,71 @@ async fn a_stay_is_extended_ended_early_and_audited_with_its_events() {
 }
 
 #[tokio::test]
+async fn a_stay_ended_early_on_a_past_day_carries_why_in_the_learners_state() {
+    // Arrange: a stay that started 30 days ago.
+    let intake = TestIntake::spawn().await;
+    let mut client = intake.client().await;
+    let (_, stay_id) = registered(&intake, -30, 100).await;
+    let end = |end_date: String, early_end: v1::EarlyEnd| {
+        intake.deve(v1::EndStayRequest {
+            stay_id: stay_id.clone(),
+            end_date,
+            reason: "left the programme on the 3rd".to_owned(),
+            early_end: early_end.into(),
+        })
+    };
+
+    // Act: a past day without a code, an unknown code, then a past day with `left`.
+    let without_code = client
+        .end_stay(end(day(-3), v1::EarlyEnd::Unspecified))
+        .await
+        .unwrap_err();
+    let mut unknown = end(day(-3), v1::EarlyEnd::Left);
+    unknown.get_mut().early_end = 99;
+    let unknown = client.end_stay(unknown).await.unwrap_err();
+    let ended = client
+        .end_stay(end(day(-3), v1::EarlyEnd::Left))
+        .await
+        .unwrap()
+        .into_inner()
+        .learner
+        .unwrap();
+
+    // Assert
+    assert_eq!(without_code.code(), Code::InvalidArgument);
+    assert!(
+        without_code.message().contains("end_date") && without_code.message().contains("early_end"),
+        "{}",
+        without_code.message()
+    );
+    assert_eq!(unknown.code(), Code::InvalidArgument);
+    assert!(
+        unknown.message().contains("early_end"),
+        "{}",
+        unknown.message()
+    );
+    let stay = &ended.stays[0];
+    assert_eq!(stay.end_date, day(-3));
+    assert_eq!(stay.early_end(), v1::EarlyEnd::Left);
+    assert_eq!(stay.end_reason, "left the programme on the 3rd");
+    assert_eq!(stay.status(), v1::StayStatus::Ended);
+    let messages = crate::register::wait_for_messages(
+        &intake
+            .namespace
+            .stream(hosted_contracts::subjects::Service::Intake),
+        2,
+    )
+    .await;
+    let event = v1::LearnerEvent::decode(messages[1].payload.clone()).unwrap();
+    assert_eq!(
+        event.learner.unwrap().stays[0].early_end(),
+        v1::EarlyEnd::Left,
+        "the published state says it too"
+    );
+    intake.stop().await;
+}
+
+#[tokio::test]
 async fn stay_changes_are_refused_with_reasons() {
     let intake = TestIntake::spawn().await;
     let mut client = intake.client().await;
@@ -114,6 +181,7 @@ async fn stay_changes_are_refused_with_reasons() {
             stay_id: started.clone(),
             end_date: day(1),
             reason: String::new(),
+            early_end: v1::EarlyEnd::Unspecified.into(),
         }))
         .await
         .unwrap_err();
