@@ -26,6 +26,7 @@ pub const ACCESS: &[(&str, &[Role])] = &[
     ("ListDeadLetters", &[Dosi]),
     ("ReplayDeadLetters", &[Dosi]),
     ("RestateCards", &[Dosi]),
+    ("ListAuditEntries", &[Dosi]),
 ];
 
 /// The most cards a print batch or a queue listing holds.
@@ -411,6 +412,15 @@ impl v1::cards_service_server::CardsService for Cards {
     ) -> Result<Response<v1::GetEpurseExportResponse>, Status> {
         Ok(Response::new(
             Cards::get_epurse_export(self, request.into_inner()).await?,
+        ))
+    }
+
+    async fn list_audit_entries(
+        &self,
+        request: Request<v1::ListAuditEntriesRequest>,
+    ) -> Result<Response<v1::ListAuditEntriesResponse>, Status> {
+        Ok(Response::new(
+            crate::audit::list(&self.office.pool, request.get_ref()).await?,
         ))
     }
 

@@ -56,6 +56,8 @@ pub const ACCESS: &[(&str, &[Role])] = &[
     ),
     ("SaveUnit", &[Deve]),
     ("RestateLearners", &[Dosi]),
+    ("ListAuditEntries", &[Dosi]),
+    ("ListAgreementAuditEntries", &[Dosi, Legal]),
 ];
 
 pub(crate) fn person_input(person: Option<v1::PersonInput>) -> PersonInput {
@@ -753,6 +755,28 @@ impl v1::intake_service_server::IntakeService for Intake {
             by_agreement: to_counts(counts.by_agreement),
             by_sponsor_unit: to_counts(counts.by_sponsor_unit),
         }))
+    }
+
+    async fn list_audit_entries(
+        &self,
+        request: Request<v1::ListAuditEntriesRequest>,
+    ) -> Result<Response<v1::ListAuditEntriesResponse>, Status> {
+        use hosted_platform::audit::SubjectKind;
+        let kinds = [SubjectKind::Learner];
+        Ok(Response::new(
+            crate::audit::list(&self.pool, request.get_ref(), &kinds).await?,
+        ))
+    }
+
+    async fn list_agreement_audit_entries(
+        &self,
+        request: Request<v1::ListAuditEntriesRequest>,
+    ) -> Result<Response<v1::ListAuditEntriesResponse>, Status> {
+        use hosted_platform::audit::SubjectKind;
+        let kinds = [SubjectKind::Agreement];
+        Ok(Response::new(
+            crate::audit::list(&self.pool, request.get_ref(), &kinds).await?,
+        ))
     }
 
     async fn restate_learners(

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, unreachable_pub)]
 
 mod access;
+mod audit;
 mod cards;
 mod dead_letter_cascade;
 mod dead_letters;

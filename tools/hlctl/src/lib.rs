@@ -6,6 +6,7 @@
 //! wires these to the command line and the gRPC clients.
 
 pub mod agreements;
+pub mod audit;
 pub mod cards;
 pub mod csv_rows;
 pub mod entitlements;

@@ -1,0 +1,85 @@
+//! The audit query of entitlement: what happened to one learner's grants, from the
+//! grant audit. A change that followed an intake event names that event; the caller
+//! behind it is the actor of intake's entry that published it.
+
+use hosted_contracts::v1;
+use hosted_platform::{
+    audit::{self, AuditError, Subject, SubjectKind},
+    clock::{format_day, wire_time},
+};
+use sqlx::PgPool;
+use time::{Date, OffsetDateTime};
+use uuid::Uuid;
+
+pub const SERVICE: &str = "entitlement";
+
+/// Who a change is said to be made by when the calendar made it.
+const SYSTEM: &str = "system";
+
+#[derive(Debug, sqlx::FromRow)]
+struct Row {
+    at: OffsetDateTime,
+    learner_id: Uuid,
+    resource: String,
+    stay_id: Uuid,
+    change: String,
+    valid_from: Date,
+    valid_until: Date,
+    rule: String,
+    policy_version: String,
+    cause: String,
+    cause_event_id: Option<Uuid>,
+}
+
+/// One learner's grant changes, oldest first.
+pub async fn list(
+    pool: &PgPool,
+    request: &v1::ListAuditEntriesRequest,
+) -> Result<v1::ListAuditEntriesResponse, AuditError> {
+    let Subject::Learner(learner_id) = audit::subject(request, &[SubjectKind::Learner])? else {
+        unreachable!("only a learner is accepted");
+    };
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT at, learner_id, resource, stay_id, change, valid_from, valid_until, rule,
+                policy_version, cause, cause_event_id
+         FROM grant_audit WHERE learner_id = $1 ORDER BY at, id",
+    )
+    .bind(learner_id)
+    .fetch_all(pool)
+    .await?;
+    Ok(v1::ListAuditEntriesResponse {
+        entries: rows.into_iter().map(entry).collect(),
+    })
+}
+
+fn entry(row: Row) -> v1::AuditEntry {
+    // The calendar is the system; an intake event or a policy activation is followed
+    // by this service, and the event (or the policy version) says what set it off.
+    let actor = if row.cause == "due date" {
+        SYSTEM
+    } else {
+        SERVICE
+    };
+    v1::AuditEntry {
+        occurred_at: Some(wire_time(row.at)),
+        service: SERVICE.to_owned(),
+        actor: actor.to_owned(),
+        action: format!("grant.{}", row.change.replace(' ', "_")),
+        detail: format!(
+            "{} {} ({} to {}), stay {}, rule {}, policy {}",
+            row.resource,
+            row.change,
+            format_day(row.valid_from),
+            format_day(row.valid_until),
+            row.stay_id,
+            row.rule,
+            row.policy_version
+        ),
+        reason: row.cause,
+        cause_event_id: audit::id_text(row.cause_event_id),
+        event_id: String::new(),
+        learner_id: row.learner_id.to_string(),
+        agreement_id: String::new(),
+        card_id: String::new(),
+    }
+}
