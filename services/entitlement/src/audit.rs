@@ -7,7 +7,7 @@ use hosted_platform::{
     audit::{self, AuditError, Subject, SubjectKind},
     clock::{format_day, wire_time},
 };
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use time::{Date, OffsetDateTime};
 use uuid::Uuid;
 
@@ -15,6 +15,27 @@ pub const SERVICE: &str = "entitlement";
 
 /// Who a change is said to be made by when the calendar made it.
 const SYSTEM: &str = "system";
+
+/// Ties the grant changes this transaction recorded to the grants event each
+/// learner's were published in: `(learner_id, event_id)` pairs.
+pub async fn note_published(
+    conn: &mut PgConnection,
+    published: &[(Uuid, Uuid)],
+) -> Result<(), sqlx::Error> {
+    let learner_ids: Vec<Uuid> = published.iter().map(|(learner, _)| *learner).collect();
+    let event_ids: Vec<Uuid> = published.iter().map(|(_, event)| *event).collect();
+    sqlx::query(
+        "UPDATE grant_audit a SET event_id = u.e
+         FROM unnest($1::uuid[], $2::uuid[]) AS u(l, e)
+         WHERE a.learner_id = u.l AND a.event_id IS NULL
+           AND a.recorded_in = pg_current_xact_id()",
+    )
+    .bind(&learner_ids)
+    .bind(&event_ids)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
 
 #[derive(Debug, sqlx::FromRow)]
 struct Row {
@@ -29,6 +50,7 @@ struct Row {
     policy_version: String,
     cause: String,
     cause_event_id: Option<Uuid>,
+    event_id: Option<Uuid>,
 }
 
 /// One learner's grant changes, oldest first.
@@ -41,7 +63,7 @@ pub async fn list(
     };
     let rows: Vec<Row> = sqlx::query_as(
         "SELECT at, learner_id, resource, stay_id, change, valid_from, valid_until, rule,
-                policy_version, cause, cause_event_id
+                policy_version, cause, cause_event_id, event_id
          FROM grant_audit WHERE learner_id = $1 ORDER BY at, id",
     )
     .bind(learner_id)
@@ -77,7 +99,7 @@ fn entry(row: Row) -> v1::AuditEntry {
         ),
         reason: row.cause,
         cause_event_id: audit::id_text(row.cause_event_id),
-        event_id: String::new(),
+        event_id: audit::id_text(row.event_id),
         learner_id: row.learner_id.to_string(),
         agreement_id: String::new(),
         card_id: String::new(),

@@ -174,11 +174,23 @@ async fn a_learners_story_is_told_by_every_service_in_time_order_with_who_and_wh
         .find(|line| line.entry.action == "grant.changed")
         .unwrap();
     assert_eq!(shortened.entry.cause_event_id, ended.entry.event_id);
-    // Cards and directory: the card's steps, the LDAP writes with their events.
     assert!(
-        of(&lines, "cards")
+        entitlement
             .iter()
-            .all(|line| !line.entry.card_id.is_empty())
+            .all(|line| !line.entry.event_id.is_empty()),
+        "{told:#?}"
+    );
+    // Cards: the card's steps, each following a grants event, so made for the caller
+    // behind it along the chain; directory: the LDAP writes with their events.
+    assert!(
+        of(&lines, "cards").iter().all(|line| {
+            !line.entry.card_id.is_empty()
+                && entitlement
+                    .iter()
+                    .any(|grant| grant.entry.event_id == line.entry.cause_event_id)
+                && line.who() == "deve (via cards)"
+        }),
+        "{told:#?}"
     );
     assert!(
         of(&lines, "directory")

@@ -50,8 +50,8 @@ pub struct Sources<'a> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Line {
     pub entry: v1::AuditEntry,
-    /// The actor of the entry that published `entry.cause_event_id`, when the story
-    /// holds it.
+    /// Who is behind the entry that published `entry.cause_event_id` (followed back
+    /// along the chain of events), when the story holds it and it is someone else.
     pub on_behalf_of: Option<String>,
 }
 
@@ -59,7 +59,7 @@ impl Line {
     /// Who did it, as people read it: the caller behind a service's reaction.
     pub fn who(&self) -> String {
         match &self.on_behalf_of {
-            Some(caller) => format!("{caller} (via {})", self.entry.actor),
+            Some(caller) => format!("{caller} (via {})", self.entry.service),
             None => self.entry.actor.clone(),
         }
     }
@@ -194,24 +194,29 @@ fn instant_of(entry: &v1::AuditEntry) -> (i64, i32) {
 }
 
 /// The entries in time order (a tie: in the order the services follow each other),
-/// each reaction tied to the caller behind the event it followed.
+/// each reaction tied to whoever is behind the event it followed, along the chain
+/// (a card step follows a grants event, which followed a caller's intake change).
 pub fn story(mut entries: Vec<v1::AuditEntry>) -> Vec<Line> {
     entries.sort_by_key(|entry| (instant_of(entry), service_rank(&entry.service)));
-    let published: HashMap<String, String> = entries
-        .iter()
-        .filter(|entry| !entry.event_id.is_empty())
-        .map(|entry| (entry.event_id.clone(), entry.actor.clone()))
-        .collect();
-    entries
-        .into_iter()
-        .map(|entry| {
-            let on_behalf_of = published.get(&entry.cause_event_id).cloned();
-            Line {
-                entry,
-                on_behalf_of,
-            }
-        })
-        .collect()
+    // An event is published before what follows it is recorded: in time order, the
+    // one behind each event is known by the time a reaction names it.
+    let mut behind: HashMap<String, String> = HashMap::new();
+    let mut lines = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let on_behalf_of = behind
+            .get(&entry.cause_event_id)
+            .filter(|caller| **caller != entry.actor)
+            .cloned();
+        if !entry.event_id.is_empty() {
+            let caller = on_behalf_of.clone().unwrap_or_else(|| entry.actor.clone());
+            behind.entry(entry.event_id.clone()).or_insert(caller);
+        }
+        lines.push(Line {
+            entry,
+            on_behalf_of,
+        });
+    }
+    lines
 }
 
 pub async fn run(action: AuditAction, sources: &Sources<'_>, json: bool) -> anyhow::Result<()> {
@@ -314,16 +319,18 @@ mod tests {
     #[test]
     fn a_story_is_in_time_order_and_reactions_name_the_caller_behind_them() {
         let lines = story(vec![
-            entry(20, "cards", "system", "", "e9"),
-            entry(10, "entitlement", "entitlement", "", "e1"),
+            entry(30, "cards", "system", "", "e9"),
+            entry(20, "cards", "system", "", "g1"),
+            entry(10, "entitlement", "entitlement", "g1", "e1"),
             entry(10, "intake", "registrar", "e1", ""),
         ]);
         let services: Vec<&str> = lines
             .iter()
             .map(|line| line.entry.service.as_str())
             .collect();
-        assert_eq!(services, ["intake", "entitlement", "cards"]);
+        assert_eq!(services, ["intake", "entitlement", "cards", "cards"]);
         assert_eq!(lines[1].who(), "registrar (via entitlement)");
-        assert_eq!(lines[2].who(), "system", "an event outside the story");
+        assert_eq!(lines[2].who(), "registrar (via cards)", "along the chain");
+        assert_eq!(lines[3].who(), "system", "an event outside the story");
     }
 }
