@@ -1,7 +1,6 @@
 //! What every service's `ListAuditEntries` shares: the subject of the query, checked
 //! the same way everywhere, and the refusals as one error.
 
-use hosted_contracts::v1;
 use tonic::Status;
 use uuid::Uuid;
 
@@ -73,38 +72,25 @@ fn invalid(field: &str, reason: String) -> AuditError {
     AuditError::Invalid(violations)
 }
 
-/// The one subject the request names, of a kind in `accepted`, as a UUID.
-pub fn subject(
-    request: &v1::ListAuditEntriesRequest,
-    accepted: &[SubjectKind],
-) -> Result<Subject, AuditError> {
-    let given: Vec<(SubjectKind, &str)> = [
-        (SubjectKind::Learner, request.learner_id.trim()),
-        (SubjectKind::Agreement, request.agreement_id.trim()),
-        (SubjectKind::Card, request.card_id.trim()),
-    ]
-    .into_iter()
-    .filter(|(_, value)| !value.is_empty())
-    .collect();
-    let names = || {
-        accepted
-            .iter()
-            .map(|kind| kind.field())
-            .collect::<Vec<_>>()
-            .join(" or ")
-    };
+/// The one subject a request names among its `fields` (each kind with the value
+/// given), as a UUID.
+pub fn subject(fields: &[(SubjectKind, &str)]) -> Result<Subject, AuditError> {
+    let given: Vec<(SubjectKind, &str)> = fields
+        .iter()
+        .map(|(kind, value)| (*kind, value.trim()))
+        .filter(|(_, value)| !value.is_empty())
+        .collect();
     let [(kind, value)] = given.as_slice() else {
+        let names: Vec<&str> = fields.iter().map(|(kind, _)| kind.field()).collect();
+        let field = match fields {
+            [(kind, _)] => kind.field(),
+            _ => "subject",
+        };
         return Err(invalid(
-            "subject",
-            format!("required: exactly one of {}", names()),
+            field,
+            format!("required: exactly one of {}", names.join(", ")),
         ));
     };
-    if !accepted.contains(kind) {
-        return Err(invalid(
-            kind.field(),
-            format!("not answered here: give {}", names()),
-        ));
-    }
     let id = Uuid::parse_str(value)
         .map_err(|_| invalid(kind.field(), "not an id (a UUID)".to_owned()))?;
     Ok(match kind {
@@ -112,6 +98,13 @@ pub fn subject(
         SubjectKind::Agreement => Subject::Agreement(id),
         SubjectKind::Card => Subject::Card(id),
     })
+}
+
+/// The id of a request's only subject field.
+pub fn required_id(kind: SubjectKind, value: &str) -> Result<Uuid, AuditError> {
+    match subject(&[(kind, value)])? {
+        Subject::Learner(id) | Subject::Agreement(id) | Subject::Card(id) => Ok(id),
+    }
 }
 
 /// `Some(id)` as text, or empty.
@@ -123,32 +116,45 @@ pub fn id_text(id: Option<Uuid>) -> String {
 mod tests {
     use super::*;
 
-    fn request(learner: &str, agreement: &str, card: &str) -> v1::ListAuditEntriesRequest {
-        v1::ListAuditEntriesRequest {
-            learner_id: learner.to_owned(),
-            agreement_id: agreement.to_owned(),
-            card_id: card.to_owned(),
+    fn field_of(result: Result<Subject, AuditError>) -> String {
+        match result {
+            Err(AuditError::Invalid(violations)) => violations.0[0].field.clone(),
+            other => panic!("must be refused: {other:?}"),
         }
     }
 
     #[test]
-    fn exactly_one_accepted_subject_as_a_uuid() {
+    fn exactly_one_subject_as_a_uuid() {
         let id = Uuid::now_v7().to_string();
-        let learner = [SubjectKind::Learner];
         assert!(matches!(
-            subject(&request(&id, "", ""), &learner),
+            subject(&[(SubjectKind::Learner, &id)]),
             Ok(Subject::Learner(_))
         ));
-        for (bad, field) in [
-            (request("", "", ""), "subject"),
-            (request(&id, &id, ""), "subject"),
-            (request("", "", &id), "card_id"),
-            (request("paul.durand", "", ""), "learner_id"),
-        ] {
-            let Err(AuditError::Invalid(violations)) = subject(&bad, &learner) else {
-                panic!("{bad:?} must be refused");
-            };
-            assert_eq!(violations.0[0].field, field);
-        }
+        assert!(matches!(
+            subject(&[(SubjectKind::Learner, ""), (SubjectKind::Card, &id)]),
+            Ok(Subject::Card(_))
+        ));
+        assert_eq!(
+            field_of(subject(&[(SubjectKind::Learner, " ")])),
+            "learner_id"
+        );
+        assert_eq!(
+            field_of(subject(&[
+                (SubjectKind::Learner, &id),
+                (SubjectKind::Card, &id)
+            ])),
+            "subject"
+        );
+        assert_eq!(
+            field_of(subject(&[
+                (SubjectKind::Learner, ""),
+                (SubjectKind::Card, "")
+            ])),
+            "subject"
+        );
+        assert_eq!(
+            field_of(subject(&[(SubjectKind::Agreement, "paul.durand")])),
+            "agreement_id"
+        );
     }
 }

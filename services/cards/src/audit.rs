@@ -29,9 +29,12 @@ struct Row {
 /// The steps of the card or of the learner's cards the request names, oldest first.
 pub async fn list(
     pool: &PgPool,
-    request: &v1::ListAuditEntriesRequest,
-) -> Result<v1::ListAuditEntriesResponse, AuditError> {
-    let subject = audit::subject(request, &[SubjectKind::Learner, SubjectKind::Card])?;
+    request: &v1::CardsServiceListAuditEntriesRequest,
+) -> Result<v1::CardsServiceListAuditEntriesResponse, AuditError> {
+    let subject = audit::subject(&[
+        (SubjectKind::Learner, &request.learner_id),
+        (SubjectKind::Card, &request.card_id),
+    ])?;
     let (column, id) = match subject {
         Subject::Card(id) => ("c.card_id", id),
         _ => ("c.learner_id", subject_id(subject)),
@@ -43,7 +46,7 @@ pub async fn list(
          WHERE {column} = $1 ORDER BY t.at, t.id"
     );
     let rows: Vec<Row> = sqlx::query_as(&sql).bind(id).fetch_all(pool).await?;
-    Ok(v1::ListAuditEntriesResponse {
+    Ok(v1::CardsServiceListAuditEntriesResponse {
         entries: rows.into_iter().map(entry).collect(),
     })
 }

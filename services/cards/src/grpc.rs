@@ -417,8 +417,8 @@ impl v1::cards_service_server::CardsService for Cards {
 
     async fn list_audit_entries(
         &self,
-        request: Request<v1::ListAuditEntriesRequest>,
-    ) -> Result<Response<v1::ListAuditEntriesResponse>, Status> {
+        request: Request<v1::CardsServiceListAuditEntriesRequest>,
+    ) -> Result<Response<v1::CardsServiceListAuditEntriesResponse>, Status> {
         Ok(Response::new(
             crate::audit::list(&self.office.pool, request.get_ref()).await?,
         ))

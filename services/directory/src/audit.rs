@@ -3,7 +3,7 @@
 
 use hosted_contracts::v1;
 use hosted_platform::{
-    audit::{self, AuditError, Subject, SubjectKind},
+    audit::{self, AuditError, SubjectKind},
     clock::wire_time,
 };
 use sqlx::{PgConnection, PgPool};
@@ -59,11 +59,9 @@ struct Row {
 /// One learner's account writes, oldest first.
 pub async fn list(
     pool: &PgPool,
-    request: &v1::ListAuditEntriesRequest,
-) -> Result<v1::ListAuditEntriesResponse, AuditError> {
-    let Subject::Learner(learner_id) = audit::subject(request, &[SubjectKind::Learner])? else {
-        unreachable!("only a learner is accepted");
-    };
+    request: &v1::DirectoryServiceListAuditEntriesRequest,
+) -> Result<v1::DirectoryServiceListAuditEntriesResponse, AuditError> {
+    let learner_id = audit::required_id(SubjectKind::Learner, &request.learner_id)?;
     let rows: Vec<Row> = sqlx::query_as(
         "SELECT at, learner_id, written, attributes, account_state, learner_version, event_id
          FROM account_writes WHERE learner_id = $1 ORDER BY at, id",
@@ -71,7 +69,7 @@ pub async fn list(
     .bind(learner_id)
     .fetch_all(pool)
     .await?;
-    Ok(v1::ListAuditEntriesResponse {
+    Ok(v1::DirectoryServiceListAuditEntriesResponse {
         entries: rows.into_iter().map(entry).collect(),
     })
 }

@@ -233,8 +233,8 @@ impl v1::directory_service_server::DirectoryService for Directory {
 
     async fn list_audit_entries(
         &self,
-        request: Request<v1::ListAuditEntriesRequest>,
-    ) -> Result<Response<v1::ListAuditEntriesResponse>, Status> {
+        request: Request<v1::DirectoryServiceListAuditEntriesRequest>,
+    ) -> Result<Response<v1::DirectoryServiceListAuditEntriesResponse>, Status> {
         Ok(Response::new(
             crate::audit::list(&self.pool, request.get_ref()).await?,
         ))

@@ -4,7 +4,7 @@
 
 use hosted_contracts::v1;
 use hosted_platform::{
-    audit::{self, AuditError, Subject, SubjectKind},
+    audit::{self, AuditError, SubjectKind},
     clock::{format_day, wire_time},
 };
 use sqlx::{PgConnection, PgPool};
@@ -56,11 +56,9 @@ struct Row {
 /// One learner's grant changes, oldest first.
 pub async fn list(
     pool: &PgPool,
-    request: &v1::ListAuditEntriesRequest,
-) -> Result<v1::ListAuditEntriesResponse, AuditError> {
-    let Subject::Learner(learner_id) = audit::subject(request, &[SubjectKind::Learner])? else {
-        unreachable!("only a learner is accepted");
-    };
+    request: &v1::EntitlementServiceListAuditEntriesRequest,
+) -> Result<v1::EntitlementServiceListAuditEntriesResponse, AuditError> {
+    let learner_id = audit::required_id(SubjectKind::Learner, &request.learner_id)?;
     let rows: Vec<Row> = sqlx::query_as(
         "SELECT at, learner_id, resource, stay_id, change, valid_from, valid_until, rule,
                 policy_version, cause, cause_event_id, event_id
@@ -69,7 +67,7 @@ pub async fn list(
     .bind(learner_id)
     .fetch_all(pool)
     .await?;
-    Ok(v1::ListAuditEntriesResponse {
+    Ok(v1::EntitlementServiceListAuditEntriesResponse {
         entries: rows.into_iter().map(entry).collect(),
     })
 }

@@ -399,8 +399,8 @@ impl v1::entitlement_service_server::EntitlementService for Entitlement {
 
     async fn list_audit_entries(
         &self,
-        request: Request<v1::ListAuditEntriesRequest>,
-    ) -> Result<Response<v1::ListAuditEntriesResponse>, Status> {
+        request: Request<v1::EntitlementServiceListAuditEntriesRequest>,
+    ) -> Result<Response<v1::EntitlementServiceListAuditEntriesResponse>, Status> {
         Ok(Response::new(
             crate::audit::list(&self.pool, request.get_ref()).await?,
         ))

@@ -4,7 +4,7 @@
 
 use hosted_contracts::v1;
 use hosted_platform::{
-    audit::{self, AuditError, Subject, SubjectKind},
+    audit::{self, AuditError, SubjectKind},
     clock::wire_time,
 };
 use serde_json::Value;
@@ -27,25 +27,31 @@ struct Row {
     event_id: Option<Uuid>,
 }
 
-/// The entries of the subject the request names, of a kind in `accepted`, oldest first.
-pub async fn list(
+/// One learner's entries, oldest first.
+pub async fn of_learner(
     pool: &PgPool,
     request: &v1::ListAuditEntriesRequest,
-    accepted: &[SubjectKind],
-) -> Result<v1::ListAuditEntriesResponse, AuditError> {
-    let (column, id) = match audit::subject(request, accepted)? {
-        Subject::Learner(id) => ("learner_id", id),
-        Subject::Agreement(id) => ("agreement_id", id),
-        Subject::Card(id) => ("card_id", id),
-    };
+) -> Result<Vec<v1::AuditEntry>, AuditError> {
+    let learner_id = audit::required_id(SubjectKind::Learner, &request.learner_id)?;
+    list(pool, "learner_id", learner_id).await
+}
+
+/// One agreement's entries (its stays' included), oldest first.
+pub async fn of_agreement(
+    pool: &PgPool,
+    request: &v1::ListAgreementAuditEntriesRequest,
+) -> Result<Vec<v1::AuditEntry>, AuditError> {
+    let agreement_id = audit::required_id(SubjectKind::Agreement, &request.agreement_id)?;
+    list(pool, "agreement_id", agreement_id).await
+}
+
+async fn list(pool: &PgPool, column: &str, id: Uuid) -> Result<Vec<v1::AuditEntry>, AuditError> {
     let sql = format!(
         "SELECT at, actor, action, learner_id, stay_id, agreement_id, reason, changes, event_id
          FROM audit_trail WHERE {column} = $1 ORDER BY at, id"
     );
     let rows: Vec<Row> = sqlx::query_as(&sql).bind(id).fetch_all(pool).await?;
-    Ok(v1::ListAuditEntriesResponse {
-        entries: rows.into_iter().map(entry).collect(),
-    })
+    Ok(rows.into_iter().map(entry).collect())
 }
 
 fn entry(row: Row) -> v1::AuditEntry {

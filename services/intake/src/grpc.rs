@@ -761,22 +761,18 @@ impl v1::intake_service_server::IntakeService for Intake {
         &self,
         request: Request<v1::ListAuditEntriesRequest>,
     ) -> Result<Response<v1::ListAuditEntriesResponse>, Status> {
-        use hosted_platform::audit::SubjectKind;
-        let kinds = [SubjectKind::Learner];
-        Ok(Response::new(
-            crate::audit::list(&self.pool, request.get_ref(), &kinds).await?,
-        ))
+        let entries = crate::audit::of_learner(&self.pool, request.get_ref()).await?;
+        Ok(Response::new(v1::ListAuditEntriesResponse { entries }))
     }
 
     async fn list_agreement_audit_entries(
         &self,
-        request: Request<v1::ListAuditEntriesRequest>,
-    ) -> Result<Response<v1::ListAuditEntriesResponse>, Status> {
-        use hosted_platform::audit::SubjectKind;
-        let kinds = [SubjectKind::Agreement];
-        Ok(Response::new(
-            crate::audit::list(&self.pool, request.get_ref(), &kinds).await?,
-        ))
+        request: Request<v1::ListAgreementAuditEntriesRequest>,
+    ) -> Result<Response<v1::ListAgreementAuditEntriesResponse>, Status> {
+        let entries = crate::audit::of_agreement(&self.pool, request.get_ref()).await?;
+        Ok(Response::new(v1::ListAgreementAuditEntriesResponse {
+            entries,
+        }))
     }
 
     async fn restate_learners(

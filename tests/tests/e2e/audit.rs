@@ -223,10 +223,6 @@ async fn only_the_dosi_reads_a_story_and_the_legal_role_an_agreements() {
         .register(registration("Refus", "Alex", "1992-02-02"))
         .await;
     let learner_id = registered.learner.unwrap().person.unwrap().learner_id;
-    let about_learner = v1::ListAuditEntriesRequest {
-        learner_id: learner_id.clone(),
-        ..Default::default()
-    };
 
     // Act + Assert: integrator and finance are refused by every service, legal by
     // a learner's story; the refusal names the role it needs.
@@ -244,30 +240,51 @@ async fn only_the_dosi_reads_a_story_and_the_legal_role_an_agreements() {
             format!("{refused:#}").contains("PERMISSION_DENIED"),
             "{role:?}: {refused:#}"
         );
-        let request = || system.as_role(role, about_learner.clone());
+        let learner_id = learner_id.clone();
         let statuses = [
             system
                 .intake_client()
                 .await
-                .list_audit_entries(request())
+                .list_audit_entries(system.as_role(
+                    role,
+                    v1::ListAuditEntriesRequest {
+                        learner_id: learner_id.clone(),
+                    },
+                ))
                 .await
                 .unwrap_err(),
             system
                 .entitlement_client()
                 .await
-                .list_audit_entries(request())
+                .list_audit_entries(system.as_role(
+                    role,
+                    v1::EntitlementServiceListAuditEntriesRequest {
+                        learner_id: learner_id.clone(),
+                    },
+                ))
                 .await
                 .unwrap_err(),
             system
                 .cards_client()
                 .await
-                .list_audit_entries(request())
+                .list_audit_entries(system.as_role(
+                    role,
+                    v1::CardsServiceListAuditEntriesRequest {
+                        learner_id: learner_id.clone(),
+                        card_id: String::new(),
+                    },
+                ))
                 .await
                 .unwrap_err(),
             system
                 .directory_client()
                 .await
-                .list_audit_entries(request())
+                .list_audit_entries(system.as_role(
+                    role,
+                    v1::DirectoryServiceListAuditEntriesRequest {
+                        learner_id: learner_id.clone(),
+                    },
+                ))
                 .await
                 .unwrap_err(),
         ];
@@ -291,29 +308,43 @@ async fn only_the_dosi_reads_a_story_and_the_legal_role_an_agreements() {
     assert_eq!(story.len(), 1, "{story:?}");
     assert_eq!(story[0].entry.action, "agreement.created");
     assert_eq!(story[0].entry.actor, "legal");
-    let wrong_subject = system
+    let malformed = system
         .intake_client()
         .await
-        .list_agreement_audit_entries(system.as_role(Role::Legal, about_learner.clone()))
+        .list_agreement_audit_entries(system.as_role(
+            Role::Legal,
+            v1::ListAgreementAuditEntriesRequest {
+                agreement_id: "AGR-1".to_owned(),
+            },
+        ))
         .await
         .unwrap_err();
-    assert_eq!(wrong_subject.code(), Code::InvalidArgument);
+    assert_eq!(malformed.code(), Code::InvalidArgument);
     assert!(
-        wrong_subject.message().contains("learner_id"),
+        malformed.message().contains("agreement_id"),
         "{}",
-        wrong_subject.message()
+        malformed.message()
     );
-    let nothing = system
-        .intake_client()
-        .await
-        .list_audit_entries(system.as_role(Role::Dosi, v1::ListAuditEntriesRequest::default()))
-        .await
-        .unwrap_err();
-    assert_eq!(nothing.code(), Code::InvalidArgument);
-    assert!(
-        nothing.message().contains("subject"),
-        "{}",
-        nothing.message()
-    );
+    // A card's story names one subject: neither or both is refused.
+    for (learner, card) in [("", ""), (learner_id.as_str(), learner_id.as_str())] {
+        let refused = system
+            .cards_client()
+            .await
+            .list_audit_entries(system.as_role(
+                Role::Dosi,
+                v1::CardsServiceListAuditEntriesRequest {
+                    learner_id: learner.to_owned(),
+                    card_id: card.to_owned(),
+                },
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::InvalidArgument);
+        assert!(
+            refused.message().contains("subject"),
+            "{}",
+            refused.message()
+        );
+    }
     system.stop().await;
 }

@@ -65,14 +65,6 @@ impl Line {
     }
 }
 
-fn subject(learner_id: &str, agreement_id: &str, card_id: &str) -> v1::ListAuditEntriesRequest {
-    v1::ListAuditEntriesRequest {
-        learner_id: learner_id.to_owned(),
-        agreement_id: agreement_id.to_owned(),
-        card_id: card_id.to_owned(),
-    }
-}
-
 /// A learner's story across the four services.
 pub async fn learner_story(sources: &Sources<'_>, key: &str) -> anyhow::Result<Vec<Line>> {
     if key.trim().is_empty() {
@@ -96,16 +88,25 @@ pub async fn learner_story(sources: &Sources<'_>, key: &str) -> anyhow::Result<V
         .person
         .map(|person| person.learner_id)
         .context("intake answered no person")?;
-    let request = subject(&learner_id, "", "");
     let mut entries = intake
-        .list_audit_entries(authorized(token, request.clone())?)
+        .list_audit_entries(authorized(
+            token,
+            v1::ListAuditEntriesRequest {
+                learner_id: learner_id.clone(),
+            },
+        )?)
         .await
         .map_err(server_error)?
         .into_inner()
         .entries;
     entries.extend(
         EntitlementServiceClient::new(sources.entitlement.clone())
-            .list_audit_entries(authorized(token, request.clone())?)
+            .list_audit_entries(authorized(
+                token,
+                v1::EntitlementServiceListAuditEntriesRequest {
+                    learner_id: learner_id.clone(),
+                },
+            )?)
             .await
             .map_err(server_error)?
             .into_inner()
@@ -113,7 +114,13 @@ pub async fn learner_story(sources: &Sources<'_>, key: &str) -> anyhow::Result<V
     );
     entries.extend(
         CardsServiceClient::new(sources.cards.clone())
-            .list_audit_entries(authorized(token, request.clone())?)
+            .list_audit_entries(authorized(
+                token,
+                v1::CardsServiceListAuditEntriesRequest {
+                    learner_id: learner_id.clone(),
+                    card_id: String::new(),
+                },
+            )?)
             .await
             .map_err(server_error)?
             .into_inner()
@@ -121,7 +128,10 @@ pub async fn learner_story(sources: &Sources<'_>, key: &str) -> anyhow::Result<V
     );
     entries.extend(
         DirectoryServiceClient::new(sources.directory.clone())
-            .list_audit_entries(authorized(token, request)?)
+            .list_audit_entries(authorized(
+                token,
+                v1::DirectoryServiceListAuditEntriesRequest { learner_id },
+            )?)
             .await
             .map_err(server_error)?
             .into_inner()
@@ -141,7 +151,9 @@ pub async fn agreement_story(
     let entries = IntakeServiceClient::new(sources.intake.clone())
         .list_agreement_audit_entries(authorized(
             sources.token,
-            subject("", agreement_id.trim(), ""),
+            v1::ListAgreementAuditEntriesRequest {
+                agreement_id: agreement_id.trim().to_owned(),
+            },
         )?)
         .await
         .map_err(server_error)?
@@ -170,7 +182,13 @@ pub async fn card_story(sources: &Sources<'_>, card: &str) -> anyhow::Result<Vec
         .map(|card| card.card_id)
         .context("cards answered no card")?;
     let entries = cards
-        .list_audit_entries(authorized(sources.token, subject("", "", &card_id))?)
+        .list_audit_entries(authorized(
+            sources.token,
+            v1::CardsServiceListAuditEntriesRequest {
+                learner_id: String::new(),
+                card_id,
+            },
+        )?)
         .await
         .map_err(server_error)?
         .into_inner()
