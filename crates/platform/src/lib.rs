@@ -4,6 +4,7 @@
 //! reflection, graceful shutdown and deny-by-default access control, and the one
 //! mapping from service errors to gRPC statuses.
 
+pub mod audit;
 pub mod auth;
 pub mod clock;
 pub mod config;

@@ -106,6 +106,52 @@ pub fn right_holder(line: &EpurseLine, eppn_scope: &str, today: Date) -> v1::Epu
     }
 }
 
+/// A right-holder as an export sent them, kept so that the export can be fetched again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SentRightHolder {
+    pub identifier: String,
+    pub family_name: String,
+    pub given_names: String,
+    pub email: String,
+    pub birth_date: String,
+    pub due_date: String,
+    pub reference_status: String,
+    pub closed: bool,
+    pub learner_id: String,
+}
+
+impl From<&v1::EpurseRightHolder> for SentRightHolder {
+    fn from(holder: &v1::EpurseRightHolder) -> Self {
+        SentRightHolder {
+            identifier: holder.identifier.clone(),
+            family_name: holder.family_name.clone(),
+            given_names: holder.given_names.clone(),
+            email: holder.email.clone(),
+            birth_date: holder.birth_date.clone(),
+            due_date: holder.due_date.clone(),
+            reference_status: holder.reference_status.clone(),
+            closed: holder.closed,
+            learner_id: holder.learner_id.clone(),
+        }
+    }
+}
+
+impl From<SentRightHolder> for v1::EpurseRightHolder {
+    fn from(holder: SentRightHolder) -> Self {
+        v1::EpurseRightHolder {
+            identifier: holder.identifier,
+            family_name: holder.family_name,
+            given_names: holder.given_names,
+            email: holder.email,
+            birth_date: holder.birth_date,
+            due_date: holder.due_date,
+            reference_status: holder.reference_status,
+            closed: holder.closed,
+            learner_id: holder.learner_id,
+        }
+    }
+}
+
 const EPURSE_HEADER: [&str; 7] = [
     "identifiant",
     "nom",

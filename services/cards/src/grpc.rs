@@ -22,9 +22,11 @@ pub const ACCESS: &[(&str, &[Role])] = &[
     ("TransitionCard", &[CardOffice]),
     ("ReplaceCard", &[CardOffice]),
     ("ExportEpurse", &[CardOffice]),
+    ("GetEpurseExport", &[CardOffice]),
     ("ListDeadLetters", &[Dosi]),
     ("ReplayDeadLetters", &[Dosi]),
     ("RestateCards", &[Dosi]),
+    ("ListAuditEntries", &[Dosi]),
 ];
 
 /// The most cards a print batch or a queue listing holds.
@@ -310,6 +312,21 @@ impl Cards {
             right_holders,
         })
     }
+
+    async fn get_epurse_export(
+        &self,
+        request: v1::GetEpurseExportRequest,
+    ) -> Result<v1::GetEpurseExportResponse, ApiError> {
+        let (export, right_holders) = self.office.epurse_export(&request.export_id).await?;
+        Ok(v1::GetEpurseExportResponse {
+            export_id: export.export_id.to_string(),
+            full: export.full_export,
+            exported_at: Some(hosted_platform::clock::wire_time(export.created_at)),
+            actor: export.actor,
+            document: documents::epurse_document(&right_holders),
+            right_holders,
+        })
+    }
 }
 
 #[tonic::async_trait]
@@ -387,6 +404,24 @@ impl v1::cards_service_server::CardsService for Cards {
         let actor = Actor::of(&request);
         Ok(Response::new(
             Cards::export_epurse(self, actor.name(), request.into_inner()).await?,
+        ))
+    }
+
+    async fn get_epurse_export(
+        &self,
+        request: Request<v1::GetEpurseExportRequest>,
+    ) -> Result<Response<v1::GetEpurseExportResponse>, Status> {
+        Ok(Response::new(
+            Cards::get_epurse_export(self, request.into_inner()).await?,
+        ))
+    }
+
+    async fn list_audit_entries(
+        &self,
+        request: Request<v1::CardsServiceListAuditEntriesRequest>,
+    ) -> Result<Response<v1::CardsServiceListAuditEntriesResponse>, Status> {
+        Ok(Response::new(
+            crate::audit::list(&self.office.pool, request.get_ref()).await?,
         ))
     }
 

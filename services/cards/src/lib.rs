@@ -7,6 +7,7 @@
 //! the card office's hands, and expires when the grant ends; each change is
 //! published as `hosted.cards.card.changed`.
 
+pub mod audit;
 pub mod config;
 pub mod documents;
 pub mod domain;

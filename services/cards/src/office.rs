@@ -656,7 +656,8 @@ impl Office {
     }
 
     /// The e-purse right-holders to send: every open right (`full`), or those opened,
-    /// changed or closed since the last export. They are marked as sent.
+    /// changed or closed since the last delta, which marks them as sent. Either is
+    /// kept as sent, so that it can be fetched again.
     pub async fn export_epurse(
         &self,
         actor: &str,
@@ -665,14 +666,42 @@ impl Office {
         let today = self.clock.today();
         let mut tx = self.pool.begin().await?;
         let lines = store::epurse_to_export(&mut tx, full).await?;
-        let export_id = Uuid::now_v7();
-        store::mark_epurse_exported(&mut tx, export_id, actor, full, &lines).await?;
-        tx.commit().await?;
-        let holders = lines
+        let holders: Vec<v1::EpurseRightHolder> = lines
             .iter()
             .map(|line| documents::right_holder(line, &self.config.eppn_scope, today))
             .collect();
+        let sent: Vec<documents::SentRightHolder> = holders.iter().map(Into::into).collect();
+        let json = serde_json::to_value(&sent)
+            .map_err(|error| OfficeError::FailedPrecondition(error.to_string()))?;
+        let export_id = Uuid::now_v7();
+        store::record_epurse_export(&mut tx, export_id, actor, full, &lines, &json).await?;
+        tx.commit().await?;
         tracing::info!(%export_id, right_holders = lines.len(), full, "e-purse export");
         Ok((export_id, holders))
+    }
+
+    /// An earlier e-purse export, as it was sent.
+    pub async fn epurse_export(
+        &self,
+        export_id: &str,
+    ) -> Result<(store::EpurseExport, Vec<v1::EpurseRightHolder>), OfficeError> {
+        let key = export_id.trim();
+        if key.is_empty() {
+            return Err(invalid("export_id", "required: an e-purse export id"));
+        }
+        let id = Uuid::parse_str(key)
+            .map_err(|_| invalid("export_id", "not an e-purse export id (a UUID)"))?;
+        let mut conn = self.pool.acquire().await?;
+        let export = store::epurse_export(&mut conn, id)
+            .await?
+            .ok_or_else(|| OfficeError::NotFound(format!("e-purse export {id} not found")))?;
+        let Some(lines) = export.lines.clone() else {
+            return Err(OfficeError::FailedPrecondition(format!(
+                "e-purse export {id} was taken before exports were kept: it cannot be fetched again"
+            )));
+        };
+        let sent: Vec<documents::SentRightHolder> = serde_json::from_value(lines)
+            .map_err(|error| OfficeError::FailedPrecondition(format!("stored export: {error}")))?;
+        Ok((export, sent.into_iter().map(Into::into).collect()))
     }
 }

@@ -543,33 +543,63 @@ pub async fn epurse_to_export(
     .await
 }
 
-pub async fn mark_epurse_exported(
+/// Records an export with its right-holders as sent. Only a delta marks its rights as
+/// sent: a full export, taken to look or to start over, leaves the changes waiting for
+/// the next delta where they are.
+pub async fn record_epurse_export(
     conn: &mut PgConnection,
     export_id: Uuid,
     actor: &str,
     full: bool,
     lines: &[EpurseLine],
+    holders: &serde_json::Value,
 ) -> Result<(), sqlx::Error> {
-    let ids: Vec<Uuid> = lines.iter().map(|line| line.learner_id).collect();
-    let versions: Vec<i64> = lines.iter().map(|line| line.version).collect();
+    if !full {
+        let ids: Vec<Uuid> = lines.iter().map(|line| line.learner_id).collect();
+        let versions: Vec<i64> = lines.iter().map(|line| line.version).collect();
+        sqlx::query(
+            "UPDATE epurse_rights r SET exported_version = u.v
+             FROM unnest($1::uuid[], $2::bigint[]) AS u(id, v)
+             WHERE r.learner_id = u.id AND r.exported_version < u.v",
+        )
+        .bind(&ids)
+        .bind(&versions)
+        .execute(&mut *conn)
+        .await?;
+    }
     sqlx::query(
-        "UPDATE epurse_rights r SET exported_version = u.v
-         FROM unnest($1::uuid[], $2::bigint[]) AS u(id, v)
-         WHERE r.learner_id = u.id AND r.exported_version < u.v",
-    )
-    .bind(&ids)
-    .bind(&versions)
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query(
-        "INSERT INTO epurse_exports (export_id, actor, full_export, right_holders)
-         VALUES ($1, $2, $3, $4)",
+        "INSERT INTO epurse_exports (export_id, actor, full_export, right_holders, lines)
+         VALUES ($1, $2, $3, $4, $5)",
     )
     .bind(export_id)
     .bind(actor)
     .bind(full)
     .bind(lines.len() as i32)
+    .bind(holders)
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// An earlier e-purse export as recorded.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct EpurseExport {
+    pub export_id: Uuid,
+    pub actor: String,
+    pub created_at: OffsetDateTime,
+    pub full_export: bool,
+    pub lines: Option<serde_json::Value>,
+}
+
+pub async fn epurse_export(
+    conn: &mut PgConnection,
+    export_id: Uuid,
+) -> Result<Option<EpurseExport>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT export_id, actor, created_at, full_export, lines
+         FROM epurse_exports WHERE export_id = $1",
+    )
+    .bind(export_id)
+    .fetch_optional(conn)
+    .await
 }

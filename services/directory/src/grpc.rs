@@ -28,6 +28,7 @@ pub const ACCESS: &[(&str, &[Role])] = &[
     ("ListDeadLetters", &[Dosi]),
     ("ReplayDeadLetters", &[Dosi]),
     ("HoldPublication", &[Dosi]),
+    ("ListAuditEntries", &[Dosi]),
 ];
 
 /// The longest hold on publication one call asks for.
@@ -234,6 +235,15 @@ impl v1::directory_service_server::DirectoryService for Directory {
             accounts: report.accounts as i64,
             entries: report.entries as i64,
         }))
+    }
+
+    async fn list_audit_entries(
+        &self,
+        request: Request<v1::DirectoryServiceListAuditEntriesRequest>,
+    ) -> Result<Response<v1::DirectoryServiceListAuditEntriesResponse>, Status> {
+        Ok(Response::new(
+            crate::audit::list(&self.pool, request.get_ref()).await?,
+        ))
     }
 
     async fn list_dead_letters(

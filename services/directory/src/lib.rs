@@ -6,6 +6,7 @@
 //! a publisher writes each account whose projection is newer than LDAP, as an add or
 //! a modify of exactly what differs.
 
+pub mod audit;
 pub mod config;
 pub mod domain;
 pub mod error;

@@ -122,7 +122,7 @@ pub async fn announce(
         login: account.login.clone(),
     };
     outbox::enqueue(
-        conn,
+        &mut *conn,
         &[OutboxEvent {
             event_id,
             subject: namespace.subject(subjects::directory::ACCOUNT_PUBLISHED),
@@ -130,6 +130,21 @@ pub async fn announce(
             payload: event.encode_to_vec(),
             trace: None,
         }],
+    )
+    .await?;
+    let account_state = if state.is_empty() {
+        String::new()
+    } else {
+        format!("{state} {sub_state}")
+    };
+    crate::audit::record_write(
+        conn,
+        account.learner_id,
+        announced.written,
+        &account_state,
+        account.version,
+        event_id,
+        actor,
     )
     .await
 }

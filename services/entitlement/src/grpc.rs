@@ -31,6 +31,7 @@ pub const ACCESS: &[(&str, &[Role])] = &[
     ("ListDeadLetters", &[Dosi]),
     ("ReplayDeadLetters", &[Dosi]),
     ("RestateGrants", &[Dosi]),
+    ("ListAuditEntries", &[Dosi]),
 ];
 
 /// What an entitlement RPC can fail with.
@@ -422,6 +423,15 @@ impl v1::entitlement_service_server::EntitlementService for Entitlement {
         let actor = Actor::of(&request);
         Ok(Response::new(
             self.activate(&actor.0, request.into_inner()).await?,
+        ))
+    }
+
+    async fn list_audit_entries(
+        &self,
+        request: Request<v1::EntitlementServiceListAuditEntriesRequest>,
+    ) -> Result<Response<v1::EntitlementServiceListAuditEntriesResponse>, Status> {
+        Ok(Response::new(
+            crate::audit::list(&self.pool, request.get_ref()).await?,
         ))
     }
 

@@ -5,6 +5,7 @@
 //! recomputes the grants a fact touches, keeps them as the index Check answers
 //! from, and publishes `hosted.entitlement.grants.changed` when they change.
 
+pub mod audit;
 pub mod cache;
 pub mod config;
 pub mod domain;

@@ -238,6 +238,14 @@ impl Recomputer {
             });
         }
         outbox::enqueue(conn, &events).await?;
+        // The events in the order of the learners the loop above did not skip.
+        let published: Vec<(Uuid, Uuid)> = stored
+            .iter()
+            .filter(|learner| after.contains_key(&learner.learner_id))
+            .map(|learner| learner.learner_id)
+            .zip(events.iter().map(|event| event.event_id))
+            .collect();
+        crate::audit::note_published(conn, &published).await?;
         Ok(events.len() as u64)
     }
 

@@ -60,6 +60,8 @@ pub const ACCESS: &[(&str, &[Role])] = &[
     ("RestateLearners", &[Dosi]),
     ("LockLearner", &[Deve, Dosi]),
     ("UnlockLearner", &[Deve, Dosi]),
+    ("ListAuditEntries", &[Dosi]),
+    ("ListAgreementAuditEntries", &[Dosi, Legal]),
 ];
 
 pub(crate) fn person_input(person: Option<v1::PersonInput>) -> PersonInput {
@@ -870,6 +872,24 @@ impl v1::intake_service_server::IntakeService for Intake {
             by_population: to_counts(counts.by_population),
             by_agreement: to_counts(counts.by_agreement),
             by_sponsor_unit: to_counts(counts.by_sponsor_unit),
+        }))
+    }
+
+    async fn list_audit_entries(
+        &self,
+        request: Request<v1::ListAuditEntriesRequest>,
+    ) -> Result<Response<v1::ListAuditEntriesResponse>, Status> {
+        let entries = crate::audit::of_learner(&self.pool, request.get_ref()).await?;
+        Ok(Response::new(v1::ListAuditEntriesResponse { entries }))
+    }
+
+    async fn list_agreement_audit_entries(
+        &self,
+        request: Request<v1::ListAgreementAuditEntriesRequest>,
+    ) -> Result<Response<v1::ListAgreementAuditEntriesResponse>, Status> {
+        let entries = crate::audit::of_agreement(&self.pool, request.get_ref()).await?;
+        Ok(Response::new(v1::ListAgreementAuditEntriesResponse {
+            entries,
         }))
     }
 

@@ -2,6 +2,7 @@
 //! instead of the student information system. It owns persons, stays, agreements
 //! and payments, and publishes every change under `hosted.intake.>`.
 
+pub mod audit;
 pub mod config;
 pub mod domain;
 pub mod error;

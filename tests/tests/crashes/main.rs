@@ -395,7 +395,9 @@ async fn a_policy_activation_killed_midway_happened_not_at_all_then_once() {
     // active, a success that records and recomputes nothing, whether or not it names
     // the version it expected (now out of date).
     for args in [
-        &["policy", "activate", candidate, "--reason", reason, "--expect", ACTIVE][..],
+        &[
+            "policy", "activate", candidate, "--reason", reason, "--expect", ACTIVE,
+        ][..],
         &["policy", "activate", candidate, "--reason", reason][..],
     ] {
         let again = hlctl(&system, args);

@@ -804,3 +804,136 @@ async fn between_two_stays_the_card_stops_and_works_again_at_the_next() {
     assert_eq!(cards_of(&system, "alex.entre").await.unwrap().len(), 1);
     system.stop().await;
 }
+
+/// Waits until a full export holds `count` right-holders, and returns it.
+async fn wait_for_full_export(system: &TestSystem, count: usize) -> v1::ExportEpurseResponse {
+    for _ in 0..200 {
+        let full = export_epurse(system, true).await;
+        if full.right_holders.len() >= count {
+            return full;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the full e-purse export never held {count} right-holder(s)");
+}
+
+fn identifiers(export: &v1::ExportEpurseResponse) -> Vec<String> {
+    let mut identifiers: Vec<String> = export
+        .right_holders
+        .iter()
+        .map(|holder| holder.identifier.clone())
+        .collect();
+    identifiers.sort();
+    identifiers
+}
+
+#[tokio::test]
+async fn a_full_export_taken_to_look_leaves_the_changes_to_the_next_delta() {
+    // Arrange: a trainee with an e-purse right not sent yet.
+    let (system, _clock) = on_one_manual_clock().await;
+    system
+        .register(trainee("Roux", "1997-07-07", "523456789AB"))
+        .await;
+
+    // Act: full exports, to look, before and after a second trainee's right opens.
+    let looked = wait_for_full_export(&system, 1).await;
+    system
+        .register(trainee("Vidal", "1996-06-06", "623456789AB"))
+        .await;
+    let looked_again = wait_for_full_export(&system, 2).await;
+
+    // Assert: the next delta still carries both rights, then nothing until a change.
+    assert_eq!(identifiers(&looked), ["523456789AB"]);
+    assert_eq!(identifiers(&looked_again), ["523456789AB", "623456789AB"]);
+    let delta = export_epurse(&system, false).await;
+    assert_eq!(
+        identifiers(&delta),
+        ["523456789AB", "623456789AB"],
+        "a full export must not swallow what waits for the delta"
+    );
+    assert!(export_epurse(&system, false).await.right_holders.is_empty());
+    assert_eq!(export_epurse(&system, true).await.right_holders.len(), 2);
+    system.stop().await;
+}
+
+async fn get_epurse_export(
+    system: &TestSystem,
+    role: Role,
+    export_id: &str,
+) -> Result<v1::GetEpurseExportResponse, tonic::Status> {
+    system
+        .cards_client()
+        .await
+        .get_epurse_export(system.as_role(
+            role,
+            v1::GetEpurseExportRequest {
+                export_id: export_id.to_owned(),
+            },
+        ))
+        .await
+        .map(|answer| answer.into_inner())
+}
+
+#[tokio::test]
+async fn every_epurse_export_full_or_delta_can_be_fetched_again_as_sent() {
+    // Arrange: a delta with one trainee, a full export once a second has a right,
+    // then an empty delta.
+    let (system, _clock) = on_one_manual_clock().await;
+    system
+        .register(trainee("Lemoine", "1995-05-05", "723456789AB"))
+        .await;
+    wait_for_full_export(&system, 1).await;
+    let delta = export_epurse(&system, false).await;
+    system
+        .register(trainee("Marchal", "1994-04-04", "823456789AB"))
+        .await;
+    let full = wait_for_full_export(&system, 2).await;
+    let empty = export_epurse(&system, false).await;
+    assert_eq!(identifiers(&delta), ["723456789AB"]);
+
+    // Act
+    let delta_again = get_epurse_export(&system, Role::CardOffice, &delta.export_id)
+        .await
+        .unwrap();
+    let full_again = get_epurse_export(&system, Role::CardOffice, &full.export_id)
+        .await
+        .unwrap();
+    let empty_again = get_epurse_export(&system, Role::CardOffice, &empty.export_id)
+        .await
+        .unwrap();
+
+    // Assert: each as it was sent, the same file, which kind and who took it.
+    assert_eq!(delta_again.right_holders, delta.right_holders);
+    assert_eq!(delta_again.document, delta.document);
+    assert!(!delta_again.full);
+    assert_eq!(full_again.right_holders, full.right_holders);
+    assert_eq!(full_again.document, full.document);
+    assert!(full_again.full);
+    assert!(!full_again.actor.is_empty());
+    assert!(full_again.exported_at.is_some());
+    assert_eq!(empty.right_holders.len(), 1, "the second trainee, once");
+    assert_eq!(empty_again.right_holders, empty.right_holders);
+
+    // Refusals: a missing or malformed id names the field, an unknown one is not
+    // found, and dosi may not read the right-holders' personal data.
+    for (export_id, field_reason) in [("", "required"), ("not-an-id", "not an e-purse export id")] {
+        let refused = get_epurse_export(&system, Role::CardOffice, export_id)
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::InvalidArgument, "{export_id:?}");
+        assert!(
+            refused.message().contains("export_id") && refused.message().contains(field_reason),
+            "{}",
+            refused.message()
+        );
+    }
+    let unknown = get_epurse_export(&system, Role::CardOffice, &uuid::Uuid::now_v7().to_string())
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound);
+    let dosi = get_epurse_export(&system, Role::Dosi, &full.export_id)
+        .await
+        .unwrap_err();
+    assert_eq!(dosi.code(), Code::PermissionDenied);
+    system.stop().await;
+}

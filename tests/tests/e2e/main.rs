@@ -4,6 +4,7 @@
 
 mod access;
 mod actors;
+mod audit;
 mod cards;
 mod dead_letter_cascade;
 mod dead_letters;

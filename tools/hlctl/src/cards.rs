@@ -131,11 +131,19 @@ impl From<StepWithReason> for Step {
 #[derive(Debug, Subcommand)]
 pub enum EpurseAction {
     /// Writes the e-purse right-holders for the CROUS (semicolon-separated CSV):
-    /// the rights opened, changed or closed since the last export, or with `--full`
-    /// every open one (role card-office).
+    /// the rights opened, changed or closed since the last delta export, or with
+    /// `--full` every open one, which leaves the next delta whole (role card-office).
     Export {
         #[arg(long)]
         full: bool,
+        /// Where to write the file [default: epurse-<id>.csv].
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Writes an earlier export (full or delta) again, as it was sent (role
+    /// card-office).
+    Get {
+        export_id: String,
         /// Where to write the file [default: epurse-<id>.csv].
         #[arg(long, value_name = "FILE")]
         output: Option<PathBuf>,
@@ -503,26 +511,70 @@ fn report_batch(batch_id: &str, cards: usize, path: &Path, json: bool) {
 }
 
 pub async fn epurse(action: EpurseAction, cards: &mut Cards, json: bool) -> anyhow::Result<()> {
-    let EpurseAction::Export { full, output } = action;
-    let export = cards
-        .client()
-        .await?
-        .export_epurse(v1::ExportEpurseRequest { full })
-        .await
-        .map_err(server_error)?
-        .into_inner();
+    match action {
+        EpurseAction::Export { full, output } => {
+            let export = cards
+                .client()
+                .await?
+                .export_epurse(v1::ExportEpurseRequest { full })
+                .await
+                .map_err(server_error)?
+                .into_inner();
+            let sent = SentExport {
+                export_id: &export.export_id,
+                full,
+                right_holders: &export.right_holders,
+                document: &export.document,
+            };
+            report_epurse(&sent, output, json)
+        }
+        EpurseAction::Get { export_id, output } => {
+            not_blank("an e-purse export id", &export_id)?;
+            let export = cards
+                .client()
+                .await?
+                .get_epurse_export(v1::GetEpurseExportRequest { export_id })
+                .await
+                .map_err(server_error)?
+                .into_inner();
+            let sent = SentExport {
+                export_id: &export.export_id,
+                full: export.full,
+                right_holders: &export.right_holders,
+                document: &export.document,
+            };
+            report_epurse(&sent, output, json)
+        }
+    }
+}
+
+/// An e-purse export as the service answered it, new or fetched again.
+struct SentExport<'a> {
+    export_id: &'a str,
+    full: bool,
+    right_holders: &'a [v1::EpurseRightHolder],
+    document: &'a [u8],
+}
+
+fn report_epurse(
+    export: &SentExport<'_>,
+    output: Option<PathBuf>,
+    json: bool,
+) -> anyhow::Result<()> {
     let closed = export
         .right_holders
         .iter()
         .filter(|holder| holder.closed)
         .count();
     let default = format!("epurse-{}.csv", export.export_id);
-    let path = write_document(output, default, &export.document)?;
+    let path = write_document(output, default, export.document)?;
+    let kind = if export.full { "full" } else { "delta" };
     if json {
         println!(
             "{}",
             json!({
                 "export_id": export.export_id,
+                "kind": kind,
                 "right_holders": export.right_holders.len(),
                 "closed": closed,
                 "file": path.display().to_string(),
@@ -530,7 +582,7 @@ pub async fn epurse(action: EpurseAction, cards: &mut Cards, json: bool) -> anyh
         );
     } else {
         println!(
-            "e-purse export {}: {} right-holder(s), {closed} of them closed, written to {}",
+            "e-purse export {} ({kind}): {} right-holder(s), {closed} of them closed, written to {}",
             export.export_id,
             export.right_holders.len(),
             path.display()

@@ -12,7 +12,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use hosted_contracts::v1;
 use hosted_hlctl::{
-    agreements, cards, entitlements, generate, import,
+    agreements, audit, cards, entitlements, generate, import,
     learners::{self, print_learner},
     payments,
     rebuild::{self, Derived, Owner},
@@ -147,6 +147,13 @@ enum Command {
     Card {
         #[command(subcommand)]
         action: cards::CardAction,
+    },
+    /// The story of a learner, an agreement or a card across the services, oldest
+    /// first: when, which service, who, what, why (role dosi; an agreement also
+    /// legal).
+    Audit {
+        #[command(subcommand)]
+        action: audit::AuditAction,
     },
     /// The e-purse (Izly) right-holders for the CROUS (role card-office).
     Epurse {
@@ -841,6 +848,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     republished.status().as_str_name()
                 );
             }
+        }
+        Command::Audit { action } => {
+            let sources = audit::Sources {
+                intake: rpc::lazy(&addresses.intake)?,
+                entitlement: rpc::lazy(&addresses.entitlement)?,
+                cards: rpc::lazy(&addresses.cards)?,
+                directory: rpc::lazy(&addresses.directory)?,
+                token,
+            };
+            audit::run(action, &sources, cli.json).await?;
         }
         Command::Rebuild(args) => rebuild_derived(&addresses, token, &args, cli.json).await?,
         Command::Health {

@@ -1461,6 +1461,89 @@ async fn the_card_office_prints_encodes_enables_replaces_and_exports_the_epurse(
         "{izly}"
     );
 
+    // The same export again, by its id, as it was sent; a full one to look leaves
+    // the next delta as it was (empty: the right was sent above).
+    let export_id = export.stdout.split_whitespace().nth(2).unwrap().to_owned();
+    let again_file = directory.join("izly-again.csv");
+    let again = hlctl
+        .run(
+            &office,
+            &[
+                "--json",
+                "epurse",
+                "get",
+                &export_id,
+                "--output",
+                again_file.to_str().unwrap(),
+            ],
+        )
+        .await
+        .json();
+    assert_eq!(again["export_id"], export_id.as_str());
+    assert_eq!(again["kind"], "delta");
+    assert_eq!(again["right_holders"], 1);
+    assert_eq!(std::fs::read_to_string(&again_file).unwrap(), izly);
+    let full_file = directory.join("izly-full.csv");
+    let full = hlctl
+        .run(
+            &office,
+            &[
+                "--json",
+                "epurse",
+                "export",
+                "--full",
+                "--output",
+                full_file.to_str().unwrap(),
+            ],
+        )
+        .await
+        .json();
+    assert_eq!(
+        (full["kind"].as_str(), full["right_holders"].as_u64()),
+        (Some("full"), Some(1))
+    );
+    let delta_file = directory.join("izly-delta.csv");
+    let delta = hlctl
+        .run(
+            &office,
+            &[
+                "--json",
+                "epurse",
+                "export",
+                "--output",
+                delta_file.to_str().unwrap(),
+            ],
+        )
+        .await
+        .json();
+    assert_eq!(delta["right_holders"], 0, "{delta}");
+
+    // The card's story, for dosi: every step, oldest first, with who did it.
+    let story = hlctl
+        .run(&dosi, &["--json", "audit", "card", &number])
+        .await
+        .json();
+    let steps: Vec<&str> = story
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| entry["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(steps.first(), Some(&"card.approved"), "{story}");
+    assert!(steps.contains(&"card.enabled"), "{story}");
+    assert!(
+        story.as_array().unwrap().iter().all(
+            |entry| entry["service"] == "cards" && !entry["actor"].as_str().unwrap().is_empty()
+        ),
+        "{story}"
+    );
+    let told = hlctl.run(&dosi, &["audit", "card", &number]).await;
+    assert_eq!(told.code, Some(0), "{told:?}");
+    assert!(told.stdout.starts_with("time"), "{told:?}");
+    let refused = hlctl.run(&office, &["audit", "card", &number]).await;
+    assert_eq!(refused.code, Some(1), "{refused:?}");
+    assert!(refused.stderr.contains("PERMISSION_DENIED"), "{refused:?}");
+
     // The card office's token is refused where dosi's is needed, and the other way.
     let refused = hlctl.run(&dosi, &["card", "queue"]).await;
     assert_eq!(refused.code, Some(1), "{refused:?}");
