@@ -21,7 +21,9 @@ use crate::{
     config::{CardOfficeConfig, EscnConfig},
     documents::{self, PrintLine},
     domain::{
-        lifecycle::{self, By, DISABLE_REASONS, EXPIRED_REASON, REPLACE_REASONS, State},
+        lifecycle::{
+            self, By, DISABLE_REASONS, EXPIRED_REASON, LOCKED_REASON_PREFIX, REPLACE_REASONS, State,
+        },
         numbers,
     },
     store::{self, CardRow, Holding, Move, NewCard, Person, Transition},
@@ -251,17 +253,25 @@ impl Office {
         let Some((person, holding)) = store::lock_learner(conn, learner_id).await? else {
             return Ok(());
         };
-        // A lock stops the card like the end of its grant, and the card comes back the
-        // same way when the grant does; the history says it was the lock (and, as for
-        // every step that follows the grants, who caused it: the locking caller).
-        let lock_reason = lock.map(|lock| format!("locked: {}", lock.reason));
-        let stop_reason = lock_reason.as_deref().unwrap_or(EXPIRED_REASON);
-        self.follow_card(conn, &person, &holding, cause_event_id, actor, stop_reason)
-            .await?;
+        // A lock disables the card in the holder's hands (its reason says it was the
+        // lock) and stops a card still on its way like the end of its grant; the
+        // step names, as every step that follows the grants, who caused it: the
+        // locking caller. An unlock enables it again if nothing else changed it.
+        let lock_reason = lock.map(|lock| format!("{LOCKED_REASON_PREFIX}{}", lock.reason));
+        self.follow_card(
+            conn,
+            &person,
+            &holding,
+            cause_event_id,
+            actor,
+            lock_reason.as_deref(),
+        )
+        .await?;
         self.follow_epurse(conn, learner_id, &holding, on).await
     }
 
-    /// `stop` is the reason and actor of an expiry.
+    /// `locked` is the reason of the learner's lock (`locked: <code>`), while there is
+    /// one.
     async fn follow_card(
         &self,
         conn: &mut PgConnection,
@@ -269,21 +279,58 @@ impl Office {
         holding: &Holding,
         cause: Option<Uuid>,
         actor: &str,
-        stop_reason: &str,
+        locked: Option<&str>,
     ) -> Result<(), OfficeError> {
         let cards = store::cards_of(conn, person.learner_id).await?;
         let live = cards.iter().find(|card| card.state().is_live());
+        // The card a lock disabled, if nothing changed it since: the newest card,
+        // still disabled for the lock.
+        let disabled_by_lock = cards.first().filter(|card| {
+            card.state() == State::Disabled && card.state_reason.starts_with(LOCKED_REASON_PREFIX)
+        });
+        let stop_reason = locked.unwrap_or(EXPIRED_REASON);
         let Some(until) = holding.card_until else {
             if let Some(card) = live {
+                // Locked: the card in the holder's hands is disabled, one on its way
+                // stops; otherwise the grant ended.
+                let to = match (locked, card.state()) {
+                    (Some(_), State::Enabled) => State::Disabled,
+                    _ => State::Expired,
+                };
+                let change = Move {
+                    to: Some(to),
+                    reason: Some(stop_reason),
+                    ..Default::default()
+                };
+                self.apply(conn, card, change, actor, cause).await?;
+            } else if let Some(card) = disabled_by_lock.filter(|_| locked.is_none()) {
+                // Unlocked, but the grant ended meanwhile.
                 let change = Move {
                     to: Some(State::Expired),
-                    reason: Some(stop_reason),
+                    reason: Some(EXPIRED_REASON),
                     ..Default::default()
                 };
                 self.apply(conn, card, change, actor, cause).await?;
             }
             return Ok(());
         };
+        if let Some(card) = disabled_by_lock.filter(|_| locked.is_none()) {
+            // Unlocked: the card works again, or waits, expired, for its grant to be in
+            // force (then it comes back as any expired card does).
+            let (to, reason) = if holding.card_in_force {
+                (State::Enabled, "the lock is lifted")
+            } else {
+                (State::Expired, EXPIRED_REASON)
+            };
+            let change = Move {
+                to: Some(to),
+                reason: Some(reason),
+                last_day: Some(until),
+                ..Default::default()
+            };
+            self.apply(conn, card, change, actor, cause).await?;
+            return Ok(());
+        }
         let approve = holding.card_in_force && self.config.auto_approve;
         // Between two stays the grant is not in force: the card in the holder's hands
         // stops working, and works again when the next grant comes into force.
@@ -292,7 +339,7 @@ impl Office {
         {
             let change = Move {
                 to: Some(State::Expired),
-                reason: Some(stop_reason),
+                reason: Some(EXPIRED_REASON),
                 last_day: Some(until),
                 ..Default::default()
             };

@@ -250,8 +250,8 @@ async fn a_lock_stops_everything_within_seconds_and_an_unlock_brings_it_back() {
     );
     assert!(values(&entry, "eduPersonEntitlement").is_empty());
     assert!(values(&entry, "supannRefId").is_empty());
-    // The card stops, the lock and who locked in its history; the right closes.
-    let stopped = wait_for_card(&system, v1::CardState::Expired).await;
+    // The card is disabled, the lock and who locked in its history; the right closes.
+    let stopped = wait_for_card(&system, v1::CardState::Disabled).await;
     assert_eq!(stopped.card_id, approved.card_id);
     assert_eq!(stopped.state_reason, "locked: fraud");
     let history = system
@@ -297,6 +297,7 @@ async fn a_lock_stops_everything_within_seconds_and_an_unlock_brings_it_back() {
         back.card_id, approved.card_id,
         "the card the learner holds works again"
     );
+    assert_eq!(back.state_reason, "the lock is lifted");
     let wifi = check(&system, LOGIN, "wifi").await;
     assert!(wifi.allowed, "{}", wifi.reason);
     assert_eq!(
@@ -348,5 +349,96 @@ async fn a_lock_stops_everything_within_seconds_and_an_unlock_brings_it_back() {
     let reopened = epurse_delta(&system).await;
     assert_eq!(reopened.len(), 1);
     assert!(!reopened[0].closed);
+    system.stop().await;
+}
+
+#[tokio::test]
+async fn a_card_the_card_office_changed_while_locked_stays_as_the_card_office_left_it() {
+    // Arrange: a C2i2e trainee's card handed over, then the learner locked: the card
+    // is disabled for the lock.
+    let mut system = TestSystem::prepare(None).await;
+    system.await_grants = Duration::from_secs(20);
+    system.start_intake().await;
+    system.start_entitlement().await;
+    system.start_cards().await;
+    let mut request = registration("Verrou", "Alex", "1999-09-09");
+    request.stay.as_mut().unwrap().population = "RECTORAT_C2I2E".to_owned();
+    system.register(request).await;
+    let approved = wait_for_card(&system, v1::CardState::Approved).await;
+    move_card(&system, &approved, v1::CardState::InPrint, "").await;
+    move_card(&system, &approved, v1::CardState::Printed, "").await;
+    move_card(&system, &approved, v1::CardState::Encoded, "04112233445577").await;
+    move_card(&system, &approved, v1::CardState::Enabled, "").await;
+    let lock = |reason: &str| v1::LockLearnerRequest {
+        learner: LOGIN.to_owned(),
+        reason: reason.to_owned(),
+        note: String::new(),
+    };
+    system
+        .intake_client()
+        .await
+        .lock_learner(system.as_role(Role::Deve, lock("compromised")))
+        .await
+        .unwrap();
+    let disabled = wait_for_card(&system, v1::CardState::Disabled).await;
+    assert_eq!(disabled.state_reason, "locked: compromised");
+    // The card office may not enable it while the learner is locked.
+    let refused = system
+        .cards_client()
+        .await
+        .transition_card(system.as_role(
+            Role::CardOffice,
+            v1::TransitionCardRequest {
+                card_id: disabled.card_id.clone(),
+                to: v1::CardState::Enabled.into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+
+    // Act: the card office takes the card back and destroys it; then the unlock.
+    system
+        .cards_client()
+        .await
+        .transition_card(system.as_role(
+            Role::CardOffice,
+            v1::TransitionCardRequest {
+                card_id: disabled.card_id.clone(),
+                to: v1::CardState::Destroyed.into(),
+                reason: "taken back at the desk".to_owned(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap();
+    system
+        .intake_client()
+        .await
+        .unlock_learner(system.as_role(
+            Role::Deve,
+            v1::UnlockLearnerRequest {
+                learner: LOGIN.to_owned(),
+                note: String::new(),
+            },
+        ))
+        .await
+        .unwrap();
+
+    // Assert: the grants are back, and the card stays as the card office left it
+    // (a replacement is the card office's decision).
+    for _ in 0..200 {
+        if check(&system, LOGIN, "wifi").await.allowed {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(check(&system, LOGIN, "wifi").await.allowed);
+    // Give cards the time to follow the grants, then look.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let newest = card(&system).await.unwrap();
+    assert_eq!(newest.card_id, disabled.card_id);
+    assert_eq!(newest.state(), v1::CardState::Destroyed);
     system.stop().await;
 }

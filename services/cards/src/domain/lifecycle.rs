@@ -132,6 +132,10 @@ pub const REPLACE_REASONS: [&str; 5] = ["lost", "stolen", "out-of-order", "worn"
 /// The reason a card bears when the grant ended.
 pub const EXPIRED_REASON: &str = "expired";
 
+/// How the reason of a card disabled by the holder's lock starts (`locked: fraud`):
+/// the service enables it again at the unlock if it is still so, and only then.
+pub const LOCKED_REASON_PREFIX: &str = "locked: ";
+
 /// Whether `by` may move a card from `from` to `to`.
 fn permits(from: State, to: State, by: By) -> bool {
     let office = matches!(
@@ -157,6 +161,9 @@ fn permits(from: State, to: State, by: By) -> bool {
                 Expired
             )
             | (Expired, Enabled)
+            // The holder is locked, then unlocked (or their grant ended meanwhile).
+            | (Enabled, Disabled)
+            | (Disabled, Enabled | Expired)
     );
     match by {
         By::Office => office,
@@ -222,6 +229,9 @@ mod tests {
             (Encoded, Expired),
             (Enabled, Expired),
             (Expired, Enabled),
+            (Enabled, Disabled),
+            (Disabled, Enabled),
+            (Disabled, Expired),
         ];
         for from in State::ALL {
             for to in State::ALL {
