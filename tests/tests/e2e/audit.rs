@@ -98,7 +98,8 @@ async fn a_learners_story_is_told_by_every_service_in_time_order_with_who_and_wh
     let dosi = system.callers.token(Role::Dosi).to_owned();
     let dosi_sources = sources(&system, &dosi);
     let mut lines = Vec::new();
-    for _ in 0..200 {
+    // Up to 30 s: the whole suite runs beside it.
+    for _ in 0..600 {
         lines = audit::learner_story(&dosi_sources, "alex.audit")
             .await
             .unwrap();

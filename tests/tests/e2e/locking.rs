@@ -428,7 +428,7 @@ async fn a_card_the_card_office_changed_while_locked_stays_as_the_card_office_le
 
     // Assert: the grants are back, and the card stays as the card office left it
     // (a replacement is the card office's decision).
-    for _ in 0..200 {
+    for _ in 0..400 {
         if check(&system, LOGIN, "wifi").await.allowed {
             break;
         }
