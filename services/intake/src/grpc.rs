@@ -109,6 +109,25 @@ fn agreement_input(agreement: Option<v1::AgreementInput>) -> AgreementInput {
     }
 }
 
+/// A trimmed text, `None` when blank.
+fn text(value: &str) -> Option<String> {
+    (!value.trim().is_empty()).then(|| value.trim().to_owned())
+}
+
+/// An optional id: `None` when blank; a violation of `field` when it is not one.
+fn optional_id(
+    value: &str,
+    field: &str,
+    reason: &str,
+    violations: &mut Violations,
+) -> Option<Uuid> {
+    let parsed = Uuid::parse_str(&text(value)?).ok();
+    if parsed.is_none() {
+        violations.add(field, reason);
+    }
+    parsed
+}
+
 /// Page sizes: 50 by default, 500 at most.
 fn page_size(requested: i32) -> i64 {
     match requested {
@@ -331,23 +350,20 @@ impl v1::intake_service_server::IntakeService for Intake {
     ) -> Result<Response<v1::SearchLearnersResponse>, Status> {
         let request = request.into_inner();
         let mut violations = Violations::default();
-        let text = |value: &str| (!value.trim().is_empty()).then(|| value.trim().to_owned());
-        let agreement_id = text(&request.agreement_id).and_then(|id| {
-            let parsed = Uuid::parse_str(&id).ok();
-            if parsed.is_none() {
-                violations.add("agreement_id", "not an id");
-            }
-            parsed
-        });
+        let agreement_id = optional_id(
+            &request.agreement_id,
+            "agreement_id",
+            "not an id",
+            &mut violations,
+        );
         let active_on = text(&request.active_on)
             .and_then(|day| domain::registration::parse_date("active_on", &day, &mut violations));
-        let after = text(&request.page_token).and_then(|token| {
-            let parsed = Uuid::parse_str(&token).ok();
-            if parsed.is_none() {
-                violations.add("page_token", "not a token this service gave");
-            }
-            parsed
-        });
+        let after = optional_id(
+            &request.page_token,
+            "page_token",
+            "not a token this service gave",
+            &mut violations,
+        );
         let name_words: Vec<String> = request
             .name
             .split([' ', '-', '\'', ','])
@@ -766,21 +782,18 @@ impl v1::intake_service_server::IntakeService for Intake {
     ) -> Result<Response<v1::ListPaymentsDueResponse>, Status> {
         let request = request.into_inner();
         let mut violations = Violations::default();
-        let text = |value: &str| (!value.trim().is_empty()).then(|| value.trim().to_owned());
-        let agreement_id = text(&request.agreement_id).and_then(|id| {
-            let parsed = Uuid::parse_str(&id).ok();
-            if parsed.is_none() {
-                violations.add("agreement_id", "not an id");
-            }
-            parsed
-        });
-        let after = text(&request.page_token).and_then(|token| {
-            let parsed = Uuid::parse_str(&token).ok();
-            if parsed.is_none() {
-                violations.add("page_token", "not a token this service gave");
-            }
-            parsed
-        });
+        let agreement_id = optional_id(
+            &request.agreement_id,
+            "agreement_id",
+            "not an id",
+            &mut violations,
+        );
+        let after = optional_id(
+            &request.page_token,
+            "page_token",
+            "not a token this service gave",
+            &mut violations,
+        );
         let population = text(&request.population);
         let mut conn = self.pool.acquire().await.map_err(IntakeError::from)?;
         if let Some(code) = &population

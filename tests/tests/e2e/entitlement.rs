@@ -22,6 +22,23 @@ pub(crate) async fn check(system: &TestSystem, login: &str, resource: &str) -> v
 }
 
 /// Waits until `resource` is allowed (or not) for `login`.
+/// Kills the connection entitlement's Check cache listens on (there is one): the
+/// cache forgets every learner until it listens again.
+pub(crate) async fn kill_cache_listener(system: &TestSystem) {
+    let mut conn =
+        <sqlx::PgConnection as sqlx::Connection>::connect(&system.entitlement_database.url)
+            .await
+            .unwrap();
+    let killed: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = current_database() AND query ILIKE 'LISTEN%'",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(killed, [true], "one listening connection");
+}
+
 pub(crate) async fn wait_for(
     system: &TestSystem,
     login: &str,
@@ -165,18 +182,7 @@ async fn check_is_never_left_stale_when_the_cache_loses_its_listener() {
     wait_for(&system, "theo.lambert", "library", true).await;
 
     // Act: the cache's listening connection is killed, then the grants change.
-    let mut conn =
-        <sqlx::PgConnection as sqlx::Connection>::connect(&system.entitlement_database.url)
-            .await
-            .unwrap();
-    let killed: Vec<bool> = sqlx::query_scalar(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-         WHERE datname = current_database() AND query ILIKE 'LISTEN%'",
-    )
-    .fetch_all(&mut conn)
-    .await
-    .unwrap();
-    assert_eq!(killed, [true], "one listening connection");
+    kill_cache_listener(&system).await;
     system
         .intake_client()
         .await

@@ -12,7 +12,7 @@ use hosted_entitlement::cache::CACHE_HEALTH;
 use hosted_platform::{auth::Role, clock::wire_instant};
 use tonic_health::pb::health_check_response::ServingStatus;
 
-use crate::entitlement::wait_for;
+use crate::entitlement::{kill_cache_listener, wait_for};
 
 /// Check for `login` and `resource`, `days` from now (now when 0).
 async fn check_on(
@@ -111,18 +111,7 @@ async fn check_gives_a_code_for_each_reason_from_memory_and_from_the_database() 
 
     // Act: the cache's listening connection is killed: it forgets everything, so the
     // next ask for each learner reads the database.
-    let mut conn =
-        <sqlx::PgConnection as sqlx::Connection>::connect(&system.entitlement_database.url)
-            .await
-            .unwrap();
-    let killed: Vec<bool> = sqlx::query_scalar(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-         WHERE datname = current_database() AND query ILIKE 'LISTEN%'",
-    )
-    .fetch_all(&mut conn)
-    .await
-    .unwrap();
-    assert_eq!(killed, [true], "one listening connection");
+    kill_cache_listener(&system).await;
     let address = system.entitlement.as_ref().unwrap().address;
     for _ in 0..200 {
         if component_health(address, CACHE_HEALTH).await != ServingStatus::Serving {

@@ -10,7 +10,7 @@ use hosted_platform::auth::Role;
 
 const URN: &str = "urn:mace:univ-example.fr:entitlement:";
 
-fn values(entry: &ldap3::SearchEntry, name: &str) -> BTreeSet<String> {
+pub(crate) fn values(entry: &ldap3::SearchEntry, name: &str) -> BTreeSet<String> {
     entry
         .attrs
         .get(name)
@@ -21,7 +21,7 @@ fn values(entry: &ldap3::SearchEntry, name: &str) -> BTreeSet<String> {
 }
 
 /// Waits until the entry of `uid` satisfies `wanted`, and returns it.
-async fn wait_for_entry(
+pub(crate) async fn wait_for_entry(
     system: &TestSystem,
     uid: &str,
     what: &str,

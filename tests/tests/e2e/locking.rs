@@ -1,6 +1,6 @@
 //! Locking a learner (issue 13, point 5): within seconds and everywhere, Check denies
 //! every resource as locked, the grants close at the lock, the LDAP entry is
-//! suspended without entitlements, the card stops and the e-purse right closes; an
+//! suspended without entitlements, the card is disabled and the e-purse right closes; an
 //! unlock brings everything back.
 
 use std::{collections::BTreeSet, time::Duration};
@@ -9,7 +9,10 @@ use hosted_contracts::v1;
 use hosted_e2e::{TestSystem, registration, today_plus};
 use hosted_platform::auth::Role;
 
-use crate::entitlement::check;
+use crate::{
+    entitlement::check,
+    entries::{values, wait_for_entry},
+};
 
 const RESOURCES: [&str; 8] = [
     "wifi",
@@ -22,37 +25,6 @@ const RESOURCES: [&str; 8] = [
     "e-purse",
 ];
 const LOGIN: &str = "alex.verrou";
-
-fn values(entry: &ldap3::SearchEntry, name: &str) -> BTreeSet<String> {
-    entry
-        .attrs
-        .get(name)
-        .cloned()
-        .unwrap_or_default()
-        .into_iter()
-        .collect()
-}
-
-async fn wait_for_entry(
-    system: &TestSystem,
-    what: &str,
-    wanted: impl Fn(&ldap3::SearchEntry) -> bool,
-) -> ldap3::SearchEntry {
-    for _ in 0..300 {
-        if let Some(entry) = system
-            .subtree
-            .search(&format!("(uid={LOGIN})"))
-            .await
-            .into_iter()
-            .next()
-            && wanted(&entry)
-        {
-            return entry;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the entry never had {what}");
-}
 
 async fn card(system: &TestSystem) -> Option<v1::Card> {
     system
@@ -171,7 +143,7 @@ async fn a_lock_stops_everything_within_seconds_and_an_unlock_brings_it_back() {
     move_card(&system, &approved, v1::CardState::Enabled, "").await;
     let opened = epurse_delta(&system).await;
     assert!(!opened[0].closed);
-    wait_for_entry(&system, "entitlements and the card", |entry| {
+    wait_for_entry(&system, LOGIN, "entitlements and the card", |entry| {
         !values(entry, "eduPersonEntitlement").is_empty()
             && !values(entry, "supannRefId").is_empty()
     })
@@ -235,7 +207,7 @@ async fn a_lock_stops_everything_within_seconds_and_an_unlock_brings_it_back() {
         )]
     );
     // The entry is suspended and publishes no entitlement, nor the card.
-    let entry = wait_for_entry(&system, "the lock", |entry| {
+    let entry = wait_for_entry(&system, LOGIN, "the lock", |entry| {
         values(entry, "supannRessourceEtatDate")
             .iter()
             .any(|value| value.starts_with("{COMPTE}S:"))
@@ -311,7 +283,7 @@ async fn a_lock_stops_everything_within_seconds_and_an_unlock_brings_it_back() {
             .iter()
             .all(|grant| grant.last_day != today_plus(-1))
     );
-    let entry = wait_for_entry(&system, "the unlock", |entry| {
+    let entry = wait_for_entry(&system, LOGIN, "the unlock", |entry| {
         !values(entry, "eduPersonEntitlement").is_empty()
             && !values(entry, "supannRefId").is_empty()
     })

@@ -141,3 +141,19 @@ pub fn registration(family_name: &str, given_names: &str) -> v1::RegisterStayReq
         confirm_new_person: false,
     }
 }
+
+/// The fields an INVALID_ARGUMENT names in its details, in order.
+pub fn violated_fields(status: &tonic::Status) -> Vec<String> {
+    use tonic_types::StatusExt;
+    status
+        .get_error_details()
+        .bad_request()
+        .map(|bad_request| {
+            bad_request
+                .field_violations
+                .iter()
+                .map(|violation| violation.field.clone())
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -7,10 +7,9 @@ use hosted_contracts::{
 };
 use hosted_platform::auth::Role;
 use tonic::Code;
-use tonic_types::StatusExt;
 
 use crate::{
-    helpers::{TestIntake, registration},
+    helpers::{TestIntake, registration, violated_fields},
     register::wait_for_messages,
 };
 
@@ -35,20 +34,6 @@ fn lock(learner: &str, reason: &str) -> v1::LockLearnerRequest {
         reason: reason.to_owned(),
         note: "case 2026-114".to_owned(),
     }
-}
-
-fn violated_fields(status: &tonic::Status) -> Vec<String> {
-    status
-        .get_error_details()
-        .bad_request()
-        .map(|bad_request| {
-            bad_request
-                .field_violations
-                .iter()
-                .map(|violation| violation.field.clone())
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 #[tokio::test]

@@ -3,10 +3,9 @@
 
 use hosted_contracts::{prost::Message, subjects::Service, subjects::intake, v1};
 use tonic::Code;
-use tonic_types::StatusExt;
 
 use crate::{
-    helpers::{TestIntake, person, registration, stay},
+    helpers::{TestIntake, person, registration, stay, violated_fields},
     register::wait_for_messages,
 };
 
@@ -18,20 +17,6 @@ fn asking(family_name: &str, resources: &[&str]) -> v1::RegisterStayRequest {
     let mut request = registration(family_name, "Lucie");
     request.stay.as_mut().unwrap().requested_resources = names(resources);
     request
-}
-
-fn violated_fields(status: &tonic::Status) -> Vec<String> {
-    status
-        .get_error_details()
-        .bad_request()
-        .map(|bad_request| {
-            bad_request
-                .field_violations
-                .iter()
-                .map(|violation| violation.field.clone())
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// The learners of intake's stream so far, waiting for at least `count` events.
