@@ -68,7 +68,7 @@ const fn fact(service: Service, entity: &'static str, fact: &'static str) -> Fac
 }
 
 /// Facts published by intake. Payload: `LearnerEvent`, `AgreementEvent`, `PaymentEvent`,
-/// `PopulationEvent`, `UnitEvent`.
+/// `PopulationEvent`, `UnitEvent`, `PersonErasedEvent`.
 pub mod intake {
     use super::{Fact, Service::Intake, fact};
 
@@ -93,6 +93,9 @@ pub mod intake {
     pub const LEARNER_LOCKED: Fact = fact(Intake, "learner", "locked");
     /// A learner's lock was lifted (`UnlockLearner`).
     pub const LEARNER_UNLOCKED: Fact = fact(Intake, "learner", "unlocked");
+    /// A person's identity was erased (retention ran out, or `ErasePerson`); payload
+    /// `PersonErasedEvent`, ids only. Every service erases its own copy.
+    pub const PERSON_ERASED: Fact = fact(Intake, "person", "erased");
 
     /// Every fact whose payload is a `LearnerEvent`.
     pub const LEARNER_FACTS: [Fact; 9] = [
