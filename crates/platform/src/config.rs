@@ -498,10 +498,26 @@ pub fn redact_url(url: &str) -> String {
 }
 
 /// `[nats]`: the event bus.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NatsConfig {
+    /// `nats://host:port`, or `tls://host:port` to require TLS.
     pub url: String,
+    /// The service's own NATS user, whose permissions let it publish only its own
+    /// subjects (deploy/nats/permissions.conf.in); none when empty. Also names the
+    /// client's inbox prefix, `_INBOX.<user>`, the one subject it may receive on.
+    pub user: String,
+    /// The user's password (a secret: never logged).
+    #[serde(deserialize_with = "text")]
+    pub password: String,
+    /// The CA that signed the server's certificate (PEM). When set, the connection
+    /// is TLS and the server must present a certificate this CA signed.
+    pub ca_path: Option<PathBuf>,
+    /// A client certificate (PEM) to present, with `key_path`; for a server that asks
+    /// for one.
+    pub cert_path: Option<PathBuf>,
+    /// The client certificate's private key (PEM), with `cert_path`.
+    pub key_path: Option<PathBuf>,
     /// First token of every subject and prefix of every stream (`hosted`).
     pub namespace: String,
     /// JetStream de-duplication window of the service's stream.
@@ -538,6 +554,11 @@ impl Default for NatsConfig {
     fn default() -> Self {
         Self {
             url: "nats://127.0.0.1:4222".to_owned(),
+            user: String::new(),
+            password: String::new(),
+            ca_path: None,
+            cert_path: None,
+            key_path: None,
             namespace: hosted_contracts::subjects::Namespace::DEFAULT.to_owned(),
             duplicate_window: Duration::from_secs(120),
             max_deliver: 5,
@@ -548,10 +569,71 @@ impl Default for NatsConfig {
     }
 }
 
+impl fmt::Debug for NatsConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let password = if self.password.is_empty() { "" } else { "***" };
+        f.debug_struct("NatsConfig")
+            .field("url", &self.url)
+            .field("user", &self.user)
+            .field("password", &password)
+            .field("ca_path", &self.ca_path)
+            .field("cert_path", &self.cert_path)
+            .field("key_path", &self.key_path)
+            .field("namespace", &self.namespace)
+            .field("duplicate_window", &self.duplicate_window)
+            .field("max_deliver", &self.max_deliver)
+            .field("ack_wait", &self.ack_wait)
+            .field("publish_timeout", &self.publish_timeout)
+            .field("outbox_stale_after", &self.outbox_stale_after)
+            .finish()
+    }
+}
+
 impl Section for NatsConfig {
     fn check(&self, section: &str, problems: &mut Vec<String>) {
         if self.url.is_empty() {
-            problems.push(format!("{section}.url: required (nats://host:port)"));
+            problems.push(format!(
+                "{section}.url: required (nats://host:port, or tls://host:port)"
+            ));
+        }
+        // The user name is also a subject token (the inbox prefix `_INBOX.<user>`).
+        let token_char = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+        if !self.user.chars().all(token_char) {
+            problems.push(format!(
+                "{section}.user: letters, digits, '-' or '_' only (it names the inbox prefix _INBOX.<user>)"
+            ));
+        }
+        match (self.user.is_empty(), self.password.is_empty()) {
+            (true, false) => problems.push(format!(
+                "{section}.password: set without {section}.user (both, or neither)"
+            )),
+            (false, true) => problems.push(format!(
+                "{section}.password: required with {section}.user (or {section}.password_file)"
+            )),
+            _ => {}
+        }
+        match (&self.cert_path, &self.key_path) {
+            (Some(_), None) => problems.push(format!(
+                "{section}.key_path: required with {section}.cert_path"
+            )),
+            (None, Some(_)) => problems.push(format!(
+                "{section}.cert_path: required with {section}.key_path"
+            )),
+            _ => {}
+        }
+        for (field, path) in [
+            ("ca_path", &self.ca_path),
+            ("cert_path", &self.cert_path),
+            ("key_path", &self.key_path),
+        ] {
+            if let Some(path) = path
+                && !path.is_file()
+            {
+                problems.push(format!(
+                    "{section}.{field}: {} is not a readable file",
+                    path.display()
+                ));
+            }
         }
         if let Err(reason) = hosted_contracts::subjects::Namespace::new(self.namespace.clone()) {
             problems.push(format!("{section}.namespace: {reason}"));
@@ -581,6 +663,12 @@ impl Section for NatsConfig {
 }
 
 impl NatsConfig {
+    /// Whether the connection must be TLS: asked for by the URL, or implied by a CA
+    /// or a client certificate (never sent in clear to a server that does not ask).
+    pub fn tls_required(&self) -> bool {
+        self.url.starts_with("tls://") || self.ca_path.is_some() || self.cert_path.is_some()
+    }
+
     pub fn namespace(&self) -> hosted_contracts::subjects::Namespace {
         hosted_contracts::subjects::Namespace::new(self.namespace.clone()).unwrap_or_default()
     }
@@ -778,6 +866,47 @@ mod tests {
     }
 
     #[test]
+    fn nats_identity_and_tls_are_checked_field_by_field() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("SVC__NATS__USER", "in.take");
+            jail.set_env("SVC__NATS__CA_PATH", "no-such-ca.pem");
+            jail.set_env("SVC__NATS__CERT_PATH", "no-such-cert.pem");
+            let mut loader = Loader::new("SVC", None);
+            let nats: NatsConfig = loader.section("nats");
+            let problems = loader.finish().expect_err("invalid").0;
+            let joined = problems.join("\n");
+            for field in [
+                "nats.user: letters",
+                "nats.password: required with nats.user",
+                "nats.key_path: required with nats.cert_path",
+                "nats.ca_path: no-such-ca.pem is not a readable file",
+                "nats.cert_path: no-such-cert.pem is not a readable file",
+            ] {
+                assert!(joined.contains(field), "{field} missing from {joined}");
+            }
+            assert!(nats.tls_required(), "a CA asks for TLS");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn nats_password_is_read_as_text_and_never_shown() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("SVC__NATS__USER", "intake");
+            jail.set_env("SVC__NATS__PASSWORD", "0123");
+            let mut loader = Loader::new("SVC", None);
+            let nats: NatsConfig = loader.section("nats");
+            loader.finish().map_err(|e| e.to_string())?;
+            assert_eq!(nats.password, "0123");
+            assert!(!nats.tls_required(), "nats:// without a CA is plain");
+            let shown = format!("{nats:?}");
+            assert!(!shown.contains("0123"), "{shown}");
+            assert!(shown.contains("intake"), "{shown}");
+            Ok(())
+        });
+    }
+
+    #[test]
     fn environment_overrides_the_file() {
         figment::Jail::expect_with(|jail| {
             jail.create_file(
@@ -931,13 +1060,15 @@ mod properties {
     use super::*;
 
     /// The fields of the common sections, as environment variables name them.
-    const FIELDS: [&str; 17] = [
+    const FIELDS: [&str; 19] = [
         "GRPC__LISTEN",
         "GRPC__GRACE_PERIOD_MS",
         "DATABASE__URL",
         "DATABASE__MAX_CONNECTIONS",
         "DATABASE__CREATE_IF_MISSING",
         "NATS__URL",
+        "NATS__USER",
+        "NATS__PASSWORD",
         "NATS__NAMESPACE",
         "NATS__DUPLICATE_WINDOW_MS",
         "NATS__MAX_DELIVER",

@@ -39,13 +39,49 @@ pub async fn connect(
     config: &NatsConfig,
     client_name: &str,
 ) -> Result<async_nats::Client, NatsError> {
-    async_nats::ConnectOptions::new()
-        .name(client_name)
+    connect_options(config, client_name)
         .retry_on_initial_connect()
-        .connection_timeout(Duration::from_secs(5))
         .connect(config.url.as_str())
         .await
         .map_err(NatsError::Connect)
+}
+
+/// How a service connects: as its own user, over TLS when asked for, receiving on its
+/// own inbox prefix. Without [`connect`]'s retries, so that a caller (a test) sees a
+/// refusal at once.
+pub fn connect_options(config: &NatsConfig, client_name: &str) -> async_nats::ConnectOptions {
+    let mut options = async_nats::ConnectOptions::new()
+        .name(client_name)
+        .connection_timeout(Duration::from_secs(5));
+    if !config.user.is_empty() {
+        options = options
+            .user_and_password(config.user.clone(), config.password.clone())
+            // The user's permissions let it receive on this prefix only: replies and
+            // pulled messages meant for another service never reach it.
+            .custom_inbox_prefix(format!("_INBOX.{}", config.user));
+    }
+    if config.tls_required() {
+        install_crypto_provider();
+        options = options.require_tls(true);
+    }
+    if let Some(ca_path) = &config.ca_path {
+        options = options.add_root_certificates(ca_path.clone());
+    }
+    if let (Some(cert_path), Some(key_path)) = (&config.cert_path, &config.key_path) {
+        options = options.add_client_certificate(cert_path.clone(), key_path.clone());
+    }
+    options
+}
+
+/// async-nats builds its TLS configuration with rustls' process-wide default crypto
+/// provider, which rustls cannot choose by itself once two are compiled in (another
+/// crate may bring aws-lc-rs): install ring, the one async-nats is built with, unless
+/// something installed one already.
+fn install_crypto_provider() {
+    if async_nats::rustls::crypto::CryptoProvider::get_default().is_none() {
+        // Losing the race to another installer is fine: a provider is installed.
+        let _ = async_nats::rustls::crypto::ring::default_provider().install_default();
+    }
 }
 
 /// The configuration of the stream that holds everything `service` publishes.
