@@ -7,7 +7,10 @@ pub mod isolated;
 
 use std::{future::Future, net::SocketAddr, time::Duration};
 
-use hosted_contracts::{subjects::Namespace, v1};
+use hosted_contracts::{
+    subjects::{Namespace, Service},
+    v1,
+};
 use hosted_directory::{DirectoryConfig, config::LdapConfig};
 use hosted_intake::{IntakeConfig, config::RegistryConfig};
 use hosted_platform::{
@@ -65,6 +68,8 @@ pub struct TestSystem {
     pub staff: TestSubtree,
     pub intake_database: TestDatabase,
     pub directory_database: TestDatabase,
+    /// The NATS settings the services share (namespace, timings), as the admin user;
+    /// each service connects as its own user ([`hosted_testkit::as_service`]).
     pub nats: NatsConfig,
     pub intake: Option<Running>,
     pub directory: Option<Running>,
@@ -98,7 +103,7 @@ impl TestSystem {
     pub async fn prepare_on(duplicate_window: Option<Duration>, subtree: TestSubtree) -> Self {
         init_telemetry();
         let namespace = hosted_testkit::namespace().await;
-        let mut nats = hosted_testkit::nats_config(&namespace);
+        let mut nats = hosted_testkit::nats_admin_config(&namespace);
         if let Some(window) = duplicate_window {
             nats.duplicate_window = window;
         }
@@ -126,7 +131,7 @@ impl TestSystem {
         IntakeConfig {
             common: hosted_testkit::common_config(
                 &self.intake_database,
-                self.nats.clone(),
+                hosted_testkit::as_service(Service::Intake, self.nats.clone()),
                 &self.callers,
             ),
             registry: RegistryConfig::default(),
@@ -138,7 +143,7 @@ impl TestSystem {
         DirectoryConfig {
             common: hosted_testkit::common_config(
                 &self.directory_database,
-                self.nats.clone(),
+                hosted_testkit::as_service(Service::Directory, self.nats.clone()),
                 &self.callers,
             ),
             ldap: LdapConfig {
@@ -247,7 +252,7 @@ impl TestSystem {
         hosted_entitlement::EntitlementConfig {
             common: hosted_testkit::common_config(
                 &self.entitlement_database,
-                self.nats.clone(),
+                hosted_testkit::as_service(Service::Entitlement, self.nats.clone()),
                 &self.callers,
             ),
             policy,
@@ -276,7 +281,7 @@ impl TestSystem {
         hosted_cards::CardsConfig {
             common: hosted_testkit::common_config(
                 &self.cards_database,
-                self.nats.clone(),
+                hosted_testkit::as_service(Service::Cards, self.nats.clone()),
                 &self.callers,
             ),
             cards: Default::default(),

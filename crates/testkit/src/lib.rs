@@ -6,12 +6,14 @@
 //! removed once it is an hour old, so the servers do not fill up.
 //!
 //! Where the servers are comes from `HOSTED_TEST_*` variables (`dev/deps env`), with
-//! the local defaults.
+//! the local defaults. Every service under test connects to NATS as its own user
+//! ([`nats_config`], [`as_service`]), with that user's permissions; a test that
+//! looks into streams itself uses the admin user ([`jetstream`]).
 #![allow(clippy::unwrap_used, clippy::print_stdout, unreachable_pub)]
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use hosted_contracts::subjects::Namespace;
+use hosted_contracts::subjects::{Namespace, Service};
 use hosted_platform::{
     auth::{Role, hash_token},
     config::{
@@ -36,8 +38,44 @@ pub fn server_database_url() -> String {
     )
 }
 
+/// `dev/deps`'s state directory, where its defaults put the certificates and the NATS
+/// users' passwords.
+fn state_dir() -> PathBuf {
+    std::env::var_os("HOSTED_STATE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                .join(".local/state/hosted-learners")
+        })
+}
+
+/// The tests' NATS: `dev/deps`'s own nats-server, TLS only.
 pub fn nats_url() -> String {
-    env_or("HOSTED_TEST_NATS_URL", "nats://127.0.0.1:4222")
+    env_or("HOSTED_TEST_NATS_URL", "tls://127.0.0.1:4223")
+}
+
+/// The tests' NATS server's address, for a [`TcpProxy`] in front of it.
+pub fn nats_address() -> SocketAddr {
+    let url = nats_url();
+    let (_, address) = url.split_once("://").unwrap_or(("", &url));
+    address.parse().unwrap_or_else(|error| {
+        panic!("the tests' NATS url {url} is not scheme://ip:port ({error})")
+    })
+}
+
+/// The tests' NATS URL with `address` (a proxy's) in place of the server's, the scheme
+/// kept: TLS goes through the proxy, and the server's certificate names 127.0.0.1.
+pub fn nats_url_via(address: SocketAddr) -> String {
+    let url = nats_url();
+    let scheme = url.split_once("://").map_or("nats", |(scheme, _)| scheme);
+    format!("{scheme}://{address}")
+}
+
+/// The CA that signed the tests' NATS server certificate.
+pub fn nats_ca_path() -> PathBuf {
+    std::env::var_os("HOSTED_TEST_NATS_CA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| state_dir().join("tls/ca.pem"))
 }
 
 fn unix_now() -> u64 {
@@ -154,7 +192,7 @@ static NATS_SWEEP: OnceCell<()> = OnceCell::const_new();
 
 async fn sweep_streams() {
     use futures::TryStreamExt;
-    let Ok(client) = async_nats::connect(nats_url()).await else {
+    let Ok(client) = connect_nats(&nats_admin_config(&Namespace::default())).await else {
         return;
     };
     let jetstream = async_nats::jetstream::new(client);
@@ -170,18 +208,105 @@ async fn sweep_streams() {
     }
 }
 
-/// NATS settings for a test namespace, with short timings so retries show quickly.
-pub fn nats_config(namespace: &Namespace) -> NatsConfig {
+/// The NATS user for tests and operators, allowed everything: for a test that
+/// inspects or changes streams itself, never for a service under test.
+pub const NATS_ADMIN: &str = "admin";
+
+/// The password `dev/deps` generated for NATS user `user` (`<user>.password` in
+/// `$HOSTED_TEST_NATS_USERS`).
+pub fn nats_password(user: &str) -> String {
+    let dir = std::env::var_os("HOSTED_TEST_NATS_USERS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| state_dir().join("nats-server/users"));
+    let file = dir.join(format!("{user}.password"));
+    std::fs::read_to_string(&file)
+        .unwrap_or_else(|error| {
+            panic!(
+                "NATS password of {user} in {} ({error}); run dev/deps and eval \"$(dev/deps env)\"",
+                file.display()
+            )
+        })
+        .trim_end()
+        .to_owned()
+}
+
+/// `config` connecting as NATS user `user`, over TLS to the tests' server.
+pub fn as_nats_user(user: &str, config: NatsConfig) -> NatsConfig {
     NatsConfig {
         url: nats_url(),
+        user: user.to_owned(),
+        password: nats_password(user),
+        ca_path: Some(nats_ca_path()),
+        ..config
+    }
+}
+
+/// `config` connecting as `service`'s own NATS user, with that service's permissions:
+/// what a service under test is given.
+pub fn as_service(service: Service, config: NatsConfig) -> NatsConfig {
+    as_nats_user(service.as_str(), config)
+}
+
+/// NATS settings of `service` under test in a test namespace: its own user, TLS, and
+/// short timings so retries show quickly.
+pub fn nats_config(service: Service, namespace: &Namespace) -> NatsConfig {
+    as_service(service, nats_settings(namespace))
+}
+
+/// The environment that makes a service's process connect as [`nats_config`] says:
+/// `<SERVICE>__NATS__URL`, `__USER`, `__PASSWORD`, `__CA_PATH` and `__NAMESPACE`.
+pub fn nats_env(service: Service, namespace: &Namespace) -> Vec<(String, String)> {
+    let config = nats_config(service, namespace);
+    let prefix = format!("{}__NATS__", service.as_str().to_ascii_uppercase());
+    let ca_path = config
+        .ca_path
+        .map(|path| path.display().to_string())
+        .unwrap_or_default();
+    [
+        ("URL", config.url),
+        ("USER", config.user),
+        ("PASSWORD", config.password),
+        ("CA_PATH", ca_path),
+        ("NAMESPACE", config.namespace),
+    ]
+    .into_iter()
+    .map(|(field, value)| (format!("{prefix}{field}"), value))
+    .collect()
+}
+
+/// NATS settings as the admin user, allowed everything (tests that inspect streams).
+pub fn nats_admin_config(namespace: &Namespace) -> NatsConfig {
+    as_nats_user(NATS_ADMIN, nats_settings(namespace))
+}
+
+fn nats_settings(namespace: &Namespace) -> NatsConfig {
+    NatsConfig {
         namespace: namespace.as_str().to_owned(),
         ack_wait: Duration::from_secs(2),
         ..NatsConfig::default()
     }
 }
 
+/// Connects as `config` says, once: a refusal is an error, not a retry.
+pub async fn connect_nats(
+    config: &NatsConfig,
+) -> Result<async_nats::Client, async_nats::ConnectError> {
+    hosted_platform::nats::connect_options(config, "hosted-tests")
+        .connect(config.url.as_str())
+        .await
+}
+
+/// A JetStream context as the admin user.
 pub async fn jetstream() -> async_nats::jetstream::Context {
-    async_nats::jetstream::new(async_nats::connect(nats_url()).await.unwrap())
+    let client = connect_nats(&nats_admin_config(&Namespace::default()))
+        .await
+        .unwrap_or_else(|error| {
+            panic!(
+                "NATS at {} as {NATS_ADMIN} ({error}); run dev/deps",
+                nats_url()
+            )
+        });
+    async_nats::jetstream::new(client)
 }
 
 /// Every message now in a stream, in order.

@@ -486,8 +486,11 @@ async fn main() {
     let database = TestDatabase::new().await;
     let namespace = hosted_testkit::namespace().await;
     let callers = TestCallers::new();
-    let common =
-        hosted_testkit::common_config(&database, hosted_testkit::nats_config(&namespace), &callers);
+    let common = hosted_testkit::common_config(
+        &database,
+        hosted_testkit::nats_config(hosted_contracts::subjects::Service::Entitlement, &namespace),
+        &callers,
+    );
     drop(
         Application::build(&EntitlementConfig {
             common,
@@ -513,7 +516,7 @@ async fn main() {
         hosted_platform::nats::stream_config(
             &namespace,
             hosted_contracts::subjects::Service::Intake,
-            &hosted_testkit::nats_config(&namespace),
+            &hosted_testkit::nats_admin_config(&namespace),
         ),
     )
     .await
@@ -531,8 +534,10 @@ async fn main() {
         .env("ENTITLEMENT__GRPC__LISTEN", address.to_string())
         .env("ENTITLEMENT__DATABASE__URL", &database.url)
         .env("ENTITLEMENT__DATABASE__MAX_CONNECTIONS", "16")
-        .env("ENTITLEMENT__NATS__URL", hosted_testkit::nats_url())
-        .env("ENTITLEMENT__NATS__NAMESPACE", namespace.as_str())
+        .envs(hosted_testkit::nats_env(
+            hosted_contracts::subjects::Service::Entitlement,
+            &namespace,
+        ))
         .env("ENTITLEMENT__POLICY__FILE", &policy_file)
         .env(
             "ENTITLEMENT__TELEMETRY__FILTER",

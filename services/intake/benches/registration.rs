@@ -71,8 +71,11 @@ async fn start_intake() -> (
     let database = TestDatabase::new().await;
     let namespace = hosted_testkit::namespace().await;
     let callers = TestCallers::new();
-    let mut common =
-        hosted_testkit::common_config(&database, hosted_testkit::nats_config(&namespace), &callers);
+    let mut common = hosted_testkit::common_config(
+        &database,
+        hosted_testkit::nats_config(hosted_contracts::subjects::Service::Intake, &namespace),
+        &callers,
+    );
     common.database.max_connections = 16;
     let app = Application::build(&IntakeConfig {
         common,

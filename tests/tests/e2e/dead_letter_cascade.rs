@@ -50,7 +50,7 @@ async fn a_dead_letter_is_not_consumed_as_an_event() {
     // Arrange: entitlement's consumer of intake gives up on everything; directory
     // consumes entitlement's stream, as it does in deployment.
     let namespace = hosted_testkit::namespace().await;
-    let nats = hosted_testkit::nats_config(&namespace);
+    let nats = hosted_testkit::nats_admin_config(&namespace);
     let database = hosted_testkit::TestDatabase::new().await;
     let pool = hosted_platform::db::connect(&DatabaseConfig {
         url: database.url.clone(),

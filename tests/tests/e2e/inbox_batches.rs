@@ -97,7 +97,7 @@ async fn run_events(
 ) -> (Arc<Recorder>, usize) {
     let payloads: Vec<&str> = events.iter().map(|(payload, _)| *payload).collect();
     let namespace = hosted_testkit::namespace().await;
-    let mut nats = hosted_testkit::nats_config(&namespace);
+    let mut nats = hosted_testkit::nats_admin_config(&namespace);
     if let Some(window) = duplicate_window {
         nats.duplicate_window = window;
     }

@@ -180,7 +180,7 @@ async fn a_database_error_is_retried_without_waiting_for_ack_wait() {
     let namespace = hosted_testkit::namespace().await;
     let nats = NatsConfig {
         ack_wait: Duration::from_secs(30),
-        ..hosted_testkit::nats_config(&namespace)
+        ..hosted_testkit::nats_admin_config(&namespace)
     };
     let setup = setup(&nats).await;
     let counter = Arc::new(Counter::default());
@@ -215,7 +215,7 @@ async fn an_event_held_by_a_consumer_that_died_comes_back_soon() {
     let namespace = hosted_testkit::namespace().await;
     let nats = NatsConfig {
         ack_wait: NatsConfig::default().ack_wait,
-        ..hosted_testkit::nats_config(&namespace)
+        ..hosted_testkit::nats_admin_config(&namespace)
     };
     let setup = setup(&nats).await;
     let dying = Arc::new(Counter::default());
@@ -245,7 +245,7 @@ async fn an_event_held_by_a_consumer_that_died_comes_back_soon() {
 async fn work_longer_than_ack_wait_keeps_its_event() {
     // Arrange: a handler that takes twice the ack_wait.
     let namespace = hosted_testkit::namespace().await;
-    let nats = hosted_testkit::nats_config(&namespace);
+    let nats = hosted_testkit::nats_admin_config(&namespace);
     let setup = setup(&nats).await;
     let counter = Arc::new(Counter {
         slow: Some(nats.ack_wait * 2),
@@ -270,7 +270,7 @@ async fn work_longer_than_ack_wait_keeps_its_event() {
 async fn an_existing_consumer_takes_the_current_ack_wait() {
     // Arrange
     let namespace = hosted_testkit::namespace().await;
-    let nats = hosted_testkit::nats_config(&namespace);
+    let nats = hosted_testkit::nats_admin_config(&namespace);
     let setup = setup(&nats).await;
     let stream = namespace.stream(Service::Intake);
     let old = NatsConfig {
@@ -347,16 +347,12 @@ async fn a_nats_outage_is_logged_once_not_once_per_ack() {
         .finish();
     let _logging = tracing::subscriber::set_default(subscriber);
     let namespace = hosted_testkit::namespace().await;
-    let nats = hosted_testkit::nats_config(&namespace);
+    let nats = hosted_testkit::nats_admin_config(&namespace);
     let setup = setup(&nats).await;
     setup.publish_many(40).await;
-    let target = hosted_testkit::nats_url()
-        .trim_start_matches("nats://")
-        .parse()
-        .unwrap();
-    let proxy = hosted_testkit::TcpProxy::start(target).await;
+    let proxy = hosted_testkit::TcpProxy::start(hosted_testkit::nats_address()).await;
     let through_proxy = NatsConfig {
-        url: format!("nats://{}", proxy.address()),
+        url: hosted_testkit::nats_url_via(proxy.address()),
         ..nats.clone()
     };
     let client = hosted_platform::nats::connect(&through_proxy, "test-outage")
@@ -408,7 +404,7 @@ async fn a_consumer_stopped_gracefully_hands_back_what_it_had_not_started() {
     let namespace = hosted_testkit::namespace().await;
     let nats = NatsConfig {
         ack_wait: Duration::from_secs(30),
-        ..hosted_testkit::nats_config(&namespace)
+        ..hosted_testkit::nats_admin_config(&namespace)
     };
     let setup = setup(&nats).await;
     let slow = Arc::new(Counter {

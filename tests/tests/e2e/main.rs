@@ -18,6 +18,7 @@ mod entries;
 mod inbox_batches;
 mod inbox_recovery;
 mod locking;
+mod nats_identities;
 mod publication;
 mod python_client;
 mod rebuild;

@@ -28,7 +28,11 @@ impl TestIntake {
         let database = TestDatabase::new().await;
         let namespace = hosted_testkit::namespace().await;
         let callers = TestCallers::new();
-        let config = config(&database, hosted_testkit::nats_config(&namespace), &callers);
+        let config = config(
+            &database,
+            hosted_testkit::nats_config(hosted_contracts::subjects::Service::Intake, &namespace),
+            &callers,
+        );
         Self::spawn_with(config, database, namespace, callers).await
     }
 

@@ -243,8 +243,11 @@ async fn intake_starts_whatever_the_names_it_holds() {
     let (database, namespace, callers) = intake.stop().await;
 
     // Act: start again (the start-up fills the folded names).
-    let config =
-        crate::helpers::config(&database, hosted_testkit::nats_config(&namespace), &callers);
+    let config = crate::helpers::config(
+        &database,
+        hosted_testkit::nats_config(hosted_contracts::subjects::Service::Intake, &namespace),
+        &callers,
+    );
     let restarted = tokio::time::timeout(
         std::time::Duration::from_secs(60),
         TestIntake::spawn_with(config, database, namespace, callers),

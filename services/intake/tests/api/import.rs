@@ -245,8 +245,11 @@ async fn logins_follow_the_configured_pattern_and_skip_reserved_names() {
     let database = hosted_testkit::TestDatabase::new().await;
     let namespace = hosted_testkit::namespace().await;
     let callers = hosted_testkit::TestCallers::new();
-    let mut config =
-        crate::helpers::config(&database, hosted_testkit::nats_config(&namespace), &callers);
+    let mut config = crate::helpers::config(
+        &database,
+        hosted_testkit::nats_config(hosted_contracts::subjects::Service::Intake, &namespace),
+        &callers,
+    );
     config.registry.login_pattern = "{g}{family}".to_owned();
     config.registry.reserved_logins = vec!["NAbadie".to_owned()];
     let intake = TestIntake::spawn_with(config, database, namespace, callers).await;

@@ -24,7 +24,11 @@ async fn a_database_outage_is_answered_unavailable_without_detail() {
     let namespace = hosted_testkit::namespace().await;
     let callers = TestCallers::new();
     let intake = TestIntake::spawn_with(
-        config(&database, hosted_testkit::nats_config(&namespace), &callers),
+        config(
+            &database,
+            hosted_testkit::nats_config(hosted_contracts::subjects::Service::Intake, &namespace),
+            &callers,
+        ),
         database.clone(),
         namespace,
         callers,

@@ -19,7 +19,7 @@ async fn events_committed_while_nats_is_away_are_published_after_restart() {
     let callers = hosted_testkit::TestCallers::new();
     let unreachable = NatsConfig {
         url: "nats://127.0.0.1:9".to_owned(),
-        ..hosted_testkit::nats_config(&namespace)
+        ..hosted_testkit::nats_config(hosted_contracts::subjects::Service::Intake, &namespace)
     };
     let offline = TestIntake::spawn_with(
         config(&database, unreachable, &callers),
@@ -55,7 +55,11 @@ async fn events_committed_while_nats_is_away_are_published_after_restart() {
 
     // Act: start again with NATS reachable.
     let online = TestIntake::spawn_with(
-        config(&database, hosted_testkit::nats_config(&namespace), &callers),
+        config(
+            &database,
+            hosted_testkit::nats_config(hosted_contracts::subjects::Service::Intake, &namespace),
+            &callers,
+        ),
         database.clone(),
         namespace.clone(),
         callers,
@@ -88,7 +92,11 @@ async fn events_committed_while_nats_is_away_are_published_after_restart() {
         .unwrap();
     let (database, namespace, callers) = online.stop().await;
     let again = TestIntake::spawn_with(
-        config(&database, hosted_testkit::nats_config(&namespace), &callers),
+        config(
+            &database,
+            hosted_testkit::nats_config(hosted_contracts::subjects::Service::Intake, &namespace),
+            &callers,
+        ),
         database,
         namespace.clone(),
         callers,
@@ -140,17 +148,12 @@ async fn a_frozen_then_killed_nats_neither_holds_the_outbox_nor_stalls_the_relay
     let database = hosted_testkit::TestDatabase::new().await;
     let namespace = hosted_testkit::namespace().await;
     let callers = hosted_testkit::TestCallers::new();
-    let nats = hosted_testkit::nats_url();
-    let target = nats
-        .trim_start_matches("nats://")
-        .parse()
-        .expect("the test NATS url is nats://ip:port");
-    let proxy = hosted_testkit::TcpProxy::start(target).await;
+    let proxy = hosted_testkit::TcpProxy::start(hosted_testkit::nats_address()).await;
     let through_proxy = NatsConfig {
-        url: format!("nats://{}", proxy.address()),
+        url: hosted_testkit::nats_url_via(proxy.address()),
         publish_timeout: std::time::Duration::from_secs(2),
         outbox_stale_after: std::time::Duration::from_secs(1),
-        ..hosted_testkit::nats_config(&namespace)
+        ..hosted_testkit::nats_config(hosted_contracts::subjects::Service::Intake, &namespace)
     };
     let intake = TestIntake::spawn_with(
         config(&database, through_proxy, &callers),

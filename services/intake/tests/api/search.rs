@@ -245,8 +245,11 @@ async fn persons_registered_before_name_search_are_found_after_a_restart() {
         .await
         .unwrap();
     let (database, namespace, callers) = intake.stop().await;
-    let config =
-        crate::helpers::config(&database, hosted_testkit::nats_config(&namespace), &callers);
+    let config = crate::helpers::config(
+        &database,
+        hosted_testkit::nats_config(hosted_contracts::subjects::Service::Intake, &namespace),
+        &callers,
+    );
     let intake = TestIntake::spawn_with(config, database, namespace, callers).await;
 
     let found = intake

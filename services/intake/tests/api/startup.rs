@@ -60,8 +60,10 @@ async fn sigterm_stops_the_service_gracefully() {
         .env("INTAKE__GRPC__GRACE_PERIOD_MS", "5000")
         .env("INTAKE__DATABASE__URL", &database.url)
         .env("INTAKE__DATABASE__CREATE_IF_MISSING", "true")
-        .env("INTAKE__NATS__URL", hosted_testkit::nats_url())
-        .env("INTAKE__NATS__NAMESPACE", namespace.as_str())
+        .envs(hosted_testkit::nats_env(
+            hosted_contracts::subjects::Service::Intake,
+            &namespace,
+        ))
         .env("INTAKE__TELEMETRY__FILTER", "info")
         .env("RUST_LOG", "info")
         .stdout(Stdio::piped())

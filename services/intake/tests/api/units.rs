@@ -135,7 +135,11 @@ async fn the_start_horizon_is_configured() {
     let database = TestDatabase::new().await;
     let namespace = hosted_testkit::namespace().await;
     let callers = TestCallers::new();
-    let mut config = config(&database, hosted_testkit::nats_config(&namespace), &callers);
+    let mut config = config(
+        &database,
+        hosted_testkit::nats_config(hosted_contracts::subjects::Service::Intake, &namespace),
+        &callers,
+    );
     config.registry.max_start_ahead_days = 30;
     let intake = TestIntake::spawn_with(config, database, namespace, callers).await;
     let mut client = intake.client().await;

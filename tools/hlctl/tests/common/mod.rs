@@ -68,7 +68,10 @@ impl Services {
         let app = Application::build(&IntakeConfig {
             common: hosted_testkit::common_config(
                 &intake_database,
-                hosted_testkit::nats_config(&namespace),
+                hosted_testkit::nats_config(
+                    hosted_contracts::subjects::Service::Intake,
+                    &namespace,
+                ),
                 &callers,
             ),
             registry: RegistryConfig::default(),
@@ -82,7 +85,10 @@ impl Services {
             let app = hosted_entitlement::Application::build(&EntitlementConfig {
                 common: hosted_testkit::common_config(
                     &TestDatabase::new().await,
-                    hosted_testkit::nats_config(&namespace),
+                    hosted_testkit::nats_config(
+                        hosted_contracts::subjects::Service::Entitlement,
+                        &namespace,
+                    ),
                     &callers,
                 ),
                 policy: PolicyConfig {
@@ -100,7 +106,10 @@ impl Services {
             let app = hosted_cards::Application::build(&hosted_cards::CardsConfig {
                 common: hosted_testkit::common_config(
                     &TestDatabase::new().await,
-                    hosted_testkit::nats_config(&namespace),
+                    hosted_testkit::nats_config(
+                        hosted_contracts::subjects::Service::Cards,
+                        &namespace,
+                    ),
                     &callers,
                 ),
                 cards: Default::default(),
@@ -122,7 +131,10 @@ impl Services {
             let app = hosted_directory::Application::build(&hosted_directory::DirectoryConfig {
                 common: hosted_testkit::common_config(
                     &TestDatabase::new().await,
-                    hosted_testkit::nats_config(&namespace),
+                    hosted_testkit::nats_config(
+                        hosted_contracts::subjects::Service::Directory,
+                        &namespace,
+                    ),
                     &callers,
                 ),
                 ldap: hosted_directory::config::LdapConfig {
