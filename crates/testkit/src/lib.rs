@@ -536,6 +536,26 @@ impl TestPki {
         common_name: &str,
         organization: Option<&str>,
     ) -> tonic::transport::Identity {
+        let (certificate, key) = self.client_pem(common_name, organization);
+        tonic::transport::Identity::from_pem(certificate, key)
+    }
+
+    /// As [`TestPki::client_identity`], written under the authority's directory, as
+    /// (certificate path, key path).
+    pub fn client_files(
+        &self,
+        common_name: &str,
+        organization: Option<&str>,
+    ) -> (std::path::PathBuf, std::path::PathBuf) {
+        let (certificate, key) = self.client_pem(common_name, organization);
+        let cert_path = self.dir.join(format!("client-{common_name}.pem"));
+        let key_path = self.dir.join(format!("client-{common_name}.key"));
+        std::fs::write(&cert_path, certificate).unwrap();
+        std::fs::write(&key_path, key).unwrap();
+        (cert_path, key_path)
+    }
+
+    fn client_pem(&self, common_name: &str, organization: Option<&str>) -> (String, String) {
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         params.distinguished_name = rcgen::DistinguishedName::new();
         if let Some(organization) = organization {
@@ -547,8 +567,7 @@ impl TestPki {
             .distinguished_name
             .push(rcgen::DnType::CommonName, common_name);
         params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
-        let (certificate, key) = self.sign(params);
-        tonic::transport::Identity::from_pem(certificate, key)
+        self.sign(params)
     }
 
     /// `[grpc.tls]` with a fresh server certificate; mutual TLS with this authority
