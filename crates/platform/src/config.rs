@@ -1362,10 +1362,14 @@ mod properties {
     use super::*;
 
     /// The fields of the common sections, as environment variables name them.
-    const FIELDS: [&str; 17] = [
+    const FIELDS: [&str; 21] = [
         "GRPC__LISTEN",
         "GRPC__GRACE_PERIOD_MS",
+        "GRPC__HEALTH_LISTEN",
+        "GRPC__TLS__CERT_PATH",
+        "GRPC__TLS__KEY_PATH",
         "DATABASE__URL",
+        "DATABASE__URL_FILE",
         "DATABASE__MAX_CONNECTIONS",
         "DATABASE__CREATE_IF_MISSING",
         "NATS__URL",
@@ -1457,6 +1461,7 @@ mod properties {
     /// What a loaded configuration promises when no problem was found.
     fn checks_hold(config: &CommonConfig) -> bool {
         !config.grpc.grace_period.is_zero()
+            && (config.grpc.tls.cert_path().is_some() == config.grpc.tls.key_path().is_some())
             && (config.database.url.starts_with("postgres://")
                 || config.database.url.starts_with("postgresql://"))
             && config.database.max_connections >= 1
