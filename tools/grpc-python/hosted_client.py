@@ -47,10 +47,33 @@ def call(channel, method_path, request_json, token):
     return json_format.MessageToJson(response, preserving_proto_field_name=True)
 
 
+def open_channel(args):
+    """TLS when a CA is given (as the services are deployed), plain text otherwise."""
+    if args.ca is None:
+        return grpc.insecure_channel(args.address)
+
+    def read(path):
+        with open(path, "rb") as file:
+            return file.read()
+
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=read(args.ca),
+        private_key=read(args.key) if args.key else None,
+        certificate_chain=read(args.cert) if args.cert else None,
+    )
+    return grpc.secure_channel(args.address, credentials)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--address", default="127.0.0.1:50051")
     parser.add_argument("--token", default=None)
+    parser.add_argument(
+        "--ca", default=None,
+        help="CA certificate (PEM) of the server's: TLS (plain text without it)",
+    )
+    parser.add_argument("--cert", default=None, help="client certificate (PEM), mutual TLS")
+    parser.add_argument("--key", default=None, help="key (PEM) of --cert")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("list", help="list the services through reflection")
     call_parser = commands.add_parser("call", help="call a method with a JSON request")
@@ -58,7 +81,7 @@ def main():
     call_parser.add_argument("request", help="the request as JSON, '-' for standard input")
     args = parser.parse_args()
 
-    with grpc.insecure_channel(args.address) as channel:
+    with open_channel(args) as channel:
         if args.command == "list":
             for name in list_services(channel):
                 print(name)

@@ -1,10 +1,29 @@
 //! Who may call what: bearer credentials, roles, and a deny-by-default check in
 //! front of every RPC.
 //!
-//! A caller is configured with the SHA-256 of its token (never the token) and its
-//! roles; each service declares, for every RPC it serves, the roles it accepts. A
-//! method that has no declaration is refused, and a service that forgets to declare
-//! one of its RPCs does not start ([`AccessPolicy::covering`]).
+//! A caller is configured with the SHA-256 of its token (never the token), or the
+//! subject of its client certificate, or both, and its roles; each service declares,
+//! for every RPC it serves, the roles it accepts. A method that has no declaration is
+//! refused, and a service that forgets to declare one of its RPCs does not start
+//! ([`AccessPolicy::covering`]).
+//!
+//! Who the caller of a request is:
+//!
+//! - a bearer token alone: the caller whose digest it has;
+//! - a verified client certificate (mutual TLS) alone: the caller whose
+//!   `certificate_subject` is exactly the certificate's subject, as RFC 4514 text
+//!   (attributes compared whole, never a substring or a prefix); a subject that is no
+//!   caller's is UNAUTHENTICATED;
+//! - both: they must name the same caller, or the call is UNAUTHENTICATED; a token
+//!   cannot lend a certificate's connection another caller's roles, nor the reverse.
+//!   A certificate whose subject is no caller's (a service's certificate presented
+//!   for the transport only) leaves the token to say who calls.
+//!
+//! Tokens are compared by their SHA-256 digest, with every configured digest and in
+//! constant time ([`digests_equal`]): a lookup in a map would stop at the first byte
+//! that differs, and although a digest's timing tells little about the token behind
+//! it, nothing about the configured digests should leak through how long a refusal
+//! takes.
 
 use std::{
     collections::HashMap,
@@ -81,7 +100,9 @@ impl FromStr for Role {
 #[derive(Clone)]
 pub struct Caller {
     name: String,
-    token_sha256: Vec<u8>,
+    token_sha256: Option<[u8; 32]>,
+    /// Canonical RFC 4514 text ([`canonical_subject`]).
+    certificate_subject: Option<String>,
     roles: Vec<Role>,
 }
 
@@ -89,16 +110,24 @@ impl fmt::Debug for Caller {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Caller")
             .field("name", &self.name)
+            .field("certificate_subject", &self.certificate_subject)
             .field("roles", &self.roles)
             .finish_non_exhaustive()
     }
 }
 
 impl Caller {
-    pub fn new(name: String, token_sha256: Vec<u8>, roles: Vec<Role>) -> Self {
+    /// `certificate_subject` as [`canonical_subject`] gives it.
+    pub fn new(
+        name: String,
+        token_sha256: Option<[u8; 32]>,
+        certificate_subject: Option<String>,
+        roles: Vec<Role>,
+    ) -> Self {
         Self {
             name,
             token_sha256,
+            certificate_subject,
             roles,
         }
     }
@@ -110,6 +139,36 @@ impl Caller {
     pub fn roles(&self) -> &[Role] {
         &self.roles
     }
+
+    pub fn certificate_subject(&self) -> Option<&str> {
+        self.certificate_subject.as_deref()
+    }
+}
+
+/// A subject as configured (`CN=integrator-library,O=Université Exemple`), in the
+/// one spelling that [`certificate_subject`] gives a certificate's: RFC 4514 text with
+/// upper-case attribute names and no spaces around the separators.
+pub fn canonical_subject(subject: &str) -> Result<String, String> {
+    use std::str::FromStr;
+    let compact: Vec<&str> = subject.split(',').map(str::trim).collect();
+    let name = x509_cert::name::RdnSequence::from_str(&compact.join(",")).map_err(|error| {
+        format!("{subject:?} is not a distinguished name as RFC 4514 writes it ({error})")
+    })?;
+    Ok(name.to_string())
+}
+
+/// The subject of a DER certificate as RFC 4514 text (most specific first), or `None`
+/// when it does not parse (rustls has verified it; this cannot be expected).
+pub fn certificate_subject(der: &[u8]) -> Option<String> {
+    use x509_cert::der::Decode;
+    let certificate = x509_cert::Certificate::from_der(der).ok()?;
+    Some(certificate.tbs_certificate.subject.to_string())
+}
+
+/// Whether two digests are equal, in a time that does not depend on where they differ.
+pub fn digests_equal(left: &[u8; 32], right: &[u8; 32]) -> bool {
+    use subtle::ConstantTimeEq;
+    left.ct_eq(right).into()
 }
 
 /// The hex SHA-256 of a token, as configured in `token_sha256`.
@@ -240,35 +299,46 @@ enum Decision {
 #[derive(Debug)]
 struct Authorizer {
     policy: AccessPolicy,
-    callers: HashMap<[u8; 32], Caller>,
+    callers: Vec<Caller>,
 }
 
 impl Authorizer {
-    fn decide(&self, path: &str, authorization: Option<&[u8]>) -> Decision {
+    /// `certificate_subject`: the subject of the client certificate that TLS verified
+    /// on this connection, if any.
+    fn decide(
+        &self,
+        path: &str,
+        authorization: Option<&[u8]>,
+        certificate_subject: Option<&str>,
+    ) -> Decision {
         if self.policy.is_open(path) {
             return Decision::Open;
         }
-        let Some(authorization) = authorization else {
-            return Decision::Unauthenticated("missing bearer credential");
+        let by_certificate = certificate_subject.and_then(|subject| {
+            self.callers
+                .iter()
+                .find(|caller| caller.certificate_subject.as_deref() == Some(subject))
+        });
+        let by_token = match authorization {
+            None => None,
+            Some(authorization) => match self.by_token(authorization) {
+                Ok(caller) => Some(caller),
+                Err(refusal) => return refusal,
+            },
         };
-        // The scheme is case-insensitive (RFC 7235): `BEARER x` is `Bearer x`.
-        let token = match std::str::from_utf8(authorization).ok().and_then(|value| {
-            value
-                .trim_start()
-                .split_once(char::is_whitespace)
-                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-                .map(|(_, token)| token)
-        }) {
-            Some(token) if !token.trim().is_empty() => token.trim(),
-            _ => {
+        let caller = match (by_certificate, by_token) {
+            (Some(certified), Some(bearer)) if certified.name != bearer.name => {
                 return Decision::Unauthenticated(
-                    "malformed authorization: expected \"Bearer <token>\"",
+                    "the bearer token and the client certificate name different callers",
                 );
             }
-        };
-        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        let Some(caller) = self.callers.get(&digest) else {
-            return Decision::Unauthenticated("unknown credential");
+            (Some(caller), _) | (None, Some(caller)) => caller,
+            (None, None) if certificate_subject.is_some() => {
+                return Decision::Unauthenticated(
+                    "the client certificate's subject is no caller's, and no bearer credential",
+                );
+            }
+            (None, None) => return Decision::Unauthenticated("missing bearer credential"),
         };
         match self.policy.roles_for(path) {
             Some(accepted) if caller.roles.iter().any(|role| accepted.contains(role)) => {
@@ -285,6 +355,37 @@ impl Authorizer {
             None => Decision::Denied("no role may call this method".to_owned()),
         }
     }
+
+    /// The caller a bearer token names, or why the request is refused.
+    fn by_token(&self, authorization: &[u8]) -> Result<&Caller, Decision> {
+        // The scheme is case-insensitive (RFC 7235): `BEARER x` is `Bearer x`.
+        let token = match std::str::from_utf8(authorization).ok().and_then(|value| {
+            value
+                .trim_start()
+                .split_once(char::is_whitespace)
+                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                .map(|(_, token)| token)
+        }) {
+            Some(token) if !token.trim().is_empty() => token.trim(),
+            _ => {
+                return Err(Decision::Unauthenticated(
+                    "malformed authorization: expected \"Bearer <token>\"",
+                ));
+            }
+        };
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        // Every configured digest is compared, in constant time, without stopping at
+        // the match (see the module's documentation).
+        let mut found = None;
+        for caller in &self.callers {
+            if let Some(configured) = &caller.token_sha256
+                && digests_equal(configured, &digest)
+            {
+                found = Some(caller);
+            }
+        }
+        found.ok_or(Decision::Unauthenticated("unknown credential"))
+    }
 }
 
 /// The tower layer that authenticates and authorises every gRPC request.
@@ -295,13 +396,6 @@ pub struct AuthLayer {
 
 impl AuthLayer {
     pub fn new(policy: AccessPolicy, callers: Vec<Caller>) -> Self {
-        let callers = callers
-            .into_iter()
-            .filter_map(|caller| {
-                let digest: [u8; 32] = caller.token_sha256.as_slice().try_into().ok()?;
-                Some((digest, caller))
-            })
-            .collect();
         Self {
             authorizer: Arc::new(Authorizer { policy, callers }),
         }
@@ -342,12 +436,20 @@ where
 
     fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
         let path = request.uri().path().to_owned();
+        // Present only when the server asked for client certificates and rustls
+        // verified this one against `grpc.tls.client_ca_path`.
+        let certificate_subject = request
+            .extensions()
+            .get::<tonic::transport::server::TlsConnectInfo<tonic::transport::server::TcpConnectInfo>>()
+            .and_then(|info| info.peer_certs())
+            .and_then(|certificates| certificates.first().and_then(|leaf| certificate_subject(leaf)));
         let decision = self.authorizer.decide(
             &path,
             request
                 .headers()
                 .get(hosted_contracts::headers::AUTHORIZATION)
                 .map(|value| value.as_bytes()),
+            certificate_subject.as_deref(),
         );
         let refusal = match decision {
             Decision::Open => None,
@@ -388,17 +490,26 @@ mod tests {
             methods,
             open_prefixes: vec!["/grpc.health.v1.Health/".to_owned()],
         };
+        let digest = |token: &str| Some(Sha256::digest(token.as_bytes()).into());
         let caller = Caller::new(
             "portal".to_owned(),
-            hex::decode(hash_token("s3cret")).expect("hex"),
+            digest("s3cret"),
+            Some("CN=portal,O=Univ".to_owned()),
             vec![Role::Deve],
         );
         let bank = Caller::new(
             "bank".to_owned(),
-            hex::decode(hash_token("finance-only")).expect("hex"),
+            digest("finance-only"),
+            None,
             vec![Role::Finance],
         );
-        let layer = AuthLayer::new(policy, vec![caller, bank]);
+        let library = Caller::new(
+            "library".to_owned(),
+            None,
+            Some("CN=library".to_owned()),
+            vec![Role::Deve],
+        );
+        let layer = AuthLayer::new(policy, vec![caller, bank, library]);
         Arc::try_unwrap(layer.authorizer).expect("single owner")
     }
 
@@ -407,53 +518,124 @@ mod tests {
         let authorizer = authorizer();
         let register = "/hosted.v1.IntakeService/RegisterStay";
         assert_eq!(
-            authorizer.decide("/grpc.health.v1.Health/Check", None),
+            authorizer.decide("/grpc.health.v1.Health/Check", None, None),
             Decision::Open
         );
         assert!(matches!(
-            authorizer.decide(register, None),
+            authorizer.decide(register, None, None),
             Decision::Unauthenticated(_)
         ));
         assert!(matches!(
-            authorizer.decide(register, Some(b"Basic abc")),
+            authorizer.decide(register, Some(b"Basic abc"), None),
             Decision::Unauthenticated(_)
         ));
         assert!(matches!(
-            authorizer.decide(register, Some(b"Bearer wrong")),
+            authorizer.decide(register, Some(b"Bearer wrong"), None),
             Decision::Unauthenticated(_)
         ));
         for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
             assert_eq!(
-                authorizer.decide(register, Some(format!("{scheme} s3cret").as_bytes())),
+                authorizer.decide(register, Some(format!("{scheme} s3cret").as_bytes()), None),
                 Decision::Allowed(Arc::from("portal")),
                 "{scheme}"
             );
         }
         assert_eq!(
-            authorizer.decide(register, Some(b"Bearer\ts3cret")),
+            authorizer.decide(register, Some(b"Bearer\ts3cret"), None),
             Decision::Allowed(Arc::from("portal"))
         );
         assert_eq!(
-            authorizer.decide(register, Some(b"Bearer finance-only")),
+            authorizer.decide(register, Some(b"Bearer finance-only"), None),
             Decision::Denied(
                 "the caller's roles do not allow this call: it needs one of: deve".to_owned()
             )
         );
         assert!(matches!(
-            authorizer.decide(register, Some(b"Bearers3cret")),
+            authorizer.decide(register, Some(b"Bearers3cret"), None),
             Decision::Unauthenticated(_)
         ));
         assert!(matches!(
-            authorizer.decide(register, Some(b"Bearer ")),
+            authorizer.decide(register, Some(b"Bearer "), None),
             Decision::Unauthenticated(_)
         ));
         assert_eq!(
             authorizer.decide(
                 "/hosted.v1.IntakeService/Undeclared",
-                Some(b"Bearer s3cret")
+                Some(b"Bearer s3cret"),
+                None
             ),
             Decision::Denied("no role may call this method".to_owned())
         );
+    }
+
+    #[test]
+    fn certificate_decisions() {
+        let authorizer = authorizer();
+        let register = "/hosted.v1.IntakeService/RegisterStay";
+        // A certificate alone is its caller; with that caller's token too.
+        assert_eq!(
+            authorizer.decide(register, None, Some("CN=library")),
+            Decision::Allowed(Arc::from("library"))
+        );
+        assert_eq!(
+            authorizer.decide(register, Some(b"Bearer s3cret"), Some("CN=portal,O=Univ")),
+            Decision::Allowed(Arc::from("portal"))
+        );
+        // A token of another caller, or an unknown one, beside a known certificate.
+        assert!(matches!(
+            authorizer.decide(register, Some(b"Bearer finance-only"), Some("CN=library")),
+            Decision::Unauthenticated(
+                "the bearer token and the client certificate name different callers"
+            )
+        ));
+        assert!(matches!(
+            authorizer.decide(register, Some(b"Bearer wrong"), Some("CN=library")),
+            Decision::Unauthenticated("unknown credential")
+        ));
+        // An unknown subject: nobody, unless a token says who calls. Exact match only.
+        for subject in [
+            "CN=intruder",
+            "CN=library,O=Other",
+            "CN=librar",
+            "CN=portal",
+        ] {
+            assert!(
+                matches!(
+                    authorizer.decide(register, None, Some(subject)),
+                    Decision::Unauthenticated(_)
+                ),
+                "{subject}"
+            );
+        }
+        assert_eq!(
+            authorizer.decide(register, Some(b"Bearer s3cret"), Some("CN=intake")),
+            Decision::Allowed(Arc::from("portal"))
+        );
+        // The certificate's caller's roles count, not more.
+        assert!(matches!(
+            authorizer.decide(register, Some(b"Bearer finance-only"), Some("CN=bank")),
+            Decision::Denied(_)
+        ));
+    }
+
+    #[test]
+    fn digests_compare_whole() {
+        let digest = [7u8; 32];
+        assert!(digests_equal(&digest, &[7u8; 32]));
+        for position in [0, 15, 31] {
+            let mut other = digest;
+            other[position] ^= 1;
+            assert!(!digests_equal(&digest, &other), "differs at {position}");
+        }
+    }
+
+    #[test]
+    fn subjects_in_one_spelling() {
+        assert_eq!(
+            canonical_subject("cn=integrator-library, O=Université Exemple").as_deref(),
+            Ok("CN=integrator-library,O=Université Exemple")
+        );
+        assert!(canonical_subject("integrator").is_err());
     }
 
     #[test]

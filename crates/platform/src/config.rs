@@ -60,9 +60,10 @@ impl Loader {
     pub fn new(env_prefix: &str, file: Option<&Path>) -> Self {
         let mut figment = Figment::new();
         let mut problems = Vec::new();
+        let mut secrets = SecretFiles::default();
         if let Some(file) = file {
             if file.is_file() {
-                figment = figment.merge(Toml::file(file));
+                figment = figment.merge(secrets.read(Toml::file(file)));
             } else {
                 problems.push(format!("config file {}: not found", file.display()));
             }
@@ -77,9 +78,10 @@ impl Loader {
                 problems.push(format!("{lossy}: not UTF-8 text"));
             }
         }
-        figment = figment.merge(RawEnv {
+        figment = figment.merge(secrets.read(RawEnv {
             prefix: env_prefix.clone(),
-        });
+        }));
+        problems.extend(secrets.problems());
         Self {
             figment,
             env_prefix,
@@ -329,6 +331,113 @@ fn insert(dict: &mut Dict, path: &[String], value: Value) {
     }
 }
 
+/// The suffix of a key whose value is the path of a file that holds the value of the
+/// key without it: `password_file = "/run/secrets/db"` gives `password`.
+pub const FILE_SUFFIX: &str = "_file";
+
+/// Secrets from files: in every layer, any key `x_file` (TOML `x_file = "…"`, or the
+/// variable `<PREFIX>__<SECTION>__X_FILE`) is replaced by `x`, the content of that
+/// file without its trailing newline. Kubernetes and systemd hand secrets over as
+/// mounted files; a secret read from a file is never in the process's environment,
+/// where `ps e`, `/proc/<pid>/environ` and crash reports show it.
+///
+/// Setting both `x` and `x_file` (in the same layer or in two) is a problem that names
+/// both, rather than a silent winner; a file that cannot be read is a problem that
+/// names the key and the path, never what the file holds.
+#[derive(Debug, Default)]
+struct SecretFiles {
+    /// Paths (`database.url`) given directly, in any layer.
+    direct: std::collections::BTreeSet<String>,
+    /// Paths (`database.url`) given as `…_file`, in any layer.
+    from_files: std::collections::BTreeSet<String>,
+    problems: Vec<String>,
+}
+
+impl SecretFiles {
+    /// One layer, with its `x_file` keys read; a layer that does not parse is given as
+    /// it is, so that figment reports it in its own words.
+    fn read<P: Provider>(&mut self, layer: P) -> ResolvedLayer {
+        let metadata = layer.metadata();
+        let data = layer.data().map(|mut profiles| {
+            for dict in profiles.values_mut() {
+                self.resolve(dict, "");
+            }
+            profiles
+        });
+        ResolvedLayer { metadata, data }
+    }
+
+    fn resolve(&mut self, dict: &mut Dict, parent: &str) {
+        let keys: Vec<String> = dict.keys().cloned().collect();
+        for key in keys {
+            let path = if parent.is_empty() {
+                key.clone()
+            } else {
+                format!("{parent}.{key}")
+            };
+            if let Some(Value::Dict(_, inner)) = dict.get_mut(&key) {
+                self.resolve(inner, &path);
+                continue;
+            }
+            let Some(target) = key
+                .strip_suffix(FILE_SUFFIX)
+                .filter(|target| !target.is_empty())
+            else {
+                self.direct.insert(path);
+                continue;
+            };
+            let target_path = path.strip_suffix(FILE_SUFFIX).unwrap_or(&path).to_owned();
+            let Some(Value::String(_, file)) = dict.remove(&key) else {
+                self.problems
+                    .push(format!("{path}: must be the path of a file"));
+                continue;
+            };
+            self.from_files.insert(target_path);
+            match read_secret(Path::new(&file)) {
+                Ok(secret) => {
+                    dict.insert(target.to_owned(), Value::from(secret));
+                }
+                Err(reason) => self.problems.push(format!("{path}: {file}: {reason}")),
+            }
+        }
+    }
+
+    fn problems(self) -> Vec<String> {
+        let mut problems = self.problems;
+        for path in self.direct.intersection(&self.from_files) {
+            problems.push(format!(
+                "{path} and {path}{FILE_SUFFIX}: both set; give the value or the file, not both"
+            ));
+        }
+        problems
+    }
+}
+
+/// A file's content without its trailing newline; the reason it cannot be read (an
+/// I/O error or not UTF-8) never quotes the content.
+fn read_secret(file: &Path) -> Result<String, String> {
+    let bytes = std::fs::read(file).map_err(|error| format!("cannot read ({error})"))?;
+    let text = String::from_utf8(bytes).map_err(|_| "not UTF-8 text".to_owned())?;
+    Ok(text.trim_end_matches(['\n', '\r']).to_owned())
+}
+
+/// A layer already read, with its secrets from files in place.
+#[derive(Debug)]
+struct ResolvedLayer {
+    metadata: Metadata,
+    data: Result<Map<Profile, Dict>, figment::Error>,
+}
+
+impl Provider for ResolvedLayer {
+    fn metadata(&self) -> Metadata {
+        self.metadata.clone()
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        self.data.clone()
+    }
+}
+
 /// The configuration file named by `--config FILE` or by `<PREFIX>_CONFIG`.
 ///
 /// Returns `Err` with a usage message for any other argument.
@@ -383,7 +492,7 @@ pub fn text<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String,
     })
 }
 
-/// `[grpc]`: where the service listens and how it stops.
+/// `[grpc]`: where the service listens, how it stops, and its TLS.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GrpcConfig {
@@ -392,6 +501,80 @@ pub struct GrpcConfig {
     /// How long in-flight calls and consumers get to finish after SIGTERM.
     #[serde(deserialize_with = "parse_duration_millis", rename = "grace_period_ms")]
     pub grace_period: Duration,
+    /// `[grpc.tls]`: TLS on `listen`; plain text (with a warning) when not set.
+    pub tls: TlsConfig,
+    /// A second, plain-text listener that serves `grpc.health.v1.Health` and nothing
+    /// else, for probes that do not speak TLS (Kubernetes' gRPC probes).
+    pub health_listen: Option<SocketAddr>,
+}
+
+/// `[grpc.tls]`: the server's certificate and key (PEM files, read again when they
+/// change) and, for mutual TLS, the CA that signs the clients' certificates.
+///
+/// ```toml
+/// [grpc.tls]
+/// cert_path = "/etc/hosted/tls/tls.crt"        # leaf first, then intermediates
+/// key_path = "/etc/hosted/tls/tls.key"
+/// client_ca_path = "/etc/hosted/tls/clients-ca.crt"   # optional
+/// ```
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert_path: Option<PathBuf>,
+    pub key_path: Option<PathBuf>,
+    /// When set, clients may present a certificate signed by it (mutual TLS); a
+    /// caller whose `certificate_subject` is the certificate's is that caller.
+    pub client_ca_path: Option<PathBuf>,
+}
+
+fn set(path: &Option<PathBuf>) -> Option<&Path> {
+    path.as_deref().filter(|path| !path.as_os_str().is_empty())
+}
+
+impl TlsConfig {
+    /// Whether TLS is asked for (both paths, as `check` makes sure).
+    pub fn is_enabled(&self) -> bool {
+        self.cert_path().is_some() && self.key_path().is_some()
+    }
+
+    pub fn cert_path(&self) -> Option<&Path> {
+        set(&self.cert_path)
+    }
+
+    pub fn key_path(&self) -> Option<&Path> {
+        set(&self.key_path)
+    }
+
+    pub fn client_ca_path(&self) -> Option<&Path> {
+        set(&self.client_ca_path)
+    }
+
+    fn check(&self, section: &str, problems: &mut Vec<String>) {
+        match (self.cert_path(), self.key_path()) {
+            (Some(cert_path), Some(key_path)) => {
+                if let Err(reason) = crate::tls::load_certified_key(cert_path, key_path) {
+                    problems.push(format!("{section}.{reason}"));
+                }
+            }
+            (Some(_), None) => problems.push(format!(
+                "{section}.cert_path: set without key_path (both, or neither)"
+            )),
+            (None, Some(_)) => problems.push(format!(
+                "{section}.key_path: set without cert_path (both, or neither)"
+            )),
+            (None, None) => {}
+        }
+        if let Some(ca_path) = self.client_ca_path() {
+            if !self.is_enabled() {
+                problems.push(format!(
+                    "{section}.client_ca_path: needs cert_path and key_path (mutual TLS is TLS)"
+                ));
+            }
+            if let Err(reason) = crate::tls::load_client_roots(ca_path) {
+                problems.push(format!("{section}.client_ca_path: {reason}"));
+            }
+        }
+    }
 }
 
 impl GrpcConfig {
@@ -414,6 +597,8 @@ impl Default for GrpcConfig {
         Self {
             listen: None,
             grace_period: Duration::from_secs(20),
+            tls: TlsConfig::default(),
+            health_listen: None,
         }
     }
 }
@@ -423,6 +608,15 @@ impl Section for GrpcConfig {
         if self.grace_period.is_zero() {
             problems.push(format!("{section}.grace_period_ms: must be more than 0"));
         }
+        if let (Some(listen), Some(health)) = (self.listen, self.health_listen)
+            && listen == health
+            && listen.port() != 0
+        {
+            problems.push(format!(
+                "{section}.health_listen: {health} is also grpc.listen; give the probes a port of their own"
+            ));
+        }
+        self.tls.check(&format!("{section}.tls"), problems);
     }
 }
 
@@ -483,18 +677,37 @@ impl Section for DatabaseConfig {
     }
 }
 
-/// A URL with its password replaced, for logs.
+/// A URL with its password replaced, for logs: the one in the credentials and the
+/// `password` parameter, which PostgreSQL's URLs also take.
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
-    match rest.split_once('@') {
-        Some((credentials, host)) => {
-            let user = credentials.split(':').next().unwrap_or_default();
-            format!("{scheme}://{user}:***@{host}")
-        }
-        None => url.to_owned(),
+    let (address, query) = match rest.split_once('?') {
+        Some((address, query)) => (address, Some(query)),
+        None => (rest, None),
+    };
+    // The last `@` of the authority ends the credentials: a password may hold one.
+    let authority_end = address.find('/').unwrap_or(address.len());
+    let (authority, path) = address.split_at(authority_end);
+    let mut redacted = match authority.rsplit_once('@') {
+        Some((credentials, host)) => match credentials.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}{path}"),
+            None => format!("{scheme}://{credentials}@{host}{path}"),
+        },
+        None => format!("{scheme}://{address}"),
+    };
+    if let Some(query) = query {
+        let parameters: Vec<String> = query
+            .split('&')
+            .map(|parameter| match parameter.split_once('=') {
+                Some((name, _)) if name.eq_ignore_ascii_case("password") => format!("{name}=***"),
+                _ => parameter.to_owned(),
+            })
+            .collect();
+        redacted = format!("{redacted}?{}", parameters.join("&"));
     }
+    redacted
 }
 
 /// `[nats]`: the event bus.
@@ -725,6 +938,10 @@ impl Section for TelemetryConfig {
 /// [auth.callers.deve-portal]
 /// token_sha256 = "…"          # hlctl hash-token prints it
 /// roles = ["deve"]
+///
+/// [auth.callers.library]      # mutual TLS: a client certificate instead of a token
+/// certificate_subject = "CN=integrator-library,O=Université Exemple"
+/// roles = ["integrator"]
 /// ```
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -736,10 +953,17 @@ pub struct AuthConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct CallerConfig {
     /// Hex SHA-256 of the caller's bearer token; the token itself is never stored.
+    /// May be left out when `certificate_subject` is given.
     #[serde(deserialize_with = "text")]
     pub token_sha256: String,
     #[serde(deserialize_with = "roles_from_list_or_string")]
     pub roles: Vec<String>,
+    /// The subject of the caller's client certificate, RFC 4514 text as
+    /// `openssl x509 -noout -subject -nameopt RFC2253` prints it (most specific first:
+    /// `CN=integrator-library,O=Université Exemple`). A connection whose verified
+    /// client certificate has exactly this subject is this caller (see
+    /// [`crate::auth`]); it needs `grpc.tls.client_ca_path`.
+    pub certificate_subject: String,
 }
 
 impl fmt::Debug for CallerConfig {
@@ -747,6 +971,7 @@ impl fmt::Debug for CallerConfig {
         f.debug_struct("CallerConfig")
             .field("token_sha256", &"***")
             .field("roles", &self.roles)
+            .field("certificate_subject", &self.certificate_subject)
             .finish()
     }
 }
@@ -791,14 +1016,35 @@ impl AuthConfig {
                 ));
                 ok = false;
             }
+            let subject = caller.certificate_subject.trim();
+            let subject = if subject.is_empty() {
+                None
+            } else {
+                match crate::auth::canonical_subject(subject) {
+                    Ok(canonical) => Some(canonical),
+                    Err(reason) => {
+                        problems.push(format!("{field}.certificate_subject: {reason}"));
+                        ok = false;
+                        None
+                    }
+                }
+            };
             let hash = match hex::decode(&caller.token_sha256) {
-                Ok(hash) if hash.len() == 32 => hash,
+                Ok(hash) if hash.len() == 32 => hash.try_into().ok(),
+                _ if caller.token_sha256.is_empty() && !caller.certificate_subject.is_empty() => {
+                    None
+                }
                 _ => {
                     problems.push(format!(
-                        "{field}.token_sha256: must be 64 hexadecimal digits"
+                        "{field}.token_sha256: must be 64 hexadecimal digits{}",
+                        if caller.token_sha256.is_empty() {
+                            " (or give certificate_subject)"
+                        } else {
+                            ""
+                        }
                     ));
                     ok = false;
-                    Vec::new()
+                    None
                 }
             };
             if caller.roles.is_empty() {
@@ -816,7 +1062,18 @@ impl AuthConfig {
                 }
             }
             if ok {
-                callers.push(Caller::new(name.clone(), hash, roles));
+                callers.push(Caller::new(name.clone(), hash, subject, roles));
+            }
+        }
+        let mut by_subject: BTreeMap<&str, &str> = BTreeMap::new();
+        for caller in &callers {
+            if let Some(subject) = caller.certificate_subject()
+                && let Some(first) = by_subject.insert(subject, caller.name())
+            {
+                problems.push(format!(
+                    "{section}.callers.{}.certificate_subject: {subject:?} is already caller {first}'s",
+                    caller.name()
+                ));
             }
         }
         callers
@@ -1040,12 +1297,186 @@ mod tests {
     }
 
     #[test]
+    fn secrets_come_from_files_in_the_file_and_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            // Arrange: the URL from a file named in the TOML file, a caller's digest from
+            // a file named by the environment, both with the trailing newline editors add.
+            jail.create_file("database-url", "postgres://svc:pw0123@h/db\n")?;
+            jail.create_file("portal-digest", &format!("{}\r\n", "ab".repeat(32)))?;
+            jail.create_file(
+                "svc.toml",
+                "[database]\nurl_file = \"database-url\"\n[auth.callers.portal]\nroles = [\"deve\"]\n",
+            )?;
+            jail.set_env(
+                "SVC__AUTH__CALLERS__PORTAL__TOKEN_SHA256_FILE",
+                "portal-digest",
+            );
+            // Act
+            let mut loader = Loader::new("SVC", Some(Path::new("svc.toml")));
+            let database: DatabaseConfig = loader.section("database");
+            let auth: AuthConfig = loader.section("auth");
+            loader.finish().map_err(|e| e.to_string())?;
+            // Assert
+            assert_eq!(database.url, "postgres://svc:pw0123@h/db");
+            assert_eq!(auth.callers["portal"].token_sha256, "ab".repeat(32));
+            assert_eq!(auth.callers("auth", &mut Vec::new()).len(), 1);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_secret_given_twice_or_from_a_missing_file_is_a_problem_that_never_shows_it() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("database-url", "postgres://svc:hunter2@h/db")?;
+            jail.create_file(
+                "svc.toml",
+                "[database]\nurl = \"postgres://svc:swordfish@h/db\"\n",
+            )?;
+            jail.set_env("SVC__DATABASE__URL_FILE", "database-url");
+            jail.set_env(
+                "SVC__AUTH__CALLERS__PORTAL__TOKEN_SHA256_FILE",
+                "no-such-file",
+            );
+            jail.set_env("SVC__AUTH__CALLERS__PORTAL__ROLES", "deve");
+            let mut loader = Loader::new("SVC", Some(Path::new("svc.toml")));
+            let _: DatabaseConfig = loader.section("database");
+            let _: AuthConfig = loader.section("auth");
+            let problems = loader.finish().expect_err("two problems").0;
+            let joined = problems.join("\n");
+            assert!(
+                joined.contains("database.url and database.url_file: both set"),
+                "{joined}"
+            );
+            assert!(
+                joined.contains("auth.callers.portal.token_sha256_file: no-such-file: cannot read"),
+                "{joined}"
+            );
+            for secret in ["hunter2", "swordfish"] {
+                assert!(!joined.contains(secret), "{joined}");
+            }
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn tls_takes_both_paths_readable_and_of_one_pair() {
+        let pem = |name: &str| {
+            let key = rcgen::KeyPair::generate().expect("key");
+            let certificate = rcgen::CertificateParams::new(vec![name.to_owned()])
+                .expect("params")
+                .self_signed(&key)
+                .expect("certificate");
+            (certificate.pem(), key.serialize_pem())
+        };
+        let load = |files: &[(&str, &str)], env: &[(&str, &str)]| {
+            let mut problems = Vec::new();
+            figment::Jail::expect_with(|jail| {
+                for (name, content) in files {
+                    jail.create_file(name, content)?;
+                }
+                for (name, value) in env {
+                    jail.set_env(name, value);
+                }
+                let mut loader = Loader::new("SVC", None);
+                let _: GrpcConfig = loader.section("grpc");
+                problems = loader.finish().err().map(|e| e.0).unwrap_or_default();
+                Ok(())
+            });
+            problems
+        };
+        let (cert_a, key_a) = pem("a.example");
+        let (_, key_b) = pem("b.example");
+        let files = [
+            ("a.pem", cert_a.as_str()),
+            ("a.key", key_a.as_str()),
+            ("b.key", key_b.as_str()),
+            ("garbage.pem", "not PEM"),
+        ];
+        let good = [
+            ("SVC__GRPC__TLS__CERT_PATH", "a.pem"),
+            ("SVC__GRPC__TLS__KEY_PATH", "a.key"),
+            ("SVC__GRPC__TLS__CLIENT_CA_PATH", "a.pem"),
+        ];
+        assert_eq!(load(&files, &good), Vec::<String>::new());
+        for (env, expected) in [
+            (
+                &[("SVC__GRPC__TLS__CERT_PATH", "a.pem")][..],
+                "grpc.tls.cert_path: set without key_path",
+            ),
+            (
+                &[("SVC__GRPC__TLS__KEY_PATH", "a.key")][..],
+                "grpc.tls.key_path: set without cert_path",
+            ),
+            (
+                &[
+                    ("SVC__GRPC__TLS__CERT_PATH", "a.pem"),
+                    ("SVC__GRPC__TLS__KEY_PATH", "b.key"),
+                ][..],
+                "grpc.tls.key_path: b.key: not the key of the certificate",
+            ),
+            (
+                &[
+                    ("SVC__GRPC__TLS__CERT_PATH", "missing.pem"),
+                    ("SVC__GRPC__TLS__KEY_PATH", "a.key"),
+                ][..],
+                "grpc.tls.cert_path: missing.pem: cannot read",
+            ),
+            (
+                &[
+                    ("SVC__GRPC__TLS__CERT_PATH", "garbage.pem"),
+                    ("SVC__GRPC__TLS__KEY_PATH", "a.key"),
+                ][..],
+                "grpc.tls.cert_path: garbage.pem: no PEM certificate",
+            ),
+            (
+                &[("SVC__GRPC__TLS__CLIENT_CA_PATH", "a.pem")][..],
+                "grpc.tls.client_ca_path: needs cert_path and key_path",
+            ),
+        ] {
+            let problems = load(&files, env);
+            assert!(
+                problems.iter().any(|problem| problem.starts_with(expected)),
+                "{expected}: {problems:?}"
+            );
+            assert!(
+                !problems
+                    .iter()
+                    .any(|problem| problem.contains("PRIVATE KEY")),
+                "{problems:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn secrets_stay_out_of_debug_output() {
+        let database = DatabaseConfig::with_url("postgres://svc:hunter2@h/db?password=swordfish");
+        let caller = CallerConfig {
+            token_sha256: "ab".repeat(32),
+            roles: vec!["deve".to_owned()],
+            certificate_subject: String::new(),
+        };
+        let shown = format!("{database:?} {caller:?}");
+        for secret in ["hunter2", "swordfish", &"ab".repeat(32)] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+    }
+
+    #[test]
     fn passwords_are_redacted() {
         assert_eq!(
             redact_url("postgres://u:pw@h:5432/db"),
             "postgres://u:***@h:5432/db"
         );
         assert_eq!(redact_url("postgres://h/db"), "postgres://h/db");
+        // An `@` in the password (unescaped) and the password as a parameter.
+        assert_eq!(
+            redact_url("postgres://u:p@ss@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(
+            redact_url("postgres://u@h/db?sslmode=require&password=pw&x=1"),
+            "postgres://u@h/db?sslmode=require&password=***&x=1"
+        );
     }
 }
 
@@ -1060,10 +1491,14 @@ mod properties {
     use super::*;
 
     /// The fields of the common sections, as environment variables name them.
-    const FIELDS: [&str; 19] = [
+    const FIELDS: [&str; 23] = [
         "GRPC__LISTEN",
         "GRPC__GRACE_PERIOD_MS",
+        "GRPC__HEALTH_LISTEN",
+        "GRPC__TLS__CERT_PATH",
+        "GRPC__TLS__KEY_PATH",
         "DATABASE__URL",
+        "DATABASE__URL_FILE",
         "DATABASE__MAX_CONNECTIONS",
         "DATABASE__CREATE_IF_MISSING",
         "NATS__URL",
@@ -1157,6 +1592,7 @@ mod properties {
     /// What a loaded configuration promises when no problem was found.
     fn checks_hold(config: &CommonConfig) -> bool {
         !config.grpc.grace_period.is_zero()
+            && (config.grpc.tls.cert_path().is_some() == config.grpc.tls.key_path().is_some())
             && (config.database.url.starts_with("postgres://")
                 || config.database.url.starts_with("postgresql://"))
             && config.database.max_connections >= 1

@@ -1,9 +1,10 @@
 //! gRPC server start-up shared by every service: the access check in front of every
 //! RPC, a span per call joined to the caller's trace, health (SERVING only once the
 //! service says it is ready), reflection in both `v1` and `v1alpha`, and a graceful
-//! stop bounded by the grace period.
+//! stop bounded by the grace period; TLS when `[grpc.tls]` is set (plain text, said in
+//! a warning, otherwise), and a plain-text listener for health probes alone.
 
-use std::{future::Future, net::SocketAddr, time::Duration};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -63,20 +64,41 @@ impl Readiness {
     }
 }
 
-/// A bound listener and what the server will carry; binding comes first so that a
-/// test can learn the port before serving.
+type HealthServer =
+    tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService>;
+
+/// How long a client gets to finish its TLS handshake before the connection is
+/// dropped: one that never finishes must not hold a task and a socket for ever.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Bound listeners and what the server will carry; binding comes first so that a
+/// test can learn the ports before serving.
 #[derive(Debug)]
 pub struct GrpcServer {
     listener: TcpListener,
+    /// TLS on `listener`; plain text when `None`.
+    tls: Option<Arc<rustls::ServerConfig>>,
+    /// The plain-text listener of health probes, when configured.
+    health_listener: Option<TcpListener>,
     readiness: Readiness,
-    health: tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService>,
+    health: HealthServer,
 }
 
 impl GrpcServer {
-    /// Binds `listen`; `services` are the full names that health reports on
-    /// (e.g. `hosted.v1.IntakeService`).
-    pub async fn bind(listen: SocketAddr, services: Vec<&'static str>) -> std::io::Result<Self> {
+    /// Binds `listen` (and `health_listen`, when given); `services` are the full names
+    /// that health reports on (e.g. `hosted.v1.IntakeService`). With `tls`, every
+    /// connection on `listen` is TLS.
+    pub async fn bind(
+        listen: SocketAddr,
+        health_listen: Option<SocketAddr>,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        services: Vec<&'static str>,
+    ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(listen).await?;
+        let health_listener = match health_listen {
+            Some(address) => Some(TcpListener::bind(address).await?),
+            None => None,
+        };
         let reporter = HealthReporter::new();
         let health = tonic_health::pb::health_server::HealthServer::new(
             tonic_health::server::HealthService::from_health_reporter(reporter.clone()),
@@ -85,6 +107,8 @@ impl GrpcServer {
         readiness.not_serving().await;
         Ok(Self {
             listener,
+            tls,
+            health_listener,
             readiness,
             health,
         })
@@ -94,6 +118,17 @@ impl GrpcServer {
         self.listener
             .local_addr()
             .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// The plain-text health listener's address, when there is one.
+    pub fn health_addr(&self) -> Option<SocketAddr> {
+        self.health_listener
+            .as_ref()
+            .and_then(|listener| listener.local_addr().ok())
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     pub fn readiness(&self) -> Readiness {
@@ -135,16 +170,109 @@ impl GrpcServer {
             policy = policy.open(prefix);
         }
         let routes = routes
-            .add_service(self.health)
+            .add_service(self.health.clone())
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha);
-        tonic::transport::Server::builder()
+
+        // Both servers stop together: one shutdown, told to each by a watch.
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let stopped_signal = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = stopped.wait_for(|stopped| *stopped).await;
+        };
+        let server = tonic::transport::Server::builder();
+        let router = server
             .trace_fn(crate::telemetry::grpc_span)
             .layer(AuthLayer::new(policy, callers))
-            .add_routes(routes)
-            .serve_with_incoming_shutdown(incoming(self.listener), shutdown)
-            .await
+            .add_routes(routes);
+        let main = async {
+            match self.tls {
+                Some(tls) => {
+                    router
+                        .serve_with_incoming_shutdown(
+                            tls_incoming(self.listener, tls),
+                            stopped_signal(stopped.clone()),
+                        )
+                        .await
+                }
+                None => {
+                    router
+                        .serve_with_incoming_shutdown(
+                            incoming(self.listener),
+                            stopped_signal(stopped.clone()),
+                        )
+                        .await
+                }
+            }
+        };
+        // Health only: any other path is UNIMPLEMENTED there, whatever the credential.
+        let probes = async {
+            match self.health_listener {
+                Some(listener) => {
+                    tonic::transport::Server::builder()
+                        .add_service(self.health)
+                        .serve_with_incoming_shutdown(
+                            incoming(listener),
+                            stopped_signal(stopped.clone()),
+                        )
+                        .await
+                }
+                None => Ok(()),
+            }
+        };
+        let servers = async { tokio::try_join!(main, probes).map(|_| ()) };
+        let mut servers = std::pin::pin!(servers);
+        tokio::select! {
+            finished = &mut servers => return finished,
+            () = shutdown => {}
+        }
+        let _ = stop.send(true);
+        servers.await
     }
+}
+
+/// TLS connections: each handshake in a task of its own (a slow or silent client
+/// holds up nobody), bounded by [`HANDSHAKE_TIMEOUT`]; connections whose handshake
+/// fails are dropped here, at debug level (scanners and probes that try plain text).
+fn tls_incoming(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+) -> impl tokio_stream::Stream<
+    Item = std::io::Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>,
+> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let (sender, receiver) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                // The server stopped and dropped the stream: stop accepting.
+                () = sender.closed() => return,
+            };
+            let stream = match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    tracing::warn!(%error, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            if let Err(error) = stream.set_nodelay(true) {
+                tracing::debug!(%error, "cannot turn Nagle's algorithm off");
+            }
+            let acceptor = acceptor.clone();
+            let sender = sender.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(tls)) => {
+                        let _ = sender.send(Ok(tls)).await;
+                    }
+                    Ok(Err(error)) => tracing::debug!(%error, "TLS handshake failed"),
+                    Err(_) => tracing::debug!("TLS handshake timed out"),
+                }
+            });
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(receiver)
 }
 
 /// Accepted connections with Nagle's algorithm off: a gRPC answer is one small write

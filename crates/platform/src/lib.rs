@@ -1,7 +1,8 @@
 //! What every hosted-learners service shares: layered configuration, telemetry,
 //! the service's own PostgreSQL database and migrations, JetStream provisioning, the
 //! transactional outbox and the inbox consumer, gRPC start-up with health,
-//! reflection, graceful shutdown and deny-by-default access control, and the one
+//! reflection, graceful shutdown, TLS with certificates read again when renewed and
+//! deny-by-default access control (tokens or client certificates), and the one
 //! mapping from service errors to gRPC statuses.
 
 pub mod audit;
@@ -16,3 +17,4 @@ pub mod nats;
 pub mod outbox;
 pub mod service;
 pub mod telemetry;
+pub mod tls;

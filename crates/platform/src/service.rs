@@ -29,6 +29,8 @@ pub enum StartError {
         address: SocketAddr,
         source: std::io::Error,
     },
+    #[error("TLS: {0}")]
+    Tls(String),
     #[error("access policy: {0}")]
     Policy(String),
     #[error("gRPC server: {0}")]
@@ -77,10 +79,33 @@ impl Foundation {
 
         let services = vec![grpc_service_name(service)];
         let address = config.grpc.listen_or(default_port);
-        let server = GrpcServer::bind(address, services)
+        let tls = if config.grpc.tls.is_enabled() {
+            Some(
+                crate::tls::server_config(&config.grpc.tls)
+                    .map_err(|reason| StartError::Tls(format!("grpc.tls.{reason}")))?,
+            )
+        } else {
+            None
+        };
+        let server = GrpcServer::bind(address, config.grpc.health_listen, tls, services)
             .await
             .map_err(|source| StartError::Bind { address, source })?;
-        tracing::info!(address = %server.local_addr(), "gRPC listening");
+        if server.is_tls() {
+            tracing::info!(
+                address = %server.local_addr(),
+                mutual = config.grpc.tls.client_ca_path().is_some(),
+                "gRPC listening (TLS)"
+            );
+        } else {
+            tracing::warn!(
+                address = %server.local_addr(),
+                "gRPC listening in PLAIN TEXT: tokens and personal data travel unencrypted; \
+                 set grpc.tls.cert_path and grpc.tls.key_path"
+            );
+        }
+        if let Some(health) = server.health_addr() {
+            tracing::info!(address = %health, "gRPC health listening (plain text, health only)");
+        }
 
         let outbox = OutboxSignal::default();
         let mut tasks = Tasks::new();
@@ -121,6 +146,11 @@ impl Foundation {
 
     pub fn readiness(&self) -> Readiness {
         self.server.readiness()
+    }
+
+    /// The plain-text health listener's address, when `grpc.health_listen` is set.
+    pub fn health_addr(&self) -> Option<SocketAddr> {
+        self.server.health_addr()
     }
 
     /// Serves until `shutdown` resolves, then stops within the grace period.

@@ -516,6 +516,7 @@ pub fn caller(name: &str, roles: &[Role]) -> (String, CallerConfig, String) {
     let config = CallerConfig {
         token_sha256: hash_token(&token),
         roles: roles.iter().map(|role| role.as_str().to_owned()).collect(),
+        certificate_subject: String::new(),
     };
     (name.to_owned(), config, token)
 }
@@ -569,6 +570,179 @@ pub fn authorized<T>(message: T, token: &str) -> tonic::Request<T> {
         format!("Bearer {token}").parse().unwrap(),
     );
     request
+}
+
+// ----------------------------------------------------------------------- TLS
+
+/// A certificate authority of the test's own, made by the harness, and the
+/// certificates it signs: a server certificate for `127.0.0.1` and `localhost`, and
+/// client certificates whose subject is `CN=<name>`. Files go to a directory of the
+/// authority's own under the system's temporary directory.
+#[derive(Debug)]
+pub struct TestPki {
+    pub dir: std::path::PathBuf,
+    ca_params: rcgen::CertificateParams,
+    ca_key: rcgen::KeyPair,
+    ca_pem: String,
+}
+
+const PKI_PREFIX: &str = "hosted-test-pki-";
+
+impl TestPki {
+    pub fn new() -> Self {
+        sweep_pki_directories();
+        let dir = std::env::temp_dir().join(format!("{PKI_PREFIX}{}", unique_token()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.distinguished_name = rcgen::DistinguishedName::new();
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "hosted test CA");
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+        ];
+        let ca_pem = ca_params.clone().self_signed(&ca_key).unwrap().pem();
+        std::fs::write(dir.join("ca.pem"), &ca_pem).unwrap();
+        Self {
+            dir,
+            ca_params,
+            ca_key,
+            ca_pem,
+        }
+    }
+
+    pub fn ca_path(&self) -> std::path::PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
+    fn sign(&self, params: rcgen::CertificateParams) -> (String, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let issuer = self.ca_params.clone().self_signed(&self.ca_key).unwrap();
+        let certificate = params.signed_by(&key, &issuer, &self.ca_key).unwrap();
+        (certificate.pem(), key.serialize_pem())
+    }
+
+    /// A server certificate for `127.0.0.1` and `localhost` with subject
+    /// `CN=<common_name>`, as (certificate PEM, key PEM).
+    pub fn server_pem(&self, common_name: &str) -> (String, String) {
+        let mut params =
+            rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+                .unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, common_name);
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        self.sign(params)
+    }
+
+    /// Writes a server certificate and its key under the authority's directory, as
+    /// (certificate path, key path).
+    pub fn server_files(&self, common_name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+        let (certificate, key) = self.server_pem(common_name);
+        let cert_path = self.dir.join(format!("{common_name}.pem"));
+        let key_path = self.dir.join(format!("{common_name}.key"));
+        std::fs::write(&cert_path, certificate).unwrap();
+        std::fs::write(&key_path, key).unwrap();
+        (cert_path, key_path)
+    }
+
+    /// A client certificate with subject `CN=<common_name>` (and `O=<organization>`
+    /// when given), as a tonic identity.
+    pub fn client_identity(
+        &self,
+        common_name: &str,
+        organization: Option<&str>,
+    ) -> tonic::transport::Identity {
+        let (certificate, key) = self.client_pem(common_name, organization);
+        tonic::transport::Identity::from_pem(certificate, key)
+    }
+
+    /// As [`TestPki::client_identity`], written under the authority's directory, as
+    /// (certificate path, key path).
+    pub fn client_files(
+        &self,
+        common_name: &str,
+        organization: Option<&str>,
+    ) -> (std::path::PathBuf, std::path::PathBuf) {
+        let (certificate, key) = self.client_pem(common_name, organization);
+        let cert_path = self.dir.join(format!("client-{common_name}.pem"));
+        let key_path = self.dir.join(format!("client-{common_name}.key"));
+        std::fs::write(&cert_path, certificate).unwrap();
+        std::fs::write(&key_path, key).unwrap();
+        (cert_path, key_path)
+    }
+
+    fn client_pem(&self, common_name: &str, organization: Option<&str>) -> (String, String) {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        if let Some(organization) = organization {
+            params
+                .distinguished_name
+                .push(rcgen::DnType::OrganizationName, organization);
+        }
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, common_name);
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        self.sign(params)
+    }
+
+    /// `[grpc.tls]` with a fresh server certificate; mutual TLS with this authority
+    /// as the clients' CA.
+    pub fn tls_config(&self) -> hosted_platform::config::TlsConfig {
+        let (cert_path, key_path) = self.server_files("server");
+        hosted_platform::config::TlsConfig {
+            cert_path: Some(cert_path),
+            key_path: Some(key_path),
+            client_ca_path: Some(self.ca_path()),
+        }
+    }
+}
+
+impl Default for TestPki {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn sweep_pki_directories() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if is_stale(&name, PKI_PREFIX) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// A TLS channel to a server that `pki` signed the certificate of, with a client
+/// certificate when `identity` is given.
+pub async fn tls_channel(
+    address: SocketAddr,
+    pki: &TestPki,
+    identity: Option<tonic::transport::Identity>,
+) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+    let mut tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(pki.ca_pem()))
+        .domain_name("localhost");
+    if let Some(identity) = identity {
+        tls = tls.identity(identity);
+    }
+    tonic::transport::Endpoint::from_shared(format!("https://{address}"))
+        .unwrap()
+        .tls_config(tls)?
+        .connect()
+        .await
 }
 
 pub async fn channel(address: SocketAddr) -> tonic::transport::Channel {

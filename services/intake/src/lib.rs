@@ -84,6 +84,11 @@ impl Application {
         self.foundation.local_addr()
     }
 
+    /// The plain-text, health-only listener's address (`grpc.health_listen`).
+    pub fn health_addr(&self) -> Option<SocketAddr> {
+        self.foundation.health_addr()
+    }
+
     /// Serves until `shutdown` resolves. Intake consumes nothing: it is ready as soon
     /// as its database is.
     pub async fn run_until_stopped(

@@ -1,7 +1,8 @@
 //! `hlctl`: the operators' command line for hosted-learners.
 //!
-//! Talks to the services' gRPC APIs with a bearer token (`--token` or `HLCTL_TOKEN`);
-//! prints text for people and, with `--json`, JSON for scripts. Exit codes: 0 done, 1
+//! Talks to the services' gRPC APIs with a bearer token (`--token` or `HLCTL_TOKEN`),
+//! over TLS for `https://` addresses (`--ca-path`, and `--cert-path` with `--key-path`
+//! for mutual TLS); prints text for people and, with `--json`, JSON for scripts. Exit codes: 0 done, 1
 //! failed, 2 not everything registered (`register`, `import stays`), 3 denied
 //! (`check`), 64 usage. Every command is described in docs/hlctl.md.
 #![allow(clippy::print_stdout)]
@@ -21,7 +22,6 @@ use hosted_hlctl::{
 };
 use rand::RngCore;
 use serde_json::json;
-use tonic::transport::Channel;
 
 /// Where `--help` lists the global options (in this order): after each command's
 /// own, which are the ones looked for.
@@ -78,6 +78,16 @@ struct Cli {
     /// JSON output, for scripts.
     #[arg(long, global = true, display_order = GLOBAL + 5)]
     json: bool,
+    /// The CA certificate (PEM) that signed the services' certificates, for
+    /// `https://` addresses.
+    #[arg(long, env = "HLCTL_CA_PATH", global = true, display_order = GLOBAL + 6)]
+    ca_path: Option<PathBuf>,
+    /// hlctl's own client certificate (PEM), for mutual TLS; with --key-path.
+    #[arg(long, env = "HLCTL_CERT_PATH", global = true, display_order = GLOBAL + 7)]
+    cert_path: Option<PathBuf>,
+    /// The key (PEM) of --cert-path.
+    #[arg(long, env = "HLCTL_KEY_PATH", global = true, display_order = GLOBAL + 8)]
+    key_path: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -416,6 +426,11 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    rpc::use_tls(rpc::ClientTls {
+        ca_path: cli.ca_path.clone(),
+        cert_path: cli.cert_path.clone(),
+        key_path: cli.key_path.clone(),
+    });
     let token = cli.token.as_deref();
     let addresses = cli_addresses(&cli);
     match cli.command {
@@ -1006,9 +1021,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             authorized(token, ())?;
             // Lazy: an intake that is away answers the first chunk UNAVAILABLE, which
             // is retried and reported like any other chunk's.
-            let channel = Channel::from_shared(cli.intake.clone())
-                .context("address")?
-                .connect_lazy();
+            let channel = rpc::lazy(&cli.intake)?;
             let mut client = v1::intake_service_client::IntakeServiceClient::new(channel);
             let command = import::ImportCommand {
                 file: args.file,

@@ -59,29 +59,37 @@ impl ServiceClient for CardsClient {
     }
 }
 
-/// The caller's token, as an `authorization` header.
+/// The caller's token, as an `authorization` header; none when hlctl presents a
+/// client certificate instead (mutual TLS: the certificate says who calls).
 #[derive(Debug, Clone)]
-pub struct Bearer(MetadataValue<Ascii>);
+pub struct Bearer(Option<MetadataValue<Ascii>>);
 
 impl Bearer {
     pub fn new(token: Option<&str>) -> anyhow::Result<Self> {
         // An empty HLCTL_TOKEN is a missing one, not a credential to send.
         let Some(token) = token.filter(|token| !token.is_empty()) else {
-            bail!("a caller token is required: --token or HLCTL_TOKEN");
+            if CLIENT_TLS.get().is_some_and(|tls| tls.cert_path.is_some()) {
+                return Ok(Self(None));
+            }
+            bail!(
+                "a caller token is required: --token or HLCTL_TOKEN (or a client certificate: --cert-path)"
+            );
         };
-        Ok(Self(
+        Ok(Self(Some(
             format!("Bearer {token}")
                 .parse()
                 .context("the token is not printable ASCII")?,
-        ))
+        )))
     }
 }
 
 impl Interceptor for Bearer {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        request
-            .metadata_mut()
-            .insert(hosted_contracts::headers::AUTHORIZATION, self.0.clone());
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert(hosted_contracts::headers::AUTHORIZATION, value.clone());
+        }
         Ok(request)
     }
 }
@@ -90,15 +98,73 @@ impl Interceptor for Bearer {
 pub fn authorized<T>(token: Option<&str>, message: T) -> anyhow::Result<Request<T>> {
     let Bearer(value) = Bearer::new(token)?;
     let mut request = Request::new(message);
-    request
-        .metadata_mut()
-        .insert(hosted_contracts::headers::AUTHORIZATION, value);
+    if let Some(value) = value {
+        request
+            .metadata_mut()
+            .insert(hosted_contracts::headers::AUTHORIZATION, value);
+    }
     Ok(request)
 }
 
+/// How hlctl speaks TLS to `https://` addresses: the CA that signed the services'
+/// certificates and, for mutual TLS, hlctl's own certificate and key.
+#[derive(Debug, Clone, Default)]
+pub struct ClientTls {
+    pub ca_path: Option<std::path::PathBuf>,
+    pub cert_path: Option<std::path::PathBuf>,
+    pub key_path: Option<std::path::PathBuf>,
+}
+
+/// Set once from the command line: every command reaches the services through
+/// [`connect`] and [`lazy`], as it does with the addresses, so the TLS settings are
+/// global options too rather than a parameter of every command.
+static CLIENT_TLS: std::sync::OnceLock<ClientTls> = std::sync::OnceLock::new();
+
+/// Uses `tls` for every `https://` address from now on (the first call wins).
+pub fn use_tls(tls: ClientTls) {
+    let _ = CLIENT_TLS.set(tls);
+}
+
+fn read(path: &std::path::Path, option: &str) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("{option} {}: cannot read", path.display()))
+}
+
+/// The endpoint of `address`: TLS for `https://`, with the configured CA (and client
+/// certificate); plain text for `http://`.
+fn endpoint(address: &str) -> anyhow::Result<tonic::transport::Endpoint> {
+    let endpoint = Channel::from_shared(address.to_owned()).context("address")?;
+    if !address.starts_with("https://") {
+        return Ok(endpoint);
+    }
+    let settings = CLIENT_TLS.get().cloned().unwrap_or_default();
+    let Some(ca_path) = settings.ca_path else {
+        bail!(Usage(format!(
+            "{address}: https:// needs the CA that signed the services' certificates: \
+             --ca-path or HLCTL_CA_PATH"
+        )));
+    };
+    let mut tls = tonic::transport::ClientTlsConfig::new().ca_certificate(
+        tonic::transport::Certificate::from_pem(read(&ca_path, "--ca-path")?),
+    );
+    match (settings.cert_path, settings.key_path) {
+        (Some(cert_path), Some(key_path)) => {
+            tls = tls.identity(tonic::transport::Identity::from_pem(
+                read(&cert_path, "--cert-path")?,
+                read(&key_path, "--key-path")?,
+            ));
+        }
+        (None, None) => {}
+        _ => bail!(Usage(
+            "--cert-path and --key-path go together (mutual TLS), or neither".to_owned()
+        )),
+    }
+    endpoint
+        .tls_config(tls)
+        .with_context(|| format!("TLS settings for {address}"))
+}
+
 pub async fn connect(address: &str) -> anyhow::Result<Channel> {
-    Channel::from_shared(address.to_owned())
-        .context("address")?
+    endpoint(address)?
         .connect()
         .await
         .with_context(|| format!("connecting to {address}"))
@@ -107,9 +173,7 @@ pub async fn connect(address: &str) -> anyhow::Result<Channel> {
 /// A channel to `address` that connects at its first call: a command that may not
 /// need every service it is given does not fail on one that is away.
 pub fn lazy(address: &str) -> anyhow::Result<Channel> {
-    Ok(Channel::from_shared(address.to_owned())
-        .context("address")?
-        .connect_lazy())
+    Ok(endpoint(address)?.connect_lazy())
 }
 
 /// A service at an address, for a caller. Nothing is checked or connected until the

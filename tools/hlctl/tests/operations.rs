@@ -2021,3 +2021,98 @@ async fn a_learner_is_locked_then_unlocked_and_check_says_so() {
         .await;
     services.stop().await;
 }
+
+#[tokio::test]
+async fn over_tls_with_the_ca_and_as_a_caller_known_by_its_certificate() {
+    // Arrange: intake on mutual TLS, with `operator` known by its certificate alone.
+    let pki = hosted_testkit::TestPki::new();
+    let database = hosted_testkit::TestDatabase::new().await;
+    let namespace = hosted_testkit::namespace().await;
+    let mut callers = hosted_testkit::TestCallers::new();
+    callers.auth.callers.insert(
+        "operator".to_owned(),
+        hosted_platform::config::CallerConfig {
+            token_sha256: String::new(),
+            roles: vec!["deve".to_owned()],
+            certificate_subject: "CN=operator".to_owned(),
+        },
+    );
+    let mut common =
+        hosted_testkit::common_config(&database, hosted_testkit::nats_config(&namespace), &callers);
+    common.grpc.tls = pki.tls_config();
+    let app = hosted_intake::Application::build(&hosted_intake::IntakeConfig {
+        common,
+        registry: hosted_intake::config::RegistryConfig::default(),
+    })
+    .await
+    .unwrap();
+    let address = format!("https://{}", app.local_addr());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(app.run_until_stopped(async {
+        let _ = stopped.await;
+    }));
+    let ca_path = pki.ca_path();
+    let ca = ca_path.to_str().unwrap();
+    let (cert_path, key_path) = pki.client_files("operator", None);
+    let (cert, key) = (cert_path.to_str().unwrap(), key_path.to_str().unwrap());
+    let run = async |args: Vec<&str>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_hlctl"));
+        command
+            .env_remove("HLCTL_TOKEN")
+            .env_remove("HLCTL_CA_PATH")
+            .env_remove("HLCTL_CERT_PATH")
+            .env_remove("HLCTL_KEY_PATH")
+            .args(["--intake", &address])
+            .args(args);
+        let output = tokio::task::spawn_blocking(move || command.output())
+            .await
+            .unwrap()
+            .unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let deve = callers.token(Role::Deve).to_owned();
+
+    // Act, Assert: a token over TLS, with the CA.
+    let (code, stderr) = run(vec!["--ca-path", ca, "--token", &deve, "populations"]).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    // https:// without the CA is a usage error that says what is missing.
+    let (code, stderr) = run(vec!["--token", &deve, "populations"]).await;
+    assert_eq!(code, Some(64), "{stderr}");
+    assert!(stderr.contains("--ca-path"), "{stderr}");
+    // The client certificate alone is the caller.
+    let (code, stderr) = run(vec![
+        "--ca-path",
+        ca,
+        "--cert-path",
+        cert,
+        "--key-path",
+        key,
+        "populations",
+    ])
+    .await;
+    assert_eq!(code, Some(0), "{stderr}");
+    // ... and a token of another caller beside it is refused.
+    let (code, stderr) = run(vec![
+        "--ca-path",
+        ca,
+        "--cert-path",
+        cert,
+        "--key-path",
+        key,
+        "--token",
+        callers.token(Role::Dosi),
+        "populations",
+    ])
+    .await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("UNAUTHENTICATED"), "{stderr}");
+    // A certificate without its key is a usage error.
+    let (code, stderr) = run(vec!["--ca-path", ca, "--cert-path", cert, "populations"]).await;
+    assert_eq!(code, Some(64), "{stderr}");
+
+    let _ = stop.send(());
+    task.await.unwrap().unwrap();
+}

@@ -18,4 +18,5 @@ mod register;
 mod requested_resources;
 mod search;
 mod startup;
+mod tls;
 mod units;
