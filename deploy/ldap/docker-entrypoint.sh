@@ -15,6 +15,10 @@
 #   SLAPD_DEBUG         slapd -d level (default "none": start-up and errors;
 #                       "stats" logs every operation)
 #
+# No TLS here (no certificates): the template's TLS lines are left commented out,
+# and the directory service binds as the root DN, which ACLs do not restrict. A
+# demo only; deploy/ldap/README.md says how production differs.
+#
 # The data lives in /var/lib/hosted-ldap/data (a volume in docker-compose.yml).
 # It is loaded once, when that directory is empty: after a change of suffix or
 # schema, remove the volume (docker-compose down -v).
@@ -50,6 +54,9 @@ render_conf() {
 		-e "s|@ROOTDN@|$(sed_escape "$ROOTDN")|g" \
 		-e "s|@ROOTPW@|$(sed_escape "$rootpw_hash")|g" \
 		-e "s|@DBNOSYNC@||g" \
+		-e "s|@TLS@|# |g" \
+		-e "s|@TLS_DIR@|/nonexistent|g" \
+		-e "s|@DIRECTORY_DN@|cn=hosted-directory,ou=services,$(sed_escape "$SUFFIX")|g" \
 		"$TEMPLATES/slapd.conf.in" >"$CONF.new"
 	chown root:openldap "$CONF.new"
 	chmod 0640 "$CONF.new"

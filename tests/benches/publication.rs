@@ -169,10 +169,7 @@ fn slapd() -> (LdapServer, &'static str) {
         "dev/deps could not start the durable slapd"
     );
     (
-        LdapServer {
-            url: format!("ldap://127.0.0.1:{port}"),
-            ..tests
-        },
+        LdapServer::local(u16::try_from(port).unwrap(), &format!("{state}/durable")),
         "a slapd with production's durability",
     )
 }

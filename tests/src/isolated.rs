@@ -35,6 +35,20 @@ pub const ROOT_PASSWORD: &str = "secret";
 /// Where directory publishes the accounts.
 pub const PEOPLE: &str = "ou=people,dc=univ-example,dc=fr";
 const STAFF: &str = "ou=staff,dc=univ-example,dc=fr";
+/// Directory's own identity in this slapd, which its ACLs let write under ou=people
+/// only, over StartTLS only (the certificates are dev/deps's).
+const DIRECTORY_DN: &str = "cn=hosted-directory,ou=services,dc=univ-example,dc=fr";
+/// This throw-away slapd's only: stored as is.
+const DIRECTORY_PASSWORD: &str = "isolated-directory-password";
+
+/// Where dev/deps's CA and slapd's certificate are (`HOSTED_TEST_TLS_DIR`).
+fn tls_dir() -> PathBuf {
+    let ca = hosted_testkit::LdapServer::from_env().ca_path;
+    Path::new(&ca)
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
 
 /// The workspace's root.
 pub fn repository() -> PathBuf {
@@ -368,7 +382,10 @@ impl Slapd {
             .replace("@SUFFIX@", SUFFIX)
             .replace("@ROOTDN@", ROOT_DN)
             .replace("@ROOTPW@", ROOT_PASSWORD)
-            .replace("@DBNOSYNC@", "dbnosync");
+            .replace("@DBNOSYNC@", "dbnosync")
+            .replace("@TLS@", "")
+            .replace("@TLS_DIR@", &tls_dir().display().to_string())
+            .replace("@DIRECTORY_DN@", DIRECTORY_DN);
         fs::write(dir.join("slapd.conf"), config).unwrap();
         Self {
             port: free_port(),
@@ -407,7 +424,11 @@ impl Slapd {
                 "dn: {SUFFIX}\nobjectClass: top\nobjectClass: dcObject\nobjectClass: organization\n\
                  dc: univ-example\no: Univ-example\n\n\
                  dn: {PEOPLE}\nobjectClass: organizationalUnit\nou: people\n\n\
-                 dn: {STAFF}\nobjectClass: organizationalUnit\nou: staff\n"
+                 dn: {STAFF}\nobjectClass: organizationalUnit\nou: staff\n\n\
+                 dn: ou=services,{SUFFIX}\nobjectClass: organizationalUnit\nou: services\n\n\
+                 dn: {DIRECTORY_DN}\nobjectClass: applicationProcess\n\
+                 objectClass: simpleSecurityObject\ncn: hosted-directory\n\
+                 userPassword: {DIRECTORY_PASSWORD}\n"
             );
             let mut add = Command::new("ldapadd");
             add.args(["-x", "-H", &url, "-D", ROOT_DN, "-w", ROOT_PASSWORD])
@@ -664,8 +685,13 @@ impl Isolated {
         if service == "directory" {
             command
                 .env("DIRECTORY__LDAP__URL", ldap)
-                .env("DIRECTORY__LDAP__BIND_DN", ROOT_DN)
-                .env("DIRECTORY__LDAP__BIND_PASSWORD", ROOT_PASSWORD)
+                .env("DIRECTORY__LDAP__STARTTLS", "true")
+                .env(
+                    "DIRECTORY__LDAP__CA_PATH",
+                    tls_dir().join("ca.pem").display().to_string(),
+                )
+                .env("DIRECTORY__LDAP__BIND_DN", DIRECTORY_DN)
+                .env("DIRECTORY__LDAP__BIND_PASSWORD", DIRECTORY_PASSWORD)
                 .env("DIRECTORY__LDAP__BASE_DN", PEOPLE)
                 .env("DIRECTORY__LDAP__EPPN_SCOPE", "univ-example.fr")
                 .env("DIRECTORY__ENTRIES__SPONSOR_BASE_DN", STAFF);

@@ -17,7 +17,7 @@ use hosted_platform::{
     auth::Role,
     config::{NatsConfig, TelemetryConfig},
 };
-use hosted_testkit::{TestCallers, TestDatabase, TestSubtree};
+use hosted_testkit::{DatabaseOwner, TestCallers, TestDatabase, TestSubtree};
 use tokio::{sync::oneshot, task::JoinHandle};
 
 /// A service running in this process until stopped.
@@ -107,21 +107,21 @@ impl TestSystem {
         if let Some(window) = duplicate_window {
             nats.duplicate_window = window;
         }
-        let staff = TestSubtree::on(subtree.server.clone()).await;
+        let staff = TestSubtree::staff(subtree.server.clone()).await;
         Self {
             namespace,
             callers: TestCallers::new(),
             subtree,
             staff,
-            intake_database: TestDatabase::new().await,
-            directory_database: TestDatabase::new().await,
+            intake_database: TestDatabase::new(DatabaseOwner::Intake).await,
+            directory_database: TestDatabase::new(DatabaseOwner::Directory).await,
             nats,
             intake: None,
             directory: None,
             entitlement: None,
-            entitlement_database: TestDatabase::new().await,
+            entitlement_database: TestDatabase::new(DatabaseOwner::Entitlement).await,
             cards: None,
-            cards_database: TestDatabase::new().await,
+            cards_database: TestDatabase::new(DatabaseOwner::Cards).await,
             await_grants: Duration::ZERO,
             ldap_url: None,
         }
@@ -148,8 +148,10 @@ impl TestSystem {
             ),
             ldap: LdapConfig {
                 url: self.ldap_url.clone().unwrap_or_else(|| server.url.clone()),
-                bind_dn: server.bind_dn.clone(),
-                bind_password: server.bind_password.clone(),
+                starttls: server.starttls,
+                ca_path: server.ca_path.clone(),
+                bind_dn: server.directory_dn.clone(),
+                bind_password: server.directory_password.clone(),
                 base_dn: self.subtree.base_dn.clone(),
                 eppn_scope: "univ-example.fr".to_owned(),
                 ..LdapConfig::default()

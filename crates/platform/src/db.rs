@@ -1,6 +1,13 @@
 //! The service's own PostgreSQL database: pool, creation for development, and
 //! migrations applied at start-up.
 //!
+//! Each service connects as its own role, which owns its database and nothing else
+//! (not a superuser, no `CREATEDB`, no `CREATEROLE`): an administrator creates the
+//! role and the database (`dev/deps` locally, the test harness for tests,
+//! docs/postgresql.md's SQL in production). The migrations run as that owner and
+//! need no extension. `create_if_missing` is for a throw-away set-up whose role may
+//! create databases (the docker-compose demo).
+//!
 //! The platform's tables (outbox, inbox) are migrations 1–99; a service's own start at
 //! 100 and live in the service's `migrations/`. Both sets run as one sqlx migrator,
 //! which holds a PostgreSQL advisory lock while it works, so that replicas starting
@@ -31,6 +38,11 @@ pub enum DatabaseError {
     Connect(#[source] sqlx::Error),
     #[error("creating database {name}: {source}")]
     Create { name: String, source: sqlx::Error },
+    #[error(
+        "database.create_if_missing: the role may not create database {name}; an administrator \
+         creates it, owned by the service's role (docs/postgresql.md), and create_if_missing stays false"
+    )]
+    CreateRefused { name: String },
     #[error(
         "migration {version} of the service overlaps the platform's (service migrations start at {FIRST_SERVICE_MIGRATION})"
     )]
@@ -71,6 +83,10 @@ pub async fn create_database_if_missing(options: &PgConnectOptions) -> Result<()
             Ok(_) => tracing::info!(database = %name, "database created"),
             // Another replica created it first.
             Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some("42P04") => {}
+            // insufficient_privilege: a service's own role, as it should be, lacks CREATEDB.
+            Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some("42501") => {
+                return Err(DatabaseError::CreateRefused { name });
+            }
             Err(source) => return Err(DatabaseError::Create { name, source }),
         }
     }

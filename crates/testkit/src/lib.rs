@@ -21,7 +21,7 @@ use hosted_platform::{
         TelemetryConfig,
     },
 };
-use ldap3::{LdapConnAsync, Scope, SearchEntry};
+use ldap3::{LdapConnAsync, LdapConnSettings, Scope, SearchEntry};
 use sqlx::{Connection, PgConnection};
 use tokio::sync::OnceCell;
 
@@ -105,41 +105,148 @@ fn is_stale(name: &str, prefix: &str) -> bool {
 
 const DATABASE_PREFIX: &str = "hl_test_";
 
-/// A database of the test's own (created on first connection by the service).
+/// The service a test database belongs to: the service under test connects as that
+/// service's own role (`hosted_test_<service>`), which owns the database and nothing
+/// else, as in production (issue 14, point 9).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DatabaseOwner {
+    Intake,
+    Entitlement,
+    Cards,
+    Directory,
+}
+
+impl DatabaseOwner {
+    pub const ALL: [Self; 4] = [
+        Self::Intake,
+        Self::Entitlement,
+        Self::Cards,
+        Self::Directory,
+    ];
+
+    /// The PostgreSQL role the service connects as in tests. Not the `hosted_<service>`
+    /// of `dev/up`, whose passwords are its own.
+    pub fn role(self) -> &'static str {
+        match self {
+            Self::Intake => "hosted_test_intake",
+            Self::Entitlement => "hosted_test_entitlement",
+            Self::Cards => "hosted_test_cards",
+            Self::Directory => "hosted_test_directory",
+        }
+    }
+
+    /// Tests only: a fixed password, known to every test process.
+    pub fn password(self) -> String {
+        format!("{}-password", self.role())
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Self::Intake => 0,
+            Self::Entitlement => 1,
+            Self::Cards => 2,
+            Self::Directory => 3,
+        }
+    }
+}
+
+/// A database of the test's own, created by the harness as the superuser of
+/// `HOSTED_TEST_DATABASE_URL`, owned by its service's role; `CONNECT` is the owner's
+/// only. `url` connects as that role.
 #[derive(Debug, Clone)]
 pub struct TestDatabase {
     pub name: String,
+    pub owner: DatabaseOwner,
     pub url: String,
 }
 
 static DATABASE_SWEEP: OnceCell<()> = OnceCell::const_new();
+static ROLES: [OnceCell<()>; 4] = [const { OnceCell::const_new() }; 4];
+
+/// `url` (a superuser's) with another user, password and database; its host, port
+/// and query (`sslmode`…) kept.
+pub fn database_url_as(url: &str, user: &str, password: &str, database: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("postgres", url));
+    let host_and_path = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    let (host, path) = host_and_path.split_once('/').unwrap_or((host_and_path, ""));
+    let query = path.split_once('?').map(|(_, query)| query);
+    let mut built = format!("{scheme}://{user}:{password}@{host}/{database}");
+    if let Some(query) = query {
+        built.push('?');
+        built.push_str(query);
+    }
+    built
+}
 
 impl TestDatabase {
-    pub async fn new() -> Self {
+    /// A new database owned by `owner`'s role (made first, once, when missing).
+    pub async fn new(owner: DatabaseOwner) -> Self {
         DATABASE_SWEEP.get_or_init(sweep_databases).await;
+        ROLES[owner.index()]
+            .get_or_init(|| ensure_role(owner))
+            .await;
         let name = format!("{DATABASE_PREFIX}{}", unique_token());
-        let server = server_database_url();
-        let base = server
-            .rsplit_once('/')
-            .map(|(base, _)| base)
-            .unwrap_or(&server);
+        let mut admin = PgConnection::connect(&server_database_url())
+            .await
+            .unwrap_or_else(|error| panic!("PostgreSQL ({error}); run dev/deps"));
+        for statement in [
+            format!("CREATE DATABASE \"{name}\" OWNER \"{}\"", owner.role()),
+            format!("REVOKE ALL ON DATABASE \"{name}\" FROM PUBLIC"),
+            format!(
+                "GRANT CONNECT ON DATABASE \"{name}\" TO \"{}\"",
+                owner.role()
+            ),
+        ] {
+            sqlx::query(&statement).execute(&mut admin).await.unwrap();
+        }
+        let _ = admin.close().await;
         Self {
-            url: format!("{base}/{name}"),
+            url: database_url_as(
+                &server_database_url(),
+                owner.role(),
+                &owner.password(),
+                &name,
+            ),
             name,
+            owner,
         }
     }
 
+    /// The service's settings: its role's URL; the database exists already.
     pub fn config(&self) -> DatabaseConfig {
         DatabaseConfig {
             url: self.url.clone(),
             max_connections: 5,
-            create_if_missing: true,
+            create_if_missing: false,
         }
     }
 
+    /// A connection as the owning role.
     pub async fn connect(&self) -> PgConnection {
         PgConnection::connect(&self.url).await.unwrap()
     }
+}
+
+/// Creates `owner`'s role when missing: LOGIN, its password, and nothing more (not a
+/// superuser, no database or role creation). Test processes running at once may race
+/// to create it: the loser finds it made.
+async fn ensure_role(owner: DatabaseOwner) {
+    let mut admin = PgConnection::connect(&server_database_url())
+        .await
+        .unwrap_or_else(|error| panic!("PostgreSQL ({error}); run dev/deps"));
+    let role = owner.role();
+    let password = owner.password().replace('\'', "''");
+    let statement = format!(
+        "DO $$ BEGIN
+            IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{role}') THEN
+                CREATE ROLE \"{role}\" LOGIN PASSWORD '{password}'
+                    NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS;
+            END IF;
+        EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+        END $$"
+    );
+    sqlx::query(&statement).execute(&mut admin).await.unwrap();
+    let _ = admin.close().await;
 }
 
 async fn sweep_databases() {
@@ -328,30 +435,91 @@ pub async fn stream_messages(stream: &str) -> Vec<async_nats::jetstream::message
 
 // ---------------------------------------------------------------------- LDAP
 
-/// Where the test slapd is and how to bind to it.
+/// Where `dev/deps` keeps its state when `HOSTED_STATE_DIR` is not set.
+fn default_state_dir() -> String {
+    format!(
+        "{}/.local/state/hosted-learners",
+        std::env::var("HOME").unwrap_or_default()
+    )
+}
+
+/// Where the test slapd is and how to bind to it: as the root DN for the tests' own
+/// set-up, assertions and clean-up, and as the directory service's own identity,
+/// which the slapd's ACLs let write under `ou=people` only, over TLS only.
 #[derive(Debug, Clone)]
 pub struct LdapServer {
     pub url: String,
+    /// Whether connections are upgraded with StartTLS (every one the tests make).
+    pub starttls: bool,
+    /// The CA that signed slapd's certificate.
+    pub ca_path: String,
+    /// The root DN, for the harness only.
     pub bind_dn: String,
     pub bind_password: String,
+    /// The directory service's identity, for directory under test.
+    pub directory_dn: String,
+    pub directory_password: String,
     pub suffix: String,
 }
 
 impl LdapServer {
+    /// The tests' slapd, from `dev/deps env`'s variables.
     pub fn from_env() -> Self {
+        let state_dir = std::env::var("HOSTED_STATE_DIR").unwrap_or_else(|_| default_state_dir());
+        let tls_dir = env_or("HOSTED_TEST_TLS_DIR", &format!("{state_dir}/tls"));
+        let suffix = env_or("HOSTED_TEST_LDAP_SUFFIX", "dc=univ-example,dc=fr");
+        let password_path = env_or(
+            "HOSTED_TEST_LDAP_DIRECTORY_PASSWORD_PATH",
+            &format!("{state_dir}/secrets/ldap-directory.password"),
+        );
         Self {
             url: env_or("HOSTED_TEST_LDAP_URL", "ldap://127.0.0.1:3389"),
-            bind_dn: env_or("HOSTED_TEST_LDAP_BIND_DN", "cn=admin,dc=univ-example,dc=fr"),
+            starttls: env_or("HOSTED_TEST_LDAP_STARTTLS", "true") == "true",
+            ca_path: env_or("HOSTED_TEST_LDAP_CA_PATH", &format!("{tls_dir}/ca.pem")),
+            bind_dn: env_or("HOSTED_TEST_LDAP_BIND_DN", &format!("cn=admin,{suffix}")),
             bind_password: env_or("HOSTED_TEST_LDAP_BIND_PASSWORD", "secret"),
-            suffix: env_or("HOSTED_TEST_LDAP_SUFFIX", "dc=univ-example,dc=fr"),
+            directory_dn: env_or(
+                "HOSTED_TEST_LDAP_DIRECTORY_DN",
+                &format!("cn=hosted-directory,ou=services,{suffix}"),
+            ),
+            directory_password: read_secret(&password_path),
+            suffix,
         }
     }
 
+    /// A slapd that `dev/deps start` runs with `HOSTED_STATE_DIR=state_dir` and
+    /// `HOSTED_LDAP_PORT=port` (a benchmark's second instance): its own CA and its
+    /// own password for the directory service, the tests' suffix and root DN.
+    pub fn local(port: u16, state_dir: &str) -> Self {
+        Self {
+            url: format!("ldap://127.0.0.1:{port}"),
+            ca_path: format!("{state_dir}/tls/ca.pem"),
+            directory_password: read_secret(&format!(
+                "{state_dir}/secrets/ldap-directory.password"
+            )),
+            ..Self::from_env()
+        }
+    }
+
+    /// A connection, over StartTLS when the server is so configured, not bound.
+    pub async fn open(&self, starttls: bool) -> Result<ldap3::Ldap, ldap3::LdapError> {
+        let mut settings = LdapConnSettings::new();
+        if starttls {
+            settings = settings
+                .set_starttls(true)
+                .set_config(ldap_tls_config(&self.ca_path));
+        }
+        let (connection, ldap) = LdapConnAsync::with_settings(settings, &self.url).await?;
+        ldap3::drive!(connection);
+        Ok(ldap)
+    }
+
+    /// A connection bound as the root DN (the harness's own work).
     pub async fn connect(&self) -> ldap3::Ldap {
-        let (connection, mut ldap) = LdapConnAsync::new(&self.url)
+        let mut ldap = self
+            .open(self.starttls)
             .await
             .unwrap_or_else(|error| panic!("slapd at {} ({error}); run dev/deps", self.url));
-        ldap3::drive!(connection);
         ldap.simple_bind(&self.bind_dn, &self.bind_password)
             .await
             .unwrap()
@@ -359,11 +527,65 @@ impl LdapServer {
             .unwrap();
         ldap
     }
+
+    /// A connection bound as the directory service's identity, over StartTLS.
+    pub async fn connect_as_directory(&self) -> ldap3::Ldap {
+        let mut ldap = self
+            .open(true)
+            .await
+            .unwrap_or_else(|error| panic!("slapd at {} ({error}); run dev/deps", self.url));
+        ldap.simple_bind(&self.directory_dn, &self.directory_password)
+            .await
+            .unwrap()
+            .success()
+            .unwrap_or_else(|error| {
+                panic!(
+                    "binding as {} ({error}); dev/deps start makes its password file",
+                    self.directory_dn
+                )
+            });
+        ldap
+    }
+}
+
+/// A secret file's content, its trailing newline trimmed; empty when unreadable
+/// (the bind that needs it then fails, naming the identity).
+fn read_secret(path: &str) -> String {
+    std::fs::read_to_string(path)
+        .map(|secret| secret.trim_end_matches(['\r', '\n']).to_owned())
+        .unwrap_or_default()
+}
+
+/// TLS trusting only the CA at `ca_path`, as directory's own.
+pub fn ldap_tls_config(ca_path: &str) -> std::sync::Arc<rustls::ClientConfig> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in CertificateDer::pem_file_iter(ca_path)
+        .unwrap_or_else(|error| panic!("{ca_path} ({error}); run dev/deps"))
+    {
+        roots.add(certificate.unwrap()).unwrap();
+    }
+    std::sync::Arc::new(
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth(),
+    )
 }
 
 const SUBTREE_PREFIX: &str = "t";
 
-/// An `ou` of the test's own under the suffix, to use as the managed base.
+/// Where the directory service's ACLs let it write: tests' managed bases live here.
+pub const MANAGED_PARENT: &str = "ou=people";
+/// Where the university's people are, which the directory service only reads:
+/// tests' sponsor bases live here.
+pub const STAFF_PARENT: &str = "ou=staff";
+
+/// An `ou` of the test's own, to use as the managed base (under `ou=people`) or as
+/// the sponsors' base (under `ou=staff`).
 #[derive(Debug, Clone)]
 pub struct TestSubtree {
     pub server: LdapServer,
@@ -373,6 +595,7 @@ pub struct TestSubtree {
 static LDAP_SWEEP: OnceCell<()> = OnceCell::const_new();
 
 impl TestSubtree {
+    /// A managed base of the test's own, under `ou=people`.
     pub async fn new() -> Self {
         let server = LdapServer::from_env();
         LDAP_SWEEP
@@ -381,11 +604,32 @@ impl TestSubtree {
         Self::on(server).await
     }
 
-    /// A subtree on another slapd than the tests' (a benchmark's).
+    /// A managed base on another slapd than the tests' (a benchmark's).
     pub async fn on(server: LdapServer) -> Self {
+        Self::under(server, MANAGED_PARENT).await
+    }
+
+    /// A sponsors' base of the test's own, under `ou=staff`.
+    pub async fn staff(server: LdapServer) -> Self {
+        Self::under(server, STAFF_PARENT).await
+    }
+
+    async fn under(server: LdapServer, parent_rdn: &str) -> Self {
         let ou = format!("{SUBTREE_PREFIX}{}", unique_token());
-        let base_dn = format!("ou={ou},{}", server.suffix);
+        let parent = format!("{parent_rdn},{}", server.suffix);
+        let base_dn = format!("ou={ou},{parent}");
         let mut ldap = server.connect().await;
+        // dev/deps adds the parents; a directory older than them lacks them.
+        let parent_ou = parent_rdn.trim_start_matches("ou=");
+        let _ = ldap
+            .add(
+                &parent,
+                vec![
+                    ("objectClass", ["organizationalUnit"].into()),
+                    ("ou", [parent_ou].into()),
+                ],
+            )
+            .await;
         ldap.add(
             &base_dn,
             vec![
@@ -447,11 +691,9 @@ impl TestSubtree {
 }
 
 async fn sweep_subtrees(server: LdapServer) {
-    let (connection, mut ldap) = match LdapConnAsync::new(&server.url).await {
-        Ok(pair) => pair,
-        Err(_) => return,
+    let Ok(mut ldap) = server.open(server.starttls).await else {
+        return;
     };
-    ldap3::drive!(connection);
     if ldap
         .simple_bind(&server.bind_dn, &server.bind_password)
         .await
@@ -459,29 +701,34 @@ async fn sweep_subtrees(server: LdapServer) {
     {
         return;
     }
-    let Ok(result) = ldap
-        .search(
-            &server.suffix,
-            Scope::OneLevel,
-            "(objectClass=organizationalUnit)",
-            vec!["ou"],
-        )
-        .await
-    else {
-        return;
-    };
-    let Ok((entries, _)) = result.success() else {
-        return;
-    };
-    for entry in entries.into_iter().map(SearchEntry::construct) {
-        let ou = entry
-            .attrs
-            .get("ou")
-            .and_then(|values| values.first())
-            .cloned()
-            .unwrap_or_default();
-        if is_stale(&ou, SUBTREE_PREFIX) {
-            delete_subtree(&mut ldap, &entry.dn).await;
+    for parent in [
+        format!("{MANAGED_PARENT},{}", server.suffix),
+        format!("{STAFF_PARENT},{}", server.suffix),
+    ] {
+        let Ok(result) = ldap
+            .search(
+                &parent,
+                Scope::OneLevel,
+                "(objectClass=organizationalUnit)",
+                vec!["ou"],
+            )
+            .await
+        else {
+            continue;
+        };
+        let Ok((entries, _)) = result.success() else {
+            continue;
+        };
+        for entry in entries.into_iter().map(SearchEntry::construct) {
+            let ou = entry
+                .attrs
+                .get("ou")
+                .and_then(|values| values.first())
+                .cloned()
+                .unwrap_or_default();
+            if is_stale(&ou, SUBTREE_PREFIX) {
+                delete_subtree(&mut ldap, &entry.dn).await;
+            }
         }
     }
     let _ = ldap.unbind().await;

@@ -165,11 +165,23 @@ impl Default for PublicationConfig {
 
 impl Section for PublicationConfig {}
 
-/// `[ldap]`: where accounts are published.
+/// `[ldap]`: where accounts are published, and as whom.
 #[derive(Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LdapConfig {
+    /// `ldap://host:port` (with `starttls`), or `ldaps://host:port`.
     pub url: String,
+    /// Upgrade an `ldap://` connection with StartTLS before binding (the default):
+    /// the bind password and the learners' data never travel in clear. `false` is
+    /// for a local demo only.
+    pub starttls: bool,
+    /// PEM file of the certificate authority that signed the LDAP server's
+    /// certificate (required with TLS): the server's certificate, and its name or
+    /// address in `url`, are verified against it. Read at each new connection, so a
+    /// renewed CA file is taken without a restart.
+    pub ca_path: String,
+    /// The service's own identity, allowed by the directory's ACLs to write under
+    /// `base_dn` only (never the root DN): see deploy/ldap/README.md.
     pub bind_dn: String,
     #[serde(deserialize_with = "hosted_platform::config::text")]
     pub bind_password: String,
@@ -182,6 +194,13 @@ pub struct LdapConfig {
     pub timeout: Duration,
 }
 
+impl LdapConfig {
+    /// Whether the connection is encrypted (StartTLS or ldaps).
+    pub fn tls(&self) -> bool {
+        self.starttls || self.url.starts_with("ldaps://")
+    }
+}
+
 fn millis<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
     u64::deserialize(deserializer).map(Duration::from_millis)
 }
@@ -190,7 +209,9 @@ impl Default for LdapConfig {
     fn default() -> Self {
         Self {
             url: "ldap://127.0.0.1:3389".to_owned(),
-            bind_dn: "cn=admin,dc=univ-example,dc=fr".to_owned(),
+            starttls: true,
+            ca_path: String::new(),
+            bind_dn: "cn=hosted-directory,ou=services,dc=univ-example,dc=fr".to_owned(),
             bind_password: String::new(),
             base_dn: "ou=people,dc=univ-example,dc=fr".to_owned(),
             eppn_scope: "univ-example.fr".to_owned(),
@@ -203,6 +224,8 @@ impl fmt::Debug for LdapConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LdapConfig")
             .field("url", &self.url)
+            .field("starttls", &self.starttls)
+            .field("ca_path", &self.ca_path)
             .field("bind_dn", &self.bind_dn)
             .field("bind_password", &"***")
             .field("base_dn", &self.base_dn)
@@ -221,6 +244,22 @@ impl Section for LdapConfig {
             problems.push(format!(
                 "{section}.url: must start with ldap://, ldaps:// or ldapi://"
             ));
+        }
+        if self.starttls && !self.url.starts_with("ldap://") {
+            problems.push(format!(
+                "{section}.starttls: only with an ldap:// url (ldaps:// is TLS from the \
+                 start; set starttls = false with it)"
+            ));
+        }
+        if self.tls() {
+            if self.ca_path.is_empty() {
+                problems.push(format!(
+                    "{section}.ca_path: required with TLS (starttls or ldaps://): the PEM \
+                     file of the CA that signed the LDAP server's certificate"
+                ));
+            } else if let Err(reason) = crate::ldap::read_ca(&self.ca_path) {
+                problems.push(format!("{section}.ca_path: {reason}"));
+            }
         }
         if self.bind_dn.is_empty() || !self.bind_dn.contains('=') {
             problems.push(format!("{section}.bind_dn: required, a DN"));
@@ -314,6 +353,64 @@ mod tests {
         assert!(problems[2].starts_with("entries.sponsor_base_dn: "));
         assert!(problems[3].starts_with("entries.sponsor_cache_ms: "));
         assert!(EntriesConfig::default().check_ok());
+    }
+
+    fn ldap_problems(config: &LdapConfig) -> Vec<String> {
+        let mut problems = Vec::new();
+        config.check("ldap", &mut problems);
+        problems
+    }
+
+    #[test]
+    fn tls_needs_a_readable_ca() {
+        let no_ca = LdapConfig {
+            bind_password: "secret".to_owned(),
+            ..LdapConfig::default()
+        };
+        let problems = ldap_problems(&no_ca);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].starts_with("ldap.ca_path: required with TLS"));
+
+        let missing = LdapConfig {
+            ca_path: "/nonexistent/ca.pem".to_owned(),
+            ..no_ca.clone()
+        };
+        let problems = ldap_problems(&missing);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].starts_with("ldap.ca_path: cannot read /nonexistent/ca.pem"));
+
+        let not_pem = std::env::temp_dir().join(format!("not-a-ca-{}.pem", std::process::id()));
+        std::fs::write(&not_pem, "not a certificate\n").unwrap();
+        let empty = LdapConfig {
+            ca_path: not_pem.display().to_string(),
+            ..no_ca.clone()
+        };
+        let problems = ldap_problems(&empty);
+        let _ = std::fs::remove_file(&not_pem);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].ends_with("holds no PEM certificate"),
+            "{problems:?}"
+        );
+
+        let plain = LdapConfig {
+            starttls: false,
+            ..no_ca.clone()
+        };
+        assert!(ldap_problems(&plain).is_empty(), "plain LDAP needs no CA");
+    }
+
+    #[test]
+    fn starttls_is_for_ldap_urls_only() {
+        let ldaps = LdapConfig {
+            url: "ldaps://127.0.0.1:636".to_owned(),
+            starttls: true,
+            bind_password: "secret".to_owned(),
+            ..LdapConfig::default()
+        };
+        let problems = ldap_problems(&ldaps);
+        assert!(problems[0].starts_with("ldap.starttls: only with an ldap:// url"));
+        assert!(problems[1].starts_with("ldap.ca_path: required"));
     }
 
     impl EntriesConfig {

@@ -1,9 +1,13 @@
 //! The LDAP side: reading an entry, and writing the desired state of one as an add
 //! or as a modify of exactly the attributes that differ.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::{
+    collections::{BTreeSet, HashMap, HashSet},
+    sync::Arc,
+};
 
 use ldap3::{LdapConnAsync, LdapConnSettings, Mod, Scope, SearchEntry};
+use rustls::pki_types::{CertificateDer, pem::PemObject};
 use tokio::sync::Mutex;
 
 use crate::{
@@ -21,6 +25,10 @@ const ALREADY_EXISTS: u32 = 68;
 pub enum LdapError {
     #[error("ldap connection: {0}")]
     Connection(#[source] ldap3::LdapError),
+    /// TLS could not be set up: the CA file, or a server certificate that does not
+    /// verify against it (or does not name the host of `ldap.url`).
+    #[error("ldap tls: {0}")]
+    Tls(String),
     #[error("ldap {operation} refused: {result}")]
     Refused {
         operation: &'static str,
@@ -72,10 +80,15 @@ impl LdapDirectory {
         {
             return Ok(ldap.clone());
         }
-        let settings = LdapConnSettings::new().set_conn_timeout(self.config.timeout);
+        let mut settings = LdapConnSettings::new().set_conn_timeout(self.config.timeout);
+        if self.config.tls() {
+            settings = settings
+                .set_starttls(self.config.starttls)
+                .set_config(tls_config(&self.config.ca_path)?);
+        }
         let (connection, mut ldap) = LdapConnAsync::with_settings(settings, &self.config.url)
             .await
-            .map_err(LdapError::Connection)?;
+            .map_err(|error| self.connection_error(error))?;
         ldap3::drive!(connection);
         ldap.with_timeout(self.config.timeout);
         let bound = ldap
@@ -87,6 +100,23 @@ impl LdapDirectory {
         }
         *slot = Some(ldap.clone());
         Ok(ldap)
+    }
+
+    /// A failed TLS handshake says so, naming the CA it was checked against; any
+    /// other failure stays a connection error (LDAP away).
+    fn connection_error(&self, error: ldap3::LdapError) -> LdapError {
+        if let ldap3::LdapError::Io { source } = &error
+            && let Some(tls) = source
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        {
+            return LdapError::Tls(format!(
+                "the server's certificate is refused ({tls}); it must be signed by the CA \
+                 in ldap.ca_path ({}) and name the host of ldap.url",
+                self.config.ca_path
+            ));
+        }
+        LdapError::Connection(error)
     }
 
     /// Forgets the connection after an I/O failure, so the next call opens a new one.
@@ -327,6 +357,38 @@ impl LdapDirectory {
         })
         .await
     }
+}
+
+/// The certificates in the PEM file at `path`: at least one, or why not.
+pub fn read_ca(path: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    let pem = std::fs::read(path).map_err(|error| format!("cannot read {path}: {error}"))?;
+    let certificates: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<_, _>>()
+        .map_err(|error| format!("{path} is not PEM: {error}"))?;
+    if certificates.is_empty() {
+        return Err(format!("{path} holds no PEM certificate"));
+    }
+    Ok(certificates)
+}
+
+/// TLS that trusts only the CA at `ca_path` (not the system's roots: the
+/// university's directory has its own PKI), with ring as the crypto provider.
+fn tls_config(ca_path: &str) -> Result<Arc<rustls::ClientConfig>, LdapError> {
+    let tls = |reason: String| LdapError::Tls(format!("ldap.ca_path: {reason}"));
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in read_ca(ca_path).map_err(tls)? {
+        roots
+            .add(certificate)
+            .map_err(|error| tls(format!("{ca_path}: {error}")))?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|error| tls(error.to_string()))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
 /// The filter that finds the entries of `logins` by uid: `(uid=a)`, or

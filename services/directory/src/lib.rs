@@ -92,6 +92,12 @@ impl Application {
             namespace: foundation.namespace.clone(),
             publisher: publisher.clone(),
         };
+        if !config.ldap.tls() {
+            tracing::warn!(
+                url = %config.ldap.url,
+                "ldap without tls: the bind password and the learners' data travel in clear (local demos only)"
+            );
+        }
         let ldap = Arc::new(LdapDirectory::new(config.ldap.clone()));
         let directory = Directory {
             pool: foundation.pool.clone(),

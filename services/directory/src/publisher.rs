@@ -463,7 +463,9 @@ impl Publisher {
             }
         }
         .map_err(|error| match error {
-            LdapError::Connection(_) => Failure::Unavailable(error.to_string()),
+            // A certificate that does not verify is LDAP out of reach: publication
+            // pauses and resumes once TLS is set right, as when LDAP is away.
+            LdapError::Connection(_) | LdapError::Tls(_) => Failure::Unavailable(error.to_string()),
             LdapError::Refused { .. } => Failure::Refused(error.to_string()),
         })?;
         tracing::info!(outcome = ?written, "account published");

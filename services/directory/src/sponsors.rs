@@ -189,6 +189,7 @@ mod tests {
         // Nothing listens on port 1: LDAP cannot answer.
         let ldap = LdapDirectory::new(crate::config::LdapConfig {
             url: "ldap://127.0.0.1:1".to_owned(),
+            starttls: false,
             bind_password: "secret".to_owned(),
             timeout: Duration::from_secs(2),
             ..Default::default()

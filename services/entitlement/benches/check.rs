@@ -483,7 +483,7 @@ async fn main() {
 
     // Entitlement's database, migrated (by building the service in this process,
     // then dropping it) and seeded.
-    let database = TestDatabase::new().await;
+    let database = TestDatabase::new(hosted_testkit::DatabaseOwner::Entitlement).await;
     let namespace = hosted_testkit::namespace().await;
     let callers = TestCallers::new();
     let common = hosted_testkit::common_config(

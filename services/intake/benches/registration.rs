@@ -68,7 +68,7 @@ async fn start_intake() -> (
     TestDatabase,
     tokio::sync::oneshot::Sender<()>,
 ) {
-    let database = TestDatabase::new().await;
+    let database = TestDatabase::new(hosted_testkit::DatabaseOwner::Intake).await;
     let namespace = hosted_testkit::namespace().await;
     let callers = TestCallers::new();
     let mut common = hosted_testkit::common_config(
@@ -160,7 +160,7 @@ async fn single_calls(count: usize, clients: usize) -> Duration {
 
 /// The same rows into a table of the persons' shape, in one unnest insert per 1,000.
 async fn reference_insert(rows: usize) -> Duration {
-    let database = TestDatabase::new().await;
+    let database = TestDatabase::new(hosted_testkit::DatabaseOwner::Intake).await;
     hosted_platform::db::create_database_if_missing(&database.url.parse().unwrap())
         .await
         .unwrap();

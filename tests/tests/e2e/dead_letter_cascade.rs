@@ -51,10 +51,11 @@ async fn a_dead_letter_is_not_consumed_as_an_event() {
     // consumes entitlement's stream, as it does in deployment.
     let namespace = hosted_testkit::namespace().await;
     let nats = hosted_testkit::nats_admin_config(&namespace);
-    let database = hosted_testkit::TestDatabase::new().await;
+    let database =
+        hosted_testkit::TestDatabase::new(hosted_testkit::DatabaseOwner::Directory).await;
     let pool = hosted_platform::db::connect(&DatabaseConfig {
         url: database.url.clone(),
-        create_if_missing: true,
+        create_if_missing: false,
         ..DatabaseConfig::default()
     })
     .await

@@ -101,10 +101,11 @@ async fn run_events(
     if let Some(window) = duplicate_window {
         nats.duplicate_window = window;
     }
-    let database = hosted_testkit::TestDatabase::new().await;
+    let database =
+        hosted_testkit::TestDatabase::new(hosted_testkit::DatabaseOwner::Directory).await;
     let pool = hosted_platform::db::connect(&DatabaseConfig {
         url: database.url.clone(),
-        create_if_missing: true,
+        create_if_missing: false,
         ..DatabaseConfig::default()
     })
     .await

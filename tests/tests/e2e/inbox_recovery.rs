@@ -62,10 +62,10 @@ struct Setup {
 }
 
 async fn setup(nats: &NatsConfig) -> Setup {
-    let database = TestDatabase::new().await;
+    let database = TestDatabase::new(hosted_testkit::DatabaseOwner::Directory).await;
     let pool = hosted_platform::db::connect(&DatabaseConfig {
         url: database.url.clone(),
-        create_if_missing: true,
+        create_if_missing: false,
         ..DatabaseConfig::default()
     })
     .await

@@ -17,6 +17,7 @@ mod entitlement_policy;
 mod entries;
 mod inbox_batches;
 mod inbox_recovery;
+mod ldap_security;
 mod locking;
 mod nats_identities;
 mod publication;

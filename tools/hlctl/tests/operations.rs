@@ -2026,7 +2026,7 @@ async fn a_learner_is_locked_then_unlocked_and_check_says_so() {
 async fn over_tls_with_the_ca_and_as_a_caller_known_by_its_certificate() {
     // Arrange: intake on mutual TLS, with `operator` known by its certificate alone.
     let pki = hosted_testkit::TestPki::new();
-    let database = hosted_testkit::TestDatabase::new().await;
+    let database = hosted_testkit::TestDatabase::new(hosted_testkit::DatabaseOwner::Intake).await;
     let namespace = hosted_testkit::namespace().await;
     let mut callers = hosted_testkit::TestCallers::new();
     callers.auth.callers.insert(
@@ -2037,8 +2037,11 @@ async fn over_tls_with_the_ca_and_as_a_caller_known_by_its_certificate() {
             certificate_subject: "CN=operator".to_owned(),
         },
     );
-    let mut common =
-        hosted_testkit::common_config(&database, hosted_testkit::nats_config(&namespace), &callers);
+    let mut common = hosted_testkit::common_config(
+        &database,
+        hosted_testkit::nats_config(hosted_contracts::subjects::Service::Intake, &namespace),
+        &callers,
+    );
     common.grpc.tls = pki.tls_config();
     let app = hosted_intake::Application::build(&hosted_intake::IntakeConfig {
         common,

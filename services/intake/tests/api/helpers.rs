@@ -25,7 +25,7 @@ pub fn config(database: &TestDatabase, nats: NatsConfig, callers: &TestCallers) 
 
 impl TestIntake {
     pub async fn spawn() -> Self {
-        let database = TestDatabase::new().await;
+        let database = TestDatabase::new(hosted_testkit::DatabaseOwner::Intake).await;
         let namespace = hosted_testkit::namespace().await;
         let callers = TestCallers::new();
         let config = config(

@@ -242,7 +242,7 @@ async fn a_near_match_is_a_possible_duplicate_until_confirmed() {
 #[tokio::test]
 async fn logins_follow_the_configured_pattern_and_skip_reserved_names() {
     // Arrange: initial + family name, and "nabadie" may not be given.
-    let database = hosted_testkit::TestDatabase::new().await;
+    let database = hosted_testkit::TestDatabase::new(hosted_testkit::DatabaseOwner::Intake).await;
     let namespace = hosted_testkit::namespace().await;
     let callers = hosted_testkit::TestCallers::new();
     let mut config = crate::helpers::config(

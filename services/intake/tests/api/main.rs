@@ -4,6 +4,7 @@
 mod access;
 mod admission;
 mod agreements;
+mod database_roles;
 mod helpers;
 mod hygiene;
 mod identity;

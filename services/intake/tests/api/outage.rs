@@ -8,7 +8,7 @@ use crate::helpers::{TestIntake, config, registration};
 #[tokio::test]
 async fn a_database_outage_is_answered_unavailable_without_detail() {
     // Arrange: intake reaches PostgreSQL through a proxy the test stops.
-    let server = TestDatabase::new().await;
+    let server = TestDatabase::new(hosted_testkit::DatabaseOwner::Intake).await;
     let postgres: std::net::SocketAddr = {
         let url = hosted_testkit::server_database_url();
         let host = url.rsplit('@').next().unwrap();
@@ -20,6 +20,7 @@ async fn a_database_outage_is_answered_unavailable_without_detail() {
             .url
             .replace(&postgres.to_string(), &proxy.address().to_string()),
         name: server.name.clone(),
+        owner: server.owner,
     };
     let namespace = hosted_testkit::namespace().await;
     let callers = TestCallers::new();

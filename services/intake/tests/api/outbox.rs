@@ -14,7 +14,7 @@ use crate::{
 #[tokio::test]
 async fn events_committed_while_nats_is_away_are_published_after_restart() {
     // Arrange: an intake whose NATS is a port where nothing listens.
-    let database = hosted_testkit::TestDatabase::new().await;
+    let database = hosted_testkit::TestDatabase::new(hosted_testkit::DatabaseOwner::Intake).await;
     let namespace = hosted_testkit::namespace().await;
     let callers = hosted_testkit::TestCallers::new();
     let unreachable = NatsConfig {
@@ -145,7 +145,7 @@ pub fn letters(mut n: usize) -> String {
 #[tokio::test]
 async fn a_frozen_then_killed_nats_neither_holds_the_outbox_nor_stalls_the_relay() {
     // Arrange: intake reaches NATS through a proxy the test freezes and stops.
-    let database = hosted_testkit::TestDatabase::new().await;
+    let database = hosted_testkit::TestDatabase::new(hosted_testkit::DatabaseOwner::Intake).await;
     let namespace = hosted_testkit::namespace().await;
     let callers = hosted_testkit::TestCallers::new();
     let proxy = hosted_testkit::TcpProxy::start(hosted_testkit::nats_address()).await;

@@ -53,7 +53,7 @@ async fn sigterm_stops_the_service_gracefully() {
         .local_addr()
         .unwrap()
         .port();
-    let database = hosted_testkit::TestDatabase::new().await;
+    let database = hosted_testkit::TestDatabase::new(hosted_testkit::DatabaseOwner::Intake).await;
     let namespace = hosted_testkit::namespace().await;
     let mut child = Command::new(env!("CARGO_BIN_EXE_intake"))
         .env("INTAKE__GRPC__LISTEN", format!("127.0.0.1:{port}"))

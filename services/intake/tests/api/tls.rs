@@ -19,7 +19,7 @@ const INTAKE: &str = "hosted.v1.IntakeService";
 /// and one more caller known by its certificate alone: `CN=library,O=Univ Example`,
 /// an integrator.
 async fn spawn_tls(tls: TlsConfig) -> (Application, TestCallers) {
-    let database = TestDatabase::new().await;
+    let database = TestDatabase::new(hosted_testkit::DatabaseOwner::Intake).await;
     let namespace = hosted_testkit::namespace().await;
     let mut callers = TestCallers::new();
     callers.auth.callers.insert(
@@ -30,8 +30,11 @@ async fn spawn_tls(tls: TlsConfig) -> (Application, TestCallers) {
             certificate_subject: "CN=library, O=Univ Example".to_owned(),
         },
     );
-    let mut config =
-        crate::helpers::config(&database, hosted_testkit::nats_config(&namespace), &callers);
+    let mut config = crate::helpers::config(
+        &database,
+        hosted_testkit::nats_config(hosted_contracts::subjects::Service::Intake, &namespace),
+        &callers,
+    );
     config.common.grpc.tls = tls;
     config.common.grpc.health_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
     (Application::build(&config).await.unwrap(), callers)

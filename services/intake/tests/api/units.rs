@@ -132,7 +132,7 @@ async fn a_unit_definition_is_checked_field_by_field() {
 #[tokio::test]
 async fn the_start_horizon_is_configured() {
     // Arrange
-    let database = TestDatabase::new().await;
+    let database = TestDatabase::new(hosted_testkit::DatabaseOwner::Intake).await;
     let namespace = hosted_testkit::namespace().await;
     let callers = TestCallers::new();
     let mut config = config(

@@ -64,7 +64,7 @@ impl Services {
     async fn start(with_entitlement: bool, with_cards: bool, with_directory: bool) -> Self {
         let namespace = hosted_testkit::namespace().await;
         let callers = TestCallers::new();
-        let intake_database = TestDatabase::new().await;
+        let intake_database = TestDatabase::new(hosted_testkit::DatabaseOwner::Intake).await;
         let app = Application::build(&IntakeConfig {
             common: hosted_testkit::common_config(
                 &intake_database,
@@ -84,7 +84,7 @@ impl Services {
         if with_entitlement {
             let app = hosted_entitlement::Application::build(&EntitlementConfig {
                 common: hosted_testkit::common_config(
-                    &TestDatabase::new().await,
+                    &TestDatabase::new(hosted_testkit::DatabaseOwner::Entitlement).await,
                     hosted_testkit::nats_config(
                         hosted_contracts::subjects::Service::Entitlement,
                         &namespace,
@@ -105,7 +105,7 @@ impl Services {
         if with_cards {
             let app = hosted_cards::Application::build(&hosted_cards::CardsConfig {
                 common: hosted_testkit::common_config(
-                    &TestDatabase::new().await,
+                    &TestDatabase::new(hosted_testkit::DatabaseOwner::Cards).await,
                     hosted_testkit::nats_config(
                         hosted_contracts::subjects::Service::Cards,
                         &namespace,
@@ -130,7 +130,7 @@ impl Services {
             let server = &tree.server;
             let app = hosted_directory::Application::build(&hosted_directory::DirectoryConfig {
                 common: hosted_testkit::common_config(
-                    &TestDatabase::new().await,
+                    &TestDatabase::new(hosted_testkit::DatabaseOwner::Directory).await,
                     hosted_testkit::nats_config(
                         hosted_contracts::subjects::Service::Directory,
                         &namespace,
@@ -139,8 +139,10 @@ impl Services {
                 ),
                 ldap: hosted_directory::config::LdapConfig {
                     url: server.url.clone(),
-                    bind_dn: server.bind_dn.clone(),
-                    bind_password: server.bind_password.clone(),
+                    starttls: server.starttls,
+                    ca_path: server.ca_path.clone(),
+                    bind_dn: server.directory_dn.clone(),
+                    bind_password: server.directory_password.clone(),
                     base_dn: tree.base_dn.clone(),
                     eppn_scope: "univ-example.fr".to_owned(),
                     ..Default::default()
