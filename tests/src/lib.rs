@@ -130,6 +130,7 @@ impl TestSystem {
                 &self.callers,
             ),
             registry: RegistryConfig::default(),
+            retention: Default::default(),
         }
     }
 

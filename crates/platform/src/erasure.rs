@@ -12,7 +12,8 @@
 //!
 //! NATS API subjects these need (for the service's NATS permissions), with `<stream>` the
 //! service's own stream: `$JS.API.STREAM.INFO.<stream>`,
-//! `$JS.API.CONSUMER.CREATE.<stream>` (the walk's ephemeral ordered consumer),
+//! `$JS.API.CONSUMER.CREATE.<stream>` and `$JS.API.CONSUMER.CREATE.<stream>.>` (the
+//! walk's ephemeral ordered consumer, named when it is made again after a gap),
 //! `$JS.API.CONSUMER.MSG.NEXT.<stream>.*`, `$JS.API.CONSUMER.DELETE.<stream>.*`,
 //! `$JS.API.STREAM.MSG.DELETE.<stream>`, and replies on the client's inbox.
 

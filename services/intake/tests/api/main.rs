@@ -4,6 +4,7 @@
 mod access;
 mod admission;
 mod agreements;
+mod erasure;
 mod helpers;
 mod hygiene;
 mod identity;

@@ -72,6 +72,7 @@ impl Services {
                 &callers,
             ),
             registry: RegistryConfig::default(),
+            retention: Default::default(),
         })
         .await
         .unwrap();
