@@ -682,6 +682,13 @@ impl Isolated {
             )
             .env(format!("{upper}__AUTH__CALLERS__FAULTS__ROLES"), ROLES)
             .env(format!("{upper}__TELEMETRY__FILTER"), "info");
+        if service == "intake" {
+            // Required: the key of erased logins' digests (docs/privacy.md).
+            command.env(
+                "INTAKE__RETENTION__LOGIN_KEY",
+                "isolated-systems-login-key-for-tests-only",
+            );
+        }
         if service == "directory" {
             command
                 .env("DIRECTORY__LDAP__URL", ldap)

@@ -135,6 +135,7 @@ impl TestSystem {
                 &self.callers,
             ),
             registry: RegistryConfig::default(),
+            retention: Default::default(),
         }
     }
 

@@ -80,6 +80,7 @@ async fn start_intake() -> (
     let app = Application::build(&IntakeConfig {
         common,
         registry: RegistryConfig::default(),
+        retention: Default::default(),
     })
     .await
     .unwrap();

@@ -51,8 +51,15 @@ fn sorted(names: &[String]) -> Vec<String> {
 /// The wire form of a learner's whole state; stay statuses as of `today`.
 pub fn learner_message(record: &LearnerRecord, today: Date) -> v1::Learner {
     let person = &record.person;
-    v1::Learner {
-        person: Some(v1::Person {
+    // An erased person is a stub: ids only, whatever the columns hold.
+    let identity = if person.erased_at.is_some() {
+        v1::Person {
+            learner_id: person.learner_id.to_string(),
+            learner_number: person.learner_number.clone(),
+            ..Default::default()
+        }
+    } else {
+        v1::Person {
             learner_id: person.learner_id.to_string(),
             learner_number: person.learner_number.clone(),
             login: person.login.clone(),
@@ -63,7 +70,10 @@ pub fn learner_message(record: &LearnerRecord, today: Date) -> v1::Learner {
             email: person.email.clone(),
             ine: person.ine.clone().unwrap_or_default(),
             phone: person.phone.clone().unwrap_or_default(),
-        }),
+        }
+    };
+    v1::Learner {
+        person: Some(identity),
         stays: record
             .stays
             .iter()
@@ -127,14 +137,24 @@ pub fn identity_message(record: &LearnerRecord, today: Date) -> v1::LearnerIdent
             .map(format_date)
             .unwrap_or_default()
     };
+    let erased = person.erased_at.is_some();
     v1::LearnerIdentity {
         learner_id: person.learner_id.to_string(),
-        login: person.login.clone(),
-        display_name: format!(
-            "{} {}",
-            crate::domain::names::first_given_name(&person.given_names),
-            person.family_name
-        ),
+        login: if erased {
+            String::new()
+        } else {
+            person.login.clone()
+        },
+        display_name: if erased {
+            String::new()
+        } else {
+            format!(
+                "{} {}",
+                crate::domain::names::first_given_name(&person.given_names),
+                person.family_name
+            )
+        },
+        erased_at: person.erased_at.map(wire_time),
         valid_from: day(|validity| validity.from),
         valid_until: day(|validity| validity.until),
         current: validity.is_some_and(|validity| validity.current),
@@ -194,6 +214,28 @@ pub fn learner_event(
         event_id,
         namespace.subject(fact),
         LEARNER_EVENT_TYPE,
+        &event,
+    )
+}
+
+/// The erasure of a person's identity, for the outbox: ids only (`meta.learner_id`, the
+/// learner's version after the erasure, the actor) and the basis.
+pub fn person_erased_event(
+    namespace: &Namespace,
+    learner_id: Uuid,
+    version: i64,
+    basis: &str,
+    actor: &str,
+) -> OutboxEvent {
+    let event_id = Uuid::now_v7();
+    let event = v1::PersonErasedEvent {
+        meta: Some(meta(event_id, learner_id.to_string(), version, actor)),
+        basis: basis.to_owned(),
+    };
+    outbox_event(
+        event_id,
+        namespace.subject(hosted_contracts::subjects::intake::PERSON_ERASED),
+        hosted_platform::erasure::PERSON_ERASED_EVENT_TYPE,
         &event,
     )
 }

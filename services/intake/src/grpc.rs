@@ -60,6 +60,7 @@ pub const ACCESS: &[(&str, &[Role])] = &[
     ("RestateLearners", &[Dosi]),
     ("LockLearner", &[Deve, Dosi]),
     ("UnlockLearner", &[Deve, Dosi]),
+    ("ErasePerson", &[Deve]),
     ("ListAuditEntries", &[Dosi]),
     ("ListAgreementAuditEntries", &[Dosi, Legal]),
 ];
@@ -272,6 +273,10 @@ impl v1::intake_service_server::IntakeService for Intake {
             .ok_or_else(not_found)?;
         Ok(Response::new(v1::GetLearnerResponse {
             learner: Some(events::learner_message(&record, self.today())),
+            erased_at: record
+                .person
+                .erased_at
+                .map(hosted_platform::clock::wire_time),
         }))
     }
 
@@ -412,13 +417,19 @@ impl v1::intake_service_server::IntakeService for Intake {
             .await
             .map_err(IntakeError::from)?;
         let today = self.today();
+        let found: Vec<&store::LearnerRecord> =
+            ids.iter().filter_map(|id| records.get(id)).collect();
         Ok(Response::new(v1::SearchLearnersResponse {
-            learners: ids
+            learners: found
                 .iter()
-                .filter_map(|id| records.get(id))
                 .map(|record| events::learner_message(record, today))
                 .collect(),
             next_page_token,
+            erased_learner_ids: found
+                .iter()
+                .filter(|record| record.person.erased_at.is_some())
+                .map(|record| record.person.learner_id.to_string())
+                .collect(),
         }))
     }
 
@@ -879,12 +890,24 @@ impl v1::intake_service_server::IntakeService for Intake {
                 .map(|(key, learners)| v1::Count { key, learners })
                 .collect()
         };
+        let years = store::counts_by_year(&mut conn)
+            .await
+            .map_err(IntakeError::from)?;
         Ok(Response::new(v1::GetStatsResponse {
             on: domain::registration::format_date(on),
             total_learners: counts.total,
             by_population: to_counts(counts.by_population),
             by_agreement: to_counts(counts.by_agreement),
             by_sponsor_unit: to_counts(counts.by_sponsor_unit),
+            by_year: years
+                .into_iter()
+                .map(|year| v1::YearCounts {
+                    year: year.year,
+                    learners: year.learners,
+                    by_population: to_counts(year.by_population),
+                    by_agreement: to_counts(year.by_agreement),
+                })
+                .collect(),
         }))
     }
 
@@ -986,6 +1009,32 @@ impl v1::intake_service_server::IntakeService for Intake {
         Ok(Response::new(v1::UnlockLearnerResponse {
             learner: Some(learner),
             changed,
+        }))
+    }
+
+    async fn erase_person(
+        &self,
+        request: Request<v1::ErasePersonRequest>,
+    ) -> Result<Response<v1::ErasePersonResponse>, Status> {
+        let actor = Actor::of(&request);
+        let request = request.into_inner();
+        let mut violations = Violations::default();
+        let reason = domain::erasure::parse_reason(&request.reason, &mut violations);
+        let reference = domain::erasure::check_reference(&request.reference, &mut violations);
+        let learner_id = self
+            .learner_named(&request.learner, &mut violations)
+            .await?;
+        let (Some(reason), true) = (reason, violations.is_empty()) else {
+            return Err(IntakeError::Invalid(violations).into());
+        };
+        let learner_id = learner_id.ok_or_else(|| IntakeError::NotFound("learner".to_owned()))?;
+        let outcome = self
+            .erase_person(learner_id, reason, reference.as_deref(), actor.name())
+            .await?;
+        Ok(Response::new(v1::ErasePersonResponse {
+            learner: Some(outcome.learner),
+            erased_at: outcome.erased_at,
+            already_erased: outcome.already_erased,
         }))
     }
 }

@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod config;
 pub mod domain;
+pub mod erasure;
 pub mod error;
 pub mod events;
 pub mod grpc;
@@ -37,6 +38,8 @@ pub struct Intake {
     clock: hosted_platform::clock::Clock,
     /// How far ahead of today a stay may start.
     max_start_ahead_days: u32,
+    /// Retention and erasure settings.
+    erasure: erasure::ErasureSettings,
 }
 
 impl Intake {
@@ -69,14 +72,44 @@ impl Application {
         if backfilled > 0 {
             tracing::info!(persons = backfilled, "folded names filled for name search");
         }
+        let login_key = domain::erasure::LoginKey::new(&config.retention.login_key);
+        let mut numbering = config.registry.numbering();
+        numbering.login_key = login_key.clone();
+        let stream_eraser = std::sync::Arc::new(tokio::sync::Notify::new());
         let intake = Intake {
             pool: foundation.pool.clone(),
             namespace: foundation.namespace.clone(),
             outbox: foundation.outbox.clone(),
-            numbering: config.registry.numbering(),
+            numbering,
             clock: config.common.clock.clock(),
             max_start_ahead_days: config.registry.max_start_ahead_days,
+            erasure: erasure::ErasureSettings {
+                login_key,
+                keep_days_after_last_stay: config.retention.keep_days_after_last_stay,
+                sweep_batch: config.retention.sweep_batch,
+                stream_eraser: stream_eraser.clone(),
+            },
         };
+        tracing::info!(
+            keep_days_after_last_stay = config.retention.keep_days_after_last_stay,
+            legal_basis = %config.retention.legal_basis,
+            "retention of persons' identity"
+        );
+        let mut foundation = foundation;
+        let sweep = intake
+            .clone()
+            .run_retention_sweep(config.retention.sweep_interval, foundation.tasks.shutdown());
+        foundation.tasks.spawn(sweep);
+        let eraser = erasure::StreamEraser {
+            pool: foundation.pool.clone(),
+            jetstream: foundation.jetstream.clone(),
+            stream: erasure::StreamEraser::stream_of(&foundation.namespace),
+            wake: stream_eraser,
+            poll: std::time::Duration::from_secs(30),
+        };
+        foundation
+            .tasks
+            .spawn(eraser.run(foundation.tasks.shutdown()));
         Ok(Self { foundation, intake })
     }
 

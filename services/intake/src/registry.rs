@@ -235,6 +235,7 @@ impl Intake {
             .await?
             .ok_or_else(|| IntakeError::NotFound("learner".to_owned()))?
             .person;
+        crate::erasure::refuse_if_erased(before.erased_at.is_some())?;
         let merged = domain::amendment::merge(
             &domain::amendment::CurrentPerson {
                 family_name: &before.family_name,
@@ -259,6 +260,7 @@ impl Intake {
         let current = store::lock_person(&mut tx, learner_id)
             .await?
             .ok_or_else(|| IntakeError::NotFound("learner".to_owned()))?;
+        crate::erasure::refuse_if_erased(current.erased_at.is_some())?;
         if current.version != expected_version || current.version != before.version {
             return Err(IntakeError::Aborted(format!(
                 "the learner is at version {}, not {expected_version}: read it again",
@@ -351,6 +353,7 @@ impl Intake {
         let stay = stays::lock(&mut tx, stay_id)
             .await?
             .ok_or_else(|| IntakeError::NotFound("stay".to_owned()))?;
+        crate::erasure::refuse_if_erased(stay.erased)?;
         let (fact, action, changes) = match change_kind {
             StayChange::Amend(input) => {
                 let amendment = domain::stay::check_amendment(&stay.facts, &input, reason)?;
@@ -622,6 +625,10 @@ impl Intake {
             let stay = stays::lock(&mut tx, stay_id)
                 .await?
                 .ok_or_else(|| IntakeError::NotFound("stay".to_owned()))?;
+            // An erased learner's stays stay as they were: nothing of theirs changes.
+            if stay.erased {
+                continue;
+            }
             let (fact, action) = if stay.facts.start_date > end {
                 stays::cancel(&mut tx, stay_id, reason).await?;
                 (intake::STAY_CANCELLED, "stay.cancelled")
@@ -688,6 +695,7 @@ impl Intake {
         let current = store::lock_person(&mut tx, learner_id)
             .await?
             .ok_or_else(|| IntakeError::NotFound("learner".to_owned()))?;
+        crate::erasure::refuse_if_erased(current.erased_at.is_some())?;
         let before = current.lock_reason.as_deref();
         if before == Some(reason.code()) {
             let record = store::learner(&mut tx, learner_id)
@@ -743,6 +751,7 @@ impl Intake {
         let current = store::lock_person(&mut tx, learner_id)
             .await?
             .ok_or_else(|| IntakeError::NotFound("learner".to_owned()))?;
+        crate::erasure::refuse_if_erased(current.erased_at.is_some())?;
         let Some(before) = current.lock_reason else {
             let record = store::learner(&mut tx, learner_id)
                 .await?
@@ -820,6 +829,7 @@ impl Intake {
         let stay = stays::lock(&mut tx, stay_id)
             .await?
             .ok_or_else(|| IntakeError::NotFound("stay".to_owned()))?;
+        crate::erasure::refuse_if_erased(stay.erased)?;
         if stay.facts.cancelled {
             return Err(IntakeError::FailedPrecondition(
                 "the stay was cancelled".to_owned(),

@@ -93,6 +93,23 @@ impl Intake {
             let Some(record) = records.get(learner_id) else {
                 continue;
             };
+            // An erased learner is restated as erased (ids only): a consumer restored
+            // from an old backup erases its copy again, none gets an identity back.
+            if record.person.erased_at.is_some() {
+                outgoing.push(events::person_erased_event(
+                    &self.namespace,
+                    record.person.learner_id,
+                    record.person.version,
+                    record
+                        .person
+                        .erasure_basis
+                        .as_deref()
+                        .unwrap_or(crate::erasure::BASIS_REQUEST),
+                    actor,
+                ));
+                page.learners += 1;
+                continue;
+            }
             outgoing.push(events::learner_event(
                 &self.namespace,
                 intake::LEARNER_RESTATED,

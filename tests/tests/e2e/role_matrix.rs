@@ -25,6 +25,7 @@ const MATRIX: &[(&str, &str, &[Role])] = &[
     (INTAKE, "LockLearner", &[Deve, Dosi]),
     (INTAKE, "UnlockLearner", &[Deve, Dosi]),
     (INTAKE, "AmendPerson", &[Deve]),
+    (INTAKE, "ErasePerson", &[Deve]),
     (INTAKE, "AmendStay", &[Deve]),
     (INTAKE, "ExtendStay", &[Deve]),
     (INTAKE, "EndStay", &[Deve]),

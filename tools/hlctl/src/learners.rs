@@ -615,6 +615,7 @@ mod tests {
             valid_from: "2026-09-01".to_owned(),
             valid_until: "2027-06-30".to_owned(),
             current: true,
+            erased_at: None,
         };
         assert!(identity_line(&identity).ends_with("valid 2026-09-01..2027-06-30 (current)"));
         assert_eq!(identity_json(&identity)["current"], true);

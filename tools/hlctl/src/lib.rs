@@ -14,6 +14,7 @@ pub mod generate;
 pub mod import;
 pub mod learners;
 pub mod payments;
+pub mod persons;
 pub mod rebuild;
 pub mod rpc;
 pub mod stats;

@@ -15,7 +15,7 @@ use hosted_contracts::v1;
 use hosted_hlctl::{
     agreements, audit, cards, entitlements, generate, import,
     learners::{self, print_learner},
-    payments,
+    payments, persons,
     rebuild::{self, Derived, Owner},
     rpc::{self, authorized, connect, server_error},
     stats, stays, units, values,
@@ -108,6 +108,11 @@ enum Command {
     /// Shows a learner by login, hosted-learner number or id; finds learners;
     /// corrects identity data.
     Learner(learners::LearnerArgs),
+    /// What the GDPR gives a person a right to: erasure on request (role deve).
+    Person {
+        #[command(subcommand)]
+        action: persons::PersonAction,
+    },
     /// Changes a stay's sponsor and what the sponsor asks for, extends, ends early or
     /// cancels it (role deve).
     Stay {
@@ -537,6 +542,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Learner(args) => {
             let mut intake = rpc::Intake::new(&cli.intake, token);
             learners::run(args, &mut intake, cli.json).await?;
+        }
+        Command::Person { action } => {
+            let mut intake = rpc::Intake::new(&cli.intake, token);
+            persons::run(action, &mut intake, cli.json).await?;
         }
         Command::Stay { action } => {
             let mut intake = rpc::Intake::new(&cli.intake, token);

@@ -74,6 +74,13 @@ pub fn stats_json(stats: &v1::GetStatsResponse) -> serde_json::Value {
         "by_population": counts(&stats.by_population),
         "by_agreement": counts(&stats.by_agreement),
         "by_sponsor_unit": counts(&stats.by_sponsor_unit),
+        // Learners with a stay on a day of the year, oldest year first.
+        "by_year": stats.by_year.iter().map(|year| json!({
+            "year": year.year,
+            "learners": year.learners,
+            "by_population": counts(&year.by_population),
+            "by_agreement": counts(&year.by_agreement),
+        })).collect::<Vec<_>>(),
     })
 }
 
@@ -92,7 +99,7 @@ pub fn stats_text(stats: &v1::GetStatsResponse, partners: &[(String, String)]) -
             None => key.to_owned(),
         }
     };
-    let tables: [(&str, Vec<(String, i64)>); 3] = [
+    let tables: [(&str, Vec<(String, i64)>); 4] = [
         (
             "population",
             stats
@@ -115,6 +122,14 @@ pub fn stats_text(stats: &v1::GetStatsResponse, partners: &[(String, String)]) -
                 .by_sponsor_unit
                 .iter()
                 .map(|count| (count.key.clone(), count.learners))
+                .collect(),
+        ),
+        (
+            "year",
+            stats
+                .by_year
+                .iter()
+                .map(|year| (year.year.to_string(), year.learners))
                 .collect(),
         ),
     ];
@@ -151,6 +166,12 @@ mod tests {
             by_population: vec![count("RECTORAT_PAF", 2), count("IFSI", 1)],
             by_agreement: vec![count("", 4), count("a-1", 1)],
             by_sponsor_unit: vec![],
+            by_year: vec![v1::YearCounts {
+                year: 2026,
+                learners: 6,
+                by_population: vec![count("IFSI", 6)],
+                by_agreement: vec![count("", 6)],
+            }],
         }
     }
 
@@ -170,7 +191,10 @@ mod tests {
              a-1 IFSI Nord          1\n\
              \n\
              sponsor unit  learners\n\
-             (none)\n"
+             (none)\n\
+             \n\
+             year  learners\n\
+             2026         6\n"
         );
     }
 
@@ -181,5 +205,7 @@ mod tests {
         assert_eq!(json["by_population"]["RECTORAT_PAF"], 2);
         assert_eq!(json["by_agreement"][""], 4);
         assert_eq!(json["by_sponsor_unit"], json!({}));
+        assert_eq!(json["by_year"][0]["year"], 2026);
+        assert_eq!(json["by_year"][0]["by_population"]["IFSI"], 6);
     }
 }

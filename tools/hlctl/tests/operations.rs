@@ -2046,6 +2046,7 @@ async fn over_tls_with_the_ca_and_as_a_caller_known_by_its_certificate() {
     let app = hosted_intake::Application::build(&hosted_intake::IntakeConfig {
         common,
         registry: hosted_intake::config::RegistryConfig::default(),
+        retention: Default::default(),
     })
     .await
     .unwrap();

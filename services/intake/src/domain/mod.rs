@@ -3,6 +3,7 @@
 pub mod admission;
 pub mod agreement;
 pub mod amendment;
+pub mod erasure;
 pub mod lock;
 pub mod names;
 pub mod registration;

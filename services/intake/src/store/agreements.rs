@@ -195,8 +195,9 @@ pub async fn due_stays(
     agreement_id: Uuid,
 ) -> Result<Vec<(Uuid, Uuid)>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT stay_id, learner_id FROM stays
-         WHERE agreement_id = $1 AND NOT cancelled AND payment_status = 'due' ORDER BY learner_id, stay_id",
+        "SELECT s.stay_id, s.learner_id FROM stays s JOIN persons p ON p.learner_id = s.learner_id
+         WHERE s.agreement_id = $1 AND NOT s.cancelled AND s.payment_status = 'due' AND p.erased_at IS NULL
+         ORDER BY s.learner_id, s.stay_id",
     )
     .bind(agreement_id)
     .fetch_all(conn)

@@ -116,6 +116,9 @@ pub struct Numbering {
     /// Logins never given (system accounts, words that must not be logins).
     pub reserved_logins: HashSet<String>,
     pub login_pattern: names::LoginPattern,
+    /// The key of erased logins' digests: a login whose digest is in `erased_logins`
+    /// is never given again.
+    pub login_key: crate::domain::erasure::LoginKey,
 }
 
 /// The advisory locks that serialise registrations (and identity corrections) that
@@ -614,8 +617,24 @@ async fn insert_persons(
         .collect();
     let mut given: HashMap<Uuid, String> = HashMap::new();
     while !pending.is_empty() {
-        let ids: Vec<Uuid> = pending.iter().map(|(id, _, _)| *id).collect();
-        let candidates: Vec<String> = pending.iter().map(|(_, login, _)| login.clone()).collect();
+        // A login an erased person had is given to nobody else: its digest says so.
+        let digests: Vec<Vec<u8>> = pending
+            .iter()
+            .map(|(_, login, _)| numbering.login_key.digest(login))
+            .collect();
+        let erased: HashSet<Vec<u8>> =
+            sqlx::query_scalar("SELECT digest FROM erased_logins WHERE digest = ANY($1)")
+                .bind(&digests)
+                .fetch_all(&mut *conn)
+                .await?
+                .into_iter()
+                .collect();
+        let (ids, candidates): (Vec<Uuid>, Vec<String>) = pending
+            .iter()
+            .zip(&digests)
+            .filter(|(_, digest)| !erased.contains(*digest))
+            .map(|((id, login, _), _)| (*id, login.clone()))
+            .unzip();
         let inserted: Vec<(Uuid, String)> = sqlx::query_as(
             "INSERT INTO logins (login, learner_id) SELECT * FROM unnest($1::text[], $2::uuid[])
              ON CONFLICT DO NOTHING RETURNING learner_id, login",

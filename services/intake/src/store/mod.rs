@@ -4,6 +4,7 @@
 pub mod agreements;
 pub mod audit;
 pub mod batch;
+pub mod erasure;
 pub mod payments;
 pub mod stays;
 pub mod units;
@@ -33,6 +34,11 @@ pub struct PersonRow {
     pub lock_reason: Option<String>,
     pub locked_at: Option<OffsetDateTime>,
     pub locked_by: Option<String>,
+    /// Set once the person's identity is erased: the identity fields are then empty
+    /// (and the birth date a placeholder), and nothing may change the learner again.
+    pub erased_at: Option<OffsetDateTime>,
+    /// Why it was erased: `retention` or `request`.
+    pub erasure_basis: Option<String>,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -143,8 +149,12 @@ pub async fn populations(pool: &PgPool) -> Result<Vec<Population>, sqlx::Error> 
     Ok(rows.into_iter().map(Population::from).collect())
 }
 
-const PERSON_COLUMNS: &str = "learner_id, learner_number, login, family_name, birth_name, given_names, \
-     birth_date, email, ine, phone, version, created_at, updated_at, lock_reason, locked_at, locked_by";
+/// An erased person's identity columns are NULL: they read as empty (the birth date as
+/// a placeholder that no answer shows, since an erased learner is answered as a stub).
+const PERSON_COLUMNS: &str = "learner_id, learner_number, COALESCE(login, '') AS login, \
+     COALESCE(family_name, '') AS family_name, birth_name, COALESCE(given_names, '') AS given_names, \
+     COALESCE(birth_date, DATE '0001-01-01') AS birth_date, COALESCE(email, '') AS email, ine, phone, \
+     version, created_at, updated_at, lock_reason, locked_at, locked_by, erased_at, erasure_basis";
 
 pub async fn learner(
     conn: &mut PgConnection,
@@ -467,6 +477,58 @@ pub async fn counts(conn: &mut PgConnection, on: Date) -> Result<Counts, sqlx::E
     })
 }
 
+/// Learners counted over one calendar year: those with a stay (not cancelled) on at
+/// least one of its days.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct YearCounts {
+    pub year: i32,
+    pub learners: i64,
+    pub by_population: Vec<(String, i64)>,
+    /// The empty key counts stays under no agreement.
+    pub by_agreement: Vec<(String, i64)>,
+}
+
+/// Counts per calendar year, oldest first: from stays only, so they stay the same
+/// when persons are erased.
+pub async fn counts_by_year(conn: &mut PgConnection) -> Result<Vec<YearCounts>, sqlx::Error> {
+    // One row per (stay, year it covers), then counted three ways.
+    let rows: Vec<(i32, String, String, i64)> = sqlx::query_as(
+        "WITH covered AS (
+             SELECT s.learner_id, s.population, COALESCE(s.agreement_id::text, '') AS agreement, y::int AS year
+             FROM stays s,
+                  generate_series(extract(year FROM s.start_date)::int, extract(year FROM s.end_date)::int) AS y
+             WHERE NOT s.cancelled)
+         SELECT year, 'total', '', count(DISTINCT learner_id) FROM covered GROUP BY year
+         UNION ALL
+         SELECT year, 'population', population, count(DISTINCT learner_id) FROM covered GROUP BY year, population
+         UNION ALL
+         SELECT year, 'agreement', agreement, count(DISTINCT learner_id) FROM covered GROUP BY year, agreement
+         ORDER BY 1, 2, 4 DESC, 3",
+    )
+    .fetch_all(conn)
+    .await?;
+    let mut years: Vec<YearCounts> = Vec::new();
+    for (year, kind, key, learners) in rows {
+        if years.last().is_none_or(|last| last.year != year) {
+            years.push(YearCounts {
+                year,
+                learners: 0,
+                by_population: Vec::new(),
+                by_agreement: Vec::new(),
+            });
+        }
+        let Some(current) = years.last_mut() else {
+            continue;
+        };
+        match kind.as_str() {
+            "total" => current.learners = learners,
+            "population" => current.by_population.push((key, learners)),
+            _ => current.by_agreement.push((key, learners)),
+        }
+    }
+    Ok(years)
+}
+
 /// Hosted learners counted on one day: only this registry's, never enrolled students.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Counts {
@@ -488,7 +550,8 @@ pub async fn backfill_folded_names(pool: &PgPool) -> Result<u64, sqlx::Error> {
     loop {
         let rows: Vec<(Uuid, String, Option<String>, String)> = sqlx::query_as(
             "SELECT learner_id, family_name, birth_name, given_names FROM persons
-             WHERE folded_names = '' AND learner_id > $1 ORDER BY learner_id LIMIT 1000",
+             WHERE folded_names = '' AND erased_at IS NULL AND learner_id > $1
+             ORDER BY learner_id LIMIT 1000",
         )
         .bind(after)
         .fetch_all(pool)

@@ -139,7 +139,8 @@ pub struct DueRow {
 }
 
 /// Up to `limit` stays due (not cancelled) after `after`, in stay id order, under the
-/// agreement and of the population when given.
+/// agreement and of the population when given. An erased person's stays are not
+/// listed: nothing is left to match a transfer with.
 pub async fn due(
     conn: &mut PgConnection,
     agreement_id: Option<Uuid>,
@@ -152,7 +153,7 @@ pub async fn due(
                 s.agreement_id, s.start_date, s.end_date, c.fee_cents
          FROM stays s JOIN persons p ON p.learner_id = s.learner_id
               JOIN populations c ON c.code = s.population
-         WHERE s.payment_status = 'due' AND NOT s.cancelled
+         WHERE s.payment_status = 'due' AND NOT s.cancelled AND p.erased_at IS NULL
            AND ($1::uuid IS NULL OR s.agreement_id = $1)
            AND ($2::text IS NULL OR s.population = $2)
            AND ($3::uuid IS NULL OR s.stay_id > $3)

@@ -12,6 +12,8 @@ pub struct LockedStay {
     pub stay_id: Uuid,
     pub learner_id: Uuid,
     pub facts: StayFacts,
+    /// Whether the learner's identity was erased: nothing of theirs may change.
+    pub erased: bool,
 }
 
 #[derive(sqlx::FromRow)]
@@ -40,10 +42,12 @@ pub async fn lock(
     let Some(learner_id) = learner_id else {
         return Ok(None);
     };
-    sqlx::query("SELECT 1 FROM persons WHERE learner_id = $1 FOR UPDATE")
-        .bind(learner_id)
-        .execute(&mut *conn)
-        .await?;
+    let erased: bool = sqlx::query_scalar(
+        "SELECT erased_at IS NOT NULL FROM persons WHERE learner_id = $1 FOR UPDATE",
+    )
+    .bind(learner_id)
+    .fetch_one(&mut *conn)
+    .await?;
     let row: Option<LockedRow> = sqlx::query_as(
         "SELECT s.stay_id, s.learner_id, s.start_date, s.end_date, s.cancelled, s.population,
                 p.max_duration_days, a.end_date AS agreement_end
@@ -66,6 +70,7 @@ pub async fn lock(
             max_duration_days: row.max_duration_days,
             agreement_end: row.agreement_end,
         },
+        erased,
     }))
 }
 

@@ -94,6 +94,7 @@ async fn integrators_identify_a_learner_and_see_nothing_else_of_the_person() {
             valid_from: day(-10),
             valid_until: day(200),
             current: true,
+            erased_at: None,
         }
     );
     let wire = hosted.encode_to_vec();

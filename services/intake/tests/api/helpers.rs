@@ -20,6 +20,7 @@ pub fn config(database: &TestDatabase, nats: NatsConfig, callers: &TestCallers) 
     IntakeConfig {
         common: hosted_testkit::common_config(database, nats, callers),
         registry: RegistryConfig::default(),
+        retention: Default::default(),
     }
 }
 

@@ -5,6 +5,7 @@ mod access;
 mod admission;
 mod agreements;
 mod database_roles;
+mod erasure;
 mod helpers;
 mod hygiene;
 mod identity;

@@ -25,6 +25,7 @@ fn a_bad_configuration_exits_with_every_problem_and_the_usage_code() {
         "auth.callers.portal.token_sha256",
         "auth.callers.portal.roles",
         "registry.learner_number_prefix",
+        "retention.login_key",
     ] {
         assert!(stderr.contains(field), "{field} missing from: {stderr}");
     }
@@ -65,6 +66,10 @@ async fn sigterm_stops_the_service_gracefully() {
             &namespace,
         ))
         .env("INTAKE__TELEMETRY__FILTER", "info")
+        .env(
+            "INTAKE__RETENTION__LOGIN_KEY",
+            "a test key of at least thirty-two characters",
+        )
         .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -75,6 +75,7 @@ impl Services {
                 &callers,
             ),
             registry: RegistryConfig::default(),
+            retention: Default::default(),
         })
         .await
         .unwrap();
