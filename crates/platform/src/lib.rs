@@ -9,6 +9,7 @@ pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod db;
+pub mod erasure;
 pub mod error;
 pub mod grpc;
 pub mod inbox;
