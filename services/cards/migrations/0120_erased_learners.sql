@@ -19,3 +19,9 @@ CREATE TABLE erased_learners (
 );
 CREATE INDEX erased_learners_pending ON erased_learners (erase_streams_after)
     WHERE streams_erased_at IS NULL;
+
+-- Set with the tombstone, on the row itself: a grants or learner fact applied at the
+-- same moment waits for the erasure's row lock, then sees the row as the erasure left
+-- it and changes nothing (a check of the tombstone alone would be made on the
+-- statement's snapshot, from before the erasure).
+ALTER TABLE learners ADD COLUMN erased boolean NOT NULL DEFAULT false;

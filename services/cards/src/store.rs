@@ -45,7 +45,7 @@ pub async fn save_person(conn: &mut PgConnection, person: &Person) -> Result<boo
              family_name = EXCLUDED.family_name, given_names = EXCLUDED.given_names,
              birth_date = EXCLUDED.birth_date, email = EXCLUDED.email, ine = EXCLUDED.ine,
              person_version = EXCLUDED.person_version
-         WHERE learners.person_version < EXCLUDED.person_version",
+         WHERE learners.person_version < EXCLUDED.person_version AND NOT learners.erased",
     )
     .bind(person.learner_id)
     .bind(&person.login)
@@ -81,7 +81,7 @@ pub async fn save_holding(
              login = CASE WHEN learners.login = '' THEN EXCLUDED.login ELSE learners.login END,
              card_until = EXCLUDED.card_until, card_in_force = EXCLUDED.card_in_force,
              epurse_until = EXCLUDED.epurse_until, epurse_in_force = EXCLUDED.epurse_in_force
-         WHERE learners.grants_version < EXCLUDED.grants_version",
+         WHERE learners.grants_version < EXCLUDED.grants_version AND NOT learners.erased",
     )
     .bind(learner_id)
     .bind(login)
@@ -677,7 +677,7 @@ pub async fn erase_identity(
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE learners SET login = '', learner_number = '', family_name = '', given_names = '',
-                             birth_date = '', email = '', ine = ''
+                             birth_date = '', email = '', ine = '', erased = true
          WHERE learner_id = $1",
     )
     .bind(learner_id)
