@@ -667,14 +667,22 @@ pub async fn erased_among(
 
 /// Erases what the projection holds of a learner, in the caller's transaction, and
 /// keeps a tombstone that names the entry to remove (`dn_of` the account's login,
-/// while there is an account). The account row is locked first: a publisher writing
-/// it finishes before, so no write of it lands in LDAP after the entry's removal.
-/// Returns false when the learner was already erased (a redelivery).
+/// while there is an account). The grants and cards rows go first, then the account
+/// row is locked and deleted: the order the consumers of grants and cards take (their
+/// row, then the account's), so that the two never wait on each other; a publisher
+/// writing the account finishes before, so no write of it lands in LDAP after the
+/// entry's removal. Returns false when the learner was already erased (a redelivery).
 pub async fn erase_learner(
     conn: &mut PgConnection,
     erasure: &Erasure,
     dn_of: impl Fn(&str) -> String,
 ) -> Result<bool, sqlx::Error> {
+    for table in ["grants", "cards"] {
+        sqlx::query(&format!("DELETE FROM {table} WHERE learner_id = $1"))
+            .bind(erasure.learner_id)
+            .execute(&mut *conn)
+            .await?;
+    }
     let login: Option<String> =
         sqlx::query_scalar("SELECT login FROM accounts WHERE learner_id = $1 FOR UPDATE")
             .bind(erasure.learner_id)
@@ -695,7 +703,7 @@ pub async fn erase_learner(
     if recorded == 0 {
         return Ok(false);
     }
-    for table in ["accounts", "grants", "cards", "reconcile_repairs"] {
+    for table in ["accounts", "reconcile_repairs"] {
         sqlx::query(&format!("DELETE FROM {table} WHERE learner_id = $1"))
             .bind(erasure.learner_id)
             .execute(&mut *conn)
