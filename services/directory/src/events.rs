@@ -260,8 +260,11 @@ impl ProjectionHandler {
             .keys()
             .chain(grants.keys())
             .chain(cards.iter().map(|card| &card.learner_id))
+            .chain(erasures.iter().map(|erasure| &erasure.learner_id))
             .copied()
             .collect();
+        // Another replica erasing one of them at this moment commits first.
+        store::lock_learners(conn, &concerned).await?;
         let mut erased = store::erased_among(conn, &concerned).await?;
         erased.extend(erasures.iter().map(|erasure| erasure.learner_id));
         learners.retain(|learner_id, _| !erased.contains(learner_id));

@@ -774,3 +774,21 @@ pub async fn streams_erased(pool: &PgPool, learner_ids: &[Uuid]) -> Result<(), s
         .await?;
     Ok(())
 }
+
+/// Serialises, per learner, an erasure and the writes that would bring the learner
+/// back: both take this lock (a transaction-level advisory lock, learners in id order)
+/// before they read the tombstones, so that a write made by another replica at the
+/// same moment as the erasure reads them after the erasure has committed.
+pub async fn lock_learners(conn: &mut PgConnection, ids: &[Uuid]) -> Result<(), sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock(1400, hashtext(id::text))
+         FROM (SELECT DISTINCT id FROM unnest($1::uuid[]) AS u(id) ORDER BY id) AS ordered",
+    )
+    .bind(ids)
+    .execute(conn)
+    .await?;
+    Ok(())
+}

@@ -48,6 +48,7 @@ pub async fn apply_learners(
         return Ok(Vec::new());
     }
     let ids: Vec<Uuid> = learners.iter().map(|learner| learner.learner_id).collect();
+    lock_learners(&mut *conn, &ids).await?;
     let logins: Vec<&str> = learners
         .iter()
         .map(|learner| learner.login.as_str())
@@ -913,6 +914,7 @@ pub async fn erase_learner(
     conn: &mut PgConnection,
     erasure: &Erasure,
 ) -> Result<bool, sqlx::Error> {
+    lock_learners(&mut *conn, &[erasure.learner_id]).await?;
     let recorded = sqlx::query(
         "INSERT INTO erased_learners (learner_id, learner_version, basis) VALUES ($1, $2, $3)
          ON CONFLICT (learner_id) DO NOTHING",
@@ -989,5 +991,23 @@ pub async fn streams_erased(pool: &PgPool, learner_ids: &[Uuid]) -> Result<(), s
         .bind(learner_ids)
         .execute(pool)
         .await?;
+    Ok(())
+}
+
+/// Serialises, per learner, an erasure and the writes that would bring the learner
+/// back: both take this lock (a transaction-level advisory lock, learners in id order)
+/// before they read the tombstones, so that a write made by another replica at the
+/// same moment as the erasure reads them after the erasure has committed.
+pub async fn lock_learners(conn: &mut PgConnection, ids: &[Uuid]) -> Result<(), sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock(1400, hashtext(id::text))
+         FROM (SELECT DISTINCT id FROM unnest($1::uuid[]) AS u(id) ORDER BY id) AS ordered",
+    )
+    .bind(ids)
+    .execute(conn)
+    .await?;
     Ok(())
 }
