@@ -1237,3 +1237,9 @@ async fn pump(
         }
     }
 }
+
+// ------------------------------------------------------------- residue
+
+pub mod residue;
+
+pub use residue::{find_in_database, find_in_stream};

@@ -1,5 +1,6 @@
 //! What cards consumes: intake's learner facts (who the holder is: names for the
-//! printer, the INE for the ESCN and the e-purse) and entitlement's grants (whether
+//! printer, the INE for the ESCN and the e-purse), intake's `person.erased` (after
+//! which the holder's identity is gone, see [`crate::erasure`]) and entitlement's grants (whether
 //! they hold the smart-card and e-purse grants, and until when). What it publishes,
 //! `hosted.cards.card.changed`, is written by [`crate::office`].
 
@@ -48,6 +49,8 @@ impl From<OfficeError> for HandleError {
 pub struct PeopleHandler {
     pub namespace: Namespace,
     pub office: Office,
+    /// Wakes the eraser of stream messages after an erasure.
+    pub erased: crate::erasure::ErasureSignal,
 }
 
 impl Handler for PeopleHandler {
@@ -58,11 +61,28 @@ impl Handler for PeopleHandler {
     ) -> Result<(), HandleError> {
         let mut known = subjects::intake::LEARNER_FACTS.to_vec();
         known.push(subjects::intake::PAYMENT_RECORDED);
+        known.push(subjects::intake::PERSON_ERASED);
         let Some(fact) = self.namespace.fact_of(&delivery.subject, &known) else {
             return Ok(());
         };
         let undecodable =
             |error: hosted_contracts::prost::DecodeError| permanent(format!("{fact}: {error}"));
+        if *fact == subjects::intake::PERSON_ERASED {
+            let event =
+                v1::PersonErasedEvent::decode(delivery.payload.clone()).map_err(undecodable)?;
+            let meta = event
+                .meta
+                .ok_or_else(|| permanent("erasure without meta"))?;
+            let erasure = store::Erasure {
+                learner_id: Uuid::parse_str(&meta.learner_id)
+                    .map_err(|_| permanent("erasure with a bad learner id"))?,
+                learner_version: meta.learner_version,
+                basis: event.basis,
+                event_id: delivery.event_id,
+                actor: meta.actor,
+            };
+            return self.erase(conn, &erasure).await;
+        }
         let (learner, meta) = if *fact == subjects::intake::PAYMENT_RECORDED {
             let event = v1::PaymentEvent::decode(delivery.payload.clone()).map_err(undecodable)?;
             (event.learner, event.meta)
@@ -97,6 +117,54 @@ impl Handler for PeopleHandler {
 
     fn committed(&self) {
         self.office.outbox.notify();
+        self.erased.committed();
+    }
+}
+
+impl PeopleHandler {
+    /// Erases what cards holds of a person, in the inbox transaction: what is still
+    /// live stops as at the end of its grant (the person has no stay in force by then,
+    /// so there should be nothing; an enabled card is expired, a card on its way stops,
+    /// an open e-purse right is closed, each step in the card's history), then the
+    /// identity leaves every table, the outbox rows about them go (with the card
+    /// events those steps wrote: they carry the login) and a tombstone stays.
+    async fn erase(
+        &self,
+        conn: &mut PgConnection,
+        erasure: &store::Erasure,
+    ) -> Result<(), HandleError> {
+        let learner_id = erasure.learner_id;
+        if !store::record_erasure(conn, erasure).await? {
+            return Ok(());
+        }
+        let live = store::cards_of(conn, learner_id)
+            .await?
+            .into_iter()
+            .filter(|card| card.state().is_live())
+            .count();
+        if live > 0 {
+            tracing::warn!(%learner_id, live, "erased learner had a live card: it is stopped");
+        }
+        store::drop_holding(conn, learner_id).await?;
+        self.office
+            .follow(
+                conn,
+                learner_id,
+                self.office.clock.today(),
+                Some(erasure.event_id),
+                &erasure.actor,
+                None,
+            )
+            .await?;
+        store::erase_identity(conn, learner_id, &crate::erasure::fixed_reasons()).await?;
+        let learner = std::collections::HashSet::from([learner_id]);
+        let scrub = hosted_platform::erasure::scrub_outbox(conn, &learner).await?;
+        if let Some(after) = scrub.in_flight_until {
+            store::defer_stream_erasure(conn, learner_id, after).await?;
+        }
+        tracing::info!(%learner_id, basis = %erasure.basis, "learner erased");
+        self.erased.erased();
+        Ok(())
     }
 }
 

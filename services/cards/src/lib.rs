@@ -11,6 +11,7 @@ pub mod audit;
 pub mod config;
 pub mod documents;
 pub mod domain;
+pub mod erasure;
 pub mod events;
 pub mod grpc;
 pub mod office;
@@ -81,6 +82,7 @@ impl Application {
         let people = PeopleHandler {
             namespace: foundation.namespace.clone(),
             office: office.clone(),
+            erased: erasure::ErasureSignal::default(),
         };
         let grants = GrantsHandler {
             namespace: foundation.namespace.clone(),
@@ -150,6 +152,15 @@ impl Application {
                 grants.run(grants_attached, shutdown_rx),
             );
         });
+        self.foundation.tasks.spawn(
+            erasure::StreamEraser {
+                pool: self.state.office.pool.clone(),
+                jetstream: self.foundation.jetstream.clone(),
+                stream: self.foundation.namespace.stream(Service::Cards),
+                signal: self.state.people.erased.clone(),
+            }
+            .run(self.foundation.tasks.shutdown()),
+        );
         let routes = Routes::new(CardsServiceServer::new(self.state));
         self.foundation
             .serve(routes, grpc::ACCESS, shutdown)

@@ -1,7 +1,7 @@
 //! Cards's tables: the learners as the card office knows them, the cards and their
 //! transitions, print batches and e-purse rights.
 
-use sqlx::PgConnection;
+use sqlx::{PgConnection, PgPool};
 use time::{Date, OffsetDateTime};
 use uuid::Uuid;
 
@@ -31,18 +31,21 @@ pub struct Holding {
     pub epurse_in_force: bool,
 }
 
-/// Keeps a learner's identity when it is newer than what is held; says whether it was.
+/// Keeps a learner's identity when it is newer than what is held and the learner was
+/// not erased (whatever the version: an erased person never comes back); says
+/// whether it was kept.
 pub async fn save_person(conn: &mut PgConnection, person: &Person) -> Result<bool, sqlx::Error> {
     let saved = sqlx::query(
         "INSERT INTO learners (learner_id, login, learner_number, family_name, given_names,
                                birth_date, email, ine, person_version)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9
+         WHERE NOT EXISTS (SELECT 1 FROM erased_learners WHERE learner_id = $1)
          ON CONFLICT (learner_id) DO UPDATE
          SET login = EXCLUDED.login, learner_number = EXCLUDED.learner_number,
              family_name = EXCLUDED.family_name, given_names = EXCLUDED.given_names,
              birth_date = EXCLUDED.birth_date, email = EXCLUDED.email, ine = EXCLUDED.ine,
              person_version = EXCLUDED.person_version
-         WHERE learners.person_version < EXCLUDED.person_version",
+         WHERE learners.person_version < EXCLUDED.person_version AND NOT learners.erased",
     )
     .bind(person.learner_id)
     .bind(&person.login)
@@ -58,8 +61,9 @@ pub async fn save_person(conn: &mut PgConnection, person: &Person) -> Result<boo
     Ok(saved.rows_affected() == 1)
 }
 
-/// Keeps what a learner holds when `grants_version` is newer than what is held, and
-/// locks the learner for the rest of the transaction; says whether it was newer.
+/// Keeps what a learner holds when `grants_version` is newer than what is held and the
+/// learner was not erased, and locks the learner for the rest of the transaction; says
+/// whether it was kept.
 pub async fn save_holding(
     conn: &mut PgConnection,
     learner_id: Uuid,
@@ -70,13 +74,14 @@ pub async fn save_holding(
     let saved = sqlx::query(
         "INSERT INTO learners (learner_id, login, grants_version, card_until, card_in_force,
                                epurse_until, epurse_in_force)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         SELECT $1, $2, $3, $4, $5, $6, $7
+         WHERE NOT EXISTS (SELECT 1 FROM erased_learners WHERE learner_id = $1)
          ON CONFLICT (learner_id) DO UPDATE
          SET grants_version = EXCLUDED.grants_version,
              login = CASE WHEN learners.login = '' THEN EXCLUDED.login ELSE learners.login END,
              card_until = EXCLUDED.card_until, card_in_force = EXCLUDED.card_in_force,
              epurse_until = EXCLUDED.epurse_until, epurse_in_force = EXCLUDED.epurse_in_force
-         WHERE learners.grants_version < EXCLUDED.grants_version",
+         WHERE learners.grants_version < EXCLUDED.grants_version AND NOT learners.erased",
     )
     .bind(learner_id)
     .bind(login)
@@ -602,4 +607,165 @@ pub async fn epurse_export(
     .bind(export_id)
     .fetch_optional(conn)
     .await
+}
+
+/// Intake's word that a person's identity was erased (`person.erased`).
+#[derive(Debug, Clone)]
+pub struct Erasure {
+    pub learner_id: Uuid,
+    /// The learner's version at the erasure.
+    pub learner_version: i64,
+    /// "retention" or "request".
+    pub basis: String,
+    pub event_id: Uuid,
+    /// Who asked (or `system` for the retention sweep).
+    pub actor: String,
+}
+
+/// Keeps the tombstone of an erased learner; false when they were already erased (a
+/// redelivery: nothing more to do).
+pub async fn record_erasure(
+    conn: &mut PgConnection,
+    erasure: &Erasure,
+) -> Result<bool, sqlx::Error> {
+    let recorded = sqlx::query(
+        "INSERT INTO erased_learners (learner_id, learner_version, basis) VALUES ($1, $2, $3)
+         ON CONFLICT (learner_id) DO NOTHING",
+    )
+    .bind(erasure.learner_id)
+    .bind(erasure.learner_version)
+    .bind(&erasure.basis)
+    .execute(conn)
+    .await?;
+    Ok(recorded.rows_affected() == 1)
+}
+
+/// Takes every grant from an erased learner (nothing held any more), so that the card
+/// office stops what is still live as at the end of a grant.
+pub async fn drop_holding(conn: &mut PgConnection, learner_id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE learners SET card_until = NULL, card_in_force = false, epurse_until = NULL,
+                             epurse_in_force = false
+         WHERE learner_id = $1",
+    )
+    .bind(learner_id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The fields of a print batch's line that name the holder (see
+/// [`crate::documents::PrintLine`]): emptied when the holder is erased.
+const PRINT_LINE_IDENTITY: &str = r#"{"login": "", "learner_number": "", "family_name": "",
+    "given_names": "", "photo_reference": ""}"#;
+
+/// The fields of an e-purse export's line that name the holder (see
+/// [`crate::documents::SentRightHolder`]): emptied when the holder is erased.
+const EPURSE_LINE_IDENTITY: &str = r#"{"identifier": "", "family_name": "", "given_names": "",
+    "email": "", "birth_date": ""}"#;
+
+/// Erases an erased learner's identity from every table: their row (names, birth
+/// date, e-mail, INE, login, learner number), their lines in print batches and e-purse
+/// exports, and the reasons of their cards and transitions that the card office wrote
+/// in words (a reason from the card office's fixed lists, or one the service writes,
+/// stays: it names no one). What accounting needs stays: card numbers, dates, states,
+/// the e-purse rights and the exports' totals.
+pub async fn erase_identity(
+    conn: &mut PgConnection,
+    learner_id: Uuid,
+    fixed_reasons: &[&str],
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE learners SET login = '', learner_number = '', family_name = '', given_names = '',
+                             birth_date = '', email = '', ine = '', erased = true
+         WHERE learner_id = $1",
+    )
+    .bind(learner_id)
+    .execute(&mut *conn)
+    .await?;
+    let cards: Vec<String> =
+        sqlx::query_scalar("SELECT card_id::text FROM cards WHERE learner_id = $1")
+            .bind(learner_id)
+            .fetch_all(&mut *conn)
+            .await?;
+    let scrub = |table: &str, key: &str, identity: &str| {
+        format!(
+            "UPDATE {table} SET lines = (
+                 SELECT jsonb_agg(CASE WHEN line->>'{key}' = ANY($1)
+                                       THEN line || '{identity}'::jsonb ELSE line END
+                                  ORDER BY ordinal)
+                 FROM jsonb_array_elements(lines) WITH ORDINALITY AS l(line, ordinal))
+             WHERE jsonb_typeof(lines) = 'array'
+               AND EXISTS (SELECT 1 FROM jsonb_array_elements(lines) AS l(line)
+                           WHERE line->>'{key}' = ANY($1))"
+        )
+    };
+    sqlx::query(&scrub("print_batches", "card_id", PRINT_LINE_IDENTITY))
+        .bind(&cards)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(&scrub("epurse_exports", "learner_id", EPURSE_LINE_IDENTITY))
+        .bind(vec![learner_id.to_string()])
+        .execute(&mut *conn)
+        .await?;
+    // Words the card office typed (why a card went back to the print queue, why it was
+    // destroyed) may name anyone: they go. The service's own reasons stay.
+    let typed = "reason <> '' AND reason <> ALL($2) AND reason NOT LIKE 'locked: %'
+                 AND reason NOT LIKE 'replaces card %'";
+    sqlx::query(&format!(
+        "UPDATE card_transitions SET reason = $3
+         WHERE card_id IN (SELECT card_id FROM cards WHERE learner_id = $1) AND {typed}"
+    ))
+    .bind(learner_id)
+    .bind(fixed_reasons)
+    .bind(crate::erasure::ERASED_REASON)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(&format!(
+        "UPDATE cards SET state_reason = $3
+         WHERE learner_id = $1 AND {}",
+        typed.replace("reason", "state_reason")
+    ))
+    .bind(learner_id)
+    .bind(fixed_reasons)
+    .bind(crate::erasure::ERASED_REASON)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Defers the erasure of a learner's stream messages until `after`: an outbox row
+/// about them a relay was publishing may land in the stream until then.
+pub async fn defer_stream_erasure(
+    conn: &mut PgConnection,
+    learner_id: Uuid,
+    after: OffsetDateTime,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE erased_learners SET erase_streams_after = $2 WHERE learner_id = $1")
+        .bind(learner_id)
+        .bind(after)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Erased learners whose stream messages are still to erase, oldest first.
+pub async fn pending_erasures(pool: &PgPool, limit: i64) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT learner_id FROM erased_learners
+         WHERE streams_erased_at IS NULL AND erase_streams_after <= now()
+         ORDER BY erase_streams_after, learner_id LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// Records that the stream messages of `learner_ids` are erased.
+pub async fn streams_erased(pool: &PgPool, learner_ids: &[Uuid]) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE erased_learners SET streams_erased_at = now() WHERE learner_id = ANY($1)")
+        .bind(learner_ids)
+        .execute(pool)
+        .await?;
+    Ok(())
 }

@@ -3,7 +3,9 @@
 //! - entitlement's grants, for the resources in force (eduPersonEntitlement);
 //! - cards' card changes, for the enabled card;
 //! - intake's agreement facts, for the partner institution's UAI of the stays
-//!   under each agreement (an amended UAI reaches their entries at once).
+//!   under each agreement (an amended UAI reaches their entries at once);
+//! - intake's `person.erased`: the account goes, and its entry (see
+//!   [`crate::erasure`]); no later fact about that learner is projected again.
 //!
 //! Each is applied to the projection with "newest version wins" (a batch of events
 //! at a time, in set statements), and wakes the publisher.
@@ -70,6 +72,10 @@ pub fn stays_changed(previous: Option<&[u8]>, new: &v1::Learner) -> bool {
 pub struct ProjectionHandler {
     pub namespace: Namespace,
     pub publisher: Arc<Notify>,
+    /// The managed base, for the DN of an erased learner's entry.
+    pub base_dn: String,
+    /// Wakes the eraser of entries and stream messages after an erasure.
+    pub erased: crate::erasure::ErasureSignal,
 }
 
 /// One fact the directory projects.
@@ -78,6 +84,7 @@ enum Fact {
     Grants(store::Grants),
     Card(store::Card),
     Agreement(store::AgreementPartner),
+    Erased(store::Erasure),
 }
 
 /// Intake's facts whose payload is an `AgreementEvent` (a restatement included).
@@ -88,6 +95,7 @@ impl ProjectionHandler {
         let known = [
             &subjects::intake::LEARNER_FACTS[..],
             &AGREEMENT_FACTS[..],
+            &[subjects::intake::PERSON_ERASED],
             &subjects::entitlement::GRANTS_FACTS[..],
             &subjects::cards::CARD_FACTS[..],
         ]
@@ -121,6 +129,18 @@ impl ProjectionHandler {
                 effective_on,
                 in_force,
                 actor: meta.actor.clone(),
+            })));
+        }
+        if *fact == subjects::intake::PERSON_ERASED {
+            let event =
+                v1::PersonErasedEvent::decode(delivery.payload.clone()).map_err(undecodable)?;
+            let meta = event
+                .meta
+                .ok_or_else(|| permanent(format!("{fact}: event without meta")))?;
+            return Ok(Some(Fact::Erased(store::Erasure {
+                learner_id: id(&meta.learner_id, "learner id")?,
+                learner_version: meta.learner_version,
+                basis: event.basis,
             })));
         }
         if AGREEMENT_FACTS.contains(fact) {
@@ -207,6 +227,7 @@ impl ProjectionHandler {
         let mut grants: HashMap<Uuid, store::Grants> = HashMap::new();
         let mut cards = Vec::new();
         let mut agreements: HashMap<Uuid, store::AgreementPartner> = HashMap::new();
+        let mut erasures: Vec<store::Erasure> = Vec::new();
         for delivery in deliveries {
             match self.decode(delivery)? {
                 Some(Fact::Learner(fact)) => {
@@ -223,6 +244,7 @@ impl ProjectionHandler {
                     }
                 }
                 Some(Fact::Card(card)) => cards.push(card),
+                Some(Fact::Erased(erasure)) => erasures.push(erasure),
                 Some(Fact::Agreement(new)) => {
                     let held = agreements.get(&new.agreement_id);
                     if held.is_none_or(|held| held.version < new.version) {
@@ -232,6 +254,22 @@ impl ProjectionHandler {
                 None => {}
             }
         }
+        // An erased learner is never projected again, by any fact, older or newer,
+        // in this batch or later: those erased here are erased after the rest.
+        let concerned: Vec<Uuid> = learners
+            .keys()
+            .chain(grants.keys())
+            .chain(cards.iter().map(|card| &card.learner_id))
+            .chain(erasures.iter().map(|erasure| &erasure.learner_id))
+            .copied()
+            .collect();
+        // Another replica erasing one of them at this moment commits first.
+        store::lock_learners(conn, &concerned).await?;
+        let mut erased = store::erased_among(conn, &concerned).await?;
+        erased.extend(erasures.iter().map(|erasure| erasure.learner_id));
+        learners.retain(|learner_id, _| !erased.contains(learner_id));
+        grants.retain(|learner_id, _| !erased.contains(learner_id));
+        cards.retain(|card| !erased.contains(&card.learner_id));
         let (snapshots, decoded): (Vec<store::Snapshot>, HashMap<Uuid, v1::Learner>) = learners
             .into_iter()
             .map(|(id, (snapshot, learner))| (snapshot, (id, learner)))
@@ -249,6 +287,9 @@ impl ProjectionHandler {
         }
         let agreements: Vec<store::AgreementPartner> = agreements.into_values().collect();
         let repartnered = store::apply_agreements(conn, &agreements).await?;
+        for erasure in &erasures {
+            self.erase(conn, erasure).await?;
+        }
         tracing::debug!(
             learners = snapshots.len(),
             changed,
@@ -259,6 +300,36 @@ impl ProjectionHandler {
             repartnered,
             "projection updated"
         );
+        Ok(())
+    }
+}
+
+impl ProjectionHandler {
+    /// Erases what directory holds of a person, in the inbox transaction: the account
+    /// and what completes it go, the outbox rows about them (account events carry the
+    /// login and the DN) too, and a tombstone names the entry to remove, which
+    /// [`crate::erasure::Eraser`] removes after the commit.
+    async fn erase(
+        &self,
+        conn: &mut PgConnection,
+        erasure: &store::Erasure,
+    ) -> Result<(), HandleError> {
+        let learner_id = erasure.learner_id;
+        let base_dn = &self.base_dn;
+        if !store::erase_learner(conn, erasure, |login| {
+            crate::domain::entry::dn(login, base_dn)
+        })
+        .await?
+        {
+            return Ok(());
+        }
+        let learner = std::collections::HashSet::from([learner_id]);
+        let scrub = hosted_platform::erasure::scrub_outbox(conn, &learner).await?;
+        if let Some(after) = scrub.in_flight_until {
+            store::defer_stream_erasure(conn, learner_id, after).await?;
+        }
+        tracing::info!(%learner_id, basis = %erasure.basis, "learner erased");
+        self.erased.erased();
         Ok(())
     }
 }
@@ -288,6 +359,7 @@ impl Handler for ProjectionHandler {
 
     fn committed(&self) {
         self.publisher.notify_one();
+        self.erased.committed();
     }
 }
 

@@ -4,11 +4,13 @@
 //!
 //! Events are applied to a projection in PostgreSQL (newest learner version wins);
 //! a publisher writes each account whose projection is newer than LDAP, as an add or
-//! a modify of exactly what differs.
+//! a modify of exactly what differs. When intake erases a person, the account and its
+//! entry go ([`erasure`]).
 
 pub mod audit;
 pub mod config;
 pub mod domain;
+pub mod erasure;
 pub mod error;
 pub mod events;
 pub mod grpc;
@@ -91,6 +93,8 @@ impl Application {
         let handler = ProjectionHandler {
             namespace: foundation.namespace.clone(),
             publisher: publisher.clone(),
+            base_dn: config.ldap.base_dn.clone(),
+            erased: erasure::ErasureSignal::default(),
         };
         if !config.ldap.tls() {
             tracing::warn!(
@@ -179,6 +183,17 @@ impl Application {
         self.foundation
             .tasks
             .spawn(publisher.run(publisher_shutdown));
+
+        self.foundation.tasks.spawn(
+            erasure::Eraser {
+                pool: directory.pool.clone(),
+                ldap: directory.ldap.clone(),
+                jetstream: self.foundation.jetstream.clone(),
+                stream: self.foundation.namespace.stream(Service::Directory),
+                signal: directory.handler.erased.clone(),
+            }
+            .run(self.foundation.tasks.shutdown()),
+        );
 
         let consumer = InboxConsumer::new(
             ConsumerSpec {

@@ -638,3 +638,157 @@ pub async fn request_republish(
     .rows_affected();
     Ok(updated == 1)
 }
+
+/// Intake's word that a person's identity was erased (`person.erased`).
+#[derive(Debug, Clone)]
+pub struct Erasure {
+    pub learner_id: Uuid,
+    /// The learner's version at the erasure.
+    pub learner_version: i64,
+    /// "retention" or "request".
+    pub basis: String,
+}
+
+/// The learners among `ids` who were erased: nothing about them is projected again.
+pub async fn erased_among(
+    conn: &mut PgConnection,
+    ids: &[Uuid],
+) -> Result<std::collections::HashSet<Uuid>, sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(Default::default());
+    }
+    let erased: Vec<Uuid> =
+        sqlx::query_scalar("SELECT learner_id FROM erased_learners WHERE learner_id = ANY($1)")
+            .bind(ids)
+            .fetch_all(conn)
+            .await?;
+    Ok(erased.into_iter().collect())
+}
+
+/// Erases what the projection holds of a learner, in the caller's transaction, and
+/// keeps a tombstone that names the entry to remove (`dn_of` the account's login,
+/// while there is an account). The grants and cards rows go first, then the account
+/// row is locked and deleted: the order the consumers of grants and cards take (their
+/// row, then the account's), so that the two never wait on each other; a publisher
+/// writing the account finishes before, so no write of it lands in LDAP after the
+/// entry's removal. Returns false when the learner was already erased (a redelivery).
+pub async fn erase_learner(
+    conn: &mut PgConnection,
+    erasure: &Erasure,
+    dn_of: impl Fn(&str) -> String,
+) -> Result<bool, sqlx::Error> {
+    for table in ["grants", "cards"] {
+        sqlx::query(&format!("DELETE FROM {table} WHERE learner_id = $1"))
+            .bind(erasure.learner_id)
+            .execute(&mut *conn)
+            .await?;
+    }
+    let login: Option<String> =
+        sqlx::query_scalar("SELECT login FROM accounts WHERE learner_id = $1 FOR UPDATE")
+            .bind(erasure.learner_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let recorded = sqlx::query(
+        "INSERT INTO erased_learners (learner_id, learner_version, basis, entry_dn)
+         VALUES ($1, $2, $3, $4)
+         ON CONFLICT (learner_id) DO NOTHING",
+    )
+    .bind(erasure.learner_id)
+    .bind(erasure.learner_version)
+    .bind(&erasure.basis)
+    .bind(login.as_deref().map(dn_of))
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if recorded == 0 {
+        return Ok(false);
+    }
+    for table in ["accounts", "reconcile_repairs"] {
+        sqlx::query(&format!("DELETE FROM {table} WHERE learner_id = $1"))
+            .bind(erasure.learner_id)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(true)
+}
+
+/// Erased learners whose LDAP entry is still to remove: (learner id, DN).
+pub async fn entries_to_remove(
+    pool: &PgPool,
+    limit: i64,
+) -> Result<Vec<(Uuid, String)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT learner_id, entry_dn FROM erased_learners WHERE entry_dn IS NOT NULL
+         ORDER BY erased_at, learner_id LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// Records that an erased learner's entry is gone from LDAP, and forgets its DN.
+pub async fn entry_removed(pool: &PgPool, learner_id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE erased_learners SET entry_dn = NULL, entry_removed_at = now()
+         WHERE learner_id = $1",
+    )
+    .bind(learner_id)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Defers the erasure of a learner's stream messages until `after`: an outbox row
+/// about them a relay was publishing may land in the stream until then.
+pub async fn defer_stream_erasure(
+    conn: &mut PgConnection,
+    learner_id: Uuid,
+    after: OffsetDateTime,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE erased_learners SET erase_streams_after = $2 WHERE learner_id = $1")
+        .bind(learner_id)
+        .bind(after)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Erased learners whose entry is removed and whose stream messages are still to
+/// erase, oldest first.
+pub async fn pending_erasures(pool: &PgPool, limit: i64) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT learner_id FROM erased_learners
+         WHERE streams_erased_at IS NULL AND entry_dn IS NULL AND erase_streams_after <= now()
+         ORDER BY erase_streams_after, learner_id LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// Records that the stream messages of `learner_ids` are erased.
+pub async fn streams_erased(pool: &PgPool, learner_ids: &[Uuid]) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE erased_learners SET streams_erased_at = now() WHERE learner_id = ANY($1)")
+        .bind(learner_ids)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Serialises, per learner, an erasure and the writes that would bring the learner
+/// back: both take this lock (a transaction-level advisory lock, learners in id order)
+/// before they read the tombstones, so that a write made by another replica at the
+/// same moment as the erasure reads them after the erasure has committed.
+pub async fn lock_learners(conn: &mut PgConnection, ids: &[Uuid]) -> Result<(), sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock(1400, hashtext(id::text))
+         FROM (SELECT DISTINCT id FROM unnest($1::uuid[]) AS u(id) ORDER BY id) AS ordered",
+    )
+    .bind(ids)
+    .execute(conn)
+    .await?;
+    Ok(())
+}

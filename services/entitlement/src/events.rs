@@ -1,4 +1,5 @@
-//! What entitlement consumes (intake's learner, payment and agreement facts) and
+//! What entitlement consumes (intake's learner, payment and agreement facts, and
+//! `person.erased`, after which it holds nothing of the person but a tombstone) and
 //! publishes: `hosted.entitlement.grants.changed` (see [`crate::recompute`]).
 
 use std::collections::BTreeMap;
@@ -29,6 +30,8 @@ pub const INTAKE_CONSUMER: &str = "entitlement-intake";
 pub struct GrantsHandler {
     pub namespace: Namespace,
     pub recomputer: Recomputer,
+    /// Wakes the eraser of stream messages after an erasure.
+    pub erased: crate::erasure::ErasureSignal,
 }
 
 fn permanent(what: &str) -> HandleError {
@@ -105,6 +108,8 @@ pub fn lock_message(lock: &Lock) -> v1::LearnerLock {
 enum Fact {
     Learner(Box<v1::Learner>),
     Agreement(v1::Agreement),
+    /// The person's identity was erased: what entitlement holds of them goes.
+    Erased(store::Erasure),
     /// Something entitlement does not follow.
     Ignored,
 }
@@ -116,6 +121,7 @@ impl GrantsHandler {
             &subjects::intake::LEARNER_FACTS[..],
             &[subjects::intake::PAYMENT_RECORDED],
             &subjects::intake::AGREEMENT_FACTS[..],
+            &[subjects::intake::PERSON_ERASED],
         ]
         .concat();
         let Some(fact) = self.namespace.fact_of(&delivery.subject, &known) else {
@@ -126,6 +132,22 @@ impl GrantsHandler {
         };
         let actor_of =
             |meta: Option<v1::EventMeta>| meta.map(|meta| meta.actor).unwrap_or_default();
+        if *fact == subjects::intake::PERSON_ERASED {
+            let event =
+                v1::PersonErasedEvent::decode(delivery.payload.clone()).map_err(undecodable)?;
+            let meta = event
+                .meta
+                .ok_or_else(|| permanent("erasure without meta"))?;
+            let erasure = store::Erasure {
+                learner_id: Uuid::parse_str(&meta.learner_id)
+                    .map_err(|_| permanent("erasure with a bad learner id"))?,
+                learner_version: meta.learner_version,
+                basis: event.basis,
+                event_id: delivery.event_id,
+                actor: meta.actor.clone(),
+            };
+            return Ok((Fact::Erased(erasure), meta.actor));
+        }
         let (learner, actor) = if subjects::intake::LEARNER_FACTS.contains(fact) {
             let event = v1::LearnerEvent::decode(delivery.payload.clone()).map_err(undecodable)?;
             (event.learner, actor_of(event.meta))
@@ -290,6 +312,21 @@ impl GrantsHandler {
                         due.insert(learner_id, cause.clone());
                     }
                 }
+                Fact::Erased(erasure) => {
+                    // What came before is projected first, then erased with the rest.
+                    self.flush(conn, &mut pending, due).await?;
+                    due.remove(&erasure.learner_id);
+                    if store::erase_learner(conn, &erasure).await? {
+                        // Grants events about them not published yet never go.
+                        let learner = std::collections::HashSet::from([erasure.learner_id]);
+                        let scrub = hosted_platform::erasure::scrub_outbox(conn, &learner).await?;
+                        if let Some(after) = scrub.in_flight_until {
+                            store::defer_stream_erasure(conn, erasure.learner_id, after).await?;
+                        }
+                        tracing::info!(learner_id = %erasure.learner_id, basis = %erasure.basis, "learner erased");
+                        self.erased.erased();
+                    }
+                }
                 Fact::Ignored => {}
             }
         }
@@ -330,5 +367,6 @@ impl Handler for GrantsHandler {
 
     fn committed(&self) {
         self.recomputer.outbox.notify();
+        self.erased.committed();
     }
 }

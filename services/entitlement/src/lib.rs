@@ -3,12 +3,14 @@
 //!
 //! It consumes intake's learner, payment and agreement facts into a projection,
 //! recomputes the grants a fact touches, keeps them as the index Check answers
-//! from, and publishes `hosted.entitlement.grants.changed` when they change.
+//! from, and publishes `hosted.entitlement.grants.changed` when they change. When
+//! intake erases a person it erases its own copy ([`erasure`]).
 
 pub mod audit;
 pub mod cache;
 pub mod config;
 pub mod domain;
+pub mod erasure;
 pub mod events;
 pub mod grpc;
 pub mod policies;
@@ -105,6 +107,7 @@ impl Application {
         let handler = GrantsHandler {
             namespace: foundation.namespace.clone(),
             recomputer: recomputer.clone(),
+            erased: erasure::ErasureSignal::default(),
         };
         let state = Entitlement {
             pool: foundation.pool.clone(),
@@ -155,6 +158,15 @@ impl Application {
                 consumer.run(attached, shutdown_rx).await;
             }
         });
+        self.foundation.tasks.spawn(
+            erasure::StreamEraser {
+                pool: self.state.pool.clone(),
+                jetstream: self.foundation.jetstream.clone(),
+                stream: self.foundation.namespace.stream(Service::Entitlement),
+                signal: self.handler.erased.clone(),
+            }
+            .run(self.foundation.tasks.shutdown()),
+        );
         self.foundation.tasks.spawn(schedule::run(
             self.state.pool.clone(),
             self.state.recomputer.clone(),

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use hosted_platform::telemetry::TraceHeaders;
-use sqlx::PgConnection;
+use sqlx::{PgConnection, PgPool};
 use time::Date;
 use uuid::Uuid;
 
@@ -37,7 +37,8 @@ pub struct ProjectedLearner {
 }
 
 /// Stores learners' stays, each unless the projection holds that version or a newer
-/// one, in three set statements whatever their number. At most one snapshot per
+/// one, or the learner was erased (whatever the version: an erased person never comes
+/// back), in three set statements whatever their number. At most one snapshot per
 /// learner (the caller keeps the newest). Returns the learners that changed.
 pub async fn apply_learners(
     conn: &mut PgConnection,
@@ -47,6 +48,7 @@ pub async fn apply_learners(
         return Ok(Vec::new());
     }
     let ids: Vec<Uuid> = learners.iter().map(|learner| learner.learner_id).collect();
+    lock_learners(&mut *conn, &ids).await?;
     let logins: Vec<&str> = learners
         .iter()
         .map(|learner| learner.login.as_str())
@@ -69,8 +71,11 @@ pub async fn apply_learners(
     let changed: Vec<Uuid> = sqlx::query_scalar(
         "INSERT INTO learners (learner_id, login, version, locked_on, lock_kind, lock_reason, locked_at,
                                locked_by)
-         SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::date[], $5::text[], $6::text[],
-                              $7::timestamptz[], $8::text[])
+         SELECT u.* FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::date[], $5::text[],
+                                $6::text[], $7::timestamptz[], $8::text[])
+                AS u(learner_id, login, version, locked_on, lock_kind, lock_reason, locked_at,
+                     locked_by)
+         WHERE NOT EXISTS (SELECT 1 FROM erased_learners e WHERE e.learner_id = u.learner_id)
          ON CONFLICT (learner_id) DO UPDATE SET login = excluded.login, version = excluded.version,
                 locked_on = excluded.locked_on, lock_kind = excluded.lock_kind,
                 lock_reason = excluded.lock_reason, locked_at = excluded.locked_at,
@@ -880,4 +885,129 @@ pub async fn learner(
                 .await
         }
     }
+}
+
+/// Intake's word that a person's identity was erased (`person.erased`).
+#[derive(Debug, Clone)]
+pub struct Erasure {
+    pub learner_id: Uuid,
+    /// The learner's version at the erasure.
+    pub learner_version: i64,
+    /// "retention" or "request".
+    pub basis: String,
+    pub event_id: Uuid,
+    /// Who asked (or `system` for the retention sweep).
+    pub actor: String,
+}
+
+/// What a grant revoked by an erasure is audited with (`grant_audit.cause`).
+pub const ERASURE_CAUSE: &str = "person erased";
+
+/// Erases what entitlement holds of a learner, in the caller's transaction: each grant
+/// audited as revoked by the erasure, then the grants, stays and projection deleted
+/// (the login goes with it: it is made of the names), and a tombstone kept under the
+/// learner id. The person has no stay in force by then (intake erases at the end of
+/// retention, or on request), so nothing is closed that still held; deleting rather
+/// than closing makes Check answer as for an unknown learner. The Check cache is told
+/// to forget them. Returns false when the learner was already erased (a redelivery).
+pub async fn erase_learner(
+    conn: &mut PgConnection,
+    erasure: &Erasure,
+) -> Result<bool, sqlx::Error> {
+    lock_learners(&mut *conn, &[erasure.learner_id]).await?;
+    let recorded = sqlx::query(
+        "INSERT INTO erased_learners (learner_id, learner_version, basis) VALUES ($1, $2, $3)
+         ON CONFLICT (learner_id) DO NOTHING",
+    )
+    .bind(erasure.learner_id)
+    .bind(erasure.learner_version)
+    .bind(&erasure.basis)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if recorded == 0 {
+        return Ok(false);
+    }
+    sqlx::query(
+        "INSERT INTO grant_audit (learner_id, resource, stay_id, change, valid_from, valid_until,
+                                  rule, policy_version, cause, cause_event_id, actor, why)
+         SELECT learner_id, resource, stay_id, 'revoked', valid_from, valid_until, rule,
+                policy_version, $2, $3, $4, $5
+         FROM grants WHERE learner_id = $1 ORDER BY resource, stay_id",
+    )
+    .bind(erasure.learner_id)
+    .bind(ERASURE_CAUSE)
+    .bind(erasure.event_id)
+    .bind(&erasure.actor)
+    .bind(format!("erasure ({})", erasure.basis))
+    .execute(&mut *conn)
+    .await?;
+    for table in ["grants", "stays", "learners"] {
+        sqlx::query(&format!("DELETE FROM {table} WHERE learner_id = $1"))
+            .bind(erasure.learner_id)
+            .execute(&mut *conn)
+            .await?;
+    }
+    // The trigger that tells the cache fires on insert and update only.
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(crate::cache::CHANNEL)
+        .bind(erasure.learner_id.to_string())
+        .execute(&mut *conn)
+        .await?;
+    Ok(true)
+}
+
+/// Erased learners whose stream messages and outbox rows are still to erase, oldest
+/// first.
+pub async fn pending_erasures(pool: &PgPool, limit: i64) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT learner_id FROM erased_learners
+         WHERE streams_erased_at IS NULL AND erase_streams_after <= now()
+         ORDER BY erase_streams_after, learner_id LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// Defers the erasure of a learner's stream messages until `after`: an outbox row
+/// about them a relay was publishing may land in the stream until then.
+pub async fn defer_stream_erasure(
+    conn: &mut PgConnection,
+    learner_id: Uuid,
+    after: time::OffsetDateTime,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE erased_learners SET erase_streams_after = $2 WHERE learner_id = $1")
+        .bind(learner_id)
+        .bind(after)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Records that the stream messages of `learner_ids` are erased.
+pub async fn streams_erased(pool: &PgPool, learner_ids: &[Uuid]) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE erased_learners SET streams_erased_at = now() WHERE learner_id = ANY($1)")
+        .bind(learner_ids)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Serialises, per learner, an erasure and the writes that would bring the learner
+/// back: both take this lock (a transaction-level advisory lock, learners in id order)
+/// before they read the tombstones, so that a write made by another replica at the
+/// same moment as the erasure reads them after the erasure has committed.
+pub async fn lock_learners(conn: &mut PgConnection, ids: &[Uuid]) -> Result<(), sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock(1400, hashtext(id::text))
+         FROM (SELECT DISTINCT id FROM unnest($1::uuid[]) AS u(id) ORDER BY id) AS ordered",
+    )
+    .bind(ids)
+    .execute(conn)
+    .await?;
+    Ok(())
 }

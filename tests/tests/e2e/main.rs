@@ -15,6 +15,7 @@ mod entitlement_denials;
 mod entitlement_early_end;
 mod entitlement_policy;
 mod entries;
+mod erasure;
 mod inbox_batches;
 mod inbox_recovery;
 mod ldap_security;
