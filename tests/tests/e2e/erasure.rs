@@ -509,35 +509,21 @@ async fn directory_removes_the_entry_and_no_later_fact_or_reconciliation_brings_
     system.stop().await;
 }
 
-/// `ErasePerson` as any client calls it. Intake's API for it is built beside this
-/// test: until it is there this call fails (UNIMPLEMENTED), and so does the test.
-#[derive(Clone, PartialEq, prost::Message)]
-struct ErasePersonRequest {
-    #[prost(string, tag = "1")]
-    learner: String,
-    #[prost(string, tag = "2")]
-    reason: String,
-    #[prost(string, tag = "3")]
-    reference: String,
-}
-
+/// `ErasePerson`, as the registrar's office calls it for a data subject's request.
 async fn erase_on_request(system: &TestSystem, login: &str) -> Result<(), tonic::Status> {
-    let channel = hosted_testkit::channel(system.intake.as_ref().unwrap().address).await;
-    let mut grpc = tonic::client::Grpc::new(channel);
-    grpc.ready()
+    system
+        .intake_client()
         .await
-        .map_err(|error| tonic::Status::unknown(error.to_string()))?;
-    let path = "/hosted.v1.IntakeService/ErasePerson".parse().unwrap();
-    let codec = tonic_prost::ProstCodec::<ErasePersonRequest, ()>::default();
-    let request = system.as_role(
-        Role::Deve,
-        ErasePersonRequest {
-            learner: login.to_owned(),
-            reason: "data-subject-request".to_owned(),
-            reference: "DPO-2026-042".to_owned(),
-        },
-    );
-    grpc.unary(request, path, codec).await.map(|_| ())
+        .erase_person(system.as_role(
+            Role::Deve,
+            v1::ErasePersonRequest {
+                learner: login.to_owned(),
+                reason: "data-subject-request".to_owned(),
+                reference: "DPO-2026-042".to_owned(),
+            },
+        ))
+        .await
+        .map(|_| ())
 }
 
 #[tokio::test]
