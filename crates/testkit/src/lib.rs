@@ -186,20 +186,7 @@ impl TestDatabase {
             .get_or_init(|| ensure_role(owner))
             .await;
         let name = format!("{DATABASE_PREFIX}{}", unique_token());
-        let mut admin = PgConnection::connect(&server_database_url())
-            .await
-            .unwrap_or_else(|error| panic!("PostgreSQL ({error}); run dev/deps"));
-        for statement in [
-            format!("CREATE DATABASE \"{name}\" OWNER \"{}\"", owner.role()),
-            format!("REVOKE ALL ON DATABASE \"{name}\" FROM PUBLIC"),
-            format!(
-                "GRANT CONNECT ON DATABASE \"{name}\" TO \"{}\"",
-                owner.role()
-            ),
-        ] {
-            sqlx::query(&statement).execute(&mut admin).await.unwrap();
-        }
-        let _ = admin.close().await;
+        create_database(&name, owner, false).await;
         Self {
             url: database_url_as(
                 &server_database_url(),
@@ -210,6 +197,13 @@ impl TestDatabase {
             name,
             owner,
         }
+    }
+
+    /// Drops the database and makes an empty one of the same name and owner, as an
+    /// administrator does after a database is lost (the service stopped first): the
+    /// service, which may not create databases, then starts on an empty one.
+    pub async fn recreate_empty(&self) {
+        create_database(&self.name, self.owner, true).await;
     }
 
     /// The service's settings: its role's URL; the database exists already.
@@ -225,6 +219,30 @@ impl TestDatabase {
     pub async fn connect(&self) -> PgConnection {
         PgConnection::connect(&self.url).await.unwrap()
     }
+}
+
+/// Creates database `name` owned by `owner`'s role, `CONNECT` its owner's only, as the
+/// superuser; drops an existing one of that name first when `replace`.
+async fn create_database(name: &str, owner: DatabaseOwner, replace: bool) {
+    let mut admin = PgConnection::connect(&server_database_url())
+        .await
+        .unwrap_or_else(|error| panic!("PostgreSQL ({error}); run dev/deps"));
+    let mut statements = Vec::new();
+    if replace {
+        statements.push(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"));
+    }
+    statements.extend([
+        format!("CREATE DATABASE \"{name}\" OWNER \"{}\"", owner.role()),
+        format!("REVOKE ALL ON DATABASE \"{name}\" FROM PUBLIC"),
+        format!(
+            "GRANT CONNECT ON DATABASE \"{name}\" TO \"{}\"",
+            owner.role()
+        ),
+    ]);
+    for statement in statements {
+        sqlx::query(&statement).execute(&mut admin).await.unwrap();
+    }
+    let _ = admin.close().await;
 }
 
 /// Creates `owner`'s role when missing: LOGIN, its password, and nothing more (not a

@@ -164,15 +164,11 @@ async fn a_service_reads_another_services_facts_only_through_its_own_durable_con
         consumer("intake-entitlement", Service::Entitlement),
     )
     .await;
-    let intakes_ephemeral = as_intake
-        .create_consumer_on_stream(
-            async_nats::jetstream::consumer::pull::Config::default(),
-            entitlement_stream.as_str(),
-        )
-        .await;
-
     // Assert: entitlement pulls the fact through its durable consumer; it may not
-    // make directory's; intake, which consumes nothing, may make no consumer at all.
+    // make directory's; intake, which consumes nothing, may make no durable consumer.
+    // (Intake may make an unnamed consumer of its own stream, to walk it when it erases
+    // a person; on this server stream names are wildcards, so that right cannot be
+    // shown to stop at its own stream: the deployment's rendering names the stream.)
     let own = own.unwrap();
     let mut batch = own.fetch().max_messages(1).messages().await.unwrap();
     let message = batch.next().await.expect("one fact").unwrap();
@@ -185,10 +181,6 @@ async fn a_service_reads_another_services_facts_only_through_its_own_durable_con
     assert!(
         intakes_durable.is_err(),
         "intake made a consumer of entitlement's stream"
-    );
-    assert!(
-        intakes_ephemeral.is_err(),
-        "intake made an unnamed consumer"
     );
 }
 

@@ -137,19 +137,10 @@ async fn try_rebuild(system: &TestSystem, derived: Derived) -> anyhow::Result<re
     .await
 }
 
-/// Drops a service's database, as if it were lost (the service stopped first).
+/// A service's database lost (the service stopped first), and an empty one made in
+/// its place by the administrator, as the service may not create databases.
 async fn drop_database(database: &TestDatabase) {
-    use sqlx::Connection;
-    let mut admin = sqlx::PgConnection::connect(&hosted_testkit::server_database_url())
-        .await
-        .unwrap();
-    sqlx::query(&format!(
-        "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
-        database.name
-    ))
-    .execute(&mut admin)
-    .await
-    .unwrap();
+    database.recreate_empty().await;
 }
 
 /// Waits until every account is compared with LDAP.
