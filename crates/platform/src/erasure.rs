@@ -318,3 +318,154 @@ mod tests {
         assert_eq!(learner_of(&[]), None);
     }
 }
+
+/// Wakes a [`StreamEraser`] once a transaction that erased someone has committed.
+#[derive(Debug, Clone, Default)]
+pub struct ErasureSignal {
+    wake: std::sync::Arc<tokio::sync::Notify>,
+    erased: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl ErasureSignal {
+    /// Someone was erased in the transaction under way.
+    pub fn erased(&self) {
+        self.erased
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// The transaction committed: the eraser runs if someone was erased in it.
+    pub fn committed(&self) {
+        if self.erased.swap(false, std::sync::atomic::Ordering::AcqRel) {
+            self.wake.notify_one();
+        }
+    }
+}
+
+/// How many erased learners one walk of a stream serves.
+const ERASER_BATCH: usize = 100;
+
+/// How often a [`StreamEraser`] looks at the tombstones when nothing wakes it (an
+/// erasure deferred by an outbox row in flight, another replica's erasure).
+const ERASER_POLL: Duration = Duration::from_secs(30);
+
+/// What a consuming service erases after the commit of the inbox transaction that
+/// applied `person.erased` (which erased its copy, scrubbed its outbox and left a
+/// tombstone): the messages of its own stream about the person, retried until done,
+/// so that a crash between the two loses nothing.
+///
+/// The tombstones are the service's `erased_learners` table, with at least
+/// `learner_id uuid`, `erase_streams_after timestamptz` (not before: an outbox row
+/// scrubbed while a relay was publishing it may still land in the stream until then;
+/// see [`defer_stream_erasure`]) and `streams_erased_at timestamptz` (NULL until done).
+#[derive(Debug)]
+pub struct StreamEraser {
+    pub pool: sqlx::PgPool,
+    pub jetstream: jetstream::Context,
+    /// The service's own stream.
+    pub stream: String,
+    pub signal: ErasureSignal,
+    /// A further condition (SQL on `erased_learners`' columns) a tombstone meets before
+    /// its stream is erased, e.g. directory's `entry_dn IS NULL`: the entry goes first.
+    pub due_also: Option<&'static str>,
+}
+
+impl StreamEraser {
+    /// Runs until `shutdown` turns true.
+    pub async fn run(self, shutdown: tokio::sync::watch::Receiver<bool>) {
+        self.run_after(|| async { Ok(()) }, shutdown).await;
+    }
+
+    /// Runs until `shutdown` turns true, with `first` (e.g. directory's removal of the
+    /// entries) before each batch; its error is retried like the batch's.
+    pub async fn run_after<F, Fut>(
+        self,
+        mut first: F,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<(), String>>,
+    {
+        let mut backoff = crate::outbox::Backoff::new();
+        loop {
+            let before = first().await;
+            let batch = self.erase_batch().await;
+            let wait = match before.and(batch) {
+                Ok(served) if served == ERASER_BATCH => Duration::ZERO,
+                Ok(_) => {
+                    backoff.reset();
+                    ERASER_POLL
+                }
+                Err(error) => {
+                    let wait = backoff.next_delay();
+                    if backoff.should_log() {
+                        tracing::warn!(%error, retry_in_ms = wait.as_millis() as u64, "erased learners not erased yet after the commit");
+                    }
+                    wait
+                }
+            };
+            if wait.is_zero() {
+                continue;
+            }
+            tokio::select! {
+                _ = self.signal.wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.changed() => break,
+            }
+        }
+        tracing::debug!("stream eraser stopped");
+    }
+
+    /// Erases the stream messages of one batch of erased learners; returns how many
+    /// learners it served.
+    async fn erase_batch(&self) -> Result<usize, String> {
+        let due_also = self
+            .due_also
+            .map(|condition| format!(" AND {condition}"))
+            .unwrap_or_default();
+        let pending: Vec<Uuid> = sqlx::query_scalar(&format!(
+            "SELECT learner_id FROM erased_learners
+             WHERE streams_erased_at IS NULL AND erase_streams_after <= now(){due_also}
+             ORDER BY erase_streams_after, learner_id LIMIT $1"
+        ))
+        .bind(ERASER_BATCH as i64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|error| format!("reading the erased learners: {error}"))?;
+        if pending.is_empty() {
+            return Ok(0);
+        }
+        let learner_ids: HashSet<Uuid> = pending.iter().copied().collect();
+        let messages = erase_stream_messages(&self.jetstream, &self.stream, &learner_ids)
+            .await
+            .map_err(|error| error.to_string())?;
+        sqlx::query(
+            "UPDATE erased_learners SET streams_erased_at = now() WHERE learner_id = ANY($1)",
+        )
+        .bind(&pending)
+        .execute(&self.pool)
+        .await
+        .map_err(|error| format!("recording the erasure: {error}"))?;
+        tracing::info!(
+            learners = pending.len(),
+            messages,
+            "erased learners' stream messages erased"
+        );
+        Ok(pending.len())
+    }
+}
+
+/// Defers the erasure of a learner's stream messages until `after` (in the service's
+/// `erased_learners`): an outbox row about them a relay was publishing may land in the
+/// stream until then ([`OutboxScrub`]).
+pub async fn defer_stream_erasure(
+    conn: &mut PgConnection,
+    learner_id: Uuid,
+    after: OffsetDateTime,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE erased_learners SET erase_streams_after = $2 WHERE learner_id = $1")
+        .bind(learner_id)
+        .bind(after)
+        .execute(conn)
+        .await?;
+    Ok(())
+}

@@ -50,7 +50,7 @@ pub struct PeopleHandler {
     pub namespace: Namespace,
     pub office: Office,
     /// Wakes the eraser of stream messages after an erasure.
-    pub erased: crate::erasure::ErasureSignal,
+    pub erased: hosted_platform::erasure::ErasureSignal,
 }
 
 impl Handler for PeopleHandler {
@@ -160,7 +160,7 @@ impl PeopleHandler {
         let learner = std::collections::HashSet::from([learner_id]);
         let scrub = hosted_platform::erasure::scrub_outbox(conn, &learner).await?;
         if let Some(after) = scrub.in_flight_until {
-            store::defer_stream_erasure(conn, learner_id, after).await?;
+            hosted_platform::erasure::defer_stream_erasure(conn, learner_id, after).await?;
         }
         tracing::info!(%learner_id, basis = %erasure.basis, "learner erased");
         self.erased.erased();

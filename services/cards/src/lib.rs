@@ -82,7 +82,7 @@ impl Application {
         let people = PeopleHandler {
             namespace: foundation.namespace.clone(),
             office: office.clone(),
-            erased: erasure::ErasureSignal::default(),
+            erased: hosted_platform::erasure::ErasureSignal::default(),
         };
         let grants = GrantsHandler {
             namespace: foundation.namespace.clone(),
@@ -153,11 +153,12 @@ impl Application {
             );
         });
         self.foundation.tasks.spawn(
-            erasure::StreamEraser {
+            hosted_platform::erasure::StreamEraser {
                 pool: self.state.office.pool.clone(),
                 jetstream: self.foundation.jetstream.clone(),
                 stream: self.foundation.namespace.stream(Service::Cards),
                 signal: self.state.people.erased.clone(),
+                due_also: None,
             }
             .run(self.foundation.tasks.shutdown()),
         );

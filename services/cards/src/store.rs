@@ -1,7 +1,7 @@
 //! Cards's tables: the learners as the card office knows them, the cards and their
 //! transitions, print batches and e-purse rights.
 
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgConnection;
 use time::{Date, OffsetDateTime};
 use uuid::Uuid;
 
@@ -731,41 +731,5 @@ pub async fn erase_identity(
     .bind(crate::erasure::ERASED_REASON)
     .execute(&mut *conn)
     .await?;
-    Ok(())
-}
-
-/// Defers the erasure of a learner's stream messages until `after`: an outbox row
-/// about them a relay was publishing may land in the stream until then.
-pub async fn defer_stream_erasure(
-    conn: &mut PgConnection,
-    learner_id: Uuid,
-    after: OffsetDateTime,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE erased_learners SET erase_streams_after = $2 WHERE learner_id = $1")
-        .bind(learner_id)
-        .bind(after)
-        .execute(conn)
-        .await?;
-    Ok(())
-}
-
-/// Erased learners whose stream messages are still to erase, oldest first.
-pub async fn pending_erasures(pool: &PgPool, limit: i64) -> Result<Vec<Uuid>, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT learner_id FROM erased_learners
-         WHERE streams_erased_at IS NULL AND erase_streams_after <= now()
-         ORDER BY erase_streams_after, learner_id LIMIT $1",
-    )
-    .bind(limit)
-    .fetch_all(pool)
-    .await
-}
-
-/// Records that the stream messages of `learner_ids` are erased.
-pub async fn streams_erased(pool: &PgPool, learner_ids: &[Uuid]) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE erased_learners SET streams_erased_at = now() WHERE learner_id = ANY($1)")
-        .bind(learner_ids)
-        .execute(pool)
-        .await?;
     Ok(())
 }

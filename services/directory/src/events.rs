@@ -75,7 +75,7 @@ pub struct ProjectionHandler {
     /// The managed base, for the DN of an erased learner's entry.
     pub base_dn: String,
     /// Wakes the eraser of entries and stream messages after an erasure.
-    pub erased: crate::erasure::ErasureSignal,
+    pub erased: hosted_platform::erasure::ErasureSignal,
 }
 
 /// One fact the directory projects.
@@ -326,7 +326,7 @@ impl ProjectionHandler {
         let learner = std::collections::HashSet::from([learner_id]);
         let scrub = hosted_platform::erasure::scrub_outbox(conn, &learner).await?;
         if let Some(after) = scrub.in_flight_until {
-            store::defer_stream_erasure(conn, learner_id, after).await?;
+            hosted_platform::erasure::defer_stream_erasure(conn, learner_id, after).await?;
         }
         tracing::info!(%learner_id, basis = %erasure.basis, "learner erased");
         self.erased.erased();

@@ -94,7 +94,7 @@ impl Application {
             namespace: foundation.namespace.clone(),
             publisher: publisher.clone(),
             base_dn: config.ldap.base_dn.clone(),
-            erased: erasure::ErasureSignal::default(),
+            erased: hosted_platform::erasure::ErasureSignal::default(),
         };
         if !config.ldap.tls() {
             tracing::warn!(
@@ -184,15 +184,22 @@ impl Application {
             .tasks
             .spawn(publisher.run(publisher_shutdown));
 
+        let (pool, ldap) = (directory.pool.clone(), directory.ldap.clone());
         self.foundation.tasks.spawn(
-            erasure::Eraser {
+            hosted_platform::erasure::StreamEraser {
                 pool: directory.pool.clone(),
-                ldap: directory.ldap.clone(),
                 jetstream: self.foundation.jetstream.clone(),
                 stream: self.foundation.namespace.stream(Service::Directory),
                 signal: directory.handler.erased.clone(),
+                due_also: Some(erasure::ENTRY_REMOVED),
             }
-            .run(self.foundation.tasks.shutdown()),
+            .run_after(
+                move || {
+                    let (pool, ldap) = (pool.clone(), ldap.clone());
+                    async move { erasure::remove_entries(&pool, &ldap).await }
+                },
+                self.foundation.tasks.shutdown(),
+            ),
         );
 
         let consumer = InboxConsumer::new(

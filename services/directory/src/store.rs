@@ -738,43 +738,6 @@ pub async fn entry_removed(pool: &PgPool, learner_id: Uuid) -> Result<(), sqlx::
     Ok(())
 }
 
-/// Defers the erasure of a learner's stream messages until `after`: an outbox row
-/// about them a relay was publishing may land in the stream until then.
-pub async fn defer_stream_erasure(
-    conn: &mut PgConnection,
-    learner_id: Uuid,
-    after: OffsetDateTime,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE erased_learners SET erase_streams_after = $2 WHERE learner_id = $1")
-        .bind(learner_id)
-        .bind(after)
-        .execute(conn)
-        .await?;
-    Ok(())
-}
-
-/// Erased learners whose entry is removed and whose stream messages are still to
-/// erase, oldest first.
-pub async fn pending_erasures(pool: &PgPool, limit: i64) -> Result<Vec<Uuid>, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT learner_id FROM erased_learners
-         WHERE streams_erased_at IS NULL AND entry_dn IS NULL AND erase_streams_after <= now()
-         ORDER BY erase_streams_after, learner_id LIMIT $1",
-    )
-    .bind(limit)
-    .fetch_all(pool)
-    .await
-}
-
-/// Records that the stream messages of `learner_ids` are erased.
-pub async fn streams_erased(pool: &PgPool, learner_ids: &[Uuid]) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE erased_learners SET streams_erased_at = now() WHERE learner_id = ANY($1)")
-        .bind(learner_ids)
-        .execute(pool)
-        .await?;
-    Ok(())
-}
-
 /// Serialises, per learner, an erasure and the writes that would bring the learner
 /// back: both take this lock (a transaction-level advisory lock, learners in id order)
 /// before they read the tombstones, so that a write made by another replica at the

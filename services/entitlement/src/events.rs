@@ -31,7 +31,7 @@ pub struct GrantsHandler {
     pub namespace: Namespace,
     pub recomputer: Recomputer,
     /// Wakes the eraser of stream messages after an erasure.
-    pub erased: crate::erasure::ErasureSignal,
+    pub erased: hosted_platform::erasure::ErasureSignal,
 }
 
 fn permanent(what: &str) -> HandleError {
@@ -321,7 +321,12 @@ impl GrantsHandler {
                         let learner = std::collections::HashSet::from([erasure.learner_id]);
                         let scrub = hosted_platform::erasure::scrub_outbox(conn, &learner).await?;
                         if let Some(after) = scrub.in_flight_until {
-                            store::defer_stream_erasure(conn, erasure.learner_id, after).await?;
+                            hosted_platform::erasure::defer_stream_erasure(
+                                conn,
+                                erasure.learner_id,
+                                after,
+                            )
+                            .await?;
                         }
                         tracing::info!(learner_id = %erasure.learner_id, basis = %erasure.basis, "learner erased");
                         self.erased.erased();

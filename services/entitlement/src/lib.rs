@@ -4,13 +4,12 @@
 //! It consumes intake's learner, payment and agreement facts into a projection,
 //! recomputes the grants a fact touches, keeps them as the index Check answers
 //! from, and publishes `hosted.entitlement.grants.changed` when they change. When
-//! intake erases a person it erases its own copy ([`erasure`]).
+//! intake erases a person it erases its own copy (`hosted_platform::erasure`).
 
 pub mod audit;
 pub mod cache;
 pub mod config;
 pub mod domain;
-pub mod erasure;
 pub mod events;
 pub mod grpc;
 pub mod policies;
@@ -107,7 +106,7 @@ impl Application {
         let handler = GrantsHandler {
             namespace: foundation.namespace.clone(),
             recomputer: recomputer.clone(),
-            erased: erasure::ErasureSignal::default(),
+            erased: hosted_platform::erasure::ErasureSignal::default(),
         };
         let state = Entitlement {
             pool: foundation.pool.clone(),
@@ -159,11 +158,12 @@ impl Application {
             }
         });
         self.foundation.tasks.spawn(
-            erasure::StreamEraser {
+            hosted_platform::erasure::StreamEraser {
                 pool: self.state.pool.clone(),
                 jetstream: self.foundation.jetstream.clone(),
                 stream: self.foundation.namespace.stream(Service::Entitlement),
                 signal: self.handler.erased.clone(),
+                due_also: None,
             }
             .run(self.foundation.tasks.shutdown()),
         );
