@@ -16,6 +16,7 @@ pub mod grpc;
 pub mod inbox;
 pub mod nats;
 pub mod outbox;
+pub mod personal_data;
 pub mod service;
 pub mod telemetry;
 pub mod tls;

@@ -5,6 +5,7 @@ use hosted_contracts::v1;
 use hosted_platform::{
     auth::{Actor, Role},
     error::{ErrorCode, FieldViolation, ServiceError, Violations, to_status},
+    personal_data,
 };
 use tonic::{Request, Response, Status};
 
@@ -27,6 +28,7 @@ pub const ACCESS: &[(&str, &[Role])] = &[
     ("ReplayDeadLetters", &[Dosi]),
     ("RestateCards", &[Dosi]),
     ("ListAuditEntries", &[Dosi]),
+    ("ExportPersonalData", &[Dosi]),
 ];
 
 /// The most cards a print batch or a queue listing holds.
@@ -423,6 +425,24 @@ impl v1::cards_service_server::CardsService for Cards {
         Ok(Response::new(
             crate::audit::list(&self.office.pool, request.get_ref()).await?,
         ))
+    }
+
+    async fn export_personal_data(
+        &self,
+        request: Request<v1::CardsServiceExportPersonalDataRequest>,
+    ) -> Result<Response<v1::CardsServiceExportPersonalDataResponse>, Status> {
+        let actor = Actor::of(&request);
+        let data = personal_data::export(
+            &self.office.pool,
+            crate::audit::SERVICE,
+            &request.get_ref().learner_id,
+            crate::store::PERSONAL_DATA_RELATED,
+            actor.name(),
+        )
+        .await?;
+        Ok(Response::new(v1::CardsServiceExportPersonalDataResponse {
+            data: Some(data),
+        }))
     }
 
     async fn list_dead_letters(

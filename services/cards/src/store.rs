@@ -1,6 +1,7 @@
 //! Cards's tables: the learners as the card office knows them, the cards and their
 //! transitions, print batches and e-purse rights.
 
+use hosted_platform::personal_data::Related;
 use sqlx::PgConnection;
 use time::{Date, OffsetDateTime};
 use uuid::Uuid;
@@ -733,3 +734,33 @@ pub async fn erase_identity(
     .await?;
     Ok(())
 }
+
+/// What belongs to a learner through their cards rather than by their learner id, for
+/// the export of their personal data: each card's steps, and their lines in the print
+/// batches and e-purse exports, as sent.
+pub const PERSONAL_DATA_RELATED: &[Related] = &[
+    Related {
+        name: "card_transitions",
+        query: "SELECT to_jsonb(t) FROM card_transitions t JOIN cards c USING (card_id)
+                WHERE c.learner_id = $1",
+    },
+    Related {
+        name: "print_batch_lines",
+        query:
+            "SELECT jsonb_build_object('batch_id', b.batch_id, 'created_at', b.created_at,
+                                          'line', l.line)
+                FROM print_batches b
+                CROSS JOIN LATERAL jsonb_array_elements(
+                    CASE WHEN jsonb_typeof(b.lines) = 'array' THEN b.lines ELSE '[]' END) AS l(line)
+                WHERE l.line->>'card_id' IN (SELECT card_id::text FROM cards WHERE learner_id = $1)",
+    },
+    Related {
+        name: "epurse_export_lines",
+        query: "SELECT jsonb_build_object('export_id', e.export_id, 'created_at', e.created_at,
+                                          'line', l.line)
+                FROM epurse_exports e
+                CROSS JOIN LATERAL jsonb_array_elements(
+                    CASE WHEN jsonb_typeof(e.lines) = 'array' THEN e.lines ELSE '[]' END) AS l(line)
+                WHERE l.line->>'learner_id' = $1::text",
+    },
+];

@@ -7,6 +7,7 @@ use hosted_platform::{
     auth::{Actor, Role},
     clock::wire_time,
     error::Violations,
+    personal_data,
 };
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
@@ -29,6 +30,7 @@ pub const ACCESS: &[(&str, &[Role])] = &[
     ("ReplayDeadLetters", &[Dosi]),
     ("HoldPublication", &[Dosi]),
     ("ListAuditEntries", &[Dosi]),
+    ("ExportPersonalData", &[Dosi]),
 ];
 
 /// The longest hold on publication one call asks for.
@@ -243,6 +245,41 @@ impl v1::directory_service_server::DirectoryService for Directory {
     ) -> Result<Response<v1::DirectoryServiceListAuditEntriesResponse>, Status> {
         Ok(Response::new(
             crate::audit::list(&self.pool, request.get_ref()).await?,
+        ))
+    }
+
+    /// The account's records, and the entry published in LDAP as it is now.
+    async fn export_personal_data(
+        &self,
+        request: Request<v1::DirectoryServiceExportPersonalDataRequest>,
+    ) -> Result<Response<v1::DirectoryServiceExportPersonalDataResponse>, Status> {
+        let actor = Actor::of(&request);
+        let learner_id = personal_data::learner_id(&request.get_ref().learner_id)?;
+        let mut records = personal_data::records(&self.pool, learner_id, &[])
+            .await
+            .map_err(DirectoryError::from)?;
+        personal_data::decode_learners(&mut records, "accounts", "learner");
+        let account = store::account(&self.pool, learner_id)
+            .await
+            .map_err(DirectoryError::from)?;
+        let entry = match account.filter(|account| !account.login.is_empty()) {
+            Some(account) => self
+                .ldap
+                .read(&entry::dn(&account.login, &self.settings.base_dn))
+                .await
+                .map_err(DirectoryError::from)?
+                .map(|attributes| attributes.into_iter().collect::<BTreeMap<_, _>>()),
+            None => None,
+        };
+        records.insert(
+            "ldap_entry".to_owned(),
+            serde_json::to_value(entry).unwrap_or_default(),
+        );
+        tracing::info!(%learner_id, actor = actor.name(), "personal data exported");
+        Ok(Response::new(
+            v1::DirectoryServiceExportPersonalDataResponse {
+                data: Some(personal_data::to_wire(crate::audit::SERVICE, records)),
+            },
         ))
     }
 

@@ -7,6 +7,7 @@ use hosted_platform::{
     auth::{Actor, Role},
     clock::{format_day, wire_instant},
     error::{ErrorCode, FieldViolation, ServiceError, Violations, to_status},
+    personal_data,
 };
 use time::Date;
 use tonic::{Request, Response, Status};
@@ -32,6 +33,7 @@ pub const ACCESS: &[(&str, &[Role])] = &[
     ("ReplayDeadLetters", &[Dosi]),
     ("RestateGrants", &[Dosi]),
     ("ListAuditEntries", &[Dosi]),
+    ("ExportPersonalData", &[Dosi]),
 ];
 
 /// What an entitlement RPC can fail with.
@@ -432,6 +434,24 @@ impl v1::entitlement_service_server::EntitlementService for Entitlement {
     ) -> Result<Response<v1::EntitlementServiceListAuditEntriesResponse>, Status> {
         Ok(Response::new(
             crate::audit::list(&self.pool, request.get_ref()).await?,
+        ))
+    }
+
+    async fn export_personal_data(
+        &self,
+        request: Request<v1::EntitlementServiceExportPersonalDataRequest>,
+    ) -> Result<Response<v1::EntitlementServiceExportPersonalDataResponse>, Status> {
+        let actor = Actor::of(&request);
+        let data = personal_data::export(
+            &self.pool,
+            crate::audit::SERVICE,
+            &request.get_ref().learner_id,
+            &[],
+            actor.name(),
+        )
+        .await?;
+        Ok(Response::new(
+            v1::EntitlementServiceExportPersonalDataResponse { data: Some(data) },
         ))
     }
 

@@ -61,6 +61,7 @@ pub const ACCESS: &[(&str, &[Role])] = &[
     ("LockLearner", &[Deve, Dosi]),
     ("UnlockLearner", &[Deve, Dosi]),
     ("ErasePerson", &[Deve]),
+    ("ExportPersonalData", &[Dosi]),
     ("ListAuditEntries", &[Dosi]),
     ("ListAgreementAuditEntries", &[Dosi, Legal]),
 ];
@@ -1035,6 +1036,26 @@ impl v1::intake_service_server::IntakeService for Intake {
             learner: Some(outcome.learner),
             erased_at: outcome.erased_at,
             already_erased: outcome.already_erased,
+        }))
+    }
+
+    async fn export_personal_data(
+        &self,
+        request: Request<v1::ExportPersonalDataRequest>,
+    ) -> Result<Response<v1::ExportPersonalDataResponse>, Status> {
+        let actor = Actor::of(&request);
+        let mut violations = Violations::default();
+        let learner_id = self
+            .learner_named(&request.get_ref().learner, &mut violations)
+            .await?;
+        if !violations.is_empty() {
+            return Err(IntakeError::Invalid(violations).into());
+        }
+        let learner_id = learner_id.ok_or_else(|| IntakeError::NotFound("learner".to_owned()))?;
+        let data = self.export_personal_data(learner_id, actor.name()).await?;
+        Ok(Response::new(v1::ExportPersonalDataResponse {
+            learner_id: learner_id.to_string(),
+            data: Some(data),
         }))
     }
 }

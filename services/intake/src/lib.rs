@@ -9,6 +9,7 @@ pub mod erasure;
 pub mod error;
 pub mod events;
 pub mod grpc;
+pub mod personal_data;
 pub mod registry;
 pub mod restate;
 pub mod store;

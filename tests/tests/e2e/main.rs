@@ -21,6 +21,7 @@ mod inbox_recovery;
 mod ldap_security;
 mod locking;
 mod nats_identities;
+mod personal_data;
 mod publication;
 mod python_client;
 mod rebuild;

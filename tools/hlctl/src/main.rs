@@ -108,7 +108,8 @@ enum Command {
     /// Shows a learner by login, hosted-learner number or id; finds learners;
     /// corrects identity data.
     Learner(learners::LearnerArgs),
-    /// What the GDPR gives a person a right to: erasure on request (role deve).
+    /// What the GDPR gives a person a right to: erasure on request (role deve), the
+    /// export of everything held about them (role dosi).
     Person {
         #[command(subcommand)]
         action: persons::PersonAction,
@@ -545,7 +546,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Person { action } => {
             let mut intake = rpc::Intake::new(&cli.intake, token);
-            persons::run(action, &mut intake, cli.json).await?;
+            persons::run(action, &mut intake, &sources(&addresses, token)?, cli.json).await?;
         }
         Command::Stay { action } => {
             let mut intake = rpc::Intake::new(&cli.intake, token);
@@ -874,14 +875,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Audit { action } => {
-            let sources = audit::Sources {
-                intake: rpc::lazy(&addresses.intake)?,
-                entitlement: rpc::lazy(&addresses.entitlement)?,
-                cards: rpc::lazy(&addresses.cards)?,
-                directory: rpc::lazy(&addresses.directory)?,
-                token,
-            };
-            audit::run(action, &sources, cli.json).await?;
+            audit::run(action, &sources(&addresses, token)?, cli.json).await?;
         }
         Command::Rebuild(args) => rebuild_derived(&addresses, token, &args, cli.json).await?,
         Command::Health {
@@ -1113,6 +1107,21 @@ fn cli_addresses(cli: &Cli) -> Addresses {
         cards: cli.cards.clone(),
         directory: cli.directory.clone(),
     }
+}
+
+/// The four services at their addresses, for the caller: nothing is connected until
+/// the first call.
+fn sources<'a>(
+    addresses: &Addresses,
+    token: Option<&'a str>,
+) -> anyhow::Result<audit::Sources<'a>> {
+    Ok(audit::Sources {
+        intake: rpc::lazy(&addresses.intake)?,
+        entitlement: rpc::lazy(&addresses.entitlement)?,
+        cards: rpc::lazy(&addresses.cards)?,
+        directory: rpc::lazy(&addresses.directory)?,
+        token,
+    })
 }
 
 fn print_restated(owner: Owner, totals: &rebuild::Restated) {
