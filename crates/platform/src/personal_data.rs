@@ -125,51 +125,75 @@ pub fn decode_learners(records: &mut Map<String, Value>, table: &str, column: &s
     }
 }
 
-/// A learner as intake publishes it, as JSON.
+/// A learner as intake publishes it, as JSON: as the export writes it and as `hlctl
+/// --json` shows it.
 pub fn learner_json(learner: &v1::Learner) -> Value {
     let person = learner.person.clone().unwrap_or_default();
-    let stays: Vec<Value> = learner
-        .stays
-        .iter()
-        .map(|stay| {
-            json!({
-                "stay_id": stay.stay_id,
-                "population": stay.population,
-                "supann_population": stay.supann_population,
-                "sponsor_unit": stay.sponsor_unit,
-                "sponsor_login": stay.sponsor_login,
-                "agreement_id": stay.agreement_id,
-                "partner_uai": stay.partner_uai,
-                "start_date": stay.start_date,
-                "end_date": stay.end_date,
-                "status": stay.status().as_str_name(),
-                "payment_status": stay.payment_status().as_str_name(),
-                "end_reason": stay.end_reason,
-                "early_end": stay.early_end().as_str_name(),
-                "requested_resources": stay.requested_resources,
-            })
-        })
-        .collect();
     json!({
-        "person": {
-            "learner_id": person.learner_id,
-            "learner_number": person.learner_number,
-            "login": person.login,
-            "family_name": person.family_name,
-            "birth_name": person.birth_name,
-            "given_names": person.given_names,
-            "birth_date": person.birth_date,
-            "email": person.email,
-            "ine": person.ine,
-            "phone": person.phone,
-        },
-        "stays": stays,
+        "learner_id": person.learner_id,
+        "learner_number": person.learner_number,
+        "login": person.login,
+        "family_name": person.family_name,
+        "birth_name": person.birth_name,
+        "given_names": person.given_names,
+        "birth_date": person.birth_date,
+        "email": person.email,
+        "ine": person.ine,
+        "phone": person.phone,
         "version": learner.version,
         "lock": learner.lock.as_ref().map(|lock| json!({
-            "kind": lock.kind().as_str_name(),
+            "kind": lock_kind(lock),
             "reason": lock.reason,
+            "since": lock.since.as_ref().and_then(instant),
+            "by": lock.by,
         })),
+        "stays": learner.stays.iter().map(|stay| json!({
+            "stay_id": stay.stay_id,
+            "population": stay.population,
+            "supann_population": stay.supann_population,
+            "sponsor_unit": stay.sponsor_unit,
+            "sponsor_login": stay.sponsor_login,
+            "agreement_id": stay.agreement_id,
+            "partner_uai": stay.partner_uai,
+            "start_date": stay.start_date,
+            "end_date": stay.end_date,
+            "status": stay.status().as_str_name(),
+            "payment_status": stay.payment_status().as_str_name(),
+            "end_reason": stay.end_reason,
+            "early_end": early_end_code(stay),
+            "requested_resources": stay.requested_resources,
+        })).collect::<Vec<_>>(),
     })
+}
+
+/// A lock's kind in words: `administrative`, `technical`.
+pub fn lock_kind(lock: &v1::LearnerLock) -> &'static str {
+    match lock.kind() {
+        v1::LockKind::Administrative => "administrative",
+        v1::LockKind::Technical => "technical",
+        v1::LockKind::Unspecified => "unspecified",
+    }
+}
+
+/// Why a stay ended early, as EndStay's code (`left`); None when it ends as planned.
+pub fn early_end_code(stay: &v1::Stay) -> Option<String> {
+    match stay.early_end() {
+        v1::EarlyEnd::Unspecified => None,
+        code => Some(
+            code.as_str_name()
+                .trim_start_matches("EARLY_END_")
+                .to_ascii_lowercase(),
+        ),
+    }
+}
+
+/// A wire instant as RFC 3339 text.
+fn instant(at: &prost_types::Timestamp) -> Option<String> {
+    let nanos = i128::from(at.seconds) * 1_000_000_000 + i128::from(at.nanos);
+    time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .ok()?
+        .format(&time::format_description::well_known::Rfc3339)
+        .ok()
 }
 
 async fn snapshot(pool: &PgPool) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
@@ -224,8 +248,8 @@ mod tests {
         decode_learners(&mut records, "accounts", "learner");
 
         let rows = &records["accounts"];
-        assert_eq!(rows[0]["learner"]["person"]["family_name"], "Martin");
-        assert_eq!(rows[0]["learner"]["person"]["birth_date"], "2001-02-03");
+        assert_eq!(rows[0]["learner"]["family_name"], "Martin");
+        assert_eq!(rows[0]["learner"]["birth_date"], "2001-02-03");
         assert_eq!(rows[0]["learner"]["stays"][0]["population"], "IFSI");
         assert_eq!(rows[0]["learner"]["version"], 4);
         assert_eq!(rows[0]["login"], "martin");

@@ -118,7 +118,7 @@ async fn a_persons_export_holds_what_every_service_keeps_about_them() {
     let accounts = records(&document, "directory", "accounts");
     assert_eq!(accounts.len(), 1);
     assert_eq!(
-        accounts[0]["learner"]["person"]["family_name"], FAMILY_NAME,
+        accounts[0]["learner"]["family_name"], FAMILY_NAME,
         "the learner directory keeps is readable, not protobuf"
     );
     let entry = &document["services"]["directory"]["records"]["ldap_entry"];

@@ -4,6 +4,8 @@
 use anyhow::Context;
 use clap::Subcommand;
 use hosted_contracts::v1::{self, get_learner_request::Key};
+pub use hosted_platform::personal_data::learner_json;
+use hosted_platform::personal_data::{early_end_code, lock_kind};
 use serde_json::json;
 
 use crate::{
@@ -454,68 +456,6 @@ fn print_locking(learner: v1::Learner, changed: bool, done: &str, unchanged: &st
     }
     println!("{}:", if changed { done } else { unchanged });
     print_learner(&learner, false);
-}
-
-/// The lock's kind as hlctl names it.
-fn lock_kind(lock: &v1::LearnerLock) -> &'static str {
-    match lock.kind() {
-        v1::LockKind::Administrative => "administrative",
-        v1::LockKind::Technical => "technical",
-        v1::LockKind::Unspecified => "unspecified",
-    }
-}
-
-fn lock_json(lock: &v1::LearnerLock) -> serde_json::Value {
-    json!({
-        "kind": lock_kind(lock),
-        "reason": lock.reason,
-        "since": lock.since.as_ref().map(|at| values::instant(at.seconds, at.nanos)),
-        "by": lock.by,
-    })
-}
-
-pub fn learner_json(learner: &v1::Learner) -> serde_json::Value {
-    let person = learner.person.clone().unwrap_or_default();
-    json!({
-        "learner_id": person.learner_id,
-        "learner_number": person.learner_number,
-        "login": person.login,
-        "family_name": person.family_name,
-        "birth_name": person.birth_name,
-        "given_names": person.given_names,
-        "birth_date": person.birth_date,
-        "email": person.email,
-        "ine": person.ine,
-        "phone": person.phone,
-        "version": learner.version,
-        "lock": learner.lock.as_ref().map(lock_json),
-        "stays": learner.stays.iter().map(|stay| json!({
-            "stay_id": stay.stay_id,
-            "population": stay.population,
-            "supann_population": stay.supann_population,
-            "sponsor_unit": stay.sponsor_unit,
-            "agreement_id": stay.agreement_id,
-            "start_date": stay.start_date,
-            "end_date": stay.end_date,
-            "status": stay.status().as_str_name(),
-            "payment_status": stay.payment_status().as_str_name(),
-            "end_reason": stay.end_reason,
-            "early_end": early_end_code(stay),
-            "requested_resources": stay.requested_resources,
-        })).collect::<Vec<_>>(),
-    })
-}
-
-/// Why a stay ended early, as EndStay's code (`left`); None when it ends as planned.
-fn early_end_code(stay: &v1::Stay) -> Option<String> {
-    match stay.early_end() {
-        v1::EarlyEnd::Unspecified => None,
-        code => Some(
-            code.as_str_name()
-                .trim_start_matches("EARLY_END_")
-                .to_ascii_lowercase(),
-        ),
-    }
 }
 
 pub fn print_learner(learner: &v1::Learner, as_json: bool) {
