@@ -150,6 +150,33 @@ pub mod directory {
     pub const ACCOUNT_PUBLISHED: Fact = fact(Directory, "account", "published");
 }
 
+/// Every fact the services publish, with the protobuf message of its payload: what
+/// docs/asyncapi.yaml documents, a channel each (a test checks both ways).
+pub const ALL_FACTS: [(Fact, &str); 22] = [
+    (intake::STAY_REGISTERED, "hosted.v1.LearnerEvent"),
+    (intake::STAY_AMENDED, "hosted.v1.LearnerEvent"),
+    (intake::STAY_EXTENDED, "hosted.v1.LearnerEvent"),
+    (intake::STAY_ENDED, "hosted.v1.LearnerEvent"),
+    (intake::STAY_CANCELLED, "hosted.v1.LearnerEvent"),
+    (intake::PERSON_AMENDED, "hosted.v1.LearnerEvent"),
+    (intake::LEARNER_RESTATED, "hosted.v1.LearnerEvent"),
+    (intake::LEARNER_LOCKED, "hosted.v1.LearnerEvent"),
+    (intake::LEARNER_UNLOCKED, "hosted.v1.LearnerEvent"),
+    (intake::PERSON_ERASED, "hosted.v1.PersonErasedEvent"),
+    (intake::AGREEMENT_CREATED, "hosted.v1.AgreementEvent"),
+    (intake::AGREEMENT_AMENDED, "hosted.v1.AgreementEvent"),
+    (intake::AGREEMENT_ENDED, "hosted.v1.AgreementEvent"),
+    (intake::AGREEMENT_RESTATED, "hosted.v1.AgreementEvent"),
+    (intake::PAYMENT_RECORDED, "hosted.v1.PaymentEvent"),
+    (intake::POPULATION_SAVED, "hosted.v1.PopulationEvent"),
+    (intake::UNIT_SAVED, "hosted.v1.UnitEvent"),
+    (entitlement::GRANTS_CHANGED, "hosted.v1.GrantsEvent"),
+    (entitlement::GRANTS_RESTATED, "hosted.v1.GrantsEvent"),
+    (cards::CARD_CHANGED, "hosted.v1.CardEvent"),
+    (cards::CARD_RESTATED, "hosted.v1.CardEvent"),
+    (directory::ACCOUNT_PUBLISHED, "hosted.v1.AccountEvent"),
+];
+
 /// The token after the namespace under which every service keeps its dead letters.
 const DEAD_LETTERS: &str = "deadletter";
 
@@ -239,6 +266,17 @@ impl fmt::Display for Namespace {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_fact_defined_is_in_all_facts_once() {
+        let source = include_str!("subjects.rs");
+        // Split, so that this line is not counted.
+        let defined = source.matches(concat!(": Fact", " = fact(")).count();
+        assert_eq!(ALL_FACTS.len(), defined, "a fact is missing from ALL_FACTS");
+        let distinct: std::collections::HashSet<String> =
+            ALL_FACTS.iter().map(|(fact, _)| fact.to_string()).collect();
+        assert_eq!(distinct.len(), ALL_FACTS.len(), "a fact is listed twice");
+    }
 
     #[test]
     fn subjects_follow_the_naming_rule() {
