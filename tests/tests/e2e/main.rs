@@ -9,6 +9,7 @@ mod cards;
 mod dead_letter_cascade;
 mod dead_letters;
 mod delivery;
+mod deployment;
 mod entitlement;
 mod entitlement_dates;
 mod entitlement_denials;
