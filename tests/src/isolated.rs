@@ -264,23 +264,65 @@ fn is_root() -> bool {
         .is_ok_and(|output| output.stdout.trim_ascii() == b"0")
 }
 
-/// A NATS server with JetStream, its store in its own directory.
+/// A NATS server with JetStream, its store in its own directory; alone, or one node
+/// of a cluster.
 #[derive(Debug)]
 pub struct Nats {
     pub port: u16,
     dir: PathBuf,
     child: Option<Child>,
+    cluster: Option<ClusterNode>,
 }
+
+/// What makes a NATS server a node of a local JetStream cluster: its name, its route
+/// port, and the route ports of every node (its own included).
+#[derive(Debug, Clone)]
+struct ClusterNode {
+    name: String,
+    port: u16,
+    routes: Vec<u16>,
+}
+
+/// The name of the isolated JetStream cluster.
+const CLUSTER_NAME: &str = "hosted-isolated";
 
 impl Nats {
     fn new(root: &Path) -> Self {
-        let dir = root.join("nats");
+        Self::node(root, "nats", None)
+    }
+
+    fn node(root: &Path, name: &str, cluster: Option<ClusterNode>) -> Self {
+        let dir = root.join(name);
         fs::create_dir_all(&dir).unwrap();
         Self {
             port: free_port(),
             dir,
             child: None,
+            cluster,
         }
+    }
+
+    /// `size` nodes of one JetStream cluster (not started).
+    fn cluster(root: &Path, size: usize) -> Vec<Self> {
+        let routes: Vec<u16> = (0..size).map(|_| free_port()).collect();
+        (0..size)
+            .map(|index| {
+                let name = format!("nats-{index}");
+                let node = ClusterNode {
+                    name: name.clone(),
+                    port: routes[index],
+                    routes: routes.clone(),
+                };
+                Self::node(root, &name, Some(node))
+            })
+            .collect()
+    }
+
+    /// The node's name in its cluster (`nats` alone).
+    pub fn name(&self) -> &str {
+        self.cluster
+            .as_ref()
+            .map_or("nats", |node| node.name.as_str())
     }
 
     pub fn url(&self) -> String {
@@ -294,7 +336,8 @@ impl Nats {
             .into_iter()
             .find(|path| Path::new(path).is_file())
             .unwrap_or("nats-server");
-        let child = Command::new(program)
+        let mut command = Command::new(program);
+        command
             .args([
                 "-a",
                 "127.0.0.1",
@@ -303,12 +346,25 @@ impl Nats {
                 "-js",
                 "-sd",
             ])
-            .arg(self.dir.join("store"))
+            .arg(self.dir.join("store"));
+        if let Some(node) = &self.cluster {
+            let routes: Vec<String> = node
+                .routes
+                .iter()
+                .map(|port| format!("nats://127.0.0.1:{port}"))
+                .collect();
+            command
+                .args(["-n", &node.name, "--cluster_name", CLUSTER_NAME])
+                .args(["--cluster", &format!("nats://127.0.0.1:{}", node.port)])
+                .args(["--routes", &routes.join(",")]);
+        }
+        let child = command
             .stdout(log_file(&self.dir.join("nats.log")))
             .stderr(log_file(&self.dir.join("nats.log")))
             .spawn()
             .unwrap_or_else(|error| panic!("{program}: {error} (dev/deps installs it)"));
-        record_pid(self.dir.parent().unwrap_or(&self.dir), "nats", child.id());
+        let name = self.name().to_owned();
+        record_pid(self.dir.parent().unwrap_or(&self.dir), &name, child.id());
         self.child = Some(child);
         let port = self.port;
         assert!(
@@ -501,6 +557,9 @@ pub struct Isolated {
     pub root: PathBuf,
     pub postgres: Postgres,
     pub nats: Nats,
+    /// The other nodes of the JetStream cluster, when the system has one
+    /// ([`Isolated::start_clustered`]); `nats` is then its first node.
+    pub nats_peers: Vec<Nats>,
     pub slapd: Slapd,
     services: BTreeMap<&'static str, ServiceProcess>,
 }
@@ -579,8 +638,101 @@ impl Isolated {
         system
     }
 
+    /// As [`Isolated::start`], NATS being a JetStream cluster of three nodes on which
+    /// every stream keeps three replicas; the services know the three as seeds.
+    pub fn start_clustered() -> Self {
+        let mut system = Self::servers_with(3);
+        system.wait_for_jetstream_cluster();
+        for service in SERVICES {
+            system.set(service, "NATS__REPLICAS", "3");
+            system.start_service(service);
+        }
+        for service in SERVICES {
+            system.wait_serving(service);
+        }
+        system
+    }
+
+    /// Waits until the cluster's JetStream makes a stream of three replicas (its nodes
+    /// have routed and chosen a meta leader), so that the services' streams can be
+    /// made at once.
+    fn wait_for_jetstream_cluster(&self) {
+        let url = self.nats_url();
+        let ready = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let seeds: Vec<async_nats::ServerAddr> =
+                    url.split(',').map(|seed| seed.parse().unwrap()).collect();
+                let deadline = std::time::Instant::now() + Duration::from_secs(60);
+                let mut last = String::new();
+                while std::time::Instant::now() < deadline {
+                    match async_nats::connect(seeds.clone()).await {
+                        Ok(client) => {
+                            // A stream of three replicas can be made: the cluster has
+                            // its meta leader and every node.
+                            let jetstream = async_nats::jetstream::new(client);
+                            let probe = async_nats::jetstream::stream::Config {
+                                name: "CLUSTER_PROBE".to_owned(),
+                                subjects: vec!["cluster.probe".to_owned()],
+                                num_replicas: 3,
+                                ..Default::default()
+                            };
+                            match jetstream.create_stream(probe).await {
+                                Ok(_) => {
+                                    let _ = jetstream.delete_stream("CLUSTER_PROBE").await;
+                                    return Ok(());
+                                }
+                                Err(error) => last = format!("JetStream: {error}"),
+                            }
+                        }
+                        Err(error) => last = format!("NATS: {error}"),
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(last)
+            })
+        })
+        .join()
+        .unwrap();
+        if let Err(error) = ready {
+            panic!("the JetStream cluster did not answer within a minute: {error}");
+        }
+    }
+
+    /// The node of the cluster named `name` (`nats-0`…).
+    pub fn nats_node(&mut self, name: &str) -> &mut Nats {
+        if self.nats.name() == name {
+            return &mut self.nats;
+        }
+        self.nats_peers
+            .iter_mut()
+            .find(|node| node.name() == name)
+            .unwrap_or_else(|| panic!("no NATS node {name}"))
+    }
+
+    /// Every NATS node, the first one first.
+    pub fn nats_nodes(&self) -> impl Iterator<Item = &Nats> {
+        std::iter::once(&self.nats).chain(&self.nats_peers)
+    }
+
+    /// The NATS seeds, as the services' `nats.url` lists them.
+    pub fn nats_url(&self) -> String {
+        self.nats_nodes()
+            .map(Nats::url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
     /// The servers only; the services are configured but not started.
     pub fn servers() -> Self {
+        Self::servers_with(1)
+    }
+
+    /// The servers, NATS as one server or a cluster of `nats_nodes`.
+    fn servers_with(nats_nodes: usize) -> Self {
         sweep_abandoned();
         let root = std::env::temp_dir().join(format!(
             "{ROOT_PREFIX}{}-{}",
@@ -591,8 +743,18 @@ impl Isolated {
         fs::create_dir_all(root.join("logs")).unwrap();
         let postgres = Postgres::init(&root);
         postgres.start();
-        let mut nats = Nats::new(&root);
+        let (mut nats, mut nats_peers) = if nats_nodes > 1 {
+            let mut nodes = Nats::cluster(&root, nats_nodes);
+            let first = nodes.remove(0);
+            (first, nodes)
+        } else {
+            (Nats::new(&root), Vec::new())
+        };
+        // A node answers once it is up, whether its routes are or not.
         nats.start();
+        for peer in &mut nats_peers {
+            peer.start();
+        }
         let mut slapd = Slapd::new(&root);
         slapd.start();
         let services = SERVICES
@@ -612,6 +774,7 @@ impl Isolated {
             root,
             postgres,
             nats,
+            nats_peers,
             slapd,
             services,
         }
@@ -655,7 +818,7 @@ impl Isolated {
     pub fn start_service(&mut self, service: &str) {
         let upper = service.to_uppercase();
         let database = self.database_url(service);
-        let nats = self.nats.url();
+        let nats = self.nats_url();
         let ldap = self.slapd.url();
         let log = self.log(service);
         let hash = token_hash();
@@ -865,6 +1028,9 @@ impl Drop for Isolated {
         }
         self.slapd.stop();
         self.nats.kill();
+        for peer in &mut self.nats_peers {
+            peer.kill();
+        }
         if std::env::var("HOSTED_FAULTS_KEEP").is_ok_and(|keep| keep == "1") {
             eprintln!("isolated system kept in {}", self.root.display());
         } else {
@@ -1045,7 +1211,12 @@ impl Isolated {
 
     async fn stream_gaps(&self, gaps: &mut Gaps) -> Result<(), String> {
         use futures::TryStreamExt as _;
-        let client = async_nats::connect(self.nats.url())
+        let seeds: Vec<async_nats::ServerAddr> = self
+            .nats_nodes()
+            .filter(|node| node.child.is_some())
+            .map(|node| node.url().parse().unwrap())
+            .collect();
+        let client = async_nats::connect(seeds)
             .await
             .map_err(|error| format!("NATS: {error}"))?;
         let jetstream = async_nats::jetstream::new(client);

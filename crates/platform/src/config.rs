@@ -714,8 +714,13 @@ pub fn redact_url(url: &str) -> String {
 #[derive(Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NatsConfig {
-    /// `nats://host:port`, or `tls://host:port` to require TLS.
+    /// `nats://host:port`, or `tls://host:port` to require TLS; the seeds of a
+    /// cluster separated by commas (`tls://nats-0:4222,tls://nats-1:4222`): the client
+    /// connects to one and reconnects to another when it goes.
     pub url: String,
+    /// How many JetStream servers keep each of the service's streams (1, 3 or 5; at
+    /// most the cluster's size). Consumers follow their stream.
+    pub replicas: usize,
     /// The service's own NATS user, whose permissions let it publish only its own
     /// subjects (deploy/nats/permissions.conf.in); none when empty. Also names the
     /// client's inbox prefix, `_INBOX.<user>`, the one subject it may receive on.
@@ -767,6 +772,7 @@ impl Default for NatsConfig {
     fn default() -> Self {
         Self {
             url: "nats://127.0.0.1:4222".to_owned(),
+            replicas: 1,
             user: String::new(),
             password: String::new(),
             ca_path: None,
@@ -787,6 +793,7 @@ impl fmt::Debug for NatsConfig {
         let password = if self.password.is_empty() { "" } else { "***" };
         f.debug_struct("NatsConfig")
             .field("url", &self.url)
+            .field("replicas", &self.replicas)
             .field("user", &self.user)
             .field("password", &password)
             .field("ca_path", &self.ca_path)
@@ -807,6 +814,16 @@ impl Section for NatsConfig {
         if self.url.is_empty() {
             problems.push(format!(
                 "{section}.url: required (nats://host:port, or tls://host:port)"
+            ));
+        }
+        for seed in self.seeds() {
+            if let Err(error) = seed.parse::<async_nats::ServerAddr>() {
+                problems.push(format!("{section}.url: {seed}: {error}"));
+            }
+        }
+        if ![1, 3, 5].contains(&self.replicas) {
+            problems.push(format!(
+                "{section}.replicas: 1, 3 or 5 (JetStream keeps a majority of them)"
             ));
         }
         // The user name is also a subject token (the inbox prefix `_INBOX.<user>`).
@@ -879,7 +896,17 @@ impl NatsConfig {
     /// Whether the connection must be TLS: asked for by the URL, or implied by a CA
     /// or a client certificate (never sent in clear to a server that does not ask).
     pub fn tls_required(&self) -> bool {
-        self.url.starts_with("tls://") || self.ca_path.is_some() || self.cert_path.is_some()
+        self.seeds().any(|seed| seed.starts_with("tls://"))
+            || self.ca_path.is_some()
+            || self.cert_path.is_some()
+    }
+
+    /// The servers `url` names, one or more (separated by commas).
+    pub fn seeds(&self) -> impl Iterator<Item = &str> {
+        self.url
+            .split(',')
+            .map(str::trim)
+            .filter(|seed| !seed.is_empty())
     }
 
     pub fn namespace(&self) -> hosted_contracts::subjects::Namespace {
@@ -1092,6 +1119,36 @@ mod tests {
         port: u16,
     }
     impl Section for Sample {}
+
+    #[test]
+    fn a_cluster_is_named_by_its_seeds_and_streams_keep_an_odd_number_of_replicas() {
+        let mut nats = NatsConfig {
+            url: "tls://nats-0:4222, tls://nats-1:4222,".to_owned(),
+            replicas: 3,
+            ..NatsConfig::default()
+        };
+        let mut problems = Vec::new();
+        nats.check("nats", &mut problems);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(
+            nats.seeds().collect::<Vec<_>>(),
+            ["tls://nats-0:4222", "tls://nats-1:4222"]
+        );
+        assert!(nats.tls_required());
+
+        nats.replicas = 2;
+        nats.url = "nats://nats-0:4222,nats://:::".to_owned();
+        nats.check("nats", &mut problems);
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(
+            problems[0].starts_with("nats.url: nats://:::"),
+            "{problems:?}"
+        );
+        assert!(
+            problems[1].starts_with("nats.replicas: 1, 3 or 5"),
+            "{problems:?}"
+        );
+    }
 
     #[test]
     fn every_problem_is_reported_at_once() {

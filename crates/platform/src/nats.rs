@@ -41,9 +41,24 @@ pub async fn connect(
 ) -> Result<async_nats::Client, NatsError> {
     connect_options(config, client_name)
         .retry_on_initial_connect()
-        .connect(config.url.as_str())
+        .connect(seeds(config)?)
         .await
         .map_err(NatsError::Connect)
+}
+
+/// The servers of `config.url`, one or more.
+pub fn seeds(config: &NatsConfig) -> Result<Vec<async_nats::ServerAddr>, NatsError> {
+    config
+        .seeds()
+        .map(|seed| {
+            seed.parse::<async_nats::ServerAddr>().map_err(|error| {
+                NatsError::Connect(async_nats::ConnectError::with_source(
+                    async_nats::ConnectErrorKind::ServerParse,
+                    error,
+                ))
+            })
+        })
+        .collect()
 }
 
 /// How a service connects: as its own user, over TLS when asked for, receiving on its
@@ -102,7 +117,7 @@ pub fn stream_config(
         duplicate_window: config.duplicate_window,
         // Facts are kept a year: long enough for a consumer rebuilt from scratch.
         max_age: Duration::from_secs(365 * 24 * 3600),
-        num_replicas: 1,
+        num_replicas: config.replicas,
         ..Default::default()
     }
 }
@@ -122,6 +137,7 @@ pub async fn ensure_stream(
             let info = existing.info().await.map_err(|e| failure(e.to_string()))?;
             if info.config.subjects != config.subjects
                 || info.config.duplicate_window != config.duplicate_window
+                || info.config.num_replicas != config.num_replicas
             {
                 jetstream
                     .update_stream(&config)

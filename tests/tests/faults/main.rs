@@ -289,3 +289,73 @@ async fn the_system_recovers_from_every_fault() {
     }
     eprintln!("\n{report}");
 }
+
+/// Issue 15, point 2: on a three-node JetStream cluster whose streams keep three
+/// replicas, the node that leads intake's stream is killed while a cohort is
+/// imported; publishing and consuming go on through the other two (the clients
+/// reconnect to another seed), and nothing is lost or done twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jetstream_cluster_loses_nothing_when_a_node_dies() {
+    // Arrange: every stream on the three nodes.
+    let size = Size::from_env();
+    let mut system = tokio::task::block_in_place(Isolated::start_clustered);
+    eprintln!("faults: clustered system in {}", system.root.display());
+    let seeds: Vec<async_nats::ServerAddr> = system
+        .nats_url()
+        .split(',')
+        .map(|seed| seed.parse().unwrap())
+        .collect();
+    let jetstream = async_nats::jetstream::new(async_nats::connect(seeds).await.unwrap());
+    for stream in [
+        "HOSTED_INTAKE",
+        "HOSTED_ENTITLEMENT",
+        "HOSTED_CARDS",
+        "HOSTED_DIRECTORY",
+    ] {
+        let info = jetstream
+            .get_stream(stream)
+            .await
+            .unwrap()
+            .info()
+            .await
+            .unwrap()
+            .clone();
+        assert_eq!(info.config.num_replicas, 3, "{stream}");
+    }
+    let leader = jetstream
+        .get_stream("HOSTED_INTAKE")
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .cluster
+        .clone()
+        .and_then(|cluster| cluster.leader)
+        .expect("intake's stream has a leader");
+    drop(jetstream);
+    let file = system.generate_cohort("cluster", size.rows, size.rows / 100, 15);
+    let import = system.start_import(&file);
+    let third = (size.rows / 3) as i64;
+    let started = Instant::now();
+    while persons(&system).await.unwrap_or_default() < third
+        && started.elapsed() < Duration::from_secs(120)
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Act: the leader of intake's stream dies, and stays dead.
+    eprintln!(
+        "faults: killing {leader}, intake's stream leader, at {:.1?}",
+        started.elapsed()
+    );
+    system.nats_node(&leader).kill();
+    let accepted = tokio::task::block_in_place(|| system.import_until_done(&file, Some(import)));
+
+    // Assert: every learner once in every service and in LDAP, nothing left over.
+    let settled = system.converge(&accepted, size.limit).await;
+    eprintln!(
+        "faults: cluster: {} learners converged {settled:.1?} after the node's death",
+        accepted.learners.len()
+    );
+}
