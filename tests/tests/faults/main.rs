@@ -221,8 +221,14 @@ async fn fresh_system(size: Size, check_the_checks: bool) -> (Isolated, Accepted
     (system, expected)
 }
 
+/// One isolated system at a time: the tests of this suite run one after the other,
+/// so that no outage or convergence limit is measured on a machine another system
+/// loads.
+static ONE_SYSTEM_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_system_recovers_from_every_fault() {
+    let _alone = ONE_SYSTEM_AT_A_TIME.lock().await;
     let size = Size::from_env();
     let only: Vec<String> = std::env::var("HOSTED_FAULTS_ONLY")
         .map(|only| {
@@ -296,6 +302,7 @@ async fn the_system_recovers_from_every_fault() {
 /// reconnect to another seed), and nothing is lost or done twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_jetstream_cluster_loses_nothing_when_a_node_dies() {
+    let _alone = ONE_SYSTEM_AT_A_TIME.lock().await;
     // Arrange: every stream on the three nodes.
     let size = Size::from_env();
     let mut system = tokio::task::block_in_place(Isolated::start_clustered);
