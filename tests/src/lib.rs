@@ -418,20 +418,74 @@ pub fn default_policy() -> hosted_entitlement::config::PolicyConfig {
     }
 }
 
+/// Where the end-to-end tests write every log line and span, when set: a directory in
+/// which each test binary writes `<binary>-<pid>.jsonl`. The privacy test reads them.
+pub const LOG_DIR_ENV: &str = "HOSTED_TEST_LOG_DIR";
+
 /// Telemetry as the services run it (OpenTelemetry span contexts, W3C propagation),
-/// logging warnings only, once for the whole test binary.
+/// once for the whole test binary: warnings only on the standard output, or, when
+/// [`LOG_DIR_ENV`] names a directory, every log line to a file there.
 fn init_telemetry() {
     static TELEMETRY: std::sync::OnceLock<()> = std::sync::OnceLock::new();
     TELEMETRY.get_or_init(|| {
-        let config = TelemetryConfig {
-            filter: "warn".to_owned(),
-            ..TelemetryConfig::default()
+        let guard = match std::env::var_os(LOG_DIR_ENV) {
+            Some(dir) => Some(log_to_file(std::path::Path::new(&dir))),
+            None => {
+                let config = TelemetryConfig {
+                    filter: "warn".to_owned(),
+                    ..TelemetryConfig::default()
+                };
+                hosted_platform::telemetry::init("e2e", &config).ok()
+            }
         };
-        if let Ok(guard) = hosted_platform::telemetry::init("e2e", &config) {
-            // Lives as long as the test binary.
-            std::mem::forget(guard);
-        }
+        // Lives as long as the test binary.
+        std::mem::forget(guard);
     });
+}
+
+/// Installs the services' tracing with a log layer that writes JSON lines to
+/// `dir/<binary>-<pid>.jsonl`: at `RUST_LOG`'s level (`debug` when unset, every crate),
+/// each line with its current span and the list of spans it is in, and a line for
+/// each span when it opens and when it closes, so that every span's fields are
+/// written even when nothing is logged inside it.
+fn log_to_file(dir: &std::path::Path) -> hosted_platform::telemetry::TelemetryGuard {
+    use tracing_subscriber::{
+        Layer as _, fmt::format::FmtSpan, layer::SubscriberExt as _, util::SubscriberInitExt as _,
+    };
+
+    let config = TelemetryConfig {
+        filter: "debug".to_owned(),
+        format: hosted_platform::config::LogFormat::Json,
+        ..TelemetryConfig::default()
+    };
+    let binary = std::env::current_exe()
+        .ok()
+        .and_then(|exe| {
+            exe.file_name()
+                .map(|name| name.to_string_lossy().into_owned())
+        })
+        .unwrap_or_else(|| "e2e".to_owned());
+    let path = dir.join(format!("{binary}-{}.jsonl", std::process::id()));
+    let file = std::fs::create_dir_all(dir)
+        .and_then(|()| std::fs::File::create(&path))
+        .unwrap_or_else(|error| panic!("{LOG_DIR_ENV}: cannot write {}: {error}", path.display()));
+    let filter = hosted_platform::telemetry::configured_log_filter(&config)
+        .unwrap_or_else(|error| panic!("RUST_LOG: {error}"));
+    let (traces, guard) = hosted_platform::telemetry::trace_layer("e2e", &config).unwrap();
+    let logs = tracing_subscriber::fmt::layer()
+        .json()
+        .with_current_span(true)
+        .with_span_list(true)
+        .with_span_events(FmtSpan::NEW | FmtSpan::CLOSE)
+        // One write per line, unbuffered: nothing is lost when the binary exits.
+        .with_writer(std::sync::Mutex::new(file))
+        .with_filter(filter);
+    tracing_subscriber::registry()
+        .with(traces)
+        .with(logs)
+        .try_init()
+        .unwrap();
+    guard
 }
 
 /// The server's overall health.

@@ -52,6 +52,31 @@ pub fn init(
     service: &'static str,
     config: &TelemetryConfig,
 ) -> Result<TelemetryGuard, Box<dyn std::error::Error>> {
+    let (traces, guard) = trace_layer(service, config)?;
+    let filter = configured_log_filter(config)?;
+    let registry = tracing_subscriber::registry().with(traces);
+    match config.format {
+        LogFormat::Text => registry
+            .with(tracing_subscriber::fmt::layer().with_filter(filter))
+            .try_init()?,
+        LogFormat::Json => registry
+            .with(tracing_subscriber::fmt::layer().json().with_filter(filter))
+            .try_init()?,
+    }
+    Ok(guard)
+}
+
+/// The OpenTelemetry half of [`init`]: W3C propagation installed, spans given ids
+/// (and exported when `config` names an endpoint), and the guard that flushes them.
+/// For a subscriber built elsewhere with another log layer (the end-to-end tests'
+/// log file), so that its traces are the services' own.
+pub fn trace_layer<S>(
+    service: &'static str,
+    config: &TelemetryConfig,
+) -> Result<(impl Layer<S>, TelemetryGuard), Box<dyn std::error::Error>>
+where
+    S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
+{
     global::set_text_map_propagator(TraceContextPropagator::new());
     let resource = Resource::builder().with_service_name(service).build();
     let mut provider = SdkTracerProvider::builder().with_resource(resource);
@@ -65,26 +90,22 @@ pub fn init(
     }
     let provider = provider.build();
     let tracer = provider.tracer(service);
-
     // The log filter applies to the logs only: spans stay enabled for OpenTelemetry at
     // INFO and above whatever the log level, or a quiet log would break propagation.
-    let filter = match std::env::var(EnvFilter::DEFAULT_ENV) {
-        Ok(text) => log_filter(&text).or_else(|_| log_filter(&config.filter))?,
-        Err(_) => log_filter(&config.filter)?,
-    };
-    let otel = tracing_opentelemetry::layer()
+    let layer = tracing_opentelemetry::layer()
         .with_tracer(tracer)
         .with_filter(LevelFilter::INFO);
-    let registry = tracing_subscriber::registry().with(otel);
-    match config.format {
-        LogFormat::Text => registry
-            .with(tracing_subscriber::fmt::layer().with_filter(filter))
-            .try_init()?,
-        LogFormat::Json => registry
-            .with(tracing_subscriber::fmt::layer().json().with_filter(filter))
-            .try_init()?,
+    Ok((layer, TelemetryGuard { provider }))
+}
+
+/// The filter of the logs: `RUST_LOG` when set and readable, else `config.filter`.
+pub fn configured_log_filter(
+    config: &TelemetryConfig,
+) -> Result<EnvFilter, tracing_subscriber::filter::ParseError> {
+    match std::env::var(EnvFilter::DEFAULT_ENV) {
+        Ok(text) => log_filter(&text).or_else(|_| log_filter(&config.filter)),
+        Err(_) => log_filter(&config.filter),
     }
-    Ok(TelemetryGuard { provider })
 }
 
 /// W3C trace context of a span, as header values.
