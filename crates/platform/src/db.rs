@@ -81,8 +81,14 @@ pub async fn create_database_if_missing(options: &PgConnectOptions) -> Result<()
         let statement = format!("CREATE DATABASE \"{}\"", name.replace('"', "\"\""));
         match sqlx::query(&statement).execute(&mut admin).await {
             Ok(_) => tracing::info!(database = %name, "database created"),
-            // Another replica created it first.
-            Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some("42P04") => {}
+            // Another replica created it first: duplicate_database when its creation
+            // had committed before this one looked, unique_violation (on
+            // pg_database's name) when both were under way at once.
+            Err(sqlx::Error::Database(error))
+                if matches!(error.code().as_deref(), Some("42P04" | "23505")) =>
+            {
+                tracing::info!(database = %name, "database created by another replica");
+            }
             // insufficient_privilege: a service's own role, as it should be, lacks CREATEDB.
             Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some("42501") => {
                 return Err(DatabaseError::CreateRefused { name });

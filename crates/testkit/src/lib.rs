@@ -178,6 +178,13 @@ pub fn database_url_as(url: &str, user: &str, password: &str, database: &str) ->
     built
 }
 
+/// A name for a database a test makes itself, swept as the harness's own are when a
+/// test leaves it behind.
+pub async fn unused_database_name() -> String {
+    DATABASE_SWEEP.get_or_init(sweep_databases).await;
+    format!("{DATABASE_PREFIX}{}", unique_token())
+}
+
 impl TestDatabase {
     /// A new database owned by `owner`'s role (made first, once, when missing).
     pub async fn new(owner: DatabaseOwner) -> Self {
@@ -185,7 +192,7 @@ impl TestDatabase {
         ROLES[owner.index()]
             .get_or_init(|| ensure_role(owner))
             .await;
-        let name = format!("{DATABASE_PREFIX}{}", unique_token());
+        let name = unused_database_name().await;
         create_database(&name, owner, false).await;
         Self {
             url: database_url_as(

@@ -178,6 +178,7 @@ impl Application {
             health: self.foundation.readiness(),
             namespace: directory.namespace.clone(),
             outbox: directory.outbox.clone(),
+            counter: crate::publisher::WriteCounter::new(directory.pool.clone()),
         };
         let publisher_shutdown = self.foundation.tasks.shutdown();
         self.foundation

@@ -52,6 +52,57 @@ enum Failure {
 }
 const MAX_RETRY: Duration = Duration::from_secs(300);
 
+/// Counts LDAP writes (`ldap_writes`) as soon as LDAP has taken each, in statements
+/// of their own outside any publication's transaction, so that a write done is
+/// counted whatever becomes of its publication (rolled back, failed, or the process
+/// killed while the batch's other writes are under way). Writes taken while a count
+/// is being saved are saved together by the next statement. A count the database
+/// does not take (it is away) is kept and saved with the next one.
+#[derive(Debug)]
+pub struct WriteCounter {
+    pool: PgPool,
+    uncounted: std::sync::Mutex<Vec<Uuid>>,
+    /// One count statement at a time: the writes of a batch share a few statements,
+    /// and one connection of the pool.
+    saving: tokio::sync::Mutex<()>,
+}
+
+impl WriteCounter {
+    pub fn new(pool: PgPool) -> Self {
+        Self {
+            pool,
+            uncounted: std::sync::Mutex::default(),
+            saving: tokio::sync::Mutex::default(),
+        }
+    }
+
+    fn uncounted(&self) -> std::sync::MutexGuard<'_, Vec<Uuid>> {
+        self.uncounted
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Counts one write of `learner_id` that LDAP has just taken.
+    pub async fn count(&self, learner_id: Uuid) {
+        self.uncounted().push(learner_id);
+        self.save().await;
+    }
+
+    /// Saves the counts not saved yet; keeps them when the database does not take
+    /// them.
+    pub async fn save(&self) {
+        let _saving = self.saving.lock().await;
+        let pending = std::mem::take(&mut *self.uncounted());
+        if pending.is_empty() {
+            return;
+        }
+        if let Err(error) = store::count_writes(&self.pool, &pending).await {
+            tracing::warn!(%error, writes = pending.len(), "ldap writes not counted yet: kept for the next try");
+            self.uncounted().extend(pending);
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Publisher {
     pub pool: PgPool,
@@ -66,6 +117,7 @@ pub struct Publisher {
     /// Where `account.published` events are announced, and the relay to wake.
     pub namespace: Namespace,
     pub outbox: OutboxSignal,
+    pub counter: WriteCounter,
 }
 
 /// The protobuf name of [`v1::AccountEvent`], for the outbox.
@@ -318,6 +370,7 @@ impl Publisher {
                 _ = shutdown.changed() => {}
             }
         }
+        self.counter.save().await;
         tracing::debug!("publisher stopped");
     }
 
@@ -327,6 +380,8 @@ impl Publisher {
     async fn publish_batch(&self) -> Result<Batch, sqlx::Error> {
         use futures::StreamExt;
 
+        // Counts an earlier batch could not save (the database was away).
+        self.counter.save().await;
         let mut tx = self.pool.begin().await?;
         let accounts = store::claim_pending(&mut tx, BATCH, self.await_grants).await?;
         let sponsors_without_entry = self.sponsors.without_entry(&accounts).await;
@@ -351,17 +406,6 @@ impl Publisher {
             .buffered(IN_FLIGHT)
             .collect()
             .await;
-        // Counted now, apart from the transaction below: LDAP has taken these writes
-        // whatever becomes of it.
-        let taken: Vec<uuid::Uuid> = accounts
-            .iter()
-            .zip(&outcomes)
-            .filter(|(_, outcome)| {
-                matches!(outcome, Ok((announced, _)) if announced.written != Written::Unchanged)
-            })
-            .map(|(account, _)| account.learner_id)
-            .collect();
-        store::count_writes(&self.pool, &taken).await?;
         let mut batch = Batch::default();
         let mut published = Vec::with_capacity(accounts.len());
         let mut announced_any = false;
@@ -468,6 +512,11 @@ impl Publisher {
             LdapError::Connection(_) | LdapError::Tls(_) => Failure::Unavailable(error.to_string()),
             LdapError::Refused { .. } => Failure::Refused(error.to_string()),
         })?;
+        // Counted at once, apart from the claim's transaction: LDAP has taken the
+        // write whatever becomes of it.
+        if written != Written::Unchanged {
+            self.counter.count(account.learner_id).await;
+        }
         tracing::info!(outcome = ?written, "account published");
         let next_due = entry::next_change(&learner, self.settings.lifecycle, today);
         Ok((Announced { written, state }, next_due))

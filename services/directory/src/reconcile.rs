@@ -199,8 +199,27 @@ impl Directory {
     /// one transaction after it: a repair that stops in between is found again by
     /// [`Directory::finish_repairs`]. The announcements name `actor`, the caller who
     /// asked for the repair.
+    ///
+    /// The account is claimed for its repair as a publisher claims it (its row locked,
+    /// on any replica), so that the two never write its entry at once; an account
+    /// changed since the comparison is left to the publisher, which writes it as it
+    /// now is: the repair would write back what the comparison read.
     pub async fn repair(&self, drifts: &[Drift], actor: &str) -> Result<(), DirectoryError> {
         for drift in drifts {
+            let mut claim = None;
+            if let Some(account) = &drift.account {
+                let mut tx = self.pool.begin().await?;
+                let revision = store::lock_account(&mut tx, account.learner_id).await?;
+                if revision != Some(account.revision) {
+                    tracing::info!(
+                        learner_id = %account.learner_id,
+                        kind = drift.kind.as_str(),
+                        "account changed since the comparison: left to the publisher"
+                    );
+                    continue;
+                }
+                claim = Some(tx);
+            }
             let repair = drift.account.as_ref().map(|account| store::Repair {
                 learner_id: account.learner_id,
                 dn: drift.dn.clone(),
@@ -226,6 +245,9 @@ impl Directory {
                     self.record_repair(account, &drift.dn, written, actor)
                         .await?;
                 }
+            }
+            if let Some(claim) = claim {
+                claim.commit().await?;
             }
             tracing::info!(
                 learner_id = ?drift.learner_id,

@@ -384,6 +384,19 @@ pub async fn claim_pending(
     .await
 }
 
+/// Locks an account's row as the publisher's claim does ([`claim_pending`]), until
+/// the end of the caller's transaction, waiting for a claim under way to end; gives
+/// the account's revision then, `None` when it is gone.
+pub async fn lock_account(
+    conn: &mut PgConnection,
+    learner_id: Uuid,
+) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar("SELECT revision FROM accounts WHERE learner_id = $1 FOR UPDATE")
+        .bind(learner_id)
+        .fetch_optional(conn)
+        .await
+}
+
 /// What one write made of an account, for [`mark_many_published`].
 #[derive(Debug, Clone, Copy)]
 pub struct Published {

@@ -133,7 +133,8 @@ impl Application {
     }
 
     /// Serves until `shutdown` resolves; ready once the consumer of intake's facts is
-    /// attached. The due-time schedule and the cache's listener run beside it.
+    /// attached. The due-time schedule, the cache's listener and the follower of
+    /// policy activations run beside it.
     pub async fn run_until_stopped(
         mut self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -170,6 +171,11 @@ impl Application {
         self.foundation.tasks.spawn(schedule::run(
             self.state.pool.clone(),
             self.state.recomputer.clone(),
+            self.foundation.tasks.shutdown(),
+        ));
+        self.foundation.tasks.spawn(policies::follow_activations(
+            self.state.pool.clone(),
+            self.state.policy.clone(),
             self.foundation.tasks.shutdown(),
         ));
         self.foundation.tasks.spawn(self.state.cache.clone().listen(

@@ -1,10 +1,12 @@
 //! Policy versions: the one in force is kept in the database, so that every replica
 //! runs the same one. Activating a version recomputes every learner and publishes only
 //! those whose grants change; simulating a candidate says what activating it would do.
+//! Every replica follows an activation made anywhere as soon as it commits.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
-use sqlx::{Connection, PgConnection, PgPool};
+use sqlx::{Connection, PgConnection, PgPool, postgres::PgListener};
+use tokio::sync::watch;
 
 use uuid::Uuid;
 
@@ -14,13 +16,17 @@ use crate::{
         impact::Impact,
         policy::Policy,
     },
-    recompute::{self, Recomputer, parse_stored},
+    recompute::{self, ActivePolicy, Recomputer, parse_stored},
     store::{self, Cause, LearnerState},
 };
 
 /// Serialises activations and start-ups of every replica (exclusive), against every
 /// recomputation (shared).
 pub const POLICY_LOCK: i64 = 0x656e_7469_746c_656d;
+
+/// The channel the `active_policy_changed` trigger notifies with the version made
+/// active, when that commits.
+pub const CHANNEL: &str = "entitlement_policy";
 
 /// Learners an activation recomputes per page.
 const ACTIVATION_PAGE: i64 = 5_000;
@@ -377,4 +383,67 @@ pub async fn simulate(pool: &PgPool, candidate: &Policy) -> Result<Impact, sqlx:
         );
     }
     Ok(impact)
+}
+
+/// Keeps `policy` the database's active one until `shutdown` turns true: listens for
+/// activations (made through any replica, or by a start with a new configured file)
+/// and loads the version each one made active; reads it again at every (re)connection,
+/// for what was activated while it was not listening. Without this, a replica would
+/// answer Check, Explain and Simulate with the policy it last recomputed under.
+pub async fn follow_activations(
+    pool: PgPool,
+    policy: ActivePolicy,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut failures = 0u32;
+    while !*shutdown.borrow() {
+        match follow_once(&pool, &policy, &mut shutdown, &mut failures).await {
+            Ok(()) => return,
+            Err(error) => {
+                failures += 1;
+                if failures == 1 || failures.is_power_of_two() {
+                    tracing::warn!(%error, failures, "policy activation listener lost; reconnecting");
+                }
+                let delay = Duration::from_millis(200) * 2u32.saturating_pow(failures.min(6));
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    _ = shutdown.changed() => {}
+                }
+            }
+        }
+    }
+}
+
+async fn follow_once(
+    pool: &PgPool,
+    policy: &ActivePolicy,
+    shutdown: &mut watch::Receiver<bool>,
+    failures: &mut u32,
+) -> Result<(), recompute::Error> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.listen(CHANNEL).await?;
+    // Listening already: an activation committed from here on is notified, one
+    // committed before is read now.
+    policy.reload(&mut *pool.acquire().await?).await?;
+    *failures = 0;
+    loop {
+        tokio::select! {
+            notification = listener.try_recv() => match notification? {
+                // The version is read again rather than taken from the payload: of
+                // two activations in a row, the newer is in force whatever the order
+                // their notifications are handled in.
+                Some(_) => {
+                    policy.reload(&mut *pool.acquire().await?).await?;
+                }
+                // The connection was lost: an activation meanwhile would be missed.
+                None => {
+                    return Err(sqlx::Error::Io(std::io::Error::other(
+                        "the listening connection was lost",
+                    ))
+                    .into());
+                }
+            },
+            _ = shutdown.changed() => return Ok(()),
+        }
+    }
 }

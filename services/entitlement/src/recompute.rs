@@ -68,6 +68,36 @@ impl ActivePolicy {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = policy;
     }
+
+    /// The policy of `version` (the database's active one), loaded from its stored
+    /// document and put in use when it is not the one in use already.
+    pub async fn follow(
+        &self,
+        conn: &mut PgConnection,
+        version: &str,
+    ) -> Result<Arc<Policy>, Error> {
+        let cached = self.get();
+        if cached.version == version {
+            return Ok(cached);
+        }
+        let document: String =
+            sqlx::query_scalar("SELECT document FROM policy_versions WHERE version = $1")
+                .bind(version)
+                .fetch_one(&mut *conn)
+                .await?;
+        let loaded = Arc::new(parse_stored(version, &document)?);
+        tracing::info!(policy_version = %version, "policy activated elsewhere, now in use");
+        self.set(loaded.clone());
+        Ok(loaded)
+    }
+
+    /// Puts the database's active version in use, read now.
+    pub async fn reload(&self, conn: &mut PgConnection) -> Result<Arc<Policy>, Error> {
+        let version: String = sqlx::query_scalar("SELECT version FROM active_policy")
+            .fetch_one(&mut *conn)
+            .await?;
+        self.follow(conn, &version).await
+    }
 }
 
 /// Loads a stored policy document.
@@ -111,19 +141,7 @@ impl Recomputer {
         let version: String = sqlx::query_scalar("SELECT version FROM active_policy")
             .fetch_one(&mut *conn)
             .await?;
-        let cached = self.policy.get();
-        if cached.version == version {
-            return Ok(cached);
-        }
-        let document: String =
-            sqlx::query_scalar("SELECT document FROM policy_versions WHERE version = $1")
-                .bind(&version)
-                .fetch_one(&mut *conn)
-                .await?;
-        let loaded = Arc::new(parse_stored(&version, &document)?);
-        tracing::info!(policy_version = %version, "policy activated elsewhere, now in use");
-        self.policy.set(loaded.clone());
-        Ok(loaded)
+        self.policy.follow(conn, &version).await
     }
 
     /// Stores what `stays` give under `policy` against the learner's state `before`,

@@ -22,8 +22,9 @@ pub(crate) async fn check(system: &TestSystem, login: &str, resource: &str) -> v
 }
 
 /// Waits until `resource` is allowed (or not) for `login`.
-/// Kills the connection entitlement's Check cache listens on (there is one): the
-/// cache forgets every learner until it listens again.
+/// Kills the connection entitlement's Check cache listens on (there is one; the
+/// follower of policy activations listens on another channel): the cache forgets every
+/// learner until it listens again.
 pub(crate) async fn kill_cache_listener(system: &TestSystem) {
     let mut conn =
         <sqlx::PgConnection as sqlx::Connection>::connect(&system.entitlement_database.url)
@@ -31,8 +32,9 @@ pub(crate) async fn kill_cache_listener(system: &TestSystem) {
             .unwrap();
     let killed: Vec<bool> = sqlx::query_scalar(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-         WHERE datname = current_database() AND query ILIKE 'LISTEN%'",
+         WHERE datname = current_database() AND query ILIKE 'LISTEN%' || $1 || '%'",
     )
+    .bind(hosted_entitlement::cache::CHANNEL)
     .fetch_all(&mut conn)
     .await
     .unwrap();

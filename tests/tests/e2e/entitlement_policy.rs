@@ -485,3 +485,129 @@ async fn a_changed_document_under_a_recorded_version_is_refused_and_the_same_one
     assert_eq!(activations(&system).await, recorded);
     system.stop().await;
 }
+
+/// What replica `address` answers about `login`: Check's and Explain's policy versions,
+/// whether `grades` is allowed, and Simulate's active version.
+async fn replica_policy_versions(
+    system: &TestSystem,
+    address: std::net::SocketAddr,
+    login: &str,
+) -> (String, String, bool, String) {
+    let mut client = v1::entitlement_service_client::EntitlementServiceClient::new(
+        hosted_testkit::channel(address).await,
+    );
+    let checked = client
+        .check(system.as_role(
+            Role::Integrator,
+            v1::CheckRequest {
+                learner: Some(v1::check_request::Learner::Login(login.to_owned())),
+                resource: "grades".to_owned(),
+                at: None,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let explained = client
+        .explain(system.as_role(
+            Role::Deve,
+            v1::ExplainRequest {
+                learner_id: login.to_owned(),
+                at: None,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let simulated = client
+        .simulate_policy(system.as_role(
+            Role::Dosi,
+            v1::SimulatePolicyRequest {
+                policy: candidate(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    (
+        checked.policy_version,
+        explained.policy_version,
+        checked.allowed,
+        simulated.active_version,
+    )
+}
+
+#[tokio::test]
+async fn every_replica_follows_an_activation_made_through_another() {
+    // Arrange: two replicas on one database and namespace; an IFSI student known to
+    // both, under 2026.1.
+    let mut system = TestSystem::prepare(None).await;
+    system.start_intake().await;
+    system.start_entitlement().await;
+    let replica =
+        hosted_entitlement::Application::build(&system.entitlement_config(default_policy()))
+            .await
+            .unwrap();
+    let replica_address = replica.local_addr();
+    let (stop_replica, replica_stopped) = tokio::sync::oneshot::channel::<()>();
+    let replica_task = tokio::spawn(replica.run_until_stopped(async {
+        let _ = replica_stopped.await;
+    }));
+    hosted_e2e::wait_until_serving(replica_address).await;
+    system
+        .register(registration("Marchand", "Zoé", "2002-10-11"))
+        .await;
+    wait_for(&system, "zoe.marchand", "grades", true).await;
+    let before = replica_policy_versions(&system, replica_address, "zoe.marchand").await;
+    assert_eq!(
+        before,
+        (
+            "2026.1".to_owned(),
+            "2026.1".to_owned(),
+            true,
+            "2026.1".to_owned()
+        )
+    );
+
+    // Act: 2026.2 (IFSI loses grades) activated through the first replica.
+    let activation = system
+        .entitlement_client()
+        .await
+        .activate_policy(system.as_role(
+            Role::Dosi,
+            v1::ActivatePolicyRequest {
+                policy: candidate(),
+                reason: "grades go through the IFSI's own system".to_owned(),
+                expected_active_version: "2026.1".to_owned(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(activation.policy_version, "2026.2");
+
+    // Assert: the other replica answers with 2026.2 soon, Check, Explain and Simulate
+    // alike, though nothing made it recompute anyone.
+    let expected = (
+        "2026.2".to_owned(),
+        "2026.2".to_owned(),
+        false,
+        "2026.2".to_owned(),
+    );
+    let mut after = before;
+    for _ in 0..100 {
+        after = replica_policy_versions(&system, replica_address, "zoe.marchand").await;
+        if after == expected {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        after, expected,
+        "(check's policy version, explain's, grades allowed, simulate's active version) \
+         of the replica that did not activate"
+    );
+    let _ = stop_replica.send(());
+    replica_task.await.unwrap().unwrap();
+    system.stop().await;
+}

@@ -1019,3 +1019,136 @@ async fn when_ldap_cannot_look_sponsors_up_they_are_named_on_their_login_alone()
     );
     system.stop().await;
 }
+
+/// Corrects `learner`'s e-mail through intake (the entry's `mail` follows).
+async fn amend_email(system: &TestSystem, learner: &v1::Learner, email: &str) {
+    system
+        .intake_client()
+        .await
+        .amend_person(system.as_role(
+            Role::Deve,
+            v1::AmendPersonRequest {
+                learner_id: learner.person.as_ref().unwrap().learner_id.clone(),
+                expected_version: learner.version,
+                person: Some(v1::PersonInput {
+                    email: email.to_owned(),
+                    ..Default::default()
+                }),
+                reason: "a new e-mail".to_owned(),
+            },
+        ))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_reconciliation_never_writes_back_an_account_a_publisher_changed_meanwhile() {
+    // Arrange: two accounts published by a first replica, which reaches LDAP through a
+    // proxy the test can freeze (with room to wait: LDAP calls time out after a
+    // minute).
+    let mut system = TestSystem::prepare(None).await;
+    let slapd = system
+        .subtree
+        .server
+        .url
+        .trim_start_matches("ldap://")
+        .parse()
+        .unwrap();
+    let proxy = hosted_testkit::TcpProxy::start(slapd).await;
+    system.start_intake().await;
+    let mut first_config = system.directory_config();
+    first_config.ldap.url = format!("ldap://{}", proxy.address());
+    first_config.ldap.timeout = Duration::from_secs(60);
+    let first_replica = hosted_directory::Application::build(&first_config)
+        .await
+        .unwrap();
+    let first_address = first_replica.local_addr();
+    let (stop_first, first_stopped) = tokio::sync::oneshot::channel::<()>();
+    let first_task = tokio::spawn(first_replica.run_until_stopped(async {
+        let _ = first_stopped.await;
+    }));
+    hosted_e2e::wait_until_serving(first_address).await;
+    let learner = system
+        .register(registration("Course", "Léa", "1993-03-03"))
+        .await
+        .learner
+        .unwrap();
+    let busy = system
+        .register(registration("Occupé", "Marc", "1994-04-04"))
+        .await
+        .learner
+        .unwrap();
+    system
+        .subtree
+        .wait_for_entries(2, Duration::from_secs(20))
+        .await;
+    wait_published(&system, "lea.course", learner.version).await;
+    wait_published(&system, "marc.occupe", busy.version).await;
+
+    // Act: LDAP frozen for the first replica; its publisher is held writing one
+    // account, its reconciliation (--apply) held reading LDAP, having read the
+    // accounts. Meanwhile the other account changes and a second replica, which
+    // reaches LDAP directly, publishes the change.
+    proxy.freeze();
+    amend_email(&system, &busy, "marc.new@example.org").await;
+    let mut conn = system.directory_database.connect().await;
+    let mut claimed = false;
+    for _ in 0..200 {
+        claimed = sqlx::query_scalar::<_, bool>(
+            "SELECT count(*) > 0 FROM pg_stat_activity
+             WHERE datname = current_database() AND pid <> pg_backend_pid()
+               AND state = 'idle in transaction' AND query LIKE 'SELECT a.learner_id, a.login, a.version%'",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        if claimed {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(
+        claimed,
+        "the first replica's publisher never claimed the account"
+    );
+    let reconciliation = tokio::spawn({
+        let mut client = v1::directory_service_client::DirectoryServiceClient::new(
+            hosted_testkit::channel(first_address).await,
+        );
+        let request = system.as_role(
+            Role::Dosi,
+            v1::ReconcileRequest {
+                apply: true,
+                ..Default::default()
+            },
+        );
+        async move { client.reconcile(request).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    system.start_directory().await;
+    amend_email(&system, &learner, "lea.new@example.org").await;
+    wait_for_entry(&system, "lea.course", "the new mail", |entry| {
+        values(entry, "mail") == BTreeSet::from(["lea.new@example.org".to_owned()])
+    })
+    .await;
+    proxy.thaw();
+    reconciliation.await.unwrap().unwrap();
+    wait_published(&system, "marc.occupe", busy.version + 1).await;
+
+    // Assert: the entry keeps the change the second replica published; nothing drifts.
+    let entry = wait_for_entry(&system, "lea.course", "the entry", |_| true).await;
+    assert_eq!(
+        values(&entry, "mail"),
+        BTreeSet::from(["lea.new@example.org".to_owned()]),
+        "the reconciliation wrote back what it had read before the change"
+    );
+    let drifts = reconcile(&system, false).await.drifts;
+    assert!(
+        drifts.is_empty(),
+        "{:?}",
+        drifts.iter().map(|drift| &drift.dn).collect::<Vec<_>>()
+    );
+    let _ = stop_first.send(());
+    first_task.await.unwrap().unwrap();
+    system.stop().await;
+}

@@ -459,3 +459,109 @@ async fn a_write_ldap_took_is_counted_even_when_its_publication_is_rolled_back()
     assert_eq!(writes, 1);
     system.stop().await;
 }
+
+/// Sets whether directory's database takes connections; when not, also ends those it
+/// has: the database is away for directory (a failover), as the superuser sees to it.
+async fn directory_database_reachable(system: &TestSystem, reachable: bool) {
+    use sqlx::Connection;
+    let name = &system.directory_database.name;
+    let mut admin = sqlx::PgConnection::connect(&hosted_testkit::server_database_url())
+        .await
+        .unwrap();
+    sqlx::query(&format!(
+        "ALTER DATABASE \"{name}\" WITH ALLOW_CONNECTIONS {reachable}"
+    ))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    if !reachable {
+        sqlx::query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = $1 AND pid <> pg_backend_pid()",
+        )
+        .bind(name)
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    }
+    let _ = admin.close().await;
+}
+
+#[tokio::test]
+async fn a_write_ldap_took_is_counted_even_when_the_database_is_away_right_after() {
+    // Arrange: directory reaches slapd through a proxy the test can freeze.
+    let mut system = TestSystem::prepare(None).await;
+    system.await_grants = Duration::from_millis(100);
+    let slapd = system
+        .subtree
+        .server
+        .url
+        .trim_start_matches("ldap://")
+        .parse()
+        .unwrap();
+    let proxy = hosted_testkit::TcpProxy::start(slapd).await;
+    system.ldap_url = Some(format!("ldap://{}", proxy.address()));
+    system.start_intake().await;
+    system.start_directory().await;
+
+    // Act: the write is held on its way to LDAP while the publisher's claim is open;
+    // then directory's database goes away (its connections ended, new ones refused),
+    // LDAP takes the write, and the database comes back a while later.
+    proxy.freeze();
+    system
+        .register(registration("Compte", "Inès", "1992-02-02"))
+        .await;
+    let mut conn = system.directory_database.connect().await;
+    let mut claimed = false;
+    for _ in 0..200 {
+        claimed = sqlx::query_scalar::<_, bool>(
+            "SELECT count(*) > 0 FROM pg_stat_activity
+             WHERE datname = current_database() AND pid <> pg_backend_pid()
+               AND state = 'idle in transaction' AND query LIKE 'SELECT a.learner_id, a.login, a.version%'",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        if claimed {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(claimed, "the publisher's claim was never seen open");
+    drop(conn);
+    directory_database_reachable(&system, false).await;
+    proxy.thaw();
+    system
+        .subtree
+        .wait_for_entries(1, Duration::from_secs(30))
+        .await;
+    // Long enough for the publisher to try to record the write, and fail.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    directory_database_reachable(&system, true).await;
+
+    // Assert: once the database is back, the account is published and its one write
+    // (the entry LDAP holds) is counted.
+    let mut conn = system.directory_database.connect().await;
+    let mut writes = 0;
+    let mut published = false;
+    for _ in 0..200 {
+        (writes, published) = sqlx::query_as::<_, (i64, bool)>(
+            "SELECT COALESCE((SELECT writes FROM ldap_writes w WHERE w.learner_id = a.learner_id), 0),
+                    a.published_revision IS NOT NULL
+             FROM accounts a",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        if published && writes == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(published, "the account was never published");
+    assert_eq!(
+        writes, 1,
+        "the LDAP writes counted for the one entry written"
+    );
+    system.stop().await;
+}
