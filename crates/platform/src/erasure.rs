@@ -344,8 +344,9 @@ impl ErasureSignal {
 /// How many erased learners one walk of a stream serves.
 const ERASER_BATCH: usize = 100;
 
-/// How often a [`StreamEraser`] looks at the tombstones when nothing wakes it (an
-/// erasure deferred by an outbox row in flight, another replica's erasure).
+/// How often a [`StreamEraser`] looks at the tombstones when nothing wakes it (another
+/// replica's erasure); an erasure deferred by an outbox row in flight is served when
+/// it falls due, sooner.
 const ERASER_POLL: Duration = Duration::from_secs(30);
 
 /// What a consuming service erases after the commit of the inbox transaction that
@@ -393,7 +394,12 @@ impl StreamEraser {
                 Ok(served) if served == ERASER_BATCH => Duration::ZERO,
                 Ok(_) => {
                     backoff.reset();
-                    ERASER_POLL
+                    // Until the next deferred erasure falls due, if one does before
+                    // the next look.
+                    match self.next_due().await {
+                        Ok(Some(due)) => due.clamp(Duration::from_millis(10), ERASER_POLL),
+                        Ok(None) | Err(_) => ERASER_POLL,
+                    }
                 }
                 Err(error) => {
                     let wait = backoff.next_delay();
@@ -413,6 +419,22 @@ impl StreamEraser {
             }
         }
         tracing::debug!("stream eraser stopped");
+    }
+
+    /// How long until the earliest tombstone still to serve falls due (zero when one
+    /// is due already), if there is one.
+    async fn next_due(&self) -> Result<Option<Duration>, sqlx::Error> {
+        let due_also = self
+            .due_also
+            .map(|condition| format!(" AND {condition}"))
+            .unwrap_or_default();
+        let seconds: Option<f64> = sqlx::query_scalar(&format!(
+            "SELECT greatest(extract(epoch FROM min(erase_streams_after) - now()), 0)::float8
+             FROM erased_learners WHERE streams_erased_at IS NULL{due_also}"
+        ))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(seconds.map(Duration::from_secs_f64))
     }
 
     /// Erases the stream messages of one batch of erased learners; returns how many

@@ -285,3 +285,87 @@ async fn an_outbox_loses_its_rows_about_the_erased_learners_except_the_erasure_e
         .unwrap();
     assert_eq!(again, erasure::OutboxScrub::default());
 }
+
+/// An erasure deferred because an outbox row was in flight is served when it falls
+/// due, not at the eraser's next look half a minute later: the learner's message
+/// is gone within seconds of the deferral's end.
+#[tokio::test]
+async fn a_deferred_stream_erasure_is_served_when_it_falls_due() {
+    // Arrange: a stream with a learner's fact, and the learner's tombstone whose
+    // stream erasure is deferred by two seconds.
+    let namespace = hosted_testkit::namespace().await;
+    let config = NatsConfig {
+        url: hosted_testkit::nats_url(),
+        namespace: namespace.as_str().to_owned(),
+        ..NatsConfig::default()
+    };
+    let jetstream = hosted_testkit::jetstream().await;
+    let stream = namespace.stream(Service::Intake);
+    nats::ensure_stream(
+        &jetstream,
+        nats::stream_config(&namespace, Service::Intake, &config),
+    )
+    .await
+    .unwrap();
+    let learner = Uuid::now_v7();
+    publish(
+        &jetstream,
+        namespace.subject(intake::STAY_REGISTERED),
+        learner_event(learner, "DEFERRED"),
+    )
+    .await;
+    let database = TestDatabase::new(hosted_testkit::DatabaseOwner::Intake).await;
+    let pool = sqlx::PgPool::connect(&database.url).await.unwrap();
+    sqlx::query(
+        "CREATE TABLE erased_learners (
+             learner_id uuid PRIMARY KEY,
+             erase_streams_after timestamptz NOT NULL DEFAULT now(),
+             streams_erased_at timestamptz)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO erased_learners (learner_id, erase_streams_after)
+         VALUES ($1, now() + interval '2 seconds')",
+    )
+    .bind(learner)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let eraser = erasure::StreamEraser {
+        pool: pool.clone(),
+        jetstream: jetstream.clone(),
+        stream: stream.clone(),
+        signal: erasure::ErasureSignal::default(),
+        due_also: None,
+    };
+
+    // Act
+    let running = tokio::spawn(eraser.run(shutdown));
+
+    // Assert: served within 15 s (the eraser looks by itself every 30 s).
+    let mut erased_at: Option<time::OffsetDateTime> = None;
+    for _ in 0..150 {
+        erased_at = sqlx::query_scalar(
+            "SELECT streams_erased_at FROM erased_learners WHERE learner_id = $1",
+        )
+        .bind(learner)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        if erased_at.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        erased_at.is_some(),
+        "the deferred erasure was not served when due"
+    );
+    let left = hosted_testkit::stream_messages(&stream).await;
+    assert!(left.is_empty(), "{} message(s) left", left.len());
+    stop.send(true).unwrap();
+    running.await.unwrap();
+}
