@@ -15,7 +15,15 @@ use opentelemetry::{
 use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::SdkTracerProvider};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::{
-    EnvFilter, Layer, filter::LevelFilter, layer::SubscriberExt, util::SubscriberInitExt,
+    EnvFilter, Layer,
+    filter::LevelFilter,
+    fmt::{
+        FmtContext, FormatEvent, FormatFields,
+        format::{Format, Json, JsonFields, Writer},
+    },
+    layer::SubscriberExt,
+    registry::LookupSpan,
+    util::SubscriberInitExt,
 };
 
 use crate::config::{LogFormat, TelemetryConfig};
@@ -60,10 +68,55 @@ pub fn init(
             .with(tracing_subscriber::fmt::layer().with_filter(filter))
             .try_init()?,
         LogFormat::Json => registry
-            .with(tracing_subscriber::fmt::layer().json().with_filter(filter))
+            .with(json_layer(std::io::stdout).with_filter(filter))
             .try_init()?,
     }
     Ok(guard)
+}
+
+/// The JSON log layer, writing to `writer`: a line per event, with the trace it
+/// belongs to.
+pub fn json_layer<S, W>(writer: W) -> impl Layer<S>
+where
+    S: tracing::Subscriber + for<'span> LookupSpan<'span>,
+    W: for<'writer> tracing_subscriber::fmt::MakeWriter<'writer> + Send + Sync + 'static,
+{
+    tracing_subscriber::fmt::layer()
+        .with_writer(writer)
+        .fmt_fields(JsonFields::new())
+        .event_format(JsonWithTraceId(tracing_subscriber::fmt::format().json()))
+}
+
+/// JSON log lines that name their trace: `trace_id`, the OpenTelemetry trace id of
+/// the innermost span around the event that has one (spans below INFO have none),
+/// first on the line, so that a line leads to its trace and a trace to its lines.
+/// Lines outside any span have none.
+struct JsonWithTraceId(Format<Json>);
+
+impl<S, N> FormatEvent<S, N> for JsonWithTraceId
+where
+    S: tracing::Subscriber + for<'span> LookupSpan<'span>,
+    N: for<'writer> FormatFields<'writer> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let trace_id = ctx.event_scope().into_iter().flatten().find_map(|span| {
+            span.extensions()
+                .get::<tracing_opentelemetry::OtelData>()
+                .and_then(tracing_opentelemetry::OtelData::trace_id)
+                .filter(|id| *id != opentelemetry::TraceId::INVALID)
+        });
+        let mut line = String::new();
+        self.0.format_event(ctx, Writer::new(&mut line), event)?;
+        match (trace_id, line.strip_prefix('{')) {
+            (Some(id), Some(rest)) => write!(writer, "{{\"trace_id\":\"{id}\",{rest}"),
+            _ => writer.write_str(&line),
+        }
+    }
 }
 
 /// The OpenTelemetry half of [`init`]: W3C propagation installed, spans given ids
@@ -239,6 +292,55 @@ mod tests {
         assert!(log_filter(" é=info").is_ok());
     }
     use tracing::subscriber::with_default;
+
+    /// What a writer gets, kept for the test to read.
+    #[derive(Clone, Default)]
+    struct Lines(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Lines {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn every_json_line_in_a_span_names_its_trace() {
+        let provider = SdkTracerProvider::builder().build();
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let subscriber = tracing_subscriber::registry()
+            .with(
+                tracing_opentelemetry::layer()
+                    .with_tracer(provider.tracer("test"))
+                    .with_filter(LevelFilter::INFO),
+            )
+            .with(json_layer(move || writer.clone()));
+        let trace_id = with_default(subscriber, || {
+            tracing::info!("outside any span");
+            let span = tracing::info_span!("request", learner_id = "0190");
+            let _entered = span.enter();
+            // A debug span has no OpenTelemetry data: the line names the trace of the
+            // span around it.
+            let inner = tracing::debug_span!("detail");
+            let _inner = inner.enter();
+            tracing::info!(learner_id = "0190", "inside");
+            span.context().span().span_context().trace_id()
+        });
+        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        let parsed: Vec<serde_json::Value> = text
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        assert_eq!(parsed.len(), 2, "{text}");
+        assert!(parsed[0].get("trace_id").is_none(), "{text}");
+        assert_eq!(parsed[1]["trace_id"], trace_id.to_string(), "{text}");
+        assert_eq!(parsed[1]["fields"]["message"], "inside", "{text}");
+    }
 
     #[test]
     fn trace_context_round_trips_through_headers() {
