@@ -9,7 +9,7 @@ use async_nats::{HeaderMap, jetstream};
 use hosted_contracts::{
     headers,
     prost::Message,
-    subjects::{Service, intake},
+    subjects::{Namespace, Service, intake},
     v1,
 };
 use hosted_platform::{
@@ -74,10 +74,8 @@ async fn publish_typed(
         .sequence
 }
 
-#[tokio::test]
-async fn a_stream_loses_every_message_of_the_erased_learners_and_only_those() {
-    // Arrange: one stream with two learners' facts, a fact about no learner, and a
-    // dead letter of the first learner.
+/// A namespace of the test's own and intake's stream in it, as intake makes it.
+async fn intake_stream() -> (Namespace, jetstream::Context, String) {
     let namespace = hosted_testkit::namespace().await;
     let config = NatsConfig {
         url: hosted_testkit::nats_url(),
@@ -85,13 +83,21 @@ async fn a_stream_loses_every_message_of_the_erased_learners_and_only_those() {
         ..NatsConfig::default()
     };
     let jetstream = hosted_testkit::jetstream().await;
-    let stream_name = namespace.stream(Service::Intake);
+    let stream = namespace.stream(Service::Intake);
     nats::ensure_stream(
         &jetstream,
         nats::stream_config(&namespace, Service::Intake, &config),
     )
     .await
     .unwrap();
+    (namespace, jetstream, stream)
+}
+
+#[tokio::test]
+async fn a_stream_loses_every_message_of_the_erased_learners_and_only_those() {
+    // Arrange: one stream with two learners' facts, a fact about no learner, and a
+    // dead letter of the first learner.
+    let (namespace, jetstream, stream_name) = intake_stream().await;
     let (erased, kept, other_erased) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
     let subject = namespace.subject(intake::STAY_REGISTERED);
     for round in 0..3 {
@@ -293,20 +299,7 @@ async fn an_outbox_loses_its_rows_about_the_erased_learners_except_the_erasure_e
 async fn a_deferred_stream_erasure_is_served_when_it_falls_due() {
     // Arrange: a stream with a learner's fact, and the learner's tombstone whose
     // stream erasure is deferred by two seconds.
-    let namespace = hosted_testkit::namespace().await;
-    let config = NatsConfig {
-        url: hosted_testkit::nats_url(),
-        namespace: namespace.as_str().to_owned(),
-        ..NatsConfig::default()
-    };
-    let jetstream = hosted_testkit::jetstream().await;
-    let stream = namespace.stream(Service::Intake);
-    nats::ensure_stream(
-        &jetstream,
-        nats::stream_config(&namespace, Service::Intake, &config),
-    )
-    .await
-    .unwrap();
+    let (namespace, jetstream, stream) = intake_stream().await;
     let learner = Uuid::now_v7();
     publish(
         &jetstream,

@@ -14,7 +14,8 @@ fn address(running: Option<&hosted_e2e::Running>) -> String {
     format!("http://{}", running.unwrap().address)
 }
 
-fn sources<'a>(system: &TestSystem, token: &'a str) -> Sources<'a> {
+/// The four services of `system`, as hlctl's commands that ask them all reach them.
+pub(crate) fn sources<'a>(system: &TestSystem, token: &'a str) -> Sources<'a> {
     let lazy = |running| hosted_hlctl::rpc::lazy(&address(running)).unwrap();
     Sources {
         intake: lazy(system.intake.as_ref()),

@@ -11,7 +11,7 @@ use hosted_hlctl::{audit::Sources, persons};
 use hosted_platform::auth::Role;
 use serde_json::Value;
 
-use crate::entitlement::wait_for;
+use crate::{audit::sources, entitlement::wait_for};
 
 const FAMILY_NAME: &str = "Vauquelinard";
 const GIVEN_NAMES: &str = "Oriane";
@@ -20,19 +20,6 @@ const EMAIL: &str = "oriane.v@access-example.org";
 const INE: &str = "723456789GH";
 const PHONE: &str = "+33 6 12 23 34 45";
 const LOGIN: &str = "oriane.vauquelinard";
-
-fn sources<'a>(system: &TestSystem, token: &'a str) -> Sources<'a> {
-    let lazy = |running: Option<&hosted_e2e::Running>| {
-        hosted_hlctl::rpc::lazy(&format!("http://{}", running.unwrap().address)).unwrap()
-    };
-    Sources {
-        intake: lazy(system.intake.as_ref()),
-        entitlement: lazy(system.entitlement.as_ref()),
-        cards: lazy(system.cards.as_ref()),
-        directory: lazy(system.directory.as_ref()),
-        token: Some(token),
-    }
-}
 
 /// The four services, and a C2i2e trainee of the rectorat with every resource, a card
 /// and a directory entry; returns their stay id.
