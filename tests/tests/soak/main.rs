@@ -6,7 +6,9 @@
 //! end, grants take effect and lapse, and accounts move through their states while
 //! it runs.
 //!
-//! Every few seconds it samples each service's resident memory (VmRSS), and it
+//! Every few seconds it samples each service's resident memory (VmRSS) and the CPU
+//! time it has used (what the Kubernetes manifests' requests and limits are sized
+//! from: docs/deploy.md), and it
 //! keeps every call's latency, counted from when the call was due (a stall is not
 //! hidden). It prints the memory series, each service's trend (the least-squares
 //! slope over the second half, in KiB a minute) and each operation's p50 and p99
@@ -481,11 +483,13 @@ where
     unanswered
 }
 
-/// Each service's resident memory, sampled.
+/// Each service's resident memory and CPU time, sampled.
 #[derive(Debug, Default)]
 struct Memory {
     /// (seconds since the start, KiB per service in [`isolated::SERVICES`]' order).
     samples: Vec<(f64, Vec<u64>)>,
+    /// The CPU seconds each service had used by then, in the same order.
+    cpu: Vec<Vec<f64>>,
     /// The learners registered by then, at each sample.
     learners: Vec<usize>,
 }
@@ -521,6 +525,33 @@ impl Memory {
         self.series(service).last().map_or(0, |(_, kib)| kib)
     }
 
+    /// The cores a service used on average from `from` to the end, and at most
+    /// between two samples.
+    fn cores(&self, service: usize, from: Duration) -> (f64, f64) {
+        let points: Vec<(f64, f64)> = self
+            .samples
+            .iter()
+            .zip(&self.cpu)
+            .map(|((seconds, _), cpu)| (*seconds, cpu[service]))
+            .collect();
+        let rate = |(t0, c0): (f64, f64), (t1, c1): (f64, f64)| {
+            if t1 > t0 { (c1 - c0) / (t1 - t0) } else { 0.0 }
+        };
+        let peak = points
+            .windows(2)
+            .map(|pair| rate(pair[0], pair[1]))
+            .fold(0.0, f64::max);
+        let first = points
+            .iter()
+            .find(|(seconds, _)| *seconds >= from.as_secs_f64())
+            .or(points.first());
+        let average = match (first, points.last()) {
+            (Some(first), Some(last)) => rate(*first, *last),
+            _ => 0.0,
+        };
+        (average, peak)
+    }
+
     /// The least-squares slope of the second half, in KiB a minute.
     fn slope(&self, service: usize) -> f64 {
         let points: Vec<(f64, f64)> = self
@@ -545,6 +576,18 @@ impl Memory {
             covariance / variance
         }
     }
+}
+
+/// The CPU time a process has used (user and system, `/proc/<pid>/stat`), in
+/// seconds; None when the process is gone. Linux counts it in ticks of 1/100 s
+/// (USER_HZ).
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command's name, in parentheses: state is the 3rd field, utime the
+    // 14th and stime the 15th.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = |index: usize| fields.get(index - 3)?.parse::<u64>().ok();
+    Some((ticks(14)? + ticks(15)?) as f64 / 100.0)
 }
 
 fn percentile(sorted: &[Duration], quantile: f64) -> Duration {
@@ -749,6 +792,11 @@ async fn the_system_holds_a_steady_load_as_the_days_pass() {
                 .join(", "),
         );
         memory.samples.push((seconds, kib));
+        memory.cpu.push(
+            pids.iter()
+                .map(|&pid| cpu_seconds(pid).unwrap_or(0.0))
+                .collect(),
+        );
         memory.learners.push(learners);
     }
     let unanswered =
@@ -797,6 +845,15 @@ async fn the_system_holds_a_steady_load_as_the_days_pass() {
                 grouped(MEMORY_BOUND.limit(warm))
             ));
         }
+    }
+    let _ = writeln!(
+        report,
+        "\nCPU (cores; average from the warm-up on, and the most between two samples):\n\
+         | service | average | peak |\n|---|---|---|"
+    );
+    for (index, service) in isolated::SERVICES.iter().enumerate() {
+        let (average, peak) = memory.cores(index, settings.warm_up);
+        let _ = writeln!(report, "| {service} | {average:.3} | {peak:.3} |");
     }
     let _ = writeln!(
         report,
