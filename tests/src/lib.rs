@@ -24,6 +24,8 @@ use tokio::{sync::oneshot, task::JoinHandle};
 #[derive(Debug)]
 pub struct Running {
     pub address: SocketAddr,
+    /// The `/metrics` endpoint, when [`TestSystem::metrics`] asks for one.
+    pub metrics: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -40,9 +42,15 @@ impl Running {
         })));
         Self {
             address,
+            metrics: None,
             stop: Some(stop),
             task: Some(task),
         }
+    }
+
+    fn with_metrics(mut self, metrics: Option<SocketAddr>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Stops gracefully and waits until it has.
@@ -82,6 +90,8 @@ pub struct TestSystem {
     pub await_grants: Duration,
     /// Where directory reaches LDAP, when not slapd itself (a proxy the test stops).
     pub ldap_url: Option<String>,
+    /// The services' `[metrics]` (no endpoint unless a test sets one).
+    pub metrics: hosted_platform::config::MetricsConfig,
 }
 
 impl TestSystem {
@@ -124,16 +134,20 @@ impl TestSystem {
             cards_database: TestDatabase::new(DatabaseOwner::Cards).await,
             await_grants: Duration::ZERO,
             ldap_url: None,
+            metrics: Default::default(),
         }
     }
 
     pub fn intake_config(&self) -> IntakeConfig {
         IntakeConfig {
-            common: hosted_testkit::common_config(
-                &self.intake_database,
-                hosted_testkit::as_service(Service::Intake, self.nats.clone()),
-                &self.callers,
-            ),
+            common: hosted_platform::config::CommonConfig {
+                metrics: self.metrics.clone(),
+                ..hosted_testkit::common_config(
+                    &self.intake_database,
+                    hosted_testkit::as_service(Service::Intake, self.nats.clone()),
+                    &self.callers,
+                )
+            },
             registry: RegistryConfig::default(),
             retention: Default::default(),
         }
@@ -142,11 +156,14 @@ impl TestSystem {
     pub fn directory_config(&self) -> DirectoryConfig {
         let server = &self.subtree.server;
         DirectoryConfig {
-            common: hosted_testkit::common_config(
-                &self.directory_database,
-                hosted_testkit::as_service(Service::Directory, self.nats.clone()),
-                &self.callers,
-            ),
+            common: hosted_platform::config::CommonConfig {
+                metrics: self.metrics.clone(),
+                ..hosted_testkit::common_config(
+                    &self.directory_database,
+                    hosted_testkit::as_service(Service::Directory, self.nats.clone()),
+                    &self.callers,
+                )
+            },
             ldap: LdapConfig {
                 url: self.ldap_url.clone().unwrap_or_else(|| server.url.clone()),
                 starttls: server.starttls,
@@ -194,9 +211,11 @@ impl TestSystem {
         let app = hosted_intake::Application::build(&self.intake_config())
             .await
             .unwrap();
-        self.intake = Some(Running::start(app.local_addr(), |stop| {
-            app.run_until_stopped(stop)
-        }));
+        let metrics = app.metrics_addr();
+        self.intake = Some(
+            Running::start(app.local_addr(), |stop| app.run_until_stopped(stop))
+                .with_metrics(metrics),
+        );
     }
 
     pub async fn start_directory(&mut self) {
@@ -210,7 +229,9 @@ impl TestSystem {
             .await
             .unwrap();
         let address = app.local_addr();
-        self.directory = Some(Running::start(address, |stop| app.run_until_stopped(stop)));
+        let metrics = app.metrics_addr();
+        self.directory =
+            Some(Running::start(address, |stop| app.run_until_stopped(stop)).with_metrics(metrics));
         wait_until_serving(address).await;
     }
 
@@ -220,7 +241,9 @@ impl TestSystem {
             .await
             .unwrap();
         let address = app.local_addr();
-        self.directory = Some(Running::start(address, |stop| app.run_until_stopped(stop)));
+        let metrics = app.metrics_addr();
+        self.directory =
+            Some(Running::start(address, |stop| app.run_until_stopped(stop)).with_metrics(metrics));
         address
     }
 
@@ -244,7 +267,9 @@ impl TestSystem {
         .await
         .unwrap();
         let address = app.local_addr();
-        self.entitlement = Some(Running::start(address, |stop| app.run_until_stopped(stop)));
+        let metrics = app.metrics_addr();
+        self.entitlement =
+            Some(Running::start(address, |stop| app.run_until_stopped(stop)).with_metrics(metrics));
         wait_until_serving(address).await;
     }
 
@@ -253,11 +278,14 @@ impl TestSystem {
         policy: hosted_entitlement::config::PolicyConfig,
     ) -> hosted_entitlement::EntitlementConfig {
         hosted_entitlement::EntitlementConfig {
-            common: hosted_testkit::common_config(
-                &self.entitlement_database,
-                hosted_testkit::as_service(Service::Entitlement, self.nats.clone()),
-                &self.callers,
-            ),
+            common: hosted_platform::config::CommonConfig {
+                metrics: self.metrics.clone(),
+                ..hosted_testkit::common_config(
+                    &self.entitlement_database,
+                    hosted_testkit::as_service(Service::Entitlement, self.nats.clone()),
+                    &self.callers,
+                )
+            },
             policy,
             check: Default::default(),
         }
@@ -282,11 +310,14 @@ impl TestSystem {
     /// ESCN.
     pub fn cards_config(&self) -> hosted_cards::CardsConfig {
         hosted_cards::CardsConfig {
-            common: hosted_testkit::common_config(
-                &self.cards_database,
-                hosted_testkit::as_service(Service::Cards, self.nats.clone()),
-                &self.callers,
-            ),
+            common: hosted_platform::config::CommonConfig {
+                metrics: self.metrics.clone(),
+                ..hosted_testkit::common_config(
+                    &self.cards_database,
+                    hosted_testkit::as_service(Service::Cards, self.nats.clone()),
+                    &self.callers,
+                )
+            },
             cards: Default::default(),
             escn: hosted_cards::config::EscnConfig {
                 pic: "999123456".to_owned(),
@@ -306,7 +337,9 @@ impl TestSystem {
             .await
             .unwrap();
         let address = app.local_addr();
-        self.cards = Some(Running::start(address, |stop| app.run_until_stopped(stop)));
+        let metrics = app.metrics_addr();
+        self.cards =
+            Some(Running::start(address, |stop| app.run_until_stopped(stop)).with_metrics(metrics));
         wait_until_serving(address).await;
     }
 

@@ -275,6 +275,11 @@ impl AccessPolicy {
         self
     }
 
+    /// The full paths of the methods the policy declares.
+    pub fn methods(&self) -> Vec<String> {
+        self.methods.keys().cloned().collect()
+    }
+
     fn roles_for(&self, path: &str) -> Option<&[Role]> {
         self.methods.get(path).map(Vec::as_slice)
     }

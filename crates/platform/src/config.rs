@@ -161,7 +161,8 @@ impl Loader {
 }
 
 /// The sections every service has: `[grpc]`, `[database]`, `[nats]`, `[telemetry]`,
-/// `[auth]` and `[clock]`. A service's own configuration adds its sections beside these.
+/// `[auth]`, `[clock]` and `[metrics]`. A service's own configuration adds its sections
+/// beside these.
 #[derive(Debug, Clone, Default)]
 pub struct CommonConfig {
     pub grpc: GrpcConfig,
@@ -170,17 +171,103 @@ pub struct CommonConfig {
     pub telemetry: TelemetryConfig,
     pub auth: AuthConfig,
     pub clock: ClockConfig,
+    pub metrics: MetricsConfig,
 }
 
 impl CommonConfig {
     pub fn load(loader: &mut Loader) -> Self {
-        Self {
+        let common = Self {
             grpc: loader.section("grpc"),
             database: loader.section("database"),
             nats: loader.section("nats"),
             telemetry: loader.section("telemetry"),
             auth: loader.section("auth"),
             clock: loader.section("clock"),
+            metrics: loader.section("metrics"),
+        };
+        for problem in common.metrics.conflicts(&common.grpc) {
+            loader.problem(problem);
+        }
+        common
+    }
+}
+
+/// `[metrics]`: the Prometheus endpoint, `/metrics` over plain HTTP on a port of its
+/// own, and how often the gauges that need the database or NATS are sampled.
+///
+/// ```toml
+/// [metrics]
+/// listen = "0.0.0.0:9464"     # absent: no endpoint
+/// sample_interval_ms = 5000
+/// sample_timeout_ms = 2000
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    pub listen: Option<SocketAddr>,
+    /// How often the outbox, consumers, dead letters and service gauges are read.
+    #[serde(
+        deserialize_with = "parse_duration_millis",
+        rename = "sample_interval_ms"
+    )]
+    pub sample_interval: Duration,
+    /// How long one sampling may take before it is given up (the gauges keep their
+    /// last values).
+    #[serde(
+        deserialize_with = "parse_duration_millis",
+        rename = "sample_timeout_ms"
+    )]
+    pub sample_timeout: Duration,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            sample_interval: Duration::from_secs(5),
+            sample_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+impl MetricsConfig {
+    /// Any free port on loopback (tests).
+    pub fn ephemeral() -> Self {
+        Self {
+            listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+            ..Self::default()
+        }
+    }
+
+    /// The metrics port must be none of the gRPC ports.
+    fn conflicts(&self, grpc: &GrpcConfig) -> Vec<String> {
+        let Some(metrics) = self.listen.filter(|address| address.port() != 0) else {
+            return Vec::new();
+        };
+        let mut problems = Vec::new();
+        if grpc.listen == Some(metrics) {
+            problems.push(format!(
+                "metrics.listen: {metrics} is also grpc.listen; give the metrics a port of their own"
+            ));
+        }
+        if grpc.health_listen == Some(metrics) {
+            problems.push(format!(
+                "metrics.listen: {metrics} is also grpc.health_listen; give the metrics a port of their own"
+            ));
+        }
+        problems
+    }
+}
+
+impl Section for MetricsConfig {
+    fn check(&self, section: &str, problems: &mut Vec<String>) {
+        if self.sample_interval < Duration::from_millis(100) {
+            problems.push(format!(
+                "{section}.sample_interval_ms: must be at least 100"
+            ));
+        }
+        if self.sample_timeout.is_zero() {
+            problems.push(format!("{section}.sample_timeout_ms: must be more than 0"));
         }
     }
 }
@@ -1119,6 +1206,40 @@ mod tests {
         port: u16,
     }
     impl Section for Sample {}
+
+    #[test]
+    fn the_metrics_port_is_none_of_the_grpc_ports() {
+        let address = |port: u16| Some(SocketAddr::from(([0, 0, 0, 0], port)));
+        let grpc = GrpcConfig {
+            listen: address(50051),
+            health_listen: address(8081),
+            ..GrpcConfig::default()
+        };
+        let metrics = |port: u16| MetricsConfig {
+            listen: address(port),
+            ..MetricsConfig::default()
+        };
+        assert!(metrics(9464).conflicts(&grpc).is_empty());
+        assert!(MetricsConfig::ephemeral().conflicts(&grpc).is_empty());
+        let on_grpc = metrics(50051).conflicts(&grpc);
+        assert_eq!(on_grpc.len(), 1, "{on_grpc:?}");
+        assert!(on_grpc[0].contains("is also grpc.listen"), "{on_grpc:?}");
+        let on_health = metrics(8081).conflicts(&grpc);
+        assert_eq!(on_health.len(), 1, "{on_health:?}");
+        assert!(
+            on_health[0].contains("is also grpc.health_listen"),
+            "{on_health:?}"
+        );
+
+        let mut problems = Vec::new();
+        MetricsConfig {
+            sample_interval: Duration::from_millis(10),
+            sample_timeout: Duration::ZERO,
+            ..MetricsConfig::default()
+        }
+        .check("metrics", &mut problems);
+        assert_eq!(problems.len(), 2, "{problems:?}");
+    }
 
     #[test]
     fn a_cluster_is_named_by_its_seeds_and_streams_keep_an_odd_number_of_replicas() {

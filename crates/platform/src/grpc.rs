@@ -14,6 +14,13 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 use crate::auth::{AccessPolicy, AuthLayer, Caller};
 
 const HEALTH_PREFIX: &str = "/grpc.health.v1.Health/";
+/// The methods of health and reflection, served without a credential.
+const OPEN_METHODS: [&str; 4] = [
+    "/grpc.health.v1.Health/Check",
+    "/grpc.health.v1.Health/Watch",
+    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+];
 const REFLECTION_PREFIXES: [&str; 2] = [
     "/grpc.reflection.v1.ServerReflection/",
     "/grpc.reflection.v1alpha.ServerReflection/",
@@ -142,6 +149,7 @@ impl GrpcServer {
         routes: Routes,
         policy: AccessPolicy,
         callers: Vec<Caller>,
+        metrics: crate::metrics::Metrics,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), tonic::transport::Error> {
         // Reflection advertises what this server serves (not every contract), in both
@@ -165,6 +173,10 @@ impl GrpcServer {
             .build_v1alpha()
             .map_err(reflection_error)?;
 
+        // The paths counted under their own names: the service's RPCs, health's and
+        // reflection's; anything else is `unknown` in the metrics.
+        let mut methods = policy.methods();
+        methods.extend(OPEN_METHODS.iter().map(|method| (*method).to_owned()));
         let mut policy = policy.open(HEALTH_PREFIX);
         for prefix in REFLECTION_PREFIXES {
             policy = policy.open(prefix);
@@ -182,6 +194,8 @@ impl GrpcServer {
         let server = tonic::transport::Server::builder();
         let router = server
             .trace_fn(crate::telemetry::grpc_span)
+            // Outside the access check, so that refused calls are counted too.
+            .layer(metrics.grpc_layer(methods))
             .layer(AuthLayer::new(policy, callers))
             .add_routes(routes);
         let main = async {

@@ -140,6 +140,8 @@ pub struct Relay {
     /// Set when NATS said no stream takes the subjects (the stream was deleted): the
     /// relay provisions it again before its next batch.
     stream_lost: std::sync::atomic::AtomicBool,
+    /// Where the events published are counted, if anywhere.
+    metrics: Option<crate::metrics::Metrics>,
 }
 
 impl Relay {
@@ -160,7 +162,14 @@ impl Relay {
             publish_timeout,
             retention: Duration::from_secs(24 * 3600),
             stream_lost: std::sync::atomic::AtomicBool::new(false),
+            metrics: None,
         }
+    }
+
+    /// Counts the events published in `metrics` (`hosted_outbox_published_total`).
+    pub fn counting(mut self, metrics: crate::metrics::Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// How long a claimed batch stays out of other relays' reach: the publish deadline
@@ -337,6 +346,9 @@ impl Relay {
         .await
         .map_err(|e| e.to_string())?;
         tracing::debug!(count = published.len(), "outbox rows published");
+        if let Some(metrics) = &self.metrics {
+            metrics.outbox_published(published.len());
+        }
         match first_error {
             Some(error) => Err(format!(
                 "{} of {} events not acknowledged: {error}",

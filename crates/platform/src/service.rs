@@ -14,6 +14,7 @@ use crate::{
     config::{CommonConfig, NatsConfig},
     db::{self, DatabaseError},
     grpc::{GrpcServer, Readiness, Tasks},
+    metrics::{Metrics, Sampler},
     nats::{self, NatsError},
     outbox::{OutboxMonitor, OutboxSignal, Relay},
 };
@@ -50,6 +51,9 @@ pub struct Foundation {
     pub outbox: OutboxSignal,
     /// Background work stopped with the service.
     pub tasks: Tasks,
+    /// The service's metrics: the platform's, and those the service registers.
+    pub metrics: Metrics,
+    metrics_addr: Option<SocketAddr>,
     server: GrpcServer,
     callers: Vec<Caller>,
     grace: Duration,
@@ -109,13 +113,33 @@ impl Foundation {
 
         let outbox = OutboxSignal::default();
         let mut tasks = Tasks::new();
+        let metrics = Metrics::new(service);
+        let sampler = Sampler {
+            metrics: metrics.clone(),
+            pool: pool.clone(),
+            jetstream: jetstream.clone(),
+            namespace: namespace.clone(),
+            service,
+            interval: config.metrics.sample_interval,
+            timeout: config.metrics.sample_timeout,
+        };
+        let metrics_addr = match config.metrics.listen {
+            Some(address) => crate::metrics::start(&config.metrics, sampler, &mut tasks)
+                .await
+                .map_err(|source| StartError::Bind { address, source })?,
+            None => None,
+        };
+        if let Some(address) = metrics_addr {
+            tracing::info!(%address, "metrics listening (plain HTTP, /metrics)");
+        }
         let relay = Relay::new(
             pool.clone(),
             jetstream.clone(),
             nats::stream_config(&namespace, service, &config.nats),
             outbox.clone(),
             config.nats.publish_timeout,
-        );
+        )
+        .counting(metrics.clone());
         tasks.spawn(relay.run(tasks.shutdown()));
         let monitor = OutboxMonitor {
             pool: pool.clone(),
@@ -134,6 +158,8 @@ impl Foundation {
             nats_config: config.nats.clone(),
             outbox,
             tasks,
+            metrics,
+            metrics_addr,
             server,
             callers,
             grace: config.grpc.grace_period,
@@ -153,6 +179,17 @@ impl Foundation {
         self.server.health_addr()
     }
 
+    /// Samples a durable consumer's position and dead letters for the metrics; every
+    /// consumer a service runs is watched so.
+    pub fn watch_consumer(&self, spec: &crate::inbox::ConsumerSpec) {
+        self.metrics.watch_consumer(&self.namespace, spec);
+    }
+
+    /// The `/metrics` endpoint's address, when `metrics.listen` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
     /// Serves until `shutdown` resolves, then stops within the grace period.
     pub async fn serve(
         self,
@@ -167,9 +204,15 @@ impl Foundation {
         )
         .map_err(StartError::Policy)?;
         let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(self.server.serve(routes, policy, self.callers, async {
-            let _ = server_stopped.await;
-        }));
+        let server = tokio::spawn(self.server.serve(
+            routes,
+            policy,
+            self.callers,
+            self.metrics.clone(),
+            async {
+                let _ = server_stopped.await;
+            },
+        ));
         let mut server = std::pin::pin!(server);
         tokio::select! {
             () = shutdown => {}

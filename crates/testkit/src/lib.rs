@@ -307,6 +307,7 @@ pub fn common_config(
         telemetry: TelemetryConfig::default(),
         auth: callers.auth.clone(),
         clock: hosted_platform::config::ClockConfig::default(),
+        metrics: hosted_platform::config::MetricsConfig::default(),
     }
 }
 

@@ -108,13 +108,20 @@ impl Application {
         self.foundation.local_addr()
     }
 
+    /// The `/metrics` endpoint's address (`metrics.listen`).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.foundation.metrics_addr()
+    }
+
     fn consumer<H: Handler>(&self, durable: &str, source: Service, handler: H) -> InboxConsumer<H> {
+        let spec = ConsumerSpec {
+            durable: durable.to_owned(),
+            source,
+            owner: Service::Cards,
+        };
+        self.foundation.watch_consumer(&spec);
         InboxConsumer::new(
-            ConsumerSpec {
-                durable: durable.to_owned(),
-                source,
-                owner: Service::Cards,
-            },
+            spec,
             &self.foundation.nats_config,
             self.state.office.pool.clone(),
             self.foundation.jetstream.clone(),

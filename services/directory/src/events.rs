@@ -38,6 +38,14 @@ fn permanent(message: String) -> HandleError {
     HandleError::Permanent(message)
 }
 
+/// When an event happened, as its envelope says: where the publication lag is
+/// measured from.
+fn occurred_at(meta: &v1::EventMeta) -> Option<time::OffsetDateTime> {
+    let at = meta.occurred_at.as_ref()?;
+    let nanos = i128::from(at.seconds) * 1_000_000_000 + i128::from(at.nanos);
+    time::OffsetDateTime::from_unix_timestamp_nanos(nanos).ok()
+}
+
 /// Whether the stays differ between a learner's previous state (encoded) and `new`:
 /// what entitlement computes grants from. A new learner counts as changed. A status
 /// that only follows the calendar (upcoming, active, ended) does not count: it moves
@@ -129,6 +137,7 @@ impl ProjectionHandler {
                 effective_on,
                 in_force,
                 actor: meta.actor.clone(),
+                occurred_at: occurred_at(meta),
             })));
         }
         if *fact == subjects::intake::PERSON_ERASED {
@@ -183,6 +192,7 @@ impl ProjectionHandler {
             })));
         }
         let event = v1::LearnerEvent::decode(delivery.payload.clone()).map_err(undecodable)?;
+        let occurred_at = event.meta.as_ref().and_then(occurred_at);
         let actor = event.meta.map(|meta| meta.actor).unwrap_or_default();
         let learner = event
             .learner
@@ -212,6 +222,7 @@ impl ProjectionHandler {
             trace: delivery.trace.clone(),
             agreement_ids,
             actor,
+            occurred_at,
         };
         Ok(Some(Fact::Learner(Box::new((snapshot, learner)))))
     }

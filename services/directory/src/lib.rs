@@ -139,14 +139,21 @@ impl Application {
         self.foundation.local_addr()
     }
 
+    /// The `/metrics` endpoint's address (`metrics.listen`).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.foundation.metrics_addr()
+    }
+
     /// Consumes `source`'s stream into the projection once the stream exists.
     fn spawn_consumer(&mut self, durable: &str, source: Service) {
+        let spec = ConsumerSpec {
+            durable: durable.to_owned(),
+            source,
+            owner: Service::Directory,
+        };
+        self.foundation.watch_consumer(&spec);
         let consumer = InboxConsumer::new(
-            ConsumerSpec {
-                durable: durable.to_owned(),
-                source,
-                owner: Service::Directory,
-            },
+            spec,
             &self.foundation.nats_config,
             self.directory.pool.clone(),
             self.foundation.jetstream.clone(),
@@ -179,6 +186,7 @@ impl Application {
             namespace: directory.namespace.clone(),
             outbox: directory.outbox.clone(),
             counter: crate::publisher::WriteCounter::new(directory.pool.clone()),
+            metrics: crate::publisher::PublicationMetrics::register(&self.foundation.metrics),
         };
         let publisher_shutdown = self.foundation.tasks.shutdown();
         self.foundation
@@ -203,12 +211,14 @@ impl Application {
             ),
         );
 
+        let spec = ConsumerSpec {
+            durable: events::INTAKE_CONSUMER.to_owned(),
+            source: Service::Intake,
+            owner: Service::Directory,
+        };
+        self.foundation.watch_consumer(&spec);
         let consumer = InboxConsumer::new(
-            ConsumerSpec {
-                durable: events::INTAKE_CONSUMER.to_owned(),
-                source: Service::Intake,
-                owner: Service::Directory,
-            },
+            spec,
             &self.foundation.nats_config,
             directory.pool.clone(),
             self.foundation.jetstream.clone(),

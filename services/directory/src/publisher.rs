@@ -16,6 +16,12 @@ use uuid::Uuid;
 
 use hosted_platform::{
     clock::wire_instant,
+    metrics::{
+        Metrics, latency_histogram,
+        prometheus_client::metrics::{
+            counter::Counter, family::Family, gauge::Gauge, histogram::Histogram,
+        },
+    },
     outbox::{self, Backoff, OutboxEvent, OutboxSignal},
 };
 
@@ -118,6 +124,85 @@ pub struct Publisher {
     pub namespace: Namespace,
     pub outbox: OutboxSignal,
     pub counter: WriteCounter,
+    pub metrics: PublicationMetrics,
+}
+
+/// Publication lag buckets, in seconds: 100 ms to an hour.
+const LAG_BUCKETS: [f64; 14] = [
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+];
+
+type OperationLabels = [(&'static str, &'static str); 1];
+type WriteLabels = [(&'static str, &'static str); 2];
+
+/// What the publisher measures: its LDAP writes, whether it reaches LDAP, how long
+/// a change takes to reach LDAP, and how many accounts wait.
+#[derive(Debug, Clone)]
+pub struct PublicationMetrics {
+    writes: Family<WriteLabels, Counter>,
+    write_seconds: Family<OperationLabels, Histogram, fn() -> Histogram>,
+    ldap_up: Gauge,
+    lag: Histogram,
+    backlog: Gauge,
+}
+
+impl PublicationMetrics {
+    /// Registers the publisher's metrics, and the sampling of its backlog.
+    pub fn register(metrics: &Metrics) -> Self {
+        let published = Self {
+            writes: Family::default(),
+            write_seconds: Family::new_with_constructor(latency_histogram),
+            ldap_up: Gauge::default(),
+            lag: Histogram::new(LAG_BUCKETS),
+            backlog: Gauge::default(),
+        };
+        metrics.register(
+            "hosted_ldap_writes",
+            "LDAP writes of the publisher, by operation (add, modify, delete) and outcome (ok, error)",
+            published.writes.clone(),
+        );
+        metrics.register(
+            "hosted_ldap_write_seconds",
+            "Time of one LDAP write of the publisher (reading the entry it compares with included), by operation",
+            published.write_seconds.clone(),
+        );
+        metrics.register(
+            "hosted_ldap_up",
+            "1 while the publisher reaches LDAP, 0 while publication is paused because LDAP is unavailable",
+            published.ldap_up.clone(),
+        );
+        metrics.register(
+            "hosted_publication_lag_seconds",
+            "From the occurred_at of the intake or entitlement event that made an account's version to the LDAP write that published it",
+            published.lag.clone(),
+        );
+        metrics.register(
+            "hosted_publication_backlog_accounts",
+            "Accounts whose entry waits to be written",
+            published.backlog.clone(),
+        );
+        let backlog = published.backlog.clone();
+        metrics.sample_also("publication backlog", move |pool| {
+            let backlog = backlog.clone();
+            async move {
+                let pending = store::pending_accounts(&pool)
+                    .await
+                    .map_err(|error| error.to_string())?;
+                backlog.set(pending);
+                Ok(())
+            }
+        });
+        published
+    }
+
+    fn written(&self, operation: &'static str, outcome: &'static str, elapsed: Duration) {
+        self.writes
+            .get_or_create(&[("operation", operation), ("outcome", outcome)])
+            .inc();
+        self.write_seconds
+            .get_or_create(&[("operation", operation)])
+            .observe(elapsed.as_secs_f64());
+    }
 }
 
 /// The protobuf name of [`v1::AccountEvent`], for the outbox.
@@ -306,6 +391,7 @@ impl Publisher {
         let mut degraded = false;
         let mut ldap_backoff = Backoff::new();
         self.health.report(PUBLISHER_HEALTH, true).await;
+        self.metrics.ldap_up.set(1);
         loop {
             if *shutdown.borrow() {
                 break;
@@ -332,6 +418,7 @@ impl Publisher {
                     // 30 s) before trying again; the events keep being consumed.
                     if !degraded {
                         degraded = true;
+                        self.metrics.ldap_up.set(0);
                         self.health.report(PUBLISHER_HEALTH, false).await;
                         tracing::warn!(%error, "ldap unavailable: publication paused, retrying");
                     }
@@ -340,6 +427,7 @@ impl Publisher {
                 Ok(batch) => {
                     if degraded && batch.written > 0 {
                         degraded = false;
+                        self.metrics.ldap_up.set(1);
                         ldap_backoff.reset();
                         self.health.report(PUBLISHER_HEALTH, true).await;
                         tracing::info!("ldap available again: publication resumed");
@@ -495,18 +583,31 @@ impl Publisher {
             today,
         )
         .map_err(|error| Failure::Refused(error.to_string()))?;
-        let written = match desired {
+        let started = std::time::Instant::now();
+        // What the publisher means to do, for a write that fails; one that succeeds is
+        // named by what it did.
+        let (intended, written) = match desired {
             // Never written: most likely not there, add it straight away.
             Some(desired) if account.published_revision.is_none() => {
-                self.ldap.write_new(&desired).await
+                ("add", self.ldap.write_new(&desired).await)
             }
-            Some(desired) => self.ldap.write(&desired).await,
+            Some(desired) => ("modify", self.ldap.write(&desired).await),
             None => {
                 let dn = entry::dn(&account.login, &self.settings.base_dn);
-                self.ldap.delete(&dn).await
+                ("delete", self.ldap.delete(&dn).await)
             }
+        };
+        match &written {
+            Ok(Written::Added) => self.metrics.written("add", "ok", started.elapsed()),
+            Ok(Written::Modified { .. }) => {
+                self.metrics.written("modify", "ok", started.elapsed());
+            }
+            Ok(Written::Deleted) => self.metrics.written("delete", "ok", started.elapsed()),
+            // Compared and found equal: no write.
+            Ok(Written::Unchanged) => {}
+            Err(_) => self.metrics.written(intended, "error", started.elapsed()),
         }
-        .map_err(|error| match error {
+        let written = written.map_err(|error| match error {
             // A certificate that does not verify is LDAP out of reach: publication
             // pauses and resumes once TLS is set right, as when LDAP is away.
             LdapError::Connection(_) | LdapError::Tls(_) => Failure::Unavailable(error.to_string()),
@@ -516,6 +617,11 @@ impl Publisher {
         // write whatever becomes of it.
         if written != Written::Unchanged {
             self.counter.count(account.learner_id).await;
+        }
+        // LDAP holds the version now (written, or found as it should be).
+        if let Some(changed_at) = account.changed_at {
+            let lag = time::OffsetDateTime::now_utc() - changed_at;
+            self.metrics.lag.observe(lag.as_seconds_f64().max(0.0));
         }
         tracing::info!(outcome = ?written, "account published");
         let next_due = entry::next_change(&learner, self.settings.lifecycle, today);

@@ -34,6 +34,9 @@ pub struct AccountRow {
     /// Who caused the account's last change: the caller carried by the event that
     /// changed it, `system` for the calendar.
     pub actor: String,
+    /// When the event that made the version waiting to be published happened (see
+    /// migration 0121); none once published.
+    pub changed_at: Option<OffsetDateTime>,
 }
 
 impl AccountRow {
@@ -59,7 +62,8 @@ const COLUMNS: &str = "a.learner_id, a.login, a.version, a.learner, a.traceparen
     g.learner_version AS grants_learner_version, c.csn AS card_csn,
     GREATEST(LEAST(c.valid_until, '9999-12-31 23:59:59+00'), '0001-01-01 00:00:00+00') AS card_valid_until,
     ARRAY(SELECT p.agreement_id::text || ' ' || p.partner_uai FROM agreement_partners p
-          WHERE p.agreement_id = ANY(a.agreement_ids)) AS partner_uais, a.actor";
+          WHERE p.agreement_id = ANY(a.agreement_ids)) AS partner_uais, a.actor,
+    GREATEST(LEAST(a.changed_at, '9999-12-31 23:59:59+00'), '0001-01-01 00:00:00+00') AS changed_at";
 
 /// The account with its grants and its enabled card (the newest, should there be two).
 const FROM: &str = "accounts a
@@ -80,6 +84,8 @@ pub struct Snapshot {
     pub agreement_ids: Vec<Uuid>,
     /// The caller who caused the change (the event's actor).
     pub actor: String,
+    /// When the event happened (its `occurred_at`), if it says.
+    pub occurred_at: Option<OffsetDateTime>,
 }
 
 /// Stores learners' states, each unless the projection already holds that version or
@@ -139,6 +145,7 @@ pub async fn apply_many(
         .collect();
     let awaits: Vec<bool> = newer.iter().map(|(_, awaits)| *awaits).collect();
     let actors: Vec<&str> = newer.iter().map(|(s, _)| s.actor.as_str()).collect();
+    let occurred: Vec<Option<OffsetDateTime>> = newer.iter().map(|(s, _)| s.occurred_at).collect();
     // Arrays of arrays must be rectangular in PostgreSQL: each set travels as text.
     let agreements: Vec<String> = newer
         .iter()
@@ -152,14 +159,15 @@ pub async fn apply_many(
         .collect();
     sqlx::query(
         "INSERT INTO accounts (learner_id, login, version, learner, traceparent, tracestate,
-                               awaits_grants, agreement_ids, actor)
-         SELECT i, l, v, b, p, t, w, COALESCE(string_to_array(NULLIF(g, ''), ',')::uuid[], '{}'), c
+                               awaits_grants, agreement_ids, actor, changed_at)
+         SELECT i, l, v, b, p, t, w, COALESCE(string_to_array(NULLIF(g, ''), ',')::uuid[], '{}'), c, o
          FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::bytea[], $5::text[],
-                     $6::text[], $7::bool[], $8::text[], $9::text[]) AS u(i, l, v, b, p, t, w, g, c)
+                     $6::text[], $7::bool[], $8::text[], $9::text[], $10::timestamptz[])
+              AS u(i, l, v, b, p, t, w, g, c, o)
          ON CONFLICT (learner_id) DO UPDATE
             SET login = excluded.login, version = excluded.version, learner = excluded.learner,
                 traceparent = excluded.traceparent, tracestate = excluded.tracestate,
-                actor = excluded.actor,
+                actor = excluded.actor, changed_at = excluded.changed_at,
                 revision = accounts.revision + 1, version_at = now(),
                 awaits_grants = excluded.awaits_grants, agreement_ids = excluded.agreement_ids,
                 publish_attempts = 0, next_attempt_at = now(), last_error = NULL, updated_at = now()
@@ -174,6 +182,7 @@ pub async fn apply_many(
     .bind(&awaits)
     .bind(&agreements)
     .bind(&actors)
+    .bind(&occurred)
     .execute(conn)
     .await
     .map(|done| done.rows_affected())
@@ -215,16 +224,18 @@ pub async fn apply_many_grants(
     .await?;
     if !changed.is_empty() {
         let actors: Vec<&str> = all.iter().map(|g| g.actor.as_str()).collect();
+        let occurred: Vec<Option<OffsetDateTime>> = all.iter().map(|g| g.occurred_at).collect();
         sqlx::query(
             "UPDATE accounts a SET revision = a.revision + 1, publish_attempts = 0,
                     next_attempt_at = now(), last_error = NULL, updated_at = now(),
-                    actor = u.actor
-             FROM unnest($1::uuid[], $2::text[]) AS u(learner_id, actor)
+                    actor = u.actor, changed_at = COALESCE(u.occurred_at, a.changed_at)
+             FROM unnest($1::uuid[], $2::text[], $4::timestamptz[]) AS u(learner_id, actor, occurred_at)
              WHERE a.learner_id = u.learner_id AND a.learner_id = ANY($3)",
         )
         .bind(&ids)
         .bind(&actors)
         .bind(&changed)
+        .bind(&occurred)
         .execute(conn)
         .await?;
     }
@@ -316,6 +327,8 @@ pub struct Grants {
     pub in_force: Vec<String>,
     /// The caller who caused the change (the event's actor).
     pub actor: String,
+    /// When the event happened (its `occurred_at`), if it says.
+    pub occurred_at: Option<OffsetDateTime>,
 }
 
 /// One card, as cards published it.
@@ -422,7 +435,8 @@ pub async fn mark_many_published(
     let due: Vec<Option<time::Date>> = published.iter().map(|p| p.next_due).collect();
     sqlx::query(
         "UPDATE accounts a SET published_version = u.v, published_revision = u.r,
-                published_at = now(), publish_attempts = 0, last_error = NULL, next_due = u.d
+                published_at = now(), publish_attempts = 0, last_error = NULL, next_due = u.d,
+                changed_at = NULL
          FROM unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::date[]) AS u(i, v, r, d)
          WHERE a.learner_id = u.i",
     )

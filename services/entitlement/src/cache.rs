@@ -18,7 +18,17 @@ use std::{
     time::Duration,
 };
 
-use hosted_platform::grpc::Readiness;
+use hosted_platform::{
+    grpc::Readiness,
+    metrics::{
+        Metrics,
+        prometheus_client::{
+            collector::Collector,
+            encoding::{DescriptorEncoder, EncodeMetric},
+            metrics::{counter::Counter, family::Family, gauge::ConstGauge},
+        },
+    },
+};
 use sqlx::{PgPool, postgres::PgListener};
 use time::Date;
 use tokio::sync::watch;
@@ -100,7 +110,13 @@ struct Inner {
     epoch: AtomicU64,
     listening: AtomicBool,
     capacity: usize,
+    /// `hosted_check_cache_lookups_total{result}`: `hit` (answered from memory) or
+    /// `miss` (read from the database).
+    lookups: Family<[(&'static str, &'static str); 1], Counter>,
 }
+
+const HIT: [(&str, &str); 1] = [("result", "hit")];
+const MISS: [(&str, &str); 1] = [("result", "miss")];
 
 /// Learners read per query when the cache warms up.
 const WARM_PAGE: i64 = 1_000;
@@ -127,7 +143,31 @@ impl GrantsCache {
             epoch: AtomicU64::new(0),
             listening: AtomicBool::new(false),
             capacity,
+            lookups: Family::default(),
         }))
+    }
+
+    /// Registers the cache's metrics: its lookups, and the learners it holds (read at
+    /// each scrape).
+    pub fn register(&self, metrics: &Metrics) {
+        for result in [HIT, MISS] {
+            drop(self.0.lookups.get_or_create(&result));
+        }
+        metrics.register(
+            "hosted_check_cache_lookups",
+            "Learners Check looked up in the cache: hit (answered from memory) or miss (read from the database)",
+            self.0.lookups.clone(),
+        );
+        metrics.register_collector(Box::new(HeldLearners(self.clone())));
+    }
+
+    /// How many learners the cache holds.
+    pub fn len(&self) -> usize {
+        self.read().by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Entries> {
@@ -161,9 +201,11 @@ impl GrantsCache {
                     .copied(),
             };
             if let Some(found) = id.and_then(|id| entries.by_id.get(&id)) {
+                self.0.lookups.get_or_create(&HIT).inc();
                 return Ok(Some(found.clone()));
             }
         }
+        self.0.lookups.get_or_create(&MISS).inc();
         let epoch = self.0.epoch.load(Ordering::Acquire);
         let mut conn = pool.acquire().await?;
         let Some((learner_id, login, _)) = store::learner(&mut conn, login_or_id).await? else {
@@ -352,5 +394,21 @@ impl GrantsCache {
                 _ = shutdown.changed() => return Ok(()),
             }
         }
+    }
+}
+
+/// `hosted_check_cache_learners`, read from the cache at each scrape.
+#[derive(Debug)]
+struct HeldLearners(GrantsCache);
+
+impl Collector for HeldLearners {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let held = ConstGauge::new(i64::try_from(self.0.len()).unwrap_or(i64::MAX));
+        held.encode(encoder.encode_descriptor(
+            "hosted_check_cache_learners",
+            "Learners the Check cache holds",
+            None,
+            held.metric_type(),
+        )?)
     }
 }

@@ -108,11 +108,13 @@ impl Application {
             recomputer: recomputer.clone(),
             erased: hosted_platform::erasure::ErasureSignal::default(),
         };
+        let cache = GrantsCache::new(config.check.cache_learners);
+        cache.register(&foundation.metrics);
         let state = Entitlement {
             pool: foundation.pool.clone(),
             policy: recomputer.policy.clone(),
             clock,
-            cache: GrantsCache::new(config.check.cache_learners),
+            cache,
             recomputer,
             dead_letters: DeadLetters::new(
                 foundation.namespace.clone(),
@@ -132,6 +134,11 @@ impl Application {
         self.foundation.local_addr()
     }
 
+    /// The `/metrics` endpoint's address (`metrics.listen`).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.foundation.metrics_addr()
+    }
+
     /// Serves until `shutdown` resolves; ready once the consumer of intake's facts is
     /// attached. The due-time schedule, the cache's listener and the follower of
     /// policy activations run beside it.
@@ -139,12 +146,14 @@ impl Application {
         mut self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        let spec = ConsumerSpec {
+            durable: events::INTAKE_CONSUMER.to_owned(),
+            source: Service::Intake,
+            owner: Service::Entitlement,
+        };
+        self.foundation.watch_consumer(&spec);
         let consumer = InboxConsumer::new(
-            ConsumerSpec {
-                durable: events::INTAKE_CONSUMER.to_owned(),
-                source: Service::Intake,
-                owner: Service::Entitlement,
-            },
+            spec,
             &self.foundation.nats_config,
             self.state.pool.clone(),
             self.foundation.jetstream.clone(),

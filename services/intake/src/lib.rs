@@ -118,6 +118,11 @@ impl Application {
         self.foundation.local_addr()
     }
 
+    /// The `/metrics` endpoint's address (`metrics.listen`).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.foundation.metrics_addr()
+    }
+
     /// The plain-text, health-only listener's address (`grpc.health_listen`).
     pub fn health_addr(&self) -> Option<SocketAddr> {
         self.foundation.health_addr()

@@ -21,6 +21,7 @@ mod inbox_batches;
 mod inbox_recovery;
 mod ldap_security;
 mod locking;
+mod metrics;
 mod nats_identities;
 mod personal_data;
 mod publication;
