@@ -8,6 +8,10 @@
 //! build them first). Everything lives in one directory under the system's
 //! temporary directory, removed when the [`Isolated`] is dropped, unless
 //! `HOSTED_FAULTS_KEEP=1` asks to keep it for a post-mortem (its path is printed).
+//!
+//! A service may run as several processes on the same database and NATS
+//! ([`Isolated::start_replica`]: `intake-2` beside `intake`), as replicas of a
+//! Deployment do; hlctl then talks to the first of them still running.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -540,9 +544,12 @@ fn ldap_answers(url: &str) -> bool {
         .is_ok_and(|status| status.success())
 }
 
-/// One service's process and where it logs.
+/// One service's process and where it logs: the service itself (`intake`) or another
+/// replica of it (`intake-2`) on the same database and NATS.
 #[derive(Debug)]
 struct ServiceProcess {
+    /// Which of [`SERVICES`] it runs.
+    service: &'static str,
     port: u16,
     child: Option<Child>,
     /// Settings added to the ones [`Isolated`] gives every start (`NATS__ACK_WAIT_MS`…,
@@ -561,7 +568,9 @@ pub struct Isolated {
     /// ([`Isolated::start_clustered`]); `nats` is then its first node.
     pub nats_peers: Vec<Nats>,
     pub slapd: Slapd,
-    services: BTreeMap<&'static str, ServiceProcess>,
+    /// Every service process by its name: the four services by theirs, the replicas
+    /// started beside them by `<service>-<n>` ([`Isolated::start_replica`]).
+    services: BTreeMap<String, ServiceProcess>,
 }
 
 static INSTANCES: AtomicUsize = AtomicUsize::new(0);
@@ -761,8 +770,9 @@ impl Isolated {
             .into_iter()
             .map(|name| {
                 (
-                    name,
+                    name.to_owned(),
                     ServiceProcess {
+                        service: name,
                         port: free_port(),
                         child: None,
                         settings: BTreeMap::new(),
@@ -781,7 +791,8 @@ impl Isolated {
     }
 
     /// A setting for a service's next starts, as its configuration's environment
-    /// variable without the prefix (`NATS__ACK_WAIT_MS`).
+    /// variable without the prefix (`NATS__ACK_WAIT_MS`). Set on a service (`intake`),
+    /// it holds for its replicas too; set on a replica (`intake-2`), for that one only.
     pub fn set(&mut self, service: &str, key: &str, value: &str) {
         self.process(service)
             .settings
@@ -794,8 +805,56 @@ impl Isolated {
             .unwrap_or_else(|| panic!("no service {service}"))
     }
 
+    fn process_of(&self, service: &str) -> &ServiceProcess {
+        self.services
+            .get(service)
+            .unwrap_or_else(|| panic!("no service {service}"))
+    }
+
+    /// Starts another process of `service` on the same database and NATS, with a gRPC
+    /// port and a log of its own, and waits until it is SERVING; returns its name
+    /// (`intake-2`, `intake-3`…), which `kill`, `pid`, `endpoint`, `log_tail`… take as
+    /// they take a service's. Its consumers share the service's durable consumers and
+    /// its jobs the service's database, as a second pod of a Deployment does.
+    pub fn start_replica(&mut self, service: &str) -> String {
+        let service = SERVICES
+            .into_iter()
+            .find(|known| *known == service)
+            .unwrap_or_else(|| panic!("no service {service}"));
+        let replicas = self
+            .services
+            .values()
+            .filter(|process| process.service == service)
+            .count();
+        let name = format!("{service}-{}", replicas + 1);
+        self.services.insert(
+            name.clone(),
+            ServiceProcess {
+                service,
+                port: free_port(),
+                child: None,
+                settings: BTreeMap::new(),
+            },
+        );
+        self.start_service(&name);
+        self.wait_serving(&name);
+        name
+    }
+
+    /// The names of the processes of `service` (itself first, then its replicas).
+    pub fn replicas(&self, service: &str) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .services
+            .iter()
+            .filter(|(_, process)| process.service == service)
+            .map(|(name, _)| name.clone())
+            .collect();
+        names.sort_by_key(|name| (name.len(), name.clone()));
+        names
+    }
+
     pub fn port(&self, service: &str) -> u16 {
-        self.services[service].port
+        self.process_of(service).port
     }
 
     pub fn address(&self, service: &str) -> std::net::SocketAddr {
@@ -806,7 +865,12 @@ impl Isolated {
         format!("http://127.0.0.1:{}", self.port(service))
     }
 
+    /// A service's database (a replica's is its service's).
     pub fn database_url(&self, service: &str) -> String {
+        let service = self
+            .services
+            .get(service)
+            .map_or(service, |process| process.service);
         self.postgres.url(&format!("hosted_{service}"))
     }
 
@@ -814,17 +878,21 @@ impl Isolated {
         self.root.join("logs").join(format!("{service}.log"))
     }
 
-    /// Starts a service's process (not waiting for it to serve).
-    pub fn start_service(&mut self, service: &str) {
+    /// Starts a service's process, or a replica's (not waiting for it to serve).
+    pub fn start_service(&mut self, name: &str) {
+        let service = self.process_of(name).service;
         let upper = service.to_uppercase();
         let database = self.database_url(service);
         let nats = self.nats_url();
         let ldap = self.slapd.url();
-        let log = self.log(service);
+        let log = self.log(name);
         let hash = token_hash();
         let root = self.root.clone();
-        let process = self.process(service);
-        assert!(process.child.is_none(), "{service} is already running");
+        // The service's settings, then the replica's own.
+        let mut settings = self.process_of(service).settings.clone();
+        settings.extend(self.process_of(name).settings.clone());
+        let process = self.process(name);
+        assert!(process.child.is_none(), "{name} is already running");
         let mut command = Command::new(binary(service));
         command
             .current_dir(repository())
@@ -866,7 +934,7 @@ impl Isolated {
                 .env("DIRECTORY__LDAP__EPPN_SCOPE", "univ-example.fr")
                 .env("DIRECTORY__ENTRIES__SPONSOR_BASE_DN", STAFF);
         }
-        for (key, value) in &process.settings {
+        for (key, value) in &settings {
             command.env(format!("{upper}__{key}"), value);
         }
         let child = command
@@ -874,9 +942,9 @@ impl Isolated {
             .stdout(log_file(&log))
             .stderr(log_file(&log))
             .spawn()
-            .unwrap_or_else(|error| panic!("{service}: {error}"));
-        record_pid(&self.root, service, child.id());
-        self.process(service).child = Some(child);
+            .unwrap_or_else(|error| panic!("{name}: {error}"));
+        record_pid(&self.root, name, child.id());
+        self.process(name).child = Some(child);
     }
 
     /// Waits until a service answers SERVING (60 s at most).
@@ -895,7 +963,7 @@ impl Isolated {
     }
 
     pub fn pid(&self, service: &str) -> u32 {
-        self.services[service]
+        self.process_of(service)
             .child
             .as_ref()
             .unwrap_or_else(|| panic!("{service} is not running"))
@@ -925,18 +993,29 @@ impl Isolated {
             .is_some_and(|child| child.try_wait().is_ok_and(|status| status.is_none()))
     }
 
-    /// hlctl, pointed at this system's services with the caller's token.
+    /// hlctl, pointed at this system's services with the caller's token: at each
+    /// service's first process that was not killed or stopped (the service itself
+    /// unless only a replica of it runs), as a load balancer would.
     pub fn hlctl(&self) -> Command {
         let mut command = Command::new(binary("hlctl"));
         command
             .current_dir(&self.root)
             .env("HLCTL_TOKEN", TOKEN)
-            .env("HLCTL_INTAKE", self.endpoint("intake"))
-            .env("HLCTL_ENTITLEMENT", self.endpoint("entitlement"))
-            .env("HLCTL_CARDS", self.endpoint("cards"))
-            .env("HLCTL_DIRECTORY", self.endpoint("directory"))
+            .env("HLCTL_INTAKE", self.live_endpoint("intake"))
+            .env("HLCTL_ENTITLEMENT", self.live_endpoint("entitlement"))
+            .env("HLCTL_CARDS", self.live_endpoint("cards"))
+            .env("HLCTL_DIRECTORY", self.live_endpoint("directory"))
             .stdin(Stdio::null());
         command
+    }
+
+    /// The endpoint of the first process of `service` that was started and not
+    /// killed or stopped since; the service's own when none is.
+    pub fn live_endpoint(&self, service: &str) -> String {
+        self.replicas(service)
+            .into_iter()
+            .find(|name| self.process_of(name).child.is_some())
+            .map_or_else(|| self.endpoint(service), |name| self.endpoint(&name))
     }
 
     /// The last `lines` lines of a service's log.
@@ -946,10 +1025,11 @@ impl Isolated {
         all[all.len().saturating_sub(lines)..].join("\n")
     }
 
-    /// Lines of the services' logs that tell of a panic, and PostgreSQL's PANICs.
+    /// Lines of the services' logs (replicas' included) that tell of a panic, and
+    /// PostgreSQL's PANICs.
     pub fn panics(&self) -> Vec<String> {
         let mut found = Vec::new();
-        for service in SERVICES {
+        for service in self.services.keys() {
             let text = fs::read_to_string(self.log(service)).unwrap_or_default();
             found.extend(
                 text.lines()
@@ -1023,8 +1103,9 @@ impl Isolated {
 
 impl Drop for Isolated {
     fn drop(&mut self) {
-        for service in SERVICES {
-            self.kill(service);
+        let names: Vec<String> = self.services.keys().cloned().collect();
+        for name in names {
+            self.kill(&name);
         }
         self.slapd.stop();
         self.nats.kill();

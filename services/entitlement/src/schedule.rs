@@ -4,6 +4,11 @@
 //! learners whose day has come (every replica takes its share, SKIP LOCKED) and
 //! recomputes them, which publishes `grants.changed` with what is now in force. No
 //! periodic scan of every learner.
+//!
+//! A pass ends when it finds no learner it can take. Learners still due then are held
+//! by another replica's pass; should that replica die before its commit, they would
+//! wait for the next midnight. So while any learner is still due, the task looks
+//! again every [`HELD_ELSEWHERE`].
 
 use std::time::Duration;
 
@@ -14,6 +19,10 @@ use crate::{recompute::Recomputer, store};
 
 /// Learners per transaction.
 const BATCH: i64 = 500;
+
+/// How soon a replica looks again at learners still due after its pass, held by
+/// another replica's pass (which may die before it commits).
+const HELD_ELSEWHERE: Duration = Duration::from_secs(2);
 
 /// Recomputes every learner whose next due day is today or earlier; returns how many
 /// were published.
@@ -60,7 +69,17 @@ pub async fn run(pool: PgPool, recomputer: Recomputer, mut shutdown: watch::Rece
                     tracing::info!(published, "due grants published");
                 }
                 failures = 0;
-                None
+                match store::any_due(&pool, recomputer.today()).await {
+                    Ok(true) => {
+                        tracing::debug!("learners still due, held by another replica");
+                        Some(HELD_ELSEWHERE)
+                    }
+                    Ok(false) => None,
+                    Err(error) => {
+                        tracing::warn!(%error, "due-time schedule not checked; looking again");
+                        Some(HELD_ELSEWHERE)
+                    }
+                }
             }
             Err(error) => {
                 failures += 1;

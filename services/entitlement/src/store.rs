@@ -821,6 +821,15 @@ pub async fn due_learners(
     ))
 }
 
+/// Whether any learner is due on `today` or before: after a pass of the schedule,
+/// those another replica's pass holds.
+pub async fn any_due(pool: &sqlx::PgPool, today: Date) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM learners WHERE next_due <= $1)")
+        .bind(today)
+        .fetch_one(pool)
+        .await
+}
+
 /// Whether a stored date lies beyond what the code's date type holds: PostgreSQL's
 /// `date` also takes `infinity`, `-infinity` and years after 9999, which an older
 /// version or a hand-made fix may have left, and decoding them panics.
