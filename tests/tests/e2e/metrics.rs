@@ -1,8 +1,14 @@
 //! Every service's `/metrics`, scraped over HTTP as Prometheus does: the exposition
 //! parses, and the figures move when the system works (RPCs, the outbox, LDAP writes,
-//! the publication lag, the Check cache).
+//! the publication lag, the Check cache), and the dashboard and the alerting rules of
+//! `deploy/kubernetes/monitoring/` ask for no metric the services do not serve.
 
-use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::SocketAddr,
+    path::Path,
+    time::Duration,
+};
 
 use hosted_contracts::v1;
 use hosted_e2e::{TestSystem, name_for, registration};
@@ -417,7 +423,54 @@ async fn every_service_serves_metrics_that_move_with_the_work() {
     })
     .await;
 
+    // The dashboard and the alerts ask only for what the services serve.
+    let mut served = BTreeSet::new();
+    for address in [intake, entitlement, directory, cards] {
+        served.extend(
+            scrape(address)
+                .await
+                .samples
+                .into_iter()
+                .map(|sample| sample.name),
+        );
+    }
+    let monitoring = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/kubernetes/monitoring");
+    for file in ["dashboards/hosted-learners.json", "alerts.yaml"] {
+        let text = std::fs::read_to_string(monitoring.join(file)).unwrap();
+        let asked = metric_names(&text);
+        assert!(asked.len() >= 5, "{file}: too few metrics found: {asked:?}");
+        let unknown: Vec<&String> = asked.difference(&served).collect();
+        assert!(
+            unknown.is_empty(),
+            "{file} asks for metrics no service serves: {unknown:?}"
+        );
+    }
+
     system.stop().await;
+}
+
+/// The names of our metrics (`hosted_…`, `grpc_server_…`, `process_…`) a text
+/// (a query, a dashboard, rules) mentions.
+fn metric_names(text: &str) -> BTreeSet<String> {
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|word| {
+            ["hosted_", "grpc_server_", "process_"]
+                .iter()
+                .any(|prefix| word.starts_with(prefix))
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn metric_names_are_found_in_queries() {
+    let names = metric_names(
+        r#"sum by (le) (rate(hosted_publication_lag_seconds_bucket{service="directory"}[5m])) / up"#,
+    );
+    assert_eq!(
+        names,
+        BTreeSet::from(["hosted_publication_lag_seconds_bucket".to_owned()])
+    );
 }
 
 #[test]
