@@ -638,13 +638,19 @@ impl Isolated {
     /// is SERVING.
     pub fn start() -> Self {
         let mut system = Self::servers();
-        for service in SERVICES {
-            system.start_service(service);
-        }
-        for service in SERVICES {
-            system.wait_serving(service);
-        }
+        system.start_services();
         system
+    }
+
+    /// Starts the four services (one process each) and waits until every one is
+    /// SERVING.
+    pub fn start_services(&mut self) {
+        for service in SERVICES {
+            self.start_service(service);
+        }
+        for service in SERVICES {
+            self.wait_serving(service);
+        }
     }
 
     /// As [`Isolated::start`], NATS being a JetStream cluster of three nodes on which
@@ -654,11 +660,8 @@ impl Isolated {
         system.wait_for_jetstream_cluster();
         for service in SERVICES {
             system.set(service, "NATS__REPLICAS", "3");
-            system.start_service(service);
         }
-        for service in SERVICES {
-            system.wait_serving(service);
-        }
+        system.start_services();
         system
     }
 
@@ -797,6 +800,23 @@ impl Isolated {
         self.process(service)
             .settings
             .insert(key.to_owned(), value.to_owned());
+    }
+
+    /// Runs every service's calendar on a rehearsal clock from `started_at`, at
+    /// `days_per_minute` (`[clock] rehearsal_*`); set before the services start.
+    pub fn rehearse(&mut self, started_at: jiff::Timestamp, days_per_minute: u32) {
+        for service in SERVICES {
+            self.set(
+                service,
+                "CLOCK__REHEARSAL_STARTED_AT",
+                &started_at.to_string(),
+            );
+            self.set(
+                service,
+                "CLOCK__REHEARSAL_DAYS_PER_MINUTE",
+                &days_per_minute.to_string(),
+            );
+        }
     }
 
     fn process(&mut self, service: &str) -> &mut ServiceProcess {

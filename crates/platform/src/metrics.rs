@@ -465,8 +465,6 @@ pub struct GrpcMetricsService<S> {
     layer: GrpcMetricsLayer,
 }
 
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-
 impl<S> TowerService<http::Request<Body>> for GrpcMetricsService<S>
 where
     S: TowerService<http::Request<Body>, Response = http::Response<Body>> + Clone + Send + 'static,
@@ -474,7 +472,7 @@ where
 {
     type Response = http::Response<Body>;
     type Error = S::Error;
-    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+    type Future = futures::future::BoxFuture<'static, Result<Self::Response, Self::Error>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)

@@ -10,7 +10,6 @@ use std::{
     time::Duration,
 };
 
-use hosted_contracts::v1;
 use hosted_e2e::{TestSystem, name_for, registration};
 use hosted_platform::{auth::Role, config::MetricsConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -188,23 +187,6 @@ async fn eventually(address: SocketAddr, what: &str, condition: impl Fn(&Scrape)
     }
 }
 
-async fn check(system: &TestSystem, login: &str) -> v1::CheckResponse {
-    system
-        .entitlement_client()
-        .await
-        .check(system.as_role(
-            Role::Integrator,
-            v1::CheckRequest {
-                learner: Some(v1::check_request::Learner::Login(login.to_owned())),
-                resource: "library".to_owned(),
-                at: None,
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-}
-
 const INTAKE: &str = "hosted.v1.IntakeService";
 const ENTITLEMENT: &str = "hosted.v1.EntitlementService";
 
@@ -301,7 +283,10 @@ async fn every_service_serves_metrics_that_move_with_the_work() {
     assert_eq!(refused.code(), tonic::Code::PermissionDenied);
     for login in &logins {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while !check(&system, login).await.allowed {
+        while !crate::entitlement::check(&system, login, "library")
+            .await
+            .allowed
+        {
             assert!(
                 tokio::time::Instant::now() < deadline,
                 "{login} never allowed"
@@ -355,7 +340,11 @@ async fn every_service_serves_metrics_that_move_with_the_work() {
         before["entitlement"].sum("hosted_check_cache_lookups_total", &[("result", "hit")]);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        assert!(check(&system, &logins[0]).await.allowed);
+        assert!(
+            crate::entitlement::check(&system, &logins[0], "library")
+                .await
+                .allowed
+        );
         let scrape = scrape(entitlement).await;
         if scrape.sum("hosted_check_cache_lookups_total", &[("result", "hit")]) > hits_before {
             break;

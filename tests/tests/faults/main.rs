@@ -604,28 +604,12 @@ async fn two_replicas_of_every_service_publish_each_learner_once() {
     .unwrap();
     let first_day = clock.today();
     let mut system = tokio::task::block_in_place(Isolated::servers);
-    for service in isolated::SERVICES {
-        system.set(
-            service,
-            "CLOCK__REHEARSAL_STARTED_AT",
-            &started_at.to_string(),
-        );
-        system.set(
-            service,
-            "CLOCK__REHEARSAL_DAYS_PER_MINUTE",
-            &REPLICAS_DAYS_PER_MINUTE.to_string(),
-        );
-    }
+    system.rehearse(started_at, REPLICAS_DAYS_PER_MINUTE);
     // As in the soak: no entry removed while the days pass (convergence counts one
     // entry per learner).
     system.set("directory", "ACCOUNTS__EXPIRED_DAYS", "3650");
     tokio::task::block_in_place(|| {
-        for service in isolated::SERVICES {
-            system.start_service(service);
-        }
-        for service in isolated::SERVICES {
-            system.wait_serving(service);
-        }
+        system.start_services();
         for service in isolated::SERVICES {
             system.start_replica(service);
         }

@@ -672,30 +672,14 @@ async fn the_system_holds_a_steady_load_as_the_days_pass() {
     let settings = Settings::from_env();
     let started_at = jiff::Timestamp::now();
     let mut system = tokio::task::block_in_place(Isolated::servers);
-    for service in isolated::SERVICES {
-        system.set(
-            service,
-            "CLOCK__REHEARSAL_STARTED_AT",
-            &started_at.to_string(),
-        );
-        system.set(
-            service,
-            "CLOCK__REHEARSAL_DAYS_PER_MINUTE",
-            &settings.days_per_minute.to_string(),
-        );
-    }
+    system.rehearse(started_at, settings.days_per_minute);
     // A short grace, so that accounts also move on to expired while the soak runs;
     // the longest expiry (ten years), so that none is removed: each accepted learner
     // keeps an entry, which is what convergence counts.
     system.set("directory", "ACCOUNTS__GRACE_DAYS", "3");
     system.set("directory", "ACCOUNTS__EXPIRED_DAYS", "3650");
     tokio::task::block_in_place(|| {
-        for service in isolated::SERVICES {
-            system.start_service(service);
-        }
-        for service in isolated::SERVICES {
-            system.wait_serving(service);
-        }
+        system.start_services();
     });
     let clock = Clock::rehearsal(DEFAULT_TIME_ZONE, started_at, settings.days_per_minute).unwrap();
     let first_day = clock.today();
